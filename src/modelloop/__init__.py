@@ -1,0 +1,1 @@
+"""modelloop: track, register, serve, monitor and retrain models as one closed loop."""

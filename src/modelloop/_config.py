@@ -1,0 +1,78 @@
+"""Settings read from the environment, resolved once per client — never a mutable global."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+__all__ = ["DEFAULT_TRUSTED_TYPES", "Settings"]
+
+#: Types a skops model file may contain beyond skops' own safe defaults. The list lives here, in
+#: modelloop's configuration, and never comes from the artifact being loaded. Users extend it with
+#: ``MODELLOOP_TRUSTED_TYPES`` (comma separated) or ``Settings(trusted_types=...)``.
+DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
+    "collections.OrderedDict",
+    "collections.defaultdict",
+    "numpy.dtype",
+    "numpy.ndarray",
+    "numpy.random._mt19937.MT19937",
+    "numpy.random.mtrand.RandomState",
+    "numpy.random._generator.Generator",
+    "numpy.random._pcg64.PCG64",
+    "numpy.random.bit_generator.SeedSequence",
+    "builtins.slice",
+    "functools.partial",
+)
+
+
+def _home_from_env() -> Path:
+    return Path(os.environ.get("MODELLOOP_HOME", ".modelloop")).expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where modelloop keeps its metadata and artifacts, and whom it acts for.
+
+    ``Settings.from_env()`` reads ``MODELLOOP_HOME`` (default ``./.modelloop``),
+    ``MODELLOOP_STORE_URL`` (default: a SQLite file in the home), ``MODELLOOP_ARTIFACT_ROOT``
+    (default: ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES`` and ``MODELLOOP_USER``.
+    """
+
+    home: Path = field(default_factory=_home_from_env)
+    store_url: str | None = None
+    artifact_root: str | None = None
+    trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
+    user: str = field(default_factory=lambda: os.environ.get("MODELLOOP_USER") or _login())
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Build settings from environment variables; keyword arguments take precedence."""
+        extra = tuple(
+            t.strip() for t in os.environ.get("MODELLOOP_TRUSTED_TYPES", "").split(",") if t.strip()
+        )
+        base = cls(
+            home=_home_from_env(),
+            store_url=os.environ.get("MODELLOOP_STORE_URL") or None,
+            artifact_root=os.environ.get("MODELLOOP_ARTIFACT_ROOT") or None,
+            trusted_types=DEFAULT_TRUSTED_TYPES + extra,
+        )
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The SQLAlchemy URL of the metadata store."""
+        return self.store_url or f"sqlite:///{self.home / 'modelloop.db'}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        """The fsspec URL (or local path) under which artifacts are stored."""
+        return self.artifact_root or str(self.home / "artifacts")
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        return "unknown"

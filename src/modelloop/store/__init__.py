@@ -1,0 +1,44 @@
+"""Metadata store: one contract (:class:`Store`), one SQLAlchemy backend for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from modelloop.store._base import Store
+from modelloop.store._records import (
+    AuditEvent,
+    Dataset,
+    DatasetInput,
+    Experiment,
+    Metric,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+    Run,
+    RunArtifact,
+    RunStatus,
+)
+
+__all__ = [
+    "AuditEvent",
+    "Dataset",
+    "DatasetInput",
+    "Experiment",
+    "Metric",
+    "ModelVersion",
+    "Page",
+    "RegisteredModel",
+    "Run",
+    "RunArtifact",
+    "RunStatus",
+    "Store",
+    "get_store",
+]
+
+
+def get_store(url: str) -> Store:
+    """Open the store at a SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+    The schema is created or upgraded on first use.
+    """
+    from modelloop.store._sql import SqlStore
+
+    return SqlStore(url)

@@ -1,0 +1,264 @@
+"""The metadata store contract.
+
+Every backend implements :class:`Store`; the shared suite in ``tests/store`` runs against each.
+
+Contract, for every method unless its docstring says otherwise:
+
+* **Thread and process safety.** One store object may be used from many threads at once, and many
+  processes may open stores on the same database. Writers never see "database is locked": a backend
+  waits (SQLite: WAL + busy timeout + retry) rather than fail.
+* **Atomicity.** Each method is one transaction: it either happens whole or not at all. Audit events
+  for a change are written in the same transaction as the change.
+* **Records out.** Methods return frozen records from :mod:`modelloop.store._records`, never live
+  database rows. Mappings inside records are read-only.
+* **Errors.** A missing entity raises :class:`~modelloop.exceptions.NotFound`; a change that
+  contradicts stored state raises :class:`~modelloop.exceptions.Conflict`; a malformed argument
+  (bad filter, empty name, bad status transition) raises
+  :class:`~modelloop.exceptions.InvalidInput`; a database failure is wrapped in
+  :class:`~modelloop.exceptions.StoreError`. Driver exceptions never leak.
+* **Time.** Every timestamp is integer epoch milliseconds. Methods that take ``now`` use the current
+  time when it is None.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from modelloop.store._records import (
+    AuditEvent,
+    Dataset,
+    DatasetInput,
+    Experiment,
+    Metric,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+    Run,
+    RunArtifact,
+    RunStatus,
+)
+
+__all__ = ["Store"]
+
+
+class Store(abc.ABC):
+    """Experiments, runs, metrics, artifacts, datasets, registered models, aliases, audit events."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def upgrade(self) -> str:
+        """Bring the schema to the newest migration; return the revision now in force.
+
+        Idempotent. A new store calls it on first use, so users rarely need to.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The store must not be used afterwards."""
+
+    # -- experiments -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_experiment(self, name: str) -> Experiment:
+        """Create an experiment. ``Conflict`` if the name is taken; ``InvalidInput`` if empty."""
+
+    @abc.abstractmethod
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        """The experiment with this id, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def get_experiment_by_name(self, name: str) -> Experiment:
+        """The experiment with this name, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        """The experiment with this name, created if missing; safe when callers race."""
+
+    @abc.abstractmethod
+    def list_experiments(self) -> list[Experiment]:
+        """All experiments, oldest first."""
+
+    # -- runs --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_run(
+        self,
+        experiment_id: int,
+        *,
+        name: str | None = None,
+        user: str = "unknown",
+        tags: Mapping[str, str] | None = None,
+        start_time: int | None = None,
+    ) -> Run:
+        """Start a run (status RUNNING) with a fresh 32-hex-character id; ``NotFound`` if the
+        experiment is missing. A run without a name gets a readable generated one."""
+
+    @abc.abstractmethod
+    def get_run(self, run_id: str) -> Run:
+        """The run with its params, latest metrics and tags, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def end_run(self, run_id: str, status: RunStatus, *, end_time: int | None = None) -> Run:
+        """Set a final status and end time. ``InvalidInput`` for RUNNING; ``Conflict`` when the run
+        already ended with another status (ending twice with the same status is a no-op)."""
+
+    @abc.abstractmethod
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Record params (values stored as ``str(value)``). Logging a key again with the same value
+        is a no-op; with a different value it raises ``Conflict`` and writes nothing."""
+
+    @abc.abstractmethod
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set tags; a tag set again is overwritten."""
+
+    @abc.abstractmethod
+    def log_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        """Append metric values in one transaction (all rows or none) and keep each key's latest
+        value (highest step, then latest timestamp) for search. NaN and +/-inf are stored as given.
+        ``NotFound`` if the run is missing; ``InvalidInput`` for an empty key."""
+
+    @abc.abstractmethod
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every value logged for one metric, ordered by step then timestamp."""
+
+    @abc.abstractmethod
+    def count_metric_values(self, run_id: str, key: str | None = None) -> int:
+        """How many metric rows the run has (for one key, or all)."""
+
+    @abc.abstractmethod
+    def search_runs(
+        self,
+        experiment_ids: Sequence[int],
+        *,
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page:
+        """Runs of the given experiments matching ``filter``, as a :class:`Page` of :class:`Run`.
+
+        The filter is evaluated by the database, never by loading every run. Grammar: clauses
+        joined by ``and`` (case-insensitive); a clause is ``<entity>.<key> <op> <value>`` where
+        entity is ``metrics``, ``params``, ``tags`` or ``attributes`` (attribute keys: ``status``,
+        ``run_name``, ``start_time``, ``end_time``, ``user``, ``run_id``); ``op`` is one of
+        ``= != < <= > >=`` (metrics and times compare numerically; params, tags and text
+        attributes accept ``=``, ``!=``, ``like``, ``ilike`` on strings in single or double quotes).
+        Keys with spaces or dots are back-quoted: ``metrics.`val loss` < 1``.
+
+        ``order_by`` items are ``"<entity>.<key> [ASC|DESC]"`` or an attribute (``start_time``);
+        the default is newest first; ties are broken by run id so pages are stable.
+        ``InvalidInput`` names the offending part of a bad filter, order or token.
+        """
+
+    # -- run artifacts -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def log_run_artifact(self, artifact: RunArtifact) -> None:
+        """Record that a complete, stored blob is a run's artifact at a path; logging the same path
+        again replaces the entry. Call only after the blob is durably in the artifact store."""
+
+    @abc.abstractmethod
+    def list_run_artifacts(self, run_id: str, prefix: str = "") -> list[RunArtifact]:
+        """The run's artifacts whose path equals ``prefix`` or starts with ``prefix + '/'``
+        (everything when empty), ordered by path."""
+
+    # -- datasets and lineage ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_dataset(
+        self,
+        *,
+        name: str,
+        digest: str,
+        source: str,
+        num_rows: int,
+        schema: Mapping[str, Any] | None = None,
+        profile: Mapping[str, Any] | None = None,
+    ) -> Dataset:
+        """Register a dataset snapshot; idempotent on (name, digest): the existing one is
+        returned."""
+
+    @abc.abstractmethod
+    def get_dataset(self, dataset_id: int) -> Dataset:
+        """The dataset with this id, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def find_datasets(self, *, name: str | None = None, digest: str | None = None) -> list[Dataset]:
+        """Datasets matching the given name and/or digest, oldest first."""
+
+    @abc.abstractmethod
+    def link_dataset(self, run_id: str, dataset_id: int, role: str) -> None:
+        """Record that a run used a dataset in a role; idempotent."""
+
+    @abc.abstractmethod
+    def list_run_datasets(self, run_id: str) -> list[DatasetInput]:
+        """The datasets a run used, with their roles."""
+
+    # -- registry ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_registered_model(
+        self, name: str, *, description: str = "", actor: str = "unknown"
+    ) -> RegisteredModel:
+        """Create a registered model; ``Conflict`` if it exists. Audited."""
+
+    @abc.abstractmethod
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        """The model with its aliases and latest version number, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """All registered models by name."""
+
+    @abc.abstractmethod
+    def create_model_version(
+        self,
+        name: str,
+        *,
+        source: str,
+        run_id: str | None = None,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        actor: str = "unknown",
+    ) -> ModelVersion:
+        """Add the next version of ``name`` (creating the registered model if needed).
+
+        Version numbers are 1, 2, 3, ... per name, unique and gap-free even when many processes
+        register at once. Audited.
+        """
+
+    @abc.abstractmethod
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        """One version, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first; ``NotFound`` if the model is missing."""
+
+    @abc.abstractmethod
+    def set_alias(self, name: str, alias: str, version: int, *, actor: str = "unknown") -> int | None:
+        """Point ``name@alias`` at ``version`` atomically; return the version it pointed at before
+        (None if new). ``NotFound`` if the version is missing; ``InvalidInput`` for an alias that is
+        empty, all digits, or not ``[A-Za-z0-9_-]``. Audited with before and after."""
+
+    @abc.abstractmethod
+    def delete_alias(self, name: str, alias: str, *, actor: str = "unknown") -> int:
+        """Remove an alias; return the version it pointed at. ``NotFound`` if missing. Audited."""
+
+    @abc.abstractmethod
+    def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        """The version an alias points at, or ``NotFound``."""
+
+    # -- audit -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def list_audit_events(
+        self,
+        *,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Audit events, oldest first, optionally for one entity."""

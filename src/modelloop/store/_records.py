@@ -1,0 +1,142 @@
+"""Frozen records returned by every store. Nobody mutates a record to change the database."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "AuditEvent",
+    "Dataset",
+    "DatasetInput",
+    "Experiment",
+    "Metric",
+    "ModelVersion",
+    "Page",
+    "RegisteredModel",
+    "Run",
+    "RunArtifact",
+    "RunStatus",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class RunStatus(str, enum.Enum):
+    """Lifecycle of a run. Only ``RUNNING`` may change; the others are final."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Experiment:
+    experiment_id: int
+    name: str
+    created_at: int  # epoch milliseconds, as every timestamp in the store
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    key: str
+    value: float
+    step: int = 0
+    timestamp: int = 0  # epoch milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str  # 32 lowercase hex characters
+    experiment_id: int
+    name: str
+    status: RunStatus
+    start_time: int
+    end_time: int | None
+    user: str
+    params: Mapping[str, str] = field(default=_EMPTY)
+    #: the latest value of each metric (highest step, then latest timestamp)
+    metrics: Mapping[str, float] = field(default=_EMPTY)
+    tags: Mapping[str, str] = field(default=_EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class RunArtifact:
+    run_id: str
+    path: str  # validated relative POSIX path, e.g. "model/model.skops"
+    digest: str  # sha256 hex of the blob in the artifact store
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class Dataset:
+    dataset_id: int
+    name: str
+    digest: str  # sha256 hex of the dataset's canonical content
+    source: str  # where it came from, free text (a path, a query, a package name)
+    num_rows: int
+    schema: Mapping[str, Any] = field(default=_EMPTY)
+    profile: Mapping[str, Any] = field(default=_EMPTY)
+    created_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetInput:
+    """Lineage: a run used a dataset in a role ("train", "eval", "reference", ...)."""
+
+    run_id: str
+    dataset: Dataset
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredModel:
+    name: str
+    created_at: int
+    updated_at: int
+    description: str = ""
+    latest_version: int = 0
+    aliases: Mapping[str, int] = field(default=_EMPTY)  # alias -> version
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    name: str
+    version: int  # 1, 2, 3, ... unique per name, allocated by the store
+    run_id: str | None
+    source: str  # where the package lives, e.g. "runs:/<run_id>/model"
+    created_at: int
+    user: str
+    description: str = ""
+    tags: Mapping[str, str] = field(default=_EMPTY)
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    event_id: int
+    timestamp: int
+    actor: str
+    action: str  # e.g. "model_version.create", "alias.set", "alias.delete"
+    entity_type: str  # "registered_model", "model_version", "alias", "run", "experiment"
+    entity_id: str  # e.g. "flights", "flights/3", "flights@champion", a run id
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of results; pass ``next_page_token`` back to get the next one (None: last page)."""
+
+    items: tuple[Any, ...]
+    next_page_token: str | None = None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -1,0 +1,67 @@
+"""Fixtures shared by every test package: a temporary MODELLOOP_HOME and real databases.
+
+PostgreSQL tests use the server at ``MODELLOOP_TEST_PG_URL`` (default: the trust-auth server on
+127.0.0.1:5432, database ``test``); each test gets a fresh database created and dropped for it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get(
+    "MODELLOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _pg_conninfo(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    parts = [f"host={u.host or '127.0.0.1'}", f"port={u.port or 5432}", f"dbname={u.database}"]
+    if u.username:
+        parts.append(f"user={u.username}")
+    if u.password:
+        parts.append(f"password={u.password}")
+    return " ".join(parts)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MODELLOOP_HOME for the test, with store and artifact variables cleared."""
+    h = tmp_path / "mlhome"
+    monkeypatch.setenv("MODELLOOP_HOME", str(h))
+    for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT", "MODELLOOP_TRUSTED_TYPES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MODELLOOP_USER", "tester")
+    return h
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """URL of a brand-new PostgreSQL database, dropped after the test."""
+    psycopg = pytest.importorskip("psycopg")
+    from sqlalchemy.engine import make_url
+
+    name = f"mlt_{uuid.uuid4().hex[:12]}"
+    admin = _pg_conninfo(PG_ADMIN_URL)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Parametrises a test over every store backend: a SQLite file and a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")
