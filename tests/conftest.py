@@ -65,3 +65,32 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'store.db'}"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def client(home: Path) -> Iterator[object]:
+    """A client on the embedded default (SQLite file + local artifacts) in a fresh home."""
+    from modelloop import Client, Settings
+
+    c = Client(Settings.from_env())
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def any_client(home: Path, store_url: str) -> Iterator[object]:
+    """A client parametrised over every store backend, with local artifacts in a fresh home."""
+    from modelloop import Client, Settings
+
+    c = Client(Settings.from_env(store_url=store_url))
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def breast_cancer():
+    """scikit-learn's bundled breast cancer data as (X frame, y series)."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    return data.data, data.target

@@ -1,1 +1,85 @@
-"""modelloop: track, register, serve, monitor and retrain models as one closed loop."""
+"""modelloop: track, register, serve, monitor and retrain models as one closed loop.
+
+``import modelloop`` is cheap: the public names below load their modules on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from modelloop.exceptions import (
+    ArtifactCorrupted,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ModelloopError,
+    NotFound,
+    SchemaMismatch,
+    StoreError,
+    Unauthorized,
+    UnsafeArtifact,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveRun",
+    "ArtifactCorrupted",
+    "Client",
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "ModelloopError",
+    "NotFound",
+    "SchemaMismatch",
+    "Settings",
+    "StoreError",
+    "Unauthorized",
+    "UnsafeArtifact",
+    "__version__",
+    "get_run",
+    "load_model",
+    "register_model",
+    "search_runs",
+    "set_alias",
+    "start_run",
+]
+
+_LAZY = {
+    "ActiveRun": "modelloop.tracking",
+    "Client": "modelloop._client",
+    "Settings": "modelloop._config",
+    "get_run": "modelloop._api",
+    "load_model": "modelloop._api",
+    "register_model": "modelloop._api",
+    "search_runs": "modelloop._api",
+    "set_alias": "modelloop._api",
+    "start_run": "modelloop._api",
+}
+
+if TYPE_CHECKING:
+    from modelloop._api import (
+        get_run,
+        load_model,
+        register_model,
+        search_runs,
+        set_alias,
+        start_run,
+    )
+    from modelloop._client import Client
+    from modelloop._config import Settings
+    from modelloop.tracking import ActiveRun
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelloop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

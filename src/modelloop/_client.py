@@ -1,0 +1,378 @@
+"""The client: one object that ties the metadata store, the artifact store and settings together.
+
+Pass a :class:`Client` around explicitly, or use the module-level functions of :mod:`modelloop`,
+which use a client built from the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelloop._config import Settings
+from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.registry._uri import ModelRef, RunArtifactRef, parse_model_uri
+from modelloop.store import (
+    Dataset,
+    Metric,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+    Run,
+    RunArtifact,
+    Store,
+    get_store,
+)
+from modelloop.tracking._run import ActiveRun
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modelloop.artifacts import ArtifactStore
+    from modelloop.models import ModelPackage, Signature
+
+__all__ = ["Client", "default_client"]
+
+
+class Client:
+    """Tracking and registry operations over one metadata store and one artifact store.
+
+    Thread-safe: share one client between threads. Stores are opened on first use.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: Store | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        if store is not None:
+            self.__dict__["store"] = store
+        if artifacts is not None:
+            self.__dict__["artifacts"] = artifacts
+
+    @cached_property
+    def store(self) -> Store:
+        """The metadata store (created and migrated on first use)."""
+        return get_store(self.settings.resolved_store_url)
+
+    @cached_property
+    def artifacts(self) -> ArtifactStore:
+        """The content-addressed artifact store."""
+        from modelloop.artifacts import ArtifactStore
+
+        return ArtifactStore(self.settings.resolved_artifact_root)
+
+    def close(self) -> None:
+        """Release database connections."""
+        if "store" in self.__dict__:
+            self.store.close()
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        experiment: str = "default",
+        *,
+        name: str | None = None,
+        tags: Mapping[str, Any] | None = None,
+        flush_every: int = 1000,
+        flush_interval: float = 5.0,
+    ) -> ActiveRun:
+        """Start a run in ``experiment`` (created if missing); use the result as a context
+        manager."""
+        exp = self.store.get_or_create_experiment(experiment)
+        run = self.store.create_run(
+            exp.experiment_id,
+            name=name,
+            user=self.settings.user,
+            tags={k: str(v) for k, v in (tags or {}).items()},
+        )
+        return ActiveRun(self, run, flush_every=flush_every, flush_interval=flush_interval)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with its params, latest metrics and tags."""
+        return self.store.get_run(run_id)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every value of one metric, by step."""
+        return self.store.get_metric_history(run_id, key)
+
+    def search_runs(
+        self,
+        experiment: str | Sequence[str] | None = None,
+        *,
+        filter: str = "",
+        order_by: Sequence[str] = (),
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> Page:
+        """Runs of one or more experiments (all when None) matching ``filter``, evaluated in SQL.
+
+        Example: ``filter="metrics.auc > 0.8 and params.max_depth = '6'"``,
+        ``order_by=["metrics.auc DESC"]``. See :meth:`modelloop.store.Store.search_runs`.
+        """
+        if experiment is None:
+            ids = [e.experiment_id for e in self.store.list_experiments()]
+        else:
+            names = [experiment] if isinstance(experiment, str) else list(experiment)
+            ids = [self.store.get_experiment_by_name(n).experiment_id for n in names]
+        return self.store.search_runs(
+            ids, filter=filter, order_by=order_by, max_results=max_results, page_token=page_token
+        )
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def log_artifact(
+        self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> list[RunArtifact]:
+        """Store a file, or every file below a directory, as artifacts of a run.
+
+        A file lands at ``artifact_path`` (default: its own name); a directory's files land below
+        ``artifact_path`` (default: the directory's name). Each blob is stored completely before
+        its row is written.
+        """
+        from modelloop.artifacts import validate_artifact_path
+
+        src = Path(local_path)
+        if not src.exists():
+            raise NotFound(f"no such file or directory: {src}")
+        base = validate_artifact_path(artifact_path if artifact_path is not None else src.name)
+        if src.is_file():
+            files = [(src, base)]
+        else:
+            files = [
+                (p, f"{base}/{p.relative_to(src).as_posix()}")
+                for p in sorted(src.rglob("*"))
+                if p.is_file()
+            ]
+        self.store.get_run(run_id)  # fail before any upload when the run is missing
+        logged = []
+        for path, rel in files:
+            rel = validate_artifact_path(rel)
+            blob = self.artifacts.put_file(path)
+            rec = RunArtifact(run_id=run_id, path=rel, digest=blob.digest, size=blob.size)
+            self.store.log_run_artifact(rec)
+            logged.append(rec)
+        return logged
+
+    def list_artifacts(self, run_id: str, prefix: str = "") -> list[RunArtifact]:
+        """A run's artifacts at or below ``prefix``."""
+        from modelloop.artifacts import validate_artifact_path
+
+        prefix = validate_artifact_path(prefix) if prefix else ""
+        return self.store.list_run_artifacts(run_id, prefix)
+
+    def download_artifacts(
+        self, run_id: str, path: str = "", dest: str | os.PathLike[str] | None = None
+    ) -> Path:
+        """Copy a run's artifact (or everything below ``path``) to ``dest``, verifying digests.
+
+        Returns the local path of the file or directory. ``dest`` defaults to a new temp dir.
+        """
+        items = self.list_artifacts(run_id, path)
+        if not items:
+            raise NotFound(f"run {run_id} has no artifact at {path or '/'!r}")
+        root = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="modelloop-"))
+        for item in items:
+            self.artifacts.get_file(item.digest, root / item.path)
+        return root / path if path else root
+
+    # -- models and datasets -----------------------------------------------------------------
+
+    def log_model(
+        self,
+        run_id: str,
+        model: Any,
+        name: str = "model",
+        *,
+        input_example: pd.DataFrame | None = None,
+        signature: Signature | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        serialization: str = "skops",
+    ) -> str:
+        """Save a model package as artifacts of a run; return ``runs:/<run_id>/<name>``."""
+        from modelloop.artifacts import validate_artifact_path
+        from modelloop.models import save_model
+
+        name = validate_artifact_path(name)
+        meta: dict[str, Any] = {"run_id": run_id}
+        train = [d for d in self.store.list_run_datasets(run_id) if d.role == "train"]
+        if train:
+            meta["dataset_digest"] = train[-1].dataset.digest
+            meta["dataset_name"] = train[-1].dataset.name
+        meta.update(metadata or {})
+        with tempfile.TemporaryDirectory(prefix="modelloop-model-") as tmp:
+            pkg = Path(tmp) / "pkg"
+            save_model(
+                model,
+                pkg,
+                signature=signature,
+                input_example=input_example,
+                metadata=meta,
+                serialization=serialization,  # type: ignore[arg-type]
+            )
+            self.log_artifact(run_id, pkg, name)
+        return f"runs:/{run_id}/{name}"
+
+    def log_dataset(
+        self, run_id: str, df: pd.DataFrame, name: str, *, role: str = "train", source: str = ""
+    ) -> Dataset:
+        """Snapshot a DataFrame (digest, schema, profile) and link it to a run."""
+        from modelloop.data import dataset_digest, describe_frame
+        from modelloop.models import infer_signature
+
+        ds = self.store.create_dataset(
+            name=name,
+            digest=dataset_digest(df),
+            source=source,
+            num_rows=len(df),
+            schema=infer_signature(df).to_dict(),
+            profile=describe_frame(df),
+        )
+        self.store.link_dataset(run_id, ds.dataset_id, role)
+        return ds
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def register_model(
+        self,
+        run: str | Run | ActiveRun,
+        name: str,
+        *,
+        artifact_path: str = "model",
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+    ) -> ModelVersion:
+        """Register the model package a run logged at ``artifact_path`` as the next version."""
+        run_id = run if isinstance(run, str) else run.run_id
+        if isinstance(run, ActiveRun):
+            run.flush()
+        items = self.list_artifacts(run_id, artifact_path)
+        if not any(i.path == f"{artifact_path}/metadata.json" for i in items):
+            raise NotFound(f"run {run_id} has no model package at {artifact_path!r}")
+        return self.store.create_model_version(
+            name,
+            source=f"runs:/{run_id}/{artifact_path}",
+            run_id=run_id,
+            description=description,
+            tags=tags,
+            actor=self.settings.user,
+        )
+
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        """A registered model with its aliases."""
+        return self.store.get_registered_model(name)
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """Every registered model."""
+        return self.store.list_registered_models()
+
+    def get_model_version(self, name: str, version: int) -> ModelVersion:
+        """One version of a model."""
+        return self.store.get_model_version(name, version)
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first."""
+        return self.store.list_model_versions(name)
+
+    def set_alias(self, name: str, alias: str, version: int) -> int | None:
+        """Point ``name@alias`` at a version; return the version it pointed at before."""
+        return self.store.set_alias(name, alias, version, actor=self.settings.user)
+
+    def delete_alias(self, name: str, alias: str) -> int:
+        """Remove an alias; return the version it pointed at."""
+        return self.store.delete_alias(name, alias, actor=self.settings.user)
+
+    def resolve(self, uri: str | ModelRef) -> ModelVersion:
+        """The version a ``models:/`` URI names (alias, number, or latest)."""
+        ref = parse_model_uri(uri) if isinstance(uri, str) else uri
+        if not isinstance(ref, ModelRef):
+            raise InvalidInput(f"{uri!s} names a run artifact, not a registered model version")
+        if ref.alias:
+            return self.store.get_version_by_alias(ref.name, ref.alias)
+        if ref.version is not None:
+            return self.store.get_model_version(ref.name, ref.version)
+        latest = self.store.get_registered_model(ref.name).latest_version
+        if not latest:
+            raise NotFound(f"model {ref.name!r} has no versions")
+        return self.store.get_model_version(ref.name, latest)
+
+    def load_model(self, uri: str, *, allow_pickle: bool = False) -> ModelPackage:
+        """Load a model package from ``models:/...`` or ``runs:/...``, verifying every digest.
+
+        Types in the file are checked against modelloop's trusted-type list (settings), never
+        against what the file declares; pickle needs ``allow_pickle=True``.
+        """
+        from modelloop.models import load_model
+
+        ref = parse_model_uri(uri)
+        if isinstance(ref, ModelRef):
+            mv = self.resolve(ref)
+            src = parse_model_uri(mv.source)
+            if not isinstance(src, RunArtifactRef):
+                raise InvalidInput(f"version {mv.name}/{mv.version} has an unknown source")
+            ref = src
+        local = self._fetch_package(ref)
+        return load_model(
+            local, trusted_types=self.settings.trusted_types, allow_pickle=allow_pickle
+        )
+
+    def _fetch_package(self, ref: RunArtifactRef) -> Path:
+        """Materialise a package in the content-addressed cache under the home directory."""
+        items = self.list_artifacts(ref.run_id, ref.path)
+        if not items:
+            raise NotFound(f"run {ref.run_id} has no artifacts at {ref.path!r}")
+        key = hashlib.sha256("".join(f"{i.path}\0{i.digest}\n" for i in items).encode()).hexdigest()
+        cache = self.settings.home / "cache" / "models" / key
+        if cache.is_dir() and _matches(cache, ref.path, items):
+            return cache
+        tmp = cache.parent / f".{key}.{uuid.uuid4().hex}"
+        try:
+            for i in items:
+                rel = i.path[len(ref.path) :].lstrip("/") or Path(i.path).name
+                self.artifacts.get_file(i.digest, tmp / rel)
+            shutil.rmtree(cache, ignore_errors=True)
+            os.replace(tmp, cache)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return cache
+
+
+def _matches(cache: Path, prefix: str, items: Sequence[RunArtifact]) -> bool:
+    """Whether a cached package still holds exactly the recorded bytes."""
+    for i in items:
+        rel = i.path[len(prefix) :].lstrip("/") or Path(i.path).name
+        p = cache / rel
+        try:
+            with open(p, "rb") as fh:
+                if hashlib.file_digest(fh, "sha256").hexdigest() != i.digest:
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+_clients: dict[tuple[str, str], Client] = {}
+_clients_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """A client for the current environment's settings, shared per (store URL, artifact root)."""
+    settings = Settings.from_env()
+    key = (settings.resolved_store_url, settings.resolved_artifact_root)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None or client.settings != settings:
+            client = _clients[key] = Client(settings)
+        return client

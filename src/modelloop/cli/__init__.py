@@ -1,0 +1,145 @@
+"""The ``modelloop`` command: a thin layer that parses, calls the library, and prints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from modelloop.cli._models import models_app
+from modelloop.cli._output import console, fail, print_json
+from modelloop.cli._runs import experiments_app, runs_app
+from modelloop.exceptions import ModelloopError
+
+__all__ = ["app", "main"]
+
+
+class _Group(TyperGroup):
+    """Turns every library error raised below into one message on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModelloopError as exc:
+            raise fail(exc) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="modelloop",
+    help="Track, register, serve, monitor and retrain models as one closed loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Metadata store administration.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(models_app, name="models")
+app.add_typer(db_app, name="db")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from modelloop import __version__
+
+        typer.echo(f"modelloop {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Track, register, serve, monitor and retrain models as one closed loop.
+
+    Settings come from MODELLOOP_HOME (default ./.modelloop), MODELLOOP_STORE_URL and
+    MODELLOOP_ARTIFACT_ROOT.
+    """
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Create or migrate the metadata store schema to the newest revision."""
+    from modelloop._client import default_client
+
+    client = default_client()
+    revision = client.store.upgrade()
+    url = client.settings.resolved_store_url
+    if as_json:
+        print_json({"store_url": _safe_url(url), "revision": revision})
+    else:
+        console.print(f"store {_safe_url(url)} at revision {revision}")
+
+
+@app.command()
+def quickstart(
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "flights-delay",
+    experiment: Annotated[str, typer.Option(help="Experiment name.")] = "flights",
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a flight-delay model on NYC flights Jan-Feb 2013, log it, register it as champion."""
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from modelloop._client import default_client
+    from modelloop.demo import QUICKSTART_STEPS, run_quickstart
+
+    client = default_client()
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console if not as_json else type(console)(stderr=True),
+        transient=as_json,
+    )
+    with progress:
+        task = progress.add_task("quickstart", total=len(QUICKSTART_STEPS))
+        done = [0]
+
+        def on_step(name: str) -> None:
+            progress.update(task, completed=done[0], description=name)
+            done[0] += 1
+
+        result = run_quickstart(
+            client, experiment=experiment, model_name=model_name, on_step=on_step
+        )
+        progress.update(task, completed=len(QUICKSTART_STEPS), description="done")
+    if as_json:
+        print_json(result)
+        return
+    later = ", ".join(f"{m}: {v:.3f}" for m, v in sorted(result.auc_by_month.items()))
+    console.print(
+        f"\n[bold green]Registered {result.model_name} version {result.version}[/] "
+        f"as @{result.alias}\n"
+        f"  run          {result.run_id} (experiment {result.experiment})\n"
+        f"  AUC          {result.auc:.4f} on Feb 15-28 (accuracy {result.accuracy:.4f}; "
+        f"{result.train_rows} train / {result.test_rows} test rows)\n"
+        f"  later months AUC {later}\n"
+        f"  dataset      sha256 {result.dataset_digest[:16]}…\n"
+        f"  store        {_safe_url(result.store_url)}\n"
+        f"  artifacts    {result.artifact_root}\n"
+        f"  took         {result.seconds:.1f} s\n"
+        f"Next: modelloop runs show {result.run_id}   ·   modelloop models show "
+        f"{result.model_name}",
+        highlight=False,
+    )
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

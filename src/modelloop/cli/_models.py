@@ -1,0 +1,98 @@
+"""``modelloop models``: registered models, versions and aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modelloop.cli._output import console, fmt_time, print_json
+
+models_app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
+alias_app = typer.Typer(help="Move or remove aliases such as champion.", no_args_is_help=True)
+models_app.add_typer(alias_app, name="alias")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@models_app.command("list")
+def list_models(as_json: JsonOpt = False) -> None:
+    """List registered models with their latest version and aliases."""
+    from modelloop._client import default_client
+
+    models = default_client().list_registered_models()
+    if as_json:
+        print_json({"models": models})
+        return
+    table = Table(title=f"{len(models)} model(s)")
+    for col in ("name", "latest", "aliases", "updated"):
+        table.add_column(col)
+    for m in models:
+        aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
+        table.add_row(m.name, str(m.latest_version), aliases, fmt_time(m.updated_at))
+    console.print(table)
+
+
+@models_app.command("show")
+def show_model(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model's versions, aliases and the runs they came from."""
+    from modelloop._client import default_client
+
+    client = default_client()
+    model = client.get_registered_model(name)
+    versions = client.list_model_versions(name)
+    if as_json:
+        print_json({"model": model, "versions": versions})
+        return
+    console.print(f"[bold]{model.name}[/]  {model.description}")
+    table = Table(title="versions")
+    for col in ("version", "aliases", "run", "source", "created", "by"):
+        table.add_column(col, overflow="fold")
+    for v in versions:
+        table.add_row(
+            str(v.version),
+            ", ".join(v.aliases),
+            v.run_id or "-",
+            v.source,
+            fmt_time(v.created_at),
+            v.user,
+        )
+    console.print(table)
+
+
+@alias_app.command("set")
+def set_alias(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias, e.g. champion.")],
+    version: Annotated[int, typer.Argument(help="Version number to point at.", min=1)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Point NAME@ALIAS at VERSION (atomically; audited)."""
+    from modelloop._client import default_client
+
+    before = default_client().set_alias(name, alias, version)
+    if as_json:
+        print_json({"name": name, "alias": alias, "version": version, "previous": before})
+        return
+    moved = f"(was {before})" if before is not None else "(new)"
+    console.print(f"{name}@{alias} → version {version} {moved}")
+
+
+@alias_app.command("delete")
+def delete_alias(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    alias: Annotated[str, typer.Argument(help="Alias to remove.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove NAME@ALIAS (audited)."""
+    from modelloop._client import default_client
+
+    version = default_client().delete_alias(name, alias)
+    if as_json:
+        print_json({"name": name, "alias": alias, "deleted": True, "version": version})
+        return
+    console.print(f"{name}@{alias} removed (pointed at version {version})")

@@ -1,0 +1,53 @@
+"""How the CLI prints: Rich for people, one JSON document for scripts, errors to stderr."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from modelloop.exceptions import ModelloopError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Records, mappings, enums and non-finite floats made JSON-safe."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Print one JSON document on stdout (no Rich markup, no wrapping)."""
+    typer.echo(json.dumps(to_jsonable(obj), indent=2, sort_keys=False))
+
+
+def fail(error: ModelloopError) -> typer.Exit:
+    """Report a library error on stderr; return the Exit carrying its exit code."""
+    err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    return typer.Exit(error.exit_code)
+
+
+def fmt_time(ms: int | None) -> str:
+    """Epoch milliseconds as local ISO time (seconds)."""
+    if not ms:
+        return "-"
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="seconds")

@@ -1,0 +1,127 @@
+"""``modelloop runs`` and ``modelloop experiments``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from modelloop.cli._output import console, fmt_time, print_json
+
+runs_app = typer.Typer(help="List and inspect tracked runs.", no_args_is_help=True)
+experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@runs_app.command("list")
+def list_runs(
+    experiment: Annotated[
+        list[str] | None,
+        typer.Option("--experiment", "-e", help="Experiment name (repeatable; default: all)."),
+    ] = None,
+    filter: Annotated[
+        str,
+        typer.Option("--filter", "-f", help="e.g. \"metrics.auc > 0.8 and params.depth = '6'\""),
+    ] = "",
+    order_by: Annotated[
+        list[str] | None,
+        typer.Option("--order-by", "-o", help="e.g. 'metrics.auc DESC' (repeatable)."),
+    ] = None,
+    max_results: Annotated[int, typer.Option("--max", "-n", help="Rows per page.", min=1)] = 50,
+    page_token: Annotated[
+        str | None, typer.Option("--page-token", help="From a previous page.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first, filtered and ordered in the database."""
+    from modelloop._client import default_client
+
+    page = default_client().search_runs(
+        experiment or None,
+        filter=filter,
+        order_by=order_by or (),
+        max_results=max_results,
+        page_token=page_token,
+    )
+    if as_json:
+        print_json({"runs": list(page.items), "next_page_token": page.next_page_token})
+        return
+    table = Table(title=f"{len(page)} run(s)")
+    for col in ("run id", "name", "status", "started", "metrics"):
+        table.add_column(col, overflow="fold")
+    for r in page:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:6])
+        table.add_row(r.run_id, r.name, r.status.value, fmt_time(r.start_time), metrics)
+    console.print(table)
+    if page.next_page_token:
+        console.print(f"more: --page-token {page.next_page_token}")
+
+
+@runs_app.command("show")
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="The run's 32-character id.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one run: params, latest metrics, tags, datasets and artifacts."""
+    from modelloop._client import default_client
+
+    client = default_client()
+    run = client.get_run(run_id)
+    datasets = client.store.list_run_datasets(run_id)
+    artifacts = client.list_artifacts(run_id)
+    if as_json:
+        print_json(
+            {
+                "run": run,
+                "datasets": [
+                    {
+                        "role": d.role,
+                        "name": d.dataset.name,
+                        "digest": d.dataset.digest,
+                        "num_rows": d.dataset.num_rows,
+                    }
+                    for d in datasets
+                ],
+                "artifacts": artifacts,
+            }
+        )
+        return
+    console.print(f"[bold]{run.name}[/]  {run.run_id}  [cyan]{run.status.value}[/]")
+    console.print(
+        f"started {fmt_time(run.start_time)}  ended {fmt_time(run.end_time)}  by {run.user}"
+    )
+    for title, mapping in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
+        if mapping:
+            table = Table(title=title, show_header=False)
+            table.add_column("key")
+            table.add_column("value", overflow="fold")
+            for k, v in sorted(mapping.items()):
+                table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+            console.print(table)
+    for d in datasets:
+        console.print(
+            f"dataset ({d.role}): {d.dataset.name}  {d.dataset.num_rows} rows  "
+            f"sha256 {d.dataset.digest[:16]}…"
+        )
+    for a in artifacts:
+        console.print(f"artifact: {a.path}  {a.size} bytes  sha256 {a.digest[:16]}…")
+
+
+@experiments_app.command("list")
+def list_experiments(as_json: JsonOpt = False) -> None:
+    """List experiments, oldest first."""
+    from modelloop._client import default_client
+
+    exps = default_client().store.list_experiments()
+    if as_json:
+        print_json({"experiments": exps})
+        return
+    table = Table(title=f"{len(exps)} experiment(s)")
+    table.add_column("id")
+    table.add_column("name")
+    table.add_column("created")
+    for e in exps:
+        table.add_row(str(e.experiment_id), e.name, fmt_time(e.created_at))
+    console.print(table)

@@ -1,0 +1,12 @@
+"""Demos built on the bundled NYC flights 2013 data."""
+
+from __future__ import annotations
+
+from modelloop.demo._quickstart import (
+    QUICKSTART_STEPS,
+    QuickstartResult,
+    build_model,
+    run_quickstart,
+)
+
+__all__ = ["QUICKSTART_STEPS", "QuickstartResult", "build_model", "run_quickstart"]

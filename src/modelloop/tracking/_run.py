@@ -1,0 +1,232 @@
+"""An active run: params, tags, buffered metrics, artifacts and models logged from user code."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from modelloop.exceptions import InvalidInput
+from modelloop.store import Metric, Run, RunStatus
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modelloop._client import Client
+    from modelloop.models import Signature
+    from modelloop.store import Dataset, RunArtifact
+
+__all__ = ["ActiveRun"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ActiveRun:
+    """A run being recorded. Use it as a context manager::
+
+        with client.start_run(experiment="flights") as run:
+            run.log_params({"max_depth": 6})
+            run.log_metric("auc", 0.91)
+
+    Metrics are buffered and written in batches: when ``flush_every`` values are waiting, every
+    ``flush_interval`` seconds from a background timer, on :meth:`flush`, and when the run ends.
+    Every method is thread-safe. Leaving the ``with`` block normally marks the run FINISHED; an
+    exception marks it FAILED (KeyboardInterrupt: KILLED) after flushing what was logged.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        run: Run,
+        *,
+        flush_every: int = 1000,
+        flush_interval: float = 5.0,
+    ) -> None:
+        if flush_every < 1:
+            raise InvalidInput(f"flush_every must be >= 1, got {flush_every}")
+        self._client = client
+        self._store = client.store
+        self.run_id: str = run.run_id
+        self.experiment_id: int = run.experiment_id
+        self.name: str = run.name
+        self._flush_every = flush_every
+        self._flush_interval = flush_interval
+        self._buffer: list[Metric] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._timer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ended = False
+
+    def __repr__(self) -> str:
+        return f"ActiveRun(run_id={self.run_id!r}, name={self.name!r})"
+
+    # -- params and tags ---------------------------------------------------------------------
+
+    def log_param(self, key: str, value: Any) -> None:
+        """Record one param; logging it again with another value raises ``Conflict``."""
+        self._store.log_params(self.run_id, {key: value})
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record several params in one transaction."""
+        self._store.log_params(self.run_id, params)
+
+    def set_tag(self, key: str, value: str) -> None:
+        """Set one tag (overwrites)."""
+        self._store.set_tags(self.run_id, {key: str(value)})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set several tags (overwrites)."""
+        self._store.set_tags(self.run_id, {k: str(v) for k, v in tags.items()})
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def log_metric(
+        self, key: str, value: float, step: int = 0, *, timestamp: int | None = None
+    ) -> None:
+        """Buffer one metric value. ``InvalidInput`` for an empty key or a non-numeric value."""
+        if not key or not isinstance(key, str):
+            raise InvalidInput(f"metric key must be a non-empty string, got {key!r}")
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"metric {key!r}: value {value!r} is not a number") from None
+        m = Metric(key, v, int(step), _now_ms() if timestamp is None else int(timestamp))
+        self._append([m])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Buffer several metric values sharing one step and timestamp."""
+        ts = _now_ms()
+        batch = []
+        for key, value in metrics.items():
+            if not key or not isinstance(key, str):
+                raise InvalidInput(f"metric key must be a non-empty string, got {key!r}")
+            try:
+                batch.append(Metric(key, float(value), int(step), ts))
+            except (TypeError, ValueError):
+                raise InvalidInput(f"metric {key!r}: value {value!r} is not a number") from None
+        self._append(batch)
+
+    def log_batch(self, metrics: Sequence[Metric]) -> None:
+        """Write many metric values now, in one transaction (all or none), bypassing the buffer."""
+        self.flush()  # keep the order of values logged before
+        self._store.log_metrics(self.run_id, list(metrics))
+
+    def _append(self, metrics: list[Metric]) -> None:
+        with self._lock:
+            if self._ended:
+                raise InvalidInput(f"run {self.run_id} has ended; it takes no more metrics")
+            self._buffer.extend(metrics)
+            full = len(self._buffer) >= self._flush_every
+            if self._timer is None and self._flush_interval > 0:
+                self._start_timer()
+        if full:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write buffered metrics now; return how many were written."""
+        with self._flush_lock:  # keeps batches in order when the timer and a caller race
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return 0
+            try:
+                self._store.log_metrics(self.run_id, batch)
+            except BaseException:
+                with self._lock:  # put them back so a later flush can retry; nothing is lost
+                    self._buffer[:0] = batch
+                raise
+            return len(batch)
+
+    def _start_timer(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self._flush_interval):
+                try:
+                    self.flush()
+                except Exception:  # retried at the next tick and at the end of the run
+                    continue
+
+        self._timer = threading.Thread(
+            target=loop, name=f"modelloop-flush-{self.run_id[:8]}", daemon=True
+        )
+        self._timer.start()
+
+    # -- artifacts, models, datasets ---------------------------------------------------------
+
+    def log_artifact(
+        self, local_path: str | Path, artifact_path: str | None = None
+    ) -> list[RunArtifact]:
+        """Store a file (or every file of a directory) as an artifact of this run."""
+        return self._client.log_artifact(self.run_id, local_path, artifact_path)
+
+    def log_model(
+        self,
+        model: Any,
+        name: str = "model",
+        *,
+        input_example: pd.DataFrame | None = None,
+        signature: Signature | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        serialization: str = "skops",
+    ) -> str:
+        """Save ``model`` as a model package (skops, signature, metadata) under artifact path
+        ``name``; return its URI ``runs:/<run_id>/<name>``."""
+        return self._client.log_model(
+            self.run_id,
+            model,
+            name,
+            input_example=input_example,
+            signature=signature,
+            metadata=metadata,
+            serialization=serialization,
+        )
+
+    def log_dataset(
+        self, df: pd.DataFrame, name: str, *, role: str = "train", source: str = ""
+    ) -> Dataset:
+        """Snapshot a DataFrame (digest, schema, profile) and link it to this run in ``role``."""
+        return self._client.log_dataset(self.run_id, df, name, role=role, source=source)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def end(self, status: RunStatus = RunStatus.FINISHED) -> Run:
+        """Flush metrics and close the run with a final status."""
+        with self._lock:
+            already = self._ended
+            self._ended = True
+        self._stop.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.join()
+        self.flush()
+        if already:
+            return self._store.get_run(self.run_id)
+        return self._store.end_run(self.run_id, status)
+
+    def info(self) -> Run:
+        """The run as stored now (buffered metrics flushed first)."""
+        self.flush()
+        return self._store.get_run(self.run_id)
+
+    def __enter__(self) -> ActiveRun:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.end(RunStatus.FINISHED)
+            return
+        status = RunStatus.KILLED if issubclass(exc_type, KeyboardInterrupt) else RunStatus.FAILED
+        # The run's own error matters more than a failure to record it as a tag.
+        with contextlib.suppress(Exception):
+            self.set_tag("modelloop.error", f"{exc_type.__name__}: {exc}"[:4000])
+        self.end(status)

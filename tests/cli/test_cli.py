@@ -1,0 +1,114 @@
+"""The CLI in-process with Typer's runner: JSON output, tables, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from sklearn.linear_model import LogisticRegression
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from modelloop import Client
+from modelloop.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def registered(client: Client, breast_cancer) -> str:
+    X, y = breast_cancer
+    model = LogisticRegression(max_iter=5000).fit(X, y)
+    ids = []
+    for _ in range(2):
+        with client.start_run("cancer") as run:
+            run.log_params({"C": 1.0})
+            run.log_metric("acc", float(model.score(X, y)))
+            run.log_model(model, "model", input_example=X.head(3))
+        client.register_model(run.run_id, "cancer")
+        ids.append(run.run_id)
+    return ids[-1]
+
+
+def test_runs_list_and_show(registered: str) -> None:
+    res = invoke("runs", "list", "--json", "-e", "cancer", "-f", "metrics.acc > 0.5")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert len(data["runs"]) == 2 and data["next_page_token"] is None
+    assert data["runs"][0]["run_id"] == registered  # newest first
+    res = invoke("runs", "list", "--max", "1", "--json")
+    assert json.loads(res.stdout)["next_page_token"]
+    res = invoke("runs", "show", registered, "--json")
+    shown = json.loads(res.stdout)
+    assert shown["run"]["params"] == {"C": "1.0"} and shown["run"]["status"] == "FINISHED"
+    assert {a["path"] for a in shown["artifacts"]} >= {"model/metadata.json"}
+    table = invoke("runs", "list")
+    assert table.exit_code == 0 and registered in table.stdout
+
+
+def test_models_list_show_and_alias_moves(registered: str, client: Client) -> None:
+    res = invoke("models", "alias", "set", "cancer", "champion", "1", "--json")
+    assert json.loads(res.stdout) == {
+        "name": "cancer",
+        "alias": "champion",
+        "version": 1,
+        "previous": None,
+    }
+    res = invoke("models", "alias", "set", "cancer", "champion", "2")
+    assert res.exit_code == 0 and "was 1" in res.stdout
+    models = json.loads(invoke("models", "list", "--json").stdout)["models"]
+    assert models[0]["aliases"] == {"champion": 2} and models[0]["latest_version"] == 2
+    shown = json.loads(invoke("models", "show", "cancer", "--json").stdout)
+    assert [v["version"] for v in shown["versions"]] == [1, 2]
+    assert shown["versions"][1]["aliases"] == ["champion"]
+    res = invoke("models", "alias", "delete", "cancer", "champion", "--json")
+    assert json.loads(res.stdout)["version"] == 2
+    assert client.get_registered_model("cancer").aliases == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("runs", "show", "0" * 32), 3, "0" * 32),
+        (("models", "show", "missing"), 3, "missing"),
+        (("models", "alias", "set", "cancer", "champion", "9"), 3, "9"),
+        (("models", "alias", "set", "cancer", "12", "1"), 2, "12"),
+        (("runs", "list", "-f", "metrics.acc >> 1"), 2, ">>"),
+    ],
+)
+def test_errors_name_the_problem_and_exit_non_zero(registered, args, code, needle) -> None:
+    res = invoke(*args)
+    assert res.exit_code == code, res.output
+    assert "error:" in res.stderr and needle in res.stderr
+
+
+def test_db_upgrade_reports_the_revision(home) -> None:
+    res = invoke("db", "upgrade", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["revision"] and data["store_url"].startswith("sqlite:///")
+    assert (home / "modelloop.db").is_file()
+
+
+def _walk(cmd: click.Command, path: tuple[str, ...] = ()):
+    yield path, cmd
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            yield from _walk(sub, (*path, name))
+
+
+def test_every_command_and_option_has_help() -> None:
+    for path, cmd in _walk(get_command(app)):
+        assert (cmd.help or "").strip(), f"command {' '.join(path) or 'modelloop'} has no help"
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.name not in {
+                "install_completion",
+                "show_completion",
+                "help",
+            }:
+                assert (param.help or "").strip(), f"{' '.join(path)} {param.opts} has no help"
