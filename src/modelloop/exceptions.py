@@ -74,7 +74,7 @@ class UnsafeArtifact(ModelloopError):
 
 
 class StoreError(ModelloopError):
-    """The metadata store could not complete an operation (database unreachable, migration failed)."""
+    """The metadata or artifact store could not complete an operation (unreachable, I/O failure)."""
 
     http_status = 503
     exit_code = 7
