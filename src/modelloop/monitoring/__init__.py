@@ -1,0 +1,141 @@
+"""Monitoring: reference profiles, drift detection, data quality, windows, performance, alerts.
+
+Typical run (the reference data is read once, when the profile is built)::
+
+    profile = ReferenceProfile.from_frame(train_df, columns)        # store profile.to_dict()
+    monitor = DriftMonitor().fit(profile)
+    acc = monitor.accumulator()                                     # streaming, bounded memory
+    for batch in PredictionLog.for_model(root, "flights").batches("day", columns):
+        acc.update(batch)
+    summary = acc.summary()
+    drift = monitor.test(summary)                                   # DriftResult
+    quality = check_quality(profile, summary)                       # QualityReport
+    html = render_html(profile, summary, drift, quality=quality)
+    events = AlertManager(rules).evaluate(MonitorResult("flights", drift, quality))
+
+Every result is a frozen dataclass with JSON-safe ``to_dict()`` / ``from_dict()``. Heavy
+libraries (scipy, pyarrow, duckdb, plotly, prometheus_client) are imported inside the functions
+that need them.
+"""
+
+from __future__ import annotations
+
+from modelloop.monitoring._alerts import (
+    AlertEvent,
+    AlertManager,
+    AlertRule,
+    AlertState,
+    AlertStateStore,
+    Condition,
+    DriftShareAbove,
+    FeatureDrifted,
+    InMemoryAlertStateStore,
+    MetricAbove,
+    MetricBelow,
+    MonitorResult,
+    QualityBreach,
+)
+from modelloop.monitoring._detectors import (
+    ChiSquareDetector,
+    JensenShannonDetector,
+    KSDetector,
+    PSIDetector,
+    WassersteinDetector,
+    make_detector,
+)
+from modelloop.monitoring._drift import (
+    DriftMonitor,
+    adjust_p_values,
+    detect_drift,
+    prediction_frame,
+)
+from modelloop.monitoring._notifiers import LogNotifier, PrometheusNotifier, WebhookNotifier
+from modelloop.monitoring._performance import (
+    MetricRow,
+    PerformanceReport,
+    SegmentGap,
+    join_labels,
+    live_performance,
+)
+from modelloop.monitoring._profile import (
+    DEFAULT_BINS,
+    CategoricalProfile,
+    NumericProfile,
+    ReferenceProfile,
+)
+from modelloop.monitoring._quality import ColumnQuality, QualityReport, check_quality
+from modelloop.monitoring._report import render_html, report_json
+from modelloop.monitoring._result import ColumnDrift, DriftResult
+from modelloop.monitoring._summary import (
+    CategoricalSummary,
+    NumericSummary,
+    WindowAccumulator,
+    WindowSummary,
+    summarize,
+)
+from modelloop.monitoring._windows import (
+    CalendarWindow,
+    LastDuration,
+    LastRows,
+    PredictionLog,
+    TimeRange,
+    Window,
+    parse_window,
+)
+
+__all__ = [
+    "DEFAULT_BINS",
+    "AlertEvent",
+    "AlertManager",
+    "AlertRule",
+    "AlertState",
+    "AlertStateStore",
+    "CalendarWindow",
+    "CategoricalProfile",
+    "CategoricalSummary",
+    "ChiSquareDetector",
+    "ColumnDrift",
+    "ColumnQuality",
+    "Condition",
+    "DriftMonitor",
+    "DriftResult",
+    "DriftShareAbove",
+    "FeatureDrifted",
+    "InMemoryAlertStateStore",
+    "JensenShannonDetector",
+    "KSDetector",
+    "LastDuration",
+    "LastRows",
+    "LogNotifier",
+    "MetricAbove",
+    "MetricBelow",
+    "MetricRow",
+    "MonitorResult",
+    "NumericProfile",
+    "NumericSummary",
+    "PSIDetector",
+    "PerformanceReport",
+    "PredictionLog",
+    "PrometheusNotifier",
+    "QualityBreach",
+    "QualityReport",
+    "ReferenceProfile",
+    "SegmentGap",
+    "TimeRange",
+    "WassersteinDetector",
+    "WebhookNotifier",
+    "Window",
+    "WindowAccumulator",
+    "WindowSummary",
+    "adjust_p_values",
+    "check_quality",
+    "detect_drift",
+    "join_labels",
+    "live_performance",
+    "make_detector",
+    "parse_window",
+    "prediction_frame",
+    "render_html",
+    "report_json",
+    "summarize",
+]

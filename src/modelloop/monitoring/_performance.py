@@ -1,0 +1,246 @@
+"""Live performance: feedback labels joined to predictions, metrics per window, version, segment.
+
+Metrics are scikit-learn's, computed per group (the same numbers as calling scikit-learn on that
+group's rows). Classification: ``accuracy``, ``f1`` (binary with ``pos_label``, macro-averaged when
+there are more than two classes) and ``auc`` (binary, needs a score column; None when a group has
+one class only). Regression: ``mae`` and ``rmse``. With a ``segment`` column, each metric's spread
+across segments is reported as a gap (max - min) per group of the other keys, as fairlearn's
+``MetricFrame.difference()`` would.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from modelloop.exceptions import InvalidInput, SchemaMismatch
+
+__all__ = ["MetricRow", "PerformanceReport", "SegmentGap", "join_labels", "live_performance"]
+
+CLASSIFICATION = ("accuracy", "f1", "auc")
+REGRESSION = ("mae", "rmse")
+WINDOW = "window"
+
+
+def _clean(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """Metrics of one group; ``group`` maps each key (window, version, segment) to its value."""
+
+    group: Mapping[str, str]
+    n: int
+    metrics: Mapping[str, float | None]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", MappingProxyType(dict(self.group)))
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": dict(self.group), "n": self.n, "metrics": dict(self.metrics)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MetricRow:
+        return cls(dict(d["group"]), int(d["n"]), dict(d["metrics"]))
+
+
+@dataclass(frozen=True)
+class SegmentGap:
+    """Spread of one metric across the segments of one group."""
+
+    group: Mapping[str, str]
+    metric: str
+    max: float
+    min: float
+    max_segment: str
+    min_segment: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "group", MappingProxyType(dict(self.group)))
+
+    @property
+    def gap(self) -> float:
+        return self.max - self.min
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": dict(self.group),
+            "metric": self.metric,
+            "max": self.max,
+            "min": self.min,
+            "max_segment": self.max_segment,
+            "min_segment": self.min_segment,
+            "gap": self.gap,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SegmentGap:
+        kw = {k: d[k] for k in ("metric", "max", "min", "max_segment", "min_segment")}
+        return cls(group=dict(d["group"]), **kw)
+
+
+@dataclass(frozen=True)
+class PerformanceReport:
+    """Overall metrics, metrics per group and the gaps between segments."""
+
+    task: str
+    overall: MetricRow
+    rows: tuple[MetricRow, ...] = ()
+    gaps: tuple[SegmentGap, ...] = ()
+    keys: tuple[str, ...] = field(default=())
+
+    def metric(self, name: str, **group: str) -> float | None:
+        """The metric of the row whose group matches exactly ``group`` (overall if empty)."""
+        if not group:
+            return self.overall.metrics.get(name)
+        for r in self.rows:
+            if dict(r.group) == group:
+                return r.metrics.get(name)
+        raise InvalidInput(f"no group {group} in this performance report")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "keys": list(self.keys),
+            "overall": self.overall.to_dict(),
+            "rows": [r.to_dict() for r in self.rows],
+            "gaps": [g.to_dict() for g in self.gaps],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PerformanceReport:
+        try:
+            return cls(
+                task=d["task"],
+                overall=MetricRow.from_dict(d["overall"]),
+                rows=tuple(MetricRow.from_dict(r) for r in d["rows"]),
+                gaps=tuple(SegmentGap.from_dict(g) for g in d["gaps"]),
+                keys=tuple(d.get("keys", ())),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed performance report: {exc!r}") from exc
+
+
+def join_labels(
+    predictions: Any, labels: Any, *, on: str = "request_id", label: str = "label"
+) -> Any:
+    """Predictions that have feedback, with their ``label`` column (inner join on ``on``).
+
+    When a request has several labels the last one wins (feedback may be corrected).
+    """
+    import pandas as pd
+
+    preds = predictions if isinstance(predictions, pd.DataFrame) else pd.DataFrame(predictions)
+    labs = labels if isinstance(labels, pd.DataFrame) else pd.DataFrame(labels)
+    for name, frame, cols in (("predictions", preds, [on]), ("labels", labs, [on, label])):
+        for c in cols:
+            if c not in frame.columns:
+                raise SchemaMismatch(f"{name} have no column {c!r}", column=c)
+    labs = labs[[on, label]].drop_duplicates(on, keep="last")
+    if label in preds.columns:
+        preds = preds.drop(columns=[label])
+    return preds.merge(labs, on=on, how="inner", validate="many_to_one")
+
+
+def _metrics(task: str, y: Any, pred: Any, score: Any, pos_label: Any) -> dict[str, float | None]:
+    from sklearn import metrics as skm
+
+    if task == "regression":
+        return {
+            "mae": float(skm.mean_absolute_error(y, pred)),
+            "rmse": float(math.sqrt(skm.mean_squared_error(y, pred))),
+        }
+    classes = set(y) | set(pred)
+    binary = len(classes) <= 2 and (pos_label in classes or len(classes) < 2)
+    if binary:
+        f1 = skm.f1_score(y, pred, pos_label=pos_label, zero_division=0)
+    else:
+        f1 = skm.f1_score(y, pred, average="macro", zero_division=0)
+    auc = None
+    if score is not None and len(set(y)) == 2 and pos_label in set(y):
+        auc = float(skm.roc_auc_score([v == pos_label for v in y], score))
+    return {"accuracy": float(skm.accuracy_score(y, pred)), "f1": float(f1), "auc": auc}
+
+
+def live_performance(
+    data: Any,
+    *,
+    task: str = "classification",
+    label: str = "label",
+    prediction: str = "prediction",
+    score: str | None = None,
+    by: Iterable[str] = (),
+    segment: str | None = None,
+    freq: str | None = None,
+    timestamp: str = "timestamp",
+    pos_label: Any = 1,
+) -> PerformanceReport:
+    """Metrics of labelled predictions overall and per group.
+
+    Groups are the time bucket (``freq``, a pandas offset such as ``"1D"`` or ``"1h"``, on the
+    ``timestamp`` column, reported under the key ``"window"``), the ``by`` columns (e.g.
+    ``model_version``) and the ``segment`` column (e.g. ``carrier``).
+    """
+    import pandas as pd
+
+    if task not in ("classification", "regression"):
+        raise InvalidInput(f"task must be 'classification' or 'regression', got {task!r}")
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    by = list(by)
+    needed = [label, prediction, *by, *([segment] if segment else [])]
+    needed += [score] if score else []
+    needed += [timestamp] if freq else []
+    for c in needed:
+        if c not in frame.columns:
+            raise SchemaMismatch(f"labelled predictions have no column {c!r}", column=c)
+    frame = frame.dropna(subset=[label, prediction])
+    if frame.empty:
+        raise InvalidInput("no labelled predictions to evaluate")
+
+    def evaluate(part: pd.DataFrame) -> dict[str, float | None]:
+        s = part[score].to_numpy() if score else None
+        m = _metrics(task, part[label].tolist(), part[prediction].tolist(), s, pos_label)
+        return {k: _clean(v) for k, v in m.items()}
+
+    keys: list[str] = []
+    if freq:
+        ts = pd.to_datetime(frame[timestamp], utc=True)
+        try:
+            frame = frame.assign(**{WINDOW: ts.dt.floor(freq).map(lambda t: t.isoformat())})
+        except ValueError as exc:
+            raise InvalidInput(f"bad freq {freq!r}: {exc}") from exc
+        keys.append(WINDOW)
+    keys += by
+    if segment:
+        keys.append(segment)
+    overall = MetricRow({}, len(frame), evaluate(frame))
+    rows: list[MetricRow] = []
+    if keys:
+        for values, part in frame.groupby(keys, sort=True, observed=True, dropna=False):
+            group = dict(zip(keys, (str(v) for v in values), strict=True))
+            rows.append(MetricRow(group, len(part), evaluate(part)))
+    gaps: list[SegmentGap] = []
+    if segment:
+        outer = [k for k in keys if k != segment]
+        buckets: dict[tuple[str, ...], list[MetricRow]] = {}
+        for r in rows:
+            buckets.setdefault(tuple(r.group[k] for k in outer), []).append(r)
+        for okey, members in buckets.items():
+            for name in CLASSIFICATION if task == "classification" else REGRESSION:
+                vals = [
+                    (v, r.group[segment]) for r in members if (v := r.metrics[name]) is not None
+                ]
+                if len(vals) < 2:
+                    continue
+                hi, lo = max(vals), min(vals)
+                group = dict(zip(outer, okey, strict=True))
+                gaps.append(SegmentGap(group, name, hi[0], lo[0], hi[1], lo[1]))
+    return PerformanceReport(task, overall, tuple(rows), tuple(gaps), tuple(keys))
