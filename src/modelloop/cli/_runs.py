@@ -49,7 +49,8 @@ def list_runs(
         print_json({"runs": list(page.items), "next_page_token": page.next_page_token})
         return
     table = Table(title=f"{len(page)} run(s)")
-    for col in ("run id", "name", "status", "started", "metrics"):
+    table.add_column("run id", no_wrap=True, min_width=32)
+    for col in ("name", "status", "started", "metrics"):
         table.add_column(col, overflow="fold")
     for r in page:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:6])

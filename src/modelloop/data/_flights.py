@@ -65,7 +65,7 @@ def load_flights(months: Sequence[int] | None = None) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "month": raw["month"].astype("int64"),
-            "day_of_week": date.dt.dayofweek.astype("int64"),
+            "day_of_week": date.dt.day_of_week.astype("int64"),
             "sched_dep_hour": (raw["sched_dep_time"] // 100).astype("int64"),
             "distance": raw["distance"].astype("float64"),
             "dep_delay": raw["dep_delay"].astype("float64"),

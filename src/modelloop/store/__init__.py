@@ -1,4 +1,4 @@
-"""Metadata store: one contract (:class:`Store`), one SQLAlchemy backend for SQLite and PostgreSQL."""
+"""Metadata store: one contract (:class:`Store`); one SQLAlchemy backend (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 

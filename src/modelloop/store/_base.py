@@ -145,7 +145,9 @@ class Store(abc.ABC):
         ``run_name``, ``start_time``, ``end_time``, ``user``, ``run_id``); ``op`` is one of
         ``= != < <= > >=`` (metrics and times compare numerically; params, tags and text
         attributes accept ``=``, ``!=``, ``like``, ``ilike`` on strings in single or double quotes).
-        Keys with spaces or dots are back-quoted: ``metrics.`val loss` < 1``.
+        Keys with spaces or dots are back-quoted: ``metrics.`val loss` < 1``. ``like`` is
+        case-sensitive, ``ilike`` is not; a backslash escapes ``%`` and ``_``. A NaN metric
+        matches only ``!=``. Runs that lack a key never match a clause on it.
 
         ``order_by`` items are ``"<entity>.<key> [ASC|DESC]"`` or an attribute (``start_time``);
         the default is newest first; ties are broken by run id so pages are stable.
@@ -178,7 +180,8 @@ class Store(abc.ABC):
         profile: Mapping[str, Any] | None = None,
     ) -> Dataset:
         """Register a dataset snapshot; idempotent on (name, digest): the existing one is
-        returned."""
+        returned. ``schema`` and ``profile`` are stored as JSON, which has no NaN or infinity:
+        such floats are stored as null (NumPy scalars and arrays become numbers and lists)."""
 
     @abc.abstractmethod
     def get_dataset(self, dataset_id: int) -> Dataset:
@@ -238,7 +241,9 @@ class Store(abc.ABC):
         """Every version of a model, oldest first; ``NotFound`` if the model is missing."""
 
     @abc.abstractmethod
-    def set_alias(self, name: str, alias: str, version: int, *, actor: str = "unknown") -> int | None:
+    def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str = "unknown"
+    ) -> int | None:
         """Point ``name@alias`` at ``version`` atomically; return the version it pointed at before
         (None if new). ``NotFound`` if the version is missing; ``InvalidInput`` for an alias that is
         empty, all digits, or not ``[A-Za-z0-9_-]``. Audited with before and after."""

@@ -25,7 +25,13 @@ __all__ = [
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-class RunStatus(str, enum.Enum):
+def _empty() -> Mapping[str, Any]:
+    # A factory, not ``default=_EMPTY``: dataclasses reject unhashable defaults such as a
+    # mappingproxy. Every record still shares the one read-only empty mapping.
+    return _EMPTY
+
+
+class RunStatus(str, enum.Enum):  # noqa: UP042 - members compare equal to their strings
     """Lifecycle of a run. Only ``RUNNING`` may change; the others are final."""
 
     RUNNING = "RUNNING"
@@ -58,10 +64,10 @@ class Run:
     start_time: int
     end_time: int | None
     user: str
-    params: Mapping[str, str] = field(default=_EMPTY)
+    params: Mapping[str, str] = field(default_factory=_empty)
     #: the latest value of each metric (highest step, then latest timestamp)
-    metrics: Mapping[str, float] = field(default=_EMPTY)
-    tags: Mapping[str, str] = field(default=_EMPTY)
+    metrics: Mapping[str, float] = field(default_factory=_empty)
+    tags: Mapping[str, str] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +85,8 @@ class Dataset:
     digest: str  # sha256 hex of the dataset's canonical content
     source: str  # where it came from, free text (a path, a query, a package name)
     num_rows: int
-    schema: Mapping[str, Any] = field(default=_EMPTY)
-    profile: Mapping[str, Any] = field(default=_EMPTY)
+    schema: Mapping[str, Any] = field(default_factory=_empty)
+    profile: Mapping[str, Any] = field(default_factory=_empty)
     created_at: int = 0
 
 
@@ -100,7 +106,7 @@ class RegisteredModel:
     updated_at: int
     description: str = ""
     latest_version: int = 0
-    aliases: Mapping[str, int] = field(default=_EMPTY)  # alias -> version
+    aliases: Mapping[str, int] = field(default_factory=_empty)  # alias -> version
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,7 @@ class ModelVersion:
     created_at: int
     user: str
     description: str = ""
-    tags: Mapping[str, str] = field(default=_EMPTY)
+    tags: Mapping[str, str] = field(default_factory=_empty)
     aliases: tuple[str, ...] = ()
 
 

@@ -1,0 +1,222 @@
+"""Table definitions of the metadata store (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+The migrations in ``migrations/versions`` create exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "HEAD_REVISION",
+    "VERSION_TABLE",
+    "aliases",
+    "audit_events",
+    "datasets",
+    "experiments",
+    "latest_metrics",
+    "metadata",
+    "metrics",
+    "model_versions",
+    "params",
+    "registered_models",
+    "run_artifacts",
+    "run_datasets",
+    "runs",
+    "tags",
+]
+
+#: The newest migration. Opening a store compares the database against it with one query, so
+#: opening an up-to-date store never loads Alembic. A test keeps it equal to the script head.
+HEAD_REVISION = "0001"
+
+#: Alembic's bookkeeping table. Not the default name: Optuna studies share the PostgreSQL
+#: database and keep their own ``alembic_version``.
+VERSION_TABLE = "modelloop_alembic_version"
+
+#: 64-bit integer ids; on SQLite only ``INTEGER PRIMARY KEY`` aliases the rowid (autoincrement).
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+#: JSON on both backends (PostgreSQL ``json``, not ``jsonb``: it keeps the key order of a
+#: schema or profile as written). SQL NULL for None, not the JSON literal null.
+Json = sa.JSON(none_as_null=True)
+Millis = sa.BigInteger
+
+KEY_LEN = 250
+NAME_LEN = 256
+
+#: Deterministic constraint names, so later migrations can address them on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+experiments = sa.Table(
+    "experiments",
+    metadata,
+    sa.Column("experiment_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(NAME_LEN), nullable=False, unique=True),
+    sa.Column("created_at", Millis, nullable=False),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(32), primary_key=True),
+    sa.Column(
+        "experiment_id",
+        sa.Integer,
+        sa.ForeignKey("experiments.experiment_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("run_name", sa.String(NAME_LEN), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("start_time", Millis, nullable=False),
+    sa.Column("end_time", Millis, nullable=True),
+    sa.Column("user_name", sa.String(NAME_LEN), nullable=False),
+    sa.Index("ix_runs_experiment_start", "experiment_id", "start_time", "run_id"),
+)
+
+
+def _run_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("runs.run_id", ondelete="CASCADE")
+
+
+params = sa.Table(
+    "params",
+    metadata,
+    sa.Column("run_id", sa.String(32), _run_fk(), primary_key=True),
+    sa.Column("key", sa.String(KEY_LEN), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+tags = sa.Table(
+    "tags",
+    metadata,
+    sa.Column("run_id", sa.String(32), _run_fk(), primary_key=True),
+    sa.Column("key", sa.String(KEY_LEN), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# ``value`` is NULL exactly when the logged value was NaN: SQLite cannot store NaN (it turns it
+# into NULL), so both backends use the same encoding and compare NaN the same way.
+metrics = sa.Table(
+    "metrics",
+    metadata,
+    sa.Column("metric_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(32), _run_fk(), nullable=False),
+    sa.Column("key", sa.String(KEY_LEN), nullable=False),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("timestamp", Millis, nullable=False),
+    sa.Index("ix_metrics_run_key_step", "run_id", "key", "step", "timestamp"),
+)
+
+latest_metrics = sa.Table(
+    "latest_metrics",
+    metadata,
+    sa.Column("run_id", sa.String(32), _run_fk(), primary_key=True),
+    sa.Column("key", sa.String(KEY_LEN), primary_key=True),
+    sa.Column("value", sa.Double, nullable=True),  # NULL means NaN, as in ``metrics``
+    sa.Column("step", sa.BigInteger, nullable=False),
+    sa.Column("timestamp", Millis, nullable=False),
+)
+
+run_artifacts = sa.Table(
+    "run_artifacts",
+    metadata,
+    sa.Column("run_id", sa.String(32), _run_fk(), primary_key=True),
+    sa.Column("path", sa.String(1024), primary_key=True),
+    sa.Column("digest", sa.String(128), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("dataset_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(NAME_LEN), nullable=False),
+    sa.Column("digest", sa.String(128), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("num_rows", sa.BigInteger, nullable=False),
+    sa.Column("schema", Json, nullable=True),
+    sa.Column("profile", Json, nullable=True),
+    sa.Column("created_at", Millis, nullable=False),
+    sa.UniqueConstraint("name", "digest"),
+    sa.Index("ix_datasets_digest", "digest"),
+)
+
+run_datasets = sa.Table(
+    "run_datasets",
+    metadata,
+    sa.Column("run_id", sa.String(32), _run_fk(), primary_key=True),
+    sa.Column(
+        "dataset_id",
+        sa.Integer,
+        sa.ForeignKey("datasets.dataset_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("role", sa.String(64), primary_key=True),
+    sa.Index("ix_run_datasets_dataset", "dataset_id"),
+)
+
+registered_models = sa.Table(
+    "registered_models",
+    metadata,
+    sa.Column("name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", Millis, nullable=False),
+    sa.Column("updated_at", Millis, nullable=False),
+    sa.Column("latest_version", sa.Integer, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    sa.Column(
+        "name",
+        sa.String(NAME_LEN),
+        sa.ForeignKey("registered_models.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column(
+        "run_id", sa.String(32), sa.ForeignKey("runs.run_id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", Millis, nullable=False),
+    sa.Column("user_name", sa.String(NAME_LEN), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("tags", Json, nullable=True),
+    sa.Index("ix_model_versions_run", "run_id"),
+)
+
+aliases = sa.Table(
+    "aliases",
+    metadata,
+    sa.Column("name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("alias", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["name", "version"],
+        ["model_versions.name", "model_versions.version"],
+        ondelete="CASCADE",
+    ),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("timestamp", Millis, nullable=False),
+    sa.Column("actor", sa.String(NAME_LEN), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("entity_type", sa.String(64), nullable=False),
+    sa.Column("entity_id", sa.String(1024), nullable=False),
+    sa.Column("before", Json, nullable=True),
+    sa.Column("after", Json, nullable=True),
+    sa.Index("ix_audit_entity", "entity_type", "entity_id", "event_id"),
+)

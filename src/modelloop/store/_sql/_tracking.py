@@ -1,0 +1,380 @@
+"""Experiments, runs, params, tags, metrics and run artifacts."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from modelloop.exceptions import Conflict, InvalidInput, NotFound
+from modelloop.store._records import Experiment, Metric, Run, RunArtifact, RunStatus
+from modelloop.store._sql import _schema as T
+from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms
+from modelloop.store._sql._names import generate_run_name
+
+__all__ = ["TrackingMixin"]
+
+_METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
+
+
+def _experiment(row: Any) -> Experiment:
+    return Experiment(row.experiment_id, row.name, row.created_at)
+
+
+def _status(value: Any) -> RunStatus:
+    try:
+        return RunStatus(value)
+    except ValueError:
+        raise InvalidInput(
+            f"run status {value!r} is not one of {', '.join(s.value for s in RunStatus)}"
+        ) from None
+
+
+def _key_values(values: Mapping[str, Any] | None, what: str) -> dict[str, str]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise InvalidInput(f"{what} must be a mapping of key to value, got {type(values).__name__}")
+    return {check_text(k, f"{what} key", T.KEY_LEN): str(v) for k, v in values.items()}
+
+
+class TrackingMixin(SqlCore):
+    """The tracking half of the store contract."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        # Prepared once: the statements of the hottest path, log_metrics.
+        lm = T.latest_metrics
+        ins = self._insert(lm)
+        newer = sa.or_(
+            ins.excluded.step > lm.c.step,
+            sa.and_(ins.excluded.step == lm.c.step, ins.excluded.timestamp >= lm.c.timestamp),
+        )
+        self._upsert_latest = ins.on_conflict_do_update(
+            index_elements=[lm.c.run_id, lm.c.key],
+            set_={
+                "value": ins.excluded.value,
+                "step": ins.excluded.step,
+                "timestamp": ins.excluded.timestamp,
+            },
+            where=newer,
+        )
+        placeholder = "?" if self._dialect == "sqlite" else "%s"
+        self._insert_metrics_sql = (
+            f"INSERT INTO {T.metrics.name} ({', '.join(_METRIC_COLUMNS)}) "
+            f"VALUES ({', '.join([placeholder] * len(_METRIC_COLUMNS))})"
+        )
+
+    # -- experiments -------------------------------------------------------------------------
+
+    def create_experiment(self, name: str) -> Experiment:
+        name = check_text(name, "experiment name")
+        now = now_ms()
+        e = T.experiments
+
+        def tx(conn: Connection) -> Experiment:
+            stmt = (
+                self._insert(e)
+                .values(name=name, created_at=now)
+                .on_conflict_do_nothing(index_elements=[e.c.name])
+                .returning(e.c.experiment_id)
+            )
+            new_id = conn.execute(stmt).scalar()
+            if new_id is None:
+                raise Conflict(f"experiment {name!r} already exists")
+            return Experiment(new_id, name, now)
+
+        return self._write(tx)
+
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        experiment_id = check_int(experiment_id, "experiment id")
+        e = T.experiments
+
+        def tx(conn: Connection) -> Experiment:
+            row = conn.execute(sa.select(e).where(e.c.experiment_id == experiment_id)).first()
+            if row is None:
+                raise NotFound(f"experiment {experiment_id} does not exist")
+            return _experiment(row)
+
+        return self._read(tx)
+
+    def get_experiment_by_name(self, name: str) -> Experiment:
+        name = check_text(name, "experiment name")
+        found = self._read(lambda conn: self._experiment_named(conn, name))
+        if found is None:
+            raise NotFound(f"experiment {name!r} does not exist")
+        return found
+
+    def _experiment_named(self, conn: Connection, name: str) -> Experiment | None:
+        e = T.experiments
+        row = conn.execute(sa.select(e).where(e.c.name == name)).first()
+        return None if row is None else _experiment(row)
+
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        name = check_text(name, "experiment name")
+        found = self._read(lambda conn: self._experiment_named(conn, name))
+        if found is not None:
+            return found
+        now = now_ms()
+
+        def tx(conn: Connection) -> Experiment:
+            e = T.experiments
+            conn.execute(
+                self._insert(e)
+                .values(name=name, created_at=now)
+                .on_conflict_do_nothing(index_elements=[e.c.name])
+            )
+            return self._experiment_named(conn, name)  # type: ignore[return-value]
+
+        return self._write(tx)
+
+    def list_experiments(self) -> list[Experiment]:
+        e = T.experiments
+        stmt = sa.select(e).order_by(e.c.created_at, e.c.experiment_id)
+        return self._read(lambda conn: [_experiment(r) for r in conn.execute(stmt)])
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: int,
+        *,
+        name: str | None = None,
+        user: str = "unknown",
+        tags: Mapping[str, str] | None = None,
+        start_time: int | None = None,
+    ) -> Run:
+        experiment_id = check_int(experiment_id, "experiment id")
+        name = generate_run_name() if name is None else check_text(name, "run name")
+        user = check_text(user, "user")
+        tag_values = _key_values(tags, "tag")
+        start = now_ms() if start_time is None else check_int(start_time, "start_time")
+        run_id = uuid.uuid4().hex
+        row = {
+            "run_id": run_id,
+            "experiment_id": experiment_id,
+            "run_name": name,
+            "status": RunStatus.RUNNING.value,
+            "start_time": start,
+            "end_time": None,
+            "user_name": user,
+        }
+
+        def tx(conn: Connection) -> None:
+            e = T.experiments
+            exists = conn.execute(
+                sa.select(e.c.experiment_id).where(e.c.experiment_id == experiment_id)
+            ).first()
+            if exists is None:
+                raise NotFound(f"experiment {experiment_id} does not exist")
+            conn.execute(T.runs.insert(), row)
+            if tag_values:
+                conn.execute(
+                    T.tags.insert(),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tag_values.items()],
+                )
+
+        self._write(tx)
+        return Run(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            name=name,
+            status=RunStatus.RUNNING,
+            start_time=start,
+            end_time=None,
+            user=user,
+            tags=MappingProxyType(tag_values),
+        )
+
+    def get_run(self, run_id: str) -> Run:
+        def tx(conn: Connection) -> Run:
+            return self._load_runs(conn, [self._run_row(conn, run_id)])[0]
+
+        return self._read(tx)
+
+    def end_run(self, run_id: str, status: RunStatus, *, end_time: int | None = None) -> Run:
+        status = _status(status)
+        if status is RunStatus.RUNNING:
+            raise InvalidInput(
+                "a run cannot end with status RUNNING; use FINISHED, FAILED or KILLED"
+            )
+        end = now_ms() if end_time is None else check_int(end_time, "end_time")
+
+        def tx(conn: Connection) -> Run:
+            row = self._run_row(conn, run_id, lock=True)
+            if row.status == RunStatus.RUNNING.value:
+                conn.execute(
+                    T.runs.update()
+                    .where(T.runs.c.run_id == run_id)
+                    .values(status=status.value, end_time=end)
+                )
+                row = self._run_row(conn, run_id)
+            elif row.status != status.value:
+                raise Conflict(
+                    f"run {run_id} already ended with status {row.status}; cannot end it as "
+                    f"{status.value}"
+                )
+            return self._load_runs(conn, [row])[0]
+
+        return self._write(tx)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        values = _key_values(params, "param")
+        p = T.params
+
+        def stored(conn: Connection) -> dict[str, str]:
+            q = sa.select(p.c.key, p.c.value).where(p.c.run_id == run_id, p.c.key.in_(values))
+            return {k: v for k, v in conn.execute(q)}
+
+        def check(existing: Mapping[str, str]) -> None:
+            for key, value in existing.items():
+                if values[key] != value:
+                    raise Conflict(
+                        f"param {key!r} of run {run_id} is already {value!r}; "
+                        f"it cannot change to {values[key]!r}"
+                    )
+
+        def tx(conn: Connection) -> None:
+            self._require_run(conn, run_id)
+            if not values:
+                return
+            existing = stored(conn)
+            check(existing)
+            missing = [
+                {"run_id": run_id, "key": k, "value": v}
+                for k, v in values.items()
+                if k not in existing
+            ]
+            if missing:
+                conn.execute(self._insert(p).on_conflict_do_nothing(), missing)
+                if self._dialect == "postgresql":
+                    check(stored(conn))  # a concurrent transaction may have won a key
+
+        self._write(tx)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        values = _key_values(tags, "tag")
+        t = T.tags
+        ins = self._insert(t)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[t.c.run_id, t.c.key], set_={"value": ins.excluded.value}
+        )
+
+        def tx(conn: Connection) -> None:
+            self._require_run(conn, run_id)
+            if values:
+                conn.execute(
+                    stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()]
+                )
+
+        self._write(tx)
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def log_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        rows: list[tuple[str, str, float | None, int, int]] = []
+        latest: dict[str, tuple[str, str, float | None, int, int]] = {}
+        try:
+            for m in metrics:
+                key, value, step, ts = m.key, float(m.value), int(m.step), int(m.timestamp)
+                if type(key) is not str or not key or len(key) > T.KEY_LEN:
+                    raise InvalidInput(
+                        f"metric key must be a non-empty string of at most {T.KEY_LEN} "
+                        f"characters, got {key!r}"
+                    )
+                # NULL encodes NaN (SQLite cannot hold NaN); infinities are stored as such.
+                row = (run_id, key, value if value == value else None, step, ts)
+                rows.append(row)
+                cur = latest.get(key)
+                if cur is None or step > cur[3] or (step == cur[3] and ts >= cur[4]):
+                    latest[key] = row
+        except (AttributeError, TypeError, ValueError) as e:
+            raise InvalidInput(
+                f"metrics must be Metric(key, value, step, timestamp): {e}"
+            ) from None
+        # A fixed key order makes concurrent writers lock latest_metrics rows in the same order.
+        newest = [dict(zip(_METRIC_COLUMNS, latest[k], strict=True)) for k in sorted(latest)]
+
+        def tx(conn: Connection) -> None:
+            self._require_run(conn, run_id)
+            if rows:
+                # Plain DBAPI executemany: no per-row parameter processing by SQLAlchemy.
+                conn.exec_driver_sql(self._insert_metrics_sql, rows)  # type: ignore[arg-type]
+                conn.execute(self._upsert_latest, newest)
+
+        self._write(tx)
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        m = T.metrics
+        stmt = (
+            sa.select(m.c.key, m.c.value, m.c.step, m.c.timestamp)
+            .where(m.c.run_id == run_id, m.c.key == key)
+            .order_by(m.c.step, m.c.timestamp, m.c.metric_id)
+        )
+
+        def tx(conn: Connection) -> list[Metric]:
+            self._require_run(conn, run_id)
+            return [
+                Metric(k, math.nan if v is None else v, s, t) for k, v, s, t in conn.execute(stmt)
+            ]
+
+        return self._read(tx)
+
+    def count_metric_values(self, run_id: str, key: str | None = None) -> int:
+        m = T.metrics
+        stmt = sa.select(sa.func.count()).select_from(m).where(m.c.run_id == run_id)
+        if key is not None:
+            stmt = stmt.where(m.c.key == key)
+
+        def tx(conn: Connection) -> int:
+            self._require_run(conn, run_id)
+            return int(conn.execute(stmt).scalar_one())
+
+        return self._read(tx)
+
+    # -- run artifacts -----------------------------------------------------------------------
+
+    def log_run_artifact(self, artifact: RunArtifact) -> None:
+        path = check_text(artifact.path, "artifact path", 1024)
+        digest = check_text(artifact.digest, "artifact digest", 128)
+        size = check_int(artifact.size, "artifact size")
+        if size < 0:
+            raise InvalidInput(f"artifact size must not be negative, got {size}")
+        a = T.run_artifacts
+        ins = self._insert(a)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[a.c.run_id, a.c.path],
+            set_={"digest": ins.excluded.digest, "size": ins.excluded.size},
+        )
+        row = {"run_id": artifact.run_id, "path": path, "digest": digest, "size": size}
+
+        def tx(conn: Connection) -> None:
+            self._require_run(conn, artifact.run_id)
+            conn.execute(stmt, row)
+
+        self._write(tx)
+
+    def list_run_artifacts(self, run_id: str, prefix: str = "") -> list[RunArtifact]:
+        if not isinstance(prefix, str):
+            raise InvalidInput(f"artifact prefix must be a string, got {prefix!r}")
+        prefix = prefix.strip("/")
+        a = T.run_artifacts
+        stmt = sa.select(a).where(a.c.run_id == run_id).order_by(a.c.path)
+        if prefix:
+            # A string prefix test, not LIKE (no wildcards to escape) nor a range (collations
+            # need not sort "/" bytewise).
+            folder = prefix + "/"
+            stmt = stmt.where(
+                sa.or_(a.c.path == prefix, sa.func.substr(a.c.path, 1, len(folder)) == folder)
+            )
+
+        def tx(conn: Connection) -> list[RunArtifact]:
+            self._require_run(conn, run_id)
+            return [RunArtifact(r.run_id, r.path, r.digest, r.size) for r in conn.execute(stmt)]
+
+        return self._read(tx)

@@ -1,0 +1,264 @@
+"""search_runs: the filter grammar, ordering, pagination and errors."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import event
+
+from modelloop.exceptions import InvalidInput
+from modelloop.store import Experiment, Metric, RunStatus
+from modelloop.store._sql import SqlStore
+
+
+@dataclass
+class World:
+    store: SqlStore
+    exp: int
+    ids: list[str]  # r0..r3 in creation order
+
+    def find(self, filter: str = "", order_by: tuple[str, ...] = ()) -> list[str]:
+        """Names r0..r3 of the matching runs, in result order."""
+        page = self.store.search_runs([self.exp], filter=filter, order_by=order_by)
+        return [f"r{self.ids.index(r.run_id)}" for r in page]
+
+
+@pytest.fixture
+def world(store: SqlStore) -> World:
+    exp = store.create_experiment("search").experiment_id
+    other = store.create_experiment("other").experiment_id
+    spec = [
+        # name, user, start, metrics, params, tags, end status
+        ("alpha", "alice", 1000, {"loss": 0.5, "acc": 0.9, "val loss": 0.4, "a.b": 1.0},
+         {"model": "rf", "depth": "3"}, {"team": "Risk"}, (RunStatus.FINISHED, 2000)),
+        ("beta", "bob", 2000, {"loss": 0.3, "acc": math.nan},
+         {"model": "gbm", "depth": "5"}, {"team": "risk"}, None),
+        ("gamma", "alice", 3000, {"loss": 0.8},
+         {"model": "RF_big"}, {}, (RunStatus.FAILED, 3500)),
+        ("delta", "carol", 4000, {}, {}, {"team": "ops"}, None),
+    ]  # fmt: skip
+    ids = []
+    for name, user, start, metrics, params, tags, end in spec:
+        r = store.create_run(exp, name=name, user=user, start_time=start, tags=tags)
+        store.log_params(r.run_id, params)
+        store.log_metrics(r.run_id, [Metric(k, v, 0, start) for k, v in metrics.items()])
+        if end:
+            store.end_run(r.run_id, end[0], end_time=end[1])
+        ids.append(r.run_id)
+    noise = store.create_run(other, name="alpha", user="alice", start_time=5000)
+    store.log_metrics(noise.run_id, [Metric("loss", 0.5)])
+    return World(store, exp, ids)
+
+
+def test_no_filter_newest_first_with_full_records(world: World) -> None:
+    assert world.find() == ["r3", "r2", "r1", "r0"]
+    page = world.store.search_runs([world.exp])
+    r0 = page.items[-1]
+    assert r0 == world.store.get_run(world.ids[0])
+    assert dict(r0.params) == {"model": "rf", "depth": "3"} and r0.tags == {"team": "Risk"}
+    assert r0.metrics["val loss"] == 0.4 and r0.status is RunStatus.FINISHED
+
+
+# One world per backend serves every case (building it per case would dominate the run time).
+FILTER_CASES = [
+        ("metrics.loss = 0.5", ["r0"]),
+        ("metrics.loss != 0.5", ["r2", "r1"]),
+        ("metrics.loss < 0.5", ["r1"]),
+        ("metrics.loss <= 0.5", ["r1", "r0"]),
+        ("metrics.loss > 0.5", ["r2"]),
+        ("metrics.loss >= 0.3", ["r2", "r1", "r0"]),
+        ("metrics.loss<0.4", ["r1"]),
+        ("metrics.loss = 5e-1", ["r0"]),
+        ("metrics.loss = .5", ["r0"]),
+        ("metrics.loss > -1", ["r2", "r1", "r0"]),
+        ("metrics.acc > 0", ["r0"]),  # NaN matches no ordering comparison
+        ("metrics.acc != 0.9", ["r1"]),  # ... but is unequal to everything
+        ("metrics.`val loss` < 1", ["r0"]),
+        ("metrics.`a.b` = 1", ["r0"]),
+        ("params.model = 'rf'", ["r0"]),
+        ('params.model = "gbm"', ["r1"]),
+        ("params.model != 'rf'", ["r2", "r1"]),
+        ("params.model like 'rf%'", ["r0"]),  # like is case-sensitive on every backend
+        ("params.model LIKE 'g_m'", ["r1"]),
+        ("params.model ilike 'rf%'", ["r2", "r0"]),
+        ("params.model like 'RF\\_%'", ["r2"]),  # backslash escapes a wildcard
+        ("params.depth = '5'", ["r1"]),
+        ("tags.team = 'risk'", ["r1"]),
+        ("tags.team ILIKE 'RISK'", ["r1", "r0"]),
+        ("tags.team != 'ops'", ["r1", "r0"]),
+        ("attributes.status = 'FINISHED'", ["r0"]),
+        ("attributes.status != 'RUNNING'", ["r2", "r0"]),
+        ("attributes.run_name like '%a'", ["r3", "r2", "r1", "r0"]),
+        ("attributes.run_name = 'beta'", ["r1"]),
+        ("attributes.user = 'alice'", ["r2", "r0"]),
+        ("attributes.start_time >= 2000", ["r3", "r2", "r1"]),
+        ("attributes.start_time = 1000", ["r0"]),
+        ("attributes.end_time < 3000", ["r0"]),
+        ("attributes.end_time > 0", ["r2", "r0"]),
+        ("metrics.loss < 1 and params.model = 'gbm'", ["r1"]),
+        ("metrics.loss < 1 AND attributes.user = 'alice' And params.model ilike 'rf%'",
+         ["r2", "r0"]),
+        ("  metrics.loss   <   1   and   tags.team = 'Risk'  ", ["r0"]),
+        ("params.model = 'nothing'", []),
+        ("", ["r3", "r2", "r1", "r0"]),
+]  # fmt: skip
+
+
+def test_filter_grammar(world: World) -> None:
+    cases = [*FILTER_CASES, (f"attributes.run_id = '{world.ids[2]}'", ["r2"])]
+    wrong = {f: (world.find(f), want) for f, want in cases if world.find(f) != want}
+    assert wrong == {}, "filter -> (found, expected)"
+
+
+ORDER_CASES = [
+        (("metrics.loss",), ["r1", "r0", "r2", "r3"]),  # runs without the metric come last
+        (("metrics.loss DESC",), ["r2", "r0", "r1", "r3"]),
+        (("metrics.acc desc",), ["r0", "..."]),  # NaN and missing come last, by run id
+        (("params.model ASC",), ["r2", "r1", "r0", "r3"]),
+        (("tags.team", "start_time desc"), ["r0", "r3", "r1", "r2"]),
+        (("start_time",), ["r0", "r1", "r2", "r3"]),
+        (("attributes.start_time DESC",), ["r3", "r2", "r1", "r0"]),
+        (("attributes.user", "run_name"), ["r0", "r2", "r1", "r3"]),
+        (("metrics.`val loss`",), ["r0", "..."]),
+]  # fmt: skip
+
+
+def test_order_by(world: World) -> None:
+    wrong = {}
+    for order_by, expected in ORDER_CASES:
+        if expected[-1] == "...":  # the others tie (key missing or NaN): the run id decides
+            rest = sorted(i for i in world.ids if f"r{world.ids.index(i)}" not in expected)
+            expected = expected[:-1] + [f"r{world.ids.index(i)}" for i in rest]
+        found = world.find(order_by=order_by)
+        if found != expected:
+            wrong[order_by] = (found, expected)
+    assert wrong == {}, "order_by -> (found, expected)"
+
+
+def test_ties_are_broken_by_run_id(store: SqlStore, exp: Experiment) -> None:
+    ids = [store.create_run(exp.experiment_id, start_time=7).run_id for _ in range(5)]
+    assert [r.run_id for r in store.search_runs([exp.experiment_id])] == sorted(ids)
+
+
+def test_search_across_experiments(world: World) -> None:
+    s = world.store
+    other = s.get_experiment_by_name("other").experiment_id
+    assert len(s.search_runs([world.exp, other], filter="metrics.loss = 0.5")) == 2
+    assert len(s.search_runs([other])) == 1
+    assert len(s.search_runs([])) == 0
+
+
+def test_pagination_covers_every_run_once(store: SqlStore, exp: Experiment) -> None:
+    for i in range(23):
+        r = store.create_run(exp.experiment_id, start_time=i // 3)  # ties across pages
+        store.log_metrics(r.run_id, [Metric("m", float(i % 5))])
+    everything = [r.run_id for r in store.search_runs([exp.experiment_id], max_results=100)]
+    for order in ((), ("metrics.m",)):
+        seen: list[str] = []
+        token = None
+        pages = 0
+        while True:
+            page = store.search_runs(
+                [exp.experiment_id], order_by=order, max_results=5, page_token=token
+            )
+            seen += [r.run_id for r in page]
+            pages += 1
+            token = page.next_page_token
+            if token is None:
+                break
+            assert len(page) == 5
+        assert pages == 5 and len(seen) == 23 and sorted(seen) == sorted(everything)
+        if not order:
+            assert seen == everything
+
+
+def test_page_token_errors(world: World) -> None:
+    s = world.store
+    page = s.search_runs([world.exp], max_results=2)
+    assert page.next_page_token is not None
+    with pytest.raises(InvalidInput, match="another search"):
+        s.search_runs([world.exp], filter="metrics.loss > 0", page_token=page.next_page_token)
+    with pytest.raises(InvalidInput, match="page_token"):
+        s.search_runs([world.exp], page_token="garbage!")
+    for bad in (0, -1, 50_001):
+        with pytest.raises(InvalidInput, match="max_results"):
+            s.search_runs([world.exp], max_results=bad)
+    rest = s.search_runs([world.exp], max_results=2, page_token=page.next_page_token)
+    assert len(rest) == 2 and rest.next_page_token is None
+
+
+BAD_FILTERS = [
+        ("metric.loss < 1", "'metric'"),
+        ("metrics.loss ~ 1", "'~'"),
+        ("metrics.loss == 1", "'=='"),
+        ("metrics.loss < 'a'", "'a'"),
+        ("metrics.loss like 'a%'", "'like'"),
+        ("params.model < 'a'", "'<'"),
+        ("params.model = rf", "'rf'"),
+        ("tags.team = 3", "'3'"),
+        ("metrics.loss < 1 or metrics.acc > 1", "'or'"),
+        ("metrics.loss < 1 and", "'and'"),
+        ("attributes.colour = 'x'", "'colour'"),
+        ("attributes.start_time = 'yesterday'", "'yesterday'"),
+        ("metrics.`val loss < 1", "unterminated"),
+        ("params.model = 'x", "unterminated"),
+        ("metrics.loss <", "metrics.loss <"),
+        ("metrics", "'metrics'"),
+        ("metrics. < 1", "'<'"),
+        ("metrics.loss 1", "'1'"),
+        ("metrics.loss < 1 metrics.acc < 1", "'metrics.acc'"),
+]  # fmt: skip
+BAD_ORDERS = [
+    ("metrics.loss sideways", "'sideways'"),
+    ("colour", "'colour'"),
+    ("metric.loss", "'metric'"),
+    ("metrics.loss desc desc", "'desc'"),
+    ("", "empty"),
+]
+
+
+def _error(fn) -> str:  # type: ignore[no-untyped-def]
+    try:
+        fn()
+    except InvalidInput as e:
+        return str(e)
+    return "<no error>"
+
+
+def test_bad_filters_name_the_token(store: SqlStore, exp: Experiment) -> None:
+    ids = [exp.experiment_id]
+    wrong = {}
+    for text, named in BAD_FILTERS:
+        message = _error(lambda t=text: store.search_runs(ids, filter=t))
+        if not (message.startswith("bad filter") and named in message):
+            wrong[text] = message
+    for text, named in BAD_ORDERS:
+        message = _error(lambda t=text: store.search_runs(ids, order_by=[t]))
+        if not (message.startswith("bad order_by") and named in message):
+            wrong[text] = message
+    assert wrong == {}
+
+
+def test_search_runs_a_fixed_number_of_queries(store: SqlStore, exp: Experiment) -> None:
+    for i in range(40):
+        r = store.create_run(exp.experiment_id)
+        store.log_params(r.run_id, {"i": i, "j": -i})
+        store.set_tags(r.run_id, {"t": "x"})
+        store.log_metrics(r.run_id, [Metric("m", float(i)), Metric("n", 1.0)])
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(store._engine, "before_cursor_execute", count)
+    try:
+        page = store.search_runs(
+            [exp.experiment_id], filter="metrics.m >= 5", order_by=["metrics.n"], max_results=30
+        )
+    finally:
+        event.remove(store._engine, "before_cursor_execute", count)
+    assert len(page) == 30 and all(r.params and r.tags and len(r.metrics) == 2 for r in page)
+    queries = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert len(queries) == 4  # the page, then params, latest metrics and tags of its runs
