@@ -67,7 +67,7 @@ class ArtifactCorrupted(ModelloopError):
 
 
 class UnsafeArtifact(ModelloopError):
-    """Loading would run untrusted code: an untrusted type in a skops file, or pickle without opt-in."""
+    """Loading would run untrusted code: an untrusted skops type, or pickle without the opt-in."""
 
     http_status = 422
     exit_code = 6

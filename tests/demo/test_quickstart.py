@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
-from modelloop.models import Signature
-
 from modelloop import Client, Settings
 from modelloop.data import FLIGHTS_FEATURES, load_flights
+from modelloop.models import Signature
 from modelloop.store import RunStatus
 
 
