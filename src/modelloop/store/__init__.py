@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from modelloop.store._base import Store
 from modelloop.store._records import (
+    AlertEventRecord,
+    AlertRecord,
     AuditEvent,
     Dataset,
     DatasetInput,
     Experiment,
     Metric,
     ModelVersion,
+    MonitoringRecord,
     Page,
     RegisteredModel,
     Run,
@@ -18,12 +21,15 @@ from modelloop.store._records import (
 )
 
 __all__ = [
+    "AlertEventRecord",
+    "AlertRecord",
     "AuditEvent",
     "Dataset",
     "DatasetInput",
     "Experiment",
     "Metric",
     "ModelVersion",
+    "MonitoringRecord",
     "Page",
     "RegisteredModel",
     "Run",

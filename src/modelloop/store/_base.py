@@ -27,12 +27,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelloop.store._records import (
+    AlertEventRecord,
+    AlertRecord,
     AuditEvent,
     Dataset,
     DatasetInput,
     Experiment,
     Metric,
     ModelVersion,
+    MonitoringRecord,
     Page,
     RegisteredModel,
     Run,
@@ -255,6 +258,65 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
         """The version an alias points at, or ``NotFound``."""
+
+    @abc.abstractmethod
+    def set_model_version_tags(
+        self, name: str, version: int, tags: Mapping[str, str], *, actor: str = "unknown"
+    ) -> ModelVersion:
+        """Merge tags into a version's tags (a tag set again is overwritten); ``NotFound`` if the
+        version is missing. Audited (action ``model_version.tags``) with before and after."""
+
+    # -- monitoring --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_monitoring_result(
+        self,
+        model_name: str,
+        *,
+        model_version: int | None,
+        window_start: int | None,
+        window_end: int | None,
+        num_rows: int,
+        share_drifted: float | None = None,
+        dataset_drift: bool | None = None,
+        drifted_columns: Sequence[str] = (),
+        metrics: Mapping[str, float | None] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        created_at: int | None = None,
+    ) -> MonitoringRecord:
+        """Store one monitoring run. The model need not be registered (any name is accepted), so
+        data monitored outside the registry has a history too. Non-finite floats in ``metrics``
+        and ``payload`` are stored as null."""
+
+    @abc.abstractmethod
+    def list_monitoring_results(
+        self, model_name: str, *, limit: int = 100, since: int | None = None
+    ) -> list[MonitoringRecord]:
+        """The newest ``limit`` results of a model (created at or after ``since``), returned
+        oldest first so they chart as a time series."""
+
+    @abc.abstractmethod
+    def get_alert(self, model_name: str, rule: str) -> AlertRecord | None:
+        """The state of one rule for one model, or None when the rule never ran for it."""
+
+    @abc.abstractmethod
+    def put_alert(
+        self, alert: AlertRecord, *, event_status: str | None = None
+    ) -> AlertEventRecord | None:
+        """Insert or replace the state of (model, rule); when ``event_status`` is ``"firing"`` or
+        ``"resolved"``, also append an event (same transaction) and return it."""
+
+    @abc.abstractmethod
+    def list_alerts(
+        self, model_name: str | None = None, *, firing_only: bool = False
+    ) -> list[AlertRecord]:
+        """Alert states ordered by model then rule."""
+
+    @abc.abstractmethod
+    def list_alert_events(
+        self, model_name: str | None = None, *, limit: int = 1000
+    ) -> list[AlertEventRecord]:
+        """The newest ``limit`` alert events, returned oldest first."""
 
     # -- audit -------------------------------------------------------------------------------
 

@@ -9,12 +9,15 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "AlertEventRecord",
+    "AlertRecord",
     "AuditEvent",
     "Dataset",
     "DatasetInput",
     "Experiment",
     "Metric",
     "ModelVersion",
+    "MonitoringRecord",
     "Page",
     "RegisteredModel",
     "Run",
@@ -146,3 +149,49 @@ class Page:
 
     def __len__(self) -> int:
         return len(self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringRecord:
+    """One stored monitoring run of a model: the headline figures plus the full result."""
+
+    result_id: int
+    model_name: str
+    model_version: int | None
+    created_at: int
+    window_start: int | None  # epoch ms of the window's first instant (None: unbounded)
+    window_end: int | None
+    num_rows: int
+    share_drifted: float | None = None
+    dataset_drift: bool | None = None
+    drifted_columns: tuple[str, ...] = ()
+    #: headline live-performance figures, e.g. {"accuracy": 0.91, "auc": 0.88}
+    metrics: Mapping[str, float | None] = field(default_factory=_empty)
+    #: the whole result as JSON (``MonitorResult.to_dict()``)
+    payload: Mapping[str, Any] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """The current state of one alert rule for one model."""
+
+    model_name: str
+    rule: str
+    firing: bool
+    since: int  # epoch ms of the last change of ``firing``
+    updated_at: int
+    value: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEventRecord:
+    """A change of an alert: it started firing or it resolved."""
+
+    event_id: int
+    model_name: str
+    rule: str
+    status: str  # "firing" | "resolved"
+    value: float | None
+    message: str
+    timestamp: int
