@@ -7,11 +7,40 @@ PostgreSQL tests use the server at ``MODELLOOP_TEST_PG_URL`` (default: the trust
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from s3_support import BUCKET, DUMMY_AWS_ENV, S3Server, free_port, wait_until_up
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 with one bucket, and dummy AWS credentials in the env."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in DUMMY_AWS_ENV.items():
+            mp.setenv(name, value)
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server = S3Server(f"http://127.0.0.1:{port}")
+        try:
+            wait_until_up(server.endpoint_url, proc)
+            server.client().create_bucket(Bucket=BUCKET)
+            yield server
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
 
 PG_ADMIN_URL = os.environ.get(
     "MODELLOOP_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -7,14 +7,7 @@ test gets its own key prefix in one bucket, so tests never see each other's blob
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,90 +15,7 @@ from typing import Any
 import pytest
 
 from modelloop.artifacts import ArtifactStore
-
-BUCKET = "modelloop-test"
-# Small parts, so that the 20 MB tests go through a real multipart upload.
-S3_BLOCK_SIZE = 5 * 2**20
-_DUMMY_AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,  # never read a developer's real profile
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "NO_PROXY": "127.0.0.1",
-}
-
-
-@dataclass
-class S3Server:
-    """A running moto server and the options that reach it."""
-
-    endpoint_url: str
-
-    def storage_options(self) -> dict[str, Any]:
-        """fsspec/s3fs options for an ArtifactStore on this server."""
-        return {
-            "key": "testing",
-            "secret": "testing",
-            "default_block_size": S3_BLOCK_SIZE,
-            "client_kwargs": {"endpoint_url": self.endpoint_url, "region_name": "us-east-1"},
-        }
-
-    def client(self) -> Any:
-        """A boto3 client on the server, independent of the store's s3fs instance."""
-        import boto3
-
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    """moto's S3 server on 127.0.0.1 with one bucket, and dummy AWS credentials in the env."""
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto.server")
-    with pytest.MonkeyPatch.context() as mp:
-        for name, value in _DUMMY_AWS_ENV.items():
-            mp.setenv(name, value)
-        port = _free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        server = S3Server(f"http://127.0.0.1:{port}")
-        try:
-            _wait_until_up(server.endpoint_url, proc)
-            server.client().create_bucket(Bucket=BUCKET)
-            yield server
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
-                return
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"moto server exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                pytest.fail("moto server did not start within 30 s")
-            time.sleep(0.1)
+from s3_support import BUCKET, S3Server
 
 
 @dataclass
