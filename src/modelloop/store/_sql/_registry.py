@@ -289,6 +289,43 @@ class RegistryMixin(SqlCore):
 
         return self._read(tx)
 
+    def set_model_version_tags(
+        self, name: str, version: int, tags: Mapping[str, str], *, actor: str = "unknown"
+    ) -> ModelVersion:
+        name = check_text(name, "model name")
+        version = check_int(version, "version")
+        actor = check_text(actor, "actor")
+        if not isinstance(tags, Mapping):
+            raise InvalidInput(f"tags must be a mapping, got {type(tags).__name__}")
+        new = {check_text(k, "tag key", T.KEY_LEN): str(v) for k, v in tags.items()}
+        mv = T.model_versions
+        where = sa.and_(mv.c.name == name, mv.c.version == version)
+        select = sa.select(mv.c.tags).where(where)
+        if self._dialect == "postgresql":
+            # Read-modify-write of one JSON value: concurrent merges must wait, not overwrite
+            # each other. NO KEY UPDATE leaves alias inserts (key share) on the row free.
+            select = select.with_for_update(key_share=True)
+
+        def tx(conn: Connection) -> ModelVersion:
+            row = conn.execute(select).first()
+            if row is None:
+                raise NotFound(f"model {name!r} has no version {version}")
+            before = dict(row.tags or {})
+            after = {**before, **new}
+            conn.execute(sa.update(mv).where(where).values(tags=after))
+            self._audit(
+                conn,
+                actor=actor,
+                action="model_version.tags",
+                entity_type="model_version",
+                entity_id=f"{name}/{version}",
+                before=before,
+                after=after,
+            )
+            return self._versions(conn, name, version)[0]
+
+        return self._write(tx)
+
     # -- aliases -----------------------------------------------------------------------------
 
     def set_alias(

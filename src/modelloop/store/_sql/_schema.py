@@ -10,6 +10,8 @@ import sqlalchemy as sa
 __all__ = [
     "HEAD_REVISION",
     "VERSION_TABLE",
+    "alert_events",
+    "alerts",
     "aliases",
     "audit_events",
     "datasets",
@@ -18,6 +20,7 @@ __all__ = [
     "metadata",
     "metrics",
     "model_versions",
+    "monitoring_results",
     "params",
     "registered_models",
     "run_artifacts",
@@ -28,7 +31,7 @@ __all__ = [
 
 #: The newest migration. Opening a store compares the database against it with one query, so
 #: opening an up-to-date store never loads Alembic. A test keeps it equal to the script head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 #: Alembic's bookkeeping table. Not the default name: Optuna studies share the PostgreSQL
 #: database and keep their own ``alembic_version``.
@@ -219,4 +222,51 @@ audit_events = sa.Table(
     sa.Column("before", Json, nullable=True),
     sa.Column("after", Json, nullable=True),
     sa.Index("ix_audit_entity", "entity_type", "entity_id", "event_id"),
+)
+
+# -- monitoring (revision 0002) ---------------------------------------------------------------
+# No foreign key to ``registered_models``: data monitored outside the registry has a history too.
+# Float columns hold NULL for NaN, as in ``metrics``.
+
+monitoring_results = sa.Table(
+    "monitoring_results",
+    metadata,
+    sa.Column("result_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(NAME_LEN), nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("created_at", Millis, nullable=False),
+    sa.Column("window_start", Millis, nullable=True),
+    sa.Column("window_end", Millis, nullable=True),
+    sa.Column("num_rows", sa.BigInteger, nullable=False),
+    sa.Column("share_drifted", sa.Double, nullable=True),
+    sa.Column("dataset_drift", sa.Boolean, nullable=True),
+    sa.Column("drifted_columns", Json, nullable=True),
+    sa.Column("metrics", Json, nullable=True),
+    sa.Column("payload", Json, nullable=True),
+    sa.Index("ix_monitoring_results_model_created", "model_name", "created_at", "result_id"),
+)
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("model_name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("rule", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("firing", sa.Boolean, nullable=False),
+    sa.Column("since", Millis, nullable=False),
+    sa.Column("updated_at", Millis, nullable=False),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+)
+
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(NAME_LEN), nullable=False),
+    sa.Column("rule", sa.String(NAME_LEN), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("value", sa.Double, nullable=True),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("timestamp", Millis, nullable=False),
+    sa.Index("ix_alert_events_model", "model_name", "event_id"),
 )
