@@ -253,15 +253,20 @@ class Client:
         artifact_path: str = "model",
         description: str = "",
         tags: Mapping[str, str] | None = None,
+        reference_data: pd.DataFrame | None = None,
     ) -> ModelVersion:
-        """Register the model package a run logged at ``artifact_path`` as the next version."""
+        """Register the model package a run logged at ``artifact_path`` as the next version.
+
+        With ``reference_data`` (usually the training inputs) the version's reference profile
+        for drift monitoring is computed once, now: inputs plus the model's own predictions.
+        """
         run_id = run if isinstance(run, str) else run.run_id
         if isinstance(run, ActiveRun):
             run.flush()
         items = self.list_artifacts(run_id, artifact_path)
         if not any(i.path == f"{artifact_path}/metadata.json" for i in items):
             raise NotFound(f"run {run_id} has no model package at {artifact_path!r}")
-        return self.store.create_model_version(
+        mv = self.store.create_model_version(
             name,
             source=f"runs:/{run_id}/{artifact_path}",
             run_id=run_id,
@@ -269,6 +274,15 @@ class Client:
             tags=tags,
             actor=self.settings.user,
         )
+        if reference_data is not None:
+            mv = self.set_reference(name, mv.version, reference_data)
+        return mv
+
+    def set_reference(self, name: str, version: int, data: pd.DataFrame) -> ModelVersion:
+        """Compute and attach a version's reference profile for drift monitoring."""
+        from modelloop.monitoring import set_reference
+
+        return set_reference(self, name, version, data)
 
     def get_registered_model(self, name: str) -> RegisteredModel:
         """A registered model with its aliases."""

@@ -9,6 +9,16 @@ import sys
 import modelloop.monitoring as monitoring
 
 EXPECTED = {
+    "MonitorOutcome",
+    "StoreAlertStates",
+    "feedback_dir",
+    "run_monitor",
+    "REFERENCE_TAG",
+    "TASK_TAG",
+    "load_reference",
+    "profile_with_predictions",
+    "save_reference",
+    "set_reference",
     "DEFAULT_BINS",
     "AlertEvent",
     "AlertManager",

@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelloop.cli._models import models_app
+from modelloop.cli._monitor import monitor_app
 from modelloop.cli._output import console, fail, print_json
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.exceptions import ModelloopError
@@ -37,6 +38,7 @@ db_app = typer.Typer(help="Metadata store administration.", no_args_is_help=True
 app.add_typer(runs_app, name="runs")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(models_app, name="models")
+app.add_typer(monitor_app, name="monitor")
 app.add_typer(db_app, name="db")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

@@ -136,7 +136,12 @@ def run_quickstart(
         run.log_model(model, "model", input_example=train[features].head(5))
 
     step("register")
-    mv = client.register_model(run.run_id, model_name, description="flights arr_delay > 15")
+    mv = client.register_model(
+        run.run_id,
+        model_name,
+        description="flights arr_delay > 15",
+        reference_data=train[features],
+    )
     client.set_alias(model_name, alias, mv.version)
     return QuickstartResult(
         run_id=run.run_id,

@@ -64,8 +64,22 @@ from modelloop.monitoring._profile import (
     ReferenceProfile,
 )
 from modelloop.monitoring._quality import ColumnQuality, QualityReport, check_quality
+from modelloop.monitoring._reference import (
+    REFERENCE_TAG,
+    TASK_TAG,
+    load_reference,
+    profile_with_predictions,
+    save_reference,
+    set_reference,
+)
 from modelloop.monitoring._report import render_html, report_json
 from modelloop.monitoring._result import ColumnDrift, DriftResult
+from modelloop.monitoring._service import (
+    MonitorOutcome,
+    StoreAlertStates,
+    feedback_dir,
+    run_monitor,
+)
 from modelloop.monitoring._summary import (
     CategoricalSummary,
     NumericSummary,
@@ -85,6 +99,8 @@ from modelloop.monitoring._windows import (
 
 __all__ = [
     "DEFAULT_BINS",
+    "REFERENCE_TAG",
+    "TASK_TAG",
     "AlertEvent",
     "AlertManager",
     "AlertRule",
@@ -110,6 +126,7 @@ __all__ = [
     "MetricAbove",
     "MetricBelow",
     "MetricRow",
+    "MonitorOutcome",
     "MonitorResult",
     "NumericProfile",
     "NumericSummary",
@@ -121,6 +138,7 @@ __all__ = [
     "QualityReport",
     "ReferenceProfile",
     "SegmentGap",
+    "StoreAlertStates",
     "TimeRange",
     "WassersteinDetector",
     "WebhookNotifier",
@@ -130,12 +148,18 @@ __all__ = [
     "adjust_p_values",
     "check_quality",
     "detect_drift",
+    "feedback_dir",
     "join_labels",
     "live_performance",
+    "load_reference",
     "make_detector",
     "parse_window",
     "prediction_frame",
+    "profile_with_predictions",
     "render_html",
     "report_json",
+    "run_monitor",
+    "save_reference",
+    "set_reference",
     "summarize",
 ]

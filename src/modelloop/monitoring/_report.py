@@ -113,11 +113,10 @@ def _performance_figure(perf: PerformanceReport) -> Any | None:
     rows = [r for r in perf.rows if "window" in r.group]
     if not rows:
         return None
-    others = [k for k in perf.keys if k != "window"]
     fig = go.Figure()
     series: dict[tuple[str, str], list[tuple[str, float]]] = {}
     for r in rows:
-        label = ", ".join(f"{k}={r.group[k]}" for k in others)
+        label = ", ".join(f"{k}={v}" for k, v in r.group.items() if k != "window")
         for m, v in r.metrics.items():
             if v is not None:
                 series.setdefault((m, label), []).append((r.group["window"], v))

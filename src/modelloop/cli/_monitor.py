@@ -1,0 +1,379 @@
+"""``modelloop monitor``: drift, data quality and live accuracy of registered models."""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.table import Table
+
+from modelloop.cli._output import console, err_console, fmt_time, print_json
+from modelloop.exceptions import InvalidInput
+
+if TYPE_CHECKING:
+    from modelloop.monitoring import AlertRule, MonitorOutcome
+
+monitor_app = typer.Typer(
+    help="Drift, data quality and live accuracy of registered models.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ModelArg = Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION.")]
+WindowOpt = Annotated[
+    str,
+    typer.Option(
+        "--window",
+        "-w",
+        help="Prediction-log window: day, week, day-1, 30m, 2h, 7d or 10000rows.",
+    ),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Current data: a .parquet/.csv file or a folder of Parquet segments "
+        "(default: the model's prediction log).",
+    ),
+]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="Ground truth (request_id, label) as .parquet/.csv or a folder "
+        "(default: $MODELLOOP_HOME/feedback/<model>).",
+    ),
+]
+SegmentOpt = Annotated[
+    str | None, typer.Option("--segment", help="Column to break live metrics down by.")
+]
+
+_METRIC_RULE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*([<>])\s*([-+0-9.eE]+)\s*$")
+_EVERY = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+
+
+def parse_metric_rule(spec: str) -> AlertRule:
+    """``accuracy<0.8`` fires below, ``mae>5`` above."""
+    from modelloop.monitoring import MetricAbove, MetricBelow
+
+    m = _METRIC_RULE.match(spec)
+    if not m:
+        raise InvalidInput(f"bad --alert-metric {spec!r}: use e.g. 'accuracy<0.8' or 'mae>5'")
+    name, op, value = m.group(1), m.group(2), float(m.group(3))
+    return MetricBelow(name, value) if op == "<" else MetricAbove(name, value)
+
+
+def parse_every(spec: str) -> float:
+    """``30s``, ``10m``, ``1h``, ``1d`` in seconds."""
+    m = _EVERY.match(spec.strip())
+    if not m:
+        raise InvalidInput(f"bad --every {spec!r}: use e.g. 30s, 10m, 1h or 1d")
+    return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _rules(
+    drift_share: float | None, features: list[str], metrics: list[str], quality: bool
+) -> list[AlertRule]:
+    from modelloop.monitoring import DriftShareAbove, FeatureDrifted, QualityBreach
+
+    rules: list[AlertRule] = []
+    if drift_share is not None:
+        rules.append(DriftShareAbove(drift_share))
+    rules += [FeatureDrifted(c) for c in features]
+    rules += [parse_metric_rule(s) for s in metrics]
+    if quality:
+        rules.append(QualityBreach())
+    return rules
+
+
+def _outcome_json(o: MonitorOutcome) -> dict[str, Any]:
+    return {
+        "model": o.model,
+        "version": o.version,
+        "result_id": o.record.result_id if o.record else None,
+        "rows": o.result.window.get("rows"),
+        "seconds": round(o.seconds, 3),
+        "result": o.result.to_dict(),
+        "alerts": [e.to_dict() for e in o.events],
+    }
+
+
+def _print_outcome(o: MonitorOutcome) -> None:
+    drift = o.result.drift
+    assert drift is not None
+    verdict = "[bold red]DRIFT[/]" if drift.dataset_drift else "[green]no dataset drift[/]"
+    console.print(
+        f"{o.model} v{o.version}: {o.result.window.get('rows')} rows, {verdict}, "
+        f"{len(drift.drifted_columns)}/{drift.n_tested} columns drifted "
+        f"({drift.correction} correction) in {o.seconds:.2f} s"
+    )
+    table = Table(show_lines=False)
+    for col in ("column", "method", "statistic", "p / threshold", "drifted"):
+        table.add_column(col)
+    for c in drift.columns:
+        p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
+        table.add_row(
+            c.column,
+            c.method,
+            f"{c.statistic:.4g}",
+            f"{p} / {c.threshold:g}",
+            "[red]yes[/]" if c.drifted else "no",
+        )
+    console.print(table)
+    if o.result.quality and o.result.quality.breaches:
+        issues = ", ".join(f"{c}: {i}" for c, i in o.result.quality.breaches)
+        console.print(f"[yellow]data quality:[/] {issues}")
+    if o.result.performance:
+        figures = ", ".join(
+            f"{k}={v:.4f}" for k, v in o.result.performance.overall.metrics.items() if v is not None
+        )
+        console.print(f"live performance: {figures}")
+    for e in o.events:
+        colour = "red" if e.status == "firing" else "green"
+        console.print(f"[{colour}]alert {e.status}:[/] {e.rule}: {e.message}")
+
+
+def _monitor_once(
+    model: str,
+    window: str,
+    data: Path | None,
+    labels: Path | None,
+    segment: str | None,
+    rules: list[AlertRule],
+    notifiers: list[Any],
+    quiet: bool,
+) -> MonitorOutcome:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from modelloop._client import default_client
+    from modelloop.monitoring import run_monitor
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task(f"monitoring {model}", total=None)
+
+        def on_rows(n: int) -> None:
+            progress.update(task, description=f"monitoring {model}: {n:,} rows read")
+
+        return run_monitor(
+            default_client(),
+            model,
+            window=window,
+            data=data,
+            labels=labels,
+            segment=segment,
+            rules=rules,
+            notifiers=notifiers,
+            progress=on_rows,
+        )
+
+
+@monitor_app.command("run")
+def monitor_run(
+    model: ModelArg,
+    window: WindowOpt = "day",
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    segment: SegmentOpt = None,
+    every: Annotated[
+        str | None, typer.Option("--every", help="Run on a schedule, e.g. 10m (default: once).")
+    ] = None,
+    max_runs: Annotated[
+        int | None, typer.Option("--max-runs", help="With --every: stop after N runs.", min=1)
+    ] = None,
+    alert_drift_share: Annotated[
+        float | None,
+        typer.Option("--alert-drift-share", help="Alert when this share of columns drifts."),
+    ] = 0.5,
+    alert_feature: Annotated[
+        list[str] | None,
+        typer.Option("--alert-feature", help="Alert when this column drifts (repeatable)."),
+    ] = None,
+    alert_metric: Annotated[
+        list[str] | None,
+        typer.Option("--alert-metric", help="e.g. 'accuracy<0.8' or 'mae>5' (repeatable)."),
+    ] = None,
+    alert_quality: Annotated[
+        bool, typer.Option("--alert-quality/--no-alert-quality", help="Alert on quality breaches.")
+    ] = True,
+    webhook: Annotated[
+        list[str] | None,
+        typer.Option("--webhook", help="POST alert changes as JSON to this URL (repeatable)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute drift, data quality and live metrics for a window; store them; raise alerts."""
+    from modelloop.monitoring import LogNotifier, WebhookNotifier
+
+    rules = _rules(alert_drift_share, alert_feature or [], alert_metric or [], alert_quality)
+    hooks = [WebhookNotifier(u) for u in webhook or []]
+    notifiers: list[Any] = [LogNotifier(), *hooks]
+    interval = parse_every(every) if every else None
+    stop = threading.Event()
+    if interval is not None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    runs = 0
+    try:
+        while True:
+            started = time.monotonic()
+            outcome = _monitor_once(
+                model, window, data, labels, segment, rules, notifiers, quiet=as_json
+            )
+            runs += 1
+            if as_json:
+                print_json(_outcome_json(outcome))
+            else:
+                _print_outcome(outcome)
+            if interval is None or (max_runs is not None and runs >= max_runs):
+                break
+            if stop.wait(max(0.0, interval - (time.monotonic() - started))):
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for h in hooks:
+            h.close()
+
+
+@monitor_app.command("report")
+def monitor_report(
+    model: ModelArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the HTML report.")],
+    window: WindowOpt = "day",
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    segment: SegmentOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write one self-contained HTML report: distributions, drift table, live performance."""
+    from modelloop.monitoring import render_html
+
+    o = _monitor_once(model, window, data, labels, segment, [], [], quiet=as_json)
+    assert o.result.drift is not None
+    html = render_html(
+        o.profile,
+        o.summary,
+        o.result.drift,
+        quality=o.result.quality,
+        performance=o.result.performance,
+        title=f"{o.model} v{o.version} — window {window}",
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    if as_json:
+        print_json({**_outcome_json(o), "report": str(out)})
+    else:
+        _print_outcome(o)
+        console.print(f"report written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@monitor_app.command("history")
+def monitor_history(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1)] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model's stored monitoring results over time (drift share, live metrics)."""
+    from modelloop._client import default_client
+
+    results = default_client().store.list_monitoring_results(model, limit=limit)
+    if as_json:
+        print_json(
+            {"results": [{k: v for k, v in _record(r).items() if k != "payload"} for r in results]}
+        )
+        return
+    table = Table(title=f"{model}: {len(results)} result(s)")
+    for col in ("id", "when", "version", "rows", "drifted share", "drifted", "metrics"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in r.metrics.items() if v is not None)
+        share = "-" if r.share_drifted is None else f"{r.share_drifted:.0%}"
+        table.add_row(
+            str(r.result_id),
+            fmt_time(r.created_at),
+            str(r.model_version),
+            str(r.num_rows),
+            share,
+            ", ".join(r.drifted_columns),
+            metrics,
+        )
+    console.print(table)
+
+
+@monitor_app.command("alerts")
+def monitor_alerts(
+    model: Annotated[str | None, typer.Argument(help="Model name (default: all).")] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List firing alerts (or all alert states with --all)."""
+    from modelloop._client import default_client
+
+    alerts = default_client().store.list_alerts(model, firing_only=not show_all)
+    if as_json:
+        print_json({"alerts": alerts})
+        return
+    table = Table(title=f"{len(alerts)} alert(s)")
+    for col in ("model", "rule", "state", "since", "message"):
+        table.add_column(col, overflow="fold")
+    for a in alerts:
+        table.add_row(
+            a.model_name,
+            a.rule,
+            "[red]firing[/]" if a.firing else "resolved",
+            fmt_time(a.since),
+            a.message,
+        )
+    console.print(table)
+
+
+@monitor_app.command("reference")
+def monitor_reference(
+    model: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS.")],
+    data: Annotated[Path, typer.Option("--data", help="Reference data (.parquet or .csv).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute and attach a version's reference profile from a data file."""
+    import pandas as pd
+
+    from modelloop._client import default_client
+    from modelloop.monitoring import REFERENCE_TAG
+
+    client = default_client()
+    mv = client.resolve(model if model.startswith("models:/") else f"models:/{model}")
+    if not data.is_file():
+        raise InvalidInput(f"no such data file: {data}")
+    frame = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data)
+    mv = client.set_reference(mv.name, mv.version, frame)
+    if as_json:
+        print_json(
+            {
+                "name": mv.name,
+                "version": mv.version,
+                "rows": len(frame),
+                "reference_profile": mv.tags[REFERENCE_TAG],
+            }
+        )
+        return
+    console.print(
+        f"{mv.name} v{mv.version}: reference profile from {len(frame)} rows "
+        f"(sha256 {mv.tags[REFERENCE_TAG][:16]}…)"
+    )
+
+
+def _record(r: Any) -> dict[str, Any]:
+    from modelloop.cli._output import to_jsonable
+
+    return to_jsonable(r)

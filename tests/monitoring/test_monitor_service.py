@@ -1,0 +1,256 @@
+"""Monitoring a registered model end to end: prediction log on disk → drift, quality, live
+accuracy → stored results and alerts → CLI, HTML report and a real webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import accuracy_score, roc_auc_score
+from typer.testing import CliRunner
+
+from modelloop import Client, NotFound, Settings
+from modelloop.cli import app
+from modelloop.data import FLIGHTS_FEATURES, load_flights
+from modelloop.demo import run_quickstart
+from modelloop.monitoring import (
+    REFERENCE_TAG,
+    DriftShareAbove,
+    FeatureDrifted,
+    MetricBelow,
+    feedback_dir,
+    run_monitor,
+)
+
+MODEL = "flights-delay"
+FEATURES = list(FLIGHTS_FEATURES)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("monitor-home")
+
+
+@pytest.fixture(scope="module")
+def mclient(home: Path):
+    client = Client(Settings(home=home, user="tester"))
+    run_quickstart(client, model_name=MODEL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _env(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELLOOP_HOME", str(home))
+    monkeypatch.delenv("MODELLOOP_STORE_URL", raising=False)
+    monkeypatch.delenv("MODELLOOP_ARTIFACT_ROOT", raising=False)
+    monkeypatch.setenv("MODELLOOP_USER", "tester")
+
+
+def write_log(client: Client, frame: pd.DataFrame, *, minutes_ago: float = 30) -> pd.DataFrame:
+    """Serve ``frame`` through the champion and append it to the prediction log, the way the
+    server lays it out; write its labels to the feedback folder. Returns the logged rows."""
+    model = client.load_model(f"models:/{MODEL}@champion")
+    proba = model.predict_proba(frame[FEATURES])
+    now = datetime.now(UTC)
+    log = frame[FEATURES].reset_index(drop=True).copy()
+    log.insert(0, "request_id", [uuid.uuid4().hex for _ in range(len(log))])
+    offsets = np.linspace(minutes_ago, 1, len(log))
+    log.insert(1, "timestamp", [now - timedelta(minutes=float(m)) for m in offsets])
+    log["timestamp"] = pd.to_datetime(log["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+    log["model_name"] = MODEL
+    log["model_version"] = 1
+    log["route"] = "champion"
+    log["prediction"] = (proba[:, 1] >= 0.5).astype("int64")
+    log["proba_0"], log["proba_1"] = proba[:, 0], proba[:, 1]
+    folder = client.settings.home / "predictions" / MODEL
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.Table.from_pandas(log, preserve_index=False),
+        folder / f"{uuid.uuid4().hex}.parquet",
+        row_group_size=5000,
+    )
+    labels = pd.DataFrame({"request_id": log["request_id"], "label": frame["delayed"].to_numpy()})
+    fb = feedback_dir(client.settings.home, MODEL)
+    fb.mkdir(parents=True, exist_ok=True)
+    labels.to_parquet(fb / f"{uuid.uuid4().hex}.parquet")
+    return log.assign(label=labels["label"])
+
+
+def _clear_logs(client: Client) -> None:
+    for sub in ("predictions", "feedback"):
+        for f in (client.settings.home / sub / MODEL).glob("*.parquet"):
+            f.unlink()
+
+
+def test_version_carries_its_reference_profile(mclient: Client) -> None:
+    mv = mclient.resolve(f"models:/{MODEL}@champion")
+    assert len(mv.tags[REFERENCE_TAG]) == 64
+    events = mclient.store.list_audit_events(entity_type="model_version")
+    assert any(e.action == "model_version.tags" for e in events)
+
+
+def test_drift_live_accuracy_and_alert_lifecycle(mclient: Client) -> None:
+    flights = load_flights()
+    summer = flights[flights["month"].isin([6, 7])].sample(20_000, random_state=0)
+    logged = write_log(mclient, summer)
+
+    rules = [FeatureDrifted("dep_delay"), MetricBelow("accuracy", 0.99), DriftShareAbove(0.9)]
+    out = run_monitor(mclient, f"{MODEL}@champion", window="2h", segment="carrier", rules=rules)
+    drift = out.result.drift
+    assert out.result.window["rows"] == 20_000
+    assert "dep_delay" in drift.drifted_columns
+    perf = out.result.performance
+    assert perf.overall.metrics["accuracy"] == pytest.approx(
+        accuracy_score(logged["label"], logged["prediction"])
+    )
+    assert perf.overall.metrics["auc"] == pytest.approx(
+        roc_auc_score(logged["label"], logged["proba_1"])
+    )
+    ua = logged[logged["carrier"] == "UA"]
+    assert perf.metric("accuracy", carrier="UA") == pytest.approx(
+        accuracy_score(ua["label"], ua["prediction"])
+    )
+    acc_gap = next(g for g in perf.gaps if g.metric == "accuracy")
+    per_carrier = logged.groupby("carrier")[["label", "prediction"]].apply(
+        lambda d: accuracy_score(d["label"], d["prediction"])
+    )
+    assert acc_gap.gap == pytest.approx(per_carrier.max() - per_carrier.min())
+    assert perf.metric("accuracy", model_version="1") == pytest.approx(
+        perf.overall.metrics["accuracy"]
+    )
+
+    stored = mclient.store.list_monitoring_results(MODEL)
+    assert stored[-1].result_id == out.record.result_id
+    assert stored[-1].num_rows == 20_000 and "dep_delay" in stored[-1].drifted_columns
+    assert stored[-1].metrics["accuracy"] == pytest.approx(perf.overall.metrics["accuracy"])
+    firing = {a.rule for a in mclient.store.list_alerts(MODEL, firing_only=True)}
+    assert firing == {"feature_drifted_dep_delay", "accuracy_below_0.99"}
+
+    # Same condition again: nothing new is announced while it holds.
+    again = run_monitor(mclient, MODEL, window="2h", segment="carrier", rules=rules)
+    assert again.events == []
+
+    # Data like the training period: drift clears and its alert resolves.
+    _clear_logs(mclient)
+    early = flights[flights["month"] <= 2].sample(20_000, random_state=1)
+    write_log(mclient, early)
+    calm = run_monitor(mclient, MODEL, window="2h", rules=rules)
+    assert "dep_delay" not in calm.result.drift.drifted_columns
+    assert ("feature_drifted_dep_delay", "resolved") in {(e.rule, e.status) for e in calm.events}
+    history = [(e.rule, e.status) for e in mclient.store.list_alert_events(MODEL)]
+    assert history.count(("feature_drifted_dep_delay", "firing")) == 1
+    assert history.index(("feature_drifted_dep_delay", "resolved")) > history.index(
+        ("feature_drifted_dep_delay", "firing")
+    )
+    _clear_logs(mclient)
+
+
+def test_monitoring_a_data_file_without_labels(mclient: Client, tmp_path: Path) -> None:
+    flights = load_flights([12]).sample(5000, random_state=0)
+    path = tmp_path / "december.parquet"
+    flights[FEATURES].to_parquet(path)
+    out = run_monitor(mclient, f"{MODEL}/1", data=path, store_result=False)
+    assert out.result.performance is None and out.record is None
+    assert out.result.window["rows"] == 5000
+    with pytest.raises(NotFound):
+        run_monitor(mclient, MODEL, window="2h", data=tmp_path / "missing.parquet")
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Hook.received.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_cli_run_report_history_alerts_and_webhook(mclient: Client, tmp_path: Path) -> None:
+    flights = load_flights()
+    write_log(mclient, flights[flights["month"] == 7].sample(10_000, random_state=2))
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    runner = CliRunner()
+    try:
+        res = runner.invoke(
+            app,
+            [
+                "monitor",
+                "run",
+                f"{MODEL}@champion",
+                "--window",
+                "2h",
+                "--json",
+                "--alert-feature",
+                "distance",
+                "--alert-feature",
+                "dep_delay",
+                "--alert-metric",
+                "accuracy<0.999",
+                "--webhook",
+                url,
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        data = json.loads(res.stdout)
+        assert data["rows"] == 10_000 and data["result_id"]
+        announced = {e["rule"] for e in data["alerts"]}
+        assert "accuracy_below_0.999" in announced
+        assert {h["rule"] for h in _Hook.received} == announced
+    finally:
+        server.shutdown()
+
+    out = tmp_path / "report.html"
+    res = runner.invoke(
+        app,
+        ["monitor", "report", MODEL, "--window", "2h", "--out", str(out), "--segment", "origin"],
+    )
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert "<script src" not in html and "plotly" in html.lower()
+    for feature in FEATURES:
+        assert feature in html
+
+    hist = json.loads(runner.invoke(app, ["monitor", "history", MODEL, "--json"]).stdout)
+    assert len(hist["results"]) >= 2 and all("payload" not in r for r in hist["results"])
+    alerts = json.loads(runner.invoke(app, ["monitor", "alerts", MODEL, "--json"]).stdout)
+    assert "accuracy_below_0.999" in {a["rule"] for a in alerts["alerts"]}
+
+    res = runner.invoke(
+        app,
+        ["monitor", "run", MODEL, "--window", "2h", "--every", "soon", "--max-runs", "2", "--json"],
+    )
+    assert res.exit_code == 2 and "--every" in res.stderr
+    before = len(mclient.store.list_monitoring_results(MODEL, limit=1000))
+    res = runner.invoke(
+        app, ["monitor", "run", MODEL, "--window", "2h", "--every", "1s", "--max-runs", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(mclient.store.list_monitoring_results(MODEL, limit=1000)) == before + 2
+    _clear_logs(mclient)
+
+
+def test_model_without_reference_is_named(mclient: Client, breast_cancer) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = breast_cancer
+    with mclient.start_run("cancer") as run:
+        run.log_model(LogisticRegression(max_iter=5000).fit(X, y), input_example=X.head(3))
+    mclient.register_model(run.run_id, "cancer-noref")
+    with pytest.raises(NotFound, match="no reference profile"):
+        run_monitor(mclient, "cancer-noref", data=X)
