@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 from sklearn.linear_model import LogisticRegression
 from typer.main import get_command
@@ -95,18 +94,20 @@ def test_db_upgrade_reports_the_revision(home) -> None:
     assert (home / "modelloop.db").is_file()
 
 
-def _walk(cmd: click.Command, path: tuple[str, ...] = ()):
+def _walk(cmd, path: tuple[str, ...] = ()):
     yield path, cmd
-    if isinstance(cmd, click.Group):
-        for name, sub in cmd.commands.items():
-            yield from _walk(sub, (*path, name))
+    for name, sub in getattr(cmd, "commands", {}).items():
+        yield from _walk(sub, (*path, name))
 
 
 def test_every_command_and_option_has_help() -> None:
-    for path, cmd in _walk(get_command(app)):
+    commands = list(_walk(get_command(app)))
+    names = {" ".join(path) for path, _ in commands}
+    assert {"runs list", "models alias set", "monitor run", "db upgrade", "quickstart"} <= names
+    for path, cmd in commands:
         assert (cmd.help or "").strip(), f"command {' '.join(path) or 'modelloop'} has no help"
         for param in cmd.params:
-            if isinstance(param, click.Option) and param.name not in {
+            if param.param_type_name == "option" and param.name not in {
                 "install_completion",
                 "show_completion",
                 "help",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,7 +19,7 @@ __all__ = ["app", "main"]
 class _Group(TyperGroup):
     """Turns every library error raised below into one message on stderr and its exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # typer.Context; its base class is private
         try:
             return super().invoke(ctx)
         except ModelloopError as exc:
