@@ -9,6 +9,9 @@ import sys
 import modelloop.monitoring as monitoring
 
 EXPECTED = {
+    "PREDICTION_COLUMNS",
+    "append_feedback",
+    "append_predictions",
     "MonitorOutcome",
     "StoreAlertStates",
     "feedback_dir",

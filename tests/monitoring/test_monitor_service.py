@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
-from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 from typer.testing import CliRunner
@@ -21,13 +16,12 @@ from typer.testing import CliRunner
 from modelloop import Client, NotFound, Settings
 from modelloop.cli import app
 from modelloop.data import FLIGHTS_FEATURES, load_flights
-from modelloop.demo import run_quickstart
+from modelloop.demo import replay_frame, run_quickstart
 from modelloop.monitoring import (
     REFERENCE_TAG,
     DriftShareAbove,
     FeatureDrifted,
     MetricBelow,
-    feedback_dir,
     run_monitor,
 )
 
@@ -56,34 +50,13 @@ def _env(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELLOOP_USER", "tester")
 
 
-def write_log(client: Client, frame: pd.DataFrame, *, minutes_ago: float = 30) -> pd.DataFrame:
-    """Serve ``frame`` through the champion and append it to the prediction log, the way the
-    server lays it out; write its labels to the feedback folder. Returns the logged rows."""
-    model = client.load_model(f"models:/{MODEL}@champion")
-    proba = model.predict_proba(frame[FEATURES])
-    now = datetime.now(UTC)
-    log = frame[FEATURES].reset_index(drop=True).copy()
-    log.insert(0, "request_id", [uuid.uuid4().hex for _ in range(len(log))])
-    offsets = np.linspace(minutes_ago, 1, len(log))
-    log.insert(1, "timestamp", [now - timedelta(minutes=float(m)) for m in offsets])
-    log["timestamp"] = pd.to_datetime(log["timestamp"], utc=True).astype("datetime64[ms, UTC]")
-    log["model_name"] = MODEL
-    log["model_version"] = 1
-    log["route"] = "champion"
-    log["prediction"] = (proba[:, 1] >= 0.5).astype("int64")
-    log["proba_0"], log["proba_1"] = proba[:, 0], proba[:, 1]
-    folder = client.settings.home / "predictions" / MODEL
-    folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(
-        pa.Table.from_pandas(log, preserve_index=False),
-        folder / f"{uuid.uuid4().hex}.parquet",
-        row_group_size=5000,
+def write_log(client: Client, frame: pd.DataFrame) -> pd.DataFrame:
+    """Score ``frame`` with the champion into the prediction log (labels as feedback), the
+    way the server lays it out; return the logged rows with their labels."""
+    _, logged = replay_frame(
+        client, f"{MODEL}@champion", frame[[*FEATURES, "delayed"]], label="delayed", minutes=30
     )
-    labels = pd.DataFrame({"request_id": log["request_id"], "label": frame["delayed"].to_numpy()})
-    fb = feedback_dir(client.settings.home, MODEL)
-    fb.mkdir(parents=True, exist_ok=True)
-    labels.to_parquet(fb / f"{uuid.uuid4().hex}.parquet")
-    return log.assign(label=labels["label"])
+    return logged
 
 
 def _clear_logs(client: Client) -> None:
@@ -180,12 +153,14 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 def test_cli_run_report_history_alerts_and_webhook(mclient: Client, tmp_path: Path) -> None:
-    flights = load_flights()
-    write_log(mclient, flights[flights["month"] == 7].sample(10_000, random_state=2))
+    runner = CliRunner()
+    res = runner.invoke(app, ["demo", "replay", "--months", "7", "--rows", "10000", "--json"])
+    assert res.exit_code == 0, res.output
+    replayed = json.loads(res.stdout)
+    assert replayed["rows"] == 10_000 and Path(replayed["predictions"]).is_file()
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    runner = CliRunner()
     try:
         res = runner.invoke(
             app,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from modelloop.cli._demo import demo_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
 from modelloop.cli._output import console, fail, print_json
@@ -38,6 +39,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(demo_app, name="demo")
 app.add_typer(db_app, name="db")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

@@ -213,11 +213,11 @@ def monitor_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Compute drift, data quality and live metrics for a window; store them; raise alerts."""
-    from modelloop.monitoring import LogNotifier, WebhookNotifier
+    from modelloop.monitoring import WebhookNotifier
 
     rules = _rules(alert_drift_share, alert_feature or [], alert_metric or [], alert_quality)
     hooks = [WebhookNotifier(u) for u in webhook or []]
-    notifiers: list[Any] = [LogNotifier(), *hooks]
+    notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
     interval = parse_every(every) if every else None
     stop = threading.Event()
     if interval is not None:

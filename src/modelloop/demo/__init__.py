@@ -8,5 +8,14 @@ from modelloop.demo._quickstart import (
     build_model,
     run_quickstart,
 )
+from modelloop.demo._replay import ReplayResult, replay_flights, replay_frame
 
-__all__ = ["QUICKSTART_STEPS", "QuickstartResult", "build_model", "run_quickstart"]
+__all__ = [
+    "QUICKSTART_STEPS",
+    "QuickstartResult",
+    "ReplayResult",
+    "build_model",
+    "replay_flights",
+    "replay_frame",
+    "run_quickstart",
+]

@@ -49,6 +49,11 @@ from modelloop.monitoring._drift import (
     detect_drift,
     prediction_frame,
 )
+from modelloop.monitoring._logfiles import (
+    PREDICTION_COLUMNS,
+    append_feedback,
+    append_predictions,
+)
 from modelloop.monitoring._notifiers import LogNotifier, PrometheusNotifier, WebhookNotifier
 from modelloop.monitoring._performance import (
     MetricRow,
@@ -99,6 +104,7 @@ from modelloop.monitoring._windows import (
 
 __all__ = [
     "DEFAULT_BINS",
+    "PREDICTION_COLUMNS",
     "REFERENCE_TAG",
     "TASK_TAG",
     "AlertEvent",
@@ -146,6 +152,8 @@ __all__ = [
     "WindowAccumulator",
     "WindowSummary",
     "adjust_p_values",
+    "append_feedback",
+    "append_predictions",
     "check_quality",
     "detect_drift",
     "feedback_dir",

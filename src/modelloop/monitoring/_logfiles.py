@@ -1,0 +1,75 @@
+"""Writing the prediction log and feedback labels that monitoring reads.
+
+Layout, one folder per model under ``$MODELLOOP_HOME``:
+
+* ``predictions/<model>/<segment>.parquet`` — ``request_id`` (string), ``timestamp``
+  (timestamp[ms, UTC]), ``model_name``, ``model_version`` (int), ``route`` (``champion``,
+  ``canary``, ``shadow``), the input columns flat, ``prediction`` and ``proba_<class>``;
+* ``feedback/<model>/<segment>.parquet`` — ``request_id``, ``label`` and ``timestamp``.
+
+A segment is written to a temporary name and renamed, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from modelloop.exceptions import InvalidInput, SchemaMismatch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["PREDICTION_COLUMNS", "append_feedback", "append_predictions"]
+
+#: Columns every prediction-log segment carries besides the inputs and outputs.
+PREDICTION_COLUMNS = ("request_id", "timestamp", "model_name", "model_version", "route")
+
+
+def _write(frame: pd.DataFrame, folder: Path, required: tuple[str, ...]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for column in required:
+        if column not in frame.columns:
+            raise SchemaMismatch(f"log segment has no column {column!r}", column=column)
+    if frame.empty:
+        raise InvalidInput("refusing to write an empty log segment")
+    out = frame.copy()
+    if "timestamp" in out.columns:
+        import pandas as pd
+
+        out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+    folder.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    tmp = folder / f".{name}.tmp"
+    final = folder / f"{name}.parquet"
+    try:
+        with open(tmp, "wb") as fh:
+            pq.write_table(
+                pa.Table.from_pandas(out, preserve_index=False), fh, row_group_size=65_536
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return final
+
+
+def _folder(home: str | os.PathLike[str], kind: str, model: str) -> Path:
+    if not model or "/" in model or model in (".", ".."):
+        raise InvalidInput(f"invalid model name {model!r}")
+    return Path(home) / kind / model
+
+
+def append_predictions(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
+    """Append one segment of logged predictions for ``model``; return its path."""
+    return _write(frame, _folder(home, "predictions", model), (*PREDICTION_COLUMNS, "prediction"))
+
+
+def append_feedback(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
+    """Append ground-truth labels (``request_id``, ``label``) for ``model``'s predictions."""
+    return _write(frame, _folder(home, "feedback", model), ("request_id", "label"))
