@@ -9,6 +9,7 @@ import sys
 import modelloop.monitoring as monitoring
 
 EXPECTED = {
+    "render_history_html",
     "PREDICTION_COLUMNS",
     "append_feedback",
     "append_predictions",

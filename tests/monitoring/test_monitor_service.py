@@ -201,8 +201,12 @@ def test_cli_run_report_history_alerts_and_webhook(mclient: Client, tmp_path: Pa
     for feature in FEATURES:
         assert feature in html
 
-    hist = json.loads(runner.invoke(app, ["monitor", "history", MODEL, "--json"]).stdout)
+    chart = tmp_path / "history.html"
+    res = runner.invoke(app, ["monitor", "history", MODEL, "--json", "--out", str(chart)])
+    hist = json.loads(res.stdout)
     assert len(hist["results"]) >= 2 and all("payload" not in r for r in hist["results"])
+    page = chart.read_text()
+    assert "drift share" in page and "accuracy" in page and "<script src" not in page
     alerts = json.loads(runner.invoke(app, ["monitor", "alerts", MODEL, "--json"]).stdout)
     assert "accuracy_below_0.999" in {a["rule"] for a in alerts["alerts"]}
 
@@ -229,3 +233,55 @@ def test_model_without_reference_is_named(mclient: Client, breast_cancer) -> Non
     mclient.register_model(run.run_id, "cancer-noref")
     with pytest.raises(NotFound, match="no reference profile"):
         run_monitor(mclient, "cancer-noref", data=X)
+
+
+def test_scheduled_run_exposes_prometheus_gauges(mclient: Client, home: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    write_log(mclient, load_flights([7]).sample(3000, random_state=3))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MODELLOOP_HOME": str(home)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelloop",
+            "monitor",
+            "run",
+            MODEL,
+            "--window",
+            "2h",
+            "--every",
+            "1s",
+            "--max-runs",
+            "30",
+            "--metrics-port",
+            str(port),
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        body = ""
+        deadline = time.monotonic() + 60
+        while "modelloop_drift_share{" not in body and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        assert f'modelloop_drift_share{{model="{MODEL}"}}' in body
+        assert 'modelloop_feature_drifted{feature="dep_delay"' in body
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()
+    _clear_logs(mclient)

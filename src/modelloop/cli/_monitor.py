@@ -210,14 +210,31 @@ def monitor_run(
         list[str] | None,
         typer.Option("--webhook", help="POST alert changes as JSON to this URL (repeatable)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Expose drift, quality, live-metric and alert gauges for Prometheus on "
+            "127.0.0.1:PORT/metrics while running.",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute drift, data quality and live metrics for a window; store them; raise alerts."""
-    from modelloop.monitoring import WebhookNotifier
+    from modelloop.monitoring import PrometheusNotifier, WebhookNotifier
 
     rules = _rules(alert_drift_share, alert_feature or [], alert_metric or [], alert_quality)
     hooks = [WebhookNotifier(u) for u in webhook or []]
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        gauges = PrometheusNotifier()
+        # Loopback only: this endpoint has no authentication.
+        start_http_server(metrics_port, addr="127.0.0.1", registry=gauges.registry)
+        notifiers.append(gauges)
     interval = parse_every(every) if every else None
     stop = threading.Event()
     if interval is not None:
@@ -268,10 +285,7 @@ def monitor_report(
         performance=o.result.performance,
         title=f"{o.model} v{o.version} — window {window}",
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out)
+    _write_atomic(out, html)
     if as_json:
         print_json({**_outcome_json(o), "report": str(out)})
     else:
@@ -283,12 +297,18 @@ def monitor_report(
 def monitor_history(
     model: Annotated[str, typer.Argument(help="Model name.")],
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many results.", min=1)] = 30,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also chart them into this HTML file.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's stored monitoring results over time (drift share, live metrics)."""
     from modelloop._client import default_client
+    from modelloop.monitoring import render_history_html
 
     results = default_client().store.list_monitoring_results(model, limit=limit)
+    if out is not None:
+        _write_atomic(out, render_history_html(model, results))
     if as_json:
         print_json(
             {"results": [{k: v for k, v in _record(r).items() if k != "payload"} for r in results]}
@@ -371,6 +391,13 @@ def monitor_reference(
         f"{mv.name} v{mv.version}: reference profile from {len(frame)} rows "
         f"(sha256 {mv.tags[REFERENCE_TAG][:16]}…)"
     )
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 def _record(r: Any) -> dict[str, Any]:

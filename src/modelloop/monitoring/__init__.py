@@ -49,6 +49,7 @@ from modelloop.monitoring._drift import (
     detect_drift,
     prediction_frame,
 )
+from modelloop.monitoring._history import render_history_html
 from modelloop.monitoring._logfiles import (
     PREDICTION_COLUMNS,
     append_feedback,
@@ -164,6 +165,7 @@ __all__ = [
     "parse_window",
     "prediction_frame",
     "profile_with_predictions",
+    "render_history_html",
     "render_html",
     "report_json",
     "run_monitor",
