@@ -182,12 +182,15 @@ def live_performance(
     freq: str | None = None,
     timestamp: str = "timestamp",
     pos_label: Any = 1,
+    min_segment_rows: int = 1,
 ) -> PerformanceReport:
     """Metrics of labelled predictions overall and per group.
 
     Groups are the time bucket (``freq``, a pandas offset such as ``"1D"`` or ``"1h"``, on the
     ``timestamp`` column, reported under the key ``"window"``), the ``by`` columns (e.g.
-    ``model_version``) and the ``segment`` column (e.g. ``carrier``).
+    ``model_version``) and the ``segment`` column (e.g. ``carrier``). Gaps between segments
+    only count segments with at least ``min_segment_rows`` labelled rows, so that a handful of
+    rows cannot make the spread.
     """
     import pandas as pd
 
@@ -236,7 +239,9 @@ def live_performance(
         for okey, members in buckets.items():
             for name in CLASSIFICATION if task == "classification" else REGRESSION:
                 vals = [
-                    (v, r.group[segment]) for r in members if (v := r.metrics[name]) is not None
+                    (v, r.group[segment])
+                    for r in members
+                    if r.n >= min_segment_rows and (v := r.metrics[name]) is not None
                 ]
                 if len(vals) < 2:
                     continue

@@ -165,6 +165,31 @@ tr.drifted td{background:#fde2d0}.feature{margin-top:2em}
 """
 
 
+def _groups_table(perf: PerformanceReport) -> str:
+    """Metrics per segment and per model version (rows not split by time), with the gaps."""
+    rows = [r for r in perf.rows if "window" not in r.group]
+    if not rows:
+        return ""
+    names = list(perf.overall.metrics)
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in ["group", "n", *names])
+    body = "".join(
+        "<tr><td>"
+        + html.escape(", ".join(f"{k}={v}" for k, v in r.group.items()))
+        + f"</td><td>{r.n}</td>"
+        + "".join(f"<td>{_fmt(r.metrics.get(n))}</td>" for n in names)
+        + "</tr>"
+        for r in rows
+    )
+    gaps = "".join(
+        f"<li>{html.escape(g.metric)}: {_fmt(g.gap)} between {html.escape(g.max_segment)} "
+        f"({_fmt(g.max)}) and {html.escape(g.min_segment)} ({_fmt(g.min)})</li>"
+        for g in perf.gaps
+        if not g.group
+    )
+    gaps_html = f"<p>Gaps between segments:</p><ul>{gaps}</ul>" if gaps else ""
+    return f"<table><tr>{head}</tr>{body}</table>{gaps_html}"
+
+
 def render_html(
     profile: ReferenceProfile,
     summary: WindowSummary,
@@ -210,6 +235,7 @@ def render_html(
         perf_html = (
             f"<h2>Live performance</h2><p>overall (n={performance.overall.n}): {overall}</p>"
         )
+        perf_html += _groups_table(performance)
         if fig is not None:
             perf_html += fig.to_html(full_html=False, include_plotlyjs=False, div_id="performance")
     share = f"{drift.share_drifted:.0%}"

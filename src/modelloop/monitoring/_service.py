@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["MonitorOutcome", "StoreAlertStates", "feedback_dir", "run_monitor"]
 
 Progress = Callable[[int], None]  # called with the number of rows read so far
+#: Segments with fewer labelled rows are reported but left out of the gap between segments.
+MIN_SEGMENT_ROWS = 100
 
 
 @dataclass(frozen=True)
@@ -319,12 +321,16 @@ def _performance(
     # One report, three views: overall and per segment (with the gap between segments), per
     # model version, and per day for the timeline.
     versions = ["model_version"] if "model_version" in frame.columns else []
-    by_segment = live_performance(frame, task=task, score=score, segment=segment)
+    by_segment = live_performance(
+        frame, task=task, score=score, segment=segment, min_segment_rows=MIN_SEGMENT_ROWS
+    )
     by_version = live_performance(frame, task=task, score=score, by=versions)
     rows = [*by_segment.rows, *by_version.rows]
     keys = [*by_segment.keys, *by_version.keys]
     if "timestamp" in frame.columns:
-        timeline = live_performance(frame, task=task, score=score, by=versions, freq="1D")
+        ts = pd.to_datetime(frame["timestamp"], utc=True)
+        freq = "1h" if ts.max() - ts.min() < pd.Timedelta(days=2) else "1D"
+        timeline = live_performance(frame, task=task, score=score, by=versions, freq=freq)
         rows += timeline.rows
         keys += timeline.keys
     return PerformanceReport(
