@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from modelloop._names import ALIAS_PATTERN, MODEL_NAME_PATTERN, check_alias, check_model_name
 from modelloop.exceptions import InvalidInput
 
 __all__ = ["ModelRef", "RunArtifactRef", "parse_model_spec", "parse_model_uri"]
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
-_ALIAS = r"[A-Za-z0-9_\-]{1,64}"
+_NAME = MODEL_NAME_PATTERN
+_ALIAS = ALIAS_PATTERN
 _MODELS = re.compile(rf"^models:/({_NAME})(?:@({_ALIAS})|/([0-9]+))?$")
 _RUNS = re.compile(r"^runs:/([0-9a-f]{32})/(.+)$")
 _SPEC = re.compile(rf"^({_NAME})(?:@({_ALIAS})|/([0-9]+))?$")
@@ -46,8 +47,9 @@ class RunArtifactRef:
 
 def _ref(m: re.Match[str]) -> ModelRef:
     name, alias, version = m.group(1), m.group(2), m.group(3)
-    if alias and alias.isdigit():
-        raise InvalidInput(f"alias {alias!r} is all digits; use name/{alias} for a version")
+    check_model_name(name)
+    if alias:
+        check_alias(alias)
     return ModelRef(name, alias, int(version) if version else None)
 
 

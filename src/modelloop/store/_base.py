@@ -153,7 +153,8 @@ class Store(abc.ABC):
         matches only ``!=``. Runs that lack a key never match a clause on it.
 
         ``order_by`` items are ``"<entity>.<key> [ASC|DESC]"`` or an attribute (``start_time``);
-        the default is newest first; ties are broken by run id so pages are stable.
+        the default is newest first; ties are broken by run id. Pages are keyset-paginated: a
+        run created while a caller pages through results never shifts or repeats a later page.
         ``InvalidInput`` names the offending part of a bad filter, order or token.
         """
 
@@ -161,13 +162,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def log_run_artifact(self, artifact: RunArtifact) -> None:
-        """Record that a complete, stored blob is a run's artifact at a path; logging the same path
-        again replaces the entry. Call only after the blob is durably in the artifact store."""
+        """Record that a complete, stored blob is a run's artifact at a path. Call only after the
+        blob is durably in the artifact store. The path must pass
+        :func:`modelloop.artifacts.validate_artifact_path` unchanged (``InvalidInput`` otherwise).
+        Artifacts are write-once: logging a path again with the same digest is a no-op, with
+        another digest ``Conflict``."""
+
+    @abc.abstractmethod
+    def log_run_artifacts(self, artifacts: Sequence[RunArtifact]) -> None:
+        """:meth:`log_run_artifact` for many artifacts of one run, in one transaction: all rows
+        or none (a model package is never half recorded)."""
 
     @abc.abstractmethod
     def list_run_artifacts(self, run_id: str, prefix: str = "") -> list[RunArtifact]:
         """The run's artifacts whose path equals ``prefix`` or starts with ``prefix + '/'``
-        (everything when empty), ordered by path."""
+        (everything when empty), ordered by path. Every returned path is re-validated with
+        :func:`modelloop.artifacts.validate_artifact_path`; a stored row that fails (written by
+        something other than this store) raises ``ArtifactCorrupted`` rather than reaching a
+        file system."""
 
     # -- datasets and lineage ----------------------------------------------------------------
 
@@ -208,7 +220,8 @@ class Store(abc.ABC):
     def create_registered_model(
         self, name: str, *, description: str = "", actor: str = "unknown"
     ) -> RegisteredModel:
-        """Create a registered model; ``Conflict`` if it exists. Audited."""
+        """Create a registered model; ``Conflict`` if it exists; ``InvalidInput`` unless the name
+        passes :func:`modelloop._names.check_model_name`. Audited."""
 
     @abc.abstractmethod
     def get_registered_model(self, name: str) -> RegisteredModel:
@@ -328,4 +341,5 @@ class Store(abc.ABC):
         entity_id: str | None = None,
         limit: int = 1000,
     ) -> list[AuditEvent]:
-        """Audit events, oldest first, optionally for one entity."""
+        """The newest ``limit`` audit events (optionally for one entity type and/or id),
+        returned oldest first."""
