@@ -6,19 +6,21 @@ which use a client built from the environment.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelloop._config import Settings
-from modelloop.exceptions import InvalidInput, NotFound
+from modelloop._names import check_model_name
+from modelloop.exceptions import ArtifactCorrupted, InvalidInput, NotFound, StoreError
 from modelloop.registry._uri import ModelRef, RunArtifactRef, parse_model_uri
 from modelloop.store import (
     Dataset,
@@ -39,7 +41,12 @@ if TYPE_CHECKING:
     from modelloop.artifacts import ArtifactStore
     from modelloop.models import ModelPackage, Signature
 
-__all__ = ["Client", "default_client"]
+__all__ = ["DATASET_TAG", "PACKAGE_TAG", "Client", "default_client"]
+
+#: Version tag pinning the content of the registered package (sha256 of its file manifest).
+PACKAGE_TAG = "modelloop.package_digest"
+#: Version tag naming the digest of the training dataset of the version's run.
+DATASET_TAG = "modelloop.dataset_digest"
 
 
 class Client:
@@ -55,28 +62,37 @@ class Client:
         store: Store | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> None:
-        self.settings = settings or Settings.from_env()
-        if store is not None:
-            self.__dict__["store"] = store
-        if artifacts is not None:
-            self.__dict__["artifacts"] = artifacts
-
-    @cached_property
-    def store(self) -> Store:
-        """The metadata store (created and migrated on first use)."""
-        return get_store(self.settings.resolved_store_url)
-
-    @cached_property
-    def artifacts(self) -> ArtifactStore:
-        """The content-addressed artifact store."""
         from modelloop.artifacts import ArtifactStore
 
-        return ArtifactStore(self.settings.resolved_artifact_root)
+        self.settings = settings or Settings.from_env()
+        #: The metadata store (opened lazily, migrated on first use).
+        self.store: Store = store or get_store(self.settings.resolved_store_url)
+        #: The content-addressed artifact store.
+        self.artifacts: ArtifactStore = artifacts or ArtifactStore(
+            self.settings.resolved_artifact_root
+        )
 
     def close(self) -> None:
         """Release database connections."""
-        if "store" in self.__dict__:
-            self.store.close()
+        self.store.close()
+
+    def cleanup(self, older_than_s: float = 3600.0) -> dict[str, int]:
+        """Remove leftovers of interrupted writes older than ``older_than_s``: temporary blobs
+        in the artifact store, and half-built or replaced folders in the local model cache."""
+        import time
+
+        cutoff = time.time() - older_than_s
+        removed = 0
+        cache = self.settings.home / "cache" / "models"
+        for entry in cache.glob(".*") if cache.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    shutil.rmtree(entry)
+                    removed += 1
+        return {
+            "artifact_temp_files": self.artifacts.cleanup_temp(older_than_s),
+            "model_cache_leftovers": removed,
+        }
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -152,19 +168,17 @@ class Client:
             files = [(src, base)]
         else:
             files = [
-                (p, f"{base}/{p.relative_to(src).as_posix()}")
+                (p, validate_artifact_path(f"{base}/{p.relative_to(src).as_posix()}"))
                 for p in sorted(src.rglob("*"))
                 if p.is_file()
             ]
         self.store.get_run(run_id)  # fail before any upload when the run is missing
-        logged = []
-        for path, rel in files:
-            rel = validate_artifact_path(rel)
+        records = []
+        for path, rel in files:  # every path was validated before the first upload
             blob = self.artifacts.put_file(path)
-            rec = RunArtifact(run_id=run_id, path=rel, digest=blob.digest, size=blob.size)
-            self.store.log_run_artifact(rec)
-            logged.append(rec)
-        return logged
+            records.append(RunArtifact(run_id=run_id, path=rel, digest=blob.digest, size=blob.size))
+        self.store.log_run_artifacts(records)  # all rows in one transaction, after every blob
+        return records
 
     def list_artifacts(self, run_id: str, prefix: str = "") -> list[RunArtifact]:
         """A run's artifacts at or below ``prefix``."""
@@ -185,7 +199,7 @@ class Client:
             raise NotFound(f"run {run_id} has no artifact at {path or '/'!r}")
         root = Path(dest) if dest is not None else Path(tempfile.mkdtemp(prefix="modelloop-"))
         for item in items:
-            self.artifacts.get_file(item.digest, root / item.path)
+            self.artifacts.get_file(item.digest, _inside(root, item.path))
         return root / path if path else root
 
     # -- models and datasets -----------------------------------------------------------------
@@ -255,28 +269,57 @@ class Client:
         tags: Mapping[str, str] | None = None,
         reference_data: pd.DataFrame | None = None,
     ) -> ModelVersion:
-        """Register the model package a run logged at ``artifact_path`` as the next version.
+        """Register the complete model package a run logged at ``artifact_path`` as the next
+        version, pinned to the package's content (a later change to the run's files makes loading
+        the version fail loudly) and tagged with the run's training dataset digest.
 
         With ``reference_data`` (usually the training inputs) the version's reference profile
-        for drift monitoring is computed once, now: inputs plus the model's own predictions.
+        for drift monitoring is computed once, now: inputs plus the model's own predictions. If
+        that fails, no version is created.
         """
         run_id = run if isinstance(run, str) else run.run_id
         if isinstance(run, ActiveRun):
             run.flush()
+        check_model_name(name)
         items = self.list_artifacts(run_id, artifact_path)
-        if not any(i.path == f"{artifact_path}/metadata.json" for i in items):
-            raise NotFound(f"run {run_id} has no model package at {artifact_path!r}")
-        mv = self.store.create_model_version(
+        self._check_package(run_id, artifact_path, items)
+        version_tags = {PACKAGE_TAG: _manifest_digest(artifact_path, items)}
+        train = [d for d in self.store.list_run_datasets(run_id) if d.role == "train"]
+        if train:
+            version_tags[DATASET_TAG] = train[-1].dataset.digest
+        if reference_data is not None:  # before the version exists: all or nothing
+            from modelloop.monitoring import reference_tags
+
+            package = self._load_package(RunArtifactRef(run_id, artifact_path), False)
+            version_tags.update(reference_tags(self, package, reference_data))
+        version_tags.update(tags or {})
+        return self.store.create_model_version(
             name,
             source=f"runs:/{run_id}/{artifact_path}",
             run_id=run_id,
             description=description,
-            tags=tags,
+            tags=version_tags,
             actor=self.settings.user,
         )
-        if reference_data is not None:
-            mv = self.set_reference(name, mv.version, reference_data)
-        return mv
+
+    def _check_package(self, run_id: str, path: str, items: Sequence[RunArtifact]) -> None:
+        """A complete model package: metadata present, and its model file recorded with the
+        digest the metadata names."""
+        by_path = {i.path: i for i in items}
+        meta_item = by_path.get(f"{path}/metadata.json")
+        if meta_item is None:
+            raise NotFound(f"run {run_id} has no model package at {path!r}")
+        try:
+            meta = json.loads(self.artifacts.read_bytes(meta_item.digest))
+            model_file, model_sha = meta["model_file"], meta["model_sha256"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactCorrupted(f"run {run_id}: {path}/metadata.json is unreadable") from exc
+        model_item = by_path.get(f"{path}/{model_file}")
+        if model_item is None or model_item.digest != model_sha:
+            raise ArtifactCorrupted(
+                f"run {run_id}: the model package at {path!r} is incomplete ({model_file} "
+                "missing or not the file its metadata names)"
+            )
 
     def set_reference(self, name: str, version: int, data: pd.DataFrame) -> ModelVersion:
         """Compute and attach a version's reference profile for drift monitoring."""
@@ -325,49 +368,91 @@ class Client:
     def load_model(self, uri: str, *, allow_pickle: bool = False) -> ModelPackage:
         """Load a model package from ``models:/...`` or ``runs:/...``, verifying every digest.
 
-        Types in the file are checked against modelloop's trusted-type list (settings), never
-        against what the file declares; pickle needs ``allow_pickle=True``.
+        A registered version loads only the exact package it was registered with. Types in the
+        file are checked against this client's trusted-type list (settings), never against what
+        the file declares; pickle needs ``allow_pickle=True``.
         """
-        from modelloop.models import load_model
-
         ref = parse_model_uri(uri)
+        pinned = None
         if isinstance(ref, ModelRef):
             mv = self.resolve(ref)
             src = parse_model_uri(mv.source)
             if not isinstance(src, RunArtifactRef):
                 raise InvalidInput(f"version {mv.name}/{mv.version} has an unknown source")
-            ref = src
-        local = self._fetch_package(ref)
-        return load_model(
-            local, trusted_types=self.settings.trusted_types, allow_pickle=allow_pickle
-        )
+            ref, pinned = src, mv.tags.get(PACKAGE_TAG)
+            if pinned is None:
+                raise ArtifactCorrupted(f"version {mv.name}/{mv.version} has no package digest")
+        return self._load_package(ref, allow_pickle, pinned=pinned)
 
-    def _fetch_package(self, ref: RunArtifactRef) -> Path:
-        """Materialise a package in the content-addressed cache under the home directory."""
+    def _load_package(
+        self, ref: RunArtifactRef, allow_pickle: bool, *, pinned: str | None = None
+    ) -> ModelPackage:
+        from modelloop.models import load_model
+
         items = self.list_artifacts(ref.run_id, ref.path)
         if not items:
             raise NotFound(f"run {ref.run_id} has no artifacts at {ref.path!r}")
-        key = hashlib.sha256("".join(f"{i.path}\0{i.digest}\n" for i in items).encode()).hexdigest()
+        key = _manifest_digest(ref.path, items)
+        if pinned is not None and key != pinned:
+            raise ArtifactCorrupted(
+                f"the files of runs:/{ref.run_id}/{ref.path} changed after registration "
+                f"(package digest {key}, registered {pinned})"
+            )
+        local = self._fetch_package(ref.path, items, key)
+        return load_model(local, allow_pickle=allow_pickle, settings=self.settings)
+
+    def _fetch_package(self, prefix: str, items: Sequence[RunArtifact], key: str) -> Path:
+        """Materialise a package in the content-addressed cache under the home directory.
+
+        Safe when many threads or processes load the same model at once: a complete folder is
+        only ever renamed into place, never modified or removed while valid.
+        """
         cache = self.settings.home / "cache" / "models" / key
-        if cache.is_dir() and _matches(cache, ref.path, items):
+        if cache.is_dir() and _matches(cache, prefix, items):
             return cache
+        cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.parent / f".{key}.{uuid.uuid4().hex}"
         try:
             for i in items:
-                rel = i.path[len(ref.path) :].lstrip("/") or Path(i.path).name
-                self.artifacts.get_file(i.digest, tmp / rel)
-            shutil.rmtree(cache, ignore_errors=True)
-            os.replace(tmp, cache)
+                self.artifacts.get_file(i.digest, _inside(tmp, _relative(prefix, i.path)))
+            if cache.exists() and not _matches(cache, prefix, items):
+                # altered by hand: move it aside atomically, never delete under a reader
+                with contextlib.suppress(OSError):
+                    os.replace(cache, cache.parent / f".{key}.stale.{uuid.uuid4().hex}")
+            try:
+                os.replace(tmp, cache)
+            except OSError:
+                if not (cache.is_dir() and _matches(cache, prefix, items)):
+                    raise StoreError(f"cannot place the model package in {cache}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return cache
 
 
+def _relative(prefix: str, path: str) -> str:
+    return path[len(prefix) :].lstrip("/") or Path(path).name
+
+
+def _inside(root: Path, relative: str) -> Path:
+    """``root / relative`` after checking it stays inside ``root`` (paths come from the store)."""
+    from modelloop.artifacts import validate_artifact_path
+
+    target = root / validate_artifact_path(relative)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise ArtifactCorrupted(f"artifact path {relative!r} leaves {root}")
+    return target
+
+
+def _manifest_digest(prefix: str, items: Sequence[RunArtifact]) -> str:
+    """sha256 over the (relative path, digest) pairs of a package: its content identity."""
+    lines = sorted(f"{_relative(prefix, i.path)}\0{i.digest}\n" for i in items)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def _matches(cache: Path, prefix: str, items: Sequence[RunArtifact]) -> bool:
-    """Whether a cached package still holds exactly the recorded bytes."""
+    """Whether a cached package holds exactly the recorded bytes (and nothing is missing)."""
     for i in items:
-        rel = i.path[len(prefix) :].lstrip("/") or Path(i.path).name
-        p = cache / rel
+        p = cache / _relative(prefix, i.path)
         try:
             with open(p, "rb") as fh:
                 if hashlib.file_digest(fh, "sha256").hexdigest() != i.digest:
@@ -388,5 +473,7 @@ def default_client() -> Client:
     with _clients_lock:
         client = _clients.get(key)
         if client is None or client.settings != settings:
+            if client is not None:
+                client.close()
             client = _clients[key] = Client(settings)
         return client

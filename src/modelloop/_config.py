@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["DEFAULT_TRUSTED_TYPES", "Settings"]
+__all__ = ["DEFAULT_TRUSTED_TYPES", "Settings", "redact_url"]
 
 #: Types a skops model file may contain beyond skops' own safe defaults. The list lives here, in
 #: modelloop's configuration, and never comes from the artifact being loaded. Users extend it with
@@ -76,3 +76,14 @@ def _login() -> str:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry in some containers
         return "unknown"
+
+
+def redact_url(url: str) -> str:
+    """A store URL fit to print or log: any password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url

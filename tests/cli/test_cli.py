@@ -113,3 +113,39 @@ def test_every_command_and_option_has_help() -> None:
                 "help",
             }:
                 assert (param.help or "").strip(), f"{' '.join(path)} {param.opts} has no help"
+
+
+def test_user_text_is_printed_literally_never_as_markup(client: Client) -> None:
+    with client.start_run("exp", name="[/x] [red]bold[/red]") as run:
+        run.set_tag("note", "[bold]not bold[/bold]")
+    res = invoke("runs", "list")
+    assert res.exit_code == 0, res.output
+    res = invoke("runs", "show", run.run_id)
+    assert res.exit_code == 0 and "[bold]not bold[/bold]" in res.stdout
+    res = invoke("models", "show", "[/x]")
+    assert res.exit_code == 3 and "[/x]" in res.stderr
+
+
+def test_store_urls_are_printed_without_passwords() -> None:
+    from modelloop._config import redact_url
+
+    assert redact_url("postgresql+psycopg://me:s3cret@db/ml") == "postgresql+psycopg://me:***@db/ml"
+
+
+def test_gc_removes_only_old_leftovers(client: Client) -> None:
+    import os
+    import time
+
+    tmp_dir = client.settings.home / "artifacts" / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    old, fresh = tmp_dir / "old.part", tmp_dir / "fresh.part"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    stale = client.settings.home / "cache" / "models" / ".abc.stale.1"
+    stale.mkdir(parents=True)
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    res = invoke("gc", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"artifact_temp_files": 1, "model_cache_leftovers": 1}
+    assert not old.exists() and fresh.exists() and not stale.exists()

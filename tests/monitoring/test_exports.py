@@ -9,6 +9,7 @@ import sys
 import modelloop.monitoring as monitoring
 
 EXPECTED = {
+    "reference_tags",
     "render_history_html",
     "PREDICTION_COLUMNS",
     "append_feedback",

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from modelloop._config import redact_url
 from modelloop.cli._demo import demo_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
-from modelloop.cli._output import console, fail, print_json
+from modelloop.cli._output import JsonOpt, console, fail, print_json
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.exceptions import ModelloopError
 
@@ -41,8 +42,6 @@ app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(demo_app, name="demo")
 app.add_typer(db_app, name="db")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def _version(value: bool) -> None:
@@ -75,9 +74,26 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
     revision = client.store.upgrade()
     url = client.settings.resolved_store_url
     if as_json:
-        print_json({"store_url": _safe_url(url), "revision": revision})
+        print_json({"store_url": redact_url(url), "revision": revision})
     else:
-        console.print(f"store {_safe_url(url)} at revision {revision}")
+        console.print(f"store {redact_url(url)} at revision {revision}")
+
+
+@app.command()
+def gc(
+    older_than: Annotated[
+        float, typer.Option("--older-than", help="Only leftovers older than this many seconds.")
+    ] = 3600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove leftovers of interrupted writes (temporary blobs, half-built model caches)."""
+    from modelloop._client import default_client
+
+    removed = default_client().cleanup(older_than)
+    if as_json:
+        print_json(removed)
+    else:
+        console.print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in removed.items()))
 
 
 @app.command()
@@ -125,22 +141,13 @@ def quickstart(
         f"{result.train_rows} train / {result.test_rows} test rows)\n"
         f"  later months AUC {later}\n"
         f"  dataset      sha256 {result.dataset_digest[:16]}…\n"
-        f"  store        {_safe_url(result.store_url)}\n"
+        f"  store        {redact_url(result.store_url)}\n"
         f"  artifacts    {result.artifact_root}\n"
         f"  took         {result.seconds:.1f} s\n"
         f"Next: modelloop runs show {result.run_id}   ·   modelloop models show "
         f"{result.model_name}",
         highlight=False,
     )
-
-
-def _safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
 
 
 def main() -> None:

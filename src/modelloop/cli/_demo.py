@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from modelloop.cli._output import console, print_json
+from modelloop.cli._output import JsonOpt, console, print_json
 from modelloop.exceptions import InvalidInput
 
 demo_app = typer.Typer(help="Demo traffic from the bundled NYC flights data.", no_args_is_help=True)
@@ -34,7 +34,7 @@ def replay(
         float, typer.Option("--minutes", help="Spread the requests over the last N minutes.")
     ] = 60.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score sampled flights with a registered model into its prediction log, with their real
     delays as feedback labels, as if a server had answered them."""

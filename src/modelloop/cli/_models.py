@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import console, fmt_time, print_json
+from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
 
 models_app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
 alias_app = typer.Typer(help="Move or remove aliases such as champion.", no_args_is_help=True)
 models_app.add_typer(alias_app, name="alias")
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @models_app.command("list")
@@ -30,7 +29,7 @@ def list_models(as_json: JsonOpt = False) -> None:
         table.add_column(col)
     for m in models:
         aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items()))
-        table.add_row(m.name, str(m.latest_version), aliases, fmt_time(m.updated_at))
+        table.add_row(*row(m.name, m.latest_version, aliases, fmt_time(m.updated_at)))
     console.print(table)
 
 
@@ -48,18 +47,20 @@ def show_model(
     if as_json:
         print_json({"model": model, "versions": versions})
         return
-    console.print(f"[bold]{model.name}[/]  {model.description}")
+    console.print(f"[bold]{escape(model.name)}[/]  {escape(model.description)}")
     table = Table(title="versions")
     for col in ("version", "aliases", "run", "source", "created", "by"):
         table.add_column(col, overflow="fold")
     for v in versions:
         table.add_row(
-            str(v.version),
-            ", ".join(v.aliases),
-            v.run_id or "-",
-            v.source,
-            fmt_time(v.created_at),
-            v.user,
+            *row(
+                v.version,
+                ", ".join(v.aliases),
+                v.run_id or "-",
+                v.source,
+                fmt_time(v.created_at),
+                v.user,
+            )
         )
     console.print(table)
 
@@ -79,7 +80,7 @@ def set_alias(
         print_json({"name": name, "alias": alias, "version": version, "previous": before})
         return
     moved = f"(was {before})" if before is not None else "(new)"
-    console.print(f"{name}@{alias} → version {version} {moved}")
+    console.print(f"{escape(name)}@{escape(alias)} → version {version} {moved}")
 
 
 @alias_app.command("delete")
@@ -95,4 +96,4 @@ def delete_alias(
     if as_json:
         print_json({"name": name, "alias": alias, "deleted": True, "version": version})
         return
-    console.print(f"{name}@{alias} removed (pointed at version {version})")
+    console.print(f"{escape(name)}@{escape(alias)} removed (pointed at version {version})")

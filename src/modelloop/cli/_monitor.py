@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from modelloop.cli._output import console, err_console, fmt_time, print_json
+from modelloop.cli._output import JsonOpt, console, err_console, fmt_time, print_json, row
 from modelloop.exceptions import InvalidInput
 
 if TYPE_CHECKING:
@@ -22,7 +24,6 @@ monitor_app = typer.Typer(
     help="Drift, data quality and live accuracy of registered models.", no_args_is_help=True
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ModelArg = Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION.")]
 WindowOpt = Annotated[
     str,
@@ -107,7 +108,7 @@ def _print_outcome(o: MonitorOutcome) -> None:
     assert drift is not None
     verdict = "[bold red]DRIFT[/]" if drift.dataset_drift else "[green]no dataset drift[/]"
     console.print(
-        f"{o.model} v{o.version}: {o.result.window.get('rows')} rows, {verdict}, "
+        f"{escape(o.model)} v{o.version}: {o.result.window.get('rows')} rows, {verdict}, "
         f"{len(drift.drifted_columns)}/{drift.n_tested} columns drifted "
         f"({drift.correction} correction) in {o.seconds:.2f} s"
     )
@@ -116,17 +117,14 @@ def _print_outcome(o: MonitorOutcome) -> None:
         table.add_column(col)
     for c in drift.columns:
         p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
+        drifted = Text("yes", style="red") if c.drifted else Text("no")
         table.add_row(
-            c.column,
-            c.method,
-            f"{c.statistic:.4g}",
-            f"{p} / {c.threshold:g}",
-            "[red]yes[/]" if c.drifted else "no",
+            *row(c.column, c.method, f"{c.statistic:.4g}", f"{p} / {c.threshold:g}", drifted)
         )
     console.print(table)
     if o.result.quality and o.result.quality.breaches:
         issues = ", ".join(f"{c}: {i}" for c, i in o.result.quality.breaches)
-        console.print(f"[yellow]data quality:[/] {issues}")
+        console.print(f"[yellow]data quality:[/] {escape(issues)}")
     if o.result.performance:
         figures = ", ".join(
             f"{k}={v:.4f}" for k, v in o.result.performance.overall.metrics.items() if v is not None
@@ -134,7 +132,7 @@ def _print_outcome(o: MonitorOutcome) -> None:
         console.print(f"live performance: {figures}")
     for e in o.events:
         colour = "red" if e.status == "firing" else "green"
-        console.print(f"[{colour}]alert {e.status}:[/] {e.rule}: {e.message}")
+        console.print(f"[{colour}]alert {e.status}:[/] {escape(e.rule)}: {escape(e.message)}")
 
 
 def _monitor_once(
@@ -321,13 +319,15 @@ def monitor_history(
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in r.metrics.items() if v is not None)
         share = "-" if r.share_drifted is None else f"{r.share_drifted:.0%}"
         table.add_row(
-            str(r.result_id),
-            fmt_time(r.created_at),
-            str(r.model_version),
-            str(r.num_rows),
-            share,
-            ", ".join(r.drifted_columns),
-            metrics,
+            *row(
+                r.result_id,
+                fmt_time(r.created_at),
+                r.model_version,
+                r.num_rows,
+                share,
+                ", ".join(r.drifted_columns),
+                metrics,
+            )
         )
     console.print(table)
 
@@ -349,13 +349,8 @@ def monitor_alerts(
     for col in ("model", "rule", "state", "since", "message"):
         table.add_column(col, overflow="fold")
     for a in alerts:
-        table.add_row(
-            a.model_name,
-            a.rule,
-            "[red]firing[/]" if a.firing else "resolved",
-            fmt_time(a.since),
-            a.message,
-        )
+        state = Text("firing", style="red") if a.firing else Text("resolved")
+        table.add_row(*row(a.model_name, a.rule, state, fmt_time(a.since), a.message))
     console.print(table)
 
 

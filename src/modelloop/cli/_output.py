@@ -7,10 +7,12 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from modelloop.exceptions import ModelloopError
 
@@ -40,8 +42,16 @@ def print_json(obj: Any) -> None:
 
 def fail(error: ModelloopError) -> typer.Exit:
     """Report a library error on stderr; return the Exit carrying its exit code."""
-    err_console.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     return typer.Exit(error.exit_code)
+
+
+def row(*values: object) -> list[Text]:
+    """Table cells shown literally: user text (names, tags, messages) is never Rich markup."""
+    return [v if isinstance(v, Text) else Text(str(v)) for v in values]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def fmt_time(ms: int | None) -> str:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import console, fmt_time, print_json
+from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
 
 runs_app = typer.Typer(help="List and inspect tracked runs.", no_args_is_help=True)
 experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 @runs_app.command("list")
@@ -54,7 +53,7 @@ def list_runs(
         table.add_column(col, overflow="fold")
     for r in page:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:6])
-        table.add_row(r.run_id, r.name, r.status.value, fmt_time(r.start_time), metrics)
+        table.add_row(*row(r.run_id, r.name, r.status.value, fmt_time(r.start_time), metrics))
     console.print(table)
     if page.next_page_token:
         console.print(f"more: --page-token {page.next_page_token}")
@@ -89,9 +88,9 @@ def show_run(
             }
         )
         return
-    console.print(f"[bold]{run.name}[/]  {run.run_id}  [cyan]{run.status.value}[/]")
+    console.print(f"[bold]{escape(run.name)}[/]  {run.run_id}  [cyan]{run.status.value}[/]")
     console.print(
-        f"started {fmt_time(run.start_time)}  ended {fmt_time(run.end_time)}  by {run.user}"
+        f"started {fmt_time(run.start_time)}  ended {fmt_time(run.end_time)}  by {escape(run.user)}"
     )
     for title, mapping in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
         if mapping:
@@ -99,15 +98,15 @@ def show_run(
             table.add_column("key")
             table.add_column("value", overflow="fold")
             for k, v in sorted(mapping.items()):
-                table.add_row(k, f"{v:.6g}" if isinstance(v, float) else str(v))
+                table.add_row(*row(k, f"{v:.6g}" if isinstance(v, float) else v))
             console.print(table)
     for d in datasets:
         console.print(
-            f"dataset ({d.role}): {d.dataset.name}  {d.dataset.num_rows} rows  "
+            f"dataset ({escape(d.role)}): {escape(d.dataset.name)}  {d.dataset.num_rows} rows  "
             f"sha256 {d.dataset.digest[:16]}…"
         )
     for a in artifacts:
-        console.print(f"artifact: {a.path}  {a.size} bytes  sha256 {a.digest[:16]}…")
+        console.print(f"artifact: {escape(a.path)}  {a.size} bytes  sha256 {a.digest[:16]}…")
 
 
 @experiments_app.command("list")
@@ -124,5 +123,5 @@ def list_experiments(as_json: JsonOpt = False) -> None:
     table.add_column("name")
     table.add_column("created")
     for e in exps:
-        table.add_row(str(e.experiment_id), e.name, fmt_time(e.created_at))
+        table.add_row(*row(e.experiment_id, e.name, fmt_time(e.created_at)))
     console.print(table)

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from modelloop.exceptions import InvalidInput
+
 __all__ = ["dataset_digest", "describe_frame"]
 
 
@@ -22,7 +24,11 @@ def dataset_digest(df: pd.DataFrame) -> str:
     for name in df.columns:
         col = df[name]
         h.update(b"\x00col\x00" + str(name).encode() + b"\x00" + str(col.dtype).encode())
-        h.update(pd.util.hash_pandas_object(col, index=False).to_numpy().tobytes())
+        try:
+            hashed = pd.util.hash_pandas_object(col, index=False)
+        except TypeError as exc:  # unhashable cells such as lists or dicts
+            raise InvalidInput(f"column {name!r} cannot be snapshotted: {exc}") from None
+        h.update(hashed.to_numpy().tobytes())
     return h.hexdigest()
 
 

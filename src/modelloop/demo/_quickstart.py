@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from modelloop._config import redact_url
+
 if TYPE_CHECKING:
     from modelloop._client import Client
 
@@ -155,7 +157,7 @@ def run_quickstart(
         test_rows=len(test),
         auc_by_month=by_month,
         dataset_digest=ds.digest,
-        store_url=client.settings.resolved_store_url,
+        store_url=redact_url(client.settings.resolved_store_url),
         artifact_root=client.settings.resolved_artifact_root,
         seconds=time.perf_counter() - started,
     )

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from modelloop._config import Settings
 from modelloop.exceptions import (
     ArtifactCorrupted,
     Conflict,
@@ -298,11 +299,13 @@ def load_model(
     *,
     trusted_types: Sequence[str] | None = None,
     allow_pickle: bool = False,
+    settings: Settings | None = None,
 ) -> ModelPackage:
     """Load the package at ``path``, refusing anything that could run untrusted code.
 
-    A skops file may hold only types skops trusts by default, ``Settings.trusted_types``
-    (``MODELLOOP_TRUSTED_TYPES``), :data:`MODEL_LOCAL_TRUSTED_TYPES` and ``trusted_types``;
+    A skops file may hold only types skops trusts by default, ``settings.trusted_types`` (the
+    given settings; without them, ``Settings.from_env()``, which reads
+    ``MODELLOOP_TRUSTED_TYPES``), :data:`MODEL_LOCAL_TRUSTED_TYPES` and ``trusted_types``;
     otherwise ``UnsafeArtifact`` names each other type. A pickle file is refused with
     ``UnsafeArtifact`` unless ``allow_pickle`` is true. The model file must match the digest in
     ``metadata.json`` (``ArtifactCorrupted`` otherwise), checked before anything is deserialised.
@@ -341,7 +344,10 @@ def load_model(
     if serialization == "pickle":
         model = _unpickle(blob, root)
     else:
-        model = _load_skops(blob, root, trusted_types)
+        if isinstance(trusted_types, str):
+            raise InvalidInput("trusted_types must be a list of type names, not one string")
+        base = (settings or Settings.from_env()).trusted_types
+        model = _load_skops(blob, root, (*base, *(trusted_types or ())))
     signature = None
     if (root / SIGNATURE_FILE).exists():
         raw = _read_json(root / SIGNATURE_FILE, "signature")
@@ -372,29 +378,19 @@ def _unpickle(blob: bytes, root: Path) -> Any:
         raise ArtifactCorrupted(f"cannot unpickle the model in {root}: {e}") from e
 
 
-def _allowed_types(trusted_types: Sequence[str] | None = None) -> frozenset[str]:
-    """Every type name a skops file may hold beyond skops' own defaults."""
-    from modelloop._config import Settings
-
-    if isinstance(trusted_types, str):
-        raise InvalidInput("trusted_types must be a list of type names, not one string")
-    return frozenset(
-        (*Settings.from_env().trusted_types, *MODEL_LOCAL_TRUSTED_TYPES, *(trusted_types or ()))
-    )
-
-
-def _load_skops(blob: bytes, root: Path, trusted_types: Sequence[str] | None) -> Any:
+def _load_skops(blob: bytes, root: Path, trusted_types: Sequence[str]) -> Any:
+    """Load a skops file whose types are all skops defaults, ``trusted_types`` (the caller's
+    configuration, explicitly trusted) or :data:`MODEL_LOCAL_TRUSTED_TYPES`."""
     import skops.io
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    from modelloop._config import Settings
     from modelloop.models._guard import check_tree_models
 
     try:
         found = skops.io.get_untrusted_types(data=blob)
     except Exception as e:  # not a zip, no schema, unknown protocol ...
         raise ArtifactCorrupted(f"cannot read the skops file in {root}: {e}") from e
-    allowed = _allowed_types(trusted_types)
+    allowed = frozenset((*trusted_types, *MODEL_LOCAL_TRUSTED_TYPES))
     refused = sorted(t for t in found if t not in allowed)
     if refused:
         raise UnsafeArtifact(
@@ -408,6 +404,5 @@ def _load_skops(blob: bytes, root: Path, trusted_types: Sequence[str] | None) ->
         raise UnsafeArtifact(f"skops refused {root}: {e}") from e
     except Exception as e:
         raise ArtifactCorrupted(f"cannot load the skops file in {root}: {e}") from e
-    explicit = set(Settings.from_env().trusted_types) | set(trusted_types or ())
-    check_tree_models(model, explicitly_trusted=explicit)
+    check_tree_models(model, explicitly_trusted=set(trusted_types))
     return model

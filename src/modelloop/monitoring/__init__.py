@@ -75,6 +75,7 @@ from modelloop.monitoring._reference import (
     TASK_TAG,
     load_reference,
     profile_with_predictions,
+    reference_tags,
     save_reference,
     set_reference,
 )
@@ -165,6 +166,7 @@ __all__ = [
     "parse_window",
     "prediction_frame",
     "profile_with_predictions",
+    "reference_tags",
     "render_history_html",
     "render_html",
     "report_json",

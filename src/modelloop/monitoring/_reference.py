@@ -21,6 +21,7 @@ __all__ = [
     "TASK_TAG",
     "load_reference",
     "profile_with_predictions",
+    "reference_tags",
     "save_reference",
     "set_reference",
 ]
@@ -55,16 +56,19 @@ def save_reference(client: Client, profile: ReferenceProfile) -> str:
     return client.artifacts.put_bytes(data).digest
 
 
+def reference_tags(client: Client, package: ModelPackage, data: pd.DataFrame) -> dict[str, str]:
+    """Profile ``data`` through ``package``, store the profile, and return the version tags that
+    point at it."""
+    digest = save_reference(client, profile_with_predictions(package, data))
+    return {REFERENCE_TAG: digest, TASK_TAG: _task(package)}
+
+
 def set_reference(client: Client, name: str, version: int, data: pd.DataFrame) -> ModelVersion:
     """Compute and attach the reference profile of ``name/version`` from reference data
-    (usually its training inputs): inputs and the model's own predictions on them."""
+    (usually its training inputs): inputs and the model's own predictions."""
     package = client.load_model(f"models:/{name}/{version}")
-    digest = save_reference(client, profile_with_predictions(package, data))
     return client.store.set_model_version_tags(
-        name,
-        version,
-        {REFERENCE_TAG: digest, TASK_TAG: _task(package)},
-        actor=client.settings.user,
+        name, version, reference_tags(client, package, data), actor=client.settings.user
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -62,7 +65,9 @@ class ActiveRun:
         self._flush_lock = threading.Lock()
         self._timer: threading.Thread | None = None
         self._stop = threading.Event()
-        self._ended = False
+        self._closing = False  # no more metrics accepted
+        self._ended = False  # the store has the final status
+        _open_runs.add(self)
 
     def __repr__(self) -> str:
         return f"ActiveRun(run_id={self.run_id!r}, name={self.name!r})"
@@ -90,37 +95,26 @@ class ActiveRun:
     def log_metric(
         self, key: str, value: float, step: int = 0, *, timestamp: int | None = None
     ) -> None:
-        """Buffer one metric value. ``InvalidInput`` for an empty key or a non-numeric value."""
-        if not key or not isinstance(key, str):
-            raise InvalidInput(f"metric key must be a non-empty string, got {key!r}")
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"metric {key!r}: value {value!r} is not a number") from None
-        m = Metric(key, v, int(step), _now_ms() if timestamp is None else int(timestamp))
-        self._append([m])
+        """Buffer one metric value. ``InvalidInput`` names a bad key, value, step or timestamp."""
+        ts = _now_ms() if timestamp is None else _integer(key, "timestamp", timestamp)
+        self._append([_metric(key, value, step, ts)])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Buffer several metric values sharing one step and timestamp."""
         ts = _now_ms()
-        batch = []
-        for key, value in metrics.items():
-            if not key or not isinstance(key, str):
-                raise InvalidInput(f"metric key must be a non-empty string, got {key!r}")
-            try:
-                batch.append(Metric(key, float(value), int(step), ts))
-            except (TypeError, ValueError):
-                raise InvalidInput(f"metric {key!r}: value {value!r} is not a number") from None
-        self._append(batch)
+        self._append([_metric(key, value, step, ts) for key, value in metrics.items()])
 
     def log_batch(self, metrics: Sequence[Metric]) -> None:
         """Write many metric values now, in one transaction (all or none), bypassing the buffer."""
+        with self._lock:
+            if self._closing:
+                raise InvalidInput(f"run {self.run_id} has ended; it takes no more metrics")
         self.flush()  # keep the order of values logged before
         self._store.log_metrics(self.run_id, list(metrics))
 
     def _append(self, metrics: list[Metric]) -> None:
         with self._lock:
-            if self._ended:
+            if self._closing:
                 raise InvalidInput(f"run {self.run_id} has ended; it takes no more metrics")
             self._buffer.extend(metrics)
             full = len(self._buffer) >= self._flush_every
@@ -196,17 +190,30 @@ class ActiveRun:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def end(self, status: RunStatus = RunStatus.FINISHED) -> Run:
-        """Flush metrics and close the run with a final status."""
+        """Flush metrics and close the run with a final status.
+
+        If buffered metrics cannot be written the run is still closed, as FAILED, and the write
+        error is raised. Ending an ended run returns it unchanged.
+        """
         with self._lock:
-            already = self._ended
-            self._ended = True
+            if self._ended:
+                return self._store.get_run(self.run_id)
+            self._closing = True
         self._stop.set()
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.join()
-        self.flush()
-        if already:
-            return self._store.get_run(self.run_id)
-        return self._store.end_run(self.run_id, status)
+        flush_error: Exception | None = None
+        try:
+            self.flush()
+        except Exception as exc:
+            flush_error, status = exc, RunStatus.FAILED
+        run = self._store.end_run(self.run_id, status)  # on failure the run can be ended again
+        with self._lock:
+            self._ended = True
+        _open_runs.discard(self)
+        if flush_error is not None:
+            raise flush_error
+        return run
 
     def info(self) -> Run:
         """The run as stored now (buffered metrics flushed first)."""
@@ -226,7 +233,41 @@ class ActiveRun:
             self.end(RunStatus.FINISHED)
             return
         status = RunStatus.KILLED if issubclass(exc_type, KeyboardInterrupt) else RunStatus.FAILED
-        # The run's own error matters more than a failure to record it as a tag.
+        try:
+            # The run's own error matters more than a failure to record it as a tag.
+            with contextlib.suppress(Exception):
+                self.set_tag("modelloop.error", f"{exc_type.__name__}: {exc}"[:4000])
+            self.end(status)
+        except Exception as record_error:  # never hide the user's exception behind ours
+            if exc is not None:
+                exc.add_note(f"modelloop could not close run {self.run_id}: {record_error!r}")
+
+
+def _metric(key: str, value: Any, step: Any, timestamp: int) -> Metric:
+    if not key or not isinstance(key, str):
+        raise InvalidInput(f"metric key must be a non-empty string, got {key!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"metric {key!r}: value {value!r} is not a number") from None
+    return Metric(key, v, _integer(key, "step", step), timestamp)
+
+
+def _integer(key: str, what: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise InvalidInput(f"metric {key!r}: {what} {value!r} is not a whole number")
+    return int(value)
+
+
+#: Runs not yet ended, so that they are flushed and closed when the process exits. Weak: a run
+#: object nobody holds any more does not stay alive for this.
+_open_runs: weakref.WeakSet[ActiveRun] = weakref.WeakSet()
+
+
+@atexit.register
+def _end_open_runs() -> None:
+    # sys.last_value is set when the interpreter printed an unhandled exception before exiting.
+    status = RunStatus.FAILED if getattr(sys, "last_value", None) else RunStatus.FINISHED
+    for run in list(_open_runs):
         with contextlib.suppress(Exception):
-            self.set_tag("modelloop.error", f"{exc_type.__name__}: {exc}"[:4000])
-        self.end(status)
+            run.end(status)
