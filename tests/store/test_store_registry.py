@@ -91,6 +91,26 @@ def test_registered_model_lifecycle(store: SqlStore) -> None:
         store.get_registered_model("nope")
 
 
+BAD_MODEL_NAMES = [
+    "", " ", "-lead", ".hidden", "_x", "a b", "a/b", "../up", "a..b", "a\\b", "é", "x" * 129,
+    "name@alias", "a:b", "a\n",
+]  # fmt: skip
+
+
+def test_model_names_follow_the_one_rule(store: SqlStore) -> None:
+    for bad in BAD_MODEL_NAMES:
+        with pytest.raises(InvalidInput, match="model name"):
+            store.create_registered_model(bad)
+        with pytest.raises(InvalidInput, match="model name"):
+            store.create_model_version(bad, source="s")
+    assert store.list_registered_models() == [] and store.list_audit_events() == []
+    for good in ("a", "7", "churn.v2-x_1", "Fraud", "x" * 128):
+        store.create_model_version(good, source="s")
+    assert [m.name for m in store.list_registered_models()] == sorted(
+        ["a", "7", "churn.v2-x_1", "Fraud", "x" * 128]
+    )
+
+
 def test_versions_are_numbered_per_model(store: SqlStore, run: Run) -> None:
     v1 = store.create_model_version(
         "fraud", source="runs:/x/model", run_id=run.run_id, description="first",
@@ -146,15 +166,23 @@ def test_set_move_and_delete_alias(store: SqlStore, model: str) -> None:
 
 
 def test_alias_errors(store: SqlStore, model: str) -> None:
-    for bad in ("", "123", "has space", "dot.ted", "at@", "é", "x" * 129):
-        with pytest.raises(InvalidInput):
-            store.set_alias(model, bad, 1)
+    for bad in ("", "123", "has space", "dot.ted", "at@", "é", "x" * 65, None):
+        with pytest.raises(InvalidInput, match="alias"):
+            store.set_alias(model, bad, 1)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="alias"):
+            store.delete_alias(model, bad)  # type: ignore[arg-type]
+    store.set_alias(model, "x" * 64, 1)
+    assert store.get_version_by_alias(model, "x" * 64).version == 1
+    store.delete_alias(model, "x" * 64)
     with pytest.raises(NotFound):
         store.set_alias(model, "champion", 9)
     with pytest.raises(NotFound):
         store.set_alias("nope", "champion", 1)
     assert store.get_registered_model(model).aliases == {}
-    assert store.list_audit_events(entity_type="alias") == []
+    assert [e.action for e in store.list_audit_events(entity_type="alias")] == [
+        "alias.set",
+        "alias.delete",
+    ]
 
 
 # -- audit ------------------------------------------------------------------------------------
@@ -185,7 +213,10 @@ def test_audit_trail(store: SqlStore, model: str) -> None:
     ]
     assert events[4].after == {"name": "plain", "description": "d"}
     assert events[1].after is not None and events[1].after["version"] == 1
-    assert len(store.list_audit_events(limit=2)) == 2
+    assert store.list_audit_events(limit=3) == events[-3:]  # the newest, oldest first
+    assert store.list_audit_events(limit=len(events) + 5) == events
+    assert store.list_audit_events(entity_type="alias", limit=2) == alias_events[-2:]
+    assert store.list_audit_events(entity_type="model_version", limit=1) == [events[3]]
     assert store.list_audit_events(entity_type="model_version", entity_id="m/3")[0].after == {
         "version": 3, "source": "s2", "run_id": None
     }  # fmt: skip

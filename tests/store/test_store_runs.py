@@ -1,4 +1,4 @@
-"""Experiments, runs, params, tags and run artifacts."""
+"""Experiments, runs, params and tags (run artifacts: test_store_artifacts.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from modelloop.exceptions import Conflict, InvalidInput, NotFound
-from modelloop.store import Experiment, Metric, Run, RunArtifact, RunStatus
+from modelloop.store import Experiment, Metric, Run, RunStatus
 from modelloop.store._sql import SqlStore
 
 # -- experiments ------------------------------------------------------------------------------
@@ -138,49 +138,6 @@ def test_tags_are_overwritten(store: SqlStore, run: Run) -> None:
     assert store.get_run(run.run_id).tags == {"a": "3", "b": "2"}
     with pytest.raises(NotFound):
         store.set_tags("b" * 32, {"a": "1"})
-
-
-# -- artifacts --------------------------------------------------------------------------------
-
-
-def test_run_artifacts_replace_and_prefix(store: SqlStore, run: Run) -> None:
-    rid = run.run_id
-    for path, size in [
-        ("model/model.skops", 10),
-        ("model/meta.json", 2),
-        ("modelx", 1),
-        ("a.txt", 3),
-    ]:
-        store.log_run_artifact(RunArtifact(rid, path, "d" * 64, size))
-    store.log_run_artifact(RunArtifact(rid, "a.txt", "e" * 64, 4))
-    assert [a.path for a in store.list_run_artifacts(rid)] == [
-        "a.txt",
-        "model/meta.json",
-        "model/model.skops",
-        "modelx",
-    ]
-    assert [a.path for a in store.list_run_artifacts(rid, "model")] == [
-        "model/meta.json",
-        "model/model.skops",
-    ]
-    assert [a.path for a in store.list_run_artifacts(rid, "model/")] == [
-        "model/meta.json",
-        "model/model.skops",
-    ]
-    assert store.list_run_artifacts(rid, "a.txt") == [RunArtifact(rid, "a.txt", "e" * 64, 4)]
-    assert store.list_run_artifacts(rid, "mod") == []
-
-
-def test_run_artifact_errors(store: SqlStore, run: Run) -> None:
-    with pytest.raises(NotFound):
-        store.log_run_artifact(RunArtifact("c" * 32, "x", "d", 1))
-    with pytest.raises(InvalidInput):
-        store.log_run_artifact(RunArtifact(run.run_id, "", "d", 1))
-    with pytest.raises(InvalidInput):
-        store.log_run_artifact(RunArtifact(run.run_id, "x", "d", -1))
-    with pytest.raises(NotFound):
-        store.list_run_artifacts("c" * 32)
-    assert store.list_run_artifacts(run.run_id) == []
 
 
 # -- threads ----------------------------------------------------------------------------------

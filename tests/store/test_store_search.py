@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from dataclasses import dataclass
 
@@ -174,6 +176,100 @@ def test_pagination_covers_every_run_once(store: SqlStore, exp: Experiment) -> N
             assert seen == everything
 
 
+def test_a_run_created_between_pages_shifts_nothing(store: SqlStore, exp: Experiment) -> None:
+    ids = [store.create_run(exp.experiment_id, start_time=t).run_id for t in range(10)]
+    first = store.search_runs([exp.experiment_id], max_results=4)
+    assert [r.run_id for r in first] == ids[::-1][:4]
+    for t in (100, 101, 102):  # newer than everything: they sort before page 1
+        store.create_run(exp.experiment_id, start_time=t)
+    second = store.search_runs([exp.experiment_id], max_results=4, page_token=first.next_page_token)
+    assert [r.run_id for r in second] == ids[::-1][4:8]  # an offset would repeat 3 runs
+
+
+@dataclass
+class Keyed:
+    start: int
+    m: float | None  # None: the run has no metric m
+    p: str | None  # None: the run has no param p
+
+
+def _expected(data: dict[str, Keyed], order: tuple[str, ...]) -> list[str]:
+    """The order search_runs promises, computed in Python: missing and NaN last either way,
+    then the run id."""
+    ids = sorted(data)  # the final tie-breaker, ascending
+    keys = [o.split() for o in order] or [["start_time", "DESC"]]
+    for key, *direction in reversed(keys):  # stable sorts, least significant key first
+        desc = direction == ["DESC"]
+
+        def value(run_id: str, key: str = key) -> object:
+            d = data[run_id]
+            return {"start_time": d.start, "metrics.m": d.m, "params.p": d.p}[key]
+
+        def missing(run_id: str) -> bool:
+            v = value(run_id)
+            return v is None or (isinstance(v, float) and math.isnan(v))
+
+        present = [r for r in ids if not missing(r)]
+        present.sort(key=value, reverse=desc)  # type: ignore[arg-type]  # stable either way
+        ids = present + [r for r in ids if missing(r)]
+    return ids
+
+
+KEYSET_ORDERS = [
+    (),
+    ("start_time",),
+    ("metrics.m",),
+    ("metrics.m DESC",),
+    ("params.p", "start_time DESC"),
+    ("metrics.m DESC", "params.p"),
+]
+METRIC_VALUES = [0.5, 1.0, 1.0, math.nan, None, -math.inf, 2.0, 1.0, math.inf]
+
+
+def test_keyset_pages_continue_after_the_last_row_while_runs_arrive(
+    store: SqlStore, exp: Experiment
+) -> None:
+    data: dict[str, Keyed] = {}
+
+    def add(start: int, m: float | None, p: str | None) -> None:
+        r = store.create_run(exp.experiment_id, start_time=start)
+        if m is not None:
+            store.log_metrics(r.run_id, [Metric("m", m)])
+        if p is not None:
+            store.log_params(r.run_id, {"p": p})
+        data[r.run_id] = Keyed(start, m, p)
+
+    for i in range(18):
+        add(i // 3, METRIC_VALUES[i % len(METRIC_VALUES)], (None, "a", "b")[i % 3])
+    arrivals = 0
+    for order in KEYSET_ORDERS:
+        everything = store.search_runs([exp.experiment_id], order_by=order, max_results=1000)
+        assert [r.run_id for r in everything] == _expected(data, order), order
+        before = set(data)
+        seen: list[str] = []
+        token = None
+        while True:
+            expected = _expected(data, order)
+            after = expected[expected.index(seen[-1]) + 1 :] if seen else expected
+            page = store.search_runs(
+                [exp.experiment_id], order_by=order, max_results=4, page_token=token
+            )
+            assert [r.run_id for r in page] == after[:4], (order, len(seen))
+            assert (page.next_page_token is None) == (len(after) <= 4)
+            seen += [r.run_id for r in page]
+            token = page.next_page_token
+            if token is None:
+                break
+            # Runs arrive around the cursor: newer, tied with it, with and without the keys.
+            last = data[seen[-1]]
+            for j in range(2):
+                arrivals += 1
+                m = last.m if arrivals % 3 == 0 else METRIC_VALUES[arrivals % len(METRIC_VALUES)]
+                start = last.start if j else 1000 + arrivals
+                add(start, m, (None, "a", "b", last.p)[arrivals % 4])
+        assert len(seen) == len(set(seen)) and before <= set(seen), order
+
+
 def test_page_token_errors(world: World) -> None:
     s = world.store
     page = s.search_runs([world.exp], max_results=2)
@@ -187,6 +283,14 @@ def test_page_token_errors(world: World) -> None:
             s.search_runs([world.exp], max_results=bad)
     rest = s.search_runs([world.exp], max_results=2, page_token=page.next_page_token)
     assert len(rest) == 2 and rest.next_page_token is None
+    # A token whose key values do not fit the order (edited by hand) is refused.
+    token = page.next_page_token
+    data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    for k, r in (([None], data["r"]), (["soon"], data["r"]), ([], data["r"]), (data["k"], 7)):
+        raw = json.dumps({**data, "k": k, "r": r}).encode()
+        forged = base64.urlsafe_b64encode(raw).decode()
+        with pytest.raises(InvalidInput, match="page_token"):
+            s.search_runs([world.exp], max_results=2, page_token=forged)
 
 
 BAD_FILTERS = [

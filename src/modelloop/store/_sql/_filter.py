@@ -26,7 +26,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from modelloop.exceptions import InvalidInput
 from modelloop.store._sql import _schema as T
 
-__all__ = ["Clause", "OrderKey", "compile_filter", "compile_order", "parse_filter", "parse_order"]
+__all__ = [
+    "Clause",
+    "OrderKey",
+    "SortKey",
+    "compile_filter",
+    "compile_order",
+    "order_terms",
+    "parse_filter",
+    "parse_order",
+]
 
 ENTITIES = ("metrics", "params", "tags", "attributes")
 #: attribute key -> (column of ``runs``, numeric?)
@@ -280,27 +289,49 @@ def _compare(col: ColumnElement, op: str, value: str | float) -> ColumnElement[b
     return col.ilike(value, escape="\\")
 
 
+@dataclass(frozen=True, slots=True, eq=False)  # eq on SQL columns would build SQL
+class SortKey:
+    """One ORDER BY key: its SQL expression, direction, whether it can be NULL (a run without
+    the key, or a NaN metric: sorted last either way) and whether it holds numbers."""
+
+    column: ColumnElement
+    descending: bool
+    nullable: bool
+    numeric: bool
+
+
 @functools.lru_cache(maxsize=256)
-def compile_order(order: tuple[OrderKey, ...]) -> tuple[sa.FromClause, tuple[ColumnElement, ...]]:
-    """``runs`` outer-joined to what the order needs, and the ORDER BY terms.
+def compile_order(order: tuple[OrderKey, ...]) -> tuple[sa.FromClause, tuple[SortKey, ...]]:
+    """``runs`` outer-joined to what the order needs, and the sort keys, run id last.
 
     Runs without the key (or with a NaN metric) come last in either direction; the run id breaks
-    ties so that pages are stable. The default order is newest start time first.
+    ties so that the order is total (keyset pages rely on it). The default order is newest start
+    time first.
     """
     runs = T.runs
     from_: sa.FromClause = runs
-    terms: list[ColumnElement] = []
+    keys: list[SortKey] = []
     for i, o in enumerate(order):
         if o.entity == "attributes":
-            col = runs.c[ATTRIBUTES[o.key][0]]
+            name, numeric = ATTRIBUTES[o.key]
+            col = runs.c[name]
+            keys.append(SortKey(col, o.descending, col.nullable or False, numeric))
         else:
             alias = _ENTITY_TABLES[o.entity].alias(f"order_{i}")
             from_ = from_.outerjoin(
                 alias, sa.and_(alias.c.run_id == runs.c.run_id, alias.c.key == o.key)
             )
-            col = alias.c.value
-        terms.append((col.desc() if o.descending else col.asc()).nulls_last())
+            keys.append(SortKey(alias.c.value, o.descending, True, o.entity == "metrics"))
     if not order:
-        terms.append(runs.c.start_time.desc())
-    terms.append(runs.c.run_id.asc())
-    return from_, tuple(terms)
+        keys.append(SortKey(runs.c.start_time, True, False, True))
+    keys.append(SortKey(runs.c.run_id, False, False, False))
+    return from_, tuple(keys)
+
+
+def order_terms(keys: tuple[SortKey, ...]) -> tuple[ColumnElement, ...]:
+    """The ORDER BY terms of the sort keys."""
+    terms = []
+    for k in keys:
+        term = k.column.desc() if k.descending else k.column.asc()
+        terms.append(term.nulls_last() if k.nullable else term)
+    return tuple(terms)

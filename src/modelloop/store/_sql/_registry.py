@@ -8,7 +8,6 @@ rolled-back registration takes its increment with it, so numbers are unique and 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -17,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from modelloop._names import check_alias, check_model_name
 from modelloop.exceptions import Conflict, InvalidInput, NotFound
 from modelloop.store._records import AuditEvent, ModelVersion, RegisteredModel
 from modelloop.store._sql import _schema as T
@@ -24,22 +24,6 @@ from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms
 from modelloop.store._sql._engine import to_json
 
 __all__ = ["RegistryMixin"]
-
-_ALIAS = re.compile(r"[A-Za-z0-9_-]+")
-_ALIAS_MAX = 128
-
-
-def check_alias(alias: Any) -> str:
-    """``alias`` if it is a valid alias name: ``[A-Za-z0-9_-]+``, not all digits."""
-    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias):
-        raise InvalidInput(
-            f"alias {alias!r} is not valid: use letters, digits, '_' and '-' (e.g. 'champion')"
-        )
-    if alias.isdigit():
-        raise InvalidInput(f"alias {alias!r} is all digits, which would read as a version number")
-    if len(alias) > _ALIAS_MAX:
-        raise InvalidInput(f"alias {alias[:40]!r}... is longer than {_ALIAS_MAX} characters")
-    return alias
 
 
 def _version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
@@ -132,7 +116,7 @@ class RegistryMixin(SqlCore):
     def create_registered_model(
         self, name: str, *, description: str = "", actor: str = "unknown"
     ) -> RegisteredModel:
-        name = check_text(name, "model name")
+        name = check_model_name(name)
         actor = check_text(actor, "actor")
         if not isinstance(description, str):
             raise InvalidInput(f"description must be a string, got {description!r}")
@@ -200,7 +184,7 @@ class RegistryMixin(SqlCore):
         tags: Mapping[str, str] | None = None,
         actor: str = "unknown",
     ) -> ModelVersion:
-        name = check_text(name, "model name")
+        name = check_model_name(name)
         source = check_text(source, "model source", 1 << 20)
         actor = check_text(actor, "actor")
         if run_id is not None and not isinstance(run_id, str):
@@ -424,7 +408,7 @@ class RegistryMixin(SqlCore):
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, got {limit}")
         ae = T.audit_events
-        stmt = sa.select(ae).order_by(ae.c.event_id).limit(limit)
+        stmt = sa.select(ae).order_by(ae.c.event_id.desc()).limit(limit)
         if entity_type is not None:
             stmt = stmt.where(ae.c.entity_type == entity_type)
         if entity_id is not None:
@@ -442,7 +426,7 @@ class RegistryMixin(SqlCore):
                     before=None if r.before is None else MappingProxyType(r.before),
                     after=None if r.after is None else MappingProxyType(r.after),
                 )
-                for r in conn.execute(stmt)
+                for r in reversed(conn.execute(stmt).all())
             ]
 
         return self._read(tx)

@@ -1,4 +1,9 @@
-"""``search_runs``: one query for the page, then one each for its params, metrics and tags."""
+"""``search_runs``: one query for the page, then one each for its params, metrics and tags.
+
+Pages are keyset pages: a token holds the sort key values of the page's last row (run id last)
+and the next page is the rows that sort strictly after it, so runs created or changed meanwhile
+never shift later pages the way an offset would.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,20 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from modelloop.exceptions import InvalidInput
 from modelloop.store._records import Page
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._core import SqlCore, check_int
-from modelloop.store._sql._filter import compile_filter, compile_order, parse_filter, parse_order
+from modelloop.store._sql._filter import (
+    SortKey,
+    compile_filter,
+    compile_order,
+    order_terms,
+    parse_filter,
+    parse_order,
+)
 
 __all__ = ["MAX_RESULTS", "SearchMixin"]
 
@@ -26,30 +39,71 @@ def _fingerprint(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _encode_token(offset: int, fingerprint: str) -> str:
-    raw = json.dumps({"o": offset, "f": fingerprint}, separators=(",", ":")).encode()
+def _encode_token(last: Sequence[object], fingerprint: str) -> str:
+    """A token naming the last row of a page by its sort key values (run id last)."""
+    raw = json.dumps(
+        {"k": list(last[:-1]), "r": last[-1], "f": fingerprint}, separators=(",", ":")
+    ).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_token(token: str | None, fingerprint: str) -> int:
+def _decode_token(
+    token: str | None, fingerprint: str, keys: tuple[SortKey, ...]
+) -> list[object] | None:
+    """The sort key values of the previous page's last row, or None for the first page."""
     if token is None or token == "":
-        return 0
+        return None
     bad = InvalidInput(f"page_token {str(token)[:40]!r} was not returned by search_runs")
     if not isinstance(token, str):
         raise bad
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        offset, found = data["o"], data["f"]
+        values, run_id, found = data["k"], data["r"], data["f"]
     except (ValueError, TypeError, KeyError, binascii.Error):
         raise bad from None
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise bad
     if found != fingerprint:
         raise InvalidInput(
             "page_token belongs to another search (other experiments, filter or order_by); "
             "start again without a token"
         )
-    return offset
+    if not isinstance(values, list) or len(values) != len(keys) - 1:
+        raise bad
+    last = [*values, run_id]
+    for key, value in zip(keys, last, strict=True):
+        if value is None:
+            ok = key.nullable
+        elif key.numeric:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise bad
+    return last
+
+
+def _after(keys: tuple[SortKey, ...], last: Sequence[object]) -> ColumnElement[bool]:
+    """Rows that sort strictly after ``last`` (one value per key): after it on some key and
+    equal on every key before. NULL sorts last in either direction, so nothing sorts after a
+    NULL on its own key and the rows that do sort after a value include the NULLs."""
+    either: list[ColumnElement[bool]] = []
+    equal: list[ColumnElement[bool]] = []
+    for key, value in zip(keys, last, strict=True):
+        col = key.column
+        if value is None:
+            equal.append(col.is_(None))
+            continue
+        past = col < value if key.descending else col > value
+        if key.nullable:
+            past = sa.or_(past, col.is_(None))
+        either.append(sa.and_(*equal, past))
+        equal.append(col == value)
+    condition = sa.or_(*either)
+    first, value = keys[0], last[0]
+    if not first.nullable:
+        # Implied by the disjunction; stated so an index on the first key bounds the scan.
+        bound = first.column <= value if first.descending else first.column >= value
+        condition = sa.and_(bound, condition)
+    return condition
 
 
 class SearchMixin(SqlCore):
@@ -77,24 +131,30 @@ class SearchMixin(SqlCore):
         clauses = parse_filter(filter or "")
         order = parse_order(tuple(order_by))
         fingerprint = _fingerprint(ids, clauses, order)
-        offset = _decode_token(page_token, fingerprint)
+        from_, keys = compile_order(order)
+        last = _decode_token(page_token, fingerprint, keys)
         if not ids:
             return Page(())
-        from_, terms = compile_order(order)
+        # The sort key values ride along so the page's last row can name where the next starts.
+        labels = [f"sort_{i}" for i in range(len(keys) - 1)]
         stmt = (
-            sa.select(T.runs)
+            sa.select(T.runs, *(k.column.label(n) for k, n in zip(keys, labels, strict=False)))
             .select_from(from_)
             .where(T.runs.c.experiment_id.in_(ids), *compile_filter(clauses))
-            .order_by(*terms)
+            .order_by(*order_terms(keys))
             .limit(max_results + 1)
-            .offset(offset)
         )
+        if last is not None:
+            stmt = stmt.where(_after(keys, last))
 
         def tx(conn: Connection) -> Page:
             rows = conn.execute(stmt).all()
-            runs = self._load_runs(conn, rows[:max_results])
-            more = len(rows) > max_results
-            token = _encode_token(offset + max_results, fingerprint) if more else None
+            page = rows[:max_results]
+            runs = self._load_runs(conn, page)
+            token = None
+            if len(rows) > max_results:
+                end = page[-1]._mapping
+                token = _encode_token([*(end[n] for n in labels), end["run_id"]], fingerprint)
             return Page(tuple(runs), token)
 
         return self._read(tx)

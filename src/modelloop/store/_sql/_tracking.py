@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from modelloop.exceptions import Conflict, InvalidInput, NotFound
+from modelloop.artifacts import validate_artifact_path
+from modelloop.exceptions import ArtifactCorrupted, Conflict, InvalidInput, NotFound
 from modelloop.store._records import Experiment, Metric, Run, RunArtifact, RunStatus
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms
@@ -20,6 +22,9 @@ from modelloop.store._sql._names import generate_run_name
 __all__ = ["TrackingMixin"]
 
 _METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+#: Paths per ``IN (...)`` list: far below every backend's bound-parameter limit.
+_IN_CHUNK = 500
 
 
 def _experiment(row: Any) -> Experiment:
@@ -33,6 +38,30 @@ def _status(value: Any) -> RunStatus:
         raise InvalidInput(
             f"run status {value!r} is not one of {', '.join(s.value for s in RunStatus)}"
         ) from None
+
+
+def _artifact_row(artifact: Any) -> dict[str, Any]:
+    """The ``run_artifacts`` row for a :class:`RunArtifact`, or ``InvalidInput``."""
+    if not isinstance(artifact, RunArtifact):
+        raise InvalidInput(f"artifacts must be RunArtifact records, got {type(artifact).__name__}")
+    if not isinstance(artifact.run_id, str):
+        raise InvalidInput(f"run id must be a string, got {artifact.run_id!r}")
+    path = artifact.path
+    normal = validate_artifact_path(path)  # InvalidInput naming the path and the problem
+    if normal != path:
+        raise InvalidInput(
+            f"artifact path {path[:200]!r} is not in normal form; log it as {normal!r}"
+        )
+    digest = artifact.digest
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise InvalidInput(
+            f"artifact digest of {path!r} must be a sha256 in 64 lowercase hex digits, "
+            f"got {str(digest)[:80]!r}"
+        )
+    size = check_int(artifact.size, f"artifact size of {path!r}")
+    if size < 0:
+        raise InvalidInput(f"artifact size of {path!r} must not be negative, got {size}")
+    return {"run_id": artifact.run_id, "path": path, "digest": digest, "size": size}
 
 
 def _key_values(values: Mapping[str, Any] | None, what: str) -> dict[str, str]:
@@ -340,22 +369,60 @@ class TrackingMixin(SqlCore):
     # -- run artifacts -----------------------------------------------------------------------
 
     def log_run_artifact(self, artifact: RunArtifact) -> None:
-        path = check_text(artifact.path, "artifact path", 1024)
-        digest = check_text(artifact.digest, "artifact digest", 128)
-        size = check_int(artifact.size, "artifact size")
-        if size < 0:
-            raise InvalidInput(f"artifact size must not be negative, got {size}")
+        self.log_run_artifacts([artifact])
+
+    def log_run_artifacts(self, artifacts: Sequence[RunArtifact]) -> None:
+        if isinstance(artifacts, (str, bytes)) or not isinstance(artifacts, Iterable):
+            raise InvalidInput(f"artifacts must be a list of RunArtifact, got {artifacts!r}")
+        rows: dict[str, dict[str, Any]] = {}
+        for artifact in artifacts:
+            row = _artifact_row(artifact)
+            if rows and row["run_id"] != next(iter(rows.values()))["run_id"]:
+                raise InvalidInput(
+                    "one batch of artifacts must belong to one run; got runs "
+                    f"{next(iter(rows.values()))['run_id']!r} and {row['run_id']!r}"
+                )
+            seen = rows.setdefault(row["path"], row)
+            if seen != row:
+                raise InvalidInput(
+                    f"artifact path {row['path']!r} is in the batch twice with different "
+                    "digests or sizes"
+                )
+        if not rows:
+            return
+        run_id = next(iter(rows.values()))["run_id"]
         a = T.run_artifacts
-        ins = self._insert(a)
-        stmt = ins.on_conflict_do_update(
-            index_elements=[a.c.run_id, a.c.path],
-            set_={"digest": ins.excluded.digest, "size": ins.excluded.size},
-        )
-        row = {"run_id": artifact.run_id, "path": path, "digest": digest, "size": size}
+        insert = self._insert(a).on_conflict_do_nothing(index_elements=[a.c.run_id, a.c.path])
+
+        def stored(conn: Connection) -> dict[str, tuple[str, int]]:
+            found: dict[str, tuple[str, int]] = {}
+            paths = list(rows)
+            for i in range(0, len(paths), _IN_CHUNK):
+                q = sa.select(a.c.path, a.c.digest, a.c.size).where(
+                    a.c.run_id == run_id, a.c.path.in_(paths[i : i + _IN_CHUNK])
+                )
+                found.update((p, (d, s)) for p, d, s in conn.execute(q))
+            return found
+
+        def check(existing: Mapping[str, tuple[str, int]]) -> None:
+            for path, (digest, size) in existing.items():
+                new = rows[path]
+                if (new["digest"], new["size"]) != (digest, size):
+                    raise Conflict(
+                        f"artifact {path!r} of run {run_id} is already recorded with digest "
+                        f"{digest} ({size} bytes); artifacts are write-once, so it cannot "
+                        f"become {new['digest']} ({new['size']} bytes)"
+                    )
 
         def tx(conn: Connection) -> None:
-            self._require_run(conn, artifact.run_id)
-            conn.execute(stmt, row)
+            self._require_run(conn, run_id)
+            existing = stored(conn)
+            check(existing)
+            missing = [r for p, r in rows.items() if p not in existing]
+            if missing:
+                conn.execute(insert, missing)
+                if self._dialect == "postgresql":
+                    check(stored(conn))  # a concurrent transaction may have won a path
 
         self._write(tx)
 
@@ -376,5 +443,20 @@ class TrackingMixin(SqlCore):
         def tx(conn: Connection) -> list[RunArtifact]:
             self._require_run(conn, run_id)
             return [RunArtifact(r.run_id, r.path, r.digest, r.size) for r in conn.execute(stmt)]
+
+        found = self._read(tx)
+        for artifact in found:
+            # Rows written around this store (SQL by hand, another tool) must not steer a
+            # caller's file access outside the run's artifact root.
+            try:
+                valid = validate_artifact_path(artifact.path) == artifact.path
+            except InvalidInput:
+                valid = False
+            if not valid:
+                raise ArtifactCorrupted(
+                    f"run {run_id} has a stored artifact path {artifact.path[:200]!r} that is not "
+                    "a valid artifact path; the metadata store was changed outside modelloop"
+                )
+        return found
 
         return self._read(tx)
