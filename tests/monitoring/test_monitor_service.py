@@ -68,8 +68,9 @@ def _clear_logs(client: Client) -> None:
 def test_version_carries_its_reference_profile(mclient: Client) -> None:
     mv = mclient.resolve(f"models:/{MODEL}@champion")
     assert len(mv.tags[REFERENCE_TAG]) == 64
-    events = mclient.store.list_audit_events(entity_type="model_version")
-    assert any(e.action == "model_version.tags" for e in events)
+    train = [d for d in mclient.store.list_run_datasets(mv.run_id) if d.role == "train"]
+    assert mv.tags["modelloop.dataset_digest"] == train[0].dataset.digest
+    assert len(mv.tags["modelloop.package_digest"]) == 64
 
 
 def test_drift_live_accuracy_and_alert_lifecycle(mclient: Client) -> None:
