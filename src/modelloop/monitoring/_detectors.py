@@ -71,6 +71,36 @@ class _Detector:
     def test(self, current: Any) -> ColumnDrift:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _result(
+        self,
+        ref: NumericProfile | CategoricalProfile,
+        cur: NumericSummary | CategoricalSummary,
+        stat: float | None,
+        *,
+        p: float | None = None,
+        bound: float | None = None,
+        threshold: float,
+    ) -> ColumnDrift:
+        """A per-column result: drifted when p < threshold (tests) or stat >= threshold."""
+        if stat is None:
+            drifted = False
+        elif p is not None:
+            drifted = p < threshold
+        else:
+            drifted = stat >= threshold
+        return ColumnDrift(
+            column=ref.name or cur.name,
+            kind=self.kind,
+            method=self.method,
+            statistic=stat,
+            p_value=p,
+            threshold=threshold,
+            drifted=bool(drifted),
+            error_bound=bound,
+            n_reference=ref.count,
+            n_current=cur.count,
+        )
+
 
 class _NumericDetector(_Detector):
     kind = "numeric"
@@ -94,35 +124,6 @@ class _NumericDetector(_Detector):
         if isinstance(current, CategoricalSummary):
             raise InvalidInput(f"{type(self).__name__} needs a numeric column")
         return ref, NumericSummary.from_values(current, ref)
-
-    def _result(
-        self,
-        ref: NumericProfile,
-        cur: NumericSummary,
-        stat: float | None,
-        *,
-        p: float | None = None,
-        bound: float | None = None,
-        threshold: float,
-    ) -> ColumnDrift:
-        if stat is None:
-            drifted = False
-        elif p is not None:
-            drifted = p < threshold
-        else:
-            drifted = stat >= threshold
-        return ColumnDrift(
-            column=ref.name or cur.name,
-            kind=self.kind,
-            method=self.method,
-            statistic=stat,
-            p_value=p,
-            threshold=threshold,
-            drifted=bool(drifted),
-            error_bound=bound,
-            n_reference=ref.count,
-            n_current=cur.count,
-        )
 
 
 def _cdfs(ref: NumericProfile, cur: NumericSummary) -> tuple[np.ndarray, ...]:
@@ -291,33 +292,6 @@ class _CategoricalDetector(_Detector):
             dtype=np.float64,
         )
         return ref, current, table
-
-    def _result(
-        self,
-        ref: CategoricalProfile,
-        cur: CategoricalSummary,
-        stat: float | None,
-        *,
-        p: float | None = None,
-        threshold: float,
-    ) -> ColumnDrift:
-        if stat is None:
-            drifted = False
-        elif p is not None:
-            drifted = p < threshold
-        else:
-            drifted = stat >= threshold
-        return ColumnDrift(
-            column=ref.name or cur.name,
-            kind=self.kind,
-            method=self.method,
-            statistic=stat,
-            p_value=p,
-            threshold=threshold,
-            drifted=bool(drifted),
-            n_reference=ref.count,
-            n_current=cur.count,
-        )
 
 
 class ChiSquareDetector(_CategoricalDetector):
