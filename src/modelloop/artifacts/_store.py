@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from modelloop._fs import fsync_dir
 from modelloop.exceptions import ArtifactCorrupted, InvalidInput, NotFound, StoreError
 
 __all__ = ["ArtifactStore", "BlobInfo"]
@@ -160,7 +161,7 @@ class ArtifactStore:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            _fsync_dir(os.path.dirname(final))
+            fsync_dir(os.path.dirname(final))
         return info
 
     def _upload(self, chunks: Iterable[bytes | memoryview], expected: BlobInfo, what: str) -> None:
@@ -337,17 +338,4 @@ def _ensure_dir(path: str) -> None:
     _ensure_dir(os.path.dirname(path))
     with contextlib.suppress(FileExistsError):
         os.mkdir(path)
-    _fsync_dir(os.path.dirname(path))
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # e.g. Windows cannot open a directory; the rename is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems do not support fsync on directories
-    finally:
-        os.close(fd)
+    fsync_dir(os.path.dirname(path))

@@ -389,10 +389,10 @@ def monitor_reference(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    from modelloop._fs import atomic_file
+
+    with atomic_file(path) as fh:
+        fh.write(text.encode("utf-8"))
 
 
 def _record(r: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from modelloop._config import Settings
+from modelloop._fs import fsync_dir
 from modelloop.exceptions import (
     ArtifactCorrupted,
     Conflict,
@@ -238,24 +239,16 @@ def _write_dir(target: Path, files: Mapping[str, bytes]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a package is an ordinary directory
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _require_empty(target)
         try:
             os.rename(tmp, target)  # atomic; replaces only an empty directory
         except OSError as e:  # someone filled the directory meanwhile
             raise Conflict(f"{target} already exists and is not an empty directory") from e
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _library_versions() -> dict[str, str | None]:

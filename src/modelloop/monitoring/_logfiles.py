@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modelloop._fs import atomic_file
+from modelloop._names import check_model_name
 from modelloop.exceptions import InvalidInput, SchemaMismatch
 
 if TYPE_CHECKING:
@@ -42,27 +44,14 @@ def _write(frame: pd.DataFrame, folder: Path, required: tuple[str, ...]) -> Path
         import pandas as pd
 
         out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[ms, UTC]")
-    folder.mkdir(parents=True, exist_ok=True)
-    name = uuid.uuid4().hex
-    tmp = folder / f".{name}.tmp"
-    final = folder / f"{name}.parquet"
-    try:
-        with open(tmp, "wb") as fh:
-            pq.write_table(
-                pa.Table.from_pandas(out, preserve_index=False), fh, row_group_size=65_536
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
+    final = folder / f"{uuid.uuid4().hex}.parquet"
+    with atomic_file(final) as fh:
+        pq.write_table(pa.Table.from_pandas(out, preserve_index=False), fh, row_group_size=65_536)
     return final
 
 
 def _folder(home: str | os.PathLike[str], kind: str, model: str) -> Path:
-    if not model or "/" in model or model in (".", ".."):
-        raise InvalidInput(f"invalid model name {model!r}")
-    return Path(home) / kind / model
+    return Path(home) / kind / check_model_name(model)
 
 
 def append_predictions(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:

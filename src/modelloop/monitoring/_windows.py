@@ -151,9 +151,9 @@ class PredictionLog:
     @classmethod
     def for_model(cls, root: str | Path, model: str) -> PredictionLog:
         """The log of ``model`` under ``<root>/predictions/<model>``."""
-        if not model or "/" in model or model in (".", ".."):
-            raise InvalidInput(f"invalid model name {model!r}")
-        return cls(Path(root) / "predictions" / model)
+        from modelloop._names import check_model_name
+
+        return cls(Path(root) / "predictions" / check_model_name(model))
 
     def files(self) -> list[Path]:
         if not self.path.is_dir():
