@@ -287,3 +287,87 @@ def test_scheduled_run_exposes_prometheus_gauges(mclient: Client, home: Path) ->
         proc.terminate()
         assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()
     _clear_logs(mclient)
+
+
+def test_outputs_are_reported_apart_and_shadow_rows_have_no_accuracy(mclient: Client) -> None:
+    from modelloop.monitoring import append_predictions
+
+    logged = write_log(mclient, load_flights([7]).sample(4000, random_state=5))
+    shadow = logged.drop(columns=["label"]).head(1000).copy()
+    shadow["route"] = "shadow"
+    shadow["prediction"] = 1 - shadow["prediction"]  # a challenger that is always wrong
+    append_predictions(mclient.settings.home, MODEL, shadow)
+    out = run_monitor(mclient, MODEL, window="2h", store_result=False)
+    assert [c.column for c in out.result.prediction_drift.columns] == ["prediction", "proba_1"]
+    assert not {"prediction", "proba_0", "proba_1"} & {c.column for c in out.result.drift.columns}
+    assert out.result.performance.overall.n == 4000
+    assert out.result.performance.overall.metrics["accuracy"] == pytest.approx(
+        accuracy_score(logged["label"], logged["prediction"])
+    )
+    _clear_logs(mclient)
+
+
+def test_the_latest_label_correction_wins(mclient: Client) -> None:
+    from modelloop.monitoring import append_feedback
+
+    logged = write_log(mclient, load_flights([7]).sample(2000, random_state=6))
+    first = run_monitor(mclient, MODEL, window="2h", store_result=False)
+    now = pd.Timestamp.now(tz="UTC")
+    flipped = pd.DataFrame(
+        {"request_id": logged["request_id"], "label": 1 - logged["label"], "timestamp": now}
+    )
+    stale = pd.DataFrame(
+        {
+            "request_id": logged["request_id"],
+            "label": logged["label"],
+            "timestamp": now - pd.Timedelta(hours=1),
+        }
+    )
+    append_feedback(mclient.settings.home, MODEL, flipped)
+    append_feedback(mclient.settings.home, MODEL, stale)  # written last, but older
+    second = run_monitor(mclient, MODEL, window="2h", store_result=False)
+    acc = first.result.performance.overall.metrics["accuracy"]
+    assert second.result.performance.overall.metrics["accuracy"] == pytest.approx(1 - acc)
+    _clear_logs(mclient)
+
+
+def test_a_missing_input_column_is_named(mclient: Client, tmp_path: Path) -> None:
+    from modelloop import SchemaMismatch
+
+    data = load_flights([7]).head(500)[FEATURES].drop(columns=["distance"])
+    with pytest.raises(SchemaMismatch, match="distance"):
+        run_monitor(mclient, MODEL, data=data, store_result=False)
+
+
+def test_a_scheduled_run_survives_an_empty_window(mclient: Client) -> None:
+    write_log(mclient, load_flights([7]).sample(500, random_state=7))
+    res = CliRunner().invoke(
+        app, ["monitor", "run", MODEL, "--window", "1s", "--every", "1s", "--max-runs", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert res.stderr.count("skipped") == 2
+    once = CliRunner().invoke(app, ["monitor", "run", MODEL, "--window", "1s"])
+    assert once.exit_code == 3 and "no rows" in once.stderr
+    _clear_logs(mclient)
+
+
+def test_regression_model_gets_mae_and_rmse(home: Path, tmp_path: Path) -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    X, y = load_diabetes(return_X_y=True, as_frame=True)
+    client = Client(Settings(home=tmp_path / "reg", user="tester"))
+    model = HistGradientBoostingRegressor(max_iter=50, random_state=0).fit(X[:300], y[:300])
+    with client.start_run("diabetes") as run:
+        run.log_model(model, "model", input_example=X.head(3))
+    client.register_model(run.run_id, "diabetes", reference_data=X[:300])
+    current = X[300:].assign(target=y[300:])
+    _, logged = replay_frame(client, "diabetes/1", current, label="target")
+    out = run_monitor(client, "diabetes", window="2h", store_result=False)
+    metrics = out.result.performance.overall.metrics
+    truth, pred = logged["label"], logged["prediction"]
+    assert metrics["mae"] == pytest.approx(mean_absolute_error(truth, pred))
+    assert metrics["rmse"] == pytest.approx(mean_squared_error(truth, pred) ** 0.5)
+    assert [c.column for c in out.result.prediction_drift.columns] == ["prediction"]
+    client.close()

@@ -151,3 +151,130 @@ def test_segments_with_different_columns_and_naive_timestamps(tmp_path: Path) ->
     assert got.x.tolist() == [2.0, 3.0, 4.0]
     assert got.proba.isna().tolist() == [True, False, False]
     assert log.read(LastRows(1), ["proba"]).proba.tolist() == [0.9]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _rows(log: PredictionLog, window, columns=None, **kw) -> pa.Table:  # type: ignore[no-untyped-def]
+    batches = list(log.batches(window, columns, **kw))
+    return pa.Table.from_batches(batches) if batches else pa.table({c: [] for c in columns})
+
+
+def test_row_exactly_at_window_start_with_ns_timestamps_is_kept(tmp_path: Path) -> None:
+    """Row-group pruning compares exact integers: float rounding (~120 ns) must never drop a row."""
+    rng = np.random.default_rng(7)
+    starts_us = rng.integers(946_684_800_000_000, 4_102_444_800_000_000, 300)  # 2000 .. 2100
+    # row group i holds [start_i - 1 ns, start_i]: the row at the window start is its maximum
+    ns = np.stack([starts_us * 1000 - 1, starts_us * 1000], axis=1).ravel()
+    table = pa.table(
+        {
+            "timestamp": pa.array(ns, type=pa.timestamp("ns", tz="UTC")),
+            "i": np.repeat(range(300), 2),
+        }
+    )
+    folder = tmp_path / "ns"
+    folder.mkdir()
+    pq.write_table(table, folder / "a.parquet", row_group_size=2)
+    log = PredictionLog(folder)
+    for i, us in enumerate(starts_us.tolist()):
+        start = _EPOCH + timedelta(microseconds=us)
+        got = _rows(log, TimeRange(start, start + timedelta(microseconds=1)), ["timestamp", "i"])
+        assert got.column("i").to_pylist() == [i]
+        assert got.column("timestamp").cast(pa.int64()).to_pylist() == [us * 1000]
+
+
+@pytest.mark.parametrize("tz", ["UTC", None])
+def test_last_rows_ties_within_one_microsecond(tmp_path: Path, tz: str | None) -> None:
+    folder = tmp_path / "ns"
+    folder.mkdir()
+    base = 1_772_409_600_123_456_000  # 2026-03-02, on a whole microsecond
+    offsets = [-5_000, 0, 1, 2, 2, 3, 999]  # all but the first share one microsecond
+    ts = pa.array([base + o for o in offsets], type=pa.timestamp("ns", tz=tz))
+    pq.write_table(pa.table({"timestamp": ts, "x": list(range(7))}), folder / "a.parquet")
+    log = PredictionLog(folder)
+    assert _rows(log, LastRows(1), ["x"]).column("x").to_pylist() == [6]
+    assert _rows(log, LastRows(2), ["x"]).column("x").to_pylist() == [5, 6]
+    assert _rows(log, LastRows(3), ["x"]).column("x").to_pylist() == [3, 5, 6]  # first tie
+    assert _rows(log, LastRows(4), ["x"]).column("x").to_pylist() == [3, 4, 5, 6]
+    assert _rows(log, LastRows(6), ["x"]).column("x").to_pylist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_dictionary_column_missing_from_an_older_segment(tmp_path: Path) -> None:
+    folder = tmp_path / "log"
+    folder.mkdir()
+    ts = pa.array([1_000, 2_000], type=pa.timestamp("ms", tz="UTC"))
+    pq.write_table(pa.table({"timestamp": ts, "x": [1.0, 2.0]}), folder / "a.parquet")
+    ts2 = pa.array([3_000, 4_000], type=pa.timestamp("ms", tz="UTC"))
+    newer = pa.table({"timestamp": ts2, "x": [3.0, 4.0], "carrier": ["AA", "UA"]})
+    pq.write_table(newer, folder / "b.parquet")
+    got = _rows(
+        PredictionLog(folder), TimeRange(), ["x", "carrier"], dictionary_columns=["carrier"]
+    )
+    assert pa.types.is_dictionary(got.schema.field("carrier").type)
+    assert got.column("carrier").to_pylist() == [None, None, "AA", "UA"]
+    assert got.column("x").to_pylist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def _two_segments(tmp_path: Path, old: pa.Table, new: pa.Table) -> PredictionLog:
+    folder = tmp_path / "log"
+    folder.mkdir()
+    pq.write_table(old, folder / "a.parquet")
+    pq.write_table(new, folder / "b.parquet")
+    return PredictionLog(folder)
+
+
+def test_segment_with_int_column_then_float(tmp_path: Path) -> None:
+    ts = pa.timestamp("ms", tz="UTC")
+    log = _two_segments(
+        tmp_path,
+        pa.table({"timestamp": pa.array([1_000, 2_000], ts), "x": pa.array([1, 2], pa.int64())}),
+        pa.table({"timestamp": pa.array([3_000, 4_000], ts), "x": [2.5, 3.5]}),
+    )
+    got = _rows(log, TimeRange(), ["x"])
+    assert got.schema.field("x").type == pa.float64()
+    assert got.column("x").to_pylist() == [1.0, 2.0, 2.5, 3.5]
+    assert _rows(log, LastRows(3), ["x"]).column("x").to_pylist() == [2.0, 2.5, 3.5]
+
+
+def test_segment_with_ms_timestamps_then_ns(tmp_path: Path) -> None:
+    base = 1_772_409_600_000  # ms
+    old = pa.table(
+        {"timestamp": pa.array([base, base + 1], pa.timestamp("ms", tz="UTC")), "x": [0, 1]}
+    )
+    ns = [(base + 1) * 1_000_000 + 1, (base + 1) * 1_000_000 + 2]
+    new = pa.table({"timestamp": pa.array(ns, pa.timestamp("ns", tz="UTC")), "x": [2, 3]})
+    log = _two_segments(tmp_path, old, new)
+    got = _rows(log, TimeRange(), ["timestamp", "x"])
+    assert got.schema.field("timestamp").type == pa.timestamp("ns", tz="UTC")
+    assert got.column("timestamp").cast(pa.int64()).to_pylist() == [
+        base * 1_000_000,
+        (base + 1) * 1_000_000,
+        *ns,
+    ]
+    start = _EPOCH + timedelta(milliseconds=base + 1)
+    assert _rows(log, TimeRange(start, None), ["x"]).column("x").to_pylist() == [1, 2, 3]
+    assert _rows(log, LastRows(2), ["x"]).column("x").to_pylist() == [2, 3]
+    assert _rows(log, LastRows(3), ["x"]).column("x").to_pylist() == [1, 2, 3]
+
+
+def test_segment_with_pandas_category_then_string(tmp_path: Path) -> None:
+    ts = pa.timestamp("ms", tz="UTC")
+    old_frame = pd.DataFrame(
+        {
+            "timestamp": pd.to_datetime([1_000, 2_000], unit="ms", utc=True),
+            "carrier": pd.Categorical(["AA", "DL"]),
+        }
+    )
+    old = pa.Table.from_pandas(old_frame, preserve_index=False).cast(
+        pa.schema([("timestamp", ts), ("carrier", pa.dictionary(pa.int8(), pa.string()))])
+    )
+    new = pa.table({"timestamp": pa.array([3_000, 4_000], ts), "carrier": ["UA", "AA"]})
+    log = _two_segments(tmp_path, old, new)
+    plain = _rows(log, TimeRange(), ["carrier"])
+    assert plain.schema.field("carrier").type == pa.string()
+    assert plain.column("carrier").to_pylist() == ["AA", "DL", "UA", "AA"]
+    encoded = _rows(log, "2rows", ["carrier"], dictionary_columns=["carrier"])
+    assert pa.types.is_dictionary(encoded.schema.field("carrier").type)
+    assert encoded.column("carrier").to_pylist() == ["UA", "AA"]
+    assert log.read(TimeRange(), ["carrier"]).carrier.tolist() == ["AA", "DL", "UA", "AA"]

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelloop.cli._output import JsonOpt, console, err_console, fmt_time, print_json, row
-from modelloop.exceptions import InvalidInput
+from modelloop.exceptions import InvalidInput, ModelloopError
 
 if TYPE_CHECKING:
     from modelloop.monitoring import AlertRule, MonitorOutcome
@@ -115,12 +115,12 @@ def _print_outcome(o: MonitorOutcome) -> None:
     table = Table(show_lines=False)
     for col in ("column", "method", "statistic", "p / threshold", "drifted"):
         table.add_column(col)
-    for c in drift.columns:
+    outputs = o.result.prediction_drift.columns if o.result.prediction_drift else ()
+    for c in (*drift.columns, *outputs):
         p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
+        stat = "-" if c.statistic is None else f"{c.statistic:.4g}"
         drifted = Text("yes", style="red") if c.drifted else Text("no")
-        table.add_row(
-            *row(c.column, c.method, f"{c.statistic:.4g}", f"{p} / {c.threshold:g}", drifted)
-        )
+        table.add_row(*row(c.column, c.method, stat, f"{p} / {c.threshold:g}", drifted))
     console.print(table)
     if o.result.quality and o.result.quality.breaches:
         issues = ", ".join(f"{c}: {i}" for c, i in o.result.quality.breaches)
@@ -241,14 +241,21 @@ def monitor_run(
     try:
         while True:
             started = time.monotonic()
-            outcome = _monitor_once(
-                model, window, data, labels, segment, rules, notifiers, quiet=as_json
-            )
-            runs += 1
-            if as_json:
-                print_json(_outcome_json(outcome))
+            try:
+                outcome = _monitor_once(
+                    model, window, data, labels, segment, rules, notifiers, quiet=as_json
+                )
+            except ModelloopError as exc:
+                if interval is None:
+                    raise
+                # On a schedule a quiet window or a passing outage must not end monitoring.
+                err_console.print(f"[yellow]run {runs + 1} skipped:[/] {escape(str(exc))}")
             else:
-                _print_outcome(outcome)
+                if as_json:
+                    print_json(_outcome_json(outcome))
+                else:
+                    _print_outcome(outcome)
+            runs += 1
             if interval is None or (max_runs is not None and runs >= max_runs):
                 break
             if stop.wait(max(0.0, interval - (time.monotonic() - started))):
@@ -281,6 +288,7 @@ def monitor_report(
         o.result.drift,
         quality=o.result.quality,
         performance=o.result.performance,
+        prediction_drift=o.result.prediction_drift,
         title=f"{o.model} v{o.version} — window {window}",
     )
     _write_atomic(out, html)

@@ -52,11 +52,12 @@ class MonitorResult:
     """One monitoring run of a model: any of drift, data quality and live performance."""
 
     model: str
-    drift: DriftResult | None = None
+    drift: DriftResult | None = None  # of the inputs: the dataset verdict
     quality: QualityReport | None = None
     performance: PerformanceReport | None = None
     window: Mapping[str, Any] = field(default_factory=dict)
     timestamp: int = 0  # epoch milliseconds
+    prediction_drift: DriftResult | None = None  # of the model's outputs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", MappingProxyType(dict(self.window)))
@@ -67,6 +68,7 @@ class MonitorResult:
             "timestamp": self.timestamp,
             "window": dict(self.window),
             "drift": self.drift.to_dict() if self.drift else None,
+            "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift else None,
             "quality": self.quality.to_dict() if self.quality else None,
             "performance": self.performance.to_dict() if self.performance else None,
         }
@@ -78,6 +80,9 @@ class MonitorResult:
             timestamp=int(d.get("timestamp", 0)),
             window=dict(d.get("window") or {}),
             drift=DriftResult.from_dict(d["drift"]) if d.get("drift") else None,
+            prediction_drift=(
+                DriftResult.from_dict(d["prediction_drift"]) if d.get("prediction_drift") else None
+            ),
             quality=QualityReport.from_dict(d["quality"]) if d.get("quality") else None,
             performance=(
                 PerformanceReport.from_dict(d["performance"]) if d.get("performance") else None
@@ -105,7 +110,8 @@ class AlertRule(abc.ABC):
 
 
 class DriftShareAbove(AlertRule):
-    """Fires when the share of drifted columns is above ``threshold``."""
+    """Fires when the share of drifted input columns reaches ``threshold`` (the same rule as the
+    dataset verdict of :class:`DriftResult`)."""
 
     def __init__(self, threshold: float = 0.5, name: str | None = None) -> None:
         self.threshold = threshold
@@ -117,7 +123,7 @@ class DriftShareAbove(AlertRule):
         share = result.drift.share_drifted
         names = ", ".join(result.drift.drifted_columns) or "none"
         return Condition(
-            share > self.threshold,
+            share >= self.threshold,
             share,
             f"{share:.0%} of columns drifted ({names}); threshold {self.threshold:.0%}",
         )

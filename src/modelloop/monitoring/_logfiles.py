@@ -13,6 +13,7 @@ A segment is written to a temporary name and renamed, so readers never see half 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +45,8 @@ def _write(frame: pd.DataFrame, folder: Path, required: tuple[str, ...]) -> Path
         import pandas as pd
 
         out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[ms, UTC]")
-    final = folder / f"{uuid.uuid4().hex}.parquet"
+    # Names sort by creation time, so "the latest segment wins" is well defined.
+    final = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
     with atomic_file(final) as fh:
         pq.write_table(pa.Table.from_pandas(out, preserve_index=False), fh, row_group_size=65_536)
     return final

@@ -1,17 +1,18 @@
 """Live performance: feedback labels joined to predictions, metrics per window, version, segment.
 
 Metrics are scikit-learn's, computed per group (the same numbers as calling scikit-learn on that
-group's rows). Classification: ``accuracy``, ``f1`` (binary with ``pos_label``, macro-averaged when
-there are more than two classes) and ``auc`` (binary, needs a score column; None when a group has
-one class only). Regression: ``mae`` and ``rmse``. With a ``segment`` column, each metric's spread
-across segments is reported as a gap (max - min) per group of the other keys, as fairlearn's
-``MetricFrame.difference()`` would.
+group's rows). Classification: ``accuracy``, ``f1`` (binary for the positive class, macro-averaged
+over all classes when there are more than two) and ``auc`` (binary, needs a score column; None when
+a group has one class only). The classes, the positive class and the kind of F1 are decided once
+for the whole frame, so that every group is measured the same way. Regression: ``mae`` and
+``rmse``. With a ``segment`` column, each metric's spread across segments is reported as a gap
+(max - min) per group of the other keys, as fairlearn's ``MetricFrame.difference()`` would.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = ["MetricRow", "PerformanceReport", "SegmentGap", "join_labels", "live_
 CLASSIFICATION = ("accuracy", "f1", "auc")
 REGRESSION = ("mae", "rmse")
 WINDOW = "window"
+_Y, _PRED = "__modelloop_label", "__modelloop_prediction"
 
 
 def _clean(x: Any) -> float | None:
@@ -130,11 +132,18 @@ class PerformanceReport:
 
 
 def join_labels(
-    predictions: Any, labels: Any, *, on: str = "request_id", label: str = "label"
+    predictions: Any,
+    labels: Any,
+    *,
+    on: str = "request_id",
+    label: str = "label",
+    order_by: str | None = "timestamp",
 ) -> Any:
     """Predictions that have feedback, with their ``label`` column (inner join on ``on``).
 
-    When a request has several labels the last one wins (feedback may be corrected).
+    When a request has several labels the last one wins (feedback may be corrected): the latest
+    by the labels' ``order_by`` column when they have it (labels without a value count as the
+    oldest, equal values keep row order), else the last in row order.
     """
     import pandas as pd
 
@@ -144,29 +153,69 @@ def join_labels(
         for c in cols:
             if c not in frame.columns:
                 raise SchemaMismatch(f"{name} have no column {c!r}", column=c)
+    if order_by is not None and order_by in labs.columns:
+        try:
+            labs = labs.sort_values(order_by, kind="stable", na_position="first")
+        except TypeError as exc:
+            raise InvalidInput(f"labels cannot be ordered by {order_by!r}: {exc}") from exc
     labs = labs[[on, label]].drop_duplicates(on, keep="last")
     if label in preds.columns:
         preds = preds.drop(columns=[label])
     return preds.merge(labs, on=on, how="inner", validate="many_to_one")
 
 
-def _metrics(task: str, y: Any, pred: Any, score: Any, pos_label: Any) -> dict[str, float | None]:
+def _class_key(v: Any) -> str:
+    """A class value as text, the same for ``1``, ``"1"``, ``np.int64(1)`` and ``1.0``."""
+    if isinstance(v, float) and v.is_integer():  # int labels become float next to a NaN
+        v = int(v)
+    elif hasattr(v, "item") and not isinstance(v, str):  # a numpy scalar
+        return _class_key(v.item())
+    return str(v)
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """How a classification frame is scored, decided once for all of its groups."""
+
+    labels: list[Any]  # every class, as compared
+    binary: bool
+    positive: Any  # the positive class when binary
+
+
+def _classes(
+    y: Any, pred: Any, classes: Sequence[Any] | None, pos_label: Any
+) -> tuple[_Classes, Any, Any]:
+    """The scoring of the frame and its labels and predictions as compared."""
+    import pandas as pd
+
+    if classes is not None:
+        keys = list(dict.fromkeys(_class_key(c) for c in classes))
+        if not keys:
+            raise InvalidInput("classes must name at least one class")
+        y, pred = y.map(_class_key), pred.map(_class_key)
+        return _Classes(keys, len(keys) <= 2, keys[-1]), y, pred
+    seen = list(pd.unique(pd.concat([y, pred], ignore_index=True)))
+    binary = len(seen) <= 2 and (pos_label in seen or len(seen) < 2)
+    return _Classes(seen, binary, pos_label), y, pred
+
+
+def _metrics(task: str, y: Any, pred: Any, score: Any, cls: _Classes | None) -> dict[str, Any]:
     from sklearn import metrics as skm
 
-    if task == "regression":
+    if task == "regression" or cls is None:
         return {
             "mae": float(skm.mean_absolute_error(y, pred)),
             "rmse": float(math.sqrt(skm.mean_squared_error(y, pred))),
         }
-    classes = set(y) | set(pred)
-    binary = len(classes) <= 2 and (pos_label in classes or len(classes) < 2)
-    if binary:
-        f1 = skm.f1_score(y, pred, pos_label=pos_label, zero_division=0)
-    else:
-        f1 = skm.f1_score(y, pred, average="macro", zero_division=0)
+    # labels= keeps the averaging of the whole frame in a group that lacks a class; for one
+    # label, macro averaging is scikit-learn's binary F1 of that class
+    labels = [cls.positive] if cls.binary else cls.labels
+    f1 = skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)
     auc = None
-    if score is not None and len(set(y)) == 2 and pos_label in set(y):
-        auc = float(skm.roc_auc_score([v == pos_label for v in y], score))
+    if score is not None and cls.binary:
+        positive = [v == cls.positive for v in y]
+        if 0 < sum(positive) < len(positive):
+            auc = float(skm.roc_auc_score(positive, score))
     return {"accuracy": float(skm.accuracy_score(y, pred)), "f1": float(f1), "auc": auc}
 
 
@@ -183,8 +232,16 @@ def live_performance(
     timestamp: str = "timestamp",
     pos_label: Any = 1,
     min_segment_rows: int = 1,
+    classes: Sequence[Any] | None = None,
 ) -> PerformanceReport:
     """Metrics of labelled predictions overall and per group.
+
+    ``classes`` are the model's classes (e.g. its signature's): labels and predictions are then
+    compared as the text of their values (``"1"`` equals ``1``), the positive class of a binary
+    model is the last one (``pos_label`` is ignored) and F1 is macro-averaged over all of them
+    when there are more than two. Without ``classes`` they are the labels and predictions seen in
+    the whole frame, and F1 is binary for ``pos_label`` when there are at most two of them
+    including ``pos_label``.
 
     Groups are the time bucket (``freq``, a pandas offset such as ``"1D"`` or ``"1h"``, on the
     ``timestamp`` column, reported under the key ``"window"``), the ``by`` columns (e.g.
@@ -204,13 +261,21 @@ def live_performance(
     for c in needed:
         if c not in frame.columns:
             raise SchemaMismatch(f"labelled predictions have no column {c!r}", column=c)
+    if classes is not None and task != "classification":
+        raise InvalidInput("classes are only meaningful for task='classification'")
     frame = frame.dropna(subset=[label, prediction])
     if frame.empty:
         raise InvalidInput("no labelled predictions to evaluate")
+    y, pred = frame[label], frame[prediction]
+    cls = None
+    if task == "classification":
+        cls, y, pred = _classes(y, pred, classes, pos_label)
+    # compared values under private names, so that grouping columns are left as given
+    frame = frame.assign(**{_Y: y.to_numpy(), _PRED: pred.to_numpy()})
 
     def evaluate(part: pd.DataFrame) -> dict[str, float | None]:
         s = part[score].to_numpy() if score else None
-        m = _metrics(task, part[label].tolist(), part[prediction].tolist(), s, pos_label)
+        m = _metrics(task, part[_Y].tolist(), part[_PRED].tolist(), s, cls)
         return {k: _clean(v) for k, v in m.items()}
 
     keys: list[str] = []

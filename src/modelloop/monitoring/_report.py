@@ -32,11 +32,13 @@ def report_json(
     quality: QualityReport | None = None,
     performance: PerformanceReport | None = None,
     meta: Mapping[str, Any] | None = None,
+    prediction_drift: DriftResult | None = None,
 ) -> dict[str, Any]:
     """The JSON form of a report: every part's ``to_dict()`` under one object."""
     return {
         "meta": dict(meta or {}),
         "drift": drift.to_dict() if drift else None,
+        "prediction_drift": prediction_drift.to_dict() if prediction_drift else None,
         "quality": quality.to_dict() if quality else None,
         "performance": performance.to_dict() if performance else None,
     }
@@ -197,6 +199,7 @@ def render_html(
     *,
     quality: QualityReport | None = None,
     performance: PerformanceReport | None = None,
+    prediction_drift: DriftResult | None = None,
     title: str = "Monitoring report",
     bins: int = 40,
     top_categories: int = 20,
@@ -208,7 +211,8 @@ def render_html(
     from plotly.offline import get_plotlyjs
 
     parts: list[str] = []
-    for i, col in enumerate(drift.columns):
+    outputs = prediction_drift.columns if prediction_drift is not None else ()
+    for i, col in enumerate((*drift.columns, *outputs)):
         name = col.column
         ref = profile[name]
         cur = summary.columns.get(name)
@@ -238,6 +242,12 @@ def render_html(
         perf_html += _groups_table(performance)
         if fig is not None:
             perf_html += fig.to_html(full_html=False, include_plotlyjs=False, div_id="performance")
+    output_html = ""
+    if prediction_drift is not None:
+        output_html = (
+            "<h2>Prediction drift</h2><p>The model's outputs, reported apart from the inputs' "
+            f"verdict.</p>{_table(prediction_drift, quality)}"
+        )
     share = f"{drift.share_drifted:.0%}"
     verdict = "DATASET DRIFT" if drift.dataset_drift else "no dataset drift"
     summary_html = (
@@ -246,14 +256,22 @@ def render_html(
         f"current rows: {drift.n_current}. p-values corrected with {drift.correction}.</p>"
     )
     # script content is raw text: only "</" could end it early
-    data = json.dumps(report_json(drift, quality=quality, performance=performance))
+    data = json.dumps(
+        report_json(
+            drift,
+            quality=quality,
+            performance=performance,
+            prediction_drift=prediction_drift,
+        )
+    )
     data = data.replace("</", "<\\/")
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
         f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
         f"<h1>{html.escape(title)}</h1>{summary_html}<h2>Drift by column</h2>"
-        f"{_table(drift, quality)}{perf_html}<h2>Distributions, reference vs current</h2>"
+        f"{_table(drift, quality)}{output_html}{perf_html}"
+        "<h2>Distributions, reference vs current</h2>"
         f"{''.join(parts)}"
         f"<script type='application/json' id='report-data'>{data}</script></body></html>"
     )

@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.exceptions import InvalidInput, NotFound, SchemaMismatch
 from modelloop.monitoring._alerts import (
     AlertEvent,
     AlertManager,
@@ -132,20 +132,29 @@ def run_monitor(
     mv = client.resolve(ref)
     profile = load_reference(client, mv)
     task = mv.tags.get(TASK_TAG, "classification")
+    now = now or datetime.now(UTC)  # one clock for every pass of this run
     win = parse_window(window)
+    fixed = win if isinstance(win, LastRows) else win.resolve(now)
     source = _source(client, ref.name, data)
 
-    columns = [c for c in profile.columns if c in source.columns]
-    if not columns:
-        raise InvalidInput(
-            f"the current data has none of the {len(profile.columns)} reference columns of "
-            f"{mv.name}/{mv.version}"
+    inputs = [c for c in profile.columns if not _is_output(c)]
+    probas = [c for c in profile.columns if c.startswith("proba_")]
+    # For two classes one probability column is the complement of the other: monitor one.
+    outputs = [c for c in _OUTPUTS if c in profile.columns]
+    outputs += probas[-1:] if len(probas) == 2 else probas
+    missing = [c for c in inputs if c not in source.columns]
+    if missing:
+        raise SchemaMismatch(
+            f"the current data of {mv.name} lacks input column(s) {missing} of version "
+            f"{mv.version}'s reference",
+            column=missing[0],
         )
-    monitor = DriftMonitor(columns).fit(profile)
-    acc = monitor.accumulator()
+    outputs = [c for c in outputs if c in source.columns]
+    columns = inputs + outputs
+    acc = DriftMonitor(columns).fit(profile).accumulator()
     rows = 0
     categorical = [c for c in columns if isinstance(profile[c], CategoricalProfile)]
-    for batch in source.batches(win, columns, now=now, dictionary_columns=categorical):
+    for batch in source.batches(fixed, columns, now=now, dictionary_columns=categorical):
         acc.update(batch)
         rows += batch.num_rows
         if progress:
@@ -153,13 +162,16 @@ def run_monitor(
     if rows == 0:
         raise NotFound(f"no rows of {ref.name} in window {window!r}")
     summary = acc.summary()
-    drift = monitor.test(summary)
+    # The dataset verdict is about the inputs; drift of the model's outputs is reported apart.
+    drift = DriftMonitor(inputs).fit(profile).test(summary)
+    output_drift = DriftMonitor(outputs).fit(profile).test(summary) if outputs else None
     quality = check_quality(profile, summary, columns=columns)
-    performance = _performance(client, ref.name, source, win, labels, task, segment, now)
-    span = _span(win, now)
+    performance = _performance(client, ref.name, source, fixed, labels, task, segment, profile)
+    span = (None, None) if isinstance(fixed, LastRows) or data is not None else _span(fixed)
     result = MonitorResult(
         model=ref.name,
         drift=drift,
+        prediction_drift=output_drift,
         quality=quality,
         performance=performance,
         window={
@@ -169,7 +181,7 @@ def run_monitor(
             "rows": rows,
             "version": mv.version,
         },
-        timestamp=int(time.time() * 1000),
+        timestamp=int(now.timestamp() * 1000),
     )
     record = None
     if store_result:
@@ -202,40 +214,59 @@ def run_monitor(
 
 # -- data sources ---------------------------------------------------------------------------
 
+_OUTPUTS = ("prediction",)
+
+
+def _is_output(column: str) -> bool:
+    return column in _OUTPUTS or column.startswith("proba_")
+
 
 class _Source:
-    """Current data as record batches, with the column names it offers."""
+    """Current data: streamed as record batches for drift, queried with DuckDB for labels."""
 
     columns: list[str]
 
     def batches(self, window: Any, columns: list[str], **kw: Any) -> Iterator[Any]:
         raise NotImplementedError
 
-    def frame(self, window: Any, columns: list[str], now: datetime | None) -> pd.DataFrame:
-        import pyarrow as pa
-
-        batches = list(self.batches(window, columns, now=now))
-        if not batches:
-            import pandas as pd
-
-            return pd.DataFrame(columns=columns)
-        return pa.Table.from_batches(batches).to_pandas()
+    def relation(self, con: Any) -> str:
+        """A DuckDB relation (SQL text) over the whole source."""
+        raise NotImplementedError
 
 
-class _LogSource(_Source):
-    def __init__(self, log: PredictionLog) -> None:
-        self.log = log
-        schema = log.schema()
-        if schema is None:
-            raise NotFound(f"the prediction log at {log.path} is empty")
+class _ParquetFiles(_Source):
+    """A prediction log folder (windowed, row groups pruned) or one Parquet file (taken whole)."""
+
+    def __init__(self, log: PredictionLog | None = None, file: Path | None = None) -> None:
+        import pyarrow.parquet as pq
+
+        self.log, self.file = log, file
+        if log is not None:
+            schema = log.schema()
+            if schema is None:
+                raise NotFound(f"the prediction log at {log.path} is empty")
+            self.files = [str(f) for f in log.files()]
+        else:
+            assert file is not None
+            schema = pq.read_schema(file)
+            self.files = [str(file)]
         self.columns = list(schema.names)
 
     def batches(self, window: Any, columns: list[str], **kw: Any) -> Iterator[Any]:
-        return self.log.batches(window, columns, **kw)
+        if self.log is not None:
+            yield from self.log.batches(window, columns, **kw)
+            return
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(self.file).iter_batches(batch_size=65_536, columns=columns)
+
+    def relation(self, con: Any) -> str:
+        files = ", ".join("'" + f.replace("'", "''") + "'" for f in self.files)
+        return f"read_parquet([{files}], union_by_name = true)"
 
 
 class _FrameSource(_Source):
-    """A whole table taken as the window (windows apply only to prediction logs)."""
+    """A table in memory (a DataFrame or a CSV file), taken whole as the window."""
 
     def __init__(self, frame: pd.DataFrame) -> None:
         self.table = frame
@@ -249,35 +280,66 @@ class _FrameSource(_Source):
             part = self.table.iloc[start : start + step][columns]
             yield pa.RecordBatch.from_pandas(part, preserve_index=False)
 
+    def relation(self, con: Any) -> str:
+        con.register("current_frame", self.table)
+        return "current_frame"
+
 
 def _source(client: Client, name: str, data: Any) -> _Source:
     import pandas as pd
 
     if data is None:
-        return _LogSource(PredictionLog.for_model(client.settings.home, name))
+        return _ParquetFiles(log=PredictionLog.for_model(client.settings.home, name))
     if isinstance(data, pd.DataFrame):
         return _FrameSource(data)
     path = Path(data)
     if path.is_dir():
-        return _LogSource(PredictionLog(path))
+        return _ParquetFiles(log=PredictionLog(path))
     if not path.is_file():
         raise NotFound(f"no such data file or folder: {path}")
     if path.suffix == ".parquet":
-        return _FrameSource(pd.read_parquet(path))
+        return _ParquetFiles(file=path)
     if path.suffix in (".csv", ".gz", ".zip"):
         return _FrameSource(pd.read_csv(path))
     raise InvalidInput(f"cannot read {path.name}: use a .parquet or .csv file, or a folder")
 
 
-def _read_labels(path: Path) -> pd.DataFrame | None:
+def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | None:
+    """The labels as a DuckDB relation with one row per request: the latest correction wins
+    (by the label's ``timestamp`` when present, then by segment file name, which is ordered
+    by time)."""
     import pandas as pd
 
-    if path.is_dir():
-        files = sorted(path.glob("*.parquet"))
-        return pd.concat([pd.read_parquet(f) for f in files]) if files else None
-    if path.suffix == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+    if labels is None:
+        folder = feedback_dir(client.settings.home, name)
+        files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        if not files:
+            return None
+        labels = folder
+    if isinstance(labels, pd.DataFrame):
+        con.register("labels_frame", labels.reset_index(drop=True))
+        raw, cols = "labels_frame", set(labels.columns)
+        order = ["timestamp"] if "timestamp" in cols else []
+    else:
+        path = Path(labels)
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        if not files or not files[0].exists():
+            raise NotFound(f"no labels at {path}")
+        quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        if files[0].suffix == ".csv":
+            raw = f"read_csv([{quoted}], filename = true, union_by_name = true)"
+        else:
+            raw = f"read_parquet([{quoted}], filename = true, union_by_name = true)"
+        cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()}
+        order = [*(["timestamp"] if "timestamp" in cols else []), "filename"]
+    for needed in ("request_id", "label"):
+        if needed not in cols:
+            raise SchemaMismatch(f"labels have no column {needed!r}", column=needed)
+    rank = ", ".join(f'"{c}" DESC' for c in order) or "1"
+    return (
+        f"(SELECT request_id, label FROM (SELECT request_id, label, row_number() OVER "
+        f"(PARTITION BY request_id ORDER BY {rank}) AS rn FROM {raw}) WHERE rn = 1)"
+    )
 
 
 def _performance(
@@ -288,54 +350,95 @@ def _performance(
     labels: Any,
     task: str,
     segment: str | None,
-    now: datetime | None,
+    profile: ReferenceProfile,
 ) -> PerformanceReport | None:
-    import pandas as pd
+    """Live metrics of the labelled predictions in the window. Only labelled rows and the
+    columns the metrics need are materialised; the join runs in DuckDB."""
+    try:
+        import duckdb
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise InvalidInput(
+            "live performance needs duckdb: pip install 'modelloop[monitoring]'"
+        ) from exc
 
     from modelloop.monitoring._performance import (
         PerformanceReport,
-        join_labels,
         live_performance,
     )
 
-    if labels is None:
-        default = feedback_dir(client.settings.home, name)
-        labels = _read_labels(default) if default.exists() else None
-    elif not isinstance(labels, pd.DataFrame):
-        labels = _read_labels(Path(labels))
-    has_inline = "label" in source.columns
-    if labels is None and not has_inline:
-        return None
     if segment and segment not in source.columns:
         raise InvalidInput(f"segment column {segment!r} is not in the current data")
-    score = "proba_1" if task == "classification" and "proba_1" in source.columns else None
-    wanted = ["request_id", "prediction", "timestamp", "model_version", "label", segment, score]
-    cols = [c for c in dict.fromkeys(wanted) if c and c in source.columns]
-    frame = source.frame(window, cols, now)
-    if labels is not None:
-        frame = join_labels(frame, labels)
+    if "prediction" not in source.columns:
+        return None
+    con = duckdb.connect()
+    try:
+        table = source.relation(con)
+        label_rel = _labels_relation(con, client, name, labels)
+        inline = "label" in source.columns and label_rel is None
+        if label_rel is None and not inline:
+            return None
+        if label_rel is not None and "request_id" not in source.columns:
+            raise SchemaMismatch(
+                "the current data has no request_id to join labels on", column="request_id"
+            )
+        classes = [c.removeprefix("proba_") for c in profile.columns if c.startswith("proba_")]
+        score = f"proba_{classes[-1]}" if task == "classification" and classes else None
+        if score is not None and score not in source.columns:
+            score = None
+        wanted = ["prediction", "timestamp", "model_version", "route", segment, score]
+        cols = [c for c in dict.fromkeys(wanted) if c and c in source.columns]
+        select = ", ".join(f'p."{c}"' for c in cols)
+        where, params = _time_filter(window, "timestamp" in source.columns)
+        if isinstance(window, LastRows) and "timestamp" in source.columns:
+            table = f"(SELECT * FROM {table} ORDER BY timestamp DESC LIMIT {int(window.n)})"
+        if inline:
+            sql = f"SELECT {select}, p.label FROM {table} p WHERE p.label IS NOT NULL{where}"
+        else:
+            sql = (
+                f"SELECT {select}, l.label FROM {table} p JOIN {label_rel} l "
+                f"ON p.request_id = l.request_id WHERE TRUE{where}"
+            )
+        frame = con.execute(sql, params).df()
+    finally:
+        con.close()
     if frame.empty:
         return None
-    if task == "classification" and frame["prediction"].dtype != frame["label"].dtype:
-        frame["prediction"] = frame["prediction"].astype(frame["label"].dtype)
+    if "route" in frame.columns:  # a shadow answer was never served: it has no live accuracy
+        frame = frame[frame["route"] != "shadow"]
+    kw: dict[str, Any] = {"task": task, "score": score}
+    if task == "classification" and classes:
+        kw["classes"] = classes
     # One report, three views: overall and per segment (with the gap between segments), per
-    # model version, and per day for the timeline.
+    # model version, and over time for the timeline.
     versions = ["model_version"] if "model_version" in frame.columns else []
-    by_segment = live_performance(
-        frame, task=task, score=score, segment=segment, min_segment_rows=MIN_SEGMENT_ROWS
-    )
-    by_version = live_performance(frame, task=task, score=score, by=versions)
+    by_segment = live_performance(frame, segment=segment, min_segment_rows=MIN_SEGMENT_ROWS, **kw)
+    by_version = live_performance(frame, by=versions, **kw)
     rows = [*by_segment.rows, *by_version.rows]
     keys = [*by_segment.keys, *by_version.keys]
     if "timestamp" in frame.columns:
+        import pandas as pd
+
         ts = pd.to_datetime(frame["timestamp"], utc=True)
         freq = "1h" if ts.max() - ts.min() < pd.Timedelta(days=2) else "1D"
-        timeline = live_performance(frame, task=task, score=score, by=versions, freq=freq)
+        timeline = live_performance(frame, by=versions, freq=freq, **kw)
         rows += timeline.rows
         keys += timeline.keys
     return PerformanceReport(
         task, by_segment.overall, tuple(rows), by_segment.gaps, tuple(dict.fromkeys(keys))
     )
+
+
+def _time_filter(window: Any, has_timestamp: bool) -> tuple[str, list[Any]]:
+    if not has_timestamp or not isinstance(window, TimeRange):
+        return "", []
+    parts, params = [], []
+    if window.start is not None:
+        parts.append(" AND p.timestamp >= ?")
+        params.append(window.start)
+    if window.end is not None:
+        parts.append(" AND p.timestamp < ?")
+        params.append(window.end)
+    return "".join(parts), params
 
 
 def _headline(perf: PerformanceReport | None) -> dict[str, float | None]:
@@ -344,12 +447,8 @@ def _headline(perf: PerformanceReport | None) -> dict[str, float | None]:
     return dict(perf.overall.metrics)
 
 
-def _span(window: Any, now: datetime | None) -> tuple[int | None, int | None]:
-    if isinstance(window, LastRows):
-        return None, None
-    rng: TimeRange = window.resolve(now)
-
+def _span(window: TimeRange) -> tuple[int | None, int | None]:
     def ms(dt: datetime | None) -> int | None:
         return None if dt is None else int(dt.timestamp() * 1000)
 
-    return ms(rng.start), ms(rng.end)
+    return ms(window.start), ms(window.end)

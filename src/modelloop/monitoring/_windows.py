@@ -32,6 +32,8 @@ __all__ = [
 
 TIMESTAMP = "timestamp"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_UNIT = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _utc(dt: datetime) -> datetime:
@@ -169,8 +171,13 @@ class PredictionLog:
         if not files:
             return None
         try:
-            schema = pa.unify_schemas([pq.read_schema(f) for f in files])
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+            # A pandas category column is stored dictionary-encoded; another segment may hold the
+            # same column as plain strings. Unify the value types, and let permissive promotion
+            # widen int64 to float64 and ms to ns, so that one odd segment cannot block the log.
+            schema = pa.unify_schemas(
+                [_decoded(pq.read_schema(f)) for f in files], promote_options="permissive"
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
             raise SchemaMismatch(f"prediction segments in {self.path} disagree: {exc}") from exc
         if TIMESTAMP not in schema.names or not pa.types.is_timestamp(schema.field(TIMESTAMP).type):
             raise SchemaMismatch(
@@ -200,6 +207,7 @@ class PredictionLog:
         Segments are read row group by row group, pulled by the caller (no read-ahead), and row
         groups whose timestamp statistics fall outside the window are skipped unread.
         """
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         if isinstance(window, str):
@@ -214,20 +222,23 @@ class PredictionLog:
             raise SchemaMismatch(f"prediction log has no column {unknown[0]!r}", column=unknown[0])
         read_cols = names if TIMESTAMP in names else [*names, TIMESTAMP]
         target = _project(schema, read_cols)
+        ts_type = schema.field(TIMESTAMP).type
         budget = cutoff = None
+        lo_ns = hi_ns = None  # bounds in integer nanoseconds since the epoch: exact comparisons
         if isinstance(window, LastRows):
-            cut = self._cutoff(window.n)
-            rng = TimeRange(None, None)
+            cut = self._cutoff(window.n, ts_type.unit)
             if cut is not None:
-                cutoff, n_after = cut
-                rng = TimeRange(cutoff, None)
+                cut_ns, n_after = cut
+                lo_ns = cut_ns
+                cutoff = pa.scalar(_to_unit(cut_ns, ts_type.unit), type=ts_type)
                 budget = window.n - n_after  # rows exactly at the cut-off still to take
         else:
             rng = window.resolve(now)
-        ts_type = schema.field(TIMESTAMP).type
-        for batch in self._scan(rng, read_cols, target, dict_cols, batch_size):
+            lo_ns = _ns(rng.start) if rng.start else None
+            hi_ns = _ns(rng.end) if rng.end else None
+        for batch in self._scan(lo_ns, hi_ns, read_cols, target, dict_cols, batch_size):
             if budget is not None and cutoff is not None:
-                at = pc.equal(batch.column(TIMESTAMP), _scalar(cutoff, ts_type))
+                at = pc.equal(batch.column(TIMESTAMP), cutoff)
                 n_at = pc.sum(at).as_py() or 0
                 if n_at > budget:
                     # keep the first `budget` rows at the cut-off, in file order
@@ -241,33 +252,50 @@ class PredictionLog:
                 yield batch
 
     def _scan(
-        self, rng: TimeRange, read_cols: list[str], target: Any, dict_cols: list[str], size: int
+        self,
+        lo_ns: int | None,
+        hi_ns: int | None,
+        read_cols: list[str],
+        target: Any,
+        dict_cols: list[str],
+        size: int,
     ) -> Iterator[Any]:
+        """Rows with ``lo_ns <= timestamp < hi_ns`` (None: open), cast to the ``target`` schema."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        ts_type = target.field(TIMESTAMP).type
-        lo = _scalar(rng.start, ts_type) if rng.start else None
-        hi = _scalar(rng.end, ts_type) if rng.end else None
         for path in self.files():
+            names = pq.read_schema(path).names
             # pyarrow's dataset scanner reads ahead and held >1 GB on a 10M-row log; pulling
             # row group by row group keeps one row group and one batch in memory.
             pf = pq.ParquetFile(
-                path, read_dictionary=dict_cols, pre_buffer=False, buffer_size=1 << 20
+                path,
+                read_dictionary=[c for c in dict_cols if c in names],
+                pre_buffer=False,
+                buffer_size=1 << 20,
             )
             present = [c for c in read_cols if c in pf.schema_arrow.names]
-            ts_idx = pf.schema_arrow.get_field_index(TIMESTAMP)
+            ts_type = pf.schema_arrow.field(TIMESTAMP).type
+            # bounds in this segment's own unit, rounded up: ts >= x and ts < x hold for an
+            # integer ts exactly when they hold against ceil(x)
+            lo = _to_unit(lo_ns, ts_type.unit) if lo_ns is not None else None
+            hi = _to_unit(hi_ns, ts_type.unit) if hi_ns is not None else None
+            if (lo is not None and lo > _INT64_MAX) or (hi is not None and hi <= _INT64_MIN):
+                continue  # the window lies beyond what this segment's unit can hold
+            lo = lo if lo is not None and lo > _INT64_MIN else None
+            hi = hi if hi is not None and hi <= _INT64_MAX else None
+            leaf, unit = _timestamp_leaf(pf)
             for rg in range(pf.num_row_groups):
-                if not _overlaps(pf.metadata.row_group(rg), ts_idx, rng, ts_type):
+                if not _overlaps_ns(pf.metadata.row_group(rg), leaf, unit, lo_ns, hi_ns):
                     continue
                 for batch in pf.iter_batches(batch_size=size, row_groups=[rg], columns=present):
                     ts = batch.column(TIMESTAMP)
                     mask = None
                     if lo is not None:
-                        mask = pc.greater_equal(ts, lo)
+                        mask = pc.greater_equal(ts, pa.scalar(lo, type=ts_type))
                     if hi is not None:
-                        m2 = pc.less(ts, hi)
+                        m2 = pc.less(ts, pa.scalar(hi, type=ts_type))
                         mask = m2 if mask is None else pc.and_(mask, m2)
                     if mask is not None:
                         batch = batch.filter(mask)
@@ -277,37 +305,42 @@ class PredictionLog:
                     for field in target:
                         if field.name in present:
                             col = batch.column(field.name)
-                            arrays.append(col if col.type == field.type else col.cast(field.type))
+                            arrays.append(_cast(col, field, path))
                         else:  # a column this older segment does not have
                             arrays.append(pa.nulls(batch.num_rows, field.type))
                     yield pa.RecordBatch.from_arrays(arrays, schema=target)
 
-    def _cutoff(self, n: int) -> tuple[datetime, int] | None:
-        """(timestamp of the n-th newest row, rows strictly newer), or None if the log has <= n."""
+    def _cutoff(self, n: int, unit: str) -> tuple[int, int] | None:
+        """(timestamp of the n-th newest row in epoch ns, rows strictly newer), or None if the
+        log has <= n rows. Exact at ``unit``, the unit of the log's unified timestamp column.
+        """
         import duckdb
 
+        # epoch_us would truncate ns timestamps (and DuckDB has none for TIMESTAMPTZ_NS);
+        # epoch_ns overflows past 2262, so it is only used where the data is in ns anyway.
+        fn, per = ("epoch_ns", 1) if unit == "ns" else ("epoch_us", 1_000)
         files = [str(f) for f in self.files()]
         con = duckdb.connect()
         try:
             src = "read_parquet($files, union_by_name = true)"
             row = con.execute(
-                f"SELECT epoch_us({TIMESTAMP}) FROM {src} ORDER BY {TIMESTAMP} DESC "
+                f"SELECT {fn}({TIMESTAMP}) FROM {src} ORDER BY {TIMESTAMP} DESC "
                 f"LIMIT 1 OFFSET $off",
                 {"files": files, "off": n - 1},
             ).fetchone()
             if row is None:
                 return None
-            cut_us = int(row[0])
+            cut = int(row[0])
             newer = con.execute(
-                f"SELECT count(*) FROM {src} WHERE epoch_us({TIMESTAMP}) > $cut",
-                {"files": files, "cut": cut_us},
+                f"SELECT count(*) FROM {src} WHERE {fn}({TIMESTAMP}) > $cut",
+                {"files": files, "cut": cut},
             ).fetchone()
         except duckdb.Error as exc:
             raise SchemaMismatch(f"cannot read prediction log {self.path}: {exc}") from exc
         finally:
             con.close()
         assert newer is not None
-        return _EPOCH + timedelta(microseconds=cut_us), int(newer[0])
+        return cut * per, int(newer[0])
 
     def read(self, window: Window | str, columns: Iterable[str] | None = None, **kw: Any) -> Any:
         """The whole window as a pandas DataFrame — for windows known to be small."""
@@ -331,26 +364,81 @@ def _project(schema: Any, names: list[str]) -> Any:
     return pa.schema([schema.field(c) for c in names])
 
 
-def _scalar(dt: datetime, ts_type: Any) -> Any:
+def _decoded(schema: Any) -> Any:
+    """``schema`` with dictionary-encoded columns as their value type."""
     import pyarrow as pa
 
-    return pa.scalar(dt, type=ts_type)
+    for i, f in enumerate(schema):
+        if pa.types.is_dictionary(f.type):
+            schema = schema.set(i, f.with_type(f.type.value_type))
+    return schema
 
 
-_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+def _cast(col: Any, field: Any, path: Path) -> Any:
+    import pyarrow as pa
+
+    if col.type == field.type:
+        return col
+    try:
+        return col.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise SchemaMismatch(
+            f"column {field.name!r} of segment {path.name} ({col.type}) cannot be read as "
+            f"{field.type}: {exc}",
+            column=field.name,
+        ) from exc
 
 
-def _overlaps(rg_meta: Any, ts_idx: int, rng: TimeRange, ts_type: Any) -> bool:
-    """False only when the row group's timestamp statistics prove it lies outside the range."""
-    if ts_idx < 0 or (rng.start is None and rng.end is None):
+def _ns(dt: datetime) -> int:
+    """Nanoseconds since the epoch, in integer arithmetic (a float is off by up to ~120 ns)."""
+    return (dt - _EPOCH) // timedelta(microseconds=1) * 1_000
+
+
+def _to_unit(ns: int, unit: str) -> int:
+    """``ns`` in ``unit``, rounded up."""
+    return -(-ns // _NS_PER_UNIT[unit])
+
+
+_UNITS_JSON = {"seconds": "s", "milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}
+
+
+def _timestamp_leaf(pf: Any) -> tuple[int, str | None]:
+    """(index of the timestamp column among the file's leaf columns, its stored unit)."""
+    import json
+
+    schema = pf.metadata.schema
+    for i in range(len(schema)):
+        col = schema.column(i)
+        if col.path == TIMESTAMP:
+            try:
+                unit = json.loads(col.logical_type.to_json()).get("timeUnit")
+            except (ValueError, AttributeError):
+                unit = None
+            return i, _UNITS_JSON.get(unit) if isinstance(unit, str) else None
+    return -1, None
+
+
+def _overlaps(rg_meta: Any, leaf: int, rng: TimeRange, ts_type: Any) -> bool:
+    """False only when the row group's statistics prove it lies outside ``rng`` (leaf column
+    ``leaf`` holds timestamps of ``ts_type``)."""
+    lo_ns = _ns(rng.start) if rng.start else None
+    hi_ns = _ns(rng.end) if rng.end else None
+    return _overlaps_ns(rg_meta, leaf, ts_type.unit, lo_ns, hi_ns)
+
+
+def _overlaps_ns(
+    rg_meta: Any, leaf: int, unit: str | None, lo_ns: int | None, hi_ns: int | None
+) -> bool:
+    """False only when the row group's timestamp statistics (stored in ``unit``) prove it lies
+    outside ``lo_ns <= t < hi_ns``."""
+    if leaf < 0 or unit is None or (lo_ns is None and hi_ns is None):
         return True
-    col = rg_meta.column(ts_idx)
+    col = rg_meta.column(leaf)
     stats = col.statistics
     if stats is None or not stats.has_min_max or col.physical_type != "INT64":
         return True
-    per_s = _PER_SECOND[ts_type.unit]
-    lo, hi = int(stats.min_raw), int(stats.max_raw)
-    # bounds widened by one unit so float rounding can never prune a row group that overlaps
-    if rng.start is not None and hi < int(rng.start.timestamp() * per_s) - 1:
+    per = _NS_PER_UNIT[unit]
+    lo, hi = int(stats.min_raw) * per, int(stats.max_raw) * per
+    if lo_ns is not None and hi < lo_ns:
         return False
-    return not (rng.end is not None and lo > int(rng.end.timestamp() * per_s) + 1)
+    return not (hi_ns is not None and lo >= hi_ns)
