@@ -46,6 +46,11 @@ class Settings:
     trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
     user: str = field(default_factory=lambda: os.environ.get("MODELLOOP_USER") or _login())
 
+    def __post_init__(self) -> None:
+        # Accept a str (or any path-like) for home; keep everything downstream a Path.
+        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
+        object.__setattr__(self, "trusted_types", tuple(self.trusted_types))
+
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
         """Build settings from environment variables; keyword arguments take precedence."""

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from modelloop.exceptions import InvalidInput, SchemaMismatch
 
 __all__ = ["MetricRow", "PerformanceReport", "SegmentGap", "join_labels", "live_performance"]
@@ -164,6 +166,11 @@ def join_labels(
     return preds.merge(labs, on=on, how="inner", validate="many_to_one")
 
 
+def _group_value(v: Any) -> str:
+    """A group key as text; time buckets in ISO 8601."""
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+
+
 def _class_key(v: Any) -> str:
     """A class value as text, the same for ``1``, ``"1"``, ``np.int64(1)`` and ``1.0``."""
     if isinstance(v, float) and v.is_integer():  # int labels become float next to a NaN
@@ -175,28 +182,41 @@ def _class_key(v: Any) -> str:
 
 @dataclass(frozen=True)
 class _Classes:
-    """How a classification frame is scored, decided once for all of its groups."""
+    """How a classification frame is scored, decided once for all of its groups. Labels and
+    predictions are encoded as indices into ``names`` (-1 for a value that is no class)."""
 
-    labels: list[Any]  # every class, as compared
+    names: list[Any]
     binary: bool
-    positive: Any  # the positive class when binary
+    positive: int  # index of the positive class when binary (-1: none)
+
+
+def _encode(values: Any, index: dict[Any, int], key: Any) -> np.ndarray:
+    """Values as class indices; the key function runs once per distinct value, not per row."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    lookup = np.array([index.get(key(u), -1) for u in uniques] + [-1], dtype=np.int64)
+    return lookup[codes]  # the NA sentinel -1 picks the trailing -1
 
 
 def _classes(
     y: Any, pred: Any, classes: Sequence[Any] | None, pos_label: Any
-) -> tuple[_Classes, Any, Any]:
-    """The scoring of the frame and its labels and predictions as compared."""
+) -> tuple[_Classes, np.ndarray, np.ndarray]:
+    """The scoring of the frame, and its labels and predictions as class indices."""
     import pandas as pd
 
     if classes is not None:
-        keys = list(dict.fromkeys(_class_key(c) for c in classes))
-        if not keys:
+        names = list(dict.fromkeys(_class_key(c) for c in classes))
+        if not names:
             raise InvalidInput("classes must name at least one class")
-        y, pred = y.map(_class_key), pred.map(_class_key)
-        return _Classes(keys, len(keys) <= 2, keys[-1]), y, pred
-    seen = list(pd.unique(pd.concat([y, pred], ignore_index=True)))
-    binary = len(seen) <= 2 and (pos_label in seen or len(seen) < 2)
-    return _Classes(seen, binary, pos_label), y, pred
+        index = {k: i for i, k in enumerate(names)}
+        cls = _Classes(names, len(names) <= 2, len(names) - 1)
+        return cls, _encode(y, index, _class_key), _encode(pred, index, _class_key)
+    names = list(pd.unique(pd.concat([y, pred], ignore_index=True)))
+    index = {v: i for i, v in enumerate(names)}
+    binary = len(names) <= 2 and (pos_label in index or len(names) < 2)
+    cls = _Classes(names, binary, index.get(pos_label, -1))
+    return cls, _encode(y, index, lambda v: v), _encode(pred, index, lambda v: v)
 
 
 def _metrics(task: str, y: Any, pred: Any, score: Any, cls: _Classes | None) -> dict[str, Any]:
@@ -209,14 +229,14 @@ def _metrics(task: str, y: Any, pred: Any, score: Any, cls: _Classes | None) -> 
         }
     # labels= keeps the averaging of the whole frame in a group that lacks a class; for one
     # label, macro averaging is scikit-learn's binary F1 of that class
-    labels = [cls.positive] if cls.binary else cls.labels
+    labels = [cls.positive] if cls.binary else list(range(len(cls.names)))
     f1 = skm.f1_score(y, pred, labels=labels, average="macro", zero_division=0)
     auc = None
     if score is not None and cls.binary:
-        positive = [v == cls.positive for v in y]
-        if 0 < sum(positive) < len(positive):
+        positive = y == cls.positive
+        if 0 < positive.sum() < len(positive):
             auc = float(skm.roc_auc_score(positive, score))
-    return {"accuracy": float(skm.accuracy_score(y, pred)), "f1": float(f1), "auc": auc}
+    return {"accuracy": float(np.mean(y == pred)), "f1": float(f1), "auc": auc}
 
 
 def live_performance(
@@ -271,18 +291,18 @@ def live_performance(
     if task == "classification":
         cls, y, pred = _classes(y, pred, classes, pos_label)
     # compared values under private names, so that grouping columns are left as given
-    frame = frame.assign(**{_Y: y.to_numpy(), _PRED: pred.to_numpy()})
+    frame = frame.assign(**{_Y: np.asarray(y), _PRED: np.asarray(pred)})
 
     def evaluate(part: pd.DataFrame) -> dict[str, float | None]:
         s = part[score].to_numpy() if score else None
-        m = _metrics(task, part[_Y].tolist(), part[_PRED].tolist(), s, cls)
+        m = _metrics(task, part[_Y].to_numpy(), part[_PRED].to_numpy(), s, cls)
         return {k: _clean(v) for k, v in m.items()}
 
     keys: list[str] = []
     if freq:
         ts = pd.to_datetime(frame[timestamp], utc=True)
         try:
-            frame = frame.assign(**{WINDOW: ts.dt.floor(freq).map(lambda t: t.isoformat())})
+            frame = frame.assign(**{WINDOW: ts.dt.floor(freq)})
         except ValueError as exc:
             raise InvalidInput(f"bad freq {freq!r}: {exc}") from exc
         keys.append(WINDOW)
@@ -293,7 +313,7 @@ def live_performance(
     rows: list[MetricRow] = []
     if keys:
         for values, part in frame.groupby(keys, sort=True, observed=True, dropna=False):
-            group = dict(zip(keys, (str(v) for v in values), strict=True))
+            group = dict(zip(keys, (_group_value(v) for v in values), strict=True))
             rows.append(MetricRow(group, len(part), evaluate(part)))
     gaps: list[SegmentGap] = []
     if segment:

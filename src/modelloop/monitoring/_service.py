@@ -38,6 +38,8 @@ __all__ = ["MonitorOutcome", "StoreAlertStates", "feedback_dir", "run_monitor"]
 Progress = Callable[[int], None]  # called with the number of rows read so far
 #: Segments with fewer labelled rows are reported but left out of the gap between segments.
 MIN_SEGMENT_ROWS = 100
+#: DuckDB's memory budget for joining labels to predictions (it spills to disk beyond it).
+DUCKDB_MEMORY = "256MB"
 
 
 @dataclass(frozen=True)
@@ -361,6 +363,8 @@ def _performance(
             "live performance needs duckdb: pip install 'modelloop[monitoring]'"
         ) from exc
 
+    import pandas as pd
+
     from modelloop.monitoring._performance import (
         PerformanceReport,
         live_performance,
@@ -371,6 +375,13 @@ def _performance(
     if "prediction" not in source.columns:
         return None
     con = duckdb.connect()
+    spill = client.settings.home / "cache" / "duckdb"
+    spill.mkdir(parents=True, exist_ok=True)
+    # The join spills to disk past this, so a month of labels does not take the machine's RAM.
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute("SET temp_directory = ?", [str(spill)])
+    con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")
     try:
         table = source.relation(con)
         label_rel = _labels_relation(con, client, name, labels)
@@ -385,10 +396,12 @@ def _performance(
         score = f"proba_{classes[-1]}" if task == "classification" and classes else None
         if score is not None and score not in source.columns:
             score = None
-        wanted = ["prediction", "timestamp", "model_version", "route", segment, score]
+        wanted = ["prediction", "timestamp", "model_version", segment, score]
         cols = [c for c in dict.fromkeys(wanted) if c and c in source.columns]
         select = ", ".join(f'p."{c}"' for c in cols)
         where, params = _time_filter(window, "timestamp" in source.columns)
+        if "route" in source.columns:  # a shadow answer was never served: no live accuracy
+            where += " AND p.route IS DISTINCT FROM 'shadow'"
         if isinstance(window, LastRows) and "timestamp" in source.columns:
             table = f"(SELECT * FROM {table} ORDER BY timestamp DESC LIMIT {int(window.n)})"
         if inline:
@@ -403,24 +416,30 @@ def _performance(
         con.close()
     if frame.empty:
         return None
-    if "route" in frame.columns:  # a shadow answer was never served: it has no live accuracy
-        frame = frame[frame["route"] != "shadow"]
     kw: dict[str, Any] = {"task": task, "score": score}
     if task == "classification" and classes:
         kw["classes"] = classes
     # One report, three views: overall and per segment (with the gap between segments), per
     # model version, and over time for the timeline.
     versions = ["model_version"] if "model_version" in frame.columns else []
-    by_segment = live_performance(frame, segment=segment, min_segment_rows=MIN_SEGMENT_ROWS, **kw)
-    by_version = live_performance(frame, by=versions, **kw)
+    base = ["label", "prediction", *([score] if score else [])]
+
+    def view(*extra: str) -> pd.DataFrame:  # each view copies only the columns it needs
+        return frame[[*base, *extra]]
+
+    by_segment = live_performance(
+        view(*([segment] if segment else [])),
+        segment=segment,
+        min_segment_rows=MIN_SEGMENT_ROWS,
+        **kw,
+    )
+    by_version = live_performance(view(*versions), by=versions, **kw)
     rows = [*by_segment.rows, *by_version.rows]
     keys = [*by_segment.keys, *by_version.keys]
     if "timestamp" in frame.columns:
-        import pandas as pd
-
         ts = pd.to_datetime(frame["timestamp"], utc=True)
         freq = "1h" if ts.max() - ts.min() < pd.Timedelta(days=2) else "1D"
-        timeline = live_performance(frame, by=versions, freq=freq, **kw)
+        timeline = live_performance(view("timestamp", *versions), by=versions, freq=freq, **kw)
         rows += timeline.rows
         keys += timeline.keys
     return PerformanceReport(
