@@ -164,3 +164,12 @@ def test_constant_reference_column() -> None:
     assert moved.statistic == pytest.approx(0.5) and moved.drifted
     ks = KSDetector().fit(ref).test(np.r_[np.full(250, 3.0), np.full(250, 4.0)])
     assert ks.statistic == pytest.approx(0.5) and ks.error_bound == 0.0 and ks.drifted
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.15, 0.3])
+def test_ks_p_value_close_to_scipys_default_method(shift: float) -> None:
+    rng = np.random.default_rng(7)
+    ref, cur = rng.normal(0, 1, 800), rng.normal(shift, 1, 600)
+    r = KSDetector().fit(ref).test(cur)
+    scipy_default = stats.ks_2samp(ref, cur)  # exact or asymptotic, as scipy chooses
+    assert r.p_value == pytest.approx(scipy_default.pvalue, rel=0.1, abs=1e-6)
