@@ -3,7 +3,8 @@ one JSON line.
 
 Registers the flights model (quickstart), writes N logged predictions (sampled flights, scored by
 the model) and their labels in segments of 250k rows, then times ``run_monitor`` — drift, data
-quality and live accuracy per carrier — in a fresh process and reports its peak RSS.
+quality and live accuracy per carrier, both streamed — in a fresh process and reports its peak
+RSS (VmHWM of that process).
 
 Usage: python benchmarks/monitor_run.py [--rows 2000000]
 """

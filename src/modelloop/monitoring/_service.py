@@ -363,12 +363,7 @@ def _performance(
             "live performance needs duckdb: pip install 'modelloop[monitoring]'"
         ) from exc
 
-    import pandas as pd
-
-    from modelloop.monitoring._performance import (
-        PerformanceReport,
-        live_performance,
-    )
+    from modelloop.monitoring._live import LiveMetricsAccumulator
 
     if segment and segment not in source.columns:
         raise InvalidInput(f"segment column {segment!r} is not in the current data")
@@ -396,9 +391,11 @@ def _performance(
         score = f"proba_{classes[-1]}" if task == "classification" and classes else None
         if score is not None and score not in source.columns:
             score = None
-        wanted = ["prediction", "timestamp", "model_version", segment, score]
-        cols = [c for c in dict.fromkeys(wanted) if c and c in source.columns]
-        select = ", ".join(f'p."{c}"' for c in cols)
+        cols = [c for c in ("prediction", "timestamp", "model_version", segment) if c]
+        cols = [c for c in dict.fromkeys(cols) if c in source.columns]
+        select = ", ".join(
+            [*(f'p."{c}"' for c in cols), *([f'p."{score}" AS score'] if score else [])]
+        )
         where, params = _time_filter(window, "timestamp" in source.columns)
         if "route" in source.columns:  # a shadow answer was never served: no live accuracy
             where += " AND p.route IS DISTINCT FROM 'shadow'"
@@ -411,40 +408,24 @@ def _performance(
                 f"SELECT {select}, l.label FROM {table} p JOIN {label_rel} l "
                 f"ON p.request_id = l.request_id WHERE TRUE{where}"
             )
-        frame = con.execute(sql, params).df()
+        if task == "classification" and not classes:  # a model without probabilities
+            found = con.execute(
+                f"SELECT DISTINCT v FROM (SELECT CAST(label AS VARCHAR) v FROM ({sql}) "
+                f"UNION SELECT CAST(prediction AS VARCHAR) FROM ({sql})) ORDER BY v",
+                params * 2,
+            ).fetchall()
+            classes = [r[0] for r in found if r[0] is not None]
+        acc = LiveMetricsAccumulator(task=task, classes=classes or None, segment=segment)
+        reader = con.sql(sql, params=params).to_arrow_reader(262_144)
+        labelled = 0
+        for batch in reader or ():  # streamed: only counts are kept, never the labelled rows
+            acc.update(batch)
+            labelled += batch.num_rows
     finally:
         con.close()
-    if frame.empty:
+    if labelled == 0:
         return None
-    kw: dict[str, Any] = {"task": task, "score": score}
-    if task == "classification" and classes:
-        kw["classes"] = classes
-    # One report, three views: overall and per segment (with the gap between segments), per
-    # model version, and over time for the timeline.
-    versions = ["model_version"] if "model_version" in frame.columns else []
-    base = ["label", "prediction", *([score] if score else [])]
-
-    def view(*extra: str) -> pd.DataFrame:  # each view copies only the columns it needs
-        return frame[[*base, *extra]]
-
-    by_segment = live_performance(
-        view(*([segment] if segment else [])),
-        segment=segment,
-        min_segment_rows=MIN_SEGMENT_ROWS,
-        **kw,
-    )
-    by_version = live_performance(view(*versions), by=versions, **kw)
-    rows = [*by_segment.rows, *by_version.rows]
-    keys = [*by_segment.keys, *by_version.keys]
-    if "timestamp" in frame.columns:
-        ts = pd.to_datetime(frame["timestamp"], utc=True)
-        freq = "1h" if ts.max() - ts.min() < pd.Timedelta(days=2) else "1D"
-        timeline = live_performance(view("timestamp", *versions), by=versions, freq=freq, **kw)
-        rows += timeline.rows
-        keys += timeline.keys
-    return PerformanceReport(
-        task, by_segment.overall, tuple(rows), by_segment.gaps, tuple(dict.fromkeys(keys))
-    )
+    return acc.report(min_segment_rows=MIN_SEGMENT_ROWS)
 
 
 def _time_filter(window: Any, has_timestamp: bool) -> tuple[str, list[Any]]:

@@ -1,0 +1,208 @@
+"""Live metrics accumulated batch by batch, so labelled windows of any size stay in bounded memory.
+
+Per group (overall, per segment, per model version, per time bucket and version) it keeps counts,
+not rows: for classification the per-class true/false positives and negatives (accuracy and F1
+are then exact) and, for binary models, histograms of the positive-class score on
+:data:`AUC_BINS` equal bins of [0, 1] for each true class. AUC is computed from the histograms,
+counting pairs in the same bin as half-ordered, so it differs from the exact AUC by at most half
+the share of (positive, negative) pairs that share a bin. For regression it keeps sums of absolute
+and squared errors (MAE and RMSE are exact).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelloop.exceptions import InvalidInput
+from modelloop.monitoring._performance import (
+    CLASSIFICATION,
+    REGRESSION,
+    WINDOW,
+    MetricRow,
+    PerformanceReport,
+    SegmentGap,
+    _class_key,
+    _encode,
+)
+
+__all__ = ["AUC_BINS", "LiveMetricsAccumulator"]
+
+#: Resolution of the score histograms behind streamed AUC.
+AUC_BINS = 10_000
+_VERSION = "model_version"
+
+
+@dataclass
+class _Counts:
+    n: int = 0
+    tp: np.ndarray | None = None  # per class
+    fp: np.ndarray | None = None
+    fn: np.ndarray | None = None
+    correct: int = 0
+    pos_hist: np.ndarray | None = None
+    neg_hist: np.ndarray | None = None
+    abs_err: float = 0.0
+    sq_err: float = 0.0
+
+
+class LiveMetricsAccumulator:
+    """Accumulate labelled predictions (pyarrow record batches or DataFrames) into live metrics.
+
+    Batches carry ``label``, ``prediction`` and, as available, ``score`` (the positive-class
+    probability), ``model_version``, ``timestamp`` and the ``segment`` column. ``classes`` are the
+    model's classes (the last is the positive one of a binary model); labels and predictions are
+    compared as the text of their values.
+    """
+
+    def __init__(
+        self,
+        *,
+        task: str,
+        classes: Sequence[Any] | None = None,
+        segment: str | None = None,
+        freq: str = "1h",
+    ) -> None:
+        if task not in ("classification", "regression"):
+            raise InvalidInput(f"task must be 'classification' or 'regression', got {task!r}")
+        if task == "classification" and not classes:
+            raise InvalidInput("streamed classification metrics need the model's classes")
+        self.task = task
+        self.names = [_class_key(c) for c in classes or ()]
+        self.index = {k: i for i, k in enumerate(self.names)}
+        self.segment = segment
+        self.freq = freq
+        self.groups: dict[tuple[tuple[str, str], ...], _Counts] = {}
+
+    @property
+    def binary(self) -> bool:
+        return self.task == "classification" and len(self.names) <= 2
+
+    def update(self, batch: Any) -> LiveMetricsAccumulator:
+        """Add one batch of labelled predictions."""
+        import pandas as pd
+
+        frame = batch if isinstance(batch, pd.DataFrame) else batch.to_pandas()
+        frame = frame.dropna(subset=["label", "prediction"])
+        if frame.empty:
+            return self
+        keys = pd.DataFrame(index=frame.index)
+        if self.segment:
+            keys["segment"] = frame[self.segment].astype("string").fillna("<missing>")
+        if _VERSION in frame.columns:
+            keys[_VERSION] = frame[_VERSION].astype("string")
+        if "timestamp" in frame.columns:
+            ts = pd.to_datetime(frame["timestamp"], utc=True).dt.floor(self.freq)
+            keys[WINDOW] = _iso(ts)
+        sets: list[list[str]] = [[]]
+        if self.segment:
+            sets.append(["segment"])
+        if _VERSION in keys:
+            sets.append([_VERSION])
+        if WINDOW in keys:
+            sets.append([WINDOW, *([_VERSION] if _VERSION in keys else [])])
+        data = self._values(frame)
+        for names in sets:
+            if not names:
+                self._add((), data, np.ones(len(frame), dtype=bool))
+                continue
+            codes, uniques = pd.MultiIndex.from_frame(keys[names]).factorize()
+            for g, values in enumerate(uniques):
+                label = tuple(zip(names, (str(v) for v in values), strict=True))
+                self._add(label, data, codes == g)
+        return self
+
+    def _values(self, frame: Any) -> dict[str, np.ndarray]:
+        if self.task == "regression":
+            y = frame["label"].to_numpy(dtype=np.float64)
+            p = frame["prediction"].to_numpy(dtype=np.float64)
+            return {"err": p - y}
+        y = _encode(frame["label"], self.index, _class_key)
+        p = _encode(frame["prediction"], self.index, _class_key)
+        out = {"y": y, "p": p}
+        if self.binary and "score" in frame.columns:
+            s = frame["score"].to_numpy(dtype=np.float64)
+            out["bin"] = np.clip((s * AUC_BINS).astype(np.int64), 0, AUC_BINS - 1)
+        return out
+
+    def _add(self, key: tuple[tuple[str, str], ...], data: dict[str, np.ndarray], m: Any) -> None:
+        c = self.groups.setdefault(key, _Counts())
+        c.n += int(m.sum())
+        if self.task == "regression":
+            err = data["err"][m]
+            c.abs_err += float(np.abs(err).sum())
+            c.sq_err += float(np.square(err).sum())
+            return
+        k = len(self.names)
+        y, p = data["y"][m], data["p"][m]
+        hit = y == p
+        c.correct += int(hit.sum())
+        tp = np.bincount(y[hit & (y >= 0)], minlength=k)
+        fp = np.bincount(p[~hit & (p >= 0)], minlength=k)
+        fn = np.bincount(y[~hit & (y >= 0)], minlength=k)
+        c.tp = tp if c.tp is None else c.tp + tp
+        c.fp = fp if c.fp is None else c.fp + fp
+        c.fn = fn if c.fn is None else c.fn + fn
+        if "bin" in data:
+            b = data["bin"][m]
+            pos = np.bincount(b[y == k - 1], minlength=AUC_BINS)
+            neg = np.bincount(b[(y >= 0) & (y != k - 1)], minlength=AUC_BINS)
+            c.pos_hist = pos if c.pos_hist is None else c.pos_hist + pos
+            c.neg_hist = neg if c.neg_hist is None else c.neg_hist + neg
+
+    def _metrics(self, c: _Counts) -> dict[str, float | None]:
+        if self.task == "regression":
+            return {"mae": c.abs_err / c.n, "rmse": math.sqrt(c.sq_err / c.n)}
+        assert c.tp is not None and c.fp is not None and c.fn is not None
+        denom = 2 * c.tp + c.fp + c.fn
+        f1s = np.divide(2 * c.tp, denom, out=np.zeros(len(denom)), where=denom > 0)
+        f1 = float(f1s[-1]) if self.binary else float(f1s.mean())
+        auc = None
+        if c.pos_hist is not None and c.neg_hist is not None:
+            n_pos, n_neg = c.pos_hist.sum(), c.neg_hist.sum()
+            if n_pos and n_neg:
+                below = np.cumsum(c.neg_hist) - c.neg_hist  # negatives in lower bins
+                pairs = (c.pos_hist * below).sum() + 0.5 * (c.pos_hist * c.neg_hist).sum()
+                auc = float(pairs / (n_pos * n_neg))
+        return {"accuracy": c.correct / c.n, "f1": f1, "auc": auc}
+
+    def report(self, *, min_segment_rows: int = 1) -> PerformanceReport:
+        """Metrics overall and per group, with gaps between segments of enough rows."""
+        if () not in self.groups or self.groups[()].n == 0:
+            raise InvalidInput("no labelled predictions to evaluate")
+        overall = MetricRow({}, self.groups[()].n, self._metrics(self.groups[()]))
+        seg = self.segment or "segment"
+        rows = []
+        seg_rows = []
+        for key in sorted(k for k in self.groups if k):
+            group = {(seg if n == "segment" else n): v for n, v in key}
+            row = MetricRow(group, self.groups[key].n, self._metrics(self.groups[key]))
+            rows.append(row)
+            if len(key) == 1 and key[0][0] == "segment":
+                seg_rows.append(row)
+        gaps = []
+        for name in CLASSIFICATION if self.task == "classification" else REGRESSION:
+            vals = [
+                (v, r.group[seg])
+                for r in seg_rows
+                if r.n >= min_segment_rows and (v := r.metrics.get(name)) is not None
+            ]
+            if len(vals) >= 2:
+                hi, lo = max(vals), min(vals)
+                gaps.append(SegmentGap({}, name, hi[0], lo[0], hi[1], lo[1]))
+        keys = [k for k in (WINDOW, _VERSION) if any(k in r.group for r in rows)]
+        keys += [self.segment] if self.segment else []
+        return PerformanceReport(self.task, overall, tuple(rows), tuple(gaps), tuple(keys))
+
+
+def _iso(ts: Any) -> Any:
+    """ISO 8601 text of floored timestamps, formatted once per distinct bucket."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(ts)
+    text = np.array([t.isoformat() for t in uniques] + [""], dtype=object)
+    return text[codes]
