@@ -284,6 +284,8 @@ def test_scheduled_run_exposes_prometheus_gauges(mclient: Client, home: Path) ->
                 time.sleep(0.2)
         assert f'modelloop_drift_share{{model="{MODEL}"}}' in body
         assert 'modelloop_feature_drifted{feature="dep_delay"' in body
+        # alerts that were already firing before this process started are exported too
+        assert "modelloop_alert_firing{" in body
     finally:
         proc.terminate()
         assert proc.wait(timeout=30) == 0, proc.stderr.read().decode()

@@ -221,11 +221,13 @@ def monitor_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Compute drift, data quality and live metrics for a window; store them; raise alerts."""
+    from modelloop._client import default_client
     from modelloop.monitoring import PrometheusNotifier, WebhookNotifier
 
     rules = _rules(alert_drift_share, alert_feature or [], alert_metric or [], alert_quality)
     hooks = [WebhookNotifier(u) for u in webhook or []]
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
+    gauges = None
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -251,6 +253,9 @@ def monitor_run(
                 # On a schedule a quiet window or a passing outage must not end monitoring.
                 err_console.print(f"[yellow]run {runs + 1} skipped:[/] {escape(str(exc))}")
             else:
+                if gauges is not None:  # every stored state, not only the ones that changed
+                    for a in default_client().store.list_alerts(outcome.model):
+                        gauges.alert_firing.labels(a.model_name, a.rule).set(float(a.firing))
                 if as_json:
                     print_json(_outcome_json(outcome))
                 else:
