@@ -50,6 +50,12 @@ def _env(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELLOOP_USER", "tester")
 
 
+@pytest.fixture(autouse=True)
+def _empty_logs_after_each_test(mclient: Client):
+    yield
+    _clear_logs(mclient)  # also when a test failed half-way, so the next one starts clean
+
+
 def write_log(client: Client, frame: pd.DataFrame) -> pd.DataFrame:
     """Score ``frame`` with the champion into the prediction log (labels as feedback), the
     way the server lays it out; return the logged rows with their labels."""
@@ -212,6 +218,14 @@ def test_cli_run_report_history_alerts_and_webhook(mclient: Client, tmp_path: Pa
     assert "drift share" in page and "accuracy" in page and "<script src" not in page
     alerts = json.loads(runner.invoke(app, ["monitor", "alerts", MODEL, "--json"]).stdout)
     assert "accuracy_below_0.999" in {a["rule"] for a in alerts["alerts"]}
+    res = runner.invoke(
+        app, ["monitor", "alerts", MODEL, "--resolve", "accuracy_below_0.999", "--json"]
+    )
+    assert "accuracy_below_0.999" not in {a["rule"] for a in json.loads(res.stdout)["alerts"]}
+    last = mclient.store.list_alert_events(MODEL)[-1]
+    assert (last.rule, last.status) == ("accuracy_below_0.999", "resolved")
+    res = runner.invoke(app, ["monitor", "alerts", MODEL, "--resolve", "no_such_rule"])
+    assert res.exit_code == 3 and "no_such_rule" in res.stderr
 
     res = runner.invoke(
         app,
@@ -276,7 +290,8 @@ def test_scheduled_run_exposes_prometheus_gauges(mclient: Client, home: Path) ->
     try:
         body = ""
         deadline = time.monotonic() + 60
-        while "modelloop_drift_share{" not in body and time.monotonic() < deadline:
+        wanted = ("modelloop_drift_share{", "modelloop_alert_firing{")
+        while not all(w in body for w in wanted) and time.monotonic() < deadline:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
                     body = r.read().decode()

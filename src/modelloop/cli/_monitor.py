@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from modelloop.cli._output import JsonOpt, console, err_console, fmt_time, print_json, row
-from modelloop.exceptions import InvalidInput, ModelloopError
+from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
 
 if TYPE_CHECKING:
     from modelloop.monitoring import AlertRule, MonitorOutcome
@@ -349,12 +349,34 @@ def monitor_history(
 def monitor_alerts(
     model: Annotated[str | None, typer.Argument(help="Model name (default: all).")] = None,
     show_all: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+    resolve: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resolve",
+            help="Mark this rule of MODEL resolved, e.g. after removing the rule (repeatable).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List firing alerts (or all alert states with --all)."""
+    """List firing alerts (or all alert states with --all); resolve them by hand."""
+    import dataclasses
+
     from modelloop._client import default_client
 
-    alerts = default_client().store.list_alerts(model, firing_only=not show_all)
+    store = default_client().store
+    for rule in resolve or []:
+        if model is None:
+            raise InvalidInput("--resolve needs the MODEL argument")
+        current = store.get_alert(model, rule)
+        if current is None:
+            raise NotFound(f"model {model!r} has no alert {rule!r}")
+        if current.firing:
+            now = int(time.time() * 1000)
+            resolved = dataclasses.replace(
+                current, firing=False, since=now, updated_at=now, message="resolved by hand"
+            )
+            store.put_alert(resolved, event_status="resolved")
+    alerts = store.list_alerts(model, firing_only=not show_all)
     if as_json:
         print_json({"alerts": alerts})
         return
