@@ -364,3 +364,39 @@ def test_0002_downgrades_to_0001_and_upgrades_again(store: SqlStore, run: Run) -
     assert store.upgrade() == HEAD_REVISION  # this store object still knows it is stale
     assert store.get_run(run.run_id) == run
     assert store.list_monitoring_results("m") == []
+
+
+def test_transition_alert_announces_only_changes(store: SqlStore) -> None:
+    assert store.transition_alert(_alert(firing=False, at=1)) is None  # first, quiet: no event
+    fired = store.transition_alert(_alert(firing=True, at=2, value=0.7))
+    assert fired is not None and fired.status == "firing" and fired.timestamp == 2
+    assert store.transition_alert(_alert(firing=True, at=3, value=0.8)) is None  # still firing
+    held = store.get_alert("m", "drift")
+    assert held is not None and held.since == 2 and held.updated_at == 3 and held.value == 0.8
+    resolved = store.transition_alert(_alert(firing=False, at=4))
+    assert resolved is not None and resolved.status == "resolved"
+    assert [e.status for e in store.list_alert_events("m")] == ["firing", "resolved"]
+
+
+def test_racing_transitions_announce_once(store_url: str) -> None:
+    stores = [SqlStore(store_url) for _ in range(8)]
+    stores[0].upgrade()
+    results: list[object] = []
+    barrier = threading.Barrier(len(stores))
+
+    def fire(s: SqlStore) -> None:
+        barrier.wait()
+        results.append(s.transition_alert(_alert(firing=True, at=10)))
+
+    threads = [threading.Thread(target=fire, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert len(results) == 8
+    assert sum(r is not None for r in results) == 1
+    check = SqlStore(store_url)
+    assert [e.status for e in check.list_alert_events("m")] == ["firing"]
+    check.close()

@@ -370,12 +370,12 @@ def monitor_alerts(
         current = store.get_alert(model, rule)
         if current is None:
             raise NotFound(f"model {model!r} has no alert {rule!r}")
-        if current.firing:
-            now = int(time.time() * 1000)
-            resolved = dataclasses.replace(
+        now = int(time.time() * 1000)
+        store.transition_alert(
+            dataclasses.replace(
                 current, firing=False, since=now, updated_at=now, message="resolved by hand"
             )
-            store.put_alert(resolved, event_status="resolved")
+        )
     alerts = store.list_alerts(model, firing_only=not show_all)
     if as_json:
         print_json({"alerts": alerts})

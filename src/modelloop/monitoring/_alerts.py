@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -266,6 +266,16 @@ class AlertStateStore(abc.ABC):
     def list(self, model: str | None = None, firing_only: bool = False) -> list[AlertState]:
         """States, ordered by model then rule."""
 
+    @abc.abstractmethod
+    def transition(self, state: AlertState) -> bool:
+        """Apply a freshly evaluated state atomically; return whether the alert changed.
+
+        It changed when nothing was stored and ``state`` fires, or when the stored ``firing``
+        differs: then ``state`` is stored as given (``since`` = its ``updated_at``). Otherwise
+        value, message and ``updated_at`` are updated and the stored ``since`` is kept. Two
+        evaluations racing on one alert see exactly one change.
+        """
+
 
 class InMemoryAlertStateStore(AlertStateStore):
     """Alert states in a dict guarded by a lock (lost when the process ends)."""
@@ -281,6 +291,16 @@ class InMemoryAlertStateStore(AlertStateStore):
     def put(self, state: AlertState) -> None:
         with self._lock:
             self._states[(state.model, state.rule)] = state
+
+    def transition(self, state: AlertState) -> bool:
+        key = (state.model, state.rule)
+        with self._lock:
+            prev = self._states.get(key)
+            changed = (prev.firing if prev is not None else False) != state.firing
+            if prev is not None and not changed:
+                state = replace(state, since=prev.since)
+            self._states[key] = state
+            return changed
 
     def list(self, model: str | None = None, firing_only: bool = False) -> list[AlertState]:
         with self._lock:
@@ -328,16 +348,10 @@ class AlertManager:
                 continue
             if cond is None:
                 continue
-            prev = self.store.get(result.model, rule.name)
-            changed = (prev is None and cond.firing) or (
-                prev is not None and prev.firing != cond.firing
-            )
-            since = now if changed or prev is None else prev.since
             state = AlertState(
-                result.model, rule.name, cond.firing, since, now, cond.value, cond.message
+                result.model, rule.name, cond.firing, now, now, cond.value, cond.message
             )
-            self.store.put(state)
-            if changed:
+            if self.store.transition(state):  # atomic: racing evaluations announce once
                 status = FIRING if cond.firing else RESOLVED
                 events.append(
                     AlertEvent(result.model, rule.name, status, cond.value, cond.message, now)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from modelloop._client import Client
     from modelloop.monitoring._performance import PerformanceReport
-    from modelloop.store import MonitoringRecord, Store
+    from modelloop.store import AlertRecord, MonitoringRecord, Store
 
 __all__ = ["MonitorOutcome", "StoreAlertStates", "feedback_dir", "run_monitor"]
 
@@ -72,31 +72,30 @@ class StoreAlertStates(AlertStateStore):
         )
 
     def put(self, state: AlertState) -> None:
-        from modelloop.store import AlertRecord
+        self.store.put_alert(_record(state))
 
-        prev = self.store.get_alert(state.model, state.rule)
-        changed = (prev is None and state.firing) or (
-            prev is not None and prev.firing != state.firing
-        )
-        status = ("firing" if state.firing else "resolved") if changed else None
-        self.store.put_alert(
-            AlertRecord(
-                state.model,
-                state.rule,
-                state.firing,
-                state.since,
-                state.updated_at,
-                state.value,
-                state.message,
-            ),
-            event_status=status,
-        )
+    def transition(self, state: AlertState) -> bool:
+        return self.store.transition_alert(_record(state)) is not None
 
     def list(self, model: str | None = None, firing_only: bool = False) -> list[AlertState]:
         return [
             AlertState(r.model_name, r.rule, r.firing, r.since, r.updated_at, r.value, r.message)
             for r in self.store.list_alerts(model, firing_only=firing_only)
         ]
+
+
+def _record(state: AlertState) -> AlertRecord:
+    from modelloop.store import AlertRecord
+
+    return AlertRecord(
+        state.model,
+        state.rule,
+        state.firing,
+        state.since,
+        state.updated_at,
+        state.value,
+        state.message,
+    )
 
 
 def feedback_dir(home: Path, model: str) -> Path:

@@ -320,6 +320,16 @@ class Store(abc.ABC):
         ``"resolved"``, also append an event (same transaction) and return it."""
 
     @abc.abstractmethod
+    def transition_alert(self, alert: AlertRecord) -> AlertEventRecord | None:
+        """Apply a freshly evaluated alert state in one transaction, with the stored row locked.
+
+        When nothing is stored and ``alert`` fires, or the stored ``firing`` differs, ``alert`` is
+        stored as given and an event (``"firing"`` or ``"resolved"``) is appended and returned.
+        Otherwise value, message and ``updated_at`` are updated, the stored ``since`` is kept, and
+        None is returned (a first, non-firing state is stored without an event). Of several
+        callers racing on one alert, exactly one sees the change."""
+
+    @abc.abstractmethod
     def list_alerts(
         self, model_name: str | None = None, *, firing_only: bool = False
     ) -> list[AlertRecord]:

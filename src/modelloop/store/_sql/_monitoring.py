@@ -91,6 +91,26 @@ def _result(row: Any) -> MonitoringRecord:
     )
 
 
+def _alert_state(alert: AlertRecord) -> dict[str, Any]:
+    """An alert record as validated column values."""
+    if not isinstance(alert, AlertRecord):
+        raise InvalidInput(f"alert must be an AlertRecord, got {type(alert).__name__}")
+    firing = to_json(alert.firing, "alert firing")
+    if not isinstance(firing, bool):
+        raise InvalidInput(f"alert firing must be a bool, got {alert.firing!r}")
+    if not isinstance(alert.message, str):
+        raise InvalidInput(f"alert message must be a string, got {alert.message!r}")
+    return {
+        "model_name": check_text(alert.model_name, "model name"),
+        "rule": check_text(alert.rule, "alert rule"),
+        "firing": firing,
+        "since": check_int(alert.since, "alert since"),
+        "updated_at": check_int(alert.updated_at, "alert updated_at"),
+        "value": _opt_float(alert.value, "alert value"),
+        "message": alert.message,
+    }
+
+
 def _alert(row: Any) -> AlertRecord:
     return AlertRecord(
         model_name=row.model_name,
@@ -200,29 +220,57 @@ class MonitoringMixin(SqlCore):
 
         return self._read(tx)
 
+    def transition_alert(self, alert: AlertRecord) -> AlertEventRecord | None:
+        state = _alert_state(alert)
+        al, ev = T.alerts, T.alert_events
+        key = (al.c.model_name == state["model_name"]) & (al.c.rule == state["rule"])
+        # FOR NO KEY UPDATE on PostgreSQL (ignored by SQLite, where BEGIN IMMEDIATE serialises)
+        lock = sa.select(al.c.firing, al.c.since).where(key).with_for_update(key_share=True)
+        insert_new = (
+            self._insert(al)
+            .on_conflict_do_nothing(index_elements=[al.c.model_name, al.c.rule])
+            .returning(al.c.rule)
+        )
+        add_event = ev.insert().returning(ev.c.event_id)
+
+        def tx(conn: Connection) -> AlertEventRecord | None:
+            prev = conn.execute(lock).first()
+            if prev is None:
+                if conn.execute(insert_new, state).first() is None:
+                    prev = conn.execute(lock).first()  # another caller created it meanwhile
+                elif not state["firing"]:
+                    return None
+            if prev is not None:
+                changed = bool(prev.firing) != state["firing"]
+                values = (
+                    dict(state)
+                    if changed
+                    else {k: state[k] for k in ("updated_at", "value", "message")}
+                )
+                conn.execute(al.update().where(key).values(**values))
+                if not changed:
+                    return None
+            event = {
+                "model_name": state["model_name"],
+                "rule": state["rule"],
+                "status": "firing" if state["firing"] else "resolved",
+                "value": state["value"],
+                "message": state["message"],
+                "timestamp": state["updated_at"],
+            }
+            event_id = conn.execute(add_event, event).scalar_one()
+            return AlertEventRecord(event_id=event_id, **event)
+
+        return self._write(tx)
+
     def put_alert(
         self, alert: AlertRecord, *, event_status: str | None = None
     ) -> AlertEventRecord | None:
-        if not isinstance(alert, AlertRecord):
-            raise InvalidInput(f"alert must be an AlertRecord, got {type(alert).__name__}")
         if event_status is not None and event_status not in EVENT_STATUSES:
             raise InvalidInput(
                 f"event_status must be None, 'firing' or 'resolved', got {event_status!r}"
             )
-        firing = to_json(alert.firing, "alert firing")
-        if not isinstance(firing, bool):
-            raise InvalidInput(f"alert firing must be a bool, got {alert.firing!r}")
-        if not isinstance(alert.message, str):
-            raise InvalidInput(f"alert message must be a string, got {alert.message!r}")
-        state: dict[str, Any] = {
-            "model_name": check_text(alert.model_name, "model name"),
-            "rule": check_text(alert.rule, "alert rule"),
-            "firing": firing,
-            "since": check_int(alert.since, "alert since"),
-            "updated_at": check_int(alert.updated_at, "alert updated_at"),
-            "value": _opt_float(alert.value, "alert value"),
-            "message": alert.message,
-        }
+        state = _alert_state(alert)
         al, ev = T.alerts, T.alert_events
         ins = self._insert(al)
         upsert = ins.on_conflict_do_update(
