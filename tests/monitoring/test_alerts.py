@@ -125,3 +125,22 @@ def test_prometheus_gauges(make_result) -> None:  # type: ignore[no-untyped-def]
 def test_monitor_result_round_trips(make_result) -> None:  # type: ignore[no-untyped-def]
     r = make_result({"a"}, 0.7, unseen=True, ts=9)
     assert MonitorResult.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+def test_prometheus_drops_series_of_a_method_no_longer_used() -> None:
+    from modelloop.monitoring import ColumnDrift, DriftResult
+
+    def result(method: str, stat: float | None) -> MonitorResult:
+        col = ColumnDrift("x", "numeric", method, stat, None, 0.1, False)
+        return MonitorResult("m", DriftResult((col,), 10, 10, 0.05, "benjamini-hochberg", 0.5))
+
+    prom = PrometheusNotifier()
+    get = prom.registry.get_sample_value
+    labels = {"model": "m", "feature": "x"}
+    prom.observe(result("ks", 0.2))
+    assert get("modelloop_feature_drift_statistic", {**labels, "method": "ks"}) == 0.2
+    prom.observe(result("wasserstein", 0.05))
+    assert get("modelloop_feature_drift_statistic", {**labels, "method": "ks"}) is None
+    assert get("modelloop_feature_drift_statistic", {**labels, "method": "wasserstein"}) == 0.05
+    prom.observe(result("wasserstein", None))  # no data for the column in this window
+    assert get("modelloop_feature_drift_statistic", {**labels, "method": "wasserstein"}) is None

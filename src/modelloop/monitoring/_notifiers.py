@@ -194,22 +194,36 @@ class PrometheusNotifier:
         self.quality_breaches = gauge("quality_breaches", "Failed data-quality checks", ["model"])
         self.live_metric = gauge("live_metric", "Live metric over the window", ["model", "metric"])
         self.alert_firing = gauge("alert_firing", "1 while the alert fires", ["model", "rule"])
+        self._methods: dict[tuple[str, str], str] = {}
 
     def observe(self, result: MonitorResult) -> None:
         m = result.model
         if result.drift is not None:
             self.drift_share.labels(m).set(result.drift.share_drifted)
             self.dataset_drift.labels(m).set(float(result.drift.dataset_drift))
-            for c in result.drift.columns:
-                if c.statistic is not None:
-                    self.feature_score.labels(m, c.column, c.method).set(c.statistic)
-                self.feature_drifted.labels(m, c.column).set(float(c.drifted))
+        outputs = result.prediction_drift.columns if result.prediction_drift else ()
+        inputs = result.drift.columns if result.drift else ()
+        for c in (*inputs, *outputs):
+            # One series per column: when its method changes (KS on small windows, Wasserstein
+            # on large ones) or it has no statistic, the previous series must not linger.
+            old = self._methods.get((m, c.column))
+            if old is not None and (old != c.method or c.statistic is None):
+                with contextlib.suppress(KeyError):
+                    self.feature_score.remove(m, c.column, old)
+                del self._methods[(m, c.column)]
+            if c.statistic is not None:
+                self.feature_score.labels(m, c.column, c.method).set(c.statistic)
+                self._methods[(m, c.column)] = c.method
+            self.feature_drifted.labels(m, c.column).set(float(c.drifted))
         if result.quality is not None:
             self.quality_breaches.labels(m).set(len(result.quality.breaches))
         if result.performance is not None:
             for k, v in result.performance.overall.metrics.items():
                 if v is not None:
                     self.live_metric.labels(m, k).set(v)
+                else:
+                    with contextlib.suppress(KeyError):
+                        self.live_metric.remove(m, k)
 
     def notify(self, event: AlertEvent) -> None:
         self.alert_firing.labels(event.model, event.rule).set(
