@@ -81,3 +81,20 @@ def test_regression_errors_are_exact() -> None:
     assert report.metric("mae") == pytest.approx(mean_absolute_error(df.label, df.prediction))
     rmse = float(np.sqrt(np.mean((df.label - df.prediction) ** 2)))
     assert report.metric("rmse") == pytest.approx(rmse)
+
+
+def test_missing_scores_unknown_classes_and_bad_scores() -> None:
+    df = _frame(6_000, [0, 1], seed=4)
+    with_gaps = df.assign(score=df.score.where(np.arange(len(df)) % 5 != 0))
+    report = LiveMetricsAccumulator(task="classification", classes=[0, 1]).update(with_gaps)
+    scored = with_gaps.dropna(subset=["score"])
+    assert report.report().metric("auc") == pytest.approx(
+        roc_auc_score(scored.label, scored.score), abs=1e-4
+    )
+    odd = pd.DataFrame({"label": ["x", "x", 1], "prediction": ["y", "x", 1]})
+    acc = LiveMetricsAccumulator(task="classification", classes=[0, 1]).update(odd).report()
+    assert acc.metric("accuracy") == pytest.approx(2 / 3)  # "x" vs "y" is no match
+    with pytest.raises(Exception, match=r"\[0, 1\]"):
+        LiveMetricsAccumulator(task="classification", classes=[0, 1]).update(
+            df.assign(score=df.score * 3)
+        )

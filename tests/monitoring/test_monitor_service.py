@@ -13,7 +13,7 @@ import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 from typer.testing import CliRunner
 
-from modelloop import Client, NotFound, Settings
+from modelloop import Client, InvalidInput, NotFound, Settings
 from modelloop.cli import app
 from modelloop.data import FLIGHTS_FEATURES, load_flights
 from modelloop.demo import replay_frame, run_quickstart
@@ -389,3 +389,57 @@ def test_regression_model_gets_mae_and_rmse(home: Path, tmp_path: Path) -> None:
     assert metrics["rmse"] == pytest.approx(mean_squared_error(truth, pred) ** 0.5)
     assert [c.column for c in out.result.prediction_drift.columns] == ["prediction"]
     client.close()
+
+
+def _scored(mclient: Client, n: int, seed: int) -> pd.DataFrame:
+    """Flights scored by the champion, with request ids, as a DataFrame (not logged)."""
+    flights = load_flights([7]).sample(n, random_state=seed)
+    model = mclient.load_model(f"models:/{MODEL}@champion")
+    proba = model.predict_proba(flights[FEATURES])
+    return (
+        flights[FEATURES]
+        .reset_index(drop=True)
+        .assign(
+            request_id=[f"r{i}" for i in range(n)],
+            prediction=(proba[:, 1] >= 0.5).astype("int64"),
+            proba_1=proba[:, 1],
+            truth=flights["delayed"].to_numpy(),
+            timestamp=pd.Timestamp("2020-01-01", tz="UTC"),  # far outside any window
+        )
+    )
+
+
+def test_frames_are_taken_whole_and_corrections_without_time_win_by_order(mclient):
+    data = _scored(mclient, 1500, seed=8)
+    wrong = pd.DataFrame({"request_id": data.request_id, "label": 1 - data.truth})
+    right = pd.DataFrame({"request_id": data.request_id, "label": data.truth})
+    labels = pd.concat([wrong, right], ignore_index=True)  # the correction comes last
+    out = run_monitor(
+        mclient, MODEL, data=data.drop(columns="truth"), labels=labels, store_result=False
+    )
+    perf = out.result.performance
+    assert out.result.window["rows"] == perf.overall.n == 1500  # same rows in both passes
+    assert perf.overall.metrics["accuracy"] == pytest.approx(
+        accuracy_score(data.truth, data.prediction)
+    )
+
+
+def test_pending_labels_leave_drift_monitoring_on(mclient: Client) -> None:
+    data = _scored(mclient, 500, seed=9)
+    pending = pd.DataFrame({"request_id": data.request_id, "label": [None] * 500})
+    out = run_monitor(mclient, MODEL, data=data.drop(columns="truth"), labels=pending)
+    assert out.result.performance is None and out.record is not None
+
+
+def test_odd_segment_names_are_quoted_and_glob_paths_refused(mclient, tmp_path) -> None:
+    data = _scored(mclient, 800, seed=10).rename(columns={"truth": "label"})
+    data['car"rier'] = data["carrier"]
+    out = run_monitor(mclient, MODEL, data=data, segment='car"rier', store_result=False)
+    assert out.result.performance.metric("accuracy", **{'car"rier': "UA"}) is not None
+    with pytest.raises(InvalidInput, match="segment"):
+        run_monitor(mclient, MODEL, data=data, segment="nope", store_result=False)
+    odd = tmp_path / "logs[1]"
+    odd.mkdir()
+    data.drop(columns=['car"rier']).to_parquet(odd / "x.parquet")
+    with pytest.raises(InvalidInput, match="glob"):
+        run_monitor(mclient, MODEL, data=odd / "x.parquet", store_result=False)

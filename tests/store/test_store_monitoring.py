@@ -400,3 +400,12 @@ def test_racing_transitions_announce_once(store_url: str) -> None:
     check = SqlStore(store_url)
     assert [e.status for e in check.list_alert_events("m")] == ["firing"]
     check.close()
+
+
+def test_an_older_evaluation_never_overrides_a_newer_one(store: SqlStore) -> None:
+    assert store.transition_alert(_alert(firing=True, at=1000)) is not None
+    assert store.transition_alert(_alert(firing=False, at=3000)) is not None  # resolved
+    assert store.transition_alert(_alert(firing=True, at=2000)) is None  # late and stale
+    state = store.get_alert("m", "drift")
+    assert state is not None and not state.firing and state.updated_at == 3000
+    assert [e.status for e in store.list_alert_events("m")] == ["firing", "resolved"]

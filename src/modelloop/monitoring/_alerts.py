@@ -272,8 +272,9 @@ class AlertStateStore(abc.ABC):
 
         It changed when nothing was stored and ``state`` fires, or when the stored ``firing``
         differs: then ``state`` is stored as given (``since`` = its ``updated_at``). Otherwise
-        value, message and ``updated_at`` are updated and the stored ``since`` is kept. Two
-        evaluations racing on one alert see exactly one change.
+        value, message and ``updated_at`` are updated and the stored ``since`` is kept. A state
+        older than the stored one is ignored. Two evaluations racing on one alert see exactly one
+        change.
         """
 
 
@@ -296,6 +297,8 @@ class InMemoryAlertStateStore(AlertStateStore):
         key = (state.model, state.rule)
         with self._lock:
             prev = self._states.get(key)
+            if prev is not None and state.updated_at < prev.updated_at:
+                return False  # an older evaluation arriving late never overrides a newer one
             changed = (prev.firing if prev is not None else False) != state.firing
             if prev is not None and not changed:
                 state = replace(state, since=prev.since)

@@ -27,7 +27,6 @@ from modelloop.monitoring._performance import (
     PerformanceReport,
     SegmentGap,
     _class_key,
-    _encode,
 )
 
 __all__ = ["AUC_BINS", "LiveMetricsAccumulator"]
@@ -74,6 +73,7 @@ class LiveMetricsAccumulator:
         self.task = task
         self.names = [_class_key(c) for c in classes or ()]
         self.index = {k: i for i, k in enumerate(self.names)}
+        self.unknown: list[str] = []  # values seen that are none of the classes
         self.segment = segment
         self.freq = freq
         self.groups: dict[tuple[tuple[str, str], ...], _Counts] = {}
@@ -121,13 +121,32 @@ class LiveMetricsAccumulator:
             y = frame["label"].to_numpy(dtype=np.float64)
             p = frame["prediction"].to_numpy(dtype=np.float64)
             return {"err": p - y}
-        y = _encode(frame["label"], self.index, _class_key)
-        p = _encode(frame["prediction"], self.index, _class_key)
+        y, p = self._code(frame["label"]), self._code(frame["prediction"])
         out = {"y": y, "p": p}
         if self.binary and "score" in frame.columns:
-            s = frame["score"].to_numpy(dtype=np.float64)
-            out["bin"] = np.clip((s * AUC_BINS).astype(np.int64), 0, AUC_BINS - 1)
+            s = frame["score"].to_numpy(dtype=np.float64, na_value=np.nan)
+            finite = np.isfinite(s)  # rows without a score stay out of the AUC only
+            if ((s[finite] < 0) | (s[finite] > 1)).any():
+                raise InvalidInput("the score column must hold probabilities in [0, 1]")
+            bins = np.full(len(s), -1, dtype=np.int64)
+            bins[finite] = np.minimum((s[finite] * AUC_BINS).astype(np.int64), AUC_BINS - 1)
+            out["bin"] = bins
         return out
+
+    def _code(self, values: Any) -> np.ndarray:
+        """Class indices; a value that is no class gets its own code (>= number of classes), so
+        two different unknown values never count as a match. Missing values are -1."""
+        import pandas as pd
+
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        lookup = []
+        for u in uniques:
+            key = _class_key(u)
+            if key not in self.index:
+                self.index[key] = len(self.index)
+                self.unknown.append(key)
+            lookup.append(self.index[key])
+        return np.array([*lookup, -1], dtype=np.int64)[codes]
 
     def _add(self, key: tuple[tuple[str, str], ...], data: dict[str, np.ndarray], m: Any) -> None:
         c = self.groups.setdefault(key, _Counts())
@@ -141,16 +160,18 @@ class LiveMetricsAccumulator:
         y, p = data["y"][m], data["p"][m]
         hit = y == p
         c.correct += int(hit.sum())
-        tp = np.bincount(y[hit & (y >= 0)], minlength=k)
-        fp = np.bincount(p[~hit & (p >= 0)], minlength=k)
-        fn = np.bincount(y[~hit & (y >= 0)], minlength=k)
+        y_known, p_known = (y >= 0) & (y < k), (p >= 0) & (p < k)
+        tp = np.bincount(y[hit & y_known], minlength=k)
+        fp = np.bincount(p[~hit & p_known], minlength=k)
+        fn = np.bincount(y[~hit & y_known], minlength=k)
         c.tp = tp if c.tp is None else c.tp + tp
         c.fp = fp if c.fp is None else c.fp + fp
         c.fn = fn if c.fn is None else c.fn + fn
         if "bin" in data:
             b = data["bin"][m]
-            pos = np.bincount(b[y == k - 1], minlength=AUC_BINS)
-            neg = np.bincount(b[(y >= 0) & (y != k - 1)], minlength=AUC_BINS)
+            scored = b >= 0
+            pos = np.bincount(b[scored & (y == k - 1)], minlength=AUC_BINS)
+            neg = np.bincount(b[scored & y_known & (y != k - 1)], minlength=AUC_BINS)
             c.pos_hist = pos if c.pos_hist is None else c.pos_hist + pos
             c.neg_hist = neg if c.neg_hist is None else c.neg_hist + neg
 
@@ -169,6 +190,11 @@ class LiveMetricsAccumulator:
                 pairs = (c.pos_hist * below).sum() + 0.5 * (c.pos_hist * c.neg_hist).sum()
                 auc = float(pairs / (n_pos * n_neg))
         return {"accuracy": c.correct / c.n, "f1": f1, "auc": auc}
+
+    @property
+    def empty(self) -> bool:
+        """Whether no labelled prediction has been added."""
+        return () not in self.groups or self.groups[()].n == 0
 
     def report(self, *, min_segment_rows: int = 1) -> PerformanceReport:
         """Metrics overall and per group, with gaps between segments of enough rows."""

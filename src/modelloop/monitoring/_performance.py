@@ -210,6 +210,9 @@ def _classes(
         if not names:
             raise InvalidInput("classes must name at least one class")
         index = {k: i for i, k in enumerate(names)}
+        for v in pd.unique(pd.concat([y, pred], ignore_index=True).dropna()):
+            # values that are no class get codes of their own: "x" never matches "y"
+            index.setdefault(_class_key(v), len(index))
         cls = _Classes(names, len(names) <= 2, len(names) - 1)
         return cls, _encode(y, index, _class_key), _encode(pred, index, _class_key)
     names = list(pd.unique(pd.concat([y, pred], ignore_index=True)))

@@ -123,7 +123,7 @@ def run_monitor(
     Parquet segments), else the model's prediction log under ``$MODELLOOP_HOME/predictions``.
     The window (``"day"``, ``"30m"``, ``"10000rows"``, ...) applies to prediction logs. Labels
     (``request_id``, ``label``) come from ``labels`` or ``$MODELLOOP_HOME/feedback/<model>``;
-    with them, live accuracy/AUC/F1 (or MAE/RMSE) is computed per day, per version and per
+    with them, live accuracy/AUC/F1 (or MAE/RMSE) is computed per hour, per version and per
     ``segment``. The result is stored, then ``rules`` are evaluated and ``notifiers`` told.
     """
     from modelloop.registry import parse_model_spec
@@ -141,6 +141,8 @@ def run_monitor(
     inputs = [c for c in profile.columns if not _is_output(c)]
     probas = [c for c in profile.columns if c.startswith("proba_")]
     # For two classes one probability column is the complement of the other: monitor one.
+    if segment and segment not in source.columns:  # before any data is read
+        raise InvalidInput(f"segment column {segment!r} is not in the current data")
     outputs = [c for c in _OUTPUTS if c in profile.columns]
     outputs += probas[-1:] if len(probas) == 2 else probas
     missing = [c for c in inputs if c not in source.columns]
@@ -226,6 +228,7 @@ class _Source:
     """Current data: streamed as record batches for drift, queried with DuckDB for labels."""
 
     columns: list[str]
+    windowed = False  # whether the run's window selects rows (prediction logs only)
 
     def batches(self, window: Any, columns: list[str], **kw: Any) -> Iterator[Any]:
         raise NotImplementedError
@@ -242,6 +245,7 @@ class _ParquetFiles(_Source):
         import pyarrow.parquet as pq
 
         self.log, self.file = log, file
+        self.windowed = log is not None
         if log is not None:
             schema = log.schema()
             if schema is None:
@@ -262,8 +266,7 @@ class _ParquetFiles(_Source):
         yield from pq.ParquetFile(self.file).iter_batches(batch_size=65_536, columns=columns)
 
     def relation(self, con: Any) -> str:
-        files = ", ".join("'" + f.replace("'", "''") + "'" for f in self.files)
-        return f"read_parquet([{files}], union_by_name = true)"
+        return f"read_parquet([{_paths_sql(self.files)}], union_by_name = true)"
 
 
 class _FrameSource(_Source):
@@ -318,28 +321,37 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
             return None
         labels = folder
     if isinstance(labels, pd.DataFrame):
-        con.register("labels_frame", labels.reset_index(drop=True))
+        frame = labels.reset_index(drop=True)
+        con.register("labels_frame", frame.assign(__row=range(len(frame))))
         raw, cols = "labels_frame", set(labels.columns)
-        order = ["timestamp"] if "timestamp" in cols else []
+        order = [*(["timestamp"] if "timestamp" in cols else []), "__row"]
     else:
         path = Path(labels)
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
         if not files or not files[0].exists():
             raise NotFound(f"no labels at {path}")
-        quoted = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        quoted = _paths_sql(files)
         if files[0].suffix == ".csv":
-            raw = f"read_csv([{quoted}], filename = true, union_by_name = true)"
+            raw = (
+                f"(SELECT *, row_number() OVER () AS file_row_number FROM "
+                f"read_csv([{quoted}], filename = true, union_by_name = true))"
+            )
         else:
-            raw = f"read_parquet([{quoted}], filename = true, union_by_name = true)"
+            raw = (
+                f"read_parquet([{quoted}], filename = true, file_row_number = true, "
+                "union_by_name = true)"
+            )
         cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()}
-        order = [*(["timestamp"] if "timestamp" in cols else []), "filename"]
+        order = [*(["timestamp"] if "timestamp" in cols else []), "filename", "file_row_number"]
     for needed in ("request_id", "label"):
         if needed not in cols:
             raise SchemaMismatch(f"labels have no column {needed!r}", column=needed)
-    rank = ", ".join(f'"{c}" DESC' for c in order) or "1"
+    # the latest correction wins; rows without a timestamp count as the oldest
+    rank = ", ".join(f"{_ident(c)} DESC NULLS LAST" for c in order)
     return (
         f"(SELECT request_id, label FROM (SELECT request_id, label, row_number() OVER "
-        f"(PARTITION BY request_id ORDER BY {rank}) AS rn FROM {raw}) WHERE rn = 1)"
+        f"(PARTITION BY request_id ORDER BY {rank}) AS rn FROM {raw}) "
+        "WHERE rn = 1 AND label IS NOT NULL)"
     )
 
 
@@ -362,10 +374,6 @@ def _performance(
             "live performance needs duckdb: pip install 'modelloop[monitoring]'"
         ) from exc
 
-    from modelloop.monitoring._live import LiveMetricsAccumulator
-
-    if segment and segment not in source.columns:
-        raise InvalidInput(f"segment column {segment!r} is not in the current data")
     if "prediction" not in source.columns:
         return None
     con = duckdb.connect()
@@ -376,55 +384,96 @@ def _performance(
     con.execute("SET temp_directory = ?", [str(spill)])
     con.execute("SET preserve_insertion_order = false")
     con.execute("SET enable_progress_bar = false")
+    con.execute("SET TimeZone = 'UTC'")  # naive log timestamps are UTC, whatever the host says
     try:
-        table = source.relation(con)
-        label_rel = _labels_relation(con, client, name, labels)
-        inline = "label" in source.columns and label_rel is None
-        if label_rel is None and not inline:
-            return None
-        if label_rel is not None and "request_id" not in source.columns:
-            raise SchemaMismatch(
-                "the current data has no request_id to join labels on", column="request_id"
-            )
-        classes = [c.removeprefix("proba_") for c in profile.columns if c.startswith("proba_")]
-        score = f"proba_{classes[-1]}" if task == "classification" and classes else None
-        if score is not None and score not in source.columns:
-            score = None
-        cols = [c for c in ("prediction", "timestamp", "model_version", segment) if c]
-        cols = [c for c in dict.fromkeys(cols) if c in source.columns]
-        select = ", ".join(
-            [*(f'p."{c}"' for c in cols), *([f'p."{score}" AS score'] if score else [])]
-        )
-        where, params = _time_filter(window, "timestamp" in source.columns)
-        if "route" in source.columns:  # a shadow answer was never served: no live accuracy
-            where += " AND p.route IS DISTINCT FROM 'shadow'"
-        if isinstance(window, LastRows) and "timestamp" in source.columns:
-            table = f"(SELECT * FROM {table} ORDER BY timestamp DESC LIMIT {int(window.n)})"
-        if inline:
-            sql = f"SELECT {select}, p.label FROM {table} p WHERE p.label IS NOT NULL{where}"
-        else:
-            sql = (
-                f"SELECT {select}, l.label FROM {table} p JOIN {label_rel} l "
-                f"ON p.request_id = l.request_id WHERE TRUE{where}"
-            )
-        if task == "classification" and not classes:  # a model without probabilities
-            found = con.execute(
-                f"SELECT DISTINCT v FROM (SELECT CAST(label AS VARCHAR) v FROM ({sql}) "
-                f"UNION SELECT CAST(prediction AS VARCHAR) FROM ({sql})) ORDER BY v",
-                params * 2,
-            ).fetchall()
-            classes = [r[0] for r in found if r[0] is not None]
-        acc = LiveMetricsAccumulator(task=task, classes=classes or None, segment=segment)
-        reader = con.sql(sql, params=params).to_arrow_reader(262_144)
-        labelled = 0
-        for batch in reader or ():  # streamed: only counts are kept, never the labelled rows
-            acc.update(batch)
-            labelled += batch.num_rows
+        return _live_metrics(con, client, name, source, window, labels, task, segment, profile)
+    except duckdb.Error as exc:
+        what = "the labels" if labels is not None else f"the prediction log of {name}"
+        raise InvalidInput(f"cannot join {what} to the current data: {exc}") from exc
     finally:
         con.close()
-    if labelled == 0:
+
+
+def _live_metrics(
+    con: Any,
+    client: Client,
+    name: str,
+    source: _Source,
+    window: Any,
+    labels: Any,
+    task: str,
+    segment: str | None,
+    profile: ReferenceProfile,
+) -> PerformanceReport | None:
+    from modelloop.monitoring._live import LiveMetricsAccumulator
+
+    table = source.relation(con)
+    label_rel = _labels_relation(con, client, name, labels)
+    inline = "label" in source.columns and label_rel is None
+    if label_rel is None and not inline:
+        return None
+    if label_rel is not None and "request_id" not in source.columns:
+        raise SchemaMismatch(
+            "the current data has no request_id to join labels on", column="request_id"
+        )
+    classes = [c.removeprefix("proba_") for c in profile.columns if c.startswith("proba_")]
+    score = f"proba_{classes[-1]}" if task == "classification" and classes else None
+    if score is not None and score not in source.columns:
+        score = None
+    cols = [c for c in ("prediction", "timestamp", "model_version", segment) if c]
+    cols = [c for c in dict.fromkeys(cols) if c in source.columns]
+    select = ", ".join(
+        [*(f"p.{_ident(c)}" for c in cols), *([f"p.{_ident(score)} AS score"] if score else [])]
+    )
+    # The window applies to prediction logs only; a frame or a file is taken whole, as in
+    # the drift pass.
+    windowed = source.windowed and "timestamp" in source.columns
+    where, params = _time_filter(window, windowed)
+    where += " AND p.prediction IS NOT NULL"
+    if "route" in source.columns:  # a shadow answer was never served: no live accuracy
+        where += " AND p.route IS DISTINCT FROM 'shadow'"
+    if windowed and isinstance(window, LastRows):
+        table = f"(SELECT * FROM {table} ORDER BY timestamp DESC LIMIT {int(window.n)})"
+    if inline:
+        sql = f"SELECT {select}, p.label FROM {table} p WHERE p.label IS NOT NULL{where}"
+    else:
+        sql = (
+            f"SELECT {select}, l.label FROM {table} p JOIN {label_rel} l "
+            f"ON p.request_id = l.request_id WHERE TRUE{where}"
+        )
+    if task == "classification" and not classes:  # a model without probabilities
+        found = con.execute(
+            f"SELECT DISTINCT v FROM (SELECT CAST(label AS VARCHAR) v FROM ({sql}) "
+            f"UNION SELECT CAST(prediction AS VARCHAR) FROM ({sql})) ORDER BY v",
+            params * 2,
+        ).fetchall()
+        classes = [r[0] for r in found if r[0] is not None]
+    acc = LiveMetricsAccumulator(task=task, classes=classes or None, segment=segment)
+    reader = con.sql(sql, params=params).to_arrow_reader(262_144)
+    for batch in reader or ():  # streamed: only counts are kept, never the labelled rows
+        acc.update(batch)
+    if acc.empty:
         return None
     return acc.report(min_segment_rows=MIN_SEGMENT_ROWS)
+
+
+def _ident(name: str) -> str:
+    """A column name as a quoted SQL identifier (names come from users and files)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+_GLOB = set("*?[]{}")
+
+
+def _paths_sql(paths: Iterable[str | Path]) -> str:
+    """Files as a DuckDB list of string literals. DuckDB expands glob characters in file names,
+    so paths holding them are refused rather than read as patterns."""
+    out = []
+    for p in map(str, paths):
+        if _GLOB & set(p):
+            raise InvalidInput(f"file path {p!r} holds a glob character (one of *?[]{{}})")
+        out.append("'" + p.replace("'", "''") + "'")
+    return ", ".join(out)
 
 
 def _time_filter(window: Any, has_timestamp: bool) -> tuple[str, list[Any]]:

@@ -326,8 +326,9 @@ class Store(abc.ABC):
         When nothing is stored and ``alert`` fires, or the stored ``firing`` differs, ``alert`` is
         stored as given and an event (``"firing"`` or ``"resolved"``) is appended and returned.
         Otherwise value, message and ``updated_at`` are updated, the stored ``since`` is kept, and
-        None is returned (a first, non-firing state is stored without an event). Of several
-        callers racing on one alert, exactly one sees the change."""
+        None is returned (a first, non-firing state is stored without an event). A state older
+        (``updated_at``) than the stored one is ignored. Of several callers racing on one alert,
+        exactly one sees the change."""
 
     @abc.abstractmethod
     def list_alerts(

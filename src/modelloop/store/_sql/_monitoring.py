@@ -225,7 +225,11 @@ class MonitoringMixin(SqlCore):
         al, ev = T.alerts, T.alert_events
         key = (al.c.model_name == state["model_name"]) & (al.c.rule == state["rule"])
         # FOR NO KEY UPDATE on PostgreSQL (ignored by SQLite, where BEGIN IMMEDIATE serialises)
-        lock = sa.select(al.c.firing, al.c.since).where(key).with_for_update(key_share=True)
+        lock = (
+            sa.select(al.c.firing, al.c.since, al.c.updated_at)
+            .where(key)
+            .with_for_update(key_share=True)
+        )
         insert_new = (
             self._insert(al)
             .on_conflict_do_nothing(index_elements=[al.c.model_name, al.c.rule])
@@ -241,6 +245,8 @@ class MonitoringMixin(SqlCore):
                 elif not state["firing"]:
                     return None
             if prev is not None:
+                if state["updated_at"] < prev.updated_at:
+                    return None  # an older evaluation committing late never overrides a newer one
                 changed = bool(prev.firing) != state["firing"]
                 values = (
                     dict(state)
