@@ -28,7 +28,7 @@ DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
 
 
 def _home_from_env() -> Path:
-    return Path(os.environ.get("MODELLOOP_HOME", ".modelloop")).expanduser().absolute()
+    return Path(os.environ.get("MODELLOOP_HOME", ".modelloop"))  # normalised in __post_init__
 
 
 @dataclass(frozen=True)

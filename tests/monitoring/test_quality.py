@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modelloop.monitoring import QualityReport, ReferenceProfile, WindowAccumulator, check_quality
-from modelloop.monitoring._windows import _overlaps
+from modelloop.monitoring._windows import _ns, _overlaps_ns
 
 
 def _frames() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -74,5 +74,6 @@ def test_row_group_pruning_uses_timestamp_statistics(tmp_path) -> None:  # type:
     pq.write_table(pa.table({"timestamp": ts}), tmp_path / "a.parquet", row_group_size=1000)
     meta = pq.ParquetFile(tmp_path / "a.parquet").metadata
     rng = TimeRange(datetime.fromtimestamp(1500, UTC), datetime.fromtimestamp(2100, UTC))
-    kept = [g for g in range(4) if _overlaps(meta.row_group(g), 0, rng, ts.type)]
+    lo, hi = _ns(rng.start), _ns(rng.end)
+    kept = [g for g in range(4) if _overlaps_ns(meta.row_group(g), 0, ts.type.unit, lo, hi)]
     assert kept == [1, 2]

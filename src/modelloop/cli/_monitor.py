@@ -14,7 +14,15 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from modelloop.cli._output import JsonOpt, console, err_console, fmt_time, print_json, row
+from modelloop.cli._output import (
+    JsonOpt,
+    console,
+    err_console,
+    fmt_time,
+    print_json,
+    row,
+    to_jsonable,
+)
 from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
 
 if TYPE_CHECKING:
@@ -322,7 +330,11 @@ def monitor_history(
         _write_atomic(out, render_history_html(model, results))
     if as_json:
         print_json(
-            {"results": [{k: v for k, v in _record(r).items() if k != "payload"} for r in results]}
+            {
+                "results": [
+                    {k: v for k, v in to_jsonable(r).items() if k != "payload"} for r in results
+                ]
+            }
         )
         return
     table = Table(title=f"{model}: {len(results)} result(s)")
@@ -428,9 +440,3 @@ def _write_atomic(path: Path, text: str) -> None:
 
     with atomic_file(path) as fh:
         fh.write(text.encode("utf-8"))
-
-
-def _record(r: Any) -> dict[str, Any]:
-    from modelloop.cli._output import to_jsonable
-
-    return to_jsonable(r)

@@ -70,8 +70,21 @@ def finite_sorted(x: np.ndarray) -> tuple[np.ndarray, int]:
     return s[lo:hi], len(s) - (hi - lo)
 
 
+class Counted:
+    """A column's count of present values and of missing ones (NaN, None, +/-inf)."""
+
+    __slots__ = ()
+    count: int
+    missing: int
+
+    @property
+    def missing_rate(self) -> float:
+        total = self.count + self.missing
+        return self.missing / total if total else 0.0
+
+
 @dataclass(frozen=True, eq=False)
-class NumericProfile:
+class NumericProfile(Counted):
     """A numeric reference column: statistics, quantiles and cell counts on fixed edges.
 
     ``counts`` has ``2 * len(edges) - 1`` entries: ``counts[2j]`` values equal to ``edges[j]`` and
@@ -138,11 +151,6 @@ class NumericProfile:
         """Number of reference values at or below each edge."""
         return np.cumsum(self.counts)[0::2]
 
-    @property
-    def missing_rate(self) -> float:
-        total = self.count + self.missing
-        return self.missing / total if total else 0.0
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -183,7 +191,7 @@ class NumericProfile:
 
 
 @dataclass(frozen=True)
-class CategoricalProfile:
+class CategoricalProfile(Counted):
     """A categorical reference column: counts per category (labels as strings) and missing count."""
 
     name: str
@@ -201,11 +209,6 @@ class CategoricalProfile:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", MappingProxyType(dict(self.categories)))
-
-    @property
-    def missing_rate(self) -> float:
-        total = self.count + self.missing
-        return self.missing / total if total else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

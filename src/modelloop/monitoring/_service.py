@@ -4,7 +4,7 @@ result → alerts. The CLI and the retraining loop call :func:`run_monitor`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +23,9 @@ from modelloop.monitoring._drift import DriftMonitor
 from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
 from modelloop.monitoring._quality import check_quality
 from modelloop.monitoring._reference import TASK_TAG, load_reference
+from modelloop.monitoring._sources import Source, open_source, sql_ident, sql_paths
 from modelloop.monitoring._summary import WindowSummary
-from modelloop.monitoring._windows import LastRows, PredictionLog, TimeRange, parse_window
+from modelloop.monitoring._windows import LastRows, TimeRange, parse_window
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -136,7 +137,7 @@ def run_monitor(
     now = now or datetime.now(UTC)  # one clock for every pass of this run
     win = parse_window(window)
     fixed = win if isinstance(win, LastRows) else win.resolve(now)
-    source = _source(client, ref.name, data)
+    source = open_source(client.settings.home, ref.name, data)
 
     inputs = [c for c in profile.columns if not _is_output(c)]
     probas = [c for c in profile.columns if c.startswith("proba_")]
@@ -224,113 +225,29 @@ def _is_output(column: str) -> bool:
     return column in _OUTPUTS or column.startswith("proba_")
 
 
-class _Source:
-    """Current data: streamed as record batches for drift, queried with DuckDB for labels."""
-
-    columns: list[str]
-    windowed = False  # whether the run's window selects rows (prediction logs only)
-
-    def batches(self, window: Any, columns: list[str], **kw: Any) -> Iterator[Any]:
-        raise NotImplementedError
-
-    def relation(self, con: Any) -> str:
-        """A DuckDB relation (SQL text) over the whole source."""
-        raise NotImplementedError
-
-
-class _ParquetFiles(_Source):
-    """A prediction log folder (windowed, row groups pruned) or one Parquet file (taken whole)."""
-
-    def __init__(self, log: PredictionLog | None = None, file: Path | None = None) -> None:
-        import pyarrow.parquet as pq
-
-        self.log, self.file = log, file
-        self.windowed = log is not None
-        if log is not None:
-            schema = log.schema()
-            if schema is None:
-                raise NotFound(f"the prediction log at {log.path} is empty")
-            self.files = [str(f) for f in log.files()]
-        else:
-            assert file is not None
-            schema = pq.read_schema(file)
-            self.files = [str(file)]
-        self.columns = list(schema.names)
-
-    def batches(self, window: Any, columns: list[str], **kw: Any) -> Iterator[Any]:
-        if self.log is not None:
-            yield from self.log.batches(window, columns, **kw)
-            return
-        import pyarrow.parquet as pq
-
-        yield from pq.ParquetFile(self.file).iter_batches(batch_size=65_536, columns=columns)
-
-    def relation(self, con: Any) -> str:
-        return f"read_parquet([{_paths_sql(self.files)}], union_by_name = true)"
-
-
-class _FrameSource(_Source):
-    """A table in memory (a DataFrame or a CSV file), taken whole as the window."""
-
-    def __init__(self, frame: pd.DataFrame) -> None:
-        self.table = frame
-        self.columns = [str(c) for c in frame.columns]
-
-    def batches(self, window: Any, columns: list[str], **kw: Any) -> Iterator[Any]:
-        import pyarrow as pa
-
-        step = 262_144
-        for start in range(0, len(self.table), step):
-            part = self.table.iloc[start : start + step][columns]
-            yield pa.RecordBatch.from_pandas(part, preserve_index=False)
-
-    def relation(self, con: Any) -> str:
-        con.register("current_frame", self.table)
-        return "current_frame"
-
-
-def _source(client: Client, name: str, data: Any) -> _Source:
-    import pandas as pd
-
-    if data is None:
-        return _ParquetFiles(log=PredictionLog.for_model(client.settings.home, name))
-    if isinstance(data, pd.DataFrame):
-        return _FrameSource(data)
-    path = Path(data)
-    if path.is_dir():
-        return _ParquetFiles(log=PredictionLog(path))
-    if not path.is_file():
-        raise NotFound(f"no such data file or folder: {path}")
-    if path.suffix == ".parquet":
-        return _ParquetFiles(file=path)
-    if path.suffix in (".csv", ".gz", ".zip"):
-        return _FrameSource(pd.read_csv(path))
-    raise InvalidInput(f"cannot read {path.name}: use a .parquet or .csv file, or a folder")
-
-
 def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | None:
     """The labels as a DuckDB relation with one row per request: the latest correction wins
     (by the label's ``timestamp`` when present, then by segment file name, which is ordered
     by time)."""
     import pandas as pd
 
-    if labels is None:
-        folder = feedback_dir(client.settings.home, name)
-        files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-        if not files:
-            return None
-        labels = folder
     if isinstance(labels, pd.DataFrame):
         frame = labels.reset_index(drop=True)
         con.register("labels_frame", frame.assign(__row=range(len(frame))))
         raw, cols = "labels_frame", set(labels.columns)
         order = [*(["timestamp"] if "timestamp" in cols else []), "__row"]
     else:
-        path = Path(labels)
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-        if not files or not files[0].exists():
-            raise NotFound(f"no labels at {path}")
-        quoted = _paths_sql(files)
+        if labels is None:  # the model's feedback folder, when it has any labels yet
+            folder = feedback_dir(client.settings.home, name)
+            files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+            if not files:
+                return None
+        else:
+            path = Path(labels)
+            files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+            if not files or not files[0].exists():
+                raise NotFound(f"no labels at {path}")
+        quoted = sql_paths(files)
         if files[0].suffix == ".csv":
             raw = (
                 f"(SELECT *, row_number() OVER () AS file_row_number FROM "
@@ -347,7 +264,7 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
         if needed not in cols:
             raise SchemaMismatch(f"labels have no column {needed!r}", column=needed)
     # the latest correction wins; rows without a timestamp count as the oldest
-    rank = ", ".join(f"{_ident(c)} DESC NULLS LAST" for c in order)
+    rank = ", ".join(f"{sql_ident(c)} DESC NULLS LAST" for c in order)
     return (
         f"(SELECT request_id, label FROM (SELECT request_id, label, row_number() OVER "
         f"(PARTITION BY request_id ORDER BY {rank}) AS rn FROM {raw}) "
@@ -358,7 +275,7 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
 def _performance(
     client: Client,
     name: str,
-    source: _Source,
+    source: Source,
     window: Any,
     labels: Any,
     task: str,
@@ -398,7 +315,7 @@ def _live_metrics(
     con: Any,
     client: Client,
     name: str,
-    source: _Source,
+    source: Source,
     window: Any,
     labels: Any,
     task: str,
@@ -423,7 +340,10 @@ def _live_metrics(
     cols = [c for c in ("prediction", "timestamp", "model_version", segment) if c]
     cols = [c for c in dict.fromkeys(cols) if c in source.columns]
     select = ", ".join(
-        [*(f"p.{_ident(c)}" for c in cols), *([f"p.{_ident(score)} AS score"] if score else [])]
+        [
+            *(f"p.{sql_ident(c)}" for c in cols),
+            *([f"p.{sql_ident(score)} AS score"] if score else []),
+        ]
     )
     # The window applies to prediction logs only; a frame or a file is taken whole, as in
     # the drift pass.
@@ -455,25 +375,6 @@ def _live_metrics(
     if acc.empty:
         return None
     return acc.report(min_segment_rows=MIN_SEGMENT_ROWS)
-
-
-def _ident(name: str) -> str:
-    """A column name as a quoted SQL identifier (names come from users and files)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-_GLOB = set("*?[]{}")
-
-
-def _paths_sql(paths: Iterable[str | Path]) -> str:
-    """Files as a DuckDB list of string literals. DuckDB expands glob characters in file names,
-    so paths holding them are refused rather than read as patterns."""
-    out = []
-    for p in map(str, paths):
-        if _GLOB & set(p):
-            raise InvalidInput(f"file path {p!r} holds a glob character (one of *?[]{{}})")
-        out.append("'" + p.replace("'", "''") + "'")
-    return ", ".join(out)
 
 
 def _time_filter(window: Any, has_timestamp: bool) -> tuple[str, list[Any]]:

@@ -24,6 +24,7 @@ from modelloop.monitoring._columns import (
 from modelloop.monitoring._profile import (
     CategoricalProfile,
     ColumnProfile,
+    Counted,
     NumericProfile,
     ReferenceProfile,
     finite_sorted,
@@ -40,7 +41,7 @@ __all__ = [
 
 
 @dataclass(frozen=True, eq=False)
-class NumericSummary:
+class NumericSummary(Counted):
     """A numeric column of the current window, seen through the reference edges.
 
     ``lt[j]`` / ``le[j]`` count finite values below / at-or-below ``edges[j]``; ``below_sum`` is
@@ -126,14 +127,9 @@ class NumericSummary:
         """Finite values above the reference maximum."""
         return self.count - int(self.le[-1]) if len(self.le) else 0
 
-    @property
-    def missing_rate(self) -> float:
-        total = self.count + self.missing
-        return self.missing / total if total else 0.0
-
 
 @dataclass(frozen=True)
-class CategoricalSummary:
+class CategoricalSummary(Counted):
     """A categorical column of the current window: counts per category and missing count."""
 
     name: str
@@ -158,11 +154,6 @@ class CategoricalSummary:
         return CategoricalSummary(
             self.name, self.count + other.count, self.missing + other.missing, cats
         )
-
-    @property
-    def missing_rate(self) -> float:
-        total = self.count + self.missing
-        return self.missing / total if total else 0.0
 
 
 ColumnSummary = NumericSummary | CategoricalSummary

@@ -418,14 +418,6 @@ def _timestamp_leaf(pf: Any) -> tuple[int, str | None]:
     return -1, None
 
 
-def _overlaps(rg_meta: Any, leaf: int, rng: TimeRange, ts_type: Any) -> bool:
-    """False only when the row group's statistics prove it lies outside ``rng`` (leaf column
-    ``leaf`` holds timestamps of ``ts_type``)."""
-    lo_ns = _ns(rng.start) if rng.start else None
-    hi_ns = _ns(rng.end) if rng.end else None
-    return _overlaps_ns(rg_meta, leaf, ts_type.unit, lo_ns, hi_ns)
-
-
 def _overlaps_ns(
     rg_meta: Any, leaf: int, unit: str | None, lo_ns: int | None, hi_ns: int | None
 ) -> bool:
