@@ -1,0 +1,222 @@
+"""Serving throughput and latency against the peers' workload; prints one JSON line.
+
+RandomForestClassifier(n_estimators=100, random_state=0) on scikit-learn's breast cancer data,
+registered and served by ``modelloop serve`` in its own process; single-row requests to
+``/v1/models/breast-cancer/predict`` from wrk (Debian's package) with 16 connections, 3 runs of
+5 s after a warm-up; then one connection for the unloaded latency. The physical limit is the
+model's own in-process predict of 1 and of 1,000 rows.
+
+    python benchmarks/serving.py [--onnx] [--seconds 5] [--runs 3]
+
+Goals (issue #3): >= 2,000 req/s with p99 <= 50 ms at 16 connections; p50 <= 10 ms at one
+connection; server RSS <= 300 MB; start to ready <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+MODEL = "breast-cancer"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def register(home: Path) -> dict:
+    """Train the peers' model and register it as breast-cancer@champion in ``home``."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
+    client = Client(Settings(home=home))
+    with client.start_run(experiment="serving-bench") as run:
+        client.log_model(run.run_id, model, "model", input_example=X.head(50))
+    mv = client.register_model(run.run_id, MODEL)
+    client.set_alias(MODEL, "champion", mv.version)
+
+    def timed(frame, repeat: int) -> float:
+        model.predict_proba(frame)
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            model.predict_proba(frame)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times) * 1e3
+
+    rows = X.sample(1000, replace=True, random_state=0)
+    one, thousand = timed(X.head(1), 200), timed(rows, 30)
+    client.close()
+    return {
+        "inprocess_1_row_ms": round(one, 3),
+        "inprocess_1000_rows_ms": round(thousand, 3),
+        "inprocess_rows_per_s": round(1000 / thousand * 1e3),
+        "row": X.iloc[[0]].to_dict(orient="records")[0],
+    }
+
+
+def start_server(home: Path, port: int, extra: list[str]) -> tuple[subprocess.Popen, float]:
+    env = {**os.environ, "MODELLOOP_HOME": str(home)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelloop",
+            "serve",
+            f"{MODEL}@champion",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}/v2/health/ready"
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return proc, time.perf_counter() - t0
+        except OSError:
+            pass
+        if time.perf_counter() - t0 > 60:
+            proc.kill()
+            raise SystemExit("server not ready after 60 s")
+        time.sleep(0.02)
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: float) -> dict:
+    script = body_file.with_suffix(".lua")
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "r")\nwrk.body = f:read("*a")\nf:close()\n'
+    )
+    threads = min(2, connections)
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    lat = dict(re.findall(r"\s(50|75|90|99)%\s+([0-9.]+(?:us|ms|s))", out))
+
+    def pct(p: str) -> float:
+        m = re.match(r"([0-9.]+)(us|ms|s)", lat[p])
+        return _ms(m.group(1), m.group(2))
+
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    socket_errors = re.search(r"Socket errors:(.*)", out)
+    return {
+        "rps": rps,
+        "p50_ms": pct("50"),
+        "p99_ms": pct("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+    return rss, hwm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--onnx", action="store_true", help="serve with --onnx")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install wrk")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        limit = register(home)
+        body = home / "row.json"
+        body.write_text(json.dumps({"records": [limit.pop("row")]}))
+        port = _free_port()
+        extra = (["--onnx"] if args.onnx else []) + args.server_arg
+        proc, ready_s = start_server(home, port, extra)
+        try:
+            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
+            wrk(url, body, args.connections, 2)  # warm-up
+            runs = [wrk(url, body, args.connections, args.seconds) for _ in range(args.runs)]
+            single = wrk(url, body, 1, args.seconds)
+            rss, hwm = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        best = max(runs, key=lambda r: r["rps"])
+        result = {
+            "benchmark": "serving",
+            "model": "RandomForestClassifier(n_estimators=100) breast cancer",
+            "onnx": args.onnx,
+            "connections": args.connections,
+            "rps": [round(r["rps"]) for r in runs],
+            "rps_median": round(statistics.median(r["rps"] for r in runs)),
+            "p50_ms": [round(r["p50_ms"], 2) for r in runs],
+            "p99_ms": [round(r["p99_ms"], 2) for r in runs],
+            "p99_ms_median": round(statistics.median(r["p99_ms"] for r in runs), 2),
+            "non_2xx": sum(r["non_2xx"] for r in runs) + single["non_2xx"],
+            "best_run": best,
+            "one_connection_p50_ms": round(single["p50_ms"], 2),
+            "one_connection_p99_ms": round(single["p99_ms"], 2),
+            "one_connection_rps": round(single["rps"]),
+            "server_rss_mb": round(rss, 1),
+            "server_peak_rss_mb": round(hwm, 1),
+            "start_to_ready_s": round(ready_s, 2),
+            **limit,
+            "goals": {
+                "rps": 2000,
+                "p99_ms": 50,
+                "one_connection_p50_ms": 10,
+                "server_rss_mb": 300,
+                "start_to_ready_s": 2,
+            },
+        }
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""``modelloop serve``: registry models over Open Inference Protocol V2 and plain JSON."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modelloop.exceptions import InvalidInput
+
+_CANARY = re.compile(r"^(?P<spec>[^:]+):(?P<share>[0-9.]+)$")
+
+
+def _model_name(spec: str) -> str:
+    from modelloop.registry._uri import parse_model_spec
+
+    return parse_model_spec(spec).name
+
+
+def _canaries(values: list[str]) -> tuple[tuple[str, str, float], ...]:
+    out = []
+    for value in values:
+        m = _CANARY.match(value)
+        if not m:
+            raise InvalidInput(
+                f"bad --canary {value!r}: use NAME@ALIAS:SHARE, e.g. fraud@challenger:0.1"
+            )
+        try:
+            share = float(m["share"])
+        except ValueError:
+            raise InvalidInput(f"bad --canary share in {value!r}") from None
+        if not 0 <= share <= 1:
+            raise InvalidInput(f"--canary share must be between 0 and 1, got {share}")
+        out.append((_model_name(m["spec"]), m["spec"], share))
+    return tuple(out)
+
+
+def serve_command(
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            help="Models to serve: NAME, NAME@ALIAS or NAME/VERSION (aliases are "
+            "followed: when one moves, the new version is loaded and switched in)."
+        ),
+    ],
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to bind.", min=0, max=65535)] = 8080,
+    token: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--token",
+            help="Bearer token (TOKEN or TOKEN:predict); repeatable. Also "
+            "MODELLOOP_SERVE_TOKENS (comma-separated).",
+        ),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File of tokens, one per line.")
+    ] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Serve without tokens on a non-loopback address (not recommended).",
+        ),
+    ] = False,
+    canary: Annotated[
+        list[str] | None,
+        typer.Option("--canary", help="Challenger taking a share of traffic: NAME@ALIAS:SHARE."),
+    ] = None,
+    shadow: Annotated[
+        list[str] | None,
+        typer.Option("--shadow", help="Challenger getting a logged copy of traffic: NAME@ALIAS."),
+    ] = None,
+    max_batch_rows: Annotated[
+        int, typer.Option("--max-batch-rows", min=1, help="Largest micro-batch, in rows.")
+    ] = 64,
+    max_batch_delay_ms: Annotated[
+        float, typer.Option("--max-batch-delay-ms", min=0, help="Longest wait to fill a batch.")
+    ] = 2.0,
+    no_batching: Annotated[
+        bool, typer.Option("--no-batching", help="Predict every request on its own.")
+    ] = False,
+    max_queue_rows: Annotated[
+        int, typer.Option("--max-queue-rows", min=1, help="Rows waiting before 503.")
+    ] = 2048,
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1, help="Largest request body (413 above).")
+    ] = 4 * 1024 * 1024,
+    max_rows: Annotated[
+        int, typer.Option("--max-rows", min=1, help="Most rows in one request (413 above).")
+    ] = 10_000,
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx",
+            help="Predict with onnxruntime where the model converts "
+            "and matches scikit-learn on its input example.",
+        ),
+    ] = False,
+    no_log: Annotated[
+        bool, typer.Option("--no-log", help="Do not write the prediction log.")
+    ] = False,
+    reload_interval: Annotated[
+        float,
+        typer.Option("--reload-interval", min=0, help="Seconds between alias checks (0: never)."),
+    ] = 5.0,
+    grace: Annotated[
+        float, typer.Option("--grace", min=0, help="Seconds in-flight requests get on SIGTERM.")
+    ] = 30.0,
+    drain_delay: Annotated[
+        float,
+        typer.Option(
+            "--drain-delay",
+            min=0,
+            help="Seconds to keep answering after SIGTERM with readiness off, before closing.",
+        ),
+    ] = 0.0,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve registry models over HTTP: Open Inference Protocol V2 under /v2, plain JSON under
+    /v1 (docs at /docs), Prometheus metrics at /metrics."""
+    import logging
+
+    from modelloop._config import Settings
+    from modelloop.serving._app import ServeConfig
+    from modelloop.serving._auth import load_tokens
+    from modelloop.serving._server import serve
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(message)s")
+    tokens = load_tokens(tokens=token or (), token_file=token_file)
+    config = ServeConfig(
+        max_batch_rows=max_batch_rows,
+        max_batch_delay_ms=max_batch_delay_ms,
+        batching=not no_batching,
+        max_queue_rows=max_queue_rows,
+        max_body_bytes=max_body_bytes,
+        max_rows=max_rows,
+        onnx=onnx,
+        log_predictions=not no_log,
+        reload_interval_s=reload_interval,
+        grace_s=grace,
+        tokens=tuple(tokens),
+        canary=_canaries(canary or []),
+        shadow=tuple((_model_name(s), s) for s in shadow or []),
+    )
+    serve(
+        models,
+        host=host,
+        port=port,
+        config=config,
+        settings=Settings.from_env(),
+        allow_unauthenticated=allow_unauthenticated,
+        drain_delay_s=drain_delay,
+        log_level=log_level,
+    )

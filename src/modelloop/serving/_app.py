@@ -1,0 +1,220 @@
+"""The ASGI app: Open Inference Protocol V2, the plain JSON endpoint, admin, metrics and health.
+
+``create_app(["fraud@champion"])`` returns a FastAPI app whose lifespan loads the models, starts
+their batchers, the prediction log and the alias watcher, and on shutdown answers what is queued
+and flushes the log. The app is not ready (``/v2/health/ready``) until every model is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelloop.exceptions import InvalidInput, ModelloopError
+from modelloop.serving._errors import BadRequest, Overloaded
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modelloop._client import Client
+    from modelloop._config import Settings
+    from modelloop.serving._auth import Token
+
+__all__ = ["ServeConfig", "create_app"]
+
+log = logging.getLogger("modelloop.serving")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the server batches, limits, logs and drains. Every field has a working default."""
+
+    max_batch_rows: int = 64
+    max_batch_delay_ms: float = 2.0
+    batching: bool = True
+    max_queue_rows: int = 2048
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_rows: int = 10_000
+    onnx: bool = False
+    log_predictions: bool = True
+    log_max_rows: int = 10_000
+    log_max_delay_s: float = 2.0
+    reload_interval_s: float = 5.0
+    grace_s: float = 30.0
+    tokens: tuple[Token, ...] = ()
+    canary: tuple[tuple[str, str, float], ...] = ()  # (model, challenger, share)
+    shadow: tuple[tuple[str, str], ...] = ()  # (model, challenger)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch_rows", "max_queue_rows", "max_body_bytes", "max_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
+        for name in ("max_batch_delay_ms", "log_max_delay_s", "reload_interval_s", "grace_s"):
+            if getattr(self, name) < 0:
+                raise InvalidInput(f"{name} must not be negative")
+
+
+class _State:
+    """What the handlers share: models, log, metrics, readiness."""
+
+    def __init__(self, client: Client, config: ServeConfig, specs: Sequence[str]) -> None:
+        from modelloop.serving._metrics import ServingMetrics
+        from modelloop.serving._routing import ModelManager
+
+        self.client = client
+        self.config = config
+        self.specs = list(specs)
+        self.metrics = ServingMetrics()
+        self.manager = ModelManager(client, config, self.metrics)
+        self.log: Any = None
+        self.ready = False
+        self.draining = False
+        self.started = time.time()
+        self.inflight = 0
+
+    def set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.metrics.ready(ready)
+
+
+def create_app(
+    models: Sequence[str],
+    *,
+    config: ServeConfig | None = None,
+    client: Client | None = None,
+    settings: Settings | None = None,
+) -> FastAPI:
+    """An ASGI app serving ``models`` (``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION`` each).
+
+    The registry is ``client``'s (or a client from ``settings`` / the environment). With
+    ``config.tokens`` every route needs a bearer token.
+    """
+    from fastapi import FastAPI
+
+    from modelloop import __version__
+
+    if not models:
+        raise InvalidInput("give at least one model to serve (NAME, NAME@ALIAS or NAME/VERSION)")
+    config = config or ServeConfig()
+    if client is None:
+        from modelloop._client import Client
+        from modelloop._config import Settings
+
+        client = Client(settings or Settings.from_env())
+    state = _State(client, config, models)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _startup(state)
+        watcher = None
+        if config.reload_interval_s > 0:
+            watcher = asyncio.get_running_loop().create_task(
+                state.manager.watch(config.reload_interval_s)
+            )
+        try:
+            yield
+        finally:
+            state.set_ready(False)
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await state.manager.close(config.grace_s)
+            if state.log is not None:
+                await asyncio.to_thread(state.log.close, config.grace_s)
+
+    app = FastAPI(
+        title="modelloop model server",
+        version=__version__,
+        description=(
+            "Open Inference Protocol V2 under /v2, a plain JSON endpoint under /v1, "
+            "Prometheus metrics at /metrics."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.modelloop = state
+    _install_errors(app, state)
+    from modelloop.serving._routes import add_routes
+
+    add_routes(app, state)
+    if config.tokens:
+        from modelloop.serving._auth import BearerAuthMiddleware
+
+        app.add_middleware(BearerAuthMiddleware, tokens=list(config.tokens))
+    return app
+
+
+async def _startup(state: _State) -> None:
+    t0 = time.perf_counter()
+    config = state.config
+    if config.log_predictions:
+        from modelloop.serving._predlog import PredictionLog
+
+        state.log = PredictionLog(
+            Path(state.client.settings.home),
+            max_rows=config.log_max_rows,
+            max_delay_s=config.log_max_delay_s,
+            metrics=state.metrics,
+        )
+        state.log.start()
+    for spec in state.specs:
+        await state.manager.add(spec)
+    for name, challenger, share in config.canary:
+        await state.manager.set_routing(name, challenger=challenger, mode="canary", share=share)
+    for name, challenger in config.shadow:
+        await state.manager.set_routing(name, challenger=challenger, mode="shadow")
+    state.set_ready(True)
+    from modelloop.serving._server import process_age_s
+
+    log.info(
+        "ready: %s loaded in %.2f s, %.2f s after the process started",
+        ", ".join(f"{e.name}/{e.champion.version}" for e in state.manager.endpoints.values()),
+        time.perf_counter() - t0,
+        process_age_s(),
+    )
+
+
+def _install_errors(app: FastAPI, state: _State) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    async def modelloop_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ModelloopError)
+        headers = None
+        if isinstance(exc, Overloaded):
+            headers = {"Retry-After": str(exc.retry_after)}
+        return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=headers)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    app.add_exception_handler(ModelloopError, modelloop_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def require_object(payload: Any, what: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(payload).__name__}")
+    return payload

@@ -1,0 +1,232 @@
+"""Adaptive micro-batching: concurrent requests for one model version predicted in one call.
+
+One :class:`Batcher` per loaded model version. Requests wait in a bounded queue; a single
+worker task takes everything waiting (never more than ``max_batch_rows`` rows), predicts it in
+one call on the model's own thread, and hands each request its slice of the result. While one
+batch is being predicted the next one gathers, so batches grow with load on their own. When
+recent batches held more than one request the worker also waits up to ``max_delay_s`` for the
+batch to fill; a lone client never pays that wait.
+
+A full queue raises :class:`~modelloop.serving._errors.Overloaded` at once (503 + Retry-After),
+so latency stays bounded instead of growing with the backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelloop.exceptions import InvalidInput
+from modelloop.serving._errors import Overloaded
+
+__all__ = ["BatchResult", "Batcher"]
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """One request's slice of a batch prediction."""
+
+    prediction: Any  # np.ndarray, one entry per row
+    proba: Any  # np.ndarray (rows x classes) or None
+
+
+@dataclass(slots=True)
+class _Item:
+    columns: dict[str, list[Any]]
+    n_rows: int
+    future: asyncio.Future[BatchResult]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+#: ``predict(columns, n_rows) -> (prediction, proba or None)`` over a merged batch.
+PredictFn = Callable[[dict[str, list[Any]], int], tuple[Any, Any]]
+
+
+class Batcher:
+    """Gathers requests for one model version into batches and predicts them on one thread."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        columns: Sequence[str],
+        max_batch_rows: int = 64,
+        max_delay_s: float = 0.002,
+        max_queue_rows: int = 2048,
+        batching: bool = True,
+        on_batch: Callable[[int], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+        name: str = "model",
+    ) -> None:
+        if max_batch_rows < 1 or max_queue_rows < 1:
+            raise InvalidInput("max_batch_rows and max_queue_rows must be at least 1")
+        if max_delay_s < 0:
+            raise InvalidInput("max_delay_s must not be negative")
+        self._predict = predict
+        self._columns = list(columns)
+        self.max_batch_rows = max_batch_rows if batching else 1
+        self.max_delay_s = max_delay_s if batching else 0.0
+        self.max_queue_rows = max(max_queue_rows, max_batch_rows)
+        self._on_batch = on_batch
+        self._on_depth = on_depth
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._avg_batch = 1.0  # moving average of requests per batch: how busy the model is
+        self.batches = 0
+        self.largest_batch = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker task on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    @property
+    def depth(self) -> int:
+        """Rows waiting to be predicted."""
+        return self._queued_rows
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Predict what is queued (for at most ``timeout_s``), then stop the worker and thread."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(Overloaded("the server is shutting down"))
+        self._queue.clear()
+        self._executor.shutdown(wait=False)
+
+    # -- submitting --------------------------------------------------------------------------
+
+    async def submit(self, columns: dict[str, list[Any]], n_rows: int) -> BatchResult:
+        """Predict ``n_rows`` rows; ``Overloaded`` at once if the queue cannot take them."""
+        if self._closing:
+            raise Overloaded("the model is being unloaded; retry", retry_after=1)
+        if self._queued_rows + n_rows > self.max_queue_rows:
+            raise Overloaded(
+                f"the queue is full ({self._queued_rows} rows waiting, at most "
+                f"{self.max_queue_rows}); retry shortly",
+                retry_after=1,
+            )
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(columns, n_rows, future))
+        self._queued_rows += n_rows
+        if self._on_depth is not None:
+            self._on_depth(self._queued_rows)
+        self._wake.set()
+        return await future
+
+    # -- the worker --------------------------------------------------------------------------
+
+    def _take(self) -> list[_Item]:
+        """Pop requests while they fit in one batch; a request larger than a batch goes alone."""
+        taken: list[_Item] = []
+        rows = 0
+        while self._queue:
+            nxt = self._queue[0]
+            if taken and rows + nxt.n_rows > self.max_batch_rows:
+                break
+            taken.append(self._queue.popleft())
+            rows += nxt.n_rows
+            if rows >= self.max_batch_rows:
+                break
+        self._queued_rows -= rows
+        if self._on_depth is not None:
+            self._on_depth(self._queued_rows)
+        return taken
+
+    async def _gather_wait(self) -> None:
+        """Wait up to max_delay_s for the batch to fill, but only when traffic is concurrent."""
+        if self.max_delay_s <= 0 or self._avg_batch < 1.5:
+            return
+        deadline = self._queue[0].enqueued + self.max_delay_s
+        while self._queued_rows < self.max_batch_rows and not self._closing:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._gather_wait()
+            items = self._take()
+            if not items:
+                continue
+            self._avg_batch = 0.8 * self._avg_batch + 0.2 * len(items)
+            await self._predict_batch(loop, items)
+
+    async def _predict_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
+        rows = sum(i.n_rows for i in items)
+        if len(items) == 1:
+            merged = items[0].columns
+        else:
+            merged = {c: [] for c in self._columns}
+            for item in items:
+                for c in self._columns:
+                    merged[c].extend(item.columns[c])
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, rows)
+        if self._on_batch is not None:
+            self._on_batch(rows)
+        try:
+            prediction, proba = await loop.run_in_executor(
+                self._executor, self._predict, merged, rows
+            )
+        except Exception as exc:  # each request gets the error, the worker lives on
+            if len(items) == 1:
+                _fail(items[0], exc)
+                return
+            # One bad request must not fail the others: retry each on its own.
+            for item in items:
+                try:
+                    p, q = await loop.run_in_executor(
+                        self._executor, self._predict, item.columns, item.n_rows
+                    )
+                except Exception as one:
+                    _fail(item, one)
+                else:
+                    _resolve(item, BatchResult(p, q))
+            return
+        start = 0
+        for item in items:
+            end = start + item.n_rows
+            part = BatchResult(prediction[start:end], None if proba is None else proba[start:end])
+            _resolve(item, part)
+            start = end
+
+
+def _resolve(item: _Item, result: BatchResult) -> None:
+    if not item.future.done():  # the client may have gone away
+        item.future.set_result(result)
+
+
+def _fail(item: _Item, exc: BaseException) -> None:
+    if not item.future.done():
+        item.future.set_exception(exc)

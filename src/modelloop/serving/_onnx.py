@@ -1,0 +1,404 @@
+"""Optional onnxruntime fast path: a model converted with skl2onnx, kept only if it agrees.
+
+:func:`try_onnx` converts a package's estimator and runs both on a check set (the caller's rows
+or the package's input example, plus one row with a missing value per column that admits one).
+Class labels must be equal and probabilities (or regression values) close; otherwise the server
+keeps predicting with scikit-learn. Nothing here raises: every failure is a reason string.
+
+Inputs: when every signature column is numeric or boolean, the model gets one float32 tensor
+``[None, n_columns]`` (the fastest form). When some columns are strings or string categories,
+each column is its own input (``[None, 1]``, float32 or string) named after the column, which
+suits a ``Pipeline`` whose ``ColumnTransformer`` selects columns by name. Datetime columns and
+categories that are not strings are declined.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modelloop.models._package import INPUT_EXAMPLE_FILE
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modelloop.models import ModelPackage, Signature
+
+__all__ = ["OnnxPredictor", "try_onnx"]
+
+_NUMERIC = frozenset(
+    (
+        "bool",
+        "boolean",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "Int8",
+        "Int16",
+        "Int32",
+        "Int64",
+        "UInt8",
+        "UInt16",
+        "UInt32",
+        "UInt64",
+        "float32",
+        "float64",
+        "Float32",
+        "Float64",
+    )
+)
+
+
+class OnnxPredictor:
+    """Predictions from an onnxruntime session, in the shapes and labels scikit-learn returns.
+
+    ``predict``/``predict_proba`` take a frame already validated by the signature (columns in
+    signature order, canonical dtypes). Safe to call from several threads at once.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        onnx_model: bytes,
+        *,
+        columns: Sequence[str],
+        string_columns: frozenset[str] | None,
+        masked: bool,
+        classes: np.ndarray | None,
+        has_proba: bool,
+        conversion_seconds: float,
+    ) -> None:
+        self._session = session
+        self.onnx_model = onnx_model
+        self.columns = list(columns)
+        #: None: one float tensor of all columns; else one input per column (these are strings)
+        self.string_columns = string_columns
+        self._masked = masked  # some column has a pandas masked dtype (Int64, boolean, ...)
+        self.classes = classes
+        self.conversion_seconds = conversion_seconds
+        outputs = [o.name for o in session.get_outputs()]
+        self._label_output = outputs[0]
+        self._proba_output = outputs[1] if classes is not None and has_proba else None
+        self._label_keys: np.ndarray | None = None  # classes as the ONNX label output spells them
+        self._key_order: np.ndarray | None = None
+
+    @property
+    def input_mode(self) -> str:
+        """``"tensor"`` (one float matrix) or ``"columns"`` (one input per column)."""
+        return "tensor" if self.string_columns is None else "columns"
+
+    def _feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        if self.string_columns is None:
+            if frame.columns.tolist() != self.columns:
+                frame = frame[self.columns]
+            if self._masked:  # pd.NA becomes NaN, as scikit-learn sees it
+                return {"X": frame.to_numpy(dtype=np.float32, na_value=np.nan)}
+            return {"X": frame.to_numpy(dtype=np.float32)}
+        feeds = {}
+        for name in self.columns:
+            s = frame[name]
+            if name in self.string_columns:
+                values = s.astype(object).where(s.notna(), "").to_numpy()
+                feeds[name] = values.astype(str).reshape(-1, 1)
+            else:
+                feeds[name] = s.to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
+        return feeds
+
+    def _run(self, frame: pd.DataFrame) -> list[np.ndarray]:
+        names = [self._label_output] + ([self._proba_output] if self._proba_output else [])
+        return self._session.run(names, self._feeds(frame))
+
+    def _labels(self, raw: np.ndarray) -> np.ndarray:
+        assert self.classes is not None
+        if self._label_keys is None:
+            if raw.dtype.kind in "iu":
+                keys = np.array([int(c) for c in self.classes.tolist()], dtype=np.int64)
+            else:
+                keys = np.array([str(c) for c in self.classes.tolist()], dtype=object)
+            self._key_order = np.argsort(keys, kind="stable")
+            self._label_keys = keys[self._key_order]
+        assert self._key_order is not None
+        keys = self._label_keys
+        pos = np.searchsorted(keys, raw.astype(keys.dtype) if keys.dtype != object else raw)
+        pos = np.minimum(pos, len(keys) - 1)
+        if not np.array_equal(keys[pos], raw):
+            raise ValueError("the ONNX model returned a label that is not one of the classes")
+        return self.classes.take(self._key_order[pos])
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Predicted labels (classifiers, as ``classes_`` values) or values (regressors)."""
+        out = self._run(frame)[0]
+        if self.classes is not None:
+            return self._labels(out.ravel())
+        out = np.asarray(out, dtype=np.float64)
+        return out.ravel() if out.ndim == 2 and out.shape[1] == 1 else out
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """Class probabilities (float64, one column per class), or None for a regressor."""
+        if self._proba_output is None:
+            return None
+        return np.asarray(self._run(frame)[1], dtype=np.float64)
+
+    def predict_both(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels and probabilities from one session run."""
+        out = self._run(frame)
+        if self.classes is None:
+            values = np.asarray(out[0], dtype=np.float64)
+            return (values.ravel() if values.ndim == 2 and values.shape[1] == 1 else values), None
+        proba = np.asarray(out[1], dtype=np.float64) if len(out) > 1 else None
+        return self._labels(out[0].ravel()), proba
+
+
+def try_onnx(
+    package: ModelPackage,
+    check: pd.DataFrame | None = None,
+    *,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    intra_op_threads: int = 1,
+) -> tuple[OnnxPredictor | None, str]:
+    """An :class:`OnnxPredictor` for ``package`` if it agrees with scikit-learn, else a reason.
+
+    Returns ``(predictor, "")`` on success, ``(None, reason)`` otherwise; never raises. The check
+    set is ``check`` or the package's input example, validated by the signature, with at least
+    one row. Class labels must be equal on every check row; probabilities must lie within
+    ``atol``; regression values within ``atol + rtol * |value|`` (ONNX computes in float32).
+    The session runs ``intra_op_threads`` threads, sequentially.
+    """
+    try:
+        return _try_onnx(package, check, atol, rtol, intra_op_threads)
+    except Exception as e:  # a converter or runtime bug must never stop the server
+        return None, f"ONNX conversion failed unexpectedly: {type(e).__name__}: {e}"
+
+
+def _try_onnx(
+    package: ModelPackage,
+    check: pd.DataFrame | None,
+    atol: float,
+    rtol: float,
+    intra_op_threads: int,
+) -> tuple[OnnxPredictor | None, str]:
+    try:
+        import skl2onnx
+        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+    except ImportError:
+        return None, "skl2onnx is not installed"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None, "onnxruntime is not installed"
+
+    signature, model = package.signature, package.model
+    if signature is None:
+        return None, "the package has no signature, so the ONNX inputs are unknown"
+    frame, added, why = _check_frame(package, signature, check)
+    if frame is None:
+        return None, why
+    string_columns, why = _input_kinds(signature)
+    if why:
+        return None, why
+
+    classes, has_proba, why = _classes(model, signature)
+    if why:
+        return None, why
+    options = None
+    if classes is not None and has_proba:
+        options = {id(_final_step(model)): {"zipmap": False}}
+    if string_columns is None:
+        initial_types = [("X", FloatTensorType([None, len(signature.inputs)]))]
+    else:
+        initial_types = [
+            (
+                c.name,
+                StringTensorType([None, 1])
+                if c.name in string_columns
+                else FloatTensorType([None, 1]),
+            )
+            for c in signature.inputs
+        ]
+
+    start = time.perf_counter()
+    try:
+        onx = skl2onnx.convert_sklearn(model, initial_types=initial_types, options=options)
+        blob = onx.SerializeToString()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # skl2onnx raises many types for what it cannot convert
+        return None, f"skl2onnx cannot convert {type(model).__name__}: {_short(e)}"
+    seconds = time.perf_counter() - start
+    predictor = OnnxPredictor(
+        session,
+        blob,
+        columns=signature.columns,
+        string_columns=string_columns,
+        masked=any(not _numpy_dtype(c.dtype) for c in signature.inputs),
+        classes=classes,
+        has_proba=has_proba,
+        conversion_seconds=seconds,
+    )
+    return _compare(predictor, model, frame, added, atol, rtol)
+
+
+def _numpy_dtype(dtype: str) -> bool:
+    return dtype in _NUMERIC and dtype != "boolean" and dtype[0].islower()
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _final_step(model: Any) -> Any:
+    while hasattr(model, "steps"):  # Pipeline (possibly nested)
+        model = model.steps[-1][1]
+    return model
+
+
+def _classes(model: Any, signature: Signature) -> tuple[np.ndarray | None, bool, str]:
+    """The classifier's classes (None for a regressor) and whether it predicts probabilities."""
+    from sklearn.base import is_classifier
+
+    if not (is_classifier(model) or signature.task == "classification"):
+        return None, False, ""
+    classes = getattr(model, "classes_", None)
+    if classes is None:
+        return None, False, f"{type(model).__name__} has no classes_"
+    if isinstance(classes, list):
+        return None, False, "multi-output classifiers are not converted to ONNX"
+    return np.asarray(classes), hasattr(model, "predict_proba"), ""
+
+
+def _input_kinds(signature: Signature) -> tuple[frozenset[str] | None, str]:
+    """None when every column is numeric (one tensor), else the string columns."""
+    strings = set()
+    for spec in signature.inputs:
+        if spec.dtype in _NUMERIC:
+            continue
+        if spec.dtype == "string" or (
+            spec.dtype == "category" and all(isinstance(c, str) for c in spec.categories or ())
+        ):
+            strings.add(spec.name)
+            continue
+        return None, f"column {spec.name!r} ({spec.dtype}) has no ONNX input form here"
+    return (frozenset(strings) if strings else None), ""
+
+
+def _check_frame(
+    package: ModelPackage, signature: Signature, check: pd.DataFrame | None
+) -> tuple[pd.DataFrame | None, dict[int, str], str]:
+    """The validated check rows plus one row per column that admits a missing value.
+
+    The middle item describes each added row by its position, for the reasons.
+    """
+    import pandas as pd
+
+    from modelloop.exceptions import ModelloopError
+
+    if check is None:
+        path = package.path / INPUT_EXAMPLE_FILE
+        try:
+            raw: Any = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None, {}, "no check set: pass one or save the model with an input example"
+        except (OSError, ValueError) as e:
+            return None, {}, f"cannot read {path}: {e}"
+        if not isinstance(raw, list):
+            return None, {}, f"{path} is not a list of records"
+        check_data: Any = raw
+    else:
+        check_data = check
+    try:
+        frame = signature.validate(check_data)
+    except ModelloopError as e:
+        return None, {}, f"the check set does not fit the signature: {e}"
+    if len(frame) == 0:
+        return None, {}, "the check set has no rows"
+    frame = frame.reset_index(drop=True)
+    extra, added = [], {}
+    for spec in signature.inputs:
+        if spec.missing_allowed:  # the example may hold no missing value; the traffic may
+            row = frame.iloc[[0]].copy()
+            row[spec.name] = None
+            added[len(frame) + len(extra)] = f"row 0 with {spec.name!r} missing"
+            extra.append(row)
+    if extra:
+        try:
+            return signature.validate(pd.concat([frame, *extra], ignore_index=True)), added, ""
+        except ModelloopError:  # keep the plain check set
+            pass
+    return frame, {}, ""
+
+
+def _compare(
+    predictor: OnnxPredictor,
+    model: Any,
+    frame: pd.DataFrame,
+    added: dict[int, str],
+    atol: float,
+    rtol: float,
+) -> tuple[OnnxPredictor | None, str]:
+    n = len(frame)
+    try:
+        expected = np.asarray(model.predict(frame))
+        expected_proba = np.asarray(model.predict_proba(frame)) if predictor._proba_output else None
+    except Exception as e:  # the model itself fails on the check set
+        return None, f"scikit-learn fails on the check set: {_short(e)}"
+    try:
+        got, got_proba = predictor.predict_both(frame)
+    except Exception as e:
+        return None, f"onnxruntime fails on the check set: {_short(e)}"
+
+    if predictor.classes is not None:
+        if got.shape != expected.shape:
+            return None, f"ONNX labels have shape {got.shape}, scikit-learn {expected.shape}"
+        differ = np.flatnonzero(got != expected)
+    else:
+        if got.size != expected.size:
+            return None, f"ONNX values have shape {got.shape}, scikit-learn {expected.shape}"
+        got = got.reshape(expected.shape)
+        ok = np.isclose(got, expected.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
+        differ = np.flatnonzero(~ok.reshape(n, -1).all(axis=1))
+    if len(differ):
+        i = int(differ[0])
+        return None, (
+            f"{len(differ)} of {n} check rows differ; first at row {_row(i, added)}: scikit-learn "
+            f"{_show(expected[i])}, onnxruntime {_show(got[i])}"
+        )
+    if expected_proba is not None:
+        if got_proba is None or got_proba.shape != expected_proba.shape:
+            shape = None if got_proba is None else got_proba.shape
+            return (
+                None,
+                f"ONNX probabilities have shape {shape}, scikit-learn {expected_proba.shape}",
+            )
+        gap = np.abs(got_proba - expected_proba)
+        bad = np.flatnonzero((gap > atol).any(axis=1))
+        if len(bad):
+            i = int(bad[0])
+            return None, (
+                f"probabilities differ by more than {atol:g} on {len(bad)} of {n} check rows; "
+                f"first at row {_row(i, added)} (largest gap {float(gap[i].max()):.3g})"
+            )
+    return predictor, ""
+
+
+def _row(i: int, added: dict[int, str]) -> str:
+    return f"{i} (added: {added[i]})" if i in added else str(i)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return repr(value.tolist())
+    return repr(value.item() if isinstance(value, np.generic) else value)

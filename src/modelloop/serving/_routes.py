@@ -1,0 +1,431 @@
+"""The server's routes. Every handler reads the raw body itself: content type and size are
+checked before anything is parsed, and only JSON is ever parsed."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+
+from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch
+from modelloop.serving._app import new_request_id, require_object
+from modelloop.serving._errors import BadRequest, Overloaded, PayloadTooLarge
+from modelloop.serving._http import inline_binary_tensors, json_header_length, read_body
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from modelloop.serving._app import _State
+    from modelloop.serving._batcher import BatchResult
+    from modelloop.serving._routing import LoadedModel
+
+__all__ = ["add_routes"]
+
+_RECORDS_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "description": "Rows as records, or as columns; give one of the two.",
+                "properties": {
+                    "records": {
+                        "type": "array",
+                        "items": {"type": "object", "additionalProperties": True},
+                        "example": [{"feature_a": 1.5, "feature_b": "x"}],
+                    },
+                    "columns": {
+                        "type": "object",
+                        "additionalProperties": {"type": "array", "items": {}},
+                        "example": {"feature_a": [1.5, 2.0], "feature_b": ["x", "y"]},
+                    },
+                    "id": {"type": "string", "description": "Your request id (else one is made)"},
+                    "key": {"type": "string", "description": "Sticky canary routing key"},
+                },
+            }
+        }
+    },
+}
+_FEEDBACK_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "request_id": {"type": "string"},
+                    "label": {},
+                    "labels": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"request_id": {"type": "string"}, "label": {}},
+                        },
+                    },
+                },
+            }
+        }
+    },
+}
+_ROUTING_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "challenger": {
+                        "description": "@alias, a version number, NAME@ALIAS or NAME/VERSION; "
+                        "null keeps the current challenger",
+                    },
+                    "mode": {"type": "string", "enum": ["off", "canary", "shadow"]},
+                    "share": {"type": "number", "minimum": 0, "maximum": 1},
+                },
+                "required": ["mode"],
+            }
+        }
+    },
+}
+
+
+def _key(payload: dict[str, Any], v2: bool) -> str | None:
+    if v2:
+        params = payload.get("parameters")
+        value = params.get("key") if isinstance(params, dict) else None
+    else:
+        value = payload.get("key")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadRequest(f"the routing key must be a string, got {type(value).__name__}")
+    return str(value)
+
+
+def add_routes(app: FastAPI, state: _State) -> None:
+    from fastapi.responses import JSONResponse, Response
+
+    from modelloop import __version__
+    from modelloop.serving import _codec
+
+    config = state.config
+    metrics = state.metrics
+    shadows: set[asyncio.Task[None]] = set()
+
+    def row_ids(rid: str, n: int) -> list[str]:
+        return [rid] if n == 1 else [f"{rid}/{i}" for i in range(n)]
+
+    def log_rows(
+        model: LoadedModel, route: str, rid: str, decoded: Any, result: BatchResult, ms: float
+    ) -> None:
+        if state.log is None:
+            return
+        n = decoded.n_rows
+        cols: dict[str, Any] = {
+            "request_id": row_ids(rid, n),
+            "timestamp": [time.time()] * n,
+            "model_name": [model.name] * n,
+            "model_version": [model.version] * n,
+            "route": [route] * n,
+        }
+        cols.update(decoded.columns)
+        cols["prediction"] = result.prediction.tolist()
+        if result.proba is not None and model.classes is not None:
+            for j, c in enumerate(model.classes):
+                cols[f"proba_{c}"] = result.proba[:, j].tolist()
+        cols["latency_ms"] = [ms] * n
+        state.log.append(model.name, cols)
+
+    async def shadow_copy(model: LoadedModel, payload: dict[str, Any], v2: bool, rid: str) -> None:
+        t0 = time.perf_counter()
+        status = 200
+        try:
+            decode = _codec.decode_v2 if v2 else _codec.decode_records
+            decoded = decode(payload, model.signature, max_rows=config.max_rows)
+            result = await model.batcher.submit(decoded.columns, decoded.n_rows)
+            log_rows(model, "shadow", rid, decoded, result, (time.perf_counter() - t0) * 1e3)
+        except ModelloopError as e:
+            status = e.http_status
+            if isinstance(e, Overloaded):
+                metrics.rejected(model.name, "shadow_queue_full")
+        except Exception:  # a shadow never affects the caller
+            status = 500
+        metrics.request(model.name, str(model.version), "shadow", status, time.perf_counter() - t0)
+
+    async def predict(
+        request: Request, name: str, v2: bool, version: str | None
+    ) -> tuple[LoadedModel, str, Any, str, BatchResult, float]:
+        t0 = time.perf_counter()
+        endpoint = state.manager.get(name)
+        binary_at = json_header_length(request) if v2 else None
+        body = await read_body(request, config.max_body_bytes, allow_binary=binary_at is not None)
+        if binary_at is not None:
+            if binary_at > len(body):
+                raise BadRequest("Inference-Header-Content-Length is longer than the body")
+            payload = require_object(_codec.parse_json(body[:binary_at]), "the request")
+            inline_binary_tensors(payload, body[binary_at:])
+        else:
+            payload = require_object(_codec.parse_json(body), "the request")
+        if version is None:
+            model, route, shadow = endpoint.pick(_key(payload, v2))
+        else:
+            if not version.isdigit():
+                raise NotFound(f"model {name!r} has no version {version!r}")
+            model, route = endpoint.by_version(int(version))
+            shadow = None
+        decode = _codec.decode_v2 if v2 else _codec.decode_records
+        decoded = decode(payload, model.signature, max_rows=config.max_rows)
+        rid = decoded.request_id or new_request_id()
+        try:
+            result = await model.batcher.submit(decoded.columns, decoded.n_rows)
+        except Overloaded:
+            metrics.rejected(name, "queue_full")
+            raise
+        if shadow is not None:
+            task = asyncio.get_running_loop().create_task(shadow_copy(shadow, payload, v2, rid))
+            shadows.add(task)
+            task.add_done_callback(shadows.discard)
+        seconds = time.perf_counter() - t0
+        log_rows(model, route, rid, decoded, result, seconds * 1e3)
+        metrics.request(name, str(model.version), route, 200, seconds)
+        return model, route, decoded, rid, result, seconds
+
+    def failed(name: str, exc: ModelloopError, t0: float) -> None:
+        if isinstance(exc, PayloadTooLarge):
+            metrics.rejected(name, "too_large")
+        metrics.request(name, "", "", exc.http_status, time.perf_counter() - t0)
+
+    # -- Open Inference Protocol V2 ----------------------------------------------------------
+
+    @app.get("/v2", tags=["v2"], summary="Server metadata")
+    async def v2_server() -> dict[str, Any]:
+        return {"name": "modelloop", "version": __version__, "extensions": []}
+
+    @app.get("/v2/health/live", tags=["v2"], summary="Liveness")
+    async def v2_live() -> dict[str, Any]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", tags=["v2"], summary="Readiness: 200 once models are loaded")
+    async def v2_ready() -> Response:
+        ok = state.ready and not state.draining
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
+
+    def metadata(name: str, version: str | None) -> dict[str, Any]:
+        endpoint = state.manager.get(name)
+        if version is None:
+            model = endpoint.champion
+        else:
+            if not version.isdigit():
+                raise NotFound(f"model {name!r} has no version {version!r}")
+            model, _ = endpoint.by_version(int(version))
+        versions = [str(v) for v in endpoint.versions()] if version is None else [version]
+        return _codec.v2_model_metadata(name, versions, model.signature)
+
+    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata")
+    async def v2_model(name: str) -> dict[str, Any]:
+        return metadata(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], summary="Version metadata")
+    async def v2_model_version(name: str, version: str) -> dict[str, Any]:
+        return metadata(name, version)
+
+    def model_ready(name: str, version: str | None) -> Response:
+        metadata(name, version)  # 404 when not served
+        ok = state.ready
+        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
+
+    @app.get("/v2/models/{name}/ready", tags=["v2"], summary="Model readiness")
+    async def v2_model_ready(name: str) -> Response:
+        return model_ready(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], summary="Version ready")
+    async def v2_version_ready(name: str, version: str) -> Response:
+        return model_ready(name, version)
+
+    async def v2_infer_any(request: Request, name: str, version: str | None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            model, _route, decoded, rid, result, _s = await predict(request, name, True, version)
+        except ModelloopError as e:
+            failed(name, e, t0)
+            raise
+        return _codec.encode_v2(
+            name,
+            str(model.version),
+            rid,
+            result.prediction,
+            result.proba,
+            model.signature,
+            decoded.outputs,
+        )
+
+    @app.post("/v2/models/{name}/infer", tags=["v2"], summary="Inference (V2 tensors)")
+    async def v2_infer(request: Request, name: str) -> dict[str, Any]:
+        return await v2_infer_any(request, name, None)
+
+    @app.post(
+        "/v2/models/{name}/versions/{version}/infer", tags=["v2"], summary="Inference, one version"
+    )
+    async def v2_infer_version(request: Request, name: str, version: str) -> dict[str, Any]:
+        return await v2_infer_any(request, name, version)
+
+    # -- plain JSON ---------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/models/{name}/predict",
+        tags=["v1"],
+        summary="Predict rows given as records or columns",
+        openapi_extra={"requestBody": _RECORDS_BODY},
+    )
+    async def v1_predict(request: Request, name: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            model, route, decoded, rid, result, _s = await predict(request, name, False, None)
+        except ModelloopError as e:
+            failed(name, e, t0)
+            raise
+        out = _codec.encode_records(
+            name, model.version, rid, route, result.prediction, result.proba, model.classes
+        )
+        if decoded.n_rows > 1:
+            out["row_ids"] = row_ids(rid, decoded.n_rows)
+        return out
+
+    @app.post(
+        "/v1/models/{name}/feedback",
+        tags=["v1"],
+        summary="Record ground-truth labels by request id",
+        openapi_extra={"requestBody": _FEEDBACK_BODY},
+    )
+    async def v1_feedback(request: Request, name: str) -> dict[str, Any]:
+        endpoint = state.manager.get(name)
+        body = await read_body(request, config.max_body_bytes)
+        payload = require_object(_codec.parse_json(body), "the feedback")
+        rows = _feedback_rows(payload, config.max_rows)
+        classes = {
+            repr(c)
+            for m in (endpoint.champion, endpoint.challenger)
+            if m is not None and m.classes is not None
+            for c in m.classes
+        }
+        for i, (_rid, label) in enumerate(rows):
+            if classes and repr(label) not in classes:
+                raise SchemaMismatch(
+                    f"labels[{i}].label: {label!r} is not a class of model {name!r} "
+                    f"(classes: {sorted(classes)})",
+                    column="label",
+                )
+        await asyncio.to_thread(_write_feedback, state, name, rows)
+        return {"model_name": name, "accepted": len(rows)}
+
+    @app.get("/v1/models", tags=["v1"], summary="Served models and their routing")
+    async def v1_models() -> dict[str, Any]:
+        return {"models": [e.describe() for e in state.manager.endpoints.values()]}
+
+    @app.get("/v1/models/{name}", tags=["v1"], summary="One served model and its routing")
+    async def v1_model(name: str) -> dict[str, Any]:
+        return state.manager.get(name).describe()
+
+    # -- admin --------------------------------------------------------------------------------
+
+    @app.get("/v1/admin/routing", tags=["admin"], summary="Routing of every model")
+    async def admin_routing() -> dict[str, Any]:
+        return {"models": [e.describe() for e in state.manager.endpoints.values()]}
+
+    @app.put(
+        "/v1/admin/models/{name}/routing",
+        tags=["admin"],
+        summary="Set a model's challenger and its mode (canary share or shadow)",
+        openapi_extra={"requestBody": _ROUTING_BODY},
+    )
+    async def admin_set_routing(request: Request, name: str) -> dict[str, Any]:
+        state.manager.get(name)
+        body = await read_body(request, config.max_body_bytes)
+        payload = require_object(_codec.parse_json(body), "the routing")
+        unknown = sorted(set(payload) - {"challenger", "mode", "share"})
+        if unknown:
+            raise BadRequest(f"unknown routing fields {unknown}; use challenger, mode, share")
+        if "mode" not in payload:
+            raise BadRequest("routing needs 'mode': off, canary or shadow")
+        share = payload.get("share", 0.0)
+        if (
+            isinstance(share, bool)
+            or not isinstance(share, int | float)
+            or not math.isfinite(share)
+        ):
+            raise BadRequest(f"share must be a number between 0 and 1, got {share!r}")
+        endpoint = await state.manager.set_routing(
+            name, challenger=payload.get("challenger"), mode=payload["mode"], share=share
+        )
+        return endpoint.describe()
+
+    @app.post("/v1/admin/reload", tags=["admin"], summary="Follow alias moves now")
+    async def admin_reload() -> dict[str, Any]:
+        return {"changed": await state.manager.refresh()}
+
+    # -- metrics ------------------------------------------------------------------------------
+
+    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        if state.log is not None:
+            metrics.log_state(state.log.pending_rows, state.log.lag_seconds)
+        body, ctype = metrics.render()
+        return Response(body, media_type=ctype)
+
+
+def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, Any]]:
+    if "labels" in payload:
+        items = payload["labels"]
+        if not isinstance(items, list) or not items:
+            raise BadRequest("'labels' must be a non-empty list of {request_id, label}")
+        unknown = sorted(set(payload) - {"labels"})
+    else:
+        items = [payload]
+        unknown = []
+    if unknown:
+        raise BadRequest(f"unknown feedback fields {unknown}")
+    if len(items) > max_rows:
+        raise PayloadTooLarge(f"{len(items)} labels in one request; the limit is {max_rows}")
+    rows: list[tuple[str, Any]] = []
+    kinds: set[type] = set()
+    for i, item in enumerate(items):
+        where = f"labels[{i}]" if "labels" in payload else "feedback"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object")
+        extra = sorted(set(item) - {"request_id", "label"})
+        if extra:
+            raise BadRequest(f"{where}: unknown fields {extra}")
+        rid, label = item.get("request_id"), item.get("label")
+        if not isinstance(rid, str) or not rid or len(rid) > 200:
+            raise SchemaMismatch(
+                f"{where}.request_id must be a non-empty string", column="request_id"
+            )
+        if isinstance(label, float) and not math.isfinite(label):
+            raise SchemaMismatch(f"{where}.label must be finite", column="label")
+        if label is None or not isinstance(label, str | int | float | bool):
+            raise SchemaMismatch(
+                f"{where}.label must be a string, number or boolean, got {label!r}", column="label"
+            )
+        kinds.add(float if type(label) is int else type(label))
+        rows.append((rid, label))
+    if len(kinds) > 1:
+        raise SchemaMismatch("all labels in one request must have the same type", column="label")
+    return rows
+
+
+def _write_feedback(state: _State, name: str, rows: list[tuple[str, Any]]) -> None:
+    import pandas as pd
+
+    from modelloop.monitoring._logfiles import append_feedback
+
+    now = pd.Timestamp.now(tz="UTC")
+    frame = pd.DataFrame(
+        {
+            "request_id": [r for r, _ in rows],
+            "label": [lbl for _, lbl in rows],
+            "timestamp": [now] * len(rows),
+        }
+    )
+    append_feedback(state.client.settings.home, name, frame)

@@ -1,0 +1,423 @@
+"""Loaded models and the routing between a champion and an optional challenger.
+
+An :class:`Endpoint` is one served model name: the champion answers, and a challenger may take a
+share of the traffic (**canary**; sticky per request key when one is given) or get a copy of
+every request whose answer is logged and never returned (**shadow**). A :class:`ModelManager`
+loads versions from the registry, follows the aliases they were named by, and swaps a new version
+in only once it is loaded and warmed up, so no request is dropped while an alias moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.registry._uri import ModelRef, parse_model_spec
+from modelloop.serving._batcher import Batcher
+
+if TYPE_CHECKING:
+    from modelloop._client import Client
+    from modelloop.models import ModelPackage, Signature
+    from modelloop.serving._app import ServeConfig
+    from modelloop.serving._metrics import ServingMetrics
+
+__all__ = ["Endpoint", "LoadedModel", "ModelManager", "Predictor", "RouteMode"]
+
+log = logging.getLogger("modelloop.serving")
+
+RouteMode = Literal["off", "canary", "shadow"]
+_MODES = ("off", "canary", "shadow")
+
+# Classifiers whose predict() is the argmax of predict_proba(): one call gives both.
+_ARGMAX_CLASSIFIERS = frozenset(
+    (
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "HistGradientBoostingClassifier",
+        "GradientBoostingClassifier",
+        "LogisticRegression",
+        "KNeighborsClassifier",
+    )
+)
+
+
+def _final_estimator(model: Any) -> Any:
+    steps = getattr(model, "steps", None)
+    return steps[-1][1] if steps else model
+
+
+class Predictor:
+    """Predicts a merged batch of validated columns with one model package (or its ONNX twin)."""
+
+    def __init__(self, package: ModelPackage, onnx: Any = None) -> None:
+        if package.signature is None:
+            raise InvalidInput(
+                f"the model at {package.path} has no signature; log it with an input example "
+                "so the server can validate requests"
+            )
+        self.package = package
+        self.signature: Signature = package.signature
+        self.onnx = onnx
+        model = package.model
+        final = _final_estimator(model)
+        self.classes = list(self.signature.classes) if self.signature.classes is not None else None
+        self.has_proba = self.signature.task != "regression" and hasattr(model, "predict_proba")
+        self._from_proba = (
+            self.has_proba
+            and type(final).__module__.startswith("sklearn.")
+            and type(final).__name__ in _ARGMAX_CLASSIFIERS
+            and hasattr(final, "classes_")
+        )
+        self._model_classes = (
+            np.asarray(getattr(final, "classes_", [])) if self._from_proba else None
+        )
+
+    def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
+        frame = self.signature.validate(columns)
+        if self.onnx is not None:
+            return self.onnx.predict_both(frame)
+        model = self.package.model
+        if not self.has_proba:
+            return np.asarray(model.predict(frame)), None
+        proba = np.asarray(model.predict_proba(frame))
+        if self._from_proba:
+            assert self._model_classes is not None
+            return self._model_classes[np.argmax(proba, axis=1)], proba
+        return np.asarray(model.predict(frame)), proba
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One version in memory, with its batcher."""
+
+    name: str
+    version: int
+    predictor: Predictor
+    batcher: Batcher
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def signature(self) -> Signature:
+        return self.predictor.signature
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.predictor.classes
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "onnx": self.predictor.onnx is not None,
+            "loaded_at": self.loaded_at,
+        }
+
+
+@dataclass(eq=False)
+class Endpoint:
+    """A served model name: its champion, and a challenger in canary or shadow mode."""
+
+    name: str
+    champion_ref: ModelRef
+    champion: LoadedModel
+    challenger_ref: ModelRef | None = None
+    challenger: LoadedModel | None = None
+    mode: RouteMode = "off"
+    share: float = 0.0
+
+    def pick(self, key: str | None) -> tuple[LoadedModel, str, LoadedModel | None]:
+        """The model that answers, its route name, and the shadow model that gets a copy."""
+        challenger = self.challenger
+        if challenger is None or self.mode == "off":
+            return self.champion, "champion", None
+        if self.mode == "shadow":
+            return self.champion, "champion", challenger
+        if key is not None:
+            digest = hashlib.blake2b(f"{self.name}\0{key}".encode(), digest_size=8).digest()
+            u = int.from_bytes(digest, "big") / 2**64
+        else:
+            u = random.random()
+        if u < self.share:
+            return challenger, "canary", None
+        return self.champion, "champion", None
+
+    def by_version(self, version: int) -> tuple[LoadedModel, str]:
+        """The loaded model of an exact version, for ``/versions/{v}`` requests."""
+        if self.champion.version == version:
+            return self.champion, "champion"
+        if self.challenger is not None and self.challenger.version == version:
+            return self.challenger, "canary" if self.mode == "canary" else "shadow"
+        raise NotFound(
+            f"model {self.name!r} version {version} is not loaded (loaded: {self.versions()})"
+        )
+
+    def versions(self) -> list[int]:
+        out = [self.champion.version]
+        if self.challenger is not None and self.challenger.version not in out:
+            out.append(self.challenger.version)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "champion": {"ref": str(self.champion_ref), **self.champion.describe()},
+            "challenger": None
+            if self.challenger is None
+            else {"ref": str(self.challenger_ref), **self.challenger.describe()},
+            "mode": self.mode,
+            "share": self.share,
+        }
+
+
+class ModelManager:
+    """Loads registry versions, serves them as endpoints, and follows alias moves."""
+
+    def __init__(
+        self,
+        client: Client,
+        config: ServeConfig,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.metrics = metrics
+        self.endpoints: dict[str, Endpoint] = {}
+        self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> Endpoint:
+        try:
+            return self.endpoints[name]
+        except KeyError:
+            raise NotFound(
+                f"model {name!r} is not served here (served: {sorted(self.endpoints)})"
+            ) from None
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _load_sync(self, ref: ModelRef) -> tuple[int, Predictor]:
+        mv = self.client.resolve(ref)
+        package = self.client.load_model(f"models:/{mv.name}/{mv.version}")
+        onnx = None
+        if self.config.onnx:
+            from modelloop.serving._onnx import try_onnx
+
+            onnx, reason = try_onnx(package)
+            if onnx is None:
+                log.warning("%s/%s: onnxruntime path off: %s", mv.name, mv.version, reason)
+            else:
+                log.info("%s/%s: onnxruntime path on", mv.name, mv.version)
+        predictor = Predictor(package, onnx)
+        self._warm_up(predictor)
+        return mv.version, predictor
+
+    @staticmethod
+    def _warm_up(predictor: Predictor) -> None:
+        """One prediction on the package's input example, so the first request is not slow."""
+        example = predictor.package.path / "input_example.json"
+        if not example.is_file():
+            return
+        import json
+
+        try:
+            records = json.loads(example.read_text())[:8]
+            columns = {c: [r.get(c) for r in records] for c in predictor.signature.columns}
+            predictor(columns, len(records))
+        except Exception as e:  # a warm-up failure is not a load failure
+            log.warning("warm-up prediction failed for %s: %s", predictor.package.path, e)
+
+    def _make(self, name: str, version: int, predictor: Predictor) -> LoadedModel:
+        cfg = self.config
+        metrics = self.metrics
+        on_batch: Callable[[int], None] | None = None
+        on_depth: Callable[[int], None] | None = None
+        if metrics is not None:
+            v = str(version)
+
+            def on_batch(size: int) -> None:
+                metrics.batch(name, v, size)
+
+            def on_depth(depth: int) -> None:
+                metrics.queue_depth(name, depth)
+
+        batcher = Batcher(
+            predictor,
+            columns=predictor.signature.columns,
+            max_batch_rows=cfg.max_batch_rows,
+            max_delay_s=cfg.max_batch_delay_ms / 1000.0,
+            max_queue_rows=cfg.max_queue_rows,
+            batching=cfg.batching,
+            on_batch=on_batch,
+            on_depth=on_depth,
+            name=f"{name}-{version}",
+        )
+        batcher.start()
+        return LoadedModel(name, version, predictor, batcher)
+
+    async def load(self, ref: ModelRef) -> LoadedModel:
+        version, predictor = await asyncio.to_thread(self._load_sync, ref)
+        return self._make(ref.name, version, predictor)
+
+    async def add(self, spec: str) -> Endpoint:
+        """Serve ``spec`` (``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION``) as its champion."""
+        ref = parse_model_spec(spec)
+        if ref.name in self.endpoints:
+            raise InvalidInput(f"model {ref.name!r} is given twice")
+        champion = await self.load(ref)
+        endpoint = Endpoint(ref.name, ref, champion)
+        self.endpoints[ref.name] = endpoint
+        self._report(endpoint)
+        return endpoint
+
+    # -- routing -----------------------------------------------------------------------------
+
+    async def set_routing(
+        self,
+        name: str,
+        *,
+        challenger: str | None,
+        mode: str,
+        share: float = 0.0,
+    ) -> Endpoint:
+        """Set (or clear, with ``challenger=None`` / ``mode="off"``) a model's challenger."""
+        endpoint = self.get(name)
+        if mode not in _MODES:
+            raise InvalidInput(f"mode must be one of {list(_MODES)}, got {mode!r}")
+        if not isinstance(share, int | float) or isinstance(share, bool) or not 0 <= share <= 1:
+            raise InvalidInput(f"share must be a number between 0 and 1, got {share!r}")
+        if mode == "canary" and challenger is None and endpoint.challenger is None:
+            raise InvalidInput("canary mode needs a challenger")
+        if mode == "shadow" and challenger is None and endpoint.challenger is None:
+            raise InvalidInput("shadow mode needs a challenger")
+        async with self._lock:
+            if challenger is not None:
+                ref = _challenger_ref(name, challenger)
+                loaded = await self.load(ref)
+                old = endpoint.challenger
+                endpoint.challenger_ref, endpoint.challenger = ref, loaded
+                self._retire(old)
+            elif mode == "off":
+                old = endpoint.challenger
+                endpoint.challenger_ref, endpoint.challenger = None, None
+                self._retire(old)
+            endpoint.mode = mode  # type: ignore[assignment]
+            endpoint.share = float(share) if mode == "canary" else 0.0
+        self._report(endpoint)
+        return endpoint
+
+    # -- following the registry --------------------------------------------------------------
+
+    async def refresh(self) -> list[str]:
+        """Load and switch to the versions aliases now point at; return what changed."""
+        changed: list[str] = []
+        async with self._lock:
+            for endpoint in list(self.endpoints.values()):
+                for role in ("champion", "challenger"):
+                    ref: ModelRef | None = getattr(endpoint, f"{role}_ref")
+                    current: LoadedModel | None = getattr(endpoint, role)
+                    if ref is None or current is None or ref.version is not None:
+                        continue
+                    try:
+                        mv = await asyncio.to_thread(self.client.resolve, ref)
+                    except Exception as e:  # keep serving what is loaded
+                        log.warning(
+                            "cannot resolve %s: %s; keeping version %s", ref, e, current.version
+                        )
+                        continue
+                    if mv.version == current.version:
+                        continue
+                    try:
+                        loaded = await self.load(ModelRef(ref.name, version=mv.version))
+                    except Exception as e:
+                        log.error(
+                            "cannot load %s version %s: %s; keeping version %s",
+                            ref.name,
+                            mv.version,
+                            e,
+                            current.version,
+                        )
+                        continue
+                    setattr(endpoint, role, loaded)
+                    self._retire(current)
+                    changed.append(f"{endpoint.name} {role} {current.version} -> {mv.version}")
+                    log.info(
+                        "%s: %s now version %s (was %s)",
+                        endpoint.name,
+                        role,
+                        mv.version,
+                        current.version,
+                    )
+                self._report(endpoint)
+        return changed
+
+    async def watch(self, interval_s: float) -> None:
+        """Refresh every ``interval_s`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.refresh()
+            except Exception:  # the watcher must outlive a bad poll
+                log.exception("alias refresh failed")
+
+    def _retire(self, old: LoadedModel | None) -> None:
+        """Close a replaced model once the requests already queued on it are answered."""
+        if old is None or any(
+            old is e.champion or old is e.challenger for e in self.endpoints.values()
+        ):
+            return
+        task = asyncio.get_running_loop().create_task(old.batcher.close(self.config.grace_s))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    def _report(self, endpoint: Endpoint) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.model_loaded(endpoint.name, "champion", str(endpoint.champion.version))
+        if endpoint.challenger is not None:
+            self.metrics.model_loaded(endpoint.name, "challenger", str(endpoint.challenger.version))
+
+    async def close(self, timeout_s: float) -> None:
+        """Answer what is queued (within ``timeout_s``) and stop every batcher."""
+        models = {
+            id(m): m
+            for e in self.endpoints.values()
+            for m in (e.champion, e.challenger)
+            if m is not None
+        }
+        await asyncio.gather(*(m.batcher.close(timeout_s) for m in models.values()))
+        for task in list(self._retiring):
+            with contextlib.suppress(Exception):
+                await task
+
+
+def _challenger_ref(name: str, spec: str | int) -> ModelRef:
+    """A challenger spec: ``@alias``, a version number, or a full ``NAME@ALIAS`` / ``NAME/V``."""
+    if isinstance(spec, bool):
+        raise InvalidInput(f"challenger must be an alias or a version, got {spec!r}")
+    if isinstance(spec, int):
+        return ModelRef(name, version=spec)
+    if not isinstance(spec, str) or not spec:
+        raise InvalidInput(f"challenger must be an alias or a version, got {spec!r}")
+    if spec.startswith("@"):
+        spec = name + spec
+    elif spec.isdigit():
+        spec = f"{name}/{spec}"
+    ref = parse_model_spec(spec)
+    if ref.name != name:
+        raise InvalidInput(
+            f"the challenger of {name!r} must be a version of {name!r}, got {ref.name!r}"
+        )
+    return ref

@@ -1,0 +1,181 @@
+"""Helpers for serving tests: registering small models and running ``modelloop serve`` as a
+real process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from s3_support import free_port
+
+FEATURES_MIXED = ("amount", "count", "flag", "city")
+
+
+def breast_cancer() -> tuple[pd.DataFrame, pd.Series]:
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    return X, y
+
+
+def register_rf(
+    home: Path,
+    name: str = "cancer",
+    *,
+    n_estimators: int = 10,
+    random_state: int = 0,
+    alias: str | None = "champion",
+) -> int:
+    """Train a small random forest on breast cancer and register it; return its version."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    X, y = breast_cancer()
+    model = RandomForestClassifier(n_estimators=n_estimators, random_state=random_state).fit(X, y)
+    client = Client(Settings(home=home))
+    try:
+        with client.start_run(experiment="serving-tests") as run:
+            client.log_model(run.run_id, model, "model", input_example=X.head(20))
+        mv = client.register_model(run.run_id, name)
+        if alias:
+            client.set_alias(name, alias, mv.version)
+        return mv.version
+    finally:
+        client.close()
+
+
+def mixed_frame(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
+    """float, int, bool and string columns with a label that depends on all of them."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "amount": rng.normal(100, 30, n),
+            "count": rng.integers(0, 20, n).astype("int64"),
+            "flag": rng.random(n) < 0.3,
+            "city": rng.choice(["paris", "lyon", "nice"], n),
+        }
+    )
+    frame["city"] = frame["city"].astype("string")
+    y = ((frame["amount"] > 100) ^ frame["flag"] ^ (frame["city"] == "lyon")).astype(int)
+    return frame, y
+
+
+def register_mixed(home: Path, name: str = "mixed") -> int:
+    """A Pipeline over float, int, bool and string inputs, registered as NAME@champion."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    X, y = mixed_frame()
+    encode = ColumnTransformer(
+        [
+            ("num", "passthrough", ["amount", "count", "flag"]),
+            ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["city"]),
+        ]
+    )
+    model = Pipeline(
+        [("encode", encode), ("clf", HistGradientBoostingClassifier(max_iter=20, random_state=0))]
+    ).fit(X, y)
+    client = Client(Settings(home=home))
+    try:
+        with client.start_run(experiment="serving-tests") as run:
+            client.log_model(run.run_id, model, "model", input_example=X.head(20))
+        mv = client.register_model(run.run_id, name)
+        client.set_alias(name, "champion", mv.version)
+        return mv.version
+    finally:
+        client.close()
+
+
+@dataclass
+class Server:
+    """A ``modelloop serve`` process; ``url`` is its base address."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    port: int
+    home: Path
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+
+def start_server(
+    home: Path,
+    models: Sequence[str],
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 60.0,
+    wait_ready: bool = True,
+    headers: dict[str, str] | None = None,
+) -> Server:
+    """Start ``modelloop serve MODELS ARGS`` on a free port and wait until it is ready."""
+    port = free_port()
+    log_path = home / f"server-{port}.log"
+    home.mkdir(parents=True, exist_ok=True)
+    full_env = {
+        **os.environ,
+        "MODELLOOP_HOME": str(home),
+        **(env or {}),
+    }
+    for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT"):
+        if var not in (env or {}):
+            full_env.pop(var, None)
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelloop", "serve", *models, "--port", str(port), *args],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, f"http://127.0.0.1:{port}", port, home, log_path)
+    if wait_ready:
+        wait_until_ready(server, ready_timeout, headers=headers)
+    return server
+
+
+def wait_until_ready(
+    server: Server, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log()}")
+        req = urllib.request.Request(f"{server.url}/v2/health/ready", headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    server.proc.kill()
+    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log()}")
+
+
+def row_records(n: int = 1, start: int = 0) -> list[dict[str, Any]]:
+    X, _ = breast_cancer()
+    return X.iloc[start : start + n].to_dict(orient="records")
