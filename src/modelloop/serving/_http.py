@@ -95,6 +95,7 @@ def inline_binary_tensors(payload: Any, blob: bytes) -> None:
             raise BadRequest(f"input {name!r}: binary data is shorter than binary_data_size")
         chunk = blob[offset : offset + size]
         offset += size
+        del params["binary_data_size"]  # the data is inline now
         datatype = tensor.get("datatype")
         if datatype == "BYTES":
             tensor["data"] = _split_bytes(chunk, name)

@@ -24,6 +24,7 @@ import numpy as np
 from modelloop.exceptions import InvalidInput, NotFound
 from modelloop.registry._uri import ModelRef, parse_model_spec
 from modelloop.serving._batcher import Batcher
+from modelloop.serving._codec import decode_records, to_frame
 
 if TYPE_CHECKING:
     from modelloop._client import Client
@@ -85,7 +86,7 @@ class Predictor:
         )
 
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
-        frame = self.signature.validate(columns)
+        frame = to_frame(columns, self.signature)
         if self.onnx is not None:
             return self.onnx.predict_both(frame)
         model = self.package.model
@@ -234,8 +235,8 @@ class ModelManager:
 
         try:
             records = json.loads(example.read_text())[:8]
-            columns = {c: [r.get(c) for r in records] for c in predictor.signature.columns}
-            predictor(columns, len(records))
+            decoded = decode_records({"records": records}, predictor.signature, max_rows=8)
+            predictor(decoded.columns, decoded.n_rows)
         except Exception as e:  # a warm-up failure is not a load failure
             log.warning("warm-up prediction failed for %s: %s", predictor.package.path, e)
 

@@ -1,0 +1,997 @@
+"""Request decoding and validation, and response encoding, for the model server (no HTTP here).
+
+Decoding checks every value against the model's :class:`~modelloop.models.Signature` in plain
+Python over the parsed JSON (no pandas per request), at least as strictly as
+``Signature.validate``: whatever :func:`decode_records` or :func:`decode_v2` accepts, the
+signature accepts too, so the server can merge many requests and build one DataFrame per
+micro-batch. Values come out normalised (integral floats in integer columns become ``int``,
+numbers in float columns become ``float``, NaN becomes ``None``, categories take the signature's
+own value), which keeps a merged batch exact.
+
+Errors name the field and the row: :class:`BadRequest` (400) for a body that is not JSON or not
+the expected shape, :class:`~modelloop.exceptions.SchemaMismatch` (422) for wrong, missing or
+extra columns and values, :class:`PayloadTooLarge` (413) for more rows than allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from modelloop.exceptions import SchemaMismatch
+from modelloop.models._dtypes import is_float
+from modelloop.serving._errors import BadRequest, PayloadTooLarge
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from modelloop.models import ColumnSpec, Signature
+
+__all__ = [
+    "Decoded",
+    "decode_records",
+    "decode_v2",
+    "encode_records",
+    "encode_v2",
+    "output_names",
+    "parse_json",
+    "to_frame",
+    "v2_datatype",
+    "v2_model_metadata",
+]
+
+MAX_ID_LENGTH = 256  # request ids and routing keys end up in logs and responses
+_F32_MAX = 3.4028234663852886e38
+_INT_RANGES = {
+    "int8": (-(2**7), 2**7 - 1),
+    "int16": (-(2**15), 2**15 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint8": (0, 2**8 - 1),
+    "uint16": (0, 2**16 - 1),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+_V2_INTS = {name.upper(): rng for name, rng in _INT_RANGES.items()}
+_V2_FLOATS = frozenset(("FP16", "FP32", "FP64"))
+_V2_DATATYPES = frozenset((*_V2_INTS, *_V2_FLOATS, "BOOL", "BYTES"))
+_RECORD_KEYS = frozenset(("records", "columns", "id", "request_id", "key"))
+# A strict subset of ISO 8601 that pandas reads the same way: date, optional time, optional
+# offset (only after a time).
+_ISO_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}"
+    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?"
+)
+# Years that stay in range whatever the offset or zone: Signature.validate parses a batch of
+# strings through nanosecond timestamps (1677 to 2262), whatever the column's unit.
+_YEARS = (1678, 2261)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """One decoded request: its columns in signature order and what travels with them."""
+
+    columns: dict[str, list[Any]]  # plain Python values, None for missing
+    n_rows: int
+    request_id: str | None  # the client's id ("id" in V2, "id" or "request_id" in v1)
+    key: str | None  # sticky routing key (v1 "key"; V2 parameters["key"])
+    outputs: list[str] | None  # V2 requested output names (None = all)
+
+
+# -- JSON --------------------------------------------------------------------------------------
+
+
+def parse_json(body: bytes) -> Any:
+    """The parsed JSON body; ``BadRequest`` naming the error if it is not JSON.
+
+    The NaN and Infinity tokens are read as floats: NaN is a missing value where the column
+    admits one, an infinite number is always a ``SchemaMismatch`` naming the field.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise BadRequest("request body is not valid JSON: nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int too long
+        raise BadRequest(f"request body is not valid JSON: {e}") from None
+
+
+# -- per-column value checks ------------------------------------------------------------------
+
+# A check takes the column's values (a list the decoder owns), validates them, normalises them
+# in place and returns the list; rows in errors are positions in the request.
+_Check = Callable[[list[Any]], list[Any]]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bad(name: str, row: int, message: str) -> SchemaMismatch:
+    return SchemaMismatch(f"column {name!r}, row {row}: {message}", column=name)
+
+
+def _wrong(name: str, row: int, value: Any, expected: str) -> SchemaMismatch:
+    return _bad(name, row, f"expected {expected}, got {_show(value)}")
+
+
+def _missing(name: str, row: int) -> SchemaMismatch:
+    return _bad(name, row, "missing value not allowed; the model was trained without them here")
+
+
+def _is_missing(v: Any) -> bool:
+    return v is None or (type(v) is float and v != v)
+
+
+def _float_check(name: str, dtype: str, missing_ok: bool) -> _Check:
+    limit = _F32_MAX if dtype.lower() == "float32" else math.inf
+    what = f"a number ({dtype})"
+
+    def check(values: list[Any]) -> list[Any]:
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is float:
+                if v - v == 0.0:  # finite
+                    if abs(v) > limit:
+                        raise _bad(name, i, f"{_show(v)} is out of range for {dtype}")
+                    continue
+                if v != v:
+                    if not missing_ok:
+                        raise _missing(name, i)
+                    values[i] = None
+                    continue
+                raise _bad(name, i, f"expected a finite number ({dtype}), got {v!r}")
+            if t is int:
+                try:
+                    f = float(v)
+                except OverflowError:
+                    raise _bad(name, i, f"{_show(v)} is out of range for {dtype}") from None
+                if abs(f) > limit:
+                    raise _bad(name, i, f"{_show(v)} is out of range for {dtype}")
+                values[i] = f
+            elif v is None:
+                if not missing_ok:
+                    raise _missing(name, i)
+            else:
+                raise _wrong(name, i, v, what)
+        return values
+
+    return check
+
+
+def _int_bounds(spec: ColumnSpec) -> tuple[int, int, bool]:
+    """The integers a column takes, and whether it takes missing values."""
+    lo, hi = _INT_RANGES[spec.dtype.lower()]
+    # numpy integers hold no missing value whatever the spec says; the masked ones do
+    missing_ok = spec.missing_allowed and spec.dtype[0] in "IU"
+    if missing_ok:
+        # Signature.validate reads an integer column with missing values through float64, so a
+        # merged batch holding a None anywhere keeps integers exact only within +-2**53.
+        lo, hi = max(lo, -(2**53)), min(hi, 2**53)
+    return lo, hi, missing_ok
+
+
+def _int_check(name: str, dtype: str, lo: int, hi: int, missing_ok: bool) -> _Check:
+    what = f"an integer ({dtype})"
+    limits = f"{lo} to {hi}" + (", as it admits missing values" if hi == 2**53 else "")
+
+    def check(values: list[Any]) -> list[Any]:
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is int:
+                if lo <= v <= hi:
+                    continue
+            elif t is float:
+                if v != v:
+                    if not missing_ok:
+                        raise _missing(name, i)
+                    values[i] = None
+                    continue
+                if v - v != 0.0:
+                    raise _bad(name, i, f"expected a finite number ({dtype}), got {v!r}")
+                if not v.is_integer():
+                    raise _bad(name, i, f"expected {what}, got {v!r} with a fraction")
+                v = values[i] = int(v)
+                if lo <= v <= hi:
+                    continue
+            elif v is None:
+                if not missing_ok:
+                    raise _missing(name, i)
+                continue
+            else:
+                raise _wrong(name, i, v, what)
+            raise _bad(name, i, f"{_show(v)} is out of range for {dtype} ({limits})")
+        return values
+
+    return check
+
+
+def _type_check(name: str, dtype: str, kind: type, what: str, missing_ok: bool) -> _Check:
+    expected = f"{what} ({dtype})"
+    text = kind is str
+
+    def check(values: list[Any]) -> list[Any]:
+        for i, v in enumerate(values):
+            if type(v) is kind:
+                if text and not v.isascii():
+                    _check_text(name, i, v)
+                continue
+            if _is_missing(v):
+                if not missing_ok:
+                    raise _missing(name, i)
+                values[i] = None
+                continue
+            raise _wrong(name, i, v, expected)
+        return values
+
+    return check
+
+
+def _check_text(name: str, row: int, value: str) -> None:
+    """Strings must be encodable (JSON escapes can spell lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _bad(name, row, f"{_show(value)} is not valid Unicode text") from None
+
+
+def _category_check(name: str, categories: tuple[Any, ...], missing_ok: bool) -> _Check:
+    # Booleans match only boolean categories (never 1 or 0); numbers match by value, so 2
+    # finds the category 2.0; the value becomes the signature's own category.
+    numbers_and_text = {c: c for c in categories if type(c) is not bool}
+    flags = {c: c for c in categories if type(c) is bool}
+    shown = list(categories[:20]) + (["..."] if len(categories) > 20 else [])
+
+    def check(values: list[Any]) -> list[Any]:
+        for i, v in enumerate(values):
+            t = type(v)
+            if t is str or t is int or t is float:
+                found = numbers_and_text.get(v, _MISSING)
+            elif t is bool:
+                found = flags.get(v, _MISSING)
+            else:
+                found = _MISSING
+            if found is not _MISSING:
+                if t is str and not v.isascii():
+                    _check_text(name, i, v)
+                values[i] = found
+                continue
+            if _is_missing(v):
+                if not missing_ok:
+                    raise _missing(name, i)
+                values[i] = None
+                continue
+            raise _bad(name, i, f"expected a known category, got {_show(v)}; allowed: {shown}")
+        return values
+
+    return check
+
+
+_MISSING = object()
+
+
+def _datetime_check(name: str, dtype: str, missing_ok: bool) -> _Check:
+    aware = "," in dtype
+    years = _YEARS
+    what = f"an ISO 8601 datetime ({dtype}) such as " + (
+        "'2024-05-01T12:30:00+00:00'" if aware else "'2024-05-01T12:30:00'"
+    )
+
+    def check(values: list[Any]) -> list[Any]:
+        for i, v in enumerate(values):
+            if type(v) is str:
+                match = _ISO_DATETIME.fullmatch(v)
+                if match is None:
+                    raise _wrong(name, i, v, what)
+                try:
+                    parsed = datetime.fromisoformat(v)
+                except ValueError:
+                    raise _wrong(name, i, v, what) from None
+                if (match.group(1) is not None) != aware:
+                    why = "without a timezone offset" if aware else "with a timezone offset"
+                    raise _bad(name, i, f"expected {dtype}, got {_show(v)} {why}")
+                if not years[0] <= parsed.year <= years[1]:
+                    raise _bad(
+                        name,
+                        i,
+                        f"{_show(v)} is out of range for {dtype} (years {years[0]} to {years[1]})",
+                    )
+                continue
+            if _is_missing(v):
+                if not missing_ok:
+                    raise _missing(name, i)
+                values[i] = None
+                continue
+            raise _wrong(name, i, v, what)
+        return values
+
+    return check
+
+
+def _column_check(spec: ColumnSpec) -> _Check:
+    dtype, name = spec.dtype, spec.name
+    if is_float(dtype):
+        return _float_check(name, dtype, spec.missing_allowed)
+    if dtype.lower() in _INT_RANGES:
+        return _int_check(name, dtype, *_int_bounds(spec))
+    if dtype in ("bool", "boolean"):
+        return _type_check(name, dtype, bool, "a boolean", spec.missing_allowed and dtype != "bool")
+    if dtype == "string":
+        return _type_check(name, dtype, str, "a string", spec.missing_allowed)
+    if dtype == "category":
+        return _category_check(name, spec.categories or (), spec.missing_allowed)
+    return _datetime_check(name, dtype, spec.missing_allowed)
+
+
+def _v2_accepts(spec: ColumnSpec) -> frozenset[str]:
+    """The V2 datatypes whose tensors can feed this column."""
+    dtype = spec.dtype
+    if is_float(dtype):
+        return frozenset((*_V2_FLOATS, *_V2_INTS))
+    if dtype.lower() in _INT_RANGES:
+        return frozenset(_V2_INTS)
+    if dtype in ("bool", "boolean"):
+        return frozenset(("BOOL",))
+    if dtype == "category":
+        kinds = {type(c) for c in spec.categories or ()}
+        out: set[str] = set()
+        if str in kinds:
+            out.add("BYTES")
+        if bool in kinds:
+            out.add("BOOL")
+        if int in kinds:
+            out.update(_V2_INTS)
+        if int in kinds or float in kinds:
+            out.update(_V2_FLOATS)
+        return frozenset(out)
+    return frozenset(("BYTES",))
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What decoding needs from one signature, computed once."""
+
+    signature: Signature
+    names: tuple[str, ...]
+    name_set: frozenset[str]
+    checks: tuple[tuple[str, _Check], ...]
+    # Single-row fast path: (name, type, lo, hi, check, V2 datatype); a value of exactly that
+    # type within [lo, hi] is valid as it is, anything else (NaN fails both bounds) goes through
+    # check. In V2 the tensor must have the column's own datatype (or any FP for floats).
+    quick: tuple[tuple[str, type, Any, Any, _Check, str], ...]
+    v2_accepts: dict[str, frozenset[str]]
+    outputs: tuple[str, ...]
+
+
+class _Never:
+    """A type no JSON value has: columns without a fast path."""
+
+
+def _quick_bounds(spec: ColumnSpec) -> tuple[type, Any, Any]:
+    dtype = spec.dtype
+    if is_float(dtype):
+        limit = _F32_MAX if dtype.lower() == "float32" else sys.float_info.max
+        return float, -limit, limit
+    if dtype.lower() in _INT_RANGES:
+        return int, *_int_bounds(spec)[:2]
+    if dtype in ("bool", "boolean"):
+        return bool, False, True
+    return _Never, None, None
+
+
+# Plans by id(signature); the entry holds the signature, so the id cannot be reused while the
+# entry lives. Signatures are immutable, so a plan never goes stale; a race builds one twice.
+_PLANS: dict[int, _Plan] = {}
+_MAX_PLANS = 256
+
+
+def _plan(signature: Signature) -> _Plan:
+    plan = _PLANS.get(id(signature))
+    if plan is not None and plan.signature is signature:
+        return plan
+    names = tuple(spec.name for spec in signature.inputs)
+    checks = tuple((spec.name, _column_check(spec)) for spec in signature.inputs)
+    pairs = zip(checks, signature.inputs, strict=True)
+    plan = _Plan(
+        signature=signature,
+        names=names,
+        name_set=frozenset(names),
+        checks=checks,
+        quick=tuple(
+            (name, *_quick_bounds(spec), check, v2_datatype(spec.dtype))
+            for (name, check), spec in pairs
+        ),
+        v2_accepts={spec.name: _v2_accepts(spec) for spec in signature.inputs},
+        outputs=tuple(output_names(signature)),
+    )
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[id(signature)] = plan
+    return plan
+
+
+# -- request fields ---------------------------------------------------------------------------
+
+
+def _text_field(value: Any, field: str) -> str | None:
+    """An id or key: a string (an integer is taken as its digits), at most MAX_ID_LENGTH long."""
+    if value is None:
+        return None
+    if type(value) is int:
+        value = str(value)
+    if type(value) is not str:
+        raise BadRequest(f'"{field}" must be a string, got {_show(value)}')
+    if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        raise BadRequest(f'"{field}" must be printable text of at most {MAX_ID_LENGTH} characters')
+    return value
+
+
+def _check_rows(n: int, max_rows: int, where: str) -> None:
+    if n > max_rows:
+        raise PayloadTooLarge(f"{where} has {n} rows; at most {max_rows} are allowed per request")
+    if n == 0:
+        raise BadRequest(f"{where} has no rows")
+
+
+def _names_mismatch(given: list[Any], plan: _Plan, where: str, noun: str) -> SchemaMismatch:
+    counts = Counter(given)
+    missing = [n for n in plan.names if n not in counts]
+    extra = [str(n) for n in counts if n not in plan.name_set]
+    dupes = sorted(str(n) for n, k in counts.items() if k > 1)
+    parts = []
+    if missing:
+        parts.append(f"missing {noun} {missing}")
+    if extra:
+        parts.append(f"unexpected {noun} {extra}")
+    if dupes:
+        parts.append(f"duplicate {noun} {dupes}")
+    first = (missing or extra or dupes or [None])[0]
+    return SchemaMismatch(
+        f"{where} does not match the model signature: {'; '.join(parts)}; the model takes "
+        f"{_names_list(plan.names)}",
+        column=first,
+    )
+
+
+def _names_list(names: tuple[str, ...]) -> str:
+    shown = list(names[:40])
+    return repr(shown)[:-1] + (", ...]" if len(names) > 40 else "]")
+
+
+# -- v1: records or columns -------------------------------------------------------------------
+
+
+def decode_records(payload: Any, signature: Signature, *, max_rows: int) -> Decoded:
+    """Decode ``{"records": [{col: v}, ...]}`` or ``{"columns": {col: [v, ...]}}``.
+
+    Optional ``"id"`` (or ``"request_id"``) and ``"key"`` (the sticky routing key). Raises
+    ``BadRequest`` for another shape, ``PayloadTooLarge`` for more than ``max_rows`` rows and
+    ``SchemaMismatch`` naming the column and row for anything the signature does not admit.
+    """
+    if type(payload) is not dict:
+        raise BadRequest(
+            'expected a JSON object with "records" (a list of objects) or "columns" (an object '
+            f"of lists), got {_json_type(payload)}"
+        )
+    if not payload.keys() <= _RECORD_KEYS:
+        unknown = sorted(str(k) for k in payload.keys() - _RECORD_KEYS)
+        raise BadRequest(f"unknown fields {unknown}; expected {sorted(_RECORD_KEYS)}")
+    request_id = _text_field(payload.get("request_id"), "request_id")
+    other_id = _text_field(payload.get("id"), "id")
+    if request_id is not None and other_id is not None and request_id != other_id:
+        raise BadRequest('"id" and "request_id" differ; give one of them')
+    request_id = request_id if request_id is not None else other_id
+    key = _text_field(payload.get("key"), "key")
+    plan = _plan(signature)
+    if "records" in payload:
+        if "columns" in payload:
+            raise BadRequest('give either "records" or "columns", not both')
+        columns, n = _from_records(payload["records"], plan, max_rows)
+    elif "columns" in payload:
+        columns, n = _from_columns(payload["columns"], plan, max_rows)
+    else:
+        raise BadRequest('expected "records" (a list of objects) or "columns" (an object of lists)')
+    return Decoded(columns=columns, n_rows=n, request_id=request_id, key=key, outputs=None)
+
+
+def _json_type(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), "null")
+
+
+def _from_records(records: Any, plan: _Plan, max_rows: int) -> tuple[dict[str, list[Any]], int]:
+    if type(records) is not list:
+        raise BadRequest(f'"records" must be a list of objects, got {_json_type(records)}')
+    n = len(records)
+    _check_rows(n, max_rows, '"records"')
+    name_set = plan.name_set
+    for row, record in enumerate(records):
+        if type(record) is not dict:
+            raise BadRequest(f"record {row} is {_json_type(record)}, not an object")
+        if record.keys() != name_set:
+            raise _names_mismatch(list(record), plan, f"record {row}", "columns")
+    if n == 1:
+        record = records[0]
+        columns = {}
+        for name, kind, lo, hi, check, _ in plan.quick:
+            v = record[name]
+            columns[name] = [v] if type(v) is kind and lo <= v <= hi else check([v])
+        return columns, 1
+    return {name: check([r[name] for r in records]) for name, check in plan.checks}, n
+
+
+def _from_columns(data: Any, plan: _Plan, max_rows: int) -> tuple[dict[str, list[Any]], int]:
+    if type(data) is not dict:
+        raise BadRequest(f'"columns" must be an object of lists, got {_json_type(data)}')
+    if data.keys() != plan.name_set:
+        raise _names_mismatch(list(data), plan, '"columns"', "columns")
+    lengths = {}
+    for name in plan.names:
+        values = data[name]
+        if type(values) is not list:
+            raise BadRequest(
+                f"columns[{name!r}] must be a list of values, got {_json_type(values)}"
+            )
+        lengths[name] = len(values)
+    n = lengths[plan.names[0]] if plan.names else 0
+    if any(k != n for k in lengths.values()):
+        raise BadRequest(f'"columns" have different lengths: {lengths}')
+    _check_rows(n, max_rows, '"columns"')
+    return {name: check(list(data[name])) for name, check in plan.checks}, n
+
+
+# -- V2 (Open Inference Protocol) -------------------------------------------------------------
+
+
+def decode_v2(payload: Any, signature: Signature, *, max_rows: int) -> Decoded:
+    """Decode an Open Inference Protocol V2 inference request.
+
+    Either one tensor per column (shape ``[n]`` or ``[n, 1]``, data flat or nested), or one
+    ``[n, n_columns]`` tensor whose columns follow the signature order. The datatype must fit
+    the column (integers feed float columns; floats never feed integer columns). Raises
+    ``BadRequest`` for a malformed request or an unknown requested output, ``PayloadTooLarge``
+    for more than ``max_rows`` rows, ``SchemaMismatch`` for missing, unknown or duplicate
+    tensors and for values the signature does not admit.
+    """
+    if type(payload) is not dict:
+        raise BadRequest(f'expected a JSON object with "inputs", got {_json_type(payload)}')
+    request_id = payload.get("id")
+    if request_id is not None and type(request_id) is not str:
+        raise BadRequest(f'"id" must be a string, got {_show(request_id)}')
+    request_id = _text_field(request_id, "id")
+    parameters = payload.get("parameters")
+    if parameters is not None and type(parameters) is not dict:
+        raise BadRequest(f'"parameters" must be an object, got {_json_type(parameters)}')
+    key = _text_field((parameters or {}).get("key"), "parameters.key")
+    plan = _plan(signature)
+    outputs = _requested_outputs(payload.get("outputs"), plan)
+    inputs = payload.get("inputs")
+    if type(inputs) is not list or not inputs:
+        raise BadRequest('"inputs" must be a non-empty list of tensors')
+    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    if len(tensors) == 1 and tensors[0][0] not in plan.name_set and len(tensors[0][1]) == 2:
+        columns, n = _from_matrix(tensors[0], plan, max_rows)
+    else:
+        columns, n = _from_tensors(tensors, plan, max_rows)
+    return Decoded(columns=columns, n_rows=n, request_id=request_id, key=key, outputs=outputs)
+
+
+def _requested_outputs(value: Any, plan: _Plan) -> list[str] | None:
+    if value is None:
+        return None
+    if type(value) is not list:
+        raise BadRequest(f'"outputs" must be a list of objects, got {_json_type(value)}')
+    names: list[str] = []
+    for i, item in enumerate(value):
+        name = item.get("name") if type(item) is dict else None
+        if type(name) is not str:
+            raise BadRequest(f'outputs[{i}] must be an object with a string "name"')
+        if name not in plan.outputs:
+            raise BadRequest(f"unknown output {name!r}; this model gives {list(plan.outputs)}")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _tensor(t: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
+    """(name, shape, datatype, data) of one request input, checked for form only."""
+    if type(t) is not dict:
+        raise BadRequest(f"inputs[{index}] must be an object, got {_json_type(t)}")
+    name = t.get("name")
+    if type(name) is not str:
+        raise BadRequest(f'inputs[{index}] needs a string "name"')
+    params = t.get("parameters")
+    if params is not None and type(params) is dict and "binary_data_size" in params:
+        raise BadRequest(
+            f"input {_show(name)}: binary tensor data is not supported; send the values as "
+            "JSON (tritonclient: binary_data=False)"
+        )
+    shape = t.get("shape")
+    if type(shape) is not list or not shape:
+        raise BadRequest(f'input {_show(name)}: "shape" must be a non-empty list of integers')
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise BadRequest(
+                f'input {_show(name)}: "shape" must hold non-negative integers, got {_show(shape)}'
+            )
+    datatype = t.get("datatype")
+    if datatype not in _V2_DATATYPES:
+        raise BadRequest(
+            f"input {_show(name)}: unknown datatype {_show(datatype)}; expected one of "
+            f"{sorted(_V2_DATATYPES)}"
+        )
+    data = t.get("data")
+    if type(data) is not list:
+        raise BadRequest(f'input {_show(name)}: "data" must be a list of values')
+    return name, shape, datatype, data
+
+
+def _flatten(data: list[Any], shape: list[int], name: str) -> list[Any]:
+    """The tensor's values in row-major order; ``data`` is flat or nested to ``shape``."""
+    if not data or type(data[0]) is not list:
+        size = 1
+        for d in shape:
+            size *= d
+        if len(data) != size:
+            raise BadRequest(
+                f"input {_show(name)}: shape {shape} holds {size} values but data has {len(data)}"
+            )
+        return data
+    flat: list[Any] = []
+    _flatten_into(data, shape, 0, flat, name)
+    return flat
+
+
+def _flatten_into(data: Any, shape: list[int], depth: int, out: list[Any], name: str) -> None:
+    if depth == len(shape) or type(data) is not list or len(data) != shape[depth]:
+        raise BadRequest(f"input {_show(name)}: nested data does not match shape {shape}")
+    if depth == len(shape) - 1:
+        for item in data:
+            if type(item) is list:
+                raise BadRequest(f"input {_show(name)}: nested data does not match shape {shape}")
+        out.extend(data)
+        return
+    for item in data:
+        _flatten_into(item, shape, depth + 1, out, name)
+
+
+def _typed(values: list[Any], datatype: str, column: str) -> None:
+    """Integer tensors hold JSON integers within the datatype's range (missing passes on)."""
+    lo, hi = _V2_INTS[datatype]
+    for i, v in enumerate(values):
+        if (type(v) is int and lo <= v <= hi) or v is None:
+            continue
+        if type(v) is int:
+            raise _bad(column, i, f"{v} is out of range for the {datatype} tensor")
+        raise _wrong(column, i, v, f"an integer (the tensor's datatype is {datatype})")
+
+
+def _fits(plan: _Plan, column: str, datatype: str, tensor: str) -> None:
+    accepted = plan.v2_accepts[column]
+    if datatype not in accepted:
+        raise SchemaMismatch(
+            f"input {_show(tensor)}: datatype {datatype} does not fit column {column!r}; use "
+            f"one of {sorted(accepted)}",
+            column=column,
+        )
+
+
+def _from_tensors(
+    tensors: list[tuple[str, list[int], str, list[Any]]], plan: _Plan, max_rows: int
+) -> tuple[dict[str, list[Any]], int]:
+    by_name = {t[0]: t for t in tensors}
+    if len(by_name) != len(tensors) or by_name.keys() != plan.name_set:
+        raise _names_mismatch([t[0] for t in tensors], plan, "inputs", "tensors")
+    n = tensors[0][1][0]
+    for name, shape, _, _ in tensors:
+        if shape[0] != n or len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            largest = max(tensors, key=lambda t: t[1][0])
+            _check_rows(largest[1][0], max_rows, f"input {largest[0]!r}")
+            if shape[0] != n:
+                rows = {t[0]: t[1][0] for t in tensors}
+                raise BadRequest(f"inputs have different numbers of rows: {rows}")
+            raise BadRequest(
+                f"input {name!r}: shape {shape} does not fit one column; expected [n] or [n, 1]"
+            )
+    _check_rows(n, max_rows, "inputs")
+    columns: dict[str, list[Any]] = {}
+    accepts = plan.v2_accepts
+    for name, kind, lo, hi, check, native in plan.quick:
+        _, shape, datatype, data = by_name[name]
+        if datatype not in accepts[name]:
+            _fits(plan, name, datatype, name)
+        if (
+            n == 1
+            and len(data) == 1
+            and (datatype == native or (kind is float and datatype in _V2_FLOATS))
+        ):
+            v = data[0]
+            if type(v) is kind and lo <= v <= hi:
+                columns[name] = [v]
+                continue
+        values = _flatten(data, shape, name)
+        if datatype in _V2_INTS:
+            _typed(values, datatype, name)
+        columns[name] = check(values)
+    return columns, n
+
+
+def _from_matrix(
+    tensor: tuple[str, list[int], str, list[Any]], plan: _Plan, max_rows: int
+) -> tuple[dict[str, list[Any]], int]:
+    name, shape, datatype, data = tensor
+    where = f"input {name!r}"
+    k = len(plan.names)
+    if shape[1] != k:
+        raise SchemaMismatch(
+            f"{where} has shape {shape}: a matrix input needs one column per model input, "
+            f"[n, {k}] for {_names_list(plan.names)}"
+        )
+    n = shape[0]
+    _check_rows(n, max_rows, where)
+    for column in plan.names:
+        _fits(plan, column, datatype, name)
+    flat = _flatten(data, shape, name)
+    columns: dict[str, list[Any]] = {}
+    integers = datatype in _V2_INTS
+    for j, (column, kind, lo, hi, check, native) in enumerate(plan.quick):
+        if n == 1 and not integers and (datatype == native or kind is float):
+            v = flat[j]
+            if type(v) is kind and lo <= v <= hi:
+                columns[column] = [v]
+                continue
+        values = flat[j::k]
+        if integers:
+            _typed(values, datatype, column)
+        columns[column] = check(values)
+    return columns, n
+
+
+# -- one frame per micro-batch ----------------------------------------------------------------
+
+
+def to_frame(columns: dict[str, list[Any]], signature: Signature) -> pd.DataFrame:
+    """The DataFrame ``signature.validate(columns)`` gives, built directly from decoded columns.
+
+    ``columns`` must come from :func:`decode_records` or :func:`decode_v2` for this signature
+    (or be such columns concatenated, one micro-batch): they are not checked again. Building
+    the frame this way costs a fraction of ``Signature.validate``, whose per-column pandas work
+    dominates a small batch.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from modelloop.models._dtypes import _default_string_dtype, cast_column
+
+    specs = signature.inputs
+    if specs and all(spec.dtype == "float64" for spec in specs):
+        matrix = np.array(
+            [[math.nan if v is None else v for v in columns[spec.name]] for spec in specs],
+            dtype=np.float64,
+        )
+        return pd.DataFrame(matrix.T, columns=[spec.name for spec in specs])
+    out: dict[str, Any] = {}
+    for spec in specs:
+        values, dtype = columns[spec.name], spec.dtype
+        if dtype in ("float32", "float64"):
+            out[spec.name] = np.array([math.nan if v is None else v for v in values], dtype=dtype)
+        elif dtype in _INT_RANGES or dtype == "bool":
+            out[spec.name] = np.array(values, dtype=dtype)
+        elif dtype.lower() in _INT_RANGES or dtype in ("Float32", "Float64", "boolean"):
+            out[spec.name] = pd.array(values, dtype=dtype)
+        elif dtype == "string":
+            text = pd.Series([math.nan if v is None else v for v in values], dtype=object)
+            out[spec.name] = text.astype(_default_string_dtype())
+        elif dtype == "category":
+            out[spec.name] = pd.Categorical(values, categories=list(spec.categories or ()))
+        else:  # datetimes: parsing with zones and units is pandas' job
+            out[spec.name] = cast_column(
+                pd.Series(values), spec.name, dtype, nullable=True, categories=None
+            )
+    return pd.DataFrame(out)
+
+
+# -- metadata and responses -------------------------------------------------------------------
+
+_V2_BY_DTYPE = {
+    "bool": "BOOL",
+    "boolean": "BOOL",
+    "float32": "FP32",
+    "Float32": "FP32",
+    "float64": "FP64",
+    "Float64": "FP64",
+    **{name: name.upper() for name in _INT_RANGES},
+    **{name.capitalize(): name.upper() for name in _INT_RANGES if name.startswith("int")},
+    **{"U" + name[1:].capitalize(): name.upper() for name in _INT_RANGES if name[0] == "u"},
+}
+
+
+def v2_datatype(dtype: str) -> str:
+    """The V2 datatype of a signature dtype (strings, categories and datetimes are BYTES)."""
+    return _V2_BY_DTYPE.get(dtype, "BYTES")
+
+
+def _input_datatype(spec: ColumnSpec) -> str:
+    """The datatype to advertise for a column: a category of numbers takes theirs."""
+    if spec.dtype == "category":
+        return _scalars_datatype(list(spec.categories or ())) if spec.categories else "BYTES"
+    return v2_datatype(spec.dtype)
+
+
+def _scalars_datatype(values: list[Any]) -> str:
+    kinds = {type(v) for v in values}
+    if kinds == {bool}:
+        return "BOOL"
+    if kinds == {int}:
+        return "INT64"
+    if kinds and kinds <= {int, float}:
+        return "FP64"
+    return "BYTES"
+
+
+def _is_classifier(signature: Signature | None) -> bool:
+    if signature is None:
+        return False
+    return signature.task == "classification" or (
+        signature.task is None and signature.classes is not None
+    )
+
+
+def output_names(signature: Signature | None) -> list[str]:
+    """The V2 outputs a model gives: ``predict``, plus ``predict_proba`` for classifiers."""
+    return ["predict", "predict_proba"] if _is_classifier(signature) else ["predict"]
+
+
+def v2_model_metadata(
+    name: str, versions: list[str], signature: Signature | None, platform: str = "modelloop"
+) -> dict[str, Any]:
+    """The V2 model metadata: one ``[-1]`` input tensor per column, then the outputs."""
+    inputs: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
+    if signature is not None:
+        inputs = [
+            {"name": spec.name, "datatype": _input_datatype(spec), "shape": [-1]}
+            for spec in signature.inputs
+        ]
+        outputs = [{"name": "predict", "datatype": _predict_datatype(signature), "shape": [-1]}]
+        if _is_classifier(signature):
+            k = len(signature.classes) if signature.classes is not None else -1
+            outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, k]})
+    return {
+        "name": name,
+        "versions": list(versions),
+        "platform": platform,
+        "inputs": inputs,
+        "outputs": outputs,
+    }
+
+
+def _predict_datatype(signature: Signature) -> str:
+    if _is_classifier(signature) and signature.classes:
+        return _scalars_datatype(list(signature.classes))
+    if signature.outputs:
+        return v2_datatype(signature.outputs[0].dtype)
+    return "FP64"
+
+
+def _json_values(values: np.ndarray) -> tuple[list[Any], str]:
+    """Plain JSON values of a 1-D prediction array and their V2 datatype."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return values.tolist(), "BOOL"
+    if kind in "iu":
+        out = values.tolist()
+        big = kind == "u" and bool(len(out)) and max(out) > 2**63 - 1
+        return out, "UINT64" if big else "INT64"
+    if kind == "f":
+        return [v if v - v == 0.0 else None for v in values.tolist()], "FP64"
+    if kind == "M":
+        return values.astype(str).tolist(), "BYTES"
+    items = values.tolist()
+    datatype = _scalars_datatype(items)
+    if datatype == "BYTES":
+        items = [
+            None if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in items
+        ]
+    elif datatype == "FP64":
+        items = [float(v) if math.isfinite(v) else None for v in items]
+    return items, datatype
+
+
+def _proba_rows(proba: np.ndarray) -> list[list[Any]]:
+    return [[v if v - v == 0.0 else None for v in row] for row in proba.tolist()]
+
+
+def _classes(signature: Signature | None, k: int) -> list[Any] | None:
+    if signature is not None and signature.classes is not None and len(signature.classes) == k:
+        return list(signature.classes)
+    return None
+
+
+def encode_v2(
+    model_name: str,
+    model_version: str,
+    request_id: str,
+    prediction: np.ndarray,
+    proba: np.ndarray | None,
+    signature: Signature | None,
+    outputs: list[str] | None,
+) -> dict[str, Any]:
+    """The V2 inference response: ``predict`` ``[n]`` and, for classifiers, ``predict_proba``.
+
+    ``predict_proba`` is ``[n, k]`` FP64 in row-major order with ``parameters.classes``.
+    ``outputs`` limits the answer to the requested names (None = all). Non-finite floats become
+    null, which JSON can carry.
+    """
+    import numpy as np
+
+    wanted = output_names(signature) if outputs is None else outputs
+    tensors: list[dict[str, Any]] = []
+    pred = np.asarray(prediction)
+    if "predict" in wanted:
+        data, datatype = _json_values(pred.reshape(-1))
+        tensors.append(
+            {"name": "predict", "datatype": datatype, "shape": [len(data)], "data": data}
+        )
+    if "predict_proba" in wanted and proba is not None:
+        p = np.asarray(proba, dtype=np.float64)
+        if p.ndim == 1:
+            p = p.reshape(-1, 1)
+        tensor: dict[str, Any] = {
+            "name": "predict_proba",
+            "datatype": "FP64",
+            "shape": list(p.shape),
+            "data": [v if v - v == 0.0 else None for v in p.reshape(-1).tolist()],
+        }
+        classes = _classes(signature, p.shape[1])
+        if classes is not None:
+            tensor["parameters"] = {"classes": classes}
+        tensors.append(tensor)
+    return {
+        "model_name": model_name,
+        "model_version": str(model_version),
+        "id": request_id,
+        "outputs": tensors,
+    }
+
+
+def encode_records(
+    model_name: str,
+    model_version: int,
+    request_id: str,
+    route: str,
+    prediction: np.ndarray,
+    proba: np.ndarray | None,
+    classes: list[Any] | tuple[Any, ...] | None,
+) -> dict[str, Any]:
+    """The v1 answer: predictions, and for classifiers probabilities and their class order."""
+    import numpy as np
+
+    predictions, _ = _json_values(np.asarray(prediction).reshape(-1))
+    out: dict[str, Any] = {
+        "request_id": request_id,
+        "model_name": model_name,
+        "model_version": model_version,
+        "route": route,
+        "predictions": predictions,
+    }
+    if proba is not None:
+        p = np.asarray(proba, dtype=np.float64)
+        out["probabilities"] = _proba_rows(p.reshape(len(predictions), -1))
+    if classes is not None:
+        out["classes"] = [v.item() if isinstance(v, np.generic) else v for v in classes]
+    return out

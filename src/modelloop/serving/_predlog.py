@@ -1,0 +1,466 @@
+"""The prediction log writer: rows buffered in memory, written as Parquet segments in batches.
+
+Requests hand their rows to :meth:`PredictionLog.append`, which only queues them; a background
+thread writes segments with :func:`~modelloop.monitoring._logfiles.append_predictions` (the
+layout monitoring reads) when enough rows are pending, when the oldest has waited long enough,
+and at :meth:`PredictionLog.close`. Logging never raises into, nor blocks, a prediction: a write
+that fails is logged once per burst of failures, counted, and retried later; rows beyond
+``max_pending_rows`` are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelloop._names import check_model_name
+from modelloop.exceptions import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modelloop.serving._metrics import ServingMetrics
+
+__all__ = ["PredictionLog"]
+
+logger = logging.getLogger(__name__)
+
+# Leading columns of every segment, in this order; the rest keep the order the caller gave.
+_LEADING = ("request_id", "timestamp", "model_name", "model_version", "route")
+
+
+class _Entry:
+    """One append: rows of one model with one set of columns."""
+
+    __slots__ = ("columns", "model", "n", "t")
+
+    def __init__(self, t: float, model: str, columns: dict[str, Any], n: int) -> None:
+        self.t = t  # time.monotonic() at append
+        self.model = model
+        self.columns = columns
+        self.n = n
+
+
+def _row_count(columns: Mapping[str, Any]) -> int:
+    """Rows in an entry: the length of the first sequence value (1 if all are scalars)."""
+    rid = columns.get("request_id")
+    if rid is not None and not isinstance(rid, (str, bytes)):
+        return len(rid)
+    for value in columns.values():
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+            continue
+        return len(value)
+    return 1
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (str, bytes)) or not hasattr(value, "__len__")
+
+
+def _frame(entries: list[_Entry], wall_minus_mono: float) -> pd.DataFrame:
+    """One DataFrame from entries sharing a model and a column set; ValueError on bad rows."""
+    import numpy as np
+    import pandas as pd
+
+    first = entries[0]
+    given = list(first.columns)
+    names = [c for c in _LEADING if c in given] + [c for c in given if c not in _LEADING]
+    counts = [e.n for e in entries]
+    total = sum(counts)
+    maps = [e.columns for e in entries]
+    data: dict[str, Any] = {}
+    for name in names:
+        pieces = list(map(itemgetter(name), maps))
+        kinds = set(map(type, pieces))
+        if kinds <= {list, tuple, np.ndarray}:  # the common case, done at C speed
+            if np.ndarray in kinds:
+                if any(type(p) is np.ndarray and p.ndim != 1 for p in pieces):
+                    raise ValueError(f"column {name!r} holds an array that is not 1-D")
+                pieces = [p.tolist() if type(p) is np.ndarray else p for p in pieces]
+            if list(map(len, pieces)) != counts:
+                raise ValueError(f"column {name!r} does not have one value per row")
+            values: Any = list(chain.from_iterable(pieces))
+        else:
+            values = []
+            extend = values.extend
+            for entry, piece in zip(entries, pieces, strict=True):
+                if _is_scalar(piece):
+                    extend([piece] * entry.n)
+                elif len(piece) != entry.n:
+                    raise ValueError(f"column {name!r} does not have one value per row")
+                else:
+                    extend(piece.tolist() if isinstance(piece, np.ndarray) else piece)
+        if len(values) != total:
+            raise ValueError(f"column {name!r} has {len(values)} values for {total} rows")
+        data[name] = values
+    if "model_name" not in data:
+        data["model_name"] = [first.model] * total
+    if "timestamp" not in data:
+        stamps: list[float] = []
+        for entry in entries:
+            stamps.extend([entry.t + wall_minus_mono] * entry.n)
+        data["timestamp"] = stamps
+    frame = pd.DataFrame(data)
+    ts = frame["timestamp"]
+    if pd.api.types.is_numeric_dtype(ts) and not pd.api.types.is_bool_dtype(ts):
+        frame["timestamp"] = pd.to_datetime(ts, unit="s", utc=True)  # epoch seconds
+    if "model_version" in frame and not pd.api.types.is_integer_dtype(frame["model_version"]):
+        frame["model_version"] = pd.to_numeric(frame["model_version"]).astype("int64")
+    if "request_id" in frame and pd.api.types.is_numeric_dtype(frame["request_id"]):
+        frame["request_id"] = frame["request_id"].astype(str)
+    return frame
+
+
+class PredictionLog:
+    """Buffered, batched writer of ``<home>/predictions/<model>/<segment>.parquet``.
+
+    ``append()`` takes ownership of the sequences it is given (do not change them afterwards).
+    A segment holds at most about ``max_rows`` rows of one model and one column set.
+    """
+
+    def __init__(
+        self,
+        home: str | Path,
+        *,
+        max_rows: int = 10_000,
+        max_delay_s: float = 2.0,
+        max_pending_rows: int = 1_000_000,
+        metrics: ServingMetrics | None = None,
+    ) -> None:
+        if max_rows < 1:
+            raise InvalidInput(f"max_rows must be >= 1, got {max_rows}")
+        if not max_delay_s > 0:
+            raise InvalidInput(f"max_delay_s must be > 0, got {max_delay_s}")
+        if max_pending_rows < max_rows:
+            raise InvalidInput(
+                f"max_pending_rows ({max_pending_rows}) must be >= max_rows ({max_rows})"
+            )
+        self.home = Path(home)
+        self.max_rows = max_rows
+        self.max_delay_s = float(max_delay_s)
+        self.max_pending_rows = max_pending_rows
+        self.metrics = metrics
+        # After a failed write, the thread waits this long before trying again.
+        self._retry_delay = min(max(self.max_delay_s, 0.1), 30.0)
+
+        self._lock = threading.Lock()  # guards the buffer and counters below
+        self._entries: list[_Entry] = []
+        self._pending = 0  # rows appended, neither written nor dropped (incl. in flight)
+        self._inflight_rows = 0
+        self._inflight_t: float | None = None
+        self._written = 0
+        self._dropped = 0
+        self._errors = 0
+        self._closed = False
+        self._dropping = False
+
+        self._flush_lock = threading.Lock()  # one flush at a time
+        self._failing = 0  # failed attempts in the current failure burst
+        self._retry_at = 0.0
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # -- the request path -------------------------------------------------------------------
+
+    def append(self, model_name: str, columns: Mapping[str, Sequence[Any]]) -> None:
+        """Queue one request's (or one batch's) rows; never raises, never waits on I/O.
+
+        ``columns``: ``request_id``, ``timestamp`` (epoch seconds; the append time if absent),
+        ``model_name`` (``model_name`` if absent), ``model_version``, ``route``, the input
+        columns, ``prediction``, ``proba_<class>``, ``latency_ms``. A scalar value stands for
+        the same value in every row.
+        """
+        try:
+            n = _row_count(columns)
+            if n <= 0:
+                return
+            entry: _Entry | None = _Entry(time.monotonic(), model_name, dict(columns), n)
+            first_drop = wake = False
+            with self._lock:
+                if self._closed or self._pending + n > self.max_pending_rows:
+                    self._dropped += n
+                    first_drop = not self._dropping
+                    self._dropping = True
+                    entry = None
+                else:
+                    self._entries.append(entry)
+                    self._pending += n
+                    self._dropping = False
+                    queued = self._pending - self._inflight_rows
+                    wake = len(self._entries) == 1 or queued - n < self.max_rows <= queued
+            if entry is None:
+                if self.metrics is not None:
+                    self.metrics.log_dropped(n)
+                if first_drop:
+                    logger.warning(
+                        "prediction log: dropping rows of model %r (%s)",
+                        model_name,
+                        "log closed"
+                        if self._closed
+                        else f"{self.max_pending_rows} rows already pending",
+                    )
+            elif wake:
+                self._wake.set()
+        except Exception:  # a malformed entry must not fail the prediction
+            logger.exception("prediction log: could not queue rows of model %r", model_name)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def rows_written(self) -> int:
+        """Rows written to segments so far."""
+        return self._written
+
+    @property
+    def rows_dropped(self) -> int:
+        """Rows that will never be written (buffer full, bad rows, closed, lost at close)."""
+        return self._dropped
+
+    @property
+    def write_errors(self) -> int:
+        """Failed segment writes (each is retried unless its rows are bad)."""
+        return self._errors
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows appended and not yet written or dropped."""
+        return self._pending
+
+    @property
+    def lag_seconds(self) -> float:
+        """Age of the oldest pending row (0.0 when nothing is pending)."""
+        with self._lock:
+            oldest = self._inflight_t
+            if oldest is None and self._entries:
+                oldest = self._entries[0].t
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread that flushes on size and on time (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="modelloop-predlog", daemon=True)
+        self._thread.start()
+
+    def flush(self, *, full_segments_only: bool = False) -> None:
+        """Write everything pending now; failures are logged, counted and kept for retry.
+
+        With ``full_segments_only`` (a size-triggered flush), only whole segments of
+        ``max_rows`` are written; the remainder waits for more rows or for its delay.
+        """
+        try:
+            with self._flush_lock:
+                self._flush(full_segments_only)
+        except Exception:  # pragma: no cover - a bug here must not kill the thread
+            logger.exception("prediction log: flush failed")
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread and write what is pending; rows still unwritten count as dropped."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            self._closed = True
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self._flush_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                self._flush()
+            except Exception:  # pragma: no cover
+                logger.exception("prediction log: final flush failed")
+            finally:
+                self._flush_lock.release()
+        with self._lock:
+            lost = sum(e.n for e in self._entries)
+            self._entries = []
+            self._pending -= lost
+            self._dropped += lost
+        if lost:
+            logger.error("prediction log: %d rows could not be written before shutdown", lost)
+            if self.metrics is not None:
+                self.metrics.log_dropped(lost)
+        self._publish()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.clear()  # cleared before looking, so no wake-up is lost
+            if self._stopping:
+                return
+            due, timeout = self._due()
+            if due:
+                self.flush(full_segments_only=due == "size")
+            else:
+                self._wake.wait(timeout)
+
+    def _due(self) -> tuple[str, float | None]:
+        """("time" | "size", 0) when a flush is due, else ("", seconds to wait or None)."""
+        with self._lock:
+            if not self._entries:
+                return "", None
+            queued = self._pending - self._inflight_rows
+            oldest = self._entries[0].t
+        now = time.monotonic()
+        if now < self._retry_at:
+            return "", self._retry_at - now
+        if now - oldest >= self.max_delay_s:
+            return "time", 0.0
+        if queued >= self.max_rows:
+            return "size", 0.0
+        return "", oldest + self.max_delay_s - now
+
+    def _flush(self, full_segments_only: bool = False) -> None:
+        with self._lock:
+            batch, self._entries = self._entries, []
+            if full_segments_only:
+                target = (self._pending - self._inflight_rows) // self.max_rows * self.max_rows
+                taken = i = 0
+                while i < len(batch) and taken < target:
+                    taken += batch[i].n
+                    i += 1
+                batch, self._entries = batch[:i], batch[i:]
+            if batch:
+                self._inflight_t = batch[0].t
+                self._inflight_rows = sum(e.n for e in batch)
+        if not batch:
+            self._publish()
+            return
+        groups: dict[tuple[str, frozenset[str]], list[_Entry]] = {}
+        for entry in batch:
+            groups.setdefault((entry.model, frozenset(entry.columns)), []).append(entry)
+        wall_minus_mono = time.time() - time.monotonic()
+        keep: list[_Entry] = []
+        written = dropped = 0
+        transient: OSError | None = None
+        bad: Exception | None = None
+        for (model, _), entries in groups.items():
+            try:
+                check_model_name(model)
+            except InvalidInput as exc:
+                self._count_error()
+                dropped += sum(e.n for e in entries)
+                bad = exc
+                continue
+            chunks = self._chunks(entries)
+            for i, chunk in enumerate(chunks):
+                outcome = self._write(model, chunk, wall_minus_mono)
+                written += outcome.written
+                dropped += outcome.dropped
+                keep.extend(outcome.keep)
+                bad = outcome.bad or bad
+                if outcome.transient is not None:  # keep the rest of this model for later
+                    transient = outcome.transient
+                    keep.extend(e for rest in chunks[i + 1 :] for e in rest)
+                    break
+        keep.sort(key=lambda e: e.t)
+        with self._lock:
+            self._pending -= written + dropped
+            self._written += written
+            self._dropped += dropped
+            self._entries[:0] = keep
+            self._inflight_t = None
+            self._inflight_rows = 0
+        if self.metrics is not None:
+            if written:
+                self.metrics.log_written(written)
+            if dropped:
+                self.metrics.log_dropped(dropped)
+        if bad is not None:
+            logger.error("prediction log: dropped %d malformed rows: %s", dropped, bad)
+        if transient is not None:
+            self._retry_at = time.monotonic() + self._retry_delay
+            if not self._failing:
+                logger.warning(
+                    "prediction log: cannot write under %s (%s); %d rows kept for retry",
+                    self.home / "predictions",
+                    transient,
+                    sum(e.n for e in keep),
+                )
+            self._failing += 1
+        else:
+            self._retry_at = 0.0
+            if self._failing:
+                logger.warning(
+                    "prediction log: writing again after %d failed attempts", self._failing
+                )
+            self._failing = 0
+        self._publish()
+
+    def _chunks(self, entries: list[_Entry]) -> list[list[_Entry]]:
+        chunks: list[list[_Entry]] = [[]]
+        rows = 0
+        for entry in entries:
+            if rows and rows + entry.n > self.max_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(entry)
+            rows += entry.n
+        return chunks
+
+    def _write(self, model: str, entries: list[_Entry], wall_minus_mono: float) -> _Outcome:
+        """Write entries as one segment; bad rows are isolated by halving and dropped."""
+        from modelloop.monitoring._logfiles import append_predictions
+
+        rows = sum(e.n for e in entries)
+        try:
+            append_predictions(self.home, model, _frame(entries, wall_minus_mono))
+        except OSError as exc:
+            self._count_error()
+            return _Outcome(keep=entries, transient=exc)
+        except Exception as exc:  # the rows themselves cannot be written: never retry them
+            if len(entries) == 1:
+                self._count_error()
+                return _Outcome(dropped=rows, bad=exc)
+            mid = len(entries) // 2
+            left = self._write(model, entries[:mid], wall_minus_mono)
+            if left.transient is not None:
+                return _Outcome(
+                    left.written, left.dropped, [*left.keep, *entries[mid:]], left.transient
+                )
+            right = self._write(model, entries[mid:], wall_minus_mono)
+            return _Outcome(
+                left.written + right.written,
+                left.dropped + right.dropped,
+                [*left.keep, *right.keep],
+                right.transient,
+                right.bad or left.bad,
+            )
+        return _Outcome(written=rows)
+
+    def _count_error(self) -> None:
+        with self._lock:
+            self._errors += 1
+        if self.metrics is not None:
+            self.metrics.log_error()
+
+    def _publish(self) -> None:
+        if self.metrics is not None:
+            self.metrics.log_state(self._pending, self.lag_seconds)
+
+
+class _Outcome:
+    __slots__ = ("bad", "dropped", "keep", "transient", "written")
+
+    def __init__(
+        self,
+        written: int = 0,
+        dropped: int = 0,
+        keep: list[_Entry] | None = None,
+        transient: OSError | None = None,
+        bad: Exception | None = None,
+    ) -> None:
+        self.written = written
+        self.dropped = dropped
+        self.keep = keep or []
+        self.transient = transient
+        self.bad = bad
