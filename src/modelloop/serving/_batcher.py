@@ -120,7 +120,9 @@ class Batcher:
         """Predict ``n_rows`` rows; ``Overloaded`` at once if the queue cannot take them."""
         if self._closing:
             raise Overloaded("the model is being unloaded; retry", retry_after=1)
-        if self._queued_rows + n_rows > self.max_queue_rows:
+        # A request bigger than the whole queue is still taken when nothing waits, so a retry
+        # after a 503 can always succeed.
+        if self._queued_rows and self._queued_rows + n_rows > self.max_queue_rows:
             raise Overloaded(
                 f"the queue is full ({self._queued_rows} rows waiting, at most "
                 f"{self.max_queue_rows}); retry shortly",

@@ -8,6 +8,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
 from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch
@@ -105,8 +106,6 @@ def _key(payload: dict[str, Any], v2: bool) -> str | None:
 
 
 def add_routes(app: FastAPI, state: _State) -> None:
-    from fastapi.responses import JSONResponse, Response
-
     from modelloop import __version__
     from modelloop.serving import _codec
 
@@ -155,10 +154,11 @@ def add_routes(app: FastAPI, state: _State) -> None:
         metrics.request(model.name, str(model.version), "shadow", status, time.perf_counter() - t0)
 
     async def predict(
-        request: Request, name: str, v2: bool, version: str | None
+        request: Request, name: str, v2: bool, version: str | None, picked: dict[str, Any]
     ) -> tuple[LoadedModel, str, Any, str, BatchResult, float]:
         t0 = time.perf_counter()
         endpoint = state.manager.get(name)
+        picked["model"] = name
         binary_at = json_header_length(request) if v2 else None
         body = await read_body(request, config.max_body_bytes, allow_binary=binary_at is not None)
         if binary_at is not None:
@@ -175,6 +175,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
                 raise NotFound(f"model {name!r} has no version {version!r}")
             model, route = endpoint.by_version(int(version))
             shadow = None
+        picked["version"], picked["route"] = str(model.version), route
         decode = _codec.decode_v2 if v2 else _codec.decode_records
         decoded = decode(payload, model.signature, max_rows=config.max_rows)
         rid = decoded.request_id or new_request_id()
@@ -192,10 +193,19 @@ def add_routes(app: FastAPI, state: _State) -> None:
         metrics.request(name, str(model.version), route, 200, seconds)
         return model, route, decoded, rid, result, seconds
 
-    def failed(name: str, exc: ModelloopError, t0: float) -> None:
-        if isinstance(exc, PayloadTooLarge):
+    def failed(picked: dict[str, Any], exc: ModelloopError, t0: float) -> None:
+        """Count a failed request under the model it was for, if that model is served here
+        (names from unknown URLs never become label values)."""
+        name = picked.get("model", "")
+        if isinstance(exc, PayloadTooLarge) and name:
             metrics.rejected(name, "too_large")
-        metrics.request(name, "", "", exc.http_status, time.perf_counter() - t0)
+        metrics.request(
+            name,
+            picked.get("version", ""),
+            picked.get("route", ""),
+            exc.http_status,
+            time.perf_counter() - t0,
+        )
 
     # -- Open Inference Protocol V2 ----------------------------------------------------------
 
@@ -246,10 +256,13 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     async def v2_infer_any(request: Request, name: str, version: str | None) -> dict[str, Any]:
         t0 = time.perf_counter()
+        picked: dict[str, Any] = {}
         try:
-            model, _route, decoded, rid, result, _s = await predict(request, name, True, version)
+            model, _route, decoded, rid, result, _s = await predict(
+                request, name, True, version, picked
+            )
         except ModelloopError as e:
-            failed(name, e, t0)
+            failed(picked, e, t0)
             raise
         return _codec.encode_v2(
             name,
@@ -281,10 +294,13 @@ def add_routes(app: FastAPI, state: _State) -> None:
     )
     async def v1_predict(request: Request, name: str) -> dict[str, Any]:
         t0 = time.perf_counter()
+        picked: dict[str, Any] = {}
         try:
-            model, route, decoded, rid, result, _s = await predict(request, name, False, None)
+            model, route, decoded, rid, result, _s = await predict(
+                request, name, False, None, picked
+            )
         except ModelloopError as e:
-            failed(name, e, t0)
+            failed(picked, e, t0)
             raise
         out = _codec.encode_records(
             name, model.version, rid, route, result.prediction, result.proba, model.classes
