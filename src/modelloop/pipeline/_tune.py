@@ -1,0 +1,947 @@
+"""Hyper-parameter tuning with Optuna, the study kept in the metadata store's own database.
+
+Optuna's tables (``studies``, ``trials``, ``version_info``, ... and its ``alembic_version``) sit
+beside modelloop's (whose Alembic table is ``modelloop_alembic_version``), so every process that
+reaches the store — local worker processes or other machines on the same PostgreSQL — can work
+on one study. Each call of :func:`run_study` joins the study named ``study_name`` (creating it if
+needed) and runs trials until the study as a whole has used its budget.
+
+Budget: a worker takes a study-wide lock (a PostgreSQL advisory lock; a lock file beside a
+SQLite database), counts the study's trials in every state and only then asks for a new one, so
+``n_trials`` is exact however many workers share the study. ``timeout_s`` stops each worker from
+starting a trial once that many seconds have passed since it started its first one (after
+loading data and joining the study).
+
+Pruning (``MedianPruner``) uses intermediate scores on the validation data: ensembles with
+``warm_start`` grow ``n_estimators`` (``max_iter`` for histogram gradient boosting) in
+``report_steps`` stages; estimators with ``partial_fit`` report after each epoch; estimators with
+``staged_predict_proba``/``staged_predict`` report each stage after one fit; with ``cv_folds``
+the running mean over folds is reported. Other estimators are fitted once, without pruning.
+
+Each trial is a child run: tags ``modelloop.parent_run_id`` (when given), ``modelloop.study``,
+``modelloop.trial_number``, ``modelloop.trial_state`` (COMPLETE, PRUNED or FAIL) and
+``modelloop.worker``; the model params (base and tuned); the metric at each reported step.
+COMPLETE and PRUNED trials end FINISHED, failed trials FAILED with a ``modelloop.error`` tag.
+Worker processes receive a JSON job file only (paths, params, settings), never pickled objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelloop import exceptions as _exc
+from modelloop.exceptions import Conflict, InvalidInput, ModelloopError, SchemaMismatch
+
+if TYPE_CHECKING:
+    import optuna
+
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+__all__ = [
+    "METRICS",
+    "TuneConfig",
+    "TuneResult",
+    "run_study",
+    "study_storage_url",
+]
+
+#: metric -> (task, direction in which it improves)
+METRICS: dict[str, tuple[str, str]] = {
+    "auc": ("classification", "maximize"),
+    "accuracy": ("classification", "maximize"),
+    "f1": ("classification", "maximize"),
+    "log_loss": ("classification", "minimize"),
+    "rmse": ("regression", "minimize"),
+    "mae": ("regression", "minimize"),
+    "r2": ("regression", "maximize"),
+}
+_TASKS = ("classification", "regression")
+_PARAM_TYPES = ("int", "float", "categorical")
+_RUN_ID_ATTR = "modelloop_run_id"
+_CONFIG_ATTR = "modelloop_config"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """What to tune and for how long.
+
+    ``space`` maps a model parameter to ``{"type": "int"|"float"|"categorical", "low", "high",
+    "log", "step", "choices"}``. At least one of ``n_trials`` (total over every worker of the
+    study) and ``timeout_s`` (per worker, from its first trial) is required. ``cv_folds`` > 0 scores
+    each trial by k-fold cross-validation on the training data instead of the validation file.
+    """
+
+    metric: str
+    direction: str
+    space: Mapping[str, Mapping[str, Any]]
+    n_trials: int | None = None
+    timeout_s: float | None = None
+    pruning: bool = True
+    seed: int = 0
+    cv_folds: int = 0
+    #: intermediate scores per trial (stages of a warm-started ensemble)
+    report_steps: int = 10
+    #: upper bound on the epochs of a ``partial_fit`` estimator (its ``max_iter`` if lower)
+    max_epochs: int = 50
+    #: trials finished before the median pruner starts pruning
+    pruning_startup_trials: int = 4
+    #: reported steps of a trial before it may be pruned
+    pruning_warmup_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise InvalidInput(
+                f"tune metric {self.metric!r} is unknown; use one of {list(METRICS)}"
+            )
+        natural = METRICS[self.metric][1]
+        if self.direction not in ("maximize", "minimize"):
+            raise InvalidInput(
+                f"tune direction {self.direction!r} must be 'maximize' or 'minimize'"
+            )
+        if self.direction != natural:
+            raise InvalidInput(
+                f"tune metric {self.metric!r} improves when it goes "
+                f"{'up' if natural == 'maximize' else 'down'}: direction must be {natural!r}, "
+                f"not {self.direction!r}"
+            )
+        if not self.space:
+            raise InvalidInput("tune space is empty: name at least one parameter to search")
+        for name, dist in self.space.items():
+            _check_distribution(name, dist)
+        if self.n_trials is None and self.timeout_s is None:
+            raise InvalidInput("tune needs a budget: n_trials, timeout_s or both")
+        if self.n_trials is not None and self.n_trials < 1:
+            raise InvalidInput(f"tune n_trials must be >= 1, got {self.n_trials}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise InvalidInput(f"tune timeout_s must be > 0, got {self.timeout_s}")
+        if self.cv_folds < 0 or self.cv_folds == 1:
+            raise InvalidInput(f"tune cv_folds must be 0 or >= 2, got {self.cv_folds}")
+        for key in ("report_steps", "max_epochs"):
+            if getattr(self, key) < 1:
+                raise InvalidInput(f"tune {key} must be >= 1, got {getattr(self, key)}")
+        object.__setattr__(self, "space", {k: dict(v) for k, v in self.space.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, the inverse of :meth:`from_dict`."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TuneConfig:
+        """Rebuild a config from :meth:`to_dict` output."""
+        return cls(**d)
+
+
+def _check_distribution(name: str, dist: Mapping[str, Any]) -> None:
+    where = f"tune space[{name!r}]"
+    kind = dist.get("type")
+    if kind not in _PARAM_TYPES:
+        raise InvalidInput(f"{where}: type {kind!r} must be one of {list(_PARAM_TYPES)}")
+    unknown = set(dist) - {"type", "low", "high", "log", "step", "choices"}
+    if unknown:
+        raise InvalidInput(f"{where}: unknown keys {sorted(unknown)}")
+    if kind == "categorical":
+        if not dist.get("choices"):
+            raise InvalidInput(f"{where}: a categorical parameter needs non-empty 'choices'")
+        return
+    low, high = dist.get("low"), dist.get("high")
+    if low is None or high is None:
+        raise InvalidInput(f"{where}: an {kind} parameter needs 'low' and 'high'")
+    if low > high:
+        raise InvalidInput(f"{where}: low {low} is above high {high}")
+    if dist.get("log") and low <= 0:
+        raise InvalidInput(f"{where}: a log-scaled parameter needs low > 0, got {low}")
+    if dist.get("log") and dist.get("step") not in (None, 1):
+        raise InvalidInput(f"{where}: 'step' cannot be combined with 'log'")
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The study after a :func:`run_study` call, over every worker that took part.
+
+    ``best_params`` holds the tuned parameters only (apply them over the base params).
+    ``trials`` has one dict per trial: number, state, value, params, run_id (its child run),
+    worker, duration_s and error.
+    """
+
+    study_name: str
+    best_params: dict[str, Any]
+    best_value: float
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    metric: str = ""
+    direction: str = ""
+    best_run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+
+def study_storage_url(store_url: str) -> str:
+    """The SQLAlchemy URL Optuna should use for a store at ``store_url``: the same database.
+
+    A SQLite store must be a file (an in-memory database cannot be shared by workers).
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(store_url)
+    except ArgumentError:
+        raise InvalidInput(f"store URL {store_url!r} is not a database URL") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise InvalidInput(
+                f"store URL {store_url!r} is an in-memory SQLite database; tuning workers need "
+                "a database file (sqlite:///path/to/store.db) or PostgreSQL"
+            )
+    elif backend != "postgresql":
+        raise InvalidInput(
+            f"store URL {store_url!r}: tuning studies are stored in SQLite or PostgreSQL only"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+def _open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the store database; retried because two processes creating Optuna's
+    tables in a fresh database at the same moment can collide."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except SQLAlchemyError:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _load_study(job: Mapping[str, Any], worker: int) -> optuna.Study:
+    import optuna
+
+    cfg = job["config"]
+    if cfg["pruning"]:
+        pruner: optuna.pruners.BasePruner = optuna.pruners.MedianPruner(
+            n_startup_trials=cfg["pruning_startup_trials"],
+            n_warmup_steps=cfg["pruning_warmup_steps"],
+        )
+    else:
+        pruner = optuna.pruners.NopPruner()
+    # Each worker draws its own random stream, or parallel workers would propose the same params.
+    sampler = optuna.samplers.TPESampler(seed=cfg["seed"] + 7919 * worker)
+    study = optuna.create_study(
+        storage=_open_storage(job["storage_url"]),
+        study_name=job["study_name"],
+        direction=cfg["direction"],
+        sampler=sampler,
+        pruner=pruner,
+        load_if_exists=True,
+    )
+    if study.direction.name.lower() != cfg["direction"]:
+        raise Conflict(
+            f"study {job['study_name']!r} exists and is to {study.direction.name.lower()} its "
+            f"objective, not {cfg['direction']}; use another study name"
+        )
+    signature = {"metric": cfg["metric"], "space": cfg["space"]}
+    stored = study.user_attrs.get(_CONFIG_ATTR)
+    if stored is None:
+        study.set_user_attr(_CONFIG_ATTR, signature)
+    elif stored != json.loads(json.dumps(signature)):
+        raise Conflict(
+            f"study {job['study_name']!r} exists with another metric or search space "
+            f"({stored}); use another study name"
+        )
+    return study
+
+
+@contextlib.contextmanager
+def _study_lock(
+    storage_url: str, study_name: str
+) -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+    """Yield a factory of context managers that hold a lock shared by every worker of a study."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    digest = hashlib.sha256(f"modelloop.tune:{study_name}".encode()).digest()
+    url = make_url(storage_url)
+    if url.get_backend_name() == "postgresql":
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        engine = create_engine(storage_url, poolclass=NullPool)
+
+        @contextlib.contextmanager
+        def pg_lock() -> Iterator[None]:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+
+        try:
+            yield pg_lock
+        finally:
+            engine.dispose()
+        return
+
+    import fcntl
+
+    path = Path(f"{url.database}.tune-{digest.hex()[:16]}.lock")
+
+    @contextlib.contextmanager
+    def file_lock() -> Iterator[None]:
+        with open(path, "a+b") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    yield file_lock
+
+
+# -- models, data and scores --------------------------------------------------------------------
+
+
+def _build_model(desc: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
+    """A fresh estimator from ``{"estimator": path, "params": {...}}`` with ``params`` on top."""
+    try:
+        from modelloop.pipeline._spec import build_model
+    except ImportError:
+        build_model = None  # type: ignore[assignment]
+    if build_model is not None:
+        return build_model(dict(desc), dict(params))
+    path = desc["estimator"]
+    factory = _resolve(path)
+    try:
+        return factory(**{**dict(desc.get("params") or {}), **dict(params)})
+    except TypeError as e:
+        raise InvalidInput(f"model {path} does not accept these params: {e}") from None
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    mod_name, sep, attr = path.partition(":")
+    if not sep:
+        mod_name, _, attr = path.rpartition(".")
+    if not mod_name or not attr:
+        raise InvalidInput(f"model {path!r} is not an import path like 'pkg.module:Name'")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise InvalidInput(f"model {path!r}: cannot import {mod_name!r}: {e}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InvalidInput(f"model {path!r}: {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InvalidInput(f"model {path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _load_xy(path: str, target: str, features: Sequence[str], what: str) -> tuple[Any, Any]:
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    missing = [c for c in [*features, target] if c not in frame.columns]
+    if missing:
+        raise SchemaMismatch(
+            f"{what} data {path}: column(s) {missing} missing (it has {list(frame.columns)})"
+        )
+    return frame[list(features)], frame[target]
+
+
+def _score(
+    metric: str, y: Any, *, pred: Any = None, proba: Any = None, classes: Any = None
+) -> float:
+    import numpy as np
+    from sklearn import metrics as skm
+
+    if metric == "auc":
+        if len(classes) == 2:
+            scores = proba[:, 1] if proba.ndim == 2 else proba
+            return float(skm.roc_auc_score(np.asarray(y) == classes[1], scores))
+        return float(
+            skm.roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes)
+        )
+    if metric == "log_loss":
+        return float(skm.log_loss(y, proba, labels=classes))
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y, pred))
+    if metric == "f1":
+        if classes is not None and len(classes) == 2:
+            return float(skm.f1_score(y, pred, pos_label=classes[1]))
+        return float(skm.f1_score(y, pred, average="macro"))
+    if metric == "rmse":
+        return float(math.sqrt(skm.mean_squared_error(y, pred)))
+    if metric == "mae":
+        return float(skm.mean_absolute_error(y, pred))
+    if metric == "r2":
+        return float(skm.r2_score(y, pred))
+    raise InvalidInput(f"unknown metric {metric!r}")
+
+
+def _needs_proba(metric: str) -> bool:
+    return metric in ("auc", "log_loss")
+
+
+def _evaluate(model: Any, metric: str, X: Any, y: Any) -> float:
+    classes = getattr(model, "classes_", None)
+    if _needs_proba(metric):
+        if hasattr(model, "predict_proba"):
+            proba = model.predict_proba(X)
+        elif metric == "auc" and hasattr(model, "decision_function"):
+            proba = model.decision_function(X)
+        else:
+            raise InvalidInput(f"metric {metric!r} needs a model with predict_proba")
+        return _score(metric, y, proba=proba, classes=classes)
+    return _score(metric, y, pred=model.predict(X), classes=classes)
+
+
+def _final_step(model: Any) -> tuple[Any, str, Callable[[Any], Any]]:
+    """(final estimator, its param prefix, transform of X up to it) for estimators and Pipelines."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline):
+        name, last = model.steps[-1]
+        return last, f"{name}__", lambda X: model[:-1].transform(X)
+    return model, "", lambda X: X
+
+
+def _checkpoints(total: int, steps: int) -> list[int]:
+    n = max(1, min(steps, total))
+    return sorted({max(1, round(total * i / n)) for i in range(1, n + 1)})
+
+
+def _fit_and_score(
+    model: Any,
+    cfg: TuneConfig,
+    data: Mapping[str, Any],
+    report: Callable[[int, float], None],
+) -> float:
+    """Fit ``model`` and return the metric, calling ``report(step, value)`` on the way where the
+    estimator allows intermediate scores. ``report`` raises to prune."""
+    from sklearn.base import clone, is_classifier
+
+    metric = cfg.metric
+    X, y = data["X_train"], data["y_train"]
+    if cfg.cv_folds:
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        splitter = (
+            StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+            if is_classifier(model)
+            else KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+        )
+        scores: list[float] = []
+        for i, (tr, va) in enumerate(splitter.split(X, y)):
+            fold = clone(model).fit(X.iloc[tr], y.iloc[tr])
+            scores.append(_evaluate(fold, metric, X.iloc[va], y.iloc[va]))
+            mean = sum(scores) / len(scores)
+            if i < cfg.cv_folds - 1:
+                report(i, mean)
+        return mean
+
+    Xv, yv = data["X_valid"], data["y_valid"]
+    final, prefix, transform = _final_step(model)
+    own = final.get_params(deep=False)
+    grow = None
+    if "warm_start" in own and "n_estimators" in own:
+        grow = "n_estimators"
+    elif "warm_start" in own and "max_iter" in own and type(final).__name__.startswith("HistGrad"):
+        grow = "max_iter"
+    if grow is not None and isinstance(own[grow], int) and own[grow] > 1:
+        value = math.nan
+        model.set_params(**{f"{prefix}warm_start": True})
+        for size in _checkpoints(own[grow], cfg.report_steps):
+            model.set_params(**{f"{prefix}{grow}": size})
+            model.fit(X, y)
+            value = _evaluate(model, metric, Xv, yv)
+            if size < own[grow]:
+                report(size, value)
+        return value
+
+    if hasattr(final, "partial_fit") and not prefix:
+        epochs = min(int(own.get("max_iter") or cfg.max_epochs), cfg.max_epochs)
+        extra = {"classes": sorted(y.unique())} if is_classifier(final) else {}
+        value = math.nan
+        for epoch in range(1, epochs + 1):
+            final.partial_fit(X, y, **extra)
+            value = _evaluate(final, metric, Xv, yv)
+            if epoch < epochs:
+                report(epoch, value)
+        return value
+
+    model.fit(X, y)
+    staged = "staged_predict_proba" if _needs_proba(metric) else "staged_predict"
+    if hasattr(final, staged):
+        classes = getattr(final, "classes_", None)
+        outputs = list(getattr(final, staged)(transform(Xv)))
+        marks = set(_checkpoints(len(outputs), cfg.report_steps))
+        for i, out in enumerate(outputs[:-1], start=1):
+            if i in marks:
+                kw = {"proba": out} if _needs_proba(metric) else {"pred": out}
+                report(i, _score(metric, yv, classes=classes, **kw))
+    return _evaluate(model, metric, Xv, yv)
+
+
+def _suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, d in space.items():
+        if d["type"] == "categorical":
+            params[name] = trial.suggest_categorical(name, list(d["choices"]))
+        elif d["type"] == "int":
+            params[name] = trial.suggest_int(
+                name,
+                int(d["low"]),
+                int(d["high"]),
+                step=int(d.get("step") or 1),
+                log=bool(d.get("log")),
+            )
+        else:
+            params[name] = trial.suggest_float(
+                name,
+                float(d["low"]),
+                float(d["high"]),
+                step=d.get("step"),
+                log=bool(d.get("log")),
+            )
+    return params
+
+
+# -- one worker ---------------------------------------------------------------------------------
+
+
+def _client_from(job: Mapping[str, Any]) -> Client:
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    s = job["settings"]
+    return Client(
+        Settings(
+            home=Path(s["home"]),
+            store_url=s["store_url"],
+            artifact_root=s["artifact_root"],
+            trusted_types=tuple(s["trusted_types"]),
+            user=s["user"],
+        )
+    )
+
+
+def _work(job: Mapping[str, Any], worker: int, client: Client | None = None) -> int:
+    """Run trials of the job's study until its budget is used; return the trials this worker ran."""
+    cfg = TuneConfig.from_dict(job["config"])
+    X_train, y_train = _load_xy(job["train_path"], job["target"], job["features"], "training")
+    data = {"X_train": X_train, "y_train": y_train}
+    if not cfg.cv_folds:
+        data["X_valid"], data["y_valid"] = _load_xy(
+            job["valid_path"], job["target"], job["features"], "validation"
+        )
+    study = _load_study(job, worker)
+    own_client = client is None
+    client = client or _client_from(job)
+    # Load what every trial needs once, so the first trial's duration is its own work.
+    _build_model(job["model"], {})
+    client.store.get_or_create_experiment(job["experiment"])
+    importlib.import_module("sklearn.metrics")
+    if job.get("ready_dir"):
+        _wait_for_siblings(Path(job["ready_dir"]), worker, job["workers"])
+    deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
+    ran = 0
+    try:
+        with _study_lock(job["storage_url"], job["study_name"]) as lock:
+            while deadline is None or time.time() < deadline:
+                with lock():
+                    used = len(study.get_trials(deepcopy=False))
+                    if cfg.n_trials is not None and used >= cfg.n_trials:
+                        break
+                    trial = study.ask()
+                ran += 1
+                _run_trial(study, trial, cfg, job, worker, data, client)
+    finally:
+        if own_client:
+            client.close()
+    return ran
+
+
+def _wait_for_siblings(folder: Path, worker: int, workers: int, limit_s: float = 120.0) -> None:
+    """Local workers start trials together once each has loaded its data and joined the study
+    (or failed), so a slow starter does not leave the whole budget to the first one."""
+    (folder / f"worker-{worker}.ready").touch()
+    stop = time.monotonic() + limit_s
+    while time.monotonic() < stop:
+        # worker-<i>.ready or worker-<i>.error.json
+        if len({p.name.split(".")[0] for p in folder.glob("worker-*")}) >= workers:
+            return
+        time.sleep(0.05)
+
+
+def _run_trial(
+    study: Any,
+    trial: Any,
+    cfg: TuneConfig,
+    job: Mapping[str, Any],
+    worker: int,
+    data: Mapping[str, Any],
+    client: Client,
+) -> None:
+    """One trial and its child run. The trial's own errors make it FAIL and the study goes on;
+    an interruption or a store failure closes the trial as FAIL and stops the worker."""
+    from optuna.trial import TrialState
+
+    from modelloop.store import RunStatus
+
+    tags = {
+        "modelloop.study": job["study_name"],
+        "modelloop.trial_number": str(trial.number),
+        "modelloop.worker": str(worker),
+    }
+    if job.get("parent_run_id"):
+        tags["modelloop.parent_run_id"] = job["parent_run_id"]
+    run = None
+    try:
+        run = client.start_run(job["experiment"], name=f"trial-{trial.number}", tags=tags)
+        trial.set_user_attr(_RUN_ID_ATTR, run.run_id)
+        trial.set_user_attr("modelloop_worker", worker)
+        state, value, error = _objective(trial, cfg, job, data, run)
+        if error is not None:
+            trial.set_user_attr("error", error)
+            run.set_tag("modelloop.error", error)
+        run.set_tag("modelloop.trial_state", state.name)
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except BaseException as e:
+        error = f"{type(e).__name__}: {e}"[:4000]
+        with contextlib.suppress(Exception):
+            trial.set_user_attr("error", error)
+            study.tell(trial, state=TrialState.FAIL)
+        if run is not None:
+            with contextlib.suppress(Exception):
+                run.set_tags({"modelloop.error": error, "modelloop.trial_state": "FAIL"})
+                interrupted = isinstance(e, KeyboardInterrupt)
+                run.end(RunStatus.KILLED if interrupted else RunStatus.FAILED)
+        raise
+    run.end(RunStatus.FAILED if state == TrialState.FAIL else RunStatus.FINISHED)
+
+
+def _objective(
+    trial: Any, cfg: TuneConfig, job: Mapping[str, Any], data: Mapping[str, Any], run: Any
+) -> tuple[Any, float | None, str | None]:
+    """(state, value, error) of one trial; the metric is logged at each reported step."""
+    import optuna
+    from optuna.trial import TrialState
+
+    last_step = 0
+
+    def report(step: int, val: float) -> None:
+        nonlocal last_step
+        last_step = step
+        run.log_metric(cfg.metric, val, step=step)
+        trial.report(val, step)
+        if cfg.pruning and trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}")
+
+    try:
+        params = _suggest(trial, cfg.space)
+        run.log_params({**job["model"].get("params", {}), **params})
+        value = _fit_and_score(_build_model(job["model"], params), cfg, data, report)
+        if math.isnan(value):
+            raise InvalidInput(f"metric {cfg.metric} is NaN")
+        run.log_metric(cfg.metric, value, step=last_step + 1)
+        return TrialState.COMPLETE, value, None
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None, None
+    except Exception as e:  # bad params for this trial: recorded, and the study goes on
+        return TrialState.FAIL, None, f"{type(e).__name__}: {e}"[:4000]
+
+
+# -- the public entry point ---------------------------------------------------------------------
+
+
+def run_study(
+    config: TuneConfig,
+    *,
+    study_name: str,
+    store_url: str,
+    model_factory: str | Mapping[str, Any],
+    base_params: Mapping[str, Any] | None = None,
+    train_path: str | os.PathLike[str],
+    valid_path: str | os.PathLike[str] | None,
+    target: str,
+    features: Sequence[str],
+    task: str,
+    workers: int = 1,
+    parent_run_id: str | None = None,
+    experiment: str | None = None,
+    settings: Settings | None = None,
+) -> TuneResult:
+    """Work on the study ``study_name`` in the store's database until its budget is used, with
+    ``workers`` local processes (1: in this process), and return the whole study's outcome.
+
+    ``model_factory`` is an import path (``pkg.mod:Name`` / ``pkg.mod.Name``) called with
+    ``base_params`` and the trial's params, or ``{"estimator": path, "params": {...}}``.
+    Trials are child runs of ``parent_run_id`` in ``experiment`` (default: the parent's, else
+    ``"default"``). A worker that fails raises here, after the others have stopped, with its
+    error; a study in which every trial failed raises with the first trial error.
+    """
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    if task not in _TASKS:
+        raise InvalidInput(f"tune task {task!r} must be one of {list(_TASKS)}")
+    if METRICS[config.metric][0] != task:
+        raise InvalidInput(f"tune metric {config.metric!r} does not apply to a {task} task")
+    if workers < 1:
+        raise InvalidInput(f"tune workers must be >= 1, got {workers}")
+    if not study_name:
+        raise InvalidInput("tune study_name is empty")
+    if not features:
+        raise InvalidInput("tune features is empty")
+    storage_url = study_storage_url(store_url)
+    settings = settings or Settings.from_env(store_url=store_url)
+    _same_database(settings.resolved_store_url, storage_url)
+    for what, path in (("train_path", train_path), ("valid_path", valid_path)):
+        if path is None and (what == "train_path" or not config.cv_folds):
+            raise InvalidInput(f"tune {what} is required")
+        if path is not None and not Path(path).is_file():
+            raise InvalidInput(f"tune {what} {str(path)!r} is not a file")
+
+    desc = _model_description(model_factory, base_params)
+    model = _build_model(desc, {})  # the import path and base params work, before any trial
+    _check_space_params(model, desc, config)
+
+    client = Client(settings)
+    try:
+        if experiment is None and parent_run_id:
+            parent = client.get_run(parent_run_id)
+            experiment = client.store.get_experiment(parent.experiment_id).name
+        elif parent_run_id:
+            client.get_run(parent_run_id)  # NotFound early
+        job = {
+            "config": config.to_dict(),
+            "study_name": study_name,
+            "storage_url": storage_url,
+            "model": desc,
+            "train_path": str(Path(train_path).resolve()),
+            "valid_path": str(Path(valid_path).resolve()) if valid_path is not None else None,
+            "target": target,
+            "features": list(features),
+            "parent_run_id": parent_run_id,
+            "experiment": experiment or "default",
+            "settings": {
+                "home": str(settings.home),
+                "store_url": settings.resolved_store_url,
+                "artifact_root": settings.resolved_artifact_root,
+                "trusted_types": list(settings.trusted_types),
+                "user": settings.user,
+            },
+        }
+        _json_ready(job)
+        client.store.list_experiments()  # the modelloop schema exists before Optuna's is added
+        if workers == 1:
+            _work(job, 0, client)
+        else:
+            _load_study(job, 0)  # Optuna's tables and the study exist before the workers start
+            _run_workers(job, workers)
+    finally:
+        client.close()
+    return _result(job)
+
+
+def _model_description(
+    model_factory: str | Mapping[str, Any], base_params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    if isinstance(model_factory, str):
+        desc: dict[str, Any] = {"estimator": model_factory, "params": {}}
+    elif isinstance(model_factory, Mapping) and isinstance(model_factory.get("estimator"), str):
+        desc = {**dict(model_factory), "params": dict(model_factory.get("params") or {})}
+    else:
+        raise InvalidInput(
+            "tune model_factory must be an import path or {'estimator': path, 'params': {...}}"
+        )
+    desc["params"].update(dict(base_params or {}))
+    return desc
+
+
+def _check_space_params(model: Any, desc: Mapping[str, Any], config: TuneConfig) -> None:
+    """For an estimator class, every searched parameter must be one of its parameters."""
+    if not isinstance(desc["estimator"], str) or not hasattr(model, "get_params"):
+        return
+    factory = _build_target(desc["estimator"])
+    if not isinstance(factory, type):
+        return  # a function: its keyword arguments are not the estimator's params
+    known = set(model.get_params(deep=True))
+    unknown = [p for p in config.space if p not in known]
+    if unknown:
+        raise InvalidInput(
+            f"tune space: {desc['estimator']} has no parameter(s) {unknown}; "
+            f"it has {sorted(p for p in known if '__' not in p)}"
+        )
+
+
+def _build_target(path: str) -> Any:
+    try:
+        from modelloop.pipeline._spec import resolve_callable
+    except ImportError:
+        return _resolve(path)
+    return resolve_callable(path)
+
+
+def _same_database(settings_url: str, storage_url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    if make_url(settings_url) != make_url(storage_url):
+        raise InvalidInput(
+            "tune store_url and settings name different databases; the study lives in the "
+            "store's own database"
+        )
+
+
+def _json_ready(job: Mapping[str, Any]) -> None:
+    try:
+        json.dumps(job, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(
+            f"tune inputs must be plain JSON (worker processes receive no pickled objects): {e}; "
+            f"model params: {job['model']['params']!r}"
+        ) from None
+
+
+def _run_workers(job: Mapping[str, Any], workers: int) -> None:
+    """Start ``workers`` processes on the job and wait for all; raise the first worker error."""
+    with tempfile.TemporaryDirectory(prefix="modelloop-tune-") as tmp:
+        job_file = Path(tmp) / "job.json"
+        job_file.write_text(json.dumps({**job, "ready_dir": tmp, "workers": workers}))
+        procs = []
+        try:
+            for i in range(workers):
+                cmd = [sys.executable, "-m", "modelloop.pipeline._tune", str(job_file), str(i)]
+                procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL))
+            codes = [p.wait() for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(timeout=10)
+        errors = []
+        for i, code in enumerate(codes):
+            if code == 0:
+                continue
+            err_file = Path(tmp) / f"worker-{i}.error.json"
+            if err_file.is_file():
+                errors.append((i, json.loads(err_file.read_text())))
+            else:
+                errors.append(
+                    (i, {"type": "ModelloopError", "message": f"exited with code {code}"})
+                )
+    if errors:
+        i, err = errors[0]
+        cls = getattr(_exc, err["type"], None)
+        if not (isinstance(cls, type) and issubclass(cls, ModelloopError)):
+            cls = ModelloopError
+        others = f" ({len(errors)} of {workers} workers failed)" if len(errors) > 1 else ""
+        message = (
+            f"tuning worker {i + 1} of {workers} failed{others}: {err['type']}: {err['message']}"
+        )
+        raise cls(message)
+
+
+def _result(job: Mapping[str, Any]) -> TuneResult:
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(
+        study_name=job["study_name"], storage=_open_storage(job["storage_url"])
+    )
+    trials = []
+    counts = {TrialState.COMPLETE: 0, TrialState.PRUNED: 0, TrialState.FAIL: 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in counts:
+            counts[t.state] += 1
+        trials.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": dict(t.params),
+                "run_id": t.user_attrs.get(_RUN_ID_ATTR),
+                "worker": t.user_attrs.get("modelloop_worker"),
+                "started_at": t.datetime_start.timestamp() if t.datetime_start else None,
+                "duration_s": t.duration.total_seconds() if t.duration else None,
+                "error": t.user_attrs.get("error"),
+            }
+        )
+    cfg = job["config"]
+    if counts[TrialState.COMPLETE] == 0:
+        errors = [t["error"] for t in trials if t["error"]]
+        detail = f"; first trial error: {errors[0]}" if errors else ""
+        raise ModelloopError(
+            f"study {job['study_name']!r}: no trial completed ({counts[TrialState.PRUNED]} "
+            f"pruned, {counts[TrialState.FAIL]} failed){detail}"
+        )
+    best = study.best_trial
+    return TuneResult(
+        study_name=job["study_name"],
+        best_params=dict(best.params),
+        best_value=float(best.value),
+        n_complete=counts[TrialState.COMPLETE],
+        n_pruned=counts[TrialState.PRUNED],
+        n_failed=counts[TrialState.FAIL],
+        trials=trials,
+        metric=cfg["metric"],
+        direction=cfg["direction"],
+        best_run_id=best.user_attrs.get(_RUN_ID_ATTR),
+    )
+
+
+def _main(argv: Sequence[str]) -> int:
+    """Worker process: ``python -m modelloop.pipeline._tune JOB.json WORKER_INDEX``."""
+    import signal
+
+    def interrupted(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)  # close the running trial and its run on terminate
+    job_file, worker = Path(argv[0]), int(argv[1])
+    try:
+        _work(json.loads(job_file.read_text()), worker)
+    except BaseException as e:
+        traceback.print_exc()
+        payload = {"type": type(e).__name__, "message": str(e)}
+        (job_file.parent / f"worker-{worker}.error.json").write_text(json.dumps(payload))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
