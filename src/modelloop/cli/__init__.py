@@ -12,6 +12,7 @@ from modelloop.cli._demo import demo_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
 from modelloop.cli._output import JsonOpt, console, fail, print_json
+from modelloop.cli._pipeline import pipeline_app
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.cli._serve import serve_command
 from modelloop.exceptions import ModelloopError
@@ -42,6 +43,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(demo_app, name="demo")
+app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(db_app, name="db")
 app.command("serve")(serve_command)
 

@@ -1,0 +1,57 @@
+"""Data loader and model builder of the flights example pipeline (``modelloop.yaml``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from modelloop.data import FLIGHTS_CATEGORICAL, FLIGHTS_NUMERIC, load_flights
+
+
+def load(months: Sequence[int] = (1, 2), sample: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """NYC flights of ``months`` (2013) that arrived; ``sample`` keeps that many random rows."""
+    frame = load_flights(months)
+    if sample is not None and sample < len(frame):
+        frame = frame.sample(sample, random_state=seed).sort_values("date", kind="stable")
+    return frame.reset_index(drop=True)
+
+
+def build_model(
+    max_iter: int = 200,
+    learning_rate: float = 0.1,
+    max_leaf_nodes: int = 31,
+    min_samples_leaf: int = 20,
+    l2_regularization: float = 0.0,
+    random_state: int = 0,
+) -> Any:
+    """Gradient-boosted trees over the departure-time features (categoricals ordinal-encoded)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    n_num, n_cat = len(FLIGHTS_NUMERIC), len(FLIGHTS_CATEGORICAL)
+    encode = ColumnTransformer(
+        [
+            ("num", "passthrough", list(FLIGHTS_NUMERIC)),
+            (
+                "cat",
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
+                ),
+                list(FLIGHTS_CATEGORICAL),
+            ),
+        ]
+    )
+    clf = HistGradientBoostingClassifier(
+        max_iter=max_iter,
+        learning_rate=learning_rate,
+        max_leaf_nodes=max_leaf_nodes,
+        min_samples_leaf=min_samples_leaf,
+        l2_regularization=l2_regularization,
+        categorical_features=list(range(n_num, n_num + n_cat)),
+        random_state=random_state,
+    )
+    return Pipeline([("encode", encode), ("clf", clf)])

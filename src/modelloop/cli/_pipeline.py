@@ -1,0 +1,174 @@
+"""``modelloop pipeline``: run a training pipeline declared in ``modelloop.yaml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from modelloop.cli._output import JsonOpt, console, err_console, fail, print_json, row
+from modelloop.exceptions import ModelloopError
+
+if TYPE_CHECKING:
+    from modelloop.pipeline import PipelineResult, StepEvent
+
+__all__ = ["EXIT_GATE_FAILED", "EXIT_VALIDATION_FAILED", "pipeline_app"]
+
+#: Exit code when the pipeline finished but a gate failed (nothing registered).
+EXIT_GATE_FAILED = 10
+#: Exit code when data validation found a hard violation (the pipeline stopped before training).
+EXIT_VALIDATION_FAILED = 11
+
+pipeline_app = typer.Typer(
+    help="Training pipelines declared in modelloop.yaml.", no_args_is_help=True
+)
+
+
+@pipeline_app.callback()
+def _pipeline() -> None:
+    """Training pipelines declared in modelloop.yaml."""
+
+
+@pipeline_app.command("run")
+def run_pipeline(
+    file: Annotated[Path, typer.Argument(help="Pipeline file (default: ./modelloop.yaml).")] = Path(
+        "modelloop.yaml"
+    ),
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a field: key.path=value (value read as YAML), e.g. "
+            "--set model.params.max_iter=50. Repeatable.",
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Recompute every step, ignoring cached results.")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Local tuning worker processes (default: tune.workers)."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run load → validate → split → (tune →) train → evaluate → explain → gate → register.
+
+    Unchanged steps are reused from the cache. Exit codes: 0 when every gate passed (and the
+    model was registered if the file has a register section); 10 when a gate failed (nothing
+    registered); 11 when data validation found a hard violation (stopped before training);
+    2 for an invalid pipeline file or --set value; other errors use the usual codes.
+    """
+    from modelloop._client import default_client
+    from modelloop.pipeline import Pipeline
+    from modelloop.pipeline._schema import DataValidationError
+
+    try:
+        pipeline = Pipeline.from_file(file, set_ or [])
+        client = default_client()
+        result = _run_with_progress(pipeline, client, no_cache, workers, as_json)
+    except DataValidationError as exc:
+        err_console.print(f"[bold red]data validation failed:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_VALIDATION_FAILED) from None
+    except ModelloopError as exc:
+        raise fail(exc) from None
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _summary(result, pipeline.spec.evaluation.metrics)
+    if result.gates_passed is False:
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _run_with_progress(
+    pipeline: object, client: object, no_cache: bool, workers: int | None, as_json: bool
+) -> PipelineResult:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    out = Console(stderr=True) if as_json else console
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description:<10}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=out,
+        transient=as_json,
+    )
+    names = pipeline.step_names  # type: ignore[attr-defined]
+    if "tune" in names:  # the progress display reports trials; Optuna's own log would interleave
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with progress:
+        tasks = {
+            n: progress.add_task(n, total=1, start=False, status="[dim]waiting[/]") for n in names
+        }
+
+        def on_step(event: StepEvent) -> None:
+            task = tasks[event.step]
+            if event.state == "start":
+                progress.start_task(task)
+                progress.update(task, status="running")
+            elif event.state == "failed":
+                progress.update(task, status="[red]failed[/]")
+                progress.stop_task(task)
+            else:
+                rec = event.record
+                assert rec is not None
+                status = (
+                    "[cyan]cached[/]" if rec.cache_hit else f"[green]done[/] {rec.seconds:.2f}s"
+                )
+                progress.update(task, completed=1, status=status)
+                progress.stop_task(task)
+
+        return pipeline.run(  # type: ignore[attr-defined,no-any-return]
+            client, no_cache=no_cache, workers=workers, on_step=on_step
+        )
+
+
+def _summary(result: PipelineResult, shown: list[str]) -> None:
+    steps = Table(title=f"pipeline {result.name} (run {result.run_id})")
+    for col in ("step", "result", "seconds", "run", "digest"):
+        steps.add_column(col)
+    for s in result.steps:
+        steps.add_row(
+            *row(
+                s.name,
+                "cached" if s.cache_hit else "ran",
+                f"{s.seconds:.2f}",
+                s.run_id,
+                s.digest[:12],
+            )
+        )
+    console.print(steps)
+    metrics = {k: v for k, v in result.metrics.items() if not shown or k in shown}
+    if metrics:
+        console.print(
+            "metrics  " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()), highlight=False
+        )
+    if result.gates:
+        gates = Table(title="gates")
+        for col in ("gate", "value", "bound", "passed", "reason"):
+            gates.add_column(col)
+        for g in result.gates:
+            value = "-" if g.get("value") is None else f"{g['value']:.4g}"
+            bound = "-" if g.get("bound") is None else f"{g['bound']:.4g}"
+            ok = "[green]yes[/]" if g["passed"] else "[red]NO[/]"
+            gates.add_row(*row(g["expr"], value, bound), ok, *row(g.get("reason", "")))
+        console.print(gates)
+    if result.registered_version is not None:
+        alias = f" as @{result.alias}" if result.alias else ""
+        console.print(
+            f"[bold green]registered {escape(str(result.model_name))} version "
+            f"{result.registered_version}{escape(alias)}[/]  ({result.seconds:.1f} s)"
+        )
+    else:
+        console.print(
+            f"[bold yellow]not registered:[/] {escape(result.reason or '')}  "
+            f"({result.seconds:.1f} s)"
+        )

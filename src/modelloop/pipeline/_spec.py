@@ -1,0 +1,529 @@
+"""The pipeline file (``modelloop.yaml``): its schema, loading, ``--set`` overrides, and the
+model builder shared with the tuner.
+
+Every wrong field is reported once, with its location (``modelloop.yaml: model.params.max_iter:
+...``), and all of them in one :class:`~modelloop.exceptions.InvalidInput`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from modelloop.exceptions import InvalidInput
+
+__all__ = [
+    "DataSpec",
+    "EvaluationSpec",
+    "ExplainSpec",
+    "ModelSpec",
+    "ParamSpace",
+    "PipelineSpec",
+    "RegisterSpec",
+    "SplitSpec",
+    "TuneSpec",
+    "ValidationSpec",
+    "apply_overrides",
+    "build_model",
+    "load_spec",
+    "parse_spec",
+    "resolve_callable",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Where the data comes from: exactly one of ``path``, ``sql`` (with ``url``) or ``callable``.
+
+    ``path`` is a CSV or Parquet file, relative to the pipeline file. ``callable`` is
+    ``"pkg.mod:fn"`` or ``"file.py:fn"`` (relative to the pipeline file), called with ``args``
+    and returning a DataFrame. A file is cached by its content; a callable by its module's source
+    and ``args``; an SQL source by the query and URL (set ``cache: false`` to read it every time).
+    """
+
+    path: str | None = None
+    format: Literal["csv", "parquet"] | None = None
+    sql: str | None = None
+    url: str | None = None
+    callable: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    cache: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        given = [k for k in ("path", "sql", "callable") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'path', 'sql' or 'callable'"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.sql and not self.url:
+            raise ValueError("an 'sql' source needs a database 'url'")
+        if (
+            self.path
+            and self.format is None
+            and Path(self.path).suffix.lower()
+            not in {
+                ".csv",
+                ".parquet",
+                ".pq",
+            }
+        ):
+            raise ValueError(f"cannot tell the format of {self.path!r}: set 'format'")
+        if self.callable:
+            _check_import_path(self.callable)
+        return self
+
+
+class SplitSpec(_Strict):
+    """Held-out test data: ``random`` (``test_size``, ``seed``, ``stratify``) or ``time`` (rows
+    before ``cutoff`` train, the rest test; or the latest ``fraction`` of rows by ``column`` as
+    test). ``valid_size`` is the share of the training part the tuner holds out (the latest rows
+    under a time split)."""
+
+    method: Literal["random", "time"] = "random"
+    test_size: float = Field(0.2, gt=0, lt=1)
+    seed: int = 0
+    stratify: bool = True
+    column: str | None = None
+    cutoff: str | None = None
+    fraction: float | None = Field(None, gt=0, lt=1)
+    valid_size: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _time_fields(self) -> SplitSpec:
+        if self.method == "time":
+            if not self.column:
+                raise ValueError("a time split needs 'column'")
+            if (self.cutoff is None) == (self.fraction is None):
+                raise ValueError("a time split needs exactly one of 'cutoff' or 'fraction'")
+        elif self.column or self.cutoff or self.fraction is not None:
+            raise ValueError("'column', 'cutoff' and 'fraction' belong to method: time")
+        return self
+
+
+class ValidationSpec(_Strict):
+    """Data validation of the loaded data. ``reference``: ``champion`` (the schema stored with the
+    current champion of ``register.model_name``), a schema JSON file relative to the pipeline
+    file, or ``none`` (only infer and store the schema)."""
+
+    enabled: bool = True
+    reference: str = "champion"
+    range_tolerance: float | None = Field(None, ge=0)
+    null_rate_tolerance: float | None = Field(None, ge=0)
+
+
+class ModelSpec(_Strict):
+    """``estimator``: import path (``pkg.mod:Name``, ``pkg.mod.Name`` or ``file.py:fn``) of a
+    scikit-learn estimator class or of a function returning an estimator or pipeline; it is
+    called with ``params``."""
+
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("estimator")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        _check_import_path(v)
+        return v
+
+
+class ParamSpace(_Strict):
+    """One tuned parameter: ``int``/``float`` between ``low`` and ``high`` (``log``, ``step``),
+    or ``categorical`` over ``choices``."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ParamSpace:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs non-empty 'choices'")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"an {self.type} parameter needs 'low' and 'high'")
+            if self.low > self.high:
+                raise ValueError(f"'low' ({self.low}) is above 'high' ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError("a log-scaled parameter needs 'low' > 0")
+        return self
+
+
+class TuneSpec(_Strict):
+    """Hyper-parameter search (Optuna): ``space`` of model params, the ``metric`` and
+    ``direction`` to optimise on the validation part, and a trial and/or time budget."""
+
+    enabled: bool = True
+    metric: str | None = None
+    direction: Literal["maximize", "minimize"] | None = None
+    space: dict[str, ParamSpace] = Field(default_factory=dict)
+    n_trials: int | None = Field(20, ge=1)
+    timeout: float | None = Field(None, gt=0)
+    workers: int = Field(1, ge=1)
+    pruning: bool = True
+    seed: int = 0
+    cv_folds: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _budget(self) -> TuneSpec:
+        if self.enabled and not self.space:
+            raise ValueError("tuning needs a search 'space' (or enabled: false)")
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("give a budget: 'n_trials', 'timeout' or both")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    """Metrics on the test split: ``metrics`` listed in the summary (empty: all), per-segment
+    metrics for the ``segments`` columns, fairness for the ``sensitive`` columns."""
+
+    metrics: list[str] = Field(default_factory=list)
+    segments: list[str] = Field(default_factory=list)
+    sensitive: list[str] = Field(default_factory=list)
+    min_segment_rows: int = Field(30, ge=1)
+    latency_batch_rows: int = Field(1000, ge=1)
+
+
+class ExplainSpec(_Strict):
+    """Explanations (SHAP, or permutation importance where SHAP cannot explain the model)."""
+
+    enabled: bool = True
+    max_rows: int = Field(500, ge=10)
+    n_local: int = Field(20, ge=0)
+    seed: int = 0
+
+
+class RegisterSpec(_Strict):
+    """Registration when every gate passes: ``model_name``, and the ``alias`` to point at the new
+    version (also the champion the gates compare against)."""
+
+    model_name: str
+    alias: str | None = "champion"
+
+    @field_validator("model_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        from modelloop._names import check_model_name
+
+        try:
+            check_model_name(v)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+
+# "register" is also ABCMeta.register on the class (pydantic warns); instances see the field.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+    class PipelineSpec(_Strict):
+        """A whole pipeline: the content of ``modelloop.yaml``."""
+
+        name: str = Field(min_length=1)
+        experiment: str | None = None
+        data: DataSpec
+        target: str = Field(min_length=1)
+        features: list[str] | None = None
+        task: Literal["classification", "regression"] | None = None
+        split: SplitSpec = Field(default_factory=SplitSpec)
+        validation: ValidationSpec = Field(default_factory=ValidationSpec)
+        model: ModelSpec
+        tune: TuneSpec | None = None
+        evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+        explain: ExplainSpec = Field(default_factory=ExplainSpec)
+        gates: list[str] = Field(default_factory=list)
+        register: RegisterSpec | None = None
+
+        @field_validator("features")
+        @classmethod
+        def _features(cls, v: list[str] | None, info: ValidationInfo) -> list[str] | None:
+            if v is None:
+                return v
+            if not v:
+                raise ValueError("'features' is empty")
+            target = info.data.get("target")
+            if target in v:
+                raise ValueError(f"the target {target!r} is also listed in 'features'")
+            dupes = sorted({f for f in v if v.count(f) > 1})
+            if dupes:
+                raise ValueError(f"{', '.join(dupes)} listed more than once")
+            return v
+
+        @property
+        def experiment_name(self) -> str:
+            """The experiment the pipeline's runs go to (default: the pipeline name)."""
+            return self.experiment or self.name
+
+        @property
+        def tuning(self) -> bool:
+            """Whether the pipeline tunes before training."""
+            return self.tune is not None and self.tune.enabled
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def parse_spec(
+    raw: Mapping[str, Any] | PipelineSpec,
+    *,
+    overrides: Sequence[str] | Mapping[str, Any] = (),
+    source: str = "pipeline",
+) -> PipelineSpec:
+    """Validate a spec given as a mapping (after applying ``overrides``); ``InvalidInput`` lists
+    every wrong field as ``<source>: <location>: <problem>``."""
+    if isinstance(raw, PipelineSpec):
+        if not overrides:
+            return raw
+        raw = raw.model_dump(exclude_unset=True)
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
+    data = apply_overrides(raw, overrides, source=source)
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(_format_errors(exc, source)) from None
+    _check_gates(spec, source)
+    return spec
+
+
+def load_spec(
+    path: str | os.PathLike[str], overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> PipelineSpec:
+    """Read and validate a ``modelloop.yaml`` file (``NotFound`` if missing)."""
+    import yaml
+
+    from modelloop.exceptions import NotFound
+
+    p = Path(path)
+    if not p.is_file():
+        raise NotFound(f"no pipeline file at {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise InvalidInput(f"{p.name}: not valid YAML{where}: {exc}") from None
+    return parse_spec(raw if raw is not None else {}, overrides=overrides, source=p.name)
+
+
+def apply_overrides(
+    raw: Mapping[str, Any],
+    overrides: Sequence[str] | Mapping[str, Any],
+    *,
+    source: str = "pipeline",
+) -> dict[str, Any]:
+    """A deep copy of ``raw`` with ``key.path=value`` overrides applied; values are read as YAML
+    (``50`` an int, ``0.1`` a float, ``false`` a bool, ``[a, b]`` a list, ``null`` None)."""
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(dict(raw))
+    if isinstance(overrides, Mapping):
+        items = [(str(k), v) for k, v in overrides.items()]
+    else:
+        items = []
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key.strip():
+                raise InvalidInput(f"--set {item!r}: expected key.path=value")
+            try:
+                value = yaml.safe_load(text) if text.strip() else ""
+            except yaml.YAMLError:
+                value = text
+            items.append((key.strip(), value))
+    for key, value in items:
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise InvalidInput(f"{source}: override key {key!r} has an empty part")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[_index(node, part, key)]
+                continue
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict | list):
+                where = ".".join(parts[: i + 1])
+                raise InvalidInput(f"{source}: cannot set {key!r}: {where} is not a mapping")
+            node = nxt
+        if isinstance(node, list):
+            node[_index(node, parts[-1], key)] = value
+        else:
+            node[parts[-1]] = value
+    return data
+
+
+def _index(node: list[Any], part: str, key: str) -> int:
+    try:
+        i = int(part)
+        node[i]
+    except (ValueError, IndexError):
+        raise InvalidInput(
+            f"override {key!r}: {part!r} is not an index of a list of {len(node)}"
+        ) from None
+    return i
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field missing"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def _check_gates(spec: PipelineSpec, source: str) -> None:
+    if not spec.gates:
+        return
+    from modelloop.pipeline._gates import parse_gate
+
+    errors = []
+    for i, expr in enumerate(spec.gates):
+        try:
+            parse_gate(expr)
+        except InvalidInput as exc:
+            errors.append(f"{source}: gates.{i}: {exc}")
+    if errors:
+        raise InvalidInput("\n".join(errors))
+
+
+# -- callables and models -----------------------------------------------------------------------
+
+
+def _check_import_path(path: str) -> None:
+    if ":" in path:
+        mod, _, attr = path.partition(":")
+    else:
+        mod, _, attr = path.rpartition(".")
+    if not mod or not attr or not all(p.isidentifier() for p in attr.split(".")):
+        raise ValueError(f"{path!r} is not an import path like 'pkg.module:name'")
+
+
+def resolve_callable(
+    path: str, base_dir: str | os.PathLike[str] | None = None
+) -> Callable[..., Any]:
+    """The object an import path names: ``pkg.mod:name``, ``pkg.mod.name`` or ``file.py:name``
+    (a file relative to ``base_dir``). ``InvalidInput`` names what cannot be found."""
+    if ":" in path:
+        mod_name, _, attr = path.partition(":")
+    else:
+        mod_name, _, attr = path.rpartition(".")
+    try:
+        if mod_name.endswith(".py"):
+            file = Path(base_dir or ".") / mod_name
+            module = _module_from_file(file.resolve())
+        else:
+            module = importlib.import_module(mod_name)
+    except (ImportError, OSError) as exc:
+        raise InvalidInput(f"cannot import {mod_name!r} (from {path!r}): {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InvalidInput(f"{mod_name!r} has no attribute {attr!r} (from {path!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InvalidInput(f"{path!r} is not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def _module_from_file(file: Path) -> Any:
+    name = "modelloop_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:16]
+    if name in sys.modules:
+        return sys.modules[name]
+    if not file.is_file():
+        raise OSError(f"no such file: {file}")
+    spec = importlib.util.spec_from_file_location(name, file)
+    if spec is None or spec.loader is None:
+        raise OSError(f"cannot load {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def code_digest(obj: Any) -> str:
+    """sha256 of the source file defining ``obj`` plus its distribution's version: a change to
+    user code (or an upgrade of the library) changes it."""
+    from importlib import metadata
+
+    module = inspect.getmodule(obj)
+    name = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
+    h = hashlib.sha256(name.encode())
+    file = None
+    try:
+        file = inspect.getsourcefile(module) if module is not None else None
+    except TypeError:
+        file = None
+    if file and os.path.isfile(file):
+        h.update(Path(file).read_bytes())
+    top = (getattr(module, "__name__", "") or "").split(".")[0]
+    if top and not top.startswith("modelloop_user_"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            h.update(metadata.version(top).encode())
+    return h.hexdigest()
+
+
+def build_model(
+    model_spec: ModelSpec | Mapping[str, Any],
+    params_override: Mapping[str, Any] | None = None,
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> Any:
+    """A fresh, unfitted estimator: the ``estimator`` import path called with ``params`` updated
+    by ``params_override``. Accepts a :class:`ModelSpec` or a plain mapping
+    ``{"estimator": path, "params": {...}, "base_dir": dir}`` (picklable, for worker processes)."""
+    if isinstance(model_spec, ModelSpec):
+        path, params = model_spec.estimator, dict(model_spec.params)
+    else:
+        path = model_spec["estimator"]
+        params = dict(model_spec.get("params") or {})
+        base_dir = base_dir or model_spec.get("base_dir")
+    params.update(params_override or {})
+    factory = resolve_callable(path, base_dir)
+    try:
+        model = factory(**params)
+    except TypeError as exc:
+        raise InvalidInput(f"model.params: {path} does not accept these params: {exc}") from None
+    if not (hasattr(model, "fit") and hasattr(model, "predict")):
+        raise InvalidInput(
+            f"model.estimator: {path} returned {type(model).__name__}, not an estimator"
+        )
+    return model

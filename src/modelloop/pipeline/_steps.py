@@ -1,0 +1,484 @@
+"""The pipeline's steps. Each takes the run context and a folder for its outputs, writes its
+files there (they become artifacts of the step run) and returns tags for the step run.
+
+Frames travel between steps as Parquet artifacts; within one process they are also kept in
+memory so a step computed right after its input does not read it back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelloop.exceptions import InvalidInput
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from modelloop.pipeline._runner import RunContext
+
+__all__ = ["STEPS"]
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, mappings, sequences, numpy scalars and timestamps as plain JSON values
+    (non-finite floats become None)."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and hasattr(obj, "ndim"):  # numpy arrays and scalars
+        return jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    return str(obj)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _write_frame(path: Path, frame: pd.DataFrame) -> None:
+    frame.reset_index(drop=True).to_parquet(path, index=False)
+
+
+def load_source(ctx: RunContext) -> pd.DataFrame:
+    """Read the data source of the spec into a DataFrame."""
+    import pandas as pd
+
+    from modelloop.pipeline._spec import resolve_callable
+
+    src = ctx.spec.data
+    if src.path:
+        path = ctx.base_dir / src.path
+        if not path.is_file():
+            raise InvalidInput(f"data.path: no such file {path}")
+        fmt = src.format or ("csv" if path.suffix.lower() == ".csv" else "parquet")
+        frame = pd.read_csv(path, **src.args) if fmt == "csv" else pd.read_parquet(path, **src.args)
+    elif src.sql:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(src.url or "")
+        try:
+            with engine.connect() as conn:
+                frame = pd.read_sql_query(sa.text(src.sql), conn, **src.args)
+        finally:
+            engine.dispose()
+    else:
+        fn = resolve_callable(src.callable or "", ctx.base_dir)
+        frame = fn(**src.args)
+        if not isinstance(frame, pd.DataFrame):
+            raise InvalidInput(
+                f"data.callable: {src.callable} returned {type(frame).__name__}, not a DataFrame"
+            )
+    return frame
+
+
+def step_load(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Read the source and store it whole as ``data.parquet``."""
+    from modelloop.data import dataset_digest
+
+    frame = load_source(ctx)
+    frame.columns = [str(c) for c in frame.columns]
+    if ctx.spec.features is None:
+        skip = {ctx.spec.target, ctx.spec.split.column}
+        ctx.features = [c for c in frame.columns if c not in skip]
+    _write_frame(out / "data.parquet", frame)
+    ctx.memory["data"] = frame
+    return {
+        "modelloop.rows": len(frame),
+        "modelloop.data_digest": dataset_digest(frame),
+        "modelloop.features": json.dumps(ctx.features),
+    }
+
+
+def used_frame(ctx: RunContext) -> pd.DataFrame:
+    """The loaded data restricted to the columns the spec uses; ``InvalidInput`` names each
+    missing column and the field that names it."""
+    frame = ctx.frame("load", "data.parquet", "data")
+    missing = [c for c in ctx.used_columns if c not in frame.columns]
+    if missing:
+        raise InvalidInput(
+            "the data has no column "
+            + ", ".join(f"{c!r} (named in {ctx.column_roles.get(c, 'features')})" for c in missing)
+            + f"; it has: {', '.join(map(str, frame.columns))}"
+        )
+    return frame[ctx.used_columns]
+
+
+def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Infer the schema of the data (stored as ``schema.json``) and check the data against the
+    reference schema; hard violations stop the pipeline after the report is stored."""
+    from modelloop.pipeline._schema import check_frame, infer_schema, raise_for_hard
+
+    frame = used_frame(ctx)
+    schema = infer_schema(frame)
+    _write_json(out / "schema.json", schema.to_dict())
+    tags = {"modelloop.schema_digest": schema.digest()}
+    reference = ctx.reference_schema
+    if reference is None:
+        _write_json(out / "validation.json", {"reference": None, "report": None})
+        return tags
+    kwargs = {}
+    if ctx.spec.validation.range_tolerance is not None:
+        kwargs["range_tolerance"] = ctx.spec.validation.range_tolerance
+    if ctx.spec.validation.null_rate_tolerance is not None:
+        kwargs["null_rate_tolerance"] = ctx.spec.validation.null_rate_tolerance
+    report = check_frame(frame, reference, **kwargs)
+    _write_json(
+        out / "validation.json",
+        {"reference": ctx.reference_label, "report": report.to_dict()},
+    )
+    tags["modelloop.violations"] = len(report.violations)
+    ctx.memory["validation"] = report
+    ctx.pending_tags.update(tags)
+    raise_for_hard(report)
+    return tags
+
+
+def _time_values(frame: pd.DataFrame, column: str) -> pd.Series:
+    import pandas as pd
+
+    s = frame[column]
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    return pd.to_datetime(s)
+
+
+def split_frame(
+    frame: pd.DataFrame, spec: Any, target: str, size: float, *, by_fraction: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(earlier/train, later/test) parts: by time column or at random (stratified for
+    classification when the classes allow it)."""
+    import pandas as pd
+
+    if spec.method == "time":
+        t = _time_values(frame, spec.column)
+        if not by_fraction and spec.cutoff is not None:
+            bound = spec.cutoff
+            if pd.api.types.is_datetime64_any_dtype(t):
+                bound = pd.Timestamp(spec.cutoff)
+                if t.dt.tz is not None and bound.tzinfo is None:
+                    bound = bound.tz_localize(t.dt.tz)
+            else:
+                bound = float(spec.cutoff)
+            mask = t < bound
+        else:
+            order = t.sort_values(kind="stable").index
+            n_test = max(1, round(len(frame) * size))
+            mask = pd.Series(True, index=frame.index)
+            mask.loc[order[len(frame) - n_test :]] = False
+        return frame[mask.to_numpy()], frame[~mask.to_numpy()]
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if spec.stratify:
+        y = frame[target]
+        counts = y.value_counts()
+        if len(counts) <= 50 and counts.min() >= 2 and not pd.api.types.is_float_dtype(y):
+            stratify = y
+    return train_test_split(frame, test_size=size, random_state=spec.seed, stratify=stratify)
+
+
+def step_split(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Held-out test data: ``train.parquet`` and ``test.parquet``."""
+    frame = used_frame(ctx)
+    split = ctx.spec.split
+    size = split.fraction if split.method == "time" and split.fraction else split.test_size
+    train, test = split_frame(frame, split, ctx.spec.target, size, by_fraction=split.cutoff is None)
+    for name, part in (("train", train), ("test", test)):
+        if len(part) == 0:
+            raise InvalidInput(f"split: the {name} part is empty ({_describe_split(split)})")
+    _write_frame(out / "train.parquet", train)
+    _write_frame(out / "test.parquet", test)
+    ctx.memory["train"], ctx.memory["test"] = (
+        train.reset_index(drop=True),
+        test.reset_index(drop=True),
+    )
+    return {"modelloop.train_rows": len(train), "modelloop.test_rows": len(test)}
+
+
+def _describe_split(split: Any) -> str:
+    if split.method == "time":
+        return f"time split on {split.column!r} at " + (
+            f"cutoff {split.cutoff}" if split.cutoff else f"fraction {split.fraction}"
+        )
+    return f"random split, test_size {split.test_size}"
+
+
+def step_tune(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Search the model params with Optuna on a validation part of the training data; store
+    ``best_params.json`` and ``trials.json``."""
+    import tempfile
+
+    from modelloop.pipeline._tune import TuneConfig, run_study
+
+    spec, tune = ctx.spec, ctx.spec.tune
+    assert tune is not None
+    train = ctx.frame("split", "train.parquet", "train")
+    fit_part, valid_part = split_frame(train, spec.split, spec.target, spec.split.valid_size)
+    config = TuneConfig(
+        metric=ctx.tune_metric,
+        direction=ctx.tune_direction,
+        space={k: v.model_dump(exclude_none=True) for k, v in tune.space.items()},
+        n_trials=tune.n_trials,
+        timeout_s=tune.timeout,
+        pruning=tune.pruning,
+        seed=tune.seed,
+        cv_folds=tune.cv_folds,
+    )
+    with tempfile.TemporaryDirectory(prefix="modelloop-tune-") as tmp:
+        train_path, valid_path = Path(tmp) / "train.parquet", Path(tmp) / "valid.parquet"
+        _write_frame(train_path, fit_part)
+        _write_frame(valid_path, valid_part)
+        result = run_study(
+            config,
+            study_name=f"{spec.name}-{ctx.current_run_id[:12]}",
+            store_url=ctx.client.settings.resolved_store_url,
+            model_factory=ctx.model_factory,
+            base_params=dict(spec.model.params),
+            train_path=train_path,
+            valid_path=valid_path,
+            target=spec.target,
+            features=ctx.features,
+            task=ctx.task,
+            workers=ctx.workers or tune.workers,
+            parent_run_id=ctx.current_run_id,
+            experiment=spec.experiment_name,
+            settings=ctx.client.settings,
+        )
+    _write_json(out / "best_params.json", result.best_params)
+    _write_json(out / "trials.json", result.trials)
+    ctx.memory["best_params"] = dict(result.best_params)
+    return {
+        "modelloop.study": result.study_name,
+        "modelloop.best_value": result.best_value,
+        "modelloop.trials_complete": result.n_complete,
+        "modelloop.trials_pruned": result.n_pruned,
+        "modelloop.trials_failed": result.n_failed,
+    }
+
+
+def step_train(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Fit the model on the training part (with the tuned params when tuning) and log it as
+    the model package ``model``."""
+    from modelloop.pipeline._spec import build_model
+
+    spec = ctx.spec
+    train = ctx.frame("split", "train.parquet", "train")
+    best = ctx.json("tune", "best_params.json", "best_params") if spec.tuning else {}
+    params = {**spec.model.params, **best}
+    model = build_model(spec.model, best, base_dir=ctx.base_dir)
+    X, y = train[ctx.features], train[spec.target]
+    model.fit(X, y)
+    _write_json(out / "params.json", params)
+    run_id = ctx.current_run_id
+    ctx.client.log_dataset(run_id, train, f"{spec.name}-train", role="train", source=spec.name)
+    ctx.client.store.log_params(run_id, {k: _param(v) for k, v in params.items()})
+    ctx.client.log_model(run_id, model, "model", input_example=X.head(5))
+    ctx.memory["model"] = model
+    return {"modelloop.task": ctx.task}
+
+
+def _param(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _segment_frame(ctx: RunContext, frame: pd.DataFrame) -> pd.DataFrame | None:
+    cols = list(dict.fromkeys([*ctx.spec.evaluation.segments, *ctx.spec.evaluation.sensitive]))
+    return frame[cols] if cols else None
+
+
+def run_evaluation(ctx: RunContext, model: Any, out: Path | None) -> Any:
+    """Evaluate ``model`` on the test part with the spec's evaluation settings."""
+    from modelloop.pipeline._evaluate import evaluate
+
+    ev = ctx.spec.evaluation
+    test = ctx.frame("split", "test.parquet", "test")
+    evaluation, _plots = evaluate(
+        model,
+        test[ctx.features],
+        test[ctx.spec.target],
+        task=ctx.task,
+        segment_frame=_segment_frame(ctx, test),
+        segments=ev.segments,
+        sensitive=ev.sensitive,
+        min_segment_rows=ev.min_segment_rows,
+        latency_batch_rows=ev.latency_batch_rows,
+        out_dir=out,
+    )
+    return evaluation
+
+
+def step_evaluate(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Metrics, segments, fairness, calibration and plots of the candidate on the test part."""
+    evaluation = run_evaluation(ctx, ctx.model(), out)
+    _write_json(out / "evaluation.json", evaluation.to_dict())
+    ctx.memory["evaluation"] = evaluation.to_dict()
+    ctx.client.store.log_metrics(ctx.current_run_id, _metrics(evaluation.metrics))
+    return {"modelloop.primary_metric": evaluation.primary_metric}
+
+
+def _metrics(values: Mapping[str, Any]) -> list[Any]:
+    import math
+    import time
+
+    from modelloop.store import Metric
+
+    ts = time.time_ns() // 1_000_000
+    return [
+        Metric(k, float(v), 0, ts)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
+
+
+def step_explain(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """SHAP (or permutation) importance on a sample of the test part."""
+    from modelloop.pipeline._explain import explain
+
+    spec = ctx.spec.explain
+    test = ctx.frame("split", "test.parquet", "test")
+    explanation, _plots = explain(
+        ctx.model(),
+        test[ctx.features],
+        test[ctx.spec.target],
+        task=ctx.task,
+        max_rows=spec.max_rows,
+        n_local=spec.n_local,
+        random_state=spec.seed,
+        out_dir=out,
+    )
+    _write_json(out / "explanation.json", explanation.to_dict())
+    return {"modelloop.explain_method": explanation.method}
+
+
+def step_gate(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Every gate against the candidate's metrics and, for champion gates, the champion's
+    metrics on the same test data; stores ``gates.json``."""
+    from modelloop.pipeline._gates import evaluate_gates, parse_gate
+
+    gates = [parse_gate(g) for g in ctx.spec.gates]
+    metrics = ctx.json("evaluate", "evaluation.json", "evaluation")["metrics"]
+    champion_metrics = None
+    champion = ctx.champion
+    if champion is not None and any(g.against_champion for g in gates):
+        package = ctx.client.load_model(f"models:/{champion.name}/{champion.version}")
+        columns = list(package.signature.columns) if package.signature else ctx.features
+        test = ctx.frame("split", "test.parquet", "test")
+        missing = [c for c in columns if c not in test.columns]
+        if missing:
+            raise InvalidInput(
+                f"gates: the champion {champion.name} v{champion.version} needs columns the "
+                f"evaluation data lacks: {', '.join(missing)}"
+            )
+        from modelloop.pipeline._evaluate import evaluate
+
+        ev = ctx.spec.evaluation
+        champ_eval, _ = evaluate(
+            package.model,
+            test[columns],
+            test[ctx.spec.target],
+            task=ctx.task,
+            segment_frame=_segment_frame(ctx, test),
+            segments=ev.segments,
+            sensitive=ev.sensitive,
+            min_segment_rows=ev.min_segment_rows,
+            latency_batch_rows=ev.latency_batch_rows,
+        )
+        champion_metrics = champ_eval.metrics
+        _write_json(out / "champion_evaluation.json", champ_eval.to_dict())
+    results = evaluate_gates(gates, metrics, champion_metrics)
+    passed = all(r.passed for r in results)
+    _write_json(
+        out / "gates.json",
+        {
+            "passed": passed,
+            "results": [r.to_dict() for r in results],
+            "champion": (
+                {"name": champion.name, "version": champion.version} if champion else None
+            ),
+            "champion_key": ctx.champion_key,
+        },
+    )
+    return {"modelloop.gates_passed": str(passed).lower()}
+
+
+def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
+    """Register the candidate and move the alias, only when every gate passed."""
+    reg = ctx.spec.register
+    assert reg is not None
+    gates = ctx.json("gate", "gates.json", "gates")
+    if not gates["passed"]:
+        failed = [r for r in gates["results"] if not r["passed"]]
+        reason = "gate failed: " + "; ".join(f"{r['expr']} ({r['reason']})" for r in failed)
+        _write_json(out / "register.json", {"registered": False, "reason": reason})
+        return {"modelloop.registered": "false"}
+    train_run = ctx.step_runs["train"]
+    train = ctx.frame("split", "train.parquet", "train")
+    reference = train[ctx.features]
+    if len(reference) > 50_000:
+        reference = reference.sample(50_000, random_state=0)
+    tags = {
+        "modelloop.pipeline": ctx.spec.name,
+        "modelloop.pipeline_run_id": ctx.parent_run_id,
+        "modelloop.schema_digest": ctx.step_tags["validate"].get("modelloop.schema_digest", ""),
+        "modelloop.schema_run": ctx.step_runs["validate"],
+        "modelloop.schema_data_digest": ctx.output_digests["load"],
+        "modelloop.validate_reference_key": ctx.reference_key or "none",
+        "modelloop.gate_champion_key": ctx.champion_key or "none",
+    }
+    mv = ctx.client.register_model(
+        train_run,
+        reg.model_name,
+        description=f"pipeline {ctx.spec.name}",
+        tags=tags,
+        reference_data=reference,
+    )
+    previous = None
+    if reg.alias:
+        previous = ctx.client.set_alias(reg.model_name, reg.alias, mv.version)
+    _write_json(
+        out / "register.json",
+        {
+            "registered": True,
+            "model_name": reg.model_name,
+            "version": mv.version,
+            "alias": reg.alias,
+            "previous": previous,
+        },
+    )
+    return {"modelloop.registered": "true", "modelloop.registered_version": mv.version}
+
+
+def read_json_bytes(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def read_frame_bytes(data: bytes) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data))
+
+
+STEPS = {
+    "load": step_load,
+    "validate": step_validate,
+    "split": step_split,
+    "tune": step_tune,
+    "train": step_train,
+    "evaluate": step_evaluate,
+    "explain": step_explain,
+    "gate": step_gate,
+    "register": step_register,
+}

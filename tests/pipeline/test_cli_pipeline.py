@@ -1,0 +1,100 @@
+"""``modelloop pipeline run``: exit codes, JSON output, progress and summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from modelloop.cli._pipeline import EXIT_GATE_FAILED, EXIT_VALIDATION_FAILED, pipeline_app
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    app.add_typer(pipeline_app, name="pipeline")
+    return app
+
+
+def _invoke(cli: typer.Typer, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["pipeline", "run", *args], catch_exceptions=False)
+
+
+def test_run_registers_then_everything_is_cached(
+    home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
+) -> None:
+    path = write_spec(cancer_spec)
+    first = _invoke(cli, str(path), "--json")
+    assert first.exit_code == 0, first.output
+    out = json.loads(first.stdout)
+    assert out["status"] == "registered" and out["registered_version"] == 1 and out["ok"]
+    assert [s["cache_hit"] for s in out["steps"]] == [False] * 8
+    second = _invoke(cli, str(path))
+    assert second.exit_code == 0, second.output
+    assert second.stdout.count("cached") >= 8  # progress lines and the summary table
+    assert "registered cancer version 1 as @champion" in second.stdout
+    assert "auc >= 0.8" in second.stdout
+
+
+def test_failed_gate_exits_with_its_code_and_registers_nothing(
+    home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
+) -> None:
+    from modelloop import Client, Settings
+    from modelloop.exceptions import NotFound
+
+    path = write_spec(cancer_spec)
+    result = _invoke(cli, str(path), "--set", "gates=[auc >= 1.01]", "--json")
+    assert result.exit_code == EXIT_GATE_FAILED == 10
+    out = json.loads(result.stdout)
+    assert out["status"] == "gate_failed" and out["registered_version"] is None
+    assert "auc >= 1.01" in out["reason"]
+    client = Client(Settings.from_env())
+    try:
+        with pytest.raises(NotFound):
+            client.get_registered_model("cancer")
+    finally:
+        client.close()
+    text = _invoke(cli, str(path), "--set", "gates=[auc >= 1.01]")
+    assert text.exit_code == EXIT_GATE_FAILED
+    assert "not registered" in text.stdout and "NO" in text.stdout
+
+
+def test_validation_failure_exits_with_its_code(
+    home: Path,
+    cli: typer.Typer,
+    write_spec: Any,
+    cancer_spec: dict[str, Any],
+    cancer_csv: Path,
+) -> None:
+    path = write_spec(cancer_spec)
+    assert _invoke(cli, str(path)).exit_code == 0
+    frame = pd.read_csv(cancer_csv)
+    frame["mean_texture"] = "n/a"  # a number column now holds text
+    frame.to_csv(cancer_csv, index=False)
+    result = _invoke(cli, str(path))
+    assert result.exit_code == EXIT_VALIDATION_FAILED == 11
+    assert "data validation failed" in result.stderr and "mean_texture" in result.stderr
+
+
+def test_invalid_file_or_set_exits_2_with_the_location(
+    home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
+) -> None:
+    path = write_spec(cancer_spec)
+    result = _invoke(cli, str(path), "--set", "split.test_size=2")
+    assert result.exit_code == 2
+    assert "modelloop.yaml: split.test_size:" in result.stderr
+    missing = _invoke(cli, str(path.parent / "other.yaml"))
+    assert missing.exit_code == 3 and "no pipeline file" in missing.stderr
+
+
+def test_help_documents_the_exit_codes(cli: typer.Typer) -> None:
+    result = CliRunner().invoke(cli, ["pipeline", "run", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    assert "10 when a gate failed" in text and "11 when data validation" in text
+    assert "--set" in text and "--no-cache" in text and "--workers" in text
