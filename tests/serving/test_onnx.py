@@ -343,3 +343,36 @@ def test_masked_dtypes_with_missing_values_feed_as_nan():
     frame = package.signature.validate(X)
     assert str(frame["a"].dtype) == "Int64"
     np.testing.assert_array_equal(predictor.predict(frame), model.predict(X))
+
+
+def test_conversion_in_a_child_process_is_cached_and_used(tmp_path, cancer, forest):
+    from modelloop.serving._onnx import convert_in_subprocess
+
+    X, _ = cancer
+    package = load_model(save_model(forest, tmp_path / "rf", input_example=X.head(20)))
+    out = tmp_path / "cache" / "rf.onnx"
+
+    assert convert_in_subprocess(package, out) == ""
+    assert out.is_file()
+    stamp = out.stat().st_mtime_ns
+    assert convert_in_subprocess(package, out) == ""  # reused, not converted again
+    assert out.stat().st_mtime_ns == stamp
+
+    predictor, reason = try_onnx(package, blob=out.read_bytes())
+    assert reason == "" and predictor is not None
+    frame = package.signature.validate(X)
+    np.testing.assert_array_equal(predictor.predict(frame), forest.predict(X))
+
+
+def test_child_conversion_failure_gives_the_reason(tmp_path, cancer):
+    from sklearn.dummy import DummyClassifier
+
+    from modelloop.serving._onnx import convert_in_subprocess
+
+    X, y = cancer
+    model = DummyClassifier().fit(X, y)  # skl2onnx has no converter for it
+    package = load_model(save_model(model, tmp_path / "dummy", input_example=X.head(5)))
+    out = tmp_path / "dummy.onnx"
+    reason = convert_in_subprocess(package, out)
+    assert "DummyClassifier" in reason
+    assert not out.exists()

@@ -4,8 +4,8 @@ One :class:`Batcher` per loaded model version. Requests wait in a bounded queue;
 worker task takes everything waiting (never more than ``max_batch_rows`` rows), predicts it in
 one call on the model's own thread, and hands each request its slice of the result. While one
 batch is being predicted the next one gathers, so batches grow with load on their own. When
-recent batches held more than one request the worker also waits up to ``max_delay_s`` for the
-batch to fill; a lone client never pays that wait.
+fewer rows wait than the last batch held, the worker also waits up to ``max_delay_s`` for the
+batch to grow back to that size; a lone client never pays that wait.
 
 A full queue raises :class:`~modelloop.serving._errors.Overloaded` at once (503 + Retry-After),
 so latency stays bounded instead of growing with the backlog.
@@ -81,7 +81,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"predict-{name}")
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._avg_batch = 1.0  # moving average of requests per batch: how busy the model is
+        self._last_rows = 1  # rows in the last batch: how many clients are likely waiting
         self.batches = 0
         self.largest_batch = 0
 
@@ -156,11 +156,17 @@ class Batcher:
         return taken
 
     async def _gather_wait(self) -> None:
-        """Wait up to max_delay_s for the batch to fill, but only when traffic is concurrent."""
-        if self.max_delay_s <= 0 or self._avg_batch < 1.5:
+        """Wait up to max_delay_s for as many rows as the last batch had.
+
+        Clients answered by the last batch tend to send their next request at once, so waiting
+        for that many rows fills the batch without waiting out the whole delay; a lone client
+        (last batch: one row) never waits.
+        """
+        if self.max_delay_s <= 0:
             return
+        target = min(self.max_batch_rows, self._last_rows)
         deadline = self._queue[0].enqueued + self.max_delay_s
-        while self._queued_rows < self.max_batch_rows and not self._closing:
+        while self._queued_rows < target and not self._closing:
             left = deadline - time.perf_counter()
             if left <= 0:
                 return
@@ -181,7 +187,7 @@ class Batcher:
             items = self._take()
             if not items:
                 continue
-            self._avg_batch = 0.8 * self._avg_batch + 0.2 * len(items)
+            self._last_rows = sum(i.n_rows for i in items)
             await self._predict_batch(loop, items)
 
     async def _predict_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:

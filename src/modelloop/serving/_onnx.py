@@ -15,8 +15,10 @@ categories that are not strings are declined.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,6 +167,7 @@ def try_onnx(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     intra_op_threads: int = 1,
+    blob: bytes | None = None,
 ) -> tuple[OnnxPredictor | None, str]:
     """An :class:`OnnxPredictor` for ``package`` if it agrees with scikit-learn, else a reason.
 
@@ -172,10 +175,11 @@ def try_onnx(
     set is ``check`` or the package's input example, validated by the signature, with at least
     one row. Class labels must be equal on every check row; probabilities must lie within
     ``atol``; regression values within ``atol + rtol * |value|`` (ONNX computes in float32).
-    The session runs ``intra_op_threads`` threads, sequentially.
+    The session runs ``intra_op_threads`` threads, sequentially. ``blob`` is an ONNX model
+    converted before (see :func:`convert_in_subprocess`); without it the model is converted here.
     """
     try:
-        return _try_onnx(package, check, atol, rtol, intra_op_threads)
+        return _try_onnx(package, check, atol, rtol, intra_op_threads, blob)
     except Exception as e:  # a converter or runtime bug must never stop the server
         return None, f"ONNX conversion failed unexpectedly: {type(e).__name__}: {e}"
 
@@ -186,12 +190,13 @@ def _try_onnx(
     atol: float,
     rtol: float,
     intra_op_threads: int,
+    given: bytes | None = None,
 ) -> tuple[OnnxPredictor | None, str]:
-    try:
-        import skl2onnx
-        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    except ImportError:
-        return None, "skl2onnx is not installed"
+    if given is None:
+        try:
+            import skl2onnx  # noqa: F401
+        except ImportError:
+            return None, "skl2onnx is not installed"
     try:
         import onnxruntime as ort
     except ImportError:
@@ -210,26 +215,13 @@ def _try_onnx(
     classes, has_proba, why = _classes(model, signature)
     if why:
         return None, why
-    options = None
-    if classes is not None and has_proba:
-        options = {id(_final_step(model)): {"zipmap": False}}
-    if string_columns is None:
-        initial_types = [("X", FloatTensorType([None, len(signature.inputs)]))]
-    else:
-        initial_types = [
-            (
-                c.name,
-                StringTensorType([None, 1])
-                if c.name in string_columns
-                else FloatTensorType([None, 1]),
-            )
-            for c in signature.inputs
-        ]
-
     start = time.perf_counter()
     try:
-        onx = skl2onnx.convert_sklearn(model, initial_types=initial_types, options=options)
-        blob = onx.SerializeToString()
+        blob = (
+            given
+            if given is not None
+            else _convert(model, signature, string_columns, classes, has_proba)
+        )
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
@@ -249,6 +241,94 @@ def _try_onnx(
         conversion_seconds=seconds,
     )
     return _compare(predictor, model, frame, added, atol, rtol)
+
+
+def _convert(
+    model: Any,
+    signature: Signature,
+    string_columns: frozenset[str] | None,
+    classes: np.ndarray | None,
+    has_proba: bool,
+) -> bytes:
+    """The model as ONNX bytes: one float tensor, or one tensor per column with strings."""
+    import skl2onnx
+    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+
+    options = None
+    if classes is not None and has_proba:
+        options = {id(_final_step(model)): {"zipmap": False}}
+    if string_columns is None:
+        initial_types = [("X", FloatTensorType([None, len(signature.inputs)]))]
+    else:
+        initial_types = [
+            (
+                c.name,
+                StringTensorType([None, 1])
+                if c.name in string_columns
+                else FloatTensorType([None, 1]),
+            )
+            for c in signature.inputs
+        ]
+    onx = skl2onnx.convert_sklearn(model, initial_types=initial_types, options=options)
+    return bytes(onx.SerializeToString())
+
+
+def convert_in_subprocess(
+    package: ModelPackage, out: Path, *, trusted_types: Sequence[str] = (), timeout_s: float = 300
+) -> str:
+    """Convert ``package`` to ONNX at ``out`` in a child process; return "" or the reason not.
+
+    The converter (skl2onnx, onnx) is heavy and only needed once per package: running it in a
+    child keeps it out of the server's memory, and the file is reused on the next start. The
+    child loads the package with the same trusted types and never with pickle.
+    """
+    import subprocess
+
+    if out.is_file():
+        return ""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelloop.serving._onnx",
+        str(package.path),
+        str(out),
+        json.dumps(list(trusted_types)),
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"ONNX conversion took longer than {timeout_s:.0f} s"
+    if done.returncode != 0 or not out.is_file():
+        lines = (done.stderr or done.stdout or "").strip().splitlines()
+        return lines[-1] if lines else f"the ONNX converter exited with {done.returncode}"
+    return ""
+
+
+def _main(argv: Sequence[str]) -> int:
+    """``python -m modelloop.serving._onnx PACKAGE_DIR OUT TRUSTED_JSON``: convert one package."""
+    from modelloop._fs import atomic_file
+    from modelloop.models import load_model
+
+    package_dir, out, trusted = argv
+    package = load_model(Path(package_dir), trusted_types=json.loads(trusted), allow_pickle=False)
+    signature, model = package.signature, package.model
+    if signature is None:
+        print("the package has no signature, so the ONNX inputs are unknown", file=sys.stderr)
+        return 1
+    string_columns, why = _input_kinds(signature)
+    classes, has_proba, why2 = _classes(model, signature)
+    if why or why2:
+        print(why or why2, file=sys.stderr)
+        return 1
+    try:
+        blob = _convert(model, signature, string_columns, classes, has_proba)
+    except Exception as e:  # skl2onnx raises many types for what it cannot convert
+        print(f"skl2onnx cannot convert {type(model).__name__}: {_short(e)}", file=sys.stderr)
+        return 1
+    with atomic_file(Path(out)) as fh:
+        fh.write(blob)
+    return 0
 
 
 def _numpy_dtype(dtype: str) -> bool:
@@ -402,3 +482,7 @@ def _show(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return repr(value.tolist())
     return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -390,6 +390,10 @@ def add_routes(app: FastAPI, state: _State) -> None:
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
+    # Routes are matched in order: the two prediction routes go first.
+    hot = {"/v1/models/{name}/predict", "/v2/models/{name}/infer"}
+    app.router.routes.sort(key=lambda r: getattr(r, "path", "") not in hot)
+
 
 def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, Any]]:
     if "labels" in payload:

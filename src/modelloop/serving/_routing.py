@@ -214,9 +214,14 @@ class ModelManager:
         package = self.client.load_model(f"models:/{mv.name}/{mv.version}")
         onnx = None
         if self.config.onnx:
-            from modelloop.serving._onnx import try_onnx
+            from modelloop.serving._onnx import convert_in_subprocess, try_onnx
 
-            onnx, reason = try_onnx(package)
+            settings = self.client.settings
+            converted = settings.home / "cache" / "onnx" / f"{package.path.name}.onnx"
+            reason = convert_in_subprocess(package, converted, trusted_types=settings.trusted_types)
+            onnx = None
+            if not reason:
+                onnx, reason = try_onnx(package, blob=converted.read_bytes())
             if onnx is None:
                 log.warning("%s/%s: onnxruntime path off: %s", mv.name, mv.version, reason)
             else:

@@ -1,0 +1,273 @@
+"""Micro-batching over real HTTP: concurrent requests give the in-process answers, and the
+batch-size histogram shows batches that formed and never exceeded ``--max-batch-rows``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+from serving_support import Server, breast_cancer, register_rf, start_server, wait_until_ready
+
+MAX_BATCH = 8
+
+
+class Reply(NamedTuple):
+    """A response as read by :func:`post_many`; header names in lower case."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+def post_many(
+    url: str | Sequence[str],
+    bodies: Sequence[Any],
+    concurrency: int = 32,
+    timeout: float = 60.0,
+) -> list[Reply]:
+    """POST JSON ``bodies`` over ``concurrency`` keep-alive connections; replies in order.
+
+    A minimal HTTP/1.1 client: httpx's async pool spends milliseconds of CPU per request when
+    many wait, which on two cores starves the server under test. A reply not received within
+    ``timeout`` raises TimeoutError.
+    """
+    urls = [url] * len(bodies) if isinstance(url, str) else list(url)
+    out: list[Any] = [None] * len(bodies)
+
+    async def send(conn: Any, target: Any, body: Any) -> Reply:
+        reader, writer = conn
+        data = json.dumps(body).encode()
+        writer.write(
+            f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)
+        }
+        content = await reader.readexactly(int(headers.get("content-length", "0")))
+        return Reply(int(head[0].split()[1]), headers, content)
+
+    async def run() -> None:
+        todo = iter(range(len(bodies)))
+
+        async def worker() -> None:
+            conn = None
+            for i in todo:
+                target = urlsplit(urls[i])
+                if conn is None:
+                    conn = await asyncio.open_connection(target.hostname, target.port)
+                out[i] = await asyncio.wait_for(send(conn, target, bodies[i]), timeout)
+                if out[i].headers.get("connection", "").lower() == "close":
+                    conn[1].close()
+                    conn = None
+            if conn is not None:
+                conn[1].close()
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(bodies)))))
+
+    asyncio.run(run())
+    return out
+
+
+def batch_histogram(server: Server) -> dict[str, float]:
+    """``le`` -> cumulative count, plus ``count`` and ``sum``, of the batch-size histogram."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    out: dict[str, float] = {"count": 0.0, "sum": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name != "modelloop_serving_batch_size":
+            continue
+        for s in family.samples:
+            if s.labels.get("model") != "cancer":
+                continue
+            if s.name.endswith("_bucket"):
+                out[s.labels["le"]] = out.get(s.labels["le"], 0.0) + s.value
+            elif s.name.endswith("_count"):
+                out["count"] += s.value
+            elif s.name.endswith("_sum"):
+                out["sum"] += s.value
+    return out
+
+
+def delta(after: dict[str, float], before: dict[str, float], key: str) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home: Path = tmp_path_factory.mktemp("batching") / "home"
+    register_rf(home)
+    batched = start_server(
+        home,
+        ["cancer@champion"],
+        "--max-batch-rows",
+        str(MAX_BATCH),
+        "--max-batch-delay-ms",
+        "5",
+        "--no-log",
+        "--reload-interval",
+        "0",
+        wait_ready=False,
+    )
+    unbatched = start_server(
+        home,
+        ["cancer@champion"],
+        "--no-batching",
+        "--no-log",
+        "--reload-interval",
+        "0",
+        wait_ready=False,
+    )
+    try:
+        wait_until_ready(batched)
+        wait_until_ready(unbatched)
+        from modelloop._client import Client
+        from modelloop._config import Settings
+
+        client = Client(Settings(home=home))
+        try:
+            package = client.load_model("models:/cancer/1")
+        finally:
+            client.close()
+        X, _ = breast_cancer()
+        proba = package.predict_proba(X)
+        yield {
+            "batched": batched,
+            "unbatched": unbatched,
+            "X": X,
+            "proba": proba,
+            "pred": package.predict(X),
+            "package": package,
+        }
+    finally:
+        for server in (batched, unbatched):  # stop both at once, then wait
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+        batched.terminate()
+        unbatched.terminate()
+
+
+def v1_body(X: Any, rows: range | list[int], rid: str) -> dict[str, Any]:
+    return {"records": X.iloc[list(rows)].to_dict(orient="records"), "id": rid}
+
+
+def v2_body(X: Any, row: int, rid: str) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "inputs": [
+            {"name": c, "shape": [1], "datatype": "FP64", "data": [float(X[c].iloc[row])]}
+            for c in X.columns
+        ],
+    }
+
+
+def check_v1(resp: Any, served: dict[str, Any], rows: list[int], rid: str) -> None:
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["request_id"] == rid
+    assert body["model_version"] == 1
+    assert body["predictions"] == served["pred"][rows].tolist()
+    np.testing.assert_allclose(body["probabilities"], served["proba"][rows], rtol=0, atol=1e-12)
+
+
+def check_v2(resp: Any, served: dict[str, Any], row: int, rid: str) -> None:
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["id"] == rid and body["model_version"] == "1"
+    out = {o["name"]: o for o in body["outputs"]}
+    assert out["predict"]["data"] == [served["pred"][row].item()]
+    assert out["predict_proba"]["shape"] == [1, 2]
+    np.testing.assert_allclose(out["predict_proba"]["data"], served["proba"][row], atol=1e-12)
+
+
+def test_200_concurrent_single_rows_match_in_process_and_respect_max_batch(
+    served: dict[str, Any],
+) -> None:
+    server, X = served["batched"], served["X"]
+    before = batch_histogram(server)
+    bodies: list[dict[str, Any]] = []
+    urls: list[str] = []
+    for i in range(200):
+        if i % 2 == 0:
+            urls.append(f"{server.url}/v1/models/cancer/predict")
+            bodies.append(v1_body(X, [i], f"b{i}"))
+        else:
+            urls.append(f"{server.url}/v2/models/cancer/infer")
+            bodies.append(v2_body(X, i, f"b{i}"))
+    responses = post_many(urls, bodies, concurrency=200)
+    # the reference: the same rows predicted one by one in this process
+    package = served["package"]
+    proba = np.vstack([package.predict_proba(X.iloc[[i]]) for i in range(200)])
+    # a random forest predicts the class of highest probability
+    one_by_one = {"pred": package.model.classes_[proba.argmax(axis=1)], "proba": proba}
+    for i, resp in enumerate(responses):
+        if i % 2 == 0:
+            check_v1(resp, one_by_one, [i], f"b{i}")
+        else:
+            check_v2(resp, one_by_one, i, f"b{i}")
+    after = batch_histogram(server)
+    batches = delta(after, before, "count")
+    assert delta(after, before, "sum") == 200  # every row predicted exactly once
+    # no batch above the maximum: the bucket at the maximum holds every batch
+    assert delta(after, before, f"{float(MAX_BATCH)}") == batches
+    # and batching happened: fewer batches than requests, some with more than one row
+    assert batches < 200
+    assert delta(after, before, "1.0") < batches
+
+
+def test_request_larger_than_max_batch_is_answered_alone(served: dict[str, Any]) -> None:
+    server, X = served["batched"], served["X"]
+    url = f"{server.url}/v1/models/cancer/predict"
+    before = batch_histogram(server)
+    big_rows = list(range(200, 264))  # 64 rows: alone it fills the 64 bucket, with anything more
+    bodies = [v1_body(X, big_rows, "big")]  # it would land in the 128 bucket
+    bodies += [v1_body(X, [300 + i], f"s{i}") for i in range(40)]
+    # the big request in the middle of the burst, so that singles queue before and after it
+    bodies.insert(20, bodies.pop(0))
+    responses = post_many(url, bodies, concurrency=len(bodies))
+    for body, resp in zip(bodies, responses, strict=True):
+        rows = big_rows if body["id"] == "big" else [300 + int(body["id"][1:])]
+        check_v1(resp, served, rows, body["id"])
+    big = next(r for b, r in zip(bodies, responses, strict=True) if b["id"] == "big").json()
+    assert big["row_ids"] == [f"big/{i}" for i in range(64)]
+    after = batch_histogram(server)
+    batches = delta(after, before, "count")
+    assert delta(after, before, "sum") == 64 + 40
+    assert delta(after, before, "64.0") == batches  # nothing merged with the 64 rows
+    assert delta(after, before, "64.0") - delta(after, before, "32.0") == 1  # the big one
+    assert delta(after, before, f"{float(MAX_BATCH)}") == batches - 1  # all others <= max
+
+
+def test_no_batching_predicts_every_request_on_its_own(served: dict[str, Any]) -> None:
+    server, X = served["unbatched"], served["X"]
+    url = f"{server.url}/v1/models/cancer/predict"
+    before = batch_histogram(server)
+    bodies = [v1_body(X, [i], f"n{i}") for i in range(100)]
+    bodies.append(v1_body(X, range(400, 405), "five"))
+    responses = post_many(url, bodies, concurrency=len(bodies))
+    for i, resp in enumerate(responses[:100]):
+        check_v1(resp, served, [i], f"n{i}")
+    check_v1(responses[100], served, list(range(400, 405)), "five")
+    after = batch_histogram(server)
+    assert delta(after, before, "count") == 101
+    assert delta(after, before, "1.0") == 100
+    assert delta(after, before, "sum") == 105

@@ -1,0 +1,180 @@
+"""A full queue answers 503 with Retry-After at once; no request hangs; rejections are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import pytest
+from serving_support import Server, register_rf, row_records, start_server
+
+QUEUE_ROWS = 32
+
+
+class Reply(NamedTuple):
+    """A response as read by :func:`post_many`; header names in lower case."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode(errors="replace")
+
+
+def post_many(
+    url: str | Sequence[str],
+    bodies: Sequence[Any],
+    concurrency: int = 32,
+    timeout: float = 60.0,
+) -> list[Reply]:
+    """POST JSON ``bodies`` over ``concurrency`` keep-alive connections; replies in order.
+
+    A minimal HTTP/1.1 client: httpx's async pool spends milliseconds of CPU per request when
+    many wait, which on two cores starves the server under test. A reply not received within
+    ``timeout`` raises TimeoutError.
+    """
+    urls = [url] * len(bodies) if isinstance(url, str) else list(url)
+    out: list[Any] = [None] * len(bodies)
+
+    async def send(conn: Any, target: Any, body: Any) -> Reply:
+        reader, writer = conn
+        data = json.dumps(body).encode()
+        writer.write(
+            f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)
+        }
+        content = await reader.readexactly(int(headers.get("content-length", "0")))
+        return Reply(int(head[0].split()[1]), headers, content)
+
+    async def run() -> None:
+        todo = iter(range(len(bodies)))
+
+        async def worker() -> None:
+            conn = None
+            for i in todo:
+                target = urlsplit(urls[i])
+                if conn is None:
+                    conn = await asyncio.open_connection(target.hostname, target.port)
+                out[i] = await asyncio.wait_for(send(conn, target, bodies[i]), timeout)
+                if out[i].headers.get("connection", "").lower() == "close":
+                    conn[1].close()
+                    conn = None
+            if conn is not None:
+                conn[1].close()
+
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(bodies)))))
+
+    asyncio.run(run())
+    return out
+
+
+def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def metric(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home: Path = tmp_path_factory.mktemp("overload") / "home"
+    register_rf(home)
+    srv = start_server(
+        home,
+        ["cancer@champion"],
+        "--max-batch-rows",
+        "1",
+        "--max-queue-rows",
+        str(QUEUE_ROWS),
+        "--no-log",
+        "--reload-interval",
+        "0",
+    )
+    try:
+        yield srv
+    finally:
+        srv.terminate()
+
+
+def test_burst_beyond_the_queue_gets_503_with_retry_after_and_nothing_hangs(
+    server: Server,
+) -> None:
+    url = f"{server.url}/v1/models/cancer/predict"
+    records = row_records(20)
+    # singles, and every tenth request 10 rows, so that the one-row-at-a-time model is busy
+    bodies = [
+        {"records": records[:10] if i % 10 == 0 else [records[i % 20]], "id": f"r{i}"}
+        for i in range(300)
+    ]
+    before = scrape(server)
+    # one connection per request; raises (fails) if any is not answered within 30 s
+    responses = post_many(url, bodies, concurrency=len(bodies), timeout=30)
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503}, sorted(set(statuses))
+    rejected = [r for r in responses if r.status_code == 503]
+    served = [(b, r) for b, r in zip(bodies, responses, strict=True) if r.status_code == 200]
+    assert rejected, "a burst of 300 requests over a 32-row queue was never refused"
+    assert served, "the server answered nothing during the burst"
+    for r in rejected:
+        assert int(r.headers["retry-after"]) >= 1
+        body = r.json()
+        assert set(body) == {"error"} and "queue" in body["error"]
+    for b, r in served:
+        assert r.json()["request_id"] == b["id"]
+        assert len(r.json()["predictions"]) == len(b["records"])
+    after = scrape(server)
+    name = "modelloop_serving_rejected_requests_total"
+    assert metric(after, name, model="cancer", reason="queue_full") - metric(
+        before, name, model="cancer", reason="queue_full"
+    ) == len(rejected)
+    req = "modelloop_serving_requests_total"
+    n503 = sum(v for (n, lbl), v in after.items() if n == req and ("status", "503") in lbl)
+    n503 -= sum(v for (n, lbl), v in before.items() if n == req and ("status", "503") in lbl)
+    assert n503 == len(rejected)
+    # counted under the version and route that would have answered
+    labels = {"model": "cancer", "version": "1", "route": "champion", "status": "503"}
+    assert metric(after, req, **labels) - metric(before, req, **labels) == len(rejected)
+    n200 = sum(v for (n, lbl), v in after.items() if n == req and ("status", "200") in lbl)
+    n200 -= sum(v for (n, lbl), v in before.items() if n == req and ("status", "200") in lbl)
+    assert n200 == len(served)
+    # the queue drained: it is empty and the next request is answered
+    assert metric(after, "modelloop_serving_queue_depth", model="cancer") == 0
+    again = post_many(url, [{"records": records[:1]}])[0]
+    assert again.status_code == 200
+
+
+def test_request_that_can_never_fit_the_queue_is_not_told_to_retry(server: Server) -> None:
+    """A request with more rows than --max-queue-rows (but within --max-rows) on an idle server:
+    a 503 with Retry-After would promise that retrying helps, yet it would fail every time. It
+    must be answered (taken when nothing waits) or refused for good (413)."""
+    url = f"{server.url}/v1/models/cancer/predict"
+    body = {"records": row_records(QUEUE_ROWS + 8)}
+    for _ in range(2):  # the queue is empty both times
+        resp = post_many(url, [body])[0]
+        assert resp.status_code in (200, 413), (resp.status_code, resp.headers, resp.text)
