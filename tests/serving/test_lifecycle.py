@@ -22,10 +22,10 @@ BIG_ROWS = 1000
 BIG_REQUESTS = 16
 
 
-def ready_status(server: Server) -> int | None:
-    """The status of ``/v2/health/ready``, or None when nothing answers."""
+def ready_status(server: Server, path: str = "/v2/health/ready") -> int | None:
+    """The status of ``path`` (readiness by default), or None when nothing answers."""
     try:
-        with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=2) as r:
+        with urllib.request.urlopen(f"{server.url}{path}", timeout=2) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -62,6 +62,7 @@ class ReadinessProbe(threading.Thread):
         self.server, self.started = server, started
         self.before_ready: list[int | None] = []  # every answer before the first 200
         self.ready_after: float | None = None  # seconds from Popen to the first 200
+        self.live_while_loading: list[int | None] = []  # liveness whenever readiness said 400
 
     def run(self) -> None:
         deadline = self.started + 120
@@ -71,6 +72,8 @@ class ReadinessProbe(threading.Thread):
                 self.ready_after = time.monotonic() - self.started
                 return
             self.before_ready.append(status)
+            if status == 400:
+                self.live_while_loading.append(ready_status(self.server, "/v2/health/live"))
             time.sleep(0.02)
 
 
@@ -251,6 +254,9 @@ def test_not_ready_before_models_are_loaded(servers: dict[str, Any]) -> None:
     assert probe.ready_after is not None, server.log()
     assert probe.before_ready, "the probe never ran before the server was ready"
     assert 200 not in probe.before_ready
+    # the port opens before the models load: not ready (400) but alive (200) meanwhile
+    assert 400 in probe.before_ready, probe.before_ready
+    assert probe.live_while_loading and set(probe.live_while_loading) == {200}
     m = re.search(
         r"ready: cancer/1 loaded in ([0-9.]+) s, ([0-9.]+) s after the process "
         r"started",

@@ -2,85 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import pytest
-from serving_support import Server, register_rf, row_records, start_server
+from serving_support import Server, post_many, register_rf, row_records, start_server
 
 QUEUE_ROWS = 32
-
-
-class Reply(NamedTuple):
-    """A response as read by :func:`post_many`; header names in lower case."""
-
-    status_code: int
-    headers: dict[str, str]
-    content: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-    @property
-    def text(self) -> str:
-        return self.content.decode(errors="replace")
-
-
-def post_many(
-    url: str | Sequence[str],
-    bodies: Sequence[Any],
-    concurrency: int = 32,
-    timeout: float = 60.0,
-) -> list[Reply]:
-    """POST JSON ``bodies`` over ``concurrency`` keep-alive connections; replies in order.
-
-    A minimal HTTP/1.1 client: httpx's async pool spends milliseconds of CPU per request when
-    many wait, which on two cores starves the server under test. A reply not received within
-    ``timeout`` raises TimeoutError.
-    """
-    urls = [url] * len(bodies) if isinstance(url, str) else list(url)
-    out: list[Any] = [None] * len(bodies)
-
-    async def send(conn: Any, target: Any, body: Any) -> Reply:
-        reader, writer = conn
-        data = json.dumps(body).encode()
-        writer.write(
-            f"POST {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
-            + data
-        )
-        await writer.drain()
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        headers = {
-            k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)
-        }
-        content = await reader.readexactly(int(headers.get("content-length", "0")))
-        return Reply(int(head[0].split()[1]), headers, content)
-
-    async def run() -> None:
-        todo = iter(range(len(bodies)))
-
-        async def worker() -> None:
-            conn = None
-            for i in todo:
-                target = urlsplit(urls[i])
-                if conn is None:
-                    conn = await asyncio.open_connection(target.hostname, target.port)
-                out[i] = await asyncio.wait_for(send(conn, target, bodies[i]), timeout)
-                if out[i].headers.get("connection", "").lower() == "close":
-                    conn[1].close()
-                    conn = None
-            if conn is not None:
-                conn[1].close()
-
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(bodies)))))
-
-    asyncio.run(run())
-    return out
 
 
 def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -1,7 +1,8 @@
 """The ASGI app: Open Inference Protocol V2, the plain JSON endpoint, admin, metrics and health.
 
-``create_app(["fraud@champion"])`` returns a FastAPI app whose lifespan loads the models, starts
-their batchers, the prediction log and the alias watcher, and on shutdown answers what is queued
+``create_app(["fraud@champion"])`` returns a FastAPI app whose lifespan loads the models in the
+background (liveness answers at once), starts their batchers, the prediction log and the alias
+watcher, and on shutdown answers what is queued
 and flushes the log. The app is not ready (``/v2/health/ready``) until every model is loaded.
 """
 
@@ -13,7 +14,7 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,9 @@ class _State:
         self.log: Any = None
         self.ready = False
         self.draining = False
+        self.startup_error: Exception | None = None
+        self.on_fatal: Callable[[], None] | None = None  # set by the runner: stop the server
+        self.watcher: asyncio.Task[None] | None = None
         self.started = time.time()
         self.inflight = 0
 
@@ -111,20 +115,31 @@ def create_app(
         from modelloop._config import Settings
 
         client = Client(settings or Settings.from_env())
+    from modelloop.registry._uri import parse_model_spec
+
+    names = [parse_model_spec(spec).name for spec in models]  # bad specs fail here, at once
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidInput(f"models given twice: {twice}; serve each name once")
     state = _State(client, config, models)
+    state.manager.loading.update(names)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await _startup(state)
+        # Models load in the background: the port opens at once, so liveness answers 200 while
+        # readiness answers 400 until every model is loaded.
+        loop = asyncio.get_running_loop()
+        loader = loop.create_task(_load(state))
         watcher = None
-        if config.reload_interval_s > 0:
-            watcher = asyncio.get_running_loop().create_task(
-                state.manager.watch(config.reload_interval_s)
-            )
         try:
             yield
         finally:
             state.set_ready(False)
+            if not loader.done():
+                loader.cancel()
+            with contextlib.suppress(BaseException):
+                await loader
+            watcher = state.watcher
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -152,6 +167,24 @@ def create_app(
 
         app.add_middleware(BearerAuthMiddleware, tokens=list(config.tokens))
     return app
+
+
+async def _load(state: _State) -> None:
+    """Load everything, then turn ready; a failure is logged, kept and reported to the runner."""
+    try:
+        await _startup(state)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        state.startup_error = e
+        log.error("startup failed: %s", e)
+        if state.on_fatal is not None:
+            state.on_fatal()
+        return
+    if state.config.reload_interval_s > 0:
+        state.watcher = asyncio.get_running_loop().create_task(
+            state.manager.watch(state.config.reload_interval_s)
+        )
 
 
 async def _startup(state: _State) -> None:

@@ -25,6 +25,7 @@ from modelloop.exceptions import InvalidInput, NotFound
 from modelloop.registry._uri import ModelRef, parse_model_spec
 from modelloop.serving._batcher import Batcher
 from modelloop.serving._codec import decode_records, to_frame
+from modelloop.serving._errors import Overloaded
 
 if TYPE_CHECKING:
     from modelloop._client import Client
@@ -194,6 +195,7 @@ class ModelManager:
         self.config = config
         self.metrics = metrics
         self.endpoints: dict[str, Endpoint] = {}
+        self.loading: set[str] = set()  # names given to serve, not loaded yet
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -203,6 +205,8 @@ class ModelManager:
         try:
             return self.endpoints[name]
         except KeyError:
+            if name in self.loading:
+                raise Overloaded(f"model {name!r} is still loading; retry", retry_after=1) from None
             raise NotFound(
                 f"model {name!r} is not served here (served: {sorted(self.endpoints)})"
             ) from None
@@ -285,6 +289,7 @@ class ModelManager:
         champion = await self.load(ref)
         endpoint = Endpoint(ref.name, ref, champion)
         self.endpoints[ref.name] = endpoint
+        self.loading.discard(ref.name)
         self._report(endpoint)
         return endpoint
 

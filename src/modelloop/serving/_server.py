@@ -93,4 +93,11 @@ def serve(
         server_header=False,
     )
     server: Any = _Server(uv_config)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    state.on_fatal = stop
     server.run()
+    if state.startup_error is not None:
+        raise state.startup_error
