@@ -75,6 +75,8 @@ def register(home: Path) -> dict:
 
 def start_server(home: Path, port: int, extra: list[str]) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "MODELLOOP_HOME": str(home)}
+    for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT"):  # the registry is the home's
+        env.pop(var, None)
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [

@@ -77,7 +77,8 @@ def serve_command(
         int, typer.Option("--max-batch-rows", min=1, help="Largest micro-batch, in rows.")
     ] = 64,
     max_batch_delay_ms: Annotated[
-        float, typer.Option("--max-batch-delay-ms", min=0, help="Longest wait to fill a batch.")
+        float,
+        typer.Option("--max-batch-delay-ms", min=0, max=1000, help="Longest wait to fill a batch."),
     ] = 2.0,
     no_batching: Annotated[
         bool, typer.Option("--no-batching", help="Predict every request on its own.")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,6 +49,7 @@ class ServeConfig:
     log_predictions: bool = True
     log_max_rows: int = 10_000
     log_max_delay_s: float = 2.0
+    log_max_pending_rows: int = 100_000  # rows kept while the log cannot be written
     reload_interval_s: float = 5.0
     grace_s: float = 30.0
     tokens: tuple[Token, ...] = ()
@@ -56,13 +58,33 @@ class ServeConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_rows", "max_queue_rows", "max_body_bytes", "max_rows"):
+        for name in (
+            "max_batch_rows",
+            "max_queue_rows",
+            "max_body_bytes",
+            "max_rows",
+            "log_max_rows",
+            "log_max_pending_rows",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
-        for name in ("max_batch_delay_ms", "log_max_delay_s", "reload_interval_s", "grace_s"):
-            if getattr(self, name) < 0:
-                raise InvalidInput(f"{name} must not be negative")
+        limits = {
+            "max_batch_delay_ms": 1000.0,
+            "log_max_delay_s": 3600.0,
+            "reload_interval_s": 86400.0,
+            "grace_s": 3600.0,
+        }
+        for name, top in limits.items():
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not (0 <= value <= top)
+            ):
+                raise InvalidInput(f"{name} must be a number between 0 and {top:g}, got {value!r}")
+        if self.log_max_pending_rows < self.log_max_rows:
+            raise InvalidInput("log_max_pending_rows must be at least log_max_rows")
 
 
 class _State:
@@ -197,6 +219,7 @@ async def _startup(state: _State) -> None:
             Path(state.client.settings.home),
             max_rows=config.log_max_rows,
             max_delay_s=config.log_max_delay_s,
+            max_pending_rows=config.log_max_pending_rows,
             metrics=state.metrics,
         )
         state.log.start()

@@ -120,9 +120,12 @@ class Batcher:
         """Predict ``n_rows`` rows; ``Overloaded`` at once if the queue cannot take them."""
         if self._closing:
             raise Overloaded("the model is being unloaded; retry", retry_after=1)
-        # A request bigger than the whole queue is still taken when nothing waits, so a retry
-        # after a 503 can always succeed.
-        if self._queued_rows and self._queued_rows + n_rows > self.max_queue_rows:
+        # A big request counts as at most half the queue when it is admitted, so it gets in
+        # whenever the queue is no more than half full: a retry after a 503 can succeed even
+        # under steady small traffic, and a request bigger than the queue is never refused
+        # forever.
+        cost = min(n_rows, max(1, self.max_queue_rows // 2))
+        if self._queued_rows and self._queued_rows + cost > self.max_queue_rows:
             raise Overloaded(
                 f"the queue is full ({self._queued_rows} rows waiting, at most "
                 f"{self.max_queue_rows}); retry shortly",
@@ -144,6 +147,10 @@ class Batcher:
         rows = 0
         while self._queue:
             nxt = self._queue[0]
+            if nxt.future.done():  # cancelled: its caller is gone, skip the work
+                self._queue.popleft()
+                self._queued_rows -= nxt.n_rows
+                continue
             if taken and rows + nxt.n_rows > self.max_batch_rows:
                 break
             taken.append(self._queue.popleft())
@@ -191,6 +198,8 @@ class Batcher:
             await self._predict_batch(loop, items)
 
     async def _predict_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
+        """Predict ``items`` together; if that fails, halve the batch until the bad request is
+        alone, so one bad request costs a few extra calls, not one call per request."""
         rows = sum(i.n_rows for i in items)
         if len(items) == 1:
             merged = items[0].columns
@@ -200,27 +209,15 @@ class Batcher:
                 for c in self._columns:
                     merged[c].extend(item.columns[c])
         self.batches += 1
-        self.largest_batch = max(self.largest_batch, rows)
-        if self._on_batch is not None:
-            self._on_batch(rows)
         try:
-            prediction, proba = await loop.run_in_executor(
-                self._executor, self._predict, merged, rows
-            )
+            prediction, proba = await self._predict_rows(loop, merged, rows)
         except Exception as exc:  # each request gets the error, the worker lives on
             if len(items) == 1:
                 _fail(items[0], exc)
                 return
-            # One bad request must not fail the others: retry each on its own.
-            for item in items:
-                try:
-                    p, q = await loop.run_in_executor(
-                        self._executor, self._predict, item.columns, item.n_rows
-                    )
-                except Exception as one:
-                    _fail(item, one)
-                else:
-                    _resolve(item, BatchResult(p, q))
+            half = len(items) // 2
+            await self._predict_batch(loop, items[:half])
+            await self._predict_batch(loop, items[half:])
             return
         start = 0
         for item in items:
@@ -228,6 +225,29 @@ class Batcher:
             part = BatchResult(prediction[start:end], None if proba is None else proba[start:end])
             _resolve(item, part)
             start = end
+
+    async def _predict_rows(
+        self, loop: asyncio.AbstractEventLoop, columns: dict[str, list[Any]], rows: int
+    ) -> tuple[Any, Any]:
+        """One call per ``max_batch_rows`` rows: a request larger than a batch is predicted in
+        slices, so no call ever exceeds the maximum."""
+        size = self.max_batch_rows if self.max_batch_rows > 1 or rows == 1 else rows
+        if rows <= size:
+            self.largest_batch = max(self.largest_batch, rows)
+            if self._on_batch is not None:
+                self._on_batch(rows)
+            return await loop.run_in_executor(self._executor, self._predict, columns, rows)
+        import numpy as np
+
+        predictions, probas = [], []
+        for start in range(0, rows, size):
+            end = min(rows, start + size)
+            part = {c: v[start:end] for c, v in columns.items()}
+            p, q = await self._predict_rows(loop, part, end - start)
+            predictions.append(p)
+            probas.append(q)
+        proba = None if probas[0] is None else np.concatenate(probas)
+        return np.concatenate(predictions), proba
 
 
 def _resolve(item: _Item, result: BatchResult) -> None:

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from modelloop.exceptions import InvalidInput, ModelloopError
 
-__all__ = ["BadRequest", "Overloaded", "PayloadTooLarge", "UnsupportedMediaType"]
+__all__ = [
+    "BadRequest",
+    "ModelRejectedInput",
+    "Overloaded",
+    "PayloadTooLarge",
+    "PredictionFailed",
+    "UnsupportedMediaType",
+]
 
 
 class BadRequest(InvalidInput):
@@ -38,3 +45,16 @@ class Overloaded(ModelloopError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ModelRejectedInput(InvalidInput):
+    """The input fit the signature, but the model refused a value (e.g. an unknown category an
+    encoder was told to reject) (422)."""
+
+    http_status = 422
+
+
+class PredictionFailed(ModelloopError):
+    """The model failed for a reason that is not the input's fault (500)."""
+
+    http_status = 500

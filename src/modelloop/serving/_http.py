@@ -46,7 +46,7 @@ async def read_body(request: Request, limit: int, *, allow_binary: bool = False)
             )
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit() and len(length) <= 18):
             raise BadRequest(f"invalid Content-Length {length!r}")
         if int(length) > limit:
             raise PayloadTooLarge(f"the body is {int(length)} bytes; the limit is {limit}")
@@ -65,7 +65,7 @@ def json_header_length(request: Request) -> int | None:
     value = request.headers.get(_BINARY_HEADER)
     if value is None:
         return None
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         raise BadRequest(f"invalid Inference-Header-Content-Length {value!r}")
     return int(value)
 

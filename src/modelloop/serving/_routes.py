@@ -4,14 +4,16 @@ checked before anything is parsed, and only JSON is ever parsed."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
-from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch
+from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch, StoreError
 from modelloop.serving._app import new_request_id, require_object
 from modelloop.serving._errors import BadRequest, Overloaded, PayloadTooLarge
 from modelloop.serving._http import inline_binary_tensors, json_header_length, read_body
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from modelloop.serving._routing import LoadedModel
 
 __all__ = ["add_routes"]
+
+log = logging.getLogger("modelloop.serving")
 
 _RECORDS_BODY = {
     "required": True,
@@ -171,9 +175,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         if version is None:
             model, route, shadow = endpoint.pick(_key(payload, v2))
         else:
-            if not version.isdigit():
-                raise NotFound(f"model {name!r} has no version {version!r}")
-            model, route = endpoint.by_version(int(version))
+            model, route = endpoint.by_version(_version(name, version))
             shadow = None
         picked["version"], picked["route"] = str(model.version), route
         decode = _codec.decode_v2 if v2 else _codec.decode_records
@@ -193,31 +195,39 @@ def add_routes(app: FastAPI, state: _State) -> None:
         metrics.request(name, str(model.version), route, 200, seconds)
         return model, route, decoded, rid, result, seconds
 
-    def failed(picked: dict[str, Any], exc: ModelloopError, t0: float) -> None:
+    def failed(picked: dict[str, Any], exc: BaseException, t0: float) -> None:
         """Count a failed request under the model it was for, if that model is served here
         (names from unknown URLs never become label values)."""
         name = picked.get("model", "")
         if isinstance(exc, PayloadTooLarge) and name:
             metrics.rejected(name, "too_large")
+        status = exc.http_status if isinstance(exc, ModelloopError) else 500
+        if status >= 500 and not isinstance(exc, Overloaded):
+            log.warning("%s: %s", name or "request", exc)
         metrics.request(
             name,
             picked.get("version", ""),
             picked.get("route", ""),
-            exc.http_status,
+            status,
             time.perf_counter() - t0,
         )
 
     # -- Open Inference Protocol V2 ----------------------------------------------------------
 
-    @app.get("/v2", tags=["v2"], summary="Server metadata")
+    @app.api_route("/v2", methods=["GET", "HEAD"], tags=["v2"], summary="Server metadata")
     async def v2_server() -> dict[str, Any]:
         return {"name": "modelloop", "version": __version__, "extensions": []}
 
-    @app.get("/v2/health/live", tags=["v2"], summary="Liveness")
+    @app.api_route("/v2/health/live", methods=["GET", "HEAD"], tags=["v2"], summary="Liveness")
     async def v2_live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["v2"], summary="Readiness: 200 once models are loaded")
+    @app.api_route(
+        "/v2/health/ready",
+        methods=["GET", "HEAD"],
+        tags=["v2"],
+        summary="Readiness: 200 once models are loaded",
+    )
     async def v2_ready() -> Response:
         ok = state.ready and not state.draining
         return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
@@ -227,17 +237,22 @@ def add_routes(app: FastAPI, state: _State) -> None:
         if version is None:
             model = endpoint.champion
         else:
-            if not version.isdigit():
-                raise NotFound(f"model {name!r} has no version {version!r}")
-            model, _ = endpoint.by_version(int(version))
+            model, _ = endpoint.by_version(_version(name, version))
         versions = [str(v) for v in endpoint.versions()] if version is None else [version]
         return _codec.v2_model_metadata(name, versions, model.signature)
 
-    @app.get("/v2/models/{name}", tags=["v2"], summary="Model metadata")
+    @app.api_route(
+        "/v2/models/{name}", methods=["GET", "HEAD"], tags=["v2"], summary="Model metadata"
+    )
     async def v2_model(name: str) -> dict[str, Any]:
         return metadata(name, None)
 
-    @app.get("/v2/models/{name}/versions/{version}", tags=["v2"], summary="Version metadata")
+    @app.api_route(
+        "/v2/models/{name}/versions/{version}",
+        methods=["GET", "HEAD"],
+        tags=["v2"],
+        summary="Version metadata",
+    )
     async def v2_model_version(name: str, version: str) -> dict[str, Any]:
         return metadata(name, version)
 
@@ -246,11 +261,18 @@ def add_routes(app: FastAPI, state: _State) -> None:
         ok = state.ready
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
-    @app.get("/v2/models/{name}/ready", tags=["v2"], summary="Model readiness")
+    @app.api_route(
+        "/v2/models/{name}/ready", methods=["GET", "HEAD"], tags=["v2"], summary="Model readiness"
+    )
     async def v2_model_ready(name: str) -> Response:
         return model_ready(name, None)
 
-    @app.get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], summary="Version ready")
+    @app.api_route(
+        "/v2/models/{name}/versions/{version}/ready",
+        methods=["GET", "HEAD"],
+        tags=["v2"],
+        summary="Version ready",
+    )
     async def v2_version_ready(name: str, version: str) -> Response:
         return model_ready(name, version)
 
@@ -261,7 +283,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             model, _route, decoded, rid, result, _s = await predict(
                 request, name, True, version, picked
             )
-        except ModelloopError as e:
+        except Exception as e:
             failed(picked, e, t0)
             raise
         return _codec.encode_v2(
@@ -299,7 +321,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             model, route, decoded, rid, result, _s = await predict(
                 request, name, False, None, picked
             )
-        except ModelloopError as e:
+        except Exception as e:
             failed(picked, e, t0)
             raise
         out = _codec.encode_records(
@@ -329,24 +351,42 @@ def add_routes(app: FastAPI, state: _State) -> None:
         for i, (_rid, label) in enumerate(rows):
             if classes and repr(label) not in classes:
                 raise SchemaMismatch(
-                    f"labels[{i}].label: {label!r} is not a class of model {name!r} "
+                    f"{_where(payload, i)}.label: {label!r} is not a class of model {name!r} "
                     f"(classes: {sorted(classes)})",
                     column="label",
                 )
-        await asyncio.to_thread(_write_feedback, state, name, rows)
+        try:
+            await asyncio.to_thread(_write_feedback, state, name, rows)
+        except OSError as e:
+            raise StoreError(f"could not record the feedback: {e}") from e
         return {"model_name": name, "accepted": len(rows)}
 
-    @app.get("/v1/models", tags=["v1"], summary="Served models and their routing")
+    @app.api_route(
+        "/v1/models",
+        methods=["GET", "HEAD"],
+        tags=["v1"],
+        summary="Served models and their routing",
+    )
     async def v1_models() -> dict[str, Any]:
         return {"models": [e.describe() for e in state.manager.endpoints.values()]}
 
-    @app.get("/v1/models/{name}", tags=["v1"], summary="One served model and its routing")
+    @app.api_route(
+        "/v1/models/{name}",
+        methods=["GET", "HEAD"],
+        tags=["v1"],
+        summary="One served model and its routing",
+    )
     async def v1_model(name: str) -> dict[str, Any]:
         return state.manager.get(name).describe()
 
     # -- admin --------------------------------------------------------------------------------
 
-    @app.get("/v1/admin/routing", tags=["admin"], summary="Routing of every model")
+    @app.api_route(
+        "/v1/admin/routing",
+        methods=["GET", "HEAD"],
+        tags=["admin"],
+        summary="Routing of every model",
+    )
     async def admin_routing() -> dict[str, Any]:
         return {"models": [e.describe() for e in state.manager.endpoints.values()]}
 
@@ -383,7 +423,9 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     # -- metrics ------------------------------------------------------------------------------
 
-    @app.get("/metrics", tags=["metrics"], summary="Prometheus metrics")
+    @app.api_route(
+        "/metrics", methods=["GET", "HEAD"], tags=["metrics"], summary="Prometheus metrics"
+    )
     async def prometheus() -> Response:
         if state.log is not None:
             metrics.log_state(state.log.pending_rows, state.log.lag_seconds)
@@ -393,6 +435,20 @@ def add_routes(app: FastAPI, state: _State) -> None:
     # Routes are matched in order: the two prediction routes go first.
     hot = {"/v1/models/{name}/predict", "/v2/models/{name}/infer"}
     app.router.routes.sort(key=lambda r: getattr(r, "path", "") not in hot)
+
+
+_VERSION = re.compile(r"[0-9]{1,18}")
+
+
+def _version(name: str, text: str) -> int:
+    """A version number from a URL (ASCII digits only), or NotFound."""
+    if not _VERSION.fullmatch(text) or int(text) < 1:
+        raise NotFound(f"model {name!r} has no version {text[:40]!r}")
+    return int(text)
+
+
+def _where(payload: dict[str, Any], i: int) -> str:
+    return f"labels[{i}]" if "labels" in payload else "feedback"
 
 
 def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, Any]]:
@@ -411,7 +467,7 @@ def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, An
     rows: list[tuple[str, Any]] = []
     kinds: set[type] = set()
     for i, item in enumerate(items):
-        where = f"labels[{i}]" if "labels" in payload else "feedback"
+        where = _where(payload, i)
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object")
         extra = sorted(set(item) - {"request_id", "label"})

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
 from modelloop.registry._uri import ModelRef, parse_model_spec
 from modelloop.serving._batcher import Batcher
 from modelloop.serving._codec import decode_records, to_frame
-from modelloop.serving._errors import Overloaded
+from modelloop.serving._errors import ModelRejectedInput, Overloaded, PredictionFailed
 
 if TYPE_CHECKING:
     from modelloop._client import Client
@@ -53,6 +53,21 @@ _ARGMAX_CLASSIFIERS = frozenset(
         "KNeighborsClassifier",
     )
 )
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_LOG_COLUMNS = frozenset(
+    ("request_id", "timestamp", "model_name", "model_version", "route", "prediction", "latency_ms")
+)
+
+
+def _reserved(column: str) -> bool:
+    """Whether an input column would collide with a prediction-log column."""
+    return column in _LOG_COLUMNS or column.startswith("proba_")
 
 
 def _final_estimator(model: Any) -> Any:
@@ -87,6 +102,16 @@ class Predictor:
         )
 
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
+        try:
+            return self._predict(columns)
+        except ModelloopError:
+            raise
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ModelRejectedInput(f"the model could not predict this input: {_short(e)}") from e
+        except Exception as e:
+            raise PredictionFailed(f"the model failed: {type(e).__name__}: {_short(e)}") from e
+
+    def _predict(self, columns: dict[str, list[Any]]) -> tuple[Any, Any]:
         frame = to_frame(columns, self.signature)
         if self.onnx is not None:
             return self.onnx.predict_both(frame)
@@ -231,6 +256,13 @@ class ModelManager:
             else:
                 log.info("%s/%s: onnxruntime path on", mv.name, mv.version)
         predictor = Predictor(package, onnx)
+        if self.config.log_predictions:
+            clash = [c for c in predictor.signature.columns if _reserved(c)]
+            if clash:
+                raise InvalidInput(
+                    f"{mv.name}/{mv.version}: input columns {clash} have the names of the "
+                    "prediction log's own columns; serve it with --no-log, or rename them"
+                )
         self._warm_up(predictor)
         return mv.version, predictor
 
@@ -261,7 +293,15 @@ class ModelManager:
                 metrics.batch(name, v, size)
 
             def on_depth(depth: int) -> None:
-                metrics.queue_depth(name, depth)
+                endpoint = self.endpoints.get(name)
+                total = depth
+                if endpoint is not None:
+                    total = sum(
+                        m.batcher.depth
+                        for m in (endpoint.champion, endpoint.challenger)
+                        if m is not None
+                    )
+                metrics.queue_depth(name, total)
 
         batcher = Batcher(
             predictor,
@@ -313,10 +353,13 @@ class ModelManager:
             raise InvalidInput("canary mode needs a challenger")
         if mode == "shadow" and challenger is None and endpoint.challenger is None:
             raise InvalidInput("shadow mode needs a challenger")
+        # Load before taking the lock: switching a canary off never waits behind a load.
+        loaded, ref = None, None
+        if challenger is not None:
+            ref = _challenger_ref(name, challenger)
+            loaded = await self.load(ref)
         async with self._lock:
-            if challenger is not None:
-                ref = _challenger_ref(name, challenger)
-                loaded = await self.load(ref)
+            if loaded is not None:
                 old = endpoint.challenger
                 endpoint.challenger_ref, endpoint.challenger = ref, loaded
                 self._retire(old)
@@ -324,6 +367,8 @@ class ModelManager:
                 old = endpoint.challenger
                 endpoint.challenger_ref, endpoint.challenger = None, None
                 self._retire(old)
+                if old is not None and self.metrics is not None:
+                    self.metrics.model_unloaded(name, "challenger")
             endpoint.mode = mode  # type: ignore[assignment]
             endpoint.share = float(share) if mode == "canary" else 0.0
         self._report(endpoint)
@@ -332,47 +377,60 @@ class ModelManager:
     # -- following the registry --------------------------------------------------------------
 
     async def refresh(self) -> list[str]:
-        """Load and switch to the versions aliases now point at; return what changed."""
+        """Load and switch to the versions aliases now point at; return what changed.
+
+        Versions load outside the routing lock; each switch happens under it, and only if the
+        routing still names the same reference and version it did when the load began.
+        """
         changed: list[str] = []
-        async with self._lock:
-            for endpoint in list(self.endpoints.values()):
-                for role in ("champion", "challenger"):
-                    ref: ModelRef | None = getattr(endpoint, f"{role}_ref")
-                    current: LoadedModel | None = getattr(endpoint, role)
-                    if ref is None or current is None or ref.version is not None:
-                        continue
-                    try:
-                        mv = await asyncio.to_thread(self.client.resolve, ref)
-                    except Exception as e:  # keep serving what is loaded
-                        log.warning(
-                            "cannot resolve %s: %s; keeping version %s", ref, e, current.version
-                        )
-                        continue
-                    if mv.version == current.version:
-                        continue
-                    try:
-                        loaded = await self.load(ModelRef(ref.name, version=mv.version))
-                    except Exception as e:
-                        log.error(
-                            "cannot load %s version %s: %s; keeping version %s",
-                            ref.name,
-                            mv.version,
-                            e,
-                            current.version,
-                        )
+        for endpoint in list(self.endpoints.values()):
+            for role in ("champion", "challenger"):
+                ref: ModelRef | None = getattr(endpoint, f"{role}_ref")
+                current: LoadedModel | None = getattr(endpoint, role)
+                if ref is None or current is None or ref.version is not None:
+                    continue
+                loaded = await self._follow(ref, current)
+                if loaded is None:
+                    continue
+                async with self._lock:
+                    if getattr(endpoint, f"{role}_ref") is not ref or getattr(
+                        endpoint, role
+                    ) is not current:
+                        self._retire(loaded)  # routing changed meanwhile: drop what we loaded
                         continue
                     setattr(endpoint, role, loaded)
                     self._retire(current)
-                    changed.append(f"{endpoint.name} {role} {current.version} -> {mv.version}")
-                    log.info(
-                        "%s: %s now version %s (was %s)",
-                        endpoint.name,
-                        role,
-                        mv.version,
-                        current.version,
-                    )
-                self._report(endpoint)
+                changed.append(f"{endpoint.name} {role} {current.version} -> {loaded.version}")
+                log.info(
+                    "%s: %s now version %s (was %s)",
+                    endpoint.name,
+                    role,
+                    loaded.version,
+                    current.version,
+                )
+            self._report(endpoint)
         return changed
+
+    async def _follow(self, ref: ModelRef, current: LoadedModel) -> LoadedModel | None:
+        """The version ``ref`` now names, loaded, if it differs from ``current``; else None."""
+        try:
+            mv = await asyncio.to_thread(self.client.resolve, ref)
+        except Exception as e:  # keep serving what is loaded
+            log.warning("cannot resolve %s: %s; keeping version %s", ref, e, current.version)
+            return None
+        if mv.version == current.version:
+            return None
+        try:
+            return await self.load(ModelRef(ref.name, version=mv.version))
+        except Exception as e:
+            log.error(
+                "cannot load %s version %s: %s; keeping version %s",
+                ref.name,
+                mv.version,
+                e,
+                current.version,
+            )
+            return None
 
     async def watch(self, interval_s: float) -> None:
         """Refresh every ``interval_s`` seconds until cancelled."""
@@ -419,13 +477,15 @@ def _challenger_ref(name: str, spec: str | int) -> ModelRef:
     if isinstance(spec, bool):
         raise InvalidInput(f"challenger must be an alias or a version, got {spec!r}")
     if isinstance(spec, int):
+        if not 1 <= spec < 2**63:
+            raise InvalidInput(f"challenger version must be between 1 and 2**63-1, got {spec}")
         return ModelRef(name, version=spec)
     if not isinstance(spec, str) or not spec:
         raise InvalidInput(f"challenger must be an alias or a version, got {spec!r}")
     if spec.startswith("@"):
         spec = name + spec
-    elif spec.isdigit():
-        spec = f"{name}/{spec}"
+    elif spec.isascii() and spec.isdigit():
+        return _challenger_ref(name, int(spec) if len(spec) <= 19 else 2**63)
     ref = parse_model_spec(spec)
     if ref.name != name:
         raise InvalidInput(
