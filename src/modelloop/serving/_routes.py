@@ -4,6 +4,7 @@ checked before anything is parsed, and only JSON is ever parsed."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
@@ -115,6 +116,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     config = state.config
     metrics = state.metrics
+    get = functools.partial(app.api_route, methods=["GET", "HEAD"])  # HEAD for probes
     shadows: set[asyncio.Task[None]] = set()
 
     def row_ids(rid: str, n: int) -> list[str]:
@@ -214,20 +216,15 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     # -- Open Inference Protocol V2 ----------------------------------------------------------
 
-    @app.api_route("/v2", methods=["GET", "HEAD"], tags=["v2"], summary="Server metadata")
+    @get("/v2", tags=["v2"], summary="Server metadata")
     async def v2_server() -> dict[str, Any]:
         return {"name": "modelloop", "version": __version__, "extensions": []}
 
-    @app.api_route("/v2/health/live", methods=["GET", "HEAD"], tags=["v2"], summary="Liveness")
+    @get("/v2/health/live", tags=["v2"], summary="Liveness")
     async def v2_live() -> dict[str, Any]:
         return {"live": True}
 
-    @app.api_route(
-        "/v2/health/ready",
-        methods=["GET", "HEAD"],
-        tags=["v2"],
-        summary="Readiness: 200 once models are loaded",
-    )
+    @get("/v2/health/ready", tags=["v2"], summary="Readiness: 200 once models are loaded")
     async def v2_ready() -> Response:
         ok = state.ready and not state.draining
         return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
@@ -241,18 +238,11 @@ def add_routes(app: FastAPI, state: _State) -> None:
         versions = [str(v) for v in endpoint.versions()] if version is None else [version]
         return _codec.v2_model_metadata(name, versions, model.signature)
 
-    @app.api_route(
-        "/v2/models/{name}", methods=["GET", "HEAD"], tags=["v2"], summary="Model metadata"
-    )
+    @get("/v2/models/{name}", tags=["v2"], summary="Model metadata")
     async def v2_model(name: str) -> dict[str, Any]:
         return metadata(name, None)
 
-    @app.api_route(
-        "/v2/models/{name}/versions/{version}",
-        methods=["GET", "HEAD"],
-        tags=["v2"],
-        summary="Version metadata",
-    )
+    @get("/v2/models/{name}/versions/{version}", tags=["v2"], summary="Version metadata")
     async def v2_model_version(name: str, version: str) -> dict[str, Any]:
         return metadata(name, version)
 
@@ -261,18 +251,11 @@ def add_routes(app: FastAPI, state: _State) -> None:
         ok = state.ready
         return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
 
-    @app.api_route(
-        "/v2/models/{name}/ready", methods=["GET", "HEAD"], tags=["v2"], summary="Model readiness"
-    )
+    @get("/v2/models/{name}/ready", tags=["v2"], summary="Model readiness")
     async def v2_model_ready(name: str) -> Response:
         return model_ready(name, None)
 
-    @app.api_route(
-        "/v2/models/{name}/versions/{version}/ready",
-        methods=["GET", "HEAD"],
-        tags=["v2"],
-        summary="Version ready",
-    )
+    @get("/v2/models/{name}/versions/{version}/ready", tags=["v2"], summary="Version ready")
     async def v2_version_ready(name: str, version: str) -> Response:
         return model_ready(name, version)
 
@@ -361,34 +344,19 @@ def add_routes(app: FastAPI, state: _State) -> None:
             raise StoreError(f"could not record the feedback: {e}") from e
         return {"model_name": name, "accepted": len(rows)}
 
-    @app.api_route(
-        "/v1/models",
-        methods=["GET", "HEAD"],
-        tags=["v1"],
-        summary="Served models and their routing",
-    )
+    @get("/v1/models", tags=["v1"], summary="Served models and their routing")
     async def v1_models() -> dict[str, Any]:
         return {"models": [e.describe() for e in state.manager.endpoints.values()]}
 
-    @app.api_route(
-        "/v1/models/{name}",
-        methods=["GET", "HEAD"],
-        tags=["v1"],
-        summary="One served model and its routing",
-    )
+    @get("/v1/models/{name}", tags=["v1"], summary="One served model and its routing")
     async def v1_model(name: str) -> dict[str, Any]:
         return state.manager.get(name).describe()
 
     # -- admin --------------------------------------------------------------------------------
 
-    @app.api_route(
-        "/v1/admin/routing",
-        methods=["GET", "HEAD"],
-        tags=["admin"],
-        summary="Routing of every model",
-    )
+    @get("/v1/admin/routing", tags=["admin"], summary="Routing of every model")
     async def admin_routing() -> dict[str, Any]:
-        return {"models": [e.describe() for e in state.manager.endpoints.values()]}
+        return await v1_models()
 
     @app.put(
         "/v1/admin/models/{name}/routing",
@@ -423,9 +391,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     # -- metrics ------------------------------------------------------------------------------
 
-    @app.api_route(
-        "/metrics", methods=["GET", "HEAD"], tags=["metrics"], summary="Prometheus metrics"
-    )
+    @get("/metrics", tags=["metrics"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         if state.log is not None:
             metrics.log_state(state.log.pending_rows, state.log.lag_seconds)
