@@ -1,9 +1,10 @@
 """The flights example pipeline without tuning, cold and then fully cached; prints one JSON line.
 
 Runs ``examples/flights/modelloop.yaml`` (all of January-February 2013, tuning disabled) in a
-fresh home with the embedded store: once cold (every step computed), then again unchanged (every
-step a cache hit), both in this process; then the cached run once more as a new
-``modelloop pipeline run`` process (with interpreter start-up and imports).
+fresh home with the embedded store: once cold (every step computed), then again unchanged, both
+in this process; then the cached run once more as a new ``modelloop pipeline run`` process (with
+interpreter start-up and imports). The example marks its bundled data as cacheable
+(``data.cache: true``), so an unchanged rerun is a cache hit for every step.
 
 Usage: python benchmarks/pipeline.py [--sample N]
 """

@@ -98,3 +98,32 @@ def test_help_documents_the_exit_codes(cli: typer.Typer) -> None:
     text = " ".join(result.stdout.split())
     assert "10 when a gate failed" in text and "11 when data validation" in text
     assert "--set" in text and "--no-cache" in text and "--workers" in text
+
+
+def test_a_step_error_is_one_line_naming_the_step_and_exits_2(
+    home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
+) -> None:
+    cancer_spec["task"] = "classification"
+    path = write_spec(cancer_spec)
+    result = _invoke(cli, str(path), "--set", "model.params.learning_rate=-1e-1")
+    assert result.exit_code == 2
+    assert "step train failed: InvalidParameterError" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_validation_failure_message_is_not_doubled(
+    home: Path,
+    cli: typer.Typer,
+    write_spec: Any,
+    cancer_spec: dict[str, Any],
+    cancer_csv: Path,
+) -> None:
+    cancer_spec["explain"] = {"enabled": False}
+    path = write_spec(cancer_spec)
+    assert _invoke(cli, str(path)).exit_code == 0
+    frame = pd.read_csv(cancer_csv)
+    frame["mean_texture"] = "n/a"
+    frame.to_csv(cancer_csv, index=False)
+    result = _invoke(cli, str(path))
+    assert result.exit_code == EXIT_VALIDATION_FAILED
+    assert result.stderr.count("data validation failed") == 1, result.stderr

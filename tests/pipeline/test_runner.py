@@ -242,3 +242,162 @@ def test_parquet_and_sql_sources_with_the_same_rows_reuse_every_later_step(
         assert hits.pop("load") is False and all(hits.values()), hits
         assert result.step("load").output_digest == base.step("load").output_digest
         assert result.registered_version == 1
+
+
+WRAPPED = """
+from sklearn.linear_model import LogisticRegression
+
+
+class Wrapped(LogisticRegression):
+    pass
+
+
+def build(C=1.0):
+    return Wrapped(C=C, max_iter=500)
+"""
+
+
+def test_a_custom_class_from_a_model_file_can_be_registered(
+    home: Path, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    from modelloop import Client, Settings
+
+    (cancer_csv.parent / "wrapmod.py").write_text(WRAPPED, encoding="utf-8")
+    cancer_spec["model"] = {"estimator": "wrapmod.py:build", "params": {}}
+    cancer_spec["explain"] = {"enabled": False}
+    client = Client(Settings.from_env(trusted_types=["wrapmod.Wrapped"]))
+    try:
+        result = _pipeline(cancer_spec, cancer_csv.parent).run(client)
+        assert result.status == "registered", result.reason
+        package = client.load_model("models:/cancer@champion")
+        assert type(package.model).__module__ == "wrapmod"
+        assert type(package.model).__name__ == "Wrapped"
+    finally:
+        client.close()
+
+
+def test_the_resolved_spec_is_stored_with_the_pipeline_run(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    cancer_spec["explain"] = {"enabled": False}
+    result = _pipeline(cancer_spec, cancer_csv.parent, **{"model.params.max_iter": 7}).run(client)
+    stored = _artifact_json(client, result.run_id, "spec.json")
+    assert stored["model"]["params"]["max_iter"] == 7
+    assert stored["model"]["estimator"] == "sklearn.ensemble.HistGradientBoostingClassifier"
+    assert stored["features"] == cancer_spec["features"]
+
+
+def test_python_callables_run_and_hit_the_cache(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    def load() -> pd.DataFrame:
+        return pd.read_csv(cancer_csv)
+
+    spec = {
+        **cancer_spec,
+        "data": {"callable": load},
+        "model": {"estimator": LogisticRegression, "params": {"max_iter": 500}},
+        "explain": {"enabled": False},
+    }
+    first = Pipeline(spec).run(client)
+    assert first.status == "registered", first.reason
+    second = Pipeline(spec).run(client)
+    hits = {s.name: s.cache_hit for s in second.steps}
+    assert hits.pop("load") is False and all(hits.values()), hits
+    stored = _artifact_json(client, first.run_id, "spec.json")
+    assert stored["model"]["estimator"].endswith(":LogisticRegression")
+
+
+def test_default_features_leave_out_segment_and_sensitive_columns(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    features = cancer_spec.pop("features")
+    cancer_spec["explain"] = {"enabled": False}
+    result = _pipeline(cancer_spec, cancer_csv.parent).run(client)
+    runs = _step_runs(client, result)
+    assert json.loads(runs["load"].tags["modelloop.features"]) == features  # no "size"
+    package = client.load_model(f"runs:/{runs['train'].run_id}/model")
+    assert "size" not in package.signature.columns
+
+
+def test_a_champion_without_a_schema_is_noted(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path, breast_cancer: Any
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    frame = pd.read_csv(cancer_csv)
+    X, y = frame[cancer_spec["features"]], frame["label"]
+    with client.start_run("outside") as run:
+        client.log_model(run.run_id, LogisticRegression(max_iter=500).fit(X, y), "model")
+    mv = client.register_model(run.run_id, "cancer")
+    client.set_alias("cancer", "champion", mv.version)
+    cancer_spec["explain"] = {"enabled": False}
+    result = _pipeline(cancer_spec, cancer_csv.parent).run(client)
+    assert any("not validated" in n and "no stored schema" in n for n in result.notes)
+    assert "not validated" in client.get_run(result.run_id).tags["modelloop.pipeline_notes"]
+
+
+def test_a_fraction_time_split_keeps_equal_times_on_one_side() -> None:
+    from modelloop.pipeline import SplitSpec
+    from modelloop.pipeline._steps import split_frame
+
+    frame = pd.DataFrame({"t": [1, 1, 2, 2, 2, 2, 3, 3, 3, 3], "y": range(10)})
+    spec = SplitSpec(method="time", column="t", fraction=0.3)
+    train, test = split_frame(frame, spec, "y", 0.3)
+    assert train["t"].max() < test["t"].min()
+    assert sorted(test["t"]) == [3, 3, 3, 3]
+    assert len(train) + len(test) == len(frame)
+
+
+def test_a_foreign_error_in_a_step_is_one_line_naming_the_step(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    from modelloop.exceptions import InvalidInput
+
+    cancer_spec["task"] = "classification"
+    bad = _pipeline(cancer_spec, cancer_csv.parent, **{"model.params.learning_rate": -1.0})
+    with pytest.raises(InvalidInput, match=r"^step train failed: InvalidParameterError: ") as exc:
+        bad.run(client)
+    assert "\n" not in str(exc.value) and exc.value.__cause__ is not None
+
+
+def test_a_fixed_study_name_is_joined_by_later_runs(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    cancer_spec["explain"] = {"enabled": False}
+    cancer_spec["tune"] = {
+        "study": "cancer-shared",
+        "n_trials": 2,
+        "space": {"max_iter": {"type": "int", "low": 5, "high": 15}},
+    }
+    first = _pipeline(cancer_spec, cancer_csv.parent).run(client)
+    tune = _step_runs(client, first)["tune"]
+    assert tune.tags["modelloop.study"] == "cancer-shared"
+    assert (
+        int(tune.tags["modelloop.trials_complete"]) + int(tune.tags["modelloop.trials_pruned"]) == 2
+    )
+    more = _pipeline(cancer_spec, cancer_csv.parent, **{"tune.n_trials": 3}).run(client)
+    assert not more.step("tune").cache_hit
+    tags = _step_runs(client, more)["tune"].tags
+    assert tags["modelloop.study"] == "cancer-shared"
+    # the same study went on: one more trial makes three in all
+    assert int(tags["modelloop.trials_complete"]) + int(tags["modelloop.trials_pruned"]) == 3
+
+
+def test_tuning_a_class_given_in_python(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    spec = {
+        **cancer_spec,
+        "model": {"estimator": LogisticRegression, "params": {"max_iter": 500}},
+        "tune": {"n_trials": 1, "space": {"C": {"type": "float", "low": 0.1, "high": 1.0}}},
+        "explain": {"enabled": False},
+    }
+    result = Pipeline(spec, base_dir=cancer_csv.parent).run(client)
+    assert result.status == "registered", result.reason
+    tune = _step_runs(client, result)["tune"]
+    assert int(tune.tags["modelloop.trials_complete"]) == 1

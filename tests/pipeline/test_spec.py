@@ -216,3 +216,83 @@ def test_wrong_model_param_fails_before_any_run(
     with pytest.raises(InvalidInput, match=r"modelloop.yaml: model.params: .*max_iterr"):
         pipe.run(client)
     assert client.store.list_experiments() == [] or not client.search_runs().items
+
+
+def test_unquoted_yaml_dates_and_numbers_are_cutoffs(
+    write_spec: Any, cancer_spec: dict[str, Any]
+) -> None:
+    path = write_spec(cancer_spec)
+    text = path.read_text(encoding="utf-8").replace(
+        "split:\n", "split:\n  method: time\n  column: day\n  cutoff: 2013-02-15\n", 1
+    )
+    text = text.replace("  method: random\n", "").replace("  test_size: 0.3\n  seed: 1\n", "")
+    path.write_text(text, encoding="utf-8")
+    assert load_spec(path).split.cutoff == "2013-02-15"
+    assert load_spec(path, ["split.cutoff=2013-02-15 06:30:00"]).split.cutoff.startswith(
+        "2013-02-15T06:30"
+    )
+    assert load_spec(path, ["split.cutoff=300"]).split.cutoff == "300"
+    assert load_spec(path, ["split.cutoff=2.5"]).split.cutoff == "2.5"
+    with pytest.raises(InvalidInput, match=r"split.cutoff: expected a date"):
+        load_spec(path, ["split.cutoff=true"])
+
+
+def test_scientific_notation_override_is_a_float(cancer_spec: dict[str, Any]) -> None:
+    spec = parse_spec(
+        cancer_spec, overrides=["model.params.C=1e-3", "model.params.tol=-2.5E+2", "name=e5"]
+    )
+    assert spec.model.params["C"] == 0.001 and isinstance(spec.model.params["C"], float)
+    assert spec.model.params["tol"] == -250.0
+    assert spec.name == "e5"
+
+
+def test_duplicate_yaml_keys_are_refused_with_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "modelloop.yaml"
+    path.write_text(
+        "name: a\ntarget: y\nmodel:\n  estimator: m.py:f\n  params: {}\n"
+        "data: {path: d.csv}\ntarget: z\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        InvalidInput, match=r"modelloop.yaml: key 'target' given twice \(line 2 and"
+    ):
+        load_spec(path)
+
+
+def test_tune_metric_and_direction_are_checked_when_read(cancer_spec: dict[str, Any]) -> None:
+    tune = {"space": {"max_iter": {"type": "int", "low": 5, "high": 30}}}
+    with pytest.raises(InvalidInput, match=r"tune: unknown metric 'aucc'"):
+        parse_spec({**cancer_spec, "tune": {**tune, "metric": "aucc"}})
+    with pytest.raises(InvalidInput, match=r"tune: 'log_loss' improves when it goes down"):
+        parse_spec({**cancer_spec, "tune": {**tune, "metric": "log_loss", "direction": "maximize"}})
+    spec = parse_spec({**cancer_spec, "tune": {**tune, "study": "shared-cancer"}})
+    assert spec.tune is not None and spec.tune.study == "shared-cancer"
+
+
+def test_sql_and_callable_sources_are_read_every_run_by_default() -> None:
+    from modelloop.pipeline import DataSpec
+
+    assert DataSpec(path="d.csv").cached
+    assert not DataSpec(sql="select 1", url="sqlite://").cached
+    assert not DataSpec(callable="m.py:load").cached
+    assert DataSpec(callable="m.py:load", cache=True).cached
+
+
+def test_python_api_takes_callables(cancer_spec: dict[str, Any], cancer_csv: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    def load() -> Any:
+        import pandas as pd
+
+        return pd.read_csv(cancer_csv)
+
+    spec = parse_spec(
+        {
+            **cancer_spec,
+            "data": {"callable": load},
+            "model": {"estimator": LogisticRegression, "params": {"max_iter": 300}},
+        }
+    )
+    assert spec.data.callable is load
+    model = build_model(spec.model)
+    assert isinstance(model, LogisticRegression) and model.max_iter == 300

@@ -251,3 +251,53 @@ def test_wrong_inputs_are_refused_with_their_name(home, tmp_path, data) -> None:
             model_factory=GB,
             **{**data, "task": "regression"},
         )
+
+
+FUTURE_CHECK = """
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+
+class PastOnly(LogisticRegression):
+    \"\"\"Fails to score rows older than the newest row it was fitted on (a leak).\"\"\"
+
+    def fit(self, X, y):
+        self.newest_ = float(X["t"].max())
+        return super().fit(X, y)
+
+    def predict_proba(self, X):
+        if float(np.min(X["t"])) < self.newest_:
+            raise ValueError("scored on rows older than its training rows")
+        return super().predict_proba(X)
+
+
+def build(C=1.0):
+    return PastOnly(C=C, max_iter=500)
+"""
+
+
+def test_time_ordered_cv_folds_never_validate_on_the_past(home, tmp_path, breast_cancer) -> None:
+    X, y = breast_cancer
+    frame = X.iloc[:, :4].assign(t=range(len(X)), target=y.to_numpy())
+    train = tmp_path / "train.parquet"
+    frame.to_parquet(train)
+    (tmp_path / "pastonly.py").write_text(FUTURE_CHECK, encoding="utf-8")
+    client, parent = _parent(f"sqlite:///{tmp_path / 'store.db'}")
+    common = dict(
+        store_url=client.settings.resolved_store_url,
+        model_factory={"estimator": f"{tmp_path / 'pastonly.py'}:build"},
+        train_path=train,
+        valid_path=None,
+        target="target",
+        features=[*frame.columns[:4], "t"],
+        task="classification",
+        parent_run_id=parent,
+    )
+    space = {"C": {"type": "float", "low": 0.1, "high": 1.0}}
+    config = TuneConfig("auc", "maximize", space, n_trials=2, cv_folds=3, time_ordered=True)
+    result = run_study(config, study_name="time-cv", **common)
+    assert result.n_complete == 2 and result.n_failed == 0
+    shuffled = TuneConfig("auc", "maximize", space, n_trials=1, cv_folds=3, pruning=False)
+    with pytest.raises(Exception, match="older than its training rows"):
+        run_study(shuffled, study_name="shuffled-cv", **common)
+    client.close()

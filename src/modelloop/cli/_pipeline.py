@@ -51,7 +51,10 @@ def run_pipeline(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, help="Local tuning worker processes (default: tune.workers)."
+            "--workers",
+            min=1,
+            help="Local tuning worker processes (default: tune.workers). With a fixed "
+            "tune.study and a PostgreSQL store, run this on several machines to share one study.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -72,7 +75,8 @@ def run_pipeline(
         client = default_client()
         result = _run_with_progress(pipeline, client, no_cache, workers, as_json)
     except DataValidationError as exc:
-        err_console.print(f"[bold red]data validation failed:[/] {escape(str(exc))}")
+        text = str(exc).removeprefix("data validation failed:").lstrip()
+        err_console.print(f"[bold red]data validation failed:[/] {escape(text)}", highlight=False)
         raise typer.Exit(EXIT_VALIDATION_FAILED) from None
     except ModelloopError as exc:
         raise fail(exc) from None
@@ -80,6 +84,8 @@ def run_pipeline(
         print_json(result.to_dict())
     else:
         _summary(result, pipeline.spec.evaluation.metrics)
+        for note in result.notes:
+            err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.gates_passed is False:
         raise typer.Exit(EXIT_GATE_FAILED)
 

@@ -25,6 +25,7 @@ __all__ = [
     "STEP_DIGEST_TAG",
     "STEP_TAG",
     "find_cached",
+    "module_source_digest",
     "outputs_digest",
     "step_code_digest",
     "step_digest",
@@ -45,15 +46,45 @@ def _canonical(obj: Any) -> str:
 
 
 @functools.cache
-def step_code_digest(fn: Callable[..., Any]) -> str:
-    """sha256 of a step function's source and the modelloop version."""
+def step_code_digest(fn: Callable[..., Any], modules: tuple[str, ...] = ()) -> str:
+    """sha256 of a step function's source, the source of the ``modules`` it calls (every file of
+    a package) and the modelloop version."""
     from modelloop import __version__
 
     try:
         source = inspect.getsource(fn)
     except (OSError, TypeError):
         source = f"{fn.__module__}.{fn.__qualname__}"
-    return hashlib.sha256(f"{__version__}\0{source}".encode()).hexdigest()
+    h = hashlib.sha256(f"{__version__}\0{source}".encode())
+    for name in modules:
+        h.update(f"\0{name}\0{module_source_digest(name)}".encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def module_source_digest(name: str) -> str:
+    """sha256 of a module's source file (of every ``.py`` file of a package), read without
+    importing it."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(name)
+    if spec is None:
+        return "-"
+    if spec.submodule_search_locations:
+        files = sorted(
+            f for loc in spec.submodule_search_locations for f in Path(loc).rglob("*.py")
+        )
+        base = Path(next(iter(spec.submodule_search_locations)))
+    elif spec.origin and spec.origin.endswith(".py"):
+        files, base = [Path(spec.origin)], Path(spec.origin).parent
+    else:
+        return "-"
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(base) if f.is_relative_to(base) else f.name}\0".encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def step_digest(

@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
 from modelloop.pipeline import _cache as cache
-from modelloop.pipeline._spec import PipelineSpec, code_digest, load_spec, parse_spec
+from modelloop.pipeline._spec import (
+    PipelineSpec,
+    callable_name,
+    code_digest,
+    load_spec,
+    parse_spec,
+    spec_document,
+)
 from modelloop.pipeline._steps import STEPS, jsonable, read_frame_bytes, read_json_bytes
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ class PipelineResult:
     registered_version: int | None = None
     reason: str | None = None
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -127,6 +135,7 @@ class RunContext:
         self.model_factory: dict[str, Any] = {}
         self.tune_metric = ""
         self.tune_direction = "maximize"
+        self.notes: list[str] = []
         self._artifacts: dict[str, dict[str, Any]] = {}
 
     @property
@@ -250,6 +259,7 @@ class Pipeline:
             flush_interval=0,
         ) as parent:
             ctx.parent_run_id = parent.run_id
+            self._log_spec(ctx)
             try:
                 for i, name in enumerate(names):
                     notify(StepEvent(name, i, len(names), "start"))
@@ -280,6 +290,8 @@ class Pipeline:
                     reg = ctx.json("register", "register.json", "register")
                     version = reg.get("version")
                     status = "registered"
+                    if records[-1].cache_hit:
+                        self._reapply_alias(ctx, version)
                 else:
                     reason = "no register section: nothing registered"
             else:
@@ -290,6 +302,7 @@ class Pipeline:
                 {
                     "modelloop.pipeline_status": status,
                     **({"modelloop.registered_version": version} if version else {}),
+                    **({"modelloop.pipeline_notes": "\n".join(ctx.notes)} if ctx.notes else {}),
                 }
             )
             client.store.log_metrics(parent.run_id, _metric_list(metrics))
@@ -307,31 +320,65 @@ class Pipeline:
             registered_version=version,
             reason=reason,
             seconds=time.perf_counter() - started,
+            notes=tuple(ctx.notes),
         )
+
+    def _log_spec(self, ctx: RunContext) -> None:
+        """Store the resolved spec (after overrides) as ``spec.json`` of the pipeline run."""
+        with tempfile.TemporaryDirectory(prefix="modelloop-spec-") as tmp:
+            path = Path(tmp) / "spec.json"
+            path.write_text(
+                json.dumps(spec_document(self.spec), indent=2, sort_keys=True), encoding="utf-8"
+            )
+            ctx.client.log_artifact(ctx.parent_run_id, path)
+
+    def _reapply_alias(self, ctx: RunContext, version: int | None) -> None:
+        """A reused register step moved the alias once; if it was moved since (e.g. a manual
+        rollback), point it at the candidate again, as the step's record says, and note it."""
+        reg = self.spec.register
+        if reg is None or not reg.alias or version is None:
+            return
+        try:
+            current = ctx.client.resolve(f"models:/{reg.model_name}@{reg.alias}").version
+        except NotFound:
+            current = None
+        if current != version:
+            ctx.client.set_alias(reg.model_name, reg.alias, version)
+            was = f"v{current}" if current is not None else "nothing"
+            ctx.notes.append(
+                f"@{reg.alias} pointed at {was}; moved it back to v{version} (cached register)"
+            )
 
     # -- preparation ------------------------------------------------------------------------
 
     def _prepare(self, ctx: RunContext) -> None:
-        """Checks that need imports (the model builds with its params; gates parse), the task,
-        the tuning metric, and the champion."""
-        from sklearn.base import is_classifier
-
+        """The task, the model code digest, the tuning metric and the champion. The model is
+        built here only to tell the task when the spec does not name it (steps that are cache
+        hits never build it)."""
         from modelloop.pipeline._spec import build_model, resolve_callable
 
         spec = self.spec
         try:
-            model = build_model(spec.model, base_dir=self.base_dir)
+            factory = resolve_callable(spec.model.estimator, self.base_dir)
         except InvalidInput as exc:
-            raise InvalidInput(f"{self.source}: {exc}") from None
+            raise InvalidInput(f"{self.source}: model.estimator: {exc}") from None
         if spec.task is None:
+            from sklearn.base import is_classifier
+
+            try:
+                model = build_model(spec.model, base_dir=self.base_dir)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{self.source}: {exc}") from None
             ctx.task = "classification" if is_classifier(model) else "regression"
         if spec.features is None:
-            ctx.features = []  # filled from the data by _fill_features
-        factory = resolve_callable(spec.model.estimator, self.base_dir)
-        estimator = spec.model.estimator
-        module, sep, attr = estimator.partition(":")
-        if sep and module.endswith(".py"):  # absolute, so worker processes find it from anywhere
-            estimator = f"{(self.base_dir / module).resolve()}:{attr}"
+            ctx.features = []  # filled from the data by the load step
+        estimator: Any = spec.model.estimator
+        if isinstance(estimator, str):
+            module, sep, attr = estimator.partition(":")
+            if sep and module.endswith(".py"):  # absolute, so worker processes find it
+                estimator = f"{(self.base_dir / module).resolve()}:{attr}"
+        else:
+            estimator = _importable(estimator, needed=spec.tuning, source=self.source)
         ctx.model_factory = {"estimator": estimator, "base_dir": str(self.base_dir)}
         ctx.memory["_model_code"] = code_digest(factory)
         if spec.tune is not None:
@@ -354,13 +401,16 @@ class Pipeline:
         """(parameters, upstream step names → output digests) of a step."""
         s = self.spec
         up = ctx.output_digests
-        model = {"spec": s.model.model_dump(), "code": ctx.memory["_model_code"]}
+        model = {
+            "spec": {"estimator": callable_name(s.model.estimator), "params": s.model.params},
+            "code": ctx.memory["_model_code"],
+        }
         cols = {"features": ctx.features, "target": s.target, "task": ctx.task}
         if name == "load":
             p = {
-                "data": s.data.model_dump(),
+                "data": {**s.data.model_dump(), "callable": callable_name(s.data.callable or "")},
                 "source": self._source_key(ctx),
-                "default_features": s.features is None and [s.target, s.split.column],
+                "default_features": s.features is None and sorted(ctx.column_roles),
             }
             return p, {}
         if name == "validate":
@@ -377,6 +427,10 @@ class Pipeline:
             assert s.tune is not None
             tune = s.tune.model_dump(exclude={"workers"})
             p = {"tune": tune, "model": model, "split": s.split.model_dump(), **cols}
+            if s.tune.study:  # a shared study goes on where it is: never a cache hit
+                import uuid
+
+                p["shared_study"] = uuid.uuid4().hex
             return p, {"split": up["split"]}
         if name == "train":
             inputs = {"split": up["split"]}
@@ -411,7 +465,7 @@ class Pipeline:
         import uuid
 
         src = self.spec.data
-        if not src.cache:
+        if not src.cached:
             return uuid.uuid4().hex
         if src.path:
             path = self.base_dir / src.path
@@ -448,7 +502,13 @@ class Pipeline:
             ctx.reference_key = ctx.reference_schema.digest()
             return
         champ = ctx.champion
-        if champ is None or "modelloop.schema_run" not in champ.tags:
+        if champ is None:
+            return
+        if "modelloop.schema_run" not in champ.tags:
+            ctx.notes.append(
+                f"data not validated: the champion {champ.name} v{champ.version} has no stored "
+                "schema (registered outside a pipeline); set validation.reference to a schema file"
+            )
             return
         if champ.tags.get("modelloop.schema_data_digest") == ctx.output_digests["load"]:
             # the champion was trained on exactly this data: checking it against the schema
@@ -504,7 +564,8 @@ class Pipeline:
         self._before_step(ctx, name)
         fn = STEPS[name]
         params, inputs = self._params(ctx, name)
-        digest = cache.step_digest(name, cache.step_code_digest(fn), params, inputs)
+        code = cache.step_code_digest(fn, _STEP_MODULES[name])
+        digest = cache.step_digest(name, code, params, inputs)
         lineage = {k: ctx.step_runs[k] for k in inputs}
         hit = None if no_cache else cache.find_cached(client, experiment_id, digest)
         run = client.start_run(
@@ -549,6 +610,10 @@ class Pipeline:
                     ctx.pending_tags = {}
                     try:
                         tags = fn(ctx, out)
+                    except ModelloopError:
+                        raise
+                    except Exception as exc:
+                        raise _step_error(name, exc) from exc
                     finally:
                         if any(out.iterdir()):
                             client.log_artifact(run.run_id, out, "outputs")
@@ -561,7 +626,10 @@ class Pipeline:
                 ctx.step_tags[name] = tags
         ctx.output_digests[name] = out_digest
         if name == "load":
-            ctx.features = json.loads(ctx.step_tags["load"]["modelloop.features"])
+            if self.spec.features is not None:
+                ctx.features = list(self.spec.features)
+            else:
+                ctx.features = json.loads(ctx.step_tags["load"]["modelloop.features"])
         return StepRecord(
             name=name,
             run_id=run.run_id,
@@ -571,6 +639,50 @@ class Pipeline:
             cached_from=hit.run_id if hit is not None else None,
             output_digest=out_digest,
         )
+
+
+#: Modules (besides the step's own source) whose code decides a step's outputs.
+_STEP_MODULES: dict[str, tuple[str, ...]] = {
+    "load": ("modelloop.data",),
+    "validate": ("modelloop.pipeline._schema",),
+    "split": (),
+    "tune": ("modelloop.pipeline._tune",),
+    "train": ("modelloop.models",),
+    "evaluate": ("modelloop.pipeline._evaluate",),
+    "explain": ("modelloop.pipeline._explain",),
+    "gate": ("modelloop.pipeline._gates", "modelloop.pipeline._evaluate"),
+    "register": ("modelloop.registry",),
+}
+
+
+def _importable(obj: Any, *, needed: bool, source: str) -> Any:
+    """An import path for a model callable given in Python, so tuning worker processes can
+    build it (``file.py:name`` for a callable from a user's file)."""
+    import sys
+
+    qualname = getattr(obj, "__qualname__", "")
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if "<locals>" in qualname or module is None or module.__name__ == "__main__":
+        if needed:
+            raise InvalidInput(
+                f"{source}: model.estimator: {qualname or obj!r} is not importable (defined in a "
+                "function or in __main__); tuning workers need an import path"
+            )
+        return obj
+    file = getattr(module, "__file__", None)
+    if getattr(module, "__modelloop_user_file__", False) and file:
+        return f"{file}:{qualname}"
+    return f"{module.__name__}:{qualname}"
+
+
+def _step_error(step: str, exc: Exception) -> ModelloopError:
+    """A step's foreign exception (scikit-learn, pandas, SQLAlchemy, user code) as one line
+    naming the step; the cause stays chained."""
+    text = " ".join(str(exc).split()) or "(no message)"
+    message = f"step {step} failed: {type(exc).__name__}: {text}"
+    if isinstance(exc, ValueError | TypeError | KeyError):
+        return InvalidInput(message)
+    return ModelloopError(message)
 
 
 _OWN_TAGS = {

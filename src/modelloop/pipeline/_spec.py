@@ -8,11 +8,14 @@ Every wrong field is reported once, with its location (``modelloop.yaml: model.p
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -44,9 +47,11 @@ __all__ = [
     "ValidationSpec",
     "apply_overrides",
     "build_model",
+    "callable_name",
     "load_spec",
     "parse_spec",
     "resolve_callable",
+    "spec_document",
 ]
 
 
@@ -58,18 +63,25 @@ class DataSpec(_Strict):
     """Where the data comes from: exactly one of ``path``, ``sql`` (with ``url``) or ``callable``.
 
     ``path`` is a CSV or Parquet file, relative to the pipeline file. ``callable`` is
-    ``"pkg.mod:fn"`` or ``"file.py:fn"`` (relative to the pipeline file), called with ``args``
-    and returning a DataFrame. A file is cached by its content; a callable by its module's source
-    and ``args``; an SQL source by the query and URL (set ``cache: false`` to read it every time).
+    ``"pkg.mod:fn"`` or ``"file.py:fn"`` (relative to the pipeline file), or in Python the
+    function itself, called with ``args`` and returning a DataFrame. A file is cached by its
+    content. SQL and callable sources are read on every run by default (the table or the files
+    a callable reads may change); later steps still hit the cache when the rows are the same.
+    ``cache: true`` caches them by the query and URL, or the callable's source and ``args``.
     """
 
     path: str | None = None
     format: Literal["csv", "parquet"] | None = None
     sql: str | None = None
     url: str | None = None
-    callable: str | None = None
+    callable: str | Callable[..., Any] | None = None
     args: dict[str, Any] = Field(default_factory=dict)
-    cache: bool = True
+    cache: bool | None = None
+
+    @property
+    def cached(self) -> bool:
+        """Whether the load step may be reused: a file always, SQL and callables on request."""
+        return self.cache if self.cache is not None else bool(self.path)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -92,7 +104,7 @@ class DataSpec(_Strict):
             }
         ):
             raise ValueError(f"cannot tell the format of {self.path!r}: set 'format'")
-        if self.callable:
+        if isinstance(self.callable, str):
             _check_import_path(self.callable)
         return self
 
@@ -111,6 +123,20 @@ class SplitSpec(_Strict):
     cutoff: str | None = None
     fraction: float | None = Field(None, gt=0, lt=1)
     valid_size: float = Field(0.2, gt=0, lt=1)
+
+    @field_validator("cutoff", mode="before")
+    @classmethod
+    def _cutoff(cls, v: Any) -> Any:
+        """Unquoted YAML dates and numbers are read as such: keep them as text."""
+        import datetime as dt
+
+        if isinstance(v, bool):
+            raise ValueError("expected a date, time or number, not a boolean")
+        if isinstance(v, dt.date | dt.datetime):
+            return v.isoformat()
+        if isinstance(v, int | float):
+            return repr(v)
+        return v
 
     @model_validator(mode="after")
     def _time_fields(self) -> SplitSpec:
@@ -137,16 +163,17 @@ class ValidationSpec(_Strict):
 
 class ModelSpec(_Strict):
     """``estimator``: import path (``pkg.mod:Name``, ``pkg.mod.Name`` or ``file.py:fn``) of a
-    scikit-learn estimator class or of a function returning an estimator or pipeline; it is
-    called with ``params``."""
+    scikit-learn estimator class or of a function returning an estimator or pipeline (in Python,
+    also the class or function itself); it is called with ``params``."""
 
-    estimator: str
+    estimator: str | Callable[..., Any]
     params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("estimator")
     @classmethod
-    def _path(cls, v: str) -> str:
-        _check_import_path(v)
+    def _path(cls, v: str | Callable[..., Any]) -> str | Callable[..., Any]:
+        if isinstance(v, str):
+            _check_import_path(v)
         return v
 
 
@@ -190,6 +217,10 @@ class TuneSpec(_Strict):
     pruning: bool = True
     seed: int = 0
     cv_folds: int = Field(0, ge=0)
+    study: str | None = Field(None, min_length=1, max_length=200)
+    """A fixed study name: workers started on several machines (``modelloop pipeline run
+    --workers N`` with the same ``tune.study`` and PostgreSQL store) join one study. Default: a
+    new study per tune step run."""
 
     @model_validator(mode="after")
     def _budget(self) -> TuneSpec:
@@ -197,6 +228,21 @@ class TuneSpec(_Strict):
             raise ValueError("tuning needs a search 'space' (or enabled: false)")
         if self.n_trials is None and self.timeout is None:
             raise ValueError("give a budget: 'n_trials', 'timeout' or both")
+        if self.cv_folds == 1:
+            raise ValueError("'cv_folds' must be 0 (a validation part) or at least 2")
+        if self.metric is not None or self.direction is not None:
+            from modelloop.pipeline._tune import METRICS
+
+            if self.metric is not None and self.metric not in METRICS:
+                raise ValueError(f"unknown metric {self.metric!r}; use one of {list(METRICS)}")
+            if self.metric is not None and self.direction is not None:
+                natural = METRICS[self.metric][1]
+                if self.direction != natural:
+                    raise ValueError(
+                        f"{self.metric!r} improves when it goes "
+                        f"{'up' if natural == 'maximize' else 'down'}: direction must be "
+                        f"{natural!r}, not {self.direction!r}"
+                    )
         return self
 
 
@@ -244,7 +290,10 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
     class PipelineSpec(_Strict):
-        """A whole pipeline: the content of ``modelloop.yaml``."""
+        """A whole pipeline: the content of ``modelloop.yaml``.
+
+        Without ``features``, every column but the target and the split, segment and sensitive
+        columns is a feature (list a segment column in ``features`` to use it as one too)."""
 
         name: str = Field(min_length=1)
         experiment: str | None = None
@@ -325,12 +374,60 @@ def load_spec(
     if not p.is_file():
         raise NotFound(f"no pipeline file at {p}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = yaml.load(p.read_text(encoding="utf-8"), Loader=_unique_key_loader())
+    except _DuplicateKey as exc:
+        raise InvalidInput(f"{p.name}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise InvalidInput(f"{p.name}: not valid YAML{where}: {exc}") from None
     return parse_spec(raw if raw is not None else {}, overrides=overrides, source=p.name)
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_key_loader() -> type:
+    """A safe YAML loader that refuses a key given twice in one mapping (YAML would keep the
+    last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first != line:
+                    raise _DuplicateKey(
+                        f"key {key!r} given twice (line {first} and line {line}, column "
+                        f"{key_node.start_mark.column + 1})"
+                    )
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
+_FLOAT_E = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d+")
+
+
+def _override_value(text: str) -> Any:
+    """An override value read as YAML, with ``1e-3`` a float (YAML 1.1 reads it as text)."""
+    import yaml
+
+    if not text.strip():
+        return ""
+    if _FLOAT_E.fullmatch(text.strip()):
+        return float(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def apply_overrides(
@@ -340,10 +437,9 @@ def apply_overrides(
     source: str = "pipeline",
 ) -> dict[str, Any]:
     """A deep copy of ``raw`` with ``key.path=value`` overrides applied; values are read as YAML
-    (``50`` an int, ``0.1`` a float, ``false`` a bool, ``[a, b]`` a list, ``null`` None)."""
+    (``50`` an int, ``0.1`` and ``1e-3`` floats, ``false`` a bool, ``[a, b]`` a list, ``null``
+    None)."""
     import copy
-
-    import yaml
 
     data = copy.deepcopy(dict(raw))
     if isinstance(overrides, Mapping):
@@ -354,11 +450,7 @@ def apply_overrides(
             key, sep, text = item.partition("=")
             if not sep or not key.strip():
                 raise InvalidInput(f"--set {item!r}: expected key.path=value")
-            try:
-                value = yaml.safe_load(text) if text.strip() else ""
-            except yaml.YAMLError:
-                value = text
-            items.append((key.strip(), value))
+            items.append((key.strip(), _override_value(text)))
     for key, value in items:
         parts = key.split(".")
         if any(not p for p in parts):
@@ -434,10 +526,16 @@ def _check_import_path(path: str) -> None:
 
 
 def resolve_callable(
-    path: str, base_dir: str | os.PathLike[str] | None = None
+    path: str | Callable[..., Any], base_dir: str | os.PathLike[str] | None = None
 ) -> Callable[..., Any]:
     """The object an import path names: ``pkg.mod:name``, ``pkg.mod.name`` or ``file.py:name``
-    (a file relative to ``base_dir``). ``InvalidInput`` names what cannot be found."""
+    (a file relative to ``base_dir``); a callable is returned as is. A module whose source file
+    changed since it was imported is imported again. ``InvalidInput`` names what cannot be
+    found."""
+    if not isinstance(path, str):
+        if not callable(path):
+            raise InvalidInput(f"{path!r} is not callable")
+        return path
     if ":" in path:
         mod_name, _, attr = path.partition(":")
     else:
@@ -447,8 +545,8 @@ def resolve_callable(
             file = Path(base_dir or ".") / mod_name
             module = _module_from_file(file.resolve())
         else:
-            module = importlib.import_module(mod_name)
-    except (ImportError, OSError) as exc:
+            module = _fresh_module(importlib.import_module(mod_name))
+    except (ImportError, OSError, SyntaxError) as exc:
         raise InvalidInput(f"cannot import {mod_name!r} (from {path!r}): {exc}") from None
     obj: Any = module
     for part in attr.split("."):
@@ -460,45 +558,145 @@ def resolve_callable(
     return obj  # type: ignore[no-any-return]
 
 
+#: Attribute set on a module resolved here: sha256 of the source it was executed from.
+_SOURCE_ATTR = "__modelloop_source_sha256__"
+#: Attribute set on a module loaded from a user's ``file.py`` (another such file may replace it).
+_USER_ATTR = "__modelloop_user_file__"
+
+
+def _sha256_file(file: str | os.PathLike[str]) -> str | None:
+    try:
+        with open(file, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _fresh_module(module: Any) -> Any:
+    """``module``, imported again when its source file no longer matches the source it was
+    imported from (a long-running process would otherwise keep old code)."""
+    file = getattr(module, "__file__", None)
+    if not file or not str(file).endswith(".py"):
+        return module
+    current = _sha256_file(file)
+    known = getattr(module, _SOURCE_ATTR, None)
+    if known is None:
+        setattr(module, _SOURCE_ATTR, current)
+    elif current is not None and current != known:
+        module = importlib.reload(module)
+        setattr(module, _SOURCE_ATTR, current)
+    return module
+
+
 def _module_from_file(file: Path) -> Any:
-    name = "modelloop_user_" + hashlib.sha256(str(file).encode()).hexdigest()[:16]
-    if name in sys.modules:
-        return sys.modules[name]
-    if not file.is_file():
-        raise OSError(f"no such file: {file}")
+    """The module of a user's ``.py`` file, under its own name (``flights_model.py`` →
+    ``flights_model``) so classes defined there keep a stable, importable name; executed again
+    whenever the file's content changes."""
+    name = file.stem
+    if not name.isidentifier():
+        raise OSError(f"{file.name} is not a valid Python module name")
+    try:
+        source = file.read_bytes()
+    except OSError:
+        raise OSError(f"no such file: {file}") from None
+    digest = hashlib.sha256(source).hexdigest()
+    current = sys.modules.get(name)
+    if current is not None:
+        current_file = getattr(current, "__file__", None)
+        same_file = current_file is not None and Path(current_file).resolve() == file
+        if not same_file and not getattr(current, _USER_ATTR, False):
+            raise OSError(
+                f"{file.name} has the name of the module {name!r} already imported from "
+                f"{current_file or 'a built-in'}; rename the file"
+            )
+        if getattr(current, _SOURCE_ATTR, None) == digest:
+            return current
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
         raise OSError(f"cannot load {file}")
     module = importlib.util.module_from_spec(spec)
+    setattr(module, _SOURCE_ATTR, digest)
+    setattr(module, _USER_ATTR, True)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(source, str(file), "exec"), module.__dict__)  # the bytes digested above
     except BaseException:
-        del sys.modules[name]
+        if current is not None:
+            sys.modules[name] = current
+        else:
+            del sys.modules[name]
         raise
     return module
 
 
-def code_digest(obj: Any) -> str:
-    """sha256 of the source file defining ``obj`` plus its distribution's version: a change to
-    user code (or an upgrade of the library) changes it."""
+def callable_name(obj: str | Callable[..., Any]) -> str:
+    """An import path as given, or ``module:qualname`` of a callable (stable across runs)."""
+    if isinstance(obj, str):
+        return obj
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+#: Distributions whose version is part of every model's code digest.
+_CORE_DISTRIBUTIONS = ("scikit-learn", "numpy", "pandas", "scipy")
+
+
+@functools.cache
+def _distributions_of(top: str) -> tuple[str, ...]:
     from importlib import metadata
 
+    return tuple(sorted(set(metadata.packages_distributions().get(top, ()))))
+
+
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def code_digest(obj: Any) -> str:
+    """sha256 of the source defining ``obj`` (the source its module was executed from), the
+    version of the distribution it comes from, and the versions of scikit-learn, numpy, pandas
+    and scipy: a change to user code, or an upgrade of a library, changes it."""
     module = inspect.getmodule(obj)
     name = f"{getattr(obj, '__module__', '')}:{getattr(obj, '__qualname__', '')}"
     h = hashlib.sha256(name.encode())
-    file = None
-    try:
-        file = inspect.getsourcefile(module) if module is not None else None
-    except TypeError:
+    known = getattr(module, _SOURCE_ATTR, None) if module is not None else None
+    if known is not None:
+        h.update(known.encode())
+    else:
         file = None
-    if file and os.path.isfile(file):
-        h.update(Path(file).read_bytes())
+        try:
+            file = inspect.getsourcefile(module) if module is not None else None
+        except TypeError:
+            file = None
+        if file and os.path.isfile(file):
+            h.update(Path(file).read_bytes())
+        else:  # defined interactively: its own source where inspect finds it
+            with contextlib.suppress(OSError, TypeError):
+                h.update(inspect.getsource(obj).encode())
     top = (getattr(module, "__name__", "") or "").split(".")[0]
-    if top and not top.startswith("modelloop_user_"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            h.update(metadata.version(top).encode())
+    installed = any(
+        part in ("site-packages", "dist-packages")
+        for part in Path(getattr(module, "__file__", None) or "").parts
+    )
+    # the import name is not always the distribution's name (sklearn: scikit-learn); looking
+    # it up scans every installed distribution, so only for installed code
+    dists = _distributions_of(top) if top and installed else ()
+    for dist in sorted({*dists, *_CORE_DISTRIBUTIONS}):
+        h.update(f"\0{dist}=={_version(dist)}".encode())
     return h.hexdigest()
+
+
+def spec_document(spec: PipelineSpec) -> dict[str, Any]:
+    """The resolved spec as JSON-ready data (callables given in Python by ``module:qualname``)."""
+    data = spec.model_dump(mode="python")
+    data["model"]["estimator"] = callable_name(spec.model.estimator)
+    if spec.data.callable is not None:
+        data["data"]["callable"] = callable_name(spec.data.callable)
+    return json.loads(json.dumps(data, default=str))
 
 
 def build_model(
@@ -518,6 +716,7 @@ def build_model(
         base_dir = base_dir or model_spec.get("base_dir")
     params.update(params_override or {})
     factory = resolve_callable(path, base_dir)
+    path = callable_name(path)
     try:
         model = factory(**params)
     except TypeError as exc:

@@ -85,21 +85,22 @@ def load_source(ctx: RunContext) -> pd.DataFrame:
 
 
 def step_load(ctx: RunContext, out: Path) -> dict[str, Any]:
-    """Read the source and store it whole as ``data.parquet``."""
+    """Read the source and store it whole as ``data.parquet``. Without ``features`` in the spec,
+    the features are every column but the target, split, segment and sensitive columns (tag
+    ``modelloop.features``)."""
     from modelloop.data import dataset_digest
 
     frame = load_source(ctx)
     frame.columns = [str(c) for c in frame.columns]
+    tags: dict[str, Any] = {"modelloop.rows": len(frame)}
     if ctx.spec.features is None:
-        skip = {ctx.spec.target, ctx.spec.split.column}
+        skip = set(ctx.column_roles)  # target, split, segment and sensitive columns
         ctx.features = [c for c in frame.columns if c not in skip]
+        tags["modelloop.features"] = json.dumps(ctx.features)
     _write_frame(out / "data.parquet", frame)
     ctx.memory["data"] = frame
-    return {
-        "modelloop.rows": len(frame),
-        "modelloop.data_digest": dataset_digest(frame),
-        "modelloop.features": json.dumps(ctx.features),
-    }
+    tags["modelloop.data_digest"] = dataset_digest(frame)
+    return tags
 
 
 def used_frame(ctx: RunContext) -> pd.DataFrame:
@@ -129,6 +130,13 @@ def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
     if reference is None:
         _write_json(out / "validation.json", {"reference": None, "report": None})
         return tags
+    import dataclasses
+
+    # only the columns this spec uses: a feature dropped since the reference is not missing
+    used = set(frame.columns)
+    reference = dataclasses.replace(
+        reference, columns=tuple(c for c in reference.columns if c.name in used)
+    )
     kwargs = {}
     if ctx.spec.validation.range_tolerance is not None:
         kwargs["range_tolerance"] = ctx.spec.validation.range_tolerance
@@ -174,10 +182,11 @@ def split_frame(
                 bound = float(spec.cutoff)
             mask = t < bound
         else:
-            order = t.sort_values(kind="stable").index
+            # the latest ``size`` share of rows, cut at a time boundary: rows with the same
+            # time stay on one side (the test part may be a little larger)
+            ordered = t.sort_values(kind="stable")
             n_test = max(1, round(len(frame) * size))
-            mask = pd.Series(True, index=frame.index)
-            mask.loc[order[len(frame) - n_test :]] = False
+            mask = t < ordered.iloc[len(frame) - n_test]
         return frame[mask.to_numpy()], frame[~mask.to_numpy()]
     from sklearn.model_selection import train_test_split
 
@@ -226,7 +235,13 @@ def step_tune(ctx: RunContext, out: Path) -> dict[str, Any]:
     spec, tune = ctx.spec, ctx.spec.tune
     assert tune is not None
     train = ctx.frame("split", "train.parquet", "train")
-    fit_part, valid_part = split_frame(train, spec.split, spec.target, spec.split.valid_size)
+    time_ordered = spec.split.method == "time"
+    if tune.cv_folds and time_ordered:
+        # folds over time: every validation fold comes after the rows it is scored against
+        order = _time_values(train, spec.split.column or "").sort_values(kind="stable").index
+        fit_part, valid_part = train.loc[order], None
+    else:
+        fit_part, valid_part = split_frame(train, spec.split, spec.target, spec.split.valid_size)
     config = TuneConfig(
         metric=ctx.tune_metric,
         direction=ctx.tune_direction,
@@ -236,19 +251,21 @@ def step_tune(ctx: RunContext, out: Path) -> dict[str, Any]:
         pruning=tune.pruning,
         seed=tune.seed,
         cv_folds=tune.cv_folds,
+        time_ordered=time_ordered,
     )
     with tempfile.TemporaryDirectory(prefix="modelloop-tune-") as tmp:
         train_path, valid_path = Path(tmp) / "train.parquet", Path(tmp) / "valid.parquet"
         _write_frame(train_path, fit_part)
-        _write_frame(valid_path, valid_part)
+        if valid_part is not None:
+            _write_frame(valid_path, valid_part)
         result = run_study(
             config,
-            study_name=f"{spec.name}-{ctx.current_run_id[:12]}",
+            study_name=tune.study or f"{spec.name}-{ctx.current_run_id[:12]}",
             store_url=ctx.client.settings.resolved_store_url,
             model_factory=ctx.model_factory,
             base_params=dict(spec.model.params),
             train_path=train_path,
-            valid_path=valid_path,
+            valid_path=valid_path if valid_part is not None else None,
             target=spec.target,
             features=ctx.features,
             task=ctx.task,

@@ -94,6 +94,9 @@ class TuneConfig:
     pruning: bool = True
     seed: int = 0
     cv_folds: int = 0
+    #: the training rows are in time order: ``cv_folds`` are forward-chaining time folds
+    #: (each validation fold later than its training rows), never shuffled
+    time_ordered: bool = False
     #: intermediate scores per trial (stages of a warm-started ensemble)
     report_steps: int = 10
     #: upper bound on the epochs of a ``partial_fit`` estimator (its ``max_iter`` if lower)
@@ -453,13 +456,14 @@ def _fit_and_score(
     metric = cfg.metric
     X, y = data["X_train"], data["y_train"]
     if cfg.cv_folds:
-        from sklearn.model_selection import KFold, StratifiedKFold
+        from sklearn.model_selection import KFold, StratifiedKFold, TimeSeriesSplit
 
-        splitter = (
-            StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-            if is_classifier(model)
-            else KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
-        )
+        if cfg.time_ordered:
+            splitter: Any = TimeSeriesSplit(cfg.cv_folds)
+        elif is_classifier(model):
+            splitter = StratifiedKFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+        else:
+            splitter = KFold(cfg.cv_folds, shuffle=True, random_state=cfg.seed)
         scores: list[float] = []
         for i, (tr, va) in enumerate(splitter.split(X, y)):
             fold = clone(model).fit(X.iloc[tr], y.iloc[tr])
