@@ -332,3 +332,37 @@ def test_append_is_cheap(tmp_path: Path) -> None:
 def test_bad_settings_are_rejected(tmp_path: Path, kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidInput):
         PredictionLog(tmp_path, **kwargs)
+
+
+def test_rows_given_as_tuples_are_written_like_entries(tmp_path: Path) -> None:
+    cols = entry(["dict-0", "dict-1"])
+    names = tuple(cols)
+    log = PredictionLog(tmp_path, max_rows=1000, max_delay_s=60)
+    for i in range(50):
+        log.append_row(
+            MODEL, names, tuple(f"row-{i}" if n == "request_id" else cols[n][0] for n in names)
+        )
+    log.append(MODEL, cols)  # the same columns as a dict entry
+    log.append_row(MODEL, names, ("short",))  # malformed: refused, never raised
+    reordered = (names[1], names[0], *names[2:])
+    row = tuple(cols[n][0] for n in reordered)
+    log.append_row(MODEL, reordered, (row[0], "reordered", *row[2:]))
+    log.close()
+
+    table = read_all(tmp_path)
+    ids = table.column("request_id").to_pylist()
+    assert sorted(ids) == sorted(
+        [f"row-{i}" for i in range(50)] + ["dict-0", "dict-1", "reordered"]
+    )
+    assert len(segments(tmp_path)) == 1  # one column set: one segment
+    assert table.column_names[:5] == [
+        "request_id",
+        "timestamp",
+        "model_name",
+        "model_version",
+        "route",
+    ]
+    assert table.schema.field("timestamp").type == pa.timestamp("ms", tz="UTC")
+    assert set(table.column("x7").to_pylist()) == {7.0}
+    assert set(table.column("proba_1").to_pylist()) == {0.75}
+    assert log.rows_written == 53

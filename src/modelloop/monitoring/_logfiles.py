@@ -24,6 +24,7 @@ from modelloop.exceptions import InvalidInput, SchemaMismatch
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 __all__ = ["PREDICTION_COLUMNS", "append_feedback", "append_predictions"]
 
@@ -31,24 +32,34 @@ __all__ = ["PREDICTION_COLUMNS", "append_feedback", "append_predictions"]
 PREDICTION_COLUMNS = ("request_id", "timestamp", "model_name", "model_version", "route")
 
 
-def _write(frame: pd.DataFrame, folder: Path, required: tuple[str, ...]) -> Path:
+def _write(frame: pd.DataFrame | pa.Table, folder: Path, required: tuple[str, ...]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    names = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
     for column in required:
-        if column not in frame.columns:
+        if column not in names:
             raise SchemaMismatch(f"log segment has no column {column!r}", column=column)
-    if frame.empty:
+    if len(frame) == 0:
         raise InvalidInput("refusing to write an empty log segment")
-    out = frame.copy()
-    if "timestamp" in out.columns:
-        import pandas as pd
+    if isinstance(frame, pa.Table):
+        table = frame
+        if "timestamp" in names:
+            i = names.index("timestamp")
+            stamps = table.column(i).cast(pa.timestamp("ms", tz="UTC"))
+            table = table.set_column(i, "timestamp", stamps)
+    else:
+        out = frame.copy()
+        if "timestamp" in out.columns:
+            import pandas as pd
 
-        out["timestamp"] = pd.to_datetime(out["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+            stamps = pd.to_datetime(out["timestamp"], utc=True)
+            out["timestamp"] = stamps.astype("datetime64[ms, UTC]")
+        table = pa.Table.from_pandas(out, preserve_index=False)
     # Names sort by creation time, so "the latest segment wins" is well defined.
     final = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
     with atomic_file(final) as fh:
-        pq.write_table(pa.Table.from_pandas(out, preserve_index=False), fh, row_group_size=65_536)
+        pq.write_table(table, fh, row_group_size=65_536)
     return final
 
 
@@ -56,8 +67,11 @@ def _folder(home: str | os.PathLike[str], kind: str, model: str) -> Path:
     return Path(home) / kind / check_model_name(model)
 
 
-def append_predictions(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
-    """Append one segment of logged predictions for ``model``; return its path."""
+def append_predictions(
+    home: str | os.PathLike[str], model: str, frame: pd.DataFrame | pa.Table
+) -> Path:
+    """Append one segment of logged predictions for ``model`` (a DataFrame, or an Arrow table
+    whose ``timestamp`` is an Arrow timestamp); return its path."""
     return _write(frame, _folder(home, "predictions", model), (*PREDICTION_COLUMNS, "prediction"))
 
 

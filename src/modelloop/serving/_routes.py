@@ -125,9 +125,39 @@ def add_routes(app: FastAPI, state: _State) -> None:
     def log_rows(
         model: LoadedModel, route: str, rid: str, decoded: Any, result: BatchResult, ms: float
     ) -> None:
+        """Queue a request's rows for the prediction log; never fails the request."""
         if state.log is None:
             return
+        try:
+            queue_rows(model, route, rid, decoded, result, ms)
+        except Exception:
+            log.exception("prediction log: could not queue a request of %s", model.name)
+
+    def queue_rows(
+        model: LoadedModel, route: str, rid: str, decoded: Any, result: BatchResult, ms: float
+    ) -> None:
         n = decoded.n_rows
+        has_proba = result.proba is not None and model.classes is not None
+        if n == 1:  # the common case: one plain tuple, cheap to keep and to write
+            names = model.log_names
+            if names is None:
+                names = (
+                    "request_id", "timestamp", "model_name", "model_version", "route",
+                    *model.signature.columns, "prediction",
+                    *(f"proba_{c}" for c in (model.classes or []) if has_proba),
+                    "latency_ms",
+                )  # fmt: skip
+                model.log_names = names
+            row = (
+                rid, time.time(), model.name, model.version, route,
+                *(decoded.columns[c][0] for c in model.signature.columns),
+                result.prediction[:1].tolist()[0],
+                *(result.proba[0].tolist() if has_proba else ()),
+                ms,
+            )  # fmt: skip
+            if len(row) == len(names):
+                state.log.append_row(model.name, names, row)
+                return
         cols: dict[str, Any] = {
             "request_id": row_ids(rid, n),
             "timestamp": [time.time()] * n,
@@ -137,8 +167,8 @@ def add_routes(app: FastAPI, state: _State) -> None:
         }
         cols.update(decoded.columns)
         cols["prediction"] = result.prediction.tolist()
-        if result.proba is not None and model.classes is not None:
-            for j, c in enumerate(model.classes):
+        if has_proba:
+            for j, c in enumerate(model.classes or []):
                 cols[f"proba_{c}"] = result.proba[:, j].tolist()
         cols["latency_ms"] = [ms] * n
         state.log.append(model.name, cols)

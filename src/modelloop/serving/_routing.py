@@ -134,6 +134,7 @@ class LoadedModel:
     predictor: Predictor
     batcher: Batcher
     loaded_at: float = field(default_factory=time.time)
+    log_names: tuple[str, ...] | None = None  # prediction-log columns of a single row
 
     @property
     def signature(self) -> Signature:
