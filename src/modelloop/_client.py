@@ -365,6 +365,25 @@ class Client:
             raise NotFound(f"model {ref.name!r} has no versions")
         return self.store.get_model_version(ref.name, latest)
 
+    def fetch_model(self, uri: str) -> Path:
+        """The local folder of the package ``uri`` names, every file's digest verified, without
+        loading the model (for readers of its signature or of an exported form)."""
+        ref, pinned = self._package_ref(uri)
+        return self._package_dir(ref, pinned)
+
+    def _package_ref(self, uri: str) -> tuple[RunArtifactRef, str | None]:
+        ref = parse_model_uri(uri)
+        if not isinstance(ref, ModelRef):
+            return ref, None
+        mv = self.resolve(ref)
+        src = parse_model_uri(mv.source)
+        if not isinstance(src, RunArtifactRef):
+            raise InvalidInput(f"version {mv.name}/{mv.version} has an unknown source")
+        pinned = mv.tags.get(PACKAGE_TAG)
+        if pinned is None:
+            raise ArtifactCorrupted(f"version {mv.name}/{mv.version} has no package digest")
+        return src, pinned
+
     def load_model(self, uri: str, *, allow_pickle: bool = False) -> ModelPackage:
         """Load a model package from ``models:/...`` or ``runs:/...``, verifying every digest.
 
@@ -372,16 +391,7 @@ class Client:
         file are checked against this client's trusted-type list (settings), never against what
         the file declares; pickle needs ``allow_pickle=True``.
         """
-        ref = parse_model_uri(uri)
-        pinned = None
-        if isinstance(ref, ModelRef):
-            mv = self.resolve(ref)
-            src = parse_model_uri(mv.source)
-            if not isinstance(src, RunArtifactRef):
-                raise InvalidInput(f"version {mv.name}/{mv.version} has an unknown source")
-            ref, pinned = src, mv.tags.get(PACKAGE_TAG)
-            if pinned is None:
-                raise ArtifactCorrupted(f"version {mv.name}/{mv.version} has no package digest")
+        ref, pinned = self._package_ref(uri)
         return self._load_package(ref, allow_pickle, pinned=pinned)
 
     def _load_package(
@@ -389,6 +399,10 @@ class Client:
     ) -> ModelPackage:
         from modelloop.models import load_model
 
+        local = self._package_dir(ref, pinned)
+        return load_model(local, allow_pickle=allow_pickle, settings=self.settings)
+
+    def _package_dir(self, ref: RunArtifactRef, pinned: str | None) -> Path:
         items = self.list_artifacts(ref.run_id, ref.path)
         if not items:
             raise NotFound(f"run {ref.run_id} has no artifacts at {ref.path!r}")
@@ -398,8 +412,7 @@ class Client:
                 f"the files of runs:/{ref.run_id}/{ref.path} changed after registration "
                 f"(package digest {key}, registered {pinned})"
             )
-        local = self._fetch_package(ref.path, items, key)
-        return load_model(local, allow_pickle=allow_pickle, settings=self.settings)
+        return self._fetch_package(ref.path, items, key)
 
     def _fetch_package(self, prefix: str, items: Sequence[RunArtifact], key: str) -> Path:
         """Materialise a package in the content-addressed cache under the home directory.

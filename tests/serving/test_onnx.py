@@ -346,7 +346,7 @@ def test_masked_dtypes_with_missing_values_feed_as_nan():
 
 
 def test_conversion_in_a_child_process_is_cached_and_used(tmp_path, cancer, forest):
-    from modelloop.serving._onnx import convert_in_subprocess
+    from modelloop.serving._onnx import convert_in_subprocess, load_checked
 
     X, _ = cancer
     package = load_model(save_model(forest, tmp_path / "rf", input_example=X.head(20)))
@@ -362,6 +362,10 @@ def test_conversion_in_a_child_process_is_cached_and_used(tmp_path, cancer, fore
     assert reason == "" and predictor is not None
     frame = package.signature.validate(X)
     np.testing.assert_array_equal(predictor.predict(frame), forest.predict(X))
+    checked = load_checked(out, package.signature)  # what the server uses: no scikit-learn
+    labels, proba = checked.predict_both(frame)
+    np.testing.assert_array_equal(labels, forest.predict(X))
+    np.testing.assert_allclose(proba, forest.predict_proba(X), atol=1e-5)
 
 
 def test_child_conversion_failure_gives_the_reason(tmp_path, cancer):

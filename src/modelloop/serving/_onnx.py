@@ -94,6 +94,11 @@ class OnnxPredictor:
         self._key_order: np.ndarray | None = None
 
     @property
+    def has_proba(self) -> bool:
+        """Whether the model gives class probabilities."""
+        return self._proba_output is not None
+
+    @property
     def input_mode(self) -> str:
         """``"tensor"`` (one float matrix) or ``"columns"`` (one input per column)."""
         return "tensor" if self.string_columns is None else "columns"
@@ -274,24 +279,31 @@ def _convert(
 
 
 def convert_in_subprocess(
-    package: ModelPackage, out: Path, *, trusted_types: Sequence[str] = (), timeout_s: float = 300
+    package: ModelPackage | Path,
+    out: Path,
+    *,
+    trusted_types: Sequence[str] = (),
+    timeout_s: float = 300,
 ) -> str:
-    """Convert ``package`` to ONNX at ``out`` in a child process; return "" or the reason not.
+    """Convert and check a package in a child process; return "" or the reason it failed.
 
-    The converter (skl2onnx, onnx) is heavy and only needed once per package: running it in a
-    child keeps it out of the server's memory, and the file is reused on the next start. The
-    child loads the package with the same trusted types and never with pickle.
+    The child loads the package (same trusted types, never pickle), converts it with skl2onnx,
+    and checks the ONNX model against scikit-learn on the input example as :func:`try_onnx`
+    does; only a model that passed is written, to ``out`` with its description beside it
+    (``out`` + ``.json``). Neither the converter nor scikit-learn enters this process, and the
+    files are reused on the next start: :func:`load_checked` reads them.
     """
     import subprocess
 
-    if out.is_file():
+    if out.is_file() and _meta_path(out).is_file():
         return ""
     out.parent.mkdir(parents=True, exist_ok=True)
+    folder = package if isinstance(package, Path) else package.path
     cmd = [
         sys.executable,
         "-m",
         "modelloop.serving._onnx",
-        str(package.path),
+        str(folder),
         str(out),
         json.dumps(list(trusted_types)),
     ]
@@ -305,29 +317,61 @@ def convert_in_subprocess(
     return ""
 
 
+def _meta_path(out: Path) -> Path:
+    return out.with_name(out.name + ".json")
+
+
+def load_checked(out: Path, signature: Signature, *, intra_op_threads: int = 1) -> OnnxPredictor:
+    """An :class:`OnnxPredictor` from files :func:`convert_in_subprocess` wrote and checked."""
+    import onnxruntime as ort
+
+    meta = json.loads(_meta_path(out).read_text())
+    blob = out.read_bytes()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    classes = meta["classes"]
+    strings = meta["string_columns"]
+    return OnnxPredictor(
+        session,
+        blob,
+        columns=signature.columns,
+        string_columns=None if strings is None else frozenset(strings),
+        masked=any(not _numpy_dtype(c.dtype) for c in signature.inputs),
+        classes=None if classes is None else np.asarray(classes, dtype=meta["classes_dtype"]),
+        has_proba=meta["has_proba"],
+        conversion_seconds=meta["conversion_seconds"],
+    )
+
+
 def _main(argv: Sequence[str]) -> int:
-    """``python -m modelloop.serving._onnx PACKAGE_DIR OUT TRUSTED_JSON``: convert one package."""
+    """``python -m modelloop.serving._onnx PACKAGE_DIR OUT TRUSTED_JSON``: convert and check."""
     from modelloop._fs import atomic_file
     from modelloop.models import load_model
 
     package_dir, out, trusted = argv
     package = load_model(Path(package_dir), trusted_types=json.loads(trusted), allow_pickle=False)
-    signature, model = package.signature, package.model
-    if signature is None:
-        print("the package has no signature, so the ONNX inputs are unknown", file=sys.stderr)
+    predictor, reason = try_onnx(package)
+    if predictor is None:
+        print(reason, file=sys.stderr)
         return 1
-    string_columns, why = _input_kinds(signature)
-    classes, has_proba, why2 = _classes(model, signature)
-    if why or why2:
-        print(why or why2, file=sys.stderr)
-        return 1
-    try:
-        blob = _convert(model, signature, string_columns, classes, has_proba)
-    except Exception as e:  # skl2onnx raises many types for what it cannot convert
-        print(f"skl2onnx cannot convert {type(model).__name__}: {_short(e)}", file=sys.stderr)
-        return 1
-    with atomic_file(Path(out)) as fh:
-        fh.write(blob)
+    classes = predictor.classes
+    meta = {
+        "classes": None if classes is None else classes.tolist(),
+        "classes_dtype": None if classes is None else classes.dtype.str,
+        "has_proba": predictor.has_proba,
+        "string_columns": None
+        if predictor.string_columns is None
+        else sorted(predictor.string_columns),
+        "conversion_seconds": predictor.conversion_seconds,
+    }
+    target = Path(out)
+    with atomic_file(_meta_path(target)) as fh:
+        fh.write(json.dumps(meta).encode())
+    with atomic_file(target) as fh:  # written last: its presence means "converted and checked"
+        fh.write(predictor.onnx_model)
     return 0
 
 

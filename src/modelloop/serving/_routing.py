@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -78,28 +79,47 @@ def _final_estimator(model: Any) -> Any:
 class Predictor:
     """Predicts a merged batch of validated columns with one model package (or its ONNX twin)."""
 
-    def __init__(self, package: ModelPackage, onnx: Any = None) -> None:
-        if package.signature is None:
+    def __init__(
+        self,
+        package: ModelPackage | None,
+        onnx: Any = None,
+        *,
+        signature: Signature | None = None,
+        path: Path | None = None,
+    ) -> None:
+        """From a loaded ``package`` (scikit-learn, or ``onnx`` when given), or from ``onnx``
+        alone with the package's ``signature`` and ``path``: then scikit-learn is never loaded.
+        """
+        if package is not None:
+            signature, path = package.signature, package.path
+        if path is None or (package is None and onnx is None):
+            raise InvalidInput("a predictor needs a loaded package, or an ONNX model and a path")
+        if signature is None:
             raise InvalidInput(
-                f"the model at {package.path} has no signature; log it with an input example "
+                f"the model at {path} has no signature; log it with an input example "
                 "so the server can validate requests"
             )
         self.package = package
-        self.signature: Signature = package.signature
+        self.path = path
+        self.signature: Signature = signature
         self.onnx = onnx
+        self.classes = list(signature.classes) if signature.classes is not None else None
+        self._from_proba = False
+        self._model_classes = None
+        if package is None:
+            self.has_proba = bool(onnx.has_proba) and signature.task != "regression"
+            return
         model = package.model
         final = _final_estimator(model)
-        self.classes = list(self.signature.classes) if self.signature.classes is not None else None
-        self.has_proba = self.signature.task != "regression" and hasattr(model, "predict_proba")
+        self.has_proba = signature.task != "regression" and hasattr(model, "predict_proba")
         self._from_proba = (
             self.has_proba
             and type(final).__module__.startswith("sklearn.")
             and type(final).__name__ in _ARGMAX_CLASSIFIERS
             and hasattr(final, "classes_")
         )
-        self._model_classes = (
-            np.asarray(getattr(final, "classes_", [])) if self._from_proba else None
-        )
+        if self._from_proba:
+            self._model_classes = np.asarray(final.classes_)
 
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
         try:
@@ -115,6 +135,7 @@ class Predictor:
         frame = to_frame(columns, self.signature)
         if self.onnx is not None:
             return self.onnx.predict_both(frame)
+        assert self.package is not None
         model = self.package.model
         if not self.has_proba:
             return np.asarray(model.predict(frame)), None
@@ -241,22 +262,10 @@ class ModelManager:
 
     def _load_sync(self, ref: ModelRef) -> tuple[int, Predictor]:
         mv = self.client.resolve(ref)
-        package = self.client.load_model(f"models:/{mv.name}/{mv.version}")
-        onnx = None
-        if self.config.onnx:
-            from modelloop.serving._onnx import convert_in_subprocess, try_onnx
-
-            settings = self.client.settings
-            converted = settings.home / "cache" / "onnx" / f"{package.path.name}.onnx"
-            reason = convert_in_subprocess(package, converted, trusted_types=settings.trusted_types)
-            onnx = None
-            if not reason:
-                onnx, reason = try_onnx(package, blob=converted.read_bytes())
-            if onnx is None:
-                log.warning("%s/%s: onnxruntime path off: %s", mv.name, mv.version, reason)
-            else:
-                log.info("%s/%s: onnxruntime path on", mv.name, mv.version)
-        predictor = Predictor(package, onnx)
+        uri = f"models:/{mv.name}/{mv.version}"
+        predictor = self._onnx_predictor(uri) if self.config.onnx else None
+        if predictor is None:
+            predictor = Predictor(self.client.load_model(uri))
         if self.config.log_predictions:
             clash = [c for c in predictor.signature.columns if _reserved(c)]
             if clash:
@@ -267,10 +276,33 @@ class ModelManager:
         self._warm_up(predictor)
         return mv.version, predictor
 
+    def _onnx_predictor(self, uri: str) -> Predictor | None:
+        """The ONNX twin of a version, converted and checked once in a child process and kept
+        beside the package cache; scikit-learn is not loaded here. None (and a warning) when
+        the model does not convert or does not match scikit-learn on its input example."""
+        from modelloop.models import Signature
+        from modelloop.serving._onnx import convert_in_subprocess, load_checked
+
+        settings = self.client.settings
+        folder = self.client.fetch_model(uri)
+        converted = settings.home / "cache" / "onnx" / f"{folder.name}.onnx"
+        reason = convert_in_subprocess(folder, converted, trusted_types=settings.trusted_types)
+        if reason:
+            log.warning("%s: onnxruntime path off: %s", uri, reason)
+            return None
+        try:
+            signature = Signature.from_json((folder / "signature.json").read_bytes())
+            onnx = load_checked(converted, signature)
+        except Exception as e:
+            log.warning("%s: onnxruntime path off: %s", uri, e)
+            return None
+        log.info("%s: onnxruntime path on", uri)
+        return Predictor(None, onnx, signature=signature, path=folder)
+
     @staticmethod
     def _warm_up(predictor: Predictor) -> None:
         """One prediction on the package's input example, so the first request is not slow."""
-        example = predictor.package.path / "input_example.json"
+        example = predictor.path / "input_example.json"
         if not example.is_file():
             return
         import json
@@ -280,7 +312,7 @@ class ModelManager:
             decoded = decode_records({"records": records}, predictor.signature, max_rows=8)
             predictor(decoded.columns, decoded.n_rows)
         except Exception as e:  # a warm-up failure is not a load failure
-            log.warning("warm-up prediction failed for %s: %s", predictor.package.path, e)
+            log.warning("warm-up prediction failed for %s: %s", predictor.path, e)
 
     def _make(self, name: str, version: int, predictor: Predictor) -> LoadedModel:
         cfg = self.config
@@ -394,9 +426,10 @@ class ModelManager:
                 if loaded is None:
                     continue
                 async with self._lock:
-                    if getattr(endpoint, f"{role}_ref") is not ref or getattr(
-                        endpoint, role
-                    ) is not current:
+                    if (
+                        getattr(endpoint, f"{role}_ref") is not ref
+                        or getattr(endpoint, role) is not current
+                    ):
                         self._retire(loaded)  # routing changed meanwhile: drop what we loaded
                         continue
                     setattr(endpoint, role, loaded)
