@@ -149,3 +149,25 @@ def test_gc_removes_only_old_leftovers(client: Client) -> None:
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"artifact_temp_files": 1, "model_cache_leftovers": 1}
     assert not old.exists() and fresh.exists() and not stale.exists()
+
+
+@pytest.mark.parametrize(
+    "args, hidden, extra",
+    [
+        (["serve", "fraud@champion"], "uvicorn", "serve"),
+        (["serve", "fraud@champion", "--onnx"], "onnxruntime", "onnx"),
+        (["pipeline", "run", "modelloop.yaml"], "yaml", "pipeline"),
+    ],
+)
+def test_a_missing_extra_is_named_with_the_install_command(
+    home, monkeypatch: pytest.MonkeyPatch, args: list[str], hidden: str, extra: str
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a)
+    )
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert f"pip install 'modelloop[{extra}]'" in " ".join(result.output.split())

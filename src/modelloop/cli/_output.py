@@ -61,3 +61,16 @@ def fmt_time(ms: int | None) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ms / 1000).isoformat(sep=" ", timespec="seconds")
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """``InvalidInput`` naming the extra to install when one of ``modules`` is missing."""
+    import importlib.util
+
+    from modelloop.exceptions import InvalidInput
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(
+            f"this command needs {', '.join(missing)}: pip install 'modelloop[{extra}]'"
+        )

@@ -67,6 +67,9 @@ def run_pipeline(
     2 for an invalid pipeline file or --set value; other errors use the usual codes.
     """
     from modelloop._client import default_client
+    from modelloop.cli._output import require_extra
+
+    require_extra("pipeline", "yaml", "pydantic", "optuna", "pandera", "plotly")
     from modelloop.pipeline import Pipeline
     from modelloop.pipeline._schema import DataValidationError
 

@@ -124,6 +124,11 @@ def serve_command(
     /v1 (docs at /docs), Prometheus metrics at /metrics."""
     import logging
 
+    from modelloop.cli._output import require_extra
+
+    require_extra("serve", "fastapi", "uvicorn", "prometheus_client")
+    if onnx:
+        require_extra("onnx", "skl2onnx", "onnxruntime")
     from modelloop._config import Settings
     from modelloop.serving._app import ServeConfig
     from modelloop.serving._auth import load_tokens
