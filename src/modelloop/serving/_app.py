@@ -156,6 +156,8 @@ def create_app(
         try:
             yield
         finally:
+            # The batchers' drain and the log's last flush share one grace period.
+            deadline = time.monotonic() + config.grace_s
             state.set_ready(False)
             if not loader.done():
                 loader.cancel()
@@ -166,9 +168,9 @@ def create_app(
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
-            await state.manager.close(config.grace_s)
-            if state.log is not None:
-                await asyncio.to_thread(state.log.close, config.grace_s)
+            await state.manager.close(max(0.0, deadline - time.monotonic()))
+            if state.log is not None:  # at least a moment to write what is pending
+                await asyncio.to_thread(state.log.close, max(1.0, deadline - time.monotonic()))
 
     app = FastAPI(
         title="modelloop model server",
