@@ -14,15 +14,11 @@ import pytest
 
 from modelloop.exceptions import SchemaMismatch
 from modelloop.models import ColumnSpec, Signature
-from modelloop.serving._codec import (
-    Decoded,
-    decode_records,
-    decode_v2,
+from modelloop.serving._codec import Decoded, decode_records, decode_v2, parse_json, to_frame
+from modelloop.serving._encode import (
     encode_records,
     encode_v2,
     output_names,
-    parse_json,
-    to_frame,
     v2_datatype,
     v2_model_metadata,
 )

@@ -646,7 +646,7 @@ _STEP_MODULES: dict[str, tuple[str, ...]] = {
     "load": ("modelloop.data",),
     "validate": ("modelloop.pipeline._schema",),
     "split": (),
-    "tune": ("modelloop.pipeline._tune",),
+    "tune": ("modelloop.pipeline._tune", "modelloop.pipeline._trials"),
     "train": ("modelloop.models",),
     "evaluate": ("modelloop.pipeline._evaluate",),
     "explain": ("modelloop.pipeline._explain",),

@@ -112,7 +112,7 @@ def _key(payload: dict[str, Any], v2: bool) -> str | None:
 
 def add_routes(app: FastAPI, state: _State) -> None:
     from modelloop import __version__
-    from modelloop.serving import _codec
+    from modelloop.serving import _codec, _encode
 
     config = state.config
     metrics = state.metrics
@@ -266,7 +266,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         else:
             model, _ = endpoint.by_version(_version(name, version))
         versions = [str(v) for v in endpoint.versions()] if version is None else [version]
-        return _codec.v2_model_metadata(name, versions, model.signature)
+        return _encode.v2_model_metadata(name, versions, model.signature)
 
     @get("/v2/models/{name}", tags=["v2"], summary="Model metadata")
     async def v2_model(name: str) -> dict[str, Any]:
@@ -299,7 +299,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         except Exception as e:
             failed(picked, e, t0)
             raise
-        return _codec.encode_v2(
+        return _encode.encode_v2(
             name,
             str(model.version),
             rid,
@@ -337,7 +337,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         except Exception as e:
             failed(picked, e, t0)
             raise
-        out = _codec.encode_records(
+        out = _encode.encode_records(
             name, model.version, rid, route, result.prediction, result.proba, model.classes
         )
         if decoded.n_rows > 1:
