@@ -380,3 +380,6 @@ def test_child_conversion_failure_gives_the_reason(tmp_path, cancer):
     reason = convert_in_subprocess(package, out)
     assert "DummyClassifier" in reason
     assert not out.exists()
+    marker = tmp_path / "dummy.onnx.failed"
+    assert marker.read_text() == reason  # remembered: the next start does not try again
+    assert convert_in_subprocess(package, out) == reason

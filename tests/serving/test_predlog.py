@@ -277,13 +277,13 @@ def test_malformed_rows_are_dropped_without_blocking_good_ones(tmp_path: Path) -
             log.append(MODEL, bad)
     log.append("../escape", entry(["evil"]))  # not a valid model name
     log.append(MODEL, {"x0": 1.0})  # no request_id, route, prediction
-    log.append(MODEL, None)  # type: ignore[arg-type]  # garbage: still no exception
+    log.append(MODEL, None)  # type: ignore[arg-type]  # garbage: no exception, counted as lost
     log.flush()
     assert log.rows_written == 6
-    assert log.rows_dropped == 3 and log.pending_rows == 0
+    assert log.rows_dropped == 4 and log.pending_rows == 0
     assert sorted(read_all(tmp_path).column("request_id").to_pylist()) == good
     assert not (tmp_path / "escape").exists() and not (tmp_path / "predictions" / "..").is_file()
-    assert metric(metrics, "modelloop_serving_prediction_log_dropped_rows_total") == 3
+    assert metric(metrics, "modelloop_serving_prediction_log_dropped_rows_total") == 4
     log.flush()  # bad rows are not retried
     assert log.rows_written == 6 and log.pending_rows == 0
 
@@ -366,3 +366,23 @@ def test_rows_given_as_tuples_are_written_like_entries(tmp_path: Path) -> None:
     assert set(table.column("x7").to_pylist()) == {7.0}
     assert set(table.column("proba_1").to_pylist()) == {0.75}
     assert log.rows_written == 53
+
+
+def test_a_segment_of_rows_and_entries_keeps_the_given_column_order(tmp_path: Path) -> None:
+    import datetime as dt
+
+    cols = entry(["dict-0"])
+    names = tuple(cols)
+    log = PredictionLog(tmp_path, max_rows=1000, max_delay_s=60)
+    log.append_row(MODEL, names, tuple(cols[n][0] for n in names))
+    log.append(MODEL, cols)
+    log.close()
+    assert read_all(tmp_path).column_names == list(names)
+
+    other = tmp_path / "datetimes"  # datetime timestamps with microseconds are truncated to ms
+    log = PredictionLog(other, max_rows=1000, max_delay_s=60)
+    stamp = dt.datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
+    log.append(MODEL, {**entry(["t-0"]), "timestamp": [stamp]})
+    log.close()
+    assert log.rows_written == 1
+    assert read_all(other).column("timestamp").to_pylist() == [stamp.replace(microsecond=123000)]

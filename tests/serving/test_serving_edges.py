@@ -190,3 +190,41 @@ def test_onnx_server_answers_like_scikit_learn(tmp_path: Path) -> None:
     finally:
         assert srv.terminate() == 0
     assert list((home / "cache" / "onnx").glob("*.onnx"))  # kept for the next start
+
+
+def test_an_embedded_app_whose_model_fails_to_load_says_so(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from modelloop.serving import create_app
+    from s3_support import free_port
+
+    home = tmp_path / "home"
+    app = create_app(["nosuch@champion"], settings=Settings(home=home))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                live = httpx.get(f"{base}/v2/health/live", timeout=5)
+            except httpx.TransportError:
+                time.sleep(0.05)
+                continue
+            if live.status_code == 500:
+                break
+            time.sleep(0.05)
+        assert live.status_code == 500 and "nosuch" in live.json()["error"]
+        reply = httpx.post(f"{base}/v1/models/nosuch/predict", json={"records": []}, timeout=5)
+        assert reply.status_code == 500
+        assert "could not start" in reply.json()["error"]
+        assert httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 400
+    finally:
+        server.should_exit = True
+        thread.join(30)

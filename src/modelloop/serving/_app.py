@@ -201,6 +201,8 @@ async def _load(state: _State) -> None:
         raise
     except Exception as e:
         state.startup_error = e
+        state.manager.failed = str(e)
+        state.manager.loading.clear()
         log.error("startup failed: %s", e)
         if state.on_fatal is not None:
             state.on_fatal()

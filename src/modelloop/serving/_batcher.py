@@ -82,6 +82,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_rows = 1  # rows in the last batch: how many clients are likely waiting
+        self._inflight: list[_Item] = []  # the batch being predicted
         self.batches = 0
         self.largest_batch = 0
 
@@ -108,9 +109,13 @@ class Batcher:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        for item in self._queue:
+        # the batch being predicted when time ran out, and whatever still waits, get an answer
+        for item in [*self._inflight, *self._queue]:
             if not item.future.done():
-                item.future.set_exception(Overloaded("the server is shutting down"))
+                item.future.set_exception(
+                    Overloaded("the model was unloaded before answering; retry", retry_after=1)
+                )
+        self._inflight = []
         self._queue.clear()
         self._executor.shutdown(wait=False)
 
@@ -195,11 +200,16 @@ class Batcher:
             if not items:
                 continue
             self._last_rows = sum(i.n_rows for i in items)
+            self._inflight = items
             await self._predict_batch(loop, items)
+            self._inflight = []
 
-    async def _predict_batch(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> None:
-        """Predict ``items`` together; if that fails, halve the batch until the bad request is
-        alone, so one bad request costs a few extra calls, not one call per request."""
+    async def _predict_batch(
+        self, loop: asyncio.AbstractEventLoop, items: list[_Item], *, first: bool = True
+    ) -> None:
+        """Predict ``items`` together. If the model refuses one request's input, halve the batch
+        until that request is alone, so it costs a few extra calls, not one per request; if the
+        model itself fails, every request gets that error at once."""
         rows = sum(i.n_rows for i in items)
         if len(items) == 1:
             merged = items[0].columns
@@ -208,16 +218,18 @@ class Batcher:
             for item in items:
                 for c in self._columns:
                     merged[c].extend(item.columns[c])
-        self.batches += 1
+        if first:
+            self.batches += 1
         try:
-            prediction, proba = await self._predict_rows(loop, merged, rows)
+            prediction, proba = await self._predict_rows(loop, merged, rows, count=first)
         except Exception as exc:  # each request gets the error, the worker lives on
-            if len(items) == 1:
-                _fail(items[0], exc)
+            if len(items) == 1 or not isinstance(exc, InvalidInput):
+                for item in items:
+                    _fail(item, exc)
                 return
             half = len(items) // 2
-            await self._predict_batch(loop, items[:half])
-            await self._predict_batch(loop, items[half:])
+            await self._predict_batch(loop, items[:half], first=False)
+            await self._predict_batch(loop, items[half:], first=False)
             return
         start = 0
         for item in items:
@@ -227,14 +239,19 @@ class Batcher:
             start = end
 
     async def _predict_rows(
-        self, loop: asyncio.AbstractEventLoop, columns: dict[str, list[Any]], rows: int
+        self,
+        loop: asyncio.AbstractEventLoop,
+        columns: dict[str, list[Any]],
+        rows: int,
+        *,
+        count: bool = True,
     ) -> tuple[Any, Any]:
         """One call per ``max_batch_rows`` rows: a request larger than a batch is predicted in
         slices, so no call ever exceeds the maximum."""
         size = self.max_batch_rows if self.max_batch_rows > 1 or rows == 1 else rows
         if rows <= size:
             self.largest_batch = max(self.largest_batch, rows)
-            if self._on_batch is not None:
+            if self._on_batch is not None and count:
                 self._on_batch(rows)
             return await loop.run_in_executor(self._executor, self._predict, columns, rows)
         import numpy as np
@@ -243,7 +260,7 @@ class Batcher:
         for start in range(0, rows, size):
             end = min(rows, start + size)
             part = {c: v[start:end] for c, v in columns.items()}
-            p, q = await self._predict_rows(loop, part, end - start)
+            p, q = await self._predict_rows(loop, part, end - start, count=count)
             predictions.append(p)
             probas.append(q)
         proba = None if probas[0] is None else np.concatenate(probas)

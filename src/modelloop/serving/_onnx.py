@@ -291,12 +291,16 @@ def convert_in_subprocess(
     and checks the ONNX model against scikit-learn on the input example as :func:`try_onnx`
     does; only a model that passed is written, to ``out`` with its description beside it
     (``out`` + ``.json``). Neither the converter nor scikit-learn enters this process, and the
-    files are reused on the next start: :func:`load_checked` reads them.
+    files are reused on the next start: :func:`load_checked` reads them. A model the check
+    refuses is remembered too (``out`` + ``.failed``, holding the reason; delete it to retry).
     """
     import subprocess
 
     if out.is_file() and _meta_path(out).is_file():
         return ""
+    failed = out.with_name(out.name + ".failed")
+    if failed.is_file():  # tried before and refused: say why again without another try
+        return failed.read_text(errors="replace").strip() or "ONNX conversion failed before"
     out.parent.mkdir(parents=True, exist_ok=True)
     folder = package if isinstance(package, Path) else package.path
     cmd = [
@@ -313,7 +317,13 @@ def convert_in_subprocess(
         return f"ONNX conversion took longer than {timeout_s:.0f} s"
     if done.returncode != 0 or not out.is_file():
         lines = (done.stderr or done.stdout or "").strip().splitlines()
-        return lines[-1] if lines else f"the ONNX converter exited with {done.returncode}"
+        reason = lines[-1] if lines else f"the ONNX converter exited with {done.returncode}"
+        if done.returncode == 1:  # the model was refused (not a crash): remember it
+            from modelloop._fs import atomic_file
+
+            with atomic_file(failed) as fh:
+                fh.write(reason.encode())
+        return reason
     return ""
 
 
@@ -529,4 +539,9 @@ def _show(value: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    try:
+        code = _main(sys.argv[1:])
+    except Exception as e:  # a crash, not a refusal: exit 3 so the caller does not remember it
+        print(f"the ONNX converter failed: {type(e).__name__}: {_short(e)}", file=sys.stderr)
+        code = 3
+    sys.exit(code)

@@ -103,7 +103,7 @@ def _frame(entries: list[_Entry], wall_minus_mono: float) -> pa.Table:
         columns = zip(*(e.row for e in entries), strict=True)  # ValueError on a short row
         data = dict(zip(row_names, map(list, columns), strict=True))
         return _arrow({c: data[c] for c in _ordered(row_names)})
-    given = list(first.key) if first.columns is None else list(first.columns)
+    given = list(_ROW_NAMES[first.key]) if first.columns is None else list(first.columns)
     names = _ordered(given)
     counts = [e.n for e in entries]
     total = sum(counts)
@@ -143,6 +143,12 @@ def _frame(entries: list[_Entry], wall_minus_mono: float) -> pa.Table:
     return _arrow(data)
 
 
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool)) or (
+        hasattr(v, "dtype") and getattr(v.dtype, "kind", "") in "iuf"
+    )
+
+
 def _arrow(data: dict[str, list[Any]]) -> pa.Table:
     """The columns as an Arrow table, converted in C (no DataFrame: the writer shares the GIL
     with the server's event loop, and pandas would hold it several times longer)."""
@@ -150,9 +156,11 @@ def _arrow(data: dict[str, list[Any]]) -> pa.Table:
 
     arrays = {}
     for name, values in data.items():
-        if name == "timestamp" and values and type(values[0]) in (float, int):
-            millis = pa.array([round(v * 1000) for v in values], pa.int64())
-            arrays[name] = millis.cast(pa.timestamp("ms", tz="UTC"))
+        if name == "timestamp" and values and all(_is_number(v) for v in values):
+            millis = pa.array([round(float(v) * 1000) for v in values], pa.int64())
+            arrays[name] = millis.cast(pa.timestamp("ms", tz="UTC"))  # epoch seconds
+        elif name == "timestamp":
+            arrays[name] = pa.array(values).cast(pa.timestamp("ms", tz="UTC"), safe=False)
         elif name == "model_version":
             arrays[name] = pa.array([int(v) for v in values], pa.int64())
         elif name == "request_id":
@@ -232,6 +240,7 @@ class PredictionLog:
             self._queue(_Entry(time.monotonic(), model_name, dict(columns), n), model_name)
         except Exception:  # a malformed entry must not fail the prediction
             logger.exception("prediction log: could not queue rows of model %r", model_name)
+            self._lost(1)
 
     def _queue(self, entry: _Entry, model_name: str) -> None:
         n = entry.n
@@ -273,14 +282,23 @@ class PredictionLog:
             if key is None:
                 if len(set(names)) != len(names):
                     raise ValueError(f"repeated column names in {names}")
+                # names first: a thread that finds the key must find its names too
+                _ROW_NAMES.setdefault(frozenset(names), names)
                 key = _ROW_KEYS.setdefault(names, frozenset(names))
-                _ROW_NAMES.setdefault(key, names)
             if _ROW_NAMES[key] != names:  # same columns in another order: go the general way
                 self.append(model_name, {n: [v] for n, v in zip(names, row, strict=True)})
                 return
             self._queue(_Entry(time.monotonic(), model_name, None, 1, row, key), model_name)
         except Exception:  # a malformed row must not fail the prediction
             logger.exception("prediction log: could not queue a row of model %r", model_name)
+            self._lost(1)
+
+    def _lost(self, rows: int) -> None:
+        """Count rows that could not even be queued as dropped."""
+        with self._lock:
+            self._dropped += rows
+        if self.metrics is not None:
+            self.metrics.log_dropped(rows)
 
     # -- state -------------------------------------------------------------------------------
 

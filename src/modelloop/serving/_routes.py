@@ -251,8 +251,13 @@ def add_routes(app: FastAPI, state: _State) -> None:
         return {"name": "modelloop", "version": __version__, "extensions": []}
 
     @get("/v2/health/live", tags=["v2"], summary="Liveness")
-    async def v2_live() -> dict[str, Any]:
-        return {"live": True}
+    async def v2_live() -> Response:
+        if state.startup_error is not None:  # a supervisor should restart or report it
+            return JSONResponse(
+                {"live": False, "error": f"startup failed: {state.startup_error}"},
+                status_code=500,
+            )
+        return JSONResponse({"live": True})
 
     @get("/v2/health/ready", tags=["v2"], summary="Readiness: 200 once models are loaded")
     async def v2_ready() -> Response:

@@ -243,6 +243,7 @@ class ModelManager:
         self.metrics = metrics
         self.endpoints: dict[str, Endpoint] = {}
         self.loading: set[str] = set()  # names given to serve, not loaded yet
+        self.failed: str | None = None  # why loading failed, once it has
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -252,6 +253,8 @@ class ModelManager:
         try:
             return self.endpoints[name]
         except KeyError:
+            if self.failed is not None:
+                raise PredictionFailed(f"the server could not start: {self.failed}") from None
             if name in self.loading:
                 raise Overloaded(f"model {name!r} is still loading; retry", retry_after=1) from None
             raise NotFound(
@@ -481,7 +484,10 @@ class ModelManager:
             old is e.champion or old is e.challenger for e in self.endpoints.values()
         ):
             return
-        task = asyncio.get_running_loop().create_task(old.batcher.close(self.config.grace_s))
+        # an unloaded version answers what it has queued: give it time whatever --grace says
+        task = asyncio.get_running_loop().create_task(
+            old.batcher.close(max(self.config.grace_s, 60.0))
+        )
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
 
