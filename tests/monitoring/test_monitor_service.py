@@ -316,6 +316,7 @@ def test_outputs_are_reported_apart_and_shadow_rows_have_no_accuracy(mclient: Cl
     shadow["prediction"] = 1 - shadow["prediction"]  # a challenger that is always wrong
     append_predictions(mclient.settings.home, MODEL, shadow)
     out = run_monitor(mclient, MODEL, window="2h", store_result=False)
+    assert out.result.drift.n_current == 4000  # the shadow copies are not traffic
     assert [c.column for c in out.result.prediction_drift.columns] == ["prediction", "proba_1"]
     assert not {"prediction", "proba_0", "proba_1"} & {c.column for c in out.result.drift.columns}
     assert out.result.performance.overall.n == 4000

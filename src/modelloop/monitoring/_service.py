@@ -104,6 +104,18 @@ def feedback_dir(home: Path, model: str) -> Path:
     return Path(home) / "feedback" / model
 
 
+def _served(batch: Any) -> Any:
+    """The rows of a batch that were served (route other than ``shadow``, or no route)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    route = batch.column(batch.schema.get_field_index("route"))
+    if pa.types.is_dictionary(route.type):
+        route = route.cast(pa.string())
+    shadow = pc.fill_null(pc.equal(route, "shadow"), False)
+    return batch.filter(pc.invert(shadow))
+
+
 def run_monitor(
     client: Client,
     model: str,
@@ -158,7 +170,13 @@ def run_monitor(
     acc = DriftMonitor(columns).fit(profile).accumulator()
     rows = 0
     categorical = [c for c in columns if isinstance(profile[c], CategoricalProfile)]
-    for batch in source.batches(fixed, columns, now=now, dictionary_columns=categorical):
+    # Shadow answers were never served: their rows copy served inputs and carry another
+    # model's outputs, so they stay out of drift and quality (and out of live accuracy below).
+    routed = "route" in source.columns and "route" not in columns
+    wanted = [*columns, "route"] if routed else columns
+    for batch in source.batches(fixed, wanted, now=now, dictionary_columns=categorical):
+        if routed:
+            batch = _served(batch).select(columns)
         acc.update(batch)
         rows += batch.num_rows
         if progress:
