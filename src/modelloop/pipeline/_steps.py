@@ -316,15 +316,18 @@ def _segment_frame(ctx: RunContext, frame: pd.DataFrame) -> pd.DataFrame | None:
     return frame[cols] if cols else None
 
 
-def run_evaluation(ctx: RunContext, model: Any, out: Path | None) -> Any:
-    """Evaluate ``model`` on the test part with the spec's evaluation settings."""
+def run_evaluation(
+    ctx: RunContext, model: Any, out: Path | None, columns: list[str] | None = None
+) -> Any:
+    """Evaluate ``model`` on the test part (its ``columns``, by default the spec's features)
+    with the spec's evaluation settings; plots go to ``out`` when given."""
     from modelloop.pipeline._evaluate import evaluate
 
     ev = ctx.spec.evaluation
     test = ctx.frame("split", "test.parquet", "test")
     evaluation, _plots = evaluate(
         model,
-        test[ctx.features],
+        test[columns or ctx.features],
         test[ctx.spec.target],
         task=ctx.task,
         segment_frame=_segment_frame(ctx, test),
@@ -399,20 +402,7 @@ def step_gate(ctx: RunContext, out: Path) -> dict[str, Any]:
                 f"gates: the champion {champion.name} v{champion.version} needs columns the "
                 f"evaluation data lacks: {', '.join(missing)}"
             )
-        from modelloop.pipeline._evaluate import evaluate
-
-        ev = ctx.spec.evaluation
-        champ_eval, _ = evaluate(
-            package.model,
-            test[columns],
-            test[ctx.spec.target],
-            task=ctx.task,
-            segment_frame=_segment_frame(ctx, test),
-            segments=ev.segments,
-            sensitive=ev.sensitive,
-            min_segment_rows=ev.min_segment_rows,
-            latency_batch_rows=ev.latency_batch_rows,
-        )
+        champ_eval = run_evaluation(ctx, package.model, None, columns)
         champion_metrics = champ_eval.metrics
         _write_json(out / "champion_evaluation.json", champ_eval.to_dict())
     results = evaluate_gates(gates, metrics, champion_metrics)

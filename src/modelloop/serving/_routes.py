@@ -190,9 +190,25 @@ def add_routes(app: FastAPI, state: _State) -> None:
         metrics.request(model.name, str(model.version), "shadow", status, time.perf_counter() - t0)
 
     async def predict(
-        request: Request, name: str, v2: bool, version: str | None, picked: dict[str, Any]
+        request: Request, name: str, v2: bool, version: str | None
     ) -> tuple[LoadedModel, str, Any, str, BatchResult, float]:
+        """Read, route, validate and predict one request; a failure is counted, then raised."""
         t0 = time.perf_counter()
+        picked: dict[str, Any] = {}
+        try:
+            return await predict_counted(request, name, v2, version, picked, t0)
+        except Exception as e:
+            failed(picked, e, t0)
+            raise
+
+    async def predict_counted(
+        request: Request,
+        name: str,
+        v2: bool,
+        version: str | None,
+        picked: dict[str, Any],
+        t0: float,
+    ) -> tuple[LoadedModel, str, Any, str, BatchResult, float]:
         endpoint = state.manager.get(name)
         picked["model"] = name
         binary_at = json_header_length(request) if v2 else None
@@ -295,15 +311,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         return model_ready(name, version)
 
     async def v2_infer_any(request: Request, name: str, version: str | None) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        picked: dict[str, Any] = {}
-        try:
-            model, _route, decoded, rid, result, _s = await predict(
-                request, name, True, version, picked
-            )
-        except Exception as e:
-            failed(picked, e, t0)
-            raise
+        model, _route, decoded, rid, result, _s = await predict(request, name, True, version)
         return _encode.encode_v2(
             name,
             str(model.version),
@@ -333,15 +341,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         openapi_extra={"requestBody": _RECORDS_BODY},
     )
     async def v1_predict(request: Request, name: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        picked: dict[str, Any] = {}
-        try:
-            model, route, decoded, rid, result, _s = await predict(
-                request, name, False, None, picked
-            )
-        except Exception as e:
-            failed(picked, e, t0)
-            raise
+        model, route, decoded, rid, result, _s = await predict(request, name, False, None)
         out = _encode.encode_records(
             name, model.version, rid, route, result.prediction, result.proba, model.classes
         )
