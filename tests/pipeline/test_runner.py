@@ -374,15 +374,25 @@ def test_a_fixed_study_name_is_joined_by_later_runs(
     }
     first = _pipeline(cancer_spec, cancer_csv.parent).run(client)
     tune = _step_runs(client, first)["tune"]
-    assert tune.tags["modelloop.study"] == "cancer-shared"
+    study = tune.tags["modelloop.study"]
+    assert study.startswith("cancer-shared-")  # named for exactly this problem
     assert (
         int(tune.tags["modelloop.trials_complete"]) + int(tune.tags["modelloop.trials_pruned"]) == 2
     )
     more = _pipeline(cancer_spec, cancer_csv.parent, **{"tune.n_trials": 3}).run(client)
     assert not more.step("tune").cache_hit
     tags = _step_runs(client, more)["tune"].tags
-    assert tags["modelloop.study"] == "cancer-shared"
+    assert tags["modelloop.study"] == study
     # the same study went on: one more trial makes three in all
+    assert int(tags["modelloop.trials_complete"]) + int(tags["modelloop.trials_pruned"]) == 3
+    # another problem (fewer features) never reuses those trials: a study of its own
+    other = _pipeline(
+        cancer_spec,
+        cancer_csv.parent,
+        **{"tune.n_trials": 3, "features": cancer_spec["features"][:3]},
+    ).run(client)
+    tags = _step_runs(client, other)["tune"].tags
+    assert tags["modelloop.study"] != study and tags["modelloop.study"].startswith("cancer-shared-")
     assert int(tags["modelloop.trials_complete"]) + int(tags["modelloop.trials_pruned"]) == 3
 
 

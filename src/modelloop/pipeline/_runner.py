@@ -4,10 +4,12 @@ parameters."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -427,9 +429,21 @@ class Pipeline:
             assert s.tune is not None
             tune = s.tune.model_dump(exclude={"workers"})
             p = {"tune": tune, "model": model, "split": s.split.model_dump(), **cols}
-            if s.tune.study:  # a shared study goes on where it is: never a cache hit
-                import uuid
-
+            if s.tune.study:
+                # The study shared under this name is the one for exactly this problem: the
+                # split's data, columns, model and code, search space and metric (the budget
+                # aside, so raising n_trials goes on with the same study). Anything else gets
+                # a study of its own instead of reusing stale trials.
+                problem = {k: v for k, v in p.items() if k != "tune"}
+                problem["tune"] = {
+                    k: v for k, v in tune.items() if k not in ("n_trials", "timeout", "study")
+                }
+                problem["split_output"] = up["split"]
+                key = hashlib.sha256(
+                    json.dumps(problem, sort_keys=True, default=str).encode()
+                ).hexdigest()[:12]
+                ctx.memory["study_name"] = f"{s.tune.study}-{key}"
+                # a shared study goes on where it is: never a cache hit
                 p["shared_study"] = uuid.uuid4().hex
             return p, {"split": up["split"]}
         if name == "train":

@@ -260,7 +260,7 @@ def step_tune(ctx: RunContext, out: Path) -> dict[str, Any]:
             _write_frame(valid_path, valid_part)
         result = run_study(
             config,
-            study_name=tune.study or f"{spec.name}-{ctx.current_run_id[:12]}",
+            study_name=ctx.memory.get("study_name") or f"{spec.name}-{ctx.current_run_id[:12]}",
             store_url=ctx.client.settings.resolved_store_url,
             model_factory=ctx.model_factory,
             base_params=dict(spec.model.params),
