@@ -177,3 +177,55 @@ def test_code_digest_covers_library_versions_and_step_modules(
     assert step_code_digest(evaluate, ("modelloop.pipeline._evaluate",)) != step_code_digest(
         evaluate, ()
     )
+
+
+def test_lambdas_and_closures_given_in_python_never_share_a_cache_entry(
+    client: Any, small_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.tree import DecisionTreeClassifier
+
+    def tree(depth: int) -> Any:
+        def build() -> Any:
+            return DecisionTreeClassifier(max_depth=depth, random_state=0)
+
+        return build
+
+    builders = [
+        lambda: LogisticRegression(max_iter=500),
+        lambda: DecisionTreeClassifier(max_depth=1, random_state=0),
+        tree(1),
+        tree(8),
+    ]
+    seen = []
+    for build in builders:
+        spec = {**small_spec, "model": {"estimator": build, "params": {}}}
+        result = Pipeline(spec, base_dir=cancer_csv.parent).run(client)
+        assert not result.step("train").cache_hit
+        model = _model(client, result).model
+        seen.append((type(model).__name__, getattr(model, "max_depth", None)))
+    assert seen == [
+        ("LogisticRegression", None),
+        ("DecisionTreeClassifier", 1),
+        ("DecisionTreeClassifier", 1),
+        ("DecisionTreeClassifier", 8),
+    ]
+
+
+def test_user_files_are_their_own_modules(
+    client: Any, small_spec: dict[str, Any], cancer_csv: Path, tmp_path: Path
+) -> None:
+    from modelloop.pipeline._spec import resolve_callable
+
+    # a file named like a library it would hide is refused, naming the fix
+    (tmp_path / "shap.py").write_text("def build():\n    return None\n", encoding="utf-8")
+    with pytest.raises(Exception, match="rename the file"):
+        resolve_callable("shap.py:build", tmp_path)
+    # byte-identical files in two folders each read their own folder
+    source = "from pathlib import Path\n\ndef where():\n    return Path(__file__).parent\n"
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "samefile.py").write_text(source, encoding="utf-8")
+    first = resolve_callable("samefile.py:where", tmp_path / "a")()
+    second = resolve_callable("samefile.py:where", tmp_path / "b")()
+    assert (first.name, second.name) == ("a", "b")

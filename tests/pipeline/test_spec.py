@@ -244,6 +244,8 @@ def test_scientific_notation_override_is_a_float(cancer_spec: dict[str, Any]) ->
     assert spec.model.params["C"] == 0.001 and isinstance(spec.model.params["C"], float)
     assert spec.model.params["tol"] == -250.0
     assert spec.name == "e5"
+    commit = parse_spec(cancer_spec, overrides=["data.args.commit=5e81234"])
+    assert commit.data.args["commit"] == "5e81234"  # a git hash is not infinity
 
 
 def test_duplicate_yaml_keys_are_refused_with_their_lines(tmp_path: Path) -> None:

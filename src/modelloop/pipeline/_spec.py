@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import re
 import sys
@@ -413,7 +414,7 @@ def _unique_key_loader() -> type:
     return Loader
 
 
-_FLOAT_E = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d+")
+_FLOAT_E = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d{1,3}")
 
 
 def _override_value(text: str) -> Any:
@@ -422,8 +423,8 @@ def _override_value(text: str) -> Any:
 
     if not text.strip():
         return ""
-    if _FLOAT_E.fullmatch(text.strip()):
-        return float(text)
+    if _FLOAT_E.fullmatch(text.strip()) and math.isfinite(float(text)):
+        return float(text)  # text that overflows (a git hash like 5e81234) stays text
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -588,6 +589,18 @@ def _fresh_module(module: Any) -> Any:
     return module
 
 
+def _names_another_module(name: str, file: Path) -> bool:
+    """Whether ``name`` is a standard or installed module other than ``file`` itself."""
+    if name in sys.stdlib_module_names:
+        return True
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(found, "origin", None)
+    return found is not None and not (origin and Path(origin).resolve() == file.resolve())
+
+
 def _module_from_file(file: Path) -> Any:
     """The module of a user's ``.py`` file, under its own name (``flights_model.py`` →
     ``flights_model``) so classes defined there keep a stable, importable name; executed again
@@ -595,6 +608,11 @@ def _module_from_file(file: Path) -> Any:
     name = file.stem
     if not name.isidentifier():
         raise OSError(f"{file.name} is not a valid Python module name")
+    if name not in sys.modules and _names_another_module(name, file):
+        # a user file must not stand in for a library imported later (shap.py, pickle.py)
+        raise OSError(
+            f"{file.name} has the name of the installed module {name!r}; rename the file"
+        )
     try:
         source = file.read_bytes()
     except OSError:
@@ -609,7 +627,7 @@ def _module_from_file(file: Path) -> Any:
                 f"{file.name} has the name of the module {name!r} already imported from "
                 f"{current_file or 'a built-in'}; rename the file"
             )
-        if getattr(current, _SOURCE_ATTR, None) == digest:
+        if same_file and getattr(current, _SOURCE_ATTR, None) == digest:
             return current
     spec = importlib.util.spec_from_file_location(name, file)
     if spec is None or spec.loader is None:
@@ -677,6 +695,8 @@ def code_digest(obj: Any) -> str:
         else:  # defined interactively: its own source where inspect finds it
             with contextlib.suppress(OSError, TypeError):
                 h.update(inspect.getsource(obj).encode())
+    # what actually runs: a stale import, a lambda or a closure over other values is told apart
+    h.update(_loaded_code(obj).encode())
     top = (getattr(module, "__name__", "") or "").split(".")[0]
     installed = any(
         part in ("site-packages", "dist-packages")
@@ -688,6 +708,35 @@ def code_digest(obj: Any) -> str:
     for dist in sorted({*dists, *_CORE_DISTRIBUTIONS}):
         h.update(f"\0{dist}=={_version(dist)}".encode())
     return h.hexdigest()
+
+
+def _code_fingerprint(code: Any) -> str:
+    """The bytecode, names and constants of a code object (nested ones included), without
+    file names or line numbers, so a copied project hashes the same."""
+    parts = [code.co_code.hex(), repr(code.co_names), repr(code.co_varnames)]
+    for const in code.co_consts:
+        parts.append(_code_fingerprint(const) if inspect.iscode(const) else repr(const))
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _loaded_code(obj: Any) -> str:
+    """A fingerprint of the code of ``obj`` as loaded in this process, with its defaults and
+    the values its closure captured (a function or each function of a class)."""
+    functions: list[Any] = []
+    if inspect.isclass(obj):
+        functions = [v for _, v in sorted(vars(obj).items()) if inspect.isfunction(v)]
+    elif inspect.isfunction(obj):
+        functions = [obj]
+    parts = []
+    for fn in functions:
+        parts.append(_code_fingerprint(fn.__code__))
+        parts.append(repr(fn.__defaults__) + repr(fn.__kwdefaults__))
+        for cell in fn.__closure__ or ():
+            try:
+                parts.append(repr(cell.cell_contents))
+            except ValueError:  # an empty cell
+                parts.append("<empty>")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def spec_document(spec: PipelineSpec) -> dict[str, Any]:
