@@ -610,9 +610,7 @@ def _module_from_file(file: Path) -> Any:
         raise OSError(f"{file.name} is not a valid Python module name")
     if name not in sys.modules and _names_another_module(name, file):
         # a user file must not stand in for a library imported later (shap.py, pickle.py)
-        raise OSError(
-            f"{file.name} has the name of the installed module {name!r}; rename the file"
-        )
+        raise OSError(f"{file.name} has the name of the installed module {name!r}; rename the file")
     try:
         source = file.read_bytes()
     except OSError:
