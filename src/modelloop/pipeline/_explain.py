@@ -191,9 +191,8 @@ def _library(model: Any, X: pd.DataFrame, background: pd.DataFrame, task: str) -
         out = ref(X)
         if phi.ndim == 3 and out.ndim == 1 and phi.shape[2] == 2:  # both classes: keep class 1
             phi, base = phi[:, :, 1], base[1]
-        if phi.ndim == 2:
-            base = float(base.reshape(-1)[0])
-        gap = float(np.max(np.abs(phi.sum(axis=1) + base - out)))
+        base_value: Any = float(np.asarray(base).reshape(-1)[0]) if phi.ndim == 2 else base
+        gap = float(np.max(np.abs(phi.sum(axis=1) + base_value - out)))
     except Exception as exc:  # a model shap cannot take: the own estimator explains it
         return f"{name} failed ({type(exc).__name__}: {str(exc)[:200]})"
     scale = max(1.0, float(np.max(np.abs(out))))
@@ -202,7 +201,7 @@ def _library(model: Any, X: pd.DataFrame, background: pd.DataFrame, task: str) -
     note = None
     if output == "log-odds":
         note = f"{name} explains the model's log-odds, not its probabilities"
-    return _Shapley(phi, out, base, name, output, note)
+    return _Shapley(phi, out, base_value, name, output, note)
 
 
 def _library_values(

@@ -147,7 +147,7 @@ def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
         out / "validation.json",
         {"reference": ctx.reference_label, "report": report.to_dict()},
     )
-    tags["modelloop.violations"] = len(report.violations)
+    tags["modelloop.violations"] = str(len(report.violations))
     ctx.memory["validation"] = report
     ctx.pending_tags.update(tags)
     raise_for_hard(report)

@@ -623,7 +623,7 @@ def _result(job: Mapping[str, Any]) -> TuneResult:
     return TuneResult(
         study_name=job["study_name"],
         best_params=dict(best.params),
-        best_value=float(best.value),
+        best_value=float(best.value if best.value is not None else "nan"),
         n_complete=counts[TrialState.COMPLETE],
         n_pruned=counts[TrialState.PRUNED],
         n_failed=counts[TrialState.FAIL],

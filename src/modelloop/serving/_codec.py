@@ -218,7 +218,7 @@ def _type_check(name: str, dtype: str, kind: type, what: str, missing_ok: bool) 
     def check(values: list[Any]) -> list[Any]:
         for i, v in enumerate(values):
             if type(v) is kind:
-                if text and not v.isascii():
+                if text and isinstance(v, str) and not v.isascii():
                     _check_text(name, i, v)
                 continue
             if _is_missing(v):
@@ -450,7 +450,7 @@ def _names_mismatch(given: list[Any], plan: _Plan, where: str, noun: str) -> Sch
         parts.append(f"unexpected {noun} {extra}")
     if dupes:
         parts.append(f"duplicate {noun} {dupes}")
-    first = (missing or extra or dupes or [None])[0]
+    first: str | None = (missing or extra or dupes or [None])[0]  # type: ignore[list-item]
     return SchemaMismatch(
         f"{where} does not match the model signature: {'; '.join(parts)}; the model takes "
         f"{_names_list(plan.names)}",

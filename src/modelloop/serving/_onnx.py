@@ -460,7 +460,8 @@ def _check_frame(
     if len(frame) == 0:
         return None, {}, "the check set has no rows"
     frame = frame.reset_index(drop=True)
-    extra, added = [], {}
+    extra: list[pd.DataFrame] = []
+    added: dict[int, str] = {}
     for spec in signature.inputs:
         if spec.missing_allowed:  # the example may hold no missing value; the traffic may
             row = frame.iloc[[0]].copy()

@@ -101,8 +101,8 @@ def _frame(entries: list[_Entry], wall_minus_mono: float) -> pa.Table:
     if all(e.row is not None for e in entries):  # rows of one column set: one transposition
         row_names = _ROW_NAMES[first.key]
         columns = zip(*(e.row for e in entries), strict=True)  # ValueError on a short row
-        data = dict(zip(row_names, map(list, columns), strict=True))
-        return _arrow({c: data[c] for c in _ordered(row_names)})
+        by_name = dict(zip(row_names, map(list, columns), strict=True))
+        return _arrow({c: by_name[c] for c in _ordered(row_names)})
     given = list(_ROW_NAMES[first.key]) if first.columns is None else list(first.columns)
     names = _ordered(given)
     counts = [e.n for e in entries]
