@@ -14,14 +14,13 @@ import gc
 import logging
 import math
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import InvalidInput, ModelloopError
-from modelloop.serving._errors import BadRequest, Overloaded
+from modelloop.serving._errors import Overloaded
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -273,13 +272,3 @@ def _install_errors(app: FastAPI, state: _State) -> None:
     app.add_exception_handler(ModelloopError, modelloop_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def require_object(payload: Any, what: str) -> dict[str, Any]:
-    if not isinstance(payload, dict):
-        raise BadRequest(f"{what} must be a JSON object, got {type(payload).__name__}")
-    return payload

@@ -83,8 +83,6 @@ class Batcher:
         self._closing = False
         self._last_rows = 1  # rows in the last batch: how many clients are likely waiting
         self._inflight: list[_Item] = []  # the batch being predicted
-        self.batches = 0
-        self.largest_batch = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -218,8 +216,6 @@ class Batcher:
             for item in items:
                 for c in self._columns:
                     merged[c].extend(item.columns[c])
-        if first:
-            self.batches += 1
         try:
             prediction, proba = await self._predict_rows(loop, merged, rows, count=first)
         except Exception as exc:  # each request gets the error, the worker lives on
@@ -250,7 +246,6 @@ class Batcher:
         slices, so no call ever exceeds the maximum."""
         size = self.max_batch_rows if self.max_batch_rows > 1 or rows == 1 else rows
         if rows <= size:
-            self.largest_batch = max(self.largest_batch, rows)
             if self._on_batch is not None and count:
                 self._on_batch(rows)
             return await loop.run_in_executor(self._executor, self._predict, columns, rows)

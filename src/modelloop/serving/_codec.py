@@ -128,6 +128,16 @@ def _is_missing(v: Any) -> bool:
     return v is None or (type(v) is float and v != v)
 
 
+def _admitted_missing(name: str, row: int, value: Any, missing_ok: bool) -> bool:
+    """Whether ``value`` is a missing value the column admits; ``SchemaMismatch`` for one it
+    does not; False for a value that is not missing at all."""
+    if not _is_missing(value):
+        return False
+    if not missing_ok:
+        raise _missing(name, row)
+    return True
+
+
 def _float_check(name: str, dtype: str, missing_ok: bool) -> _Check:
     limit = _F32_MAX if dtype.lower() == "float32" else math.inf
     what = f"a number ({dtype})"
@@ -221,9 +231,7 @@ def _type_check(name: str, dtype: str, kind: type, what: str, missing_ok: bool) 
                 if text and isinstance(v, str) and not v.isascii():
                     _check_text(name, i, v)
                 continue
-            if _is_missing(v):
-                if not missing_ok:
-                    raise _missing(name, i)
+            if _admitted_missing(name, i, v, missing_ok):
                 values[i] = None
                 continue
             raise _wrong(name, i, v, expected)
@@ -261,9 +269,7 @@ def _category_check(name: str, categories: tuple[Any, ...], missing_ok: bool) ->
                     _check_text(name, i, v)
                 values[i] = found
                 continue
-            if _is_missing(v):
-                if not missing_ok:
-                    raise _missing(name, i)
+            if _admitted_missing(name, i, v, missing_ok):
                 values[i] = None
                 continue
             raise _bad(name, i, f"expected a known category, got {_show(v)}; allowed: {shown}")
@@ -302,9 +308,7 @@ def _datetime_check(name: str, dtype: str, missing_ok: bool) -> _Check:
                         f"{_show(v)} is out of range for {dtype} (years {years[0]} to {years[1]})",
                     )
                 continue
-            if _is_missing(v):
-                if not missing_ok:
-                    raise _missing(name, i)
+            if _admitted_missing(name, i, v, missing_ok):
                 values[i] = None
                 continue
             raise _wrong(name, i, v, what)

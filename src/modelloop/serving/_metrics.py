@@ -69,7 +69,10 @@ class ServingMetrics:
             registry=reg,
         )
         self._queue = Gauge(
-            p + "queue_depth", "Requests waiting in a model's queue.", ["model"], registry=reg
+            p + "queue_depth",
+            "Rows waiting in a model's queues (champion and challenger).",
+            ["model"],
+            registry=reg,
         )
         self._rejected = Counter(
             p + "rejected_requests",

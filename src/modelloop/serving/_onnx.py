@@ -279,13 +279,14 @@ def _convert(
 
 
 def convert_in_subprocess(
-    package: ModelPackage | Path,
+    folder: Path,
     out: Path,
     *,
     trusted_types: Sequence[str] = (),
     timeout_s: float = 300,
 ) -> str:
-    """Convert and check a package in a child process; return "" or the reason it failed.
+    """Convert and check the package in ``folder`` in a child process; return "" or the reason
+    it failed.
 
     The child loads the package (same trusted types, never pickle), converts it with skl2onnx,
     and checks the ONNX model against scikit-learn on the input example as :func:`try_onnx`
@@ -302,7 +303,6 @@ def convert_in_subprocess(
     if failed.is_file():  # tried before and refused: say why again without another try
         return failed.read_text(errors="replace").strip() or "ONNX conversion failed before"
     out.parent.mkdir(parents=True, exist_ok=True)
-    folder = package if isinstance(package, Path) else package.path
     cmd = [
         sys.executable,
         "-m",

@@ -9,13 +9,13 @@ import logging
 import math
 import re
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import Request
 
 from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch, StoreError
-from modelloop.serving._app import new_request_id, require_object
 from modelloop.serving._errors import BadRequest, Overloaded, PayloadTooLarge
 from modelloop.serving._http import inline_binary_tensors, json_header_length, read_body
 
@@ -173,12 +173,18 @@ def add_routes(app: FastAPI, state: _State) -> None:
         cols["latency_ms"] = [ms] * n
         state.log.append(model.name, cols)
 
-    async def shadow_copy(model: LoadedModel, payload: dict[str, Any], v2: bool, rid: str) -> None:
+    async def shadow_copy(
+        model: LoadedModel, payload: dict[str, Any], v2: bool, rid: str, served: tuple[Any, Any]
+    ) -> None:
+        """Predict and log a copy for ``model``; ``served`` is (signature, decoded request) of
+        the answer given, reused when the shadow takes the same inputs."""
         t0 = time.perf_counter()
         status = 200
         try:
-            decode = _codec.decode_v2 if v2 else _codec.decode_records
-            decoded = decode(payload, model.signature, max_rows=config.max_rows)
+            signature, decoded = served
+            if model.signature != signature:  # decode again only if the inputs differ
+                decode = _codec.decode_v2 if v2 else _codec.decode_records
+                decoded = decode(payload, model.signature, max_rows=config.max_rows)
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
             log_rows(model, "shadow", rid, decoded, result, (time.perf_counter() - t0) * 1e3)
         except ModelloopError as e:
@@ -228,14 +234,16 @@ def add_routes(app: FastAPI, state: _State) -> None:
         picked["version"], picked["route"] = str(model.version), route
         decode = _codec.decode_v2 if v2 else _codec.decode_records
         decoded = decode(payload, model.signature, max_rows=config.max_rows)
-        rid = decoded.request_id or new_request_id()
+        rid = decoded.request_id or uuid.uuid4().hex
         try:
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
         except Overloaded:
             metrics.rejected(name, "queue_full")
             raise
         if shadow is not None:
-            task = asyncio.get_running_loop().create_task(shadow_copy(shadow, payload, v2, rid))
+            task = asyncio.get_running_loop().create_task(
+                shadow_copy(shadow, payload, v2, rid, (model.signature, decoded))
+            )
             shadows.add(task)
             task.add_done_callback(shadows.discard)
         seconds = time.perf_counter() - t0
@@ -436,6 +444,13 @@ def add_routes(app: FastAPI, state: _State) -> None:
     # Routes are matched in order: the two prediction routes go first.
     hot = {"/v1/models/{name}/predict", "/v2/models/{name}/infer"}
     app.router.routes.sort(key=lambda r: getattr(r, "path", "") not in hot)
+
+
+def require_object(payload: Any, what: str) -> dict[str, Any]:
+    """``payload`` if it is a JSON object, else ``BadRequest`` naming ``what``."""
+    if not isinstance(payload, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(payload).__name__}")
+    return payload
 
 
 _VERSION = re.compile(r"[0-9]{1,18}")
