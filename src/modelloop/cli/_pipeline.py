@@ -13,7 +13,8 @@ from modelloop.cli._output import JsonOpt, console, err_console, fail, print_jso
 from modelloop.exceptions import ModelloopError
 
 if TYPE_CHECKING:
-    from modelloop.pipeline import PipelineResult, StepEvent
+    from modelloop._client import Client
+    from modelloop.pipeline import Pipeline, PipelineResult, StepEvent
 
 __all__ = ["EXIT_GATE_FAILED", "EXIT_VALIDATION_FAILED", "pipeline_app"]
 
@@ -94,7 +95,7 @@ def run_pipeline(
 
 
 def _run_with_progress(
-    pipeline: object, client: object, no_cache: bool, workers: int | None, as_json: bool
+    pipeline: Pipeline, client: Client, no_cache: bool, workers: int | None, as_json: bool
 ) -> PipelineResult:
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -108,7 +109,7 @@ def _run_with_progress(
         console=out,
         transient=as_json,
     )
-    names = pipeline.step_names  # type: ignore[attr-defined]
+    names = pipeline.step_names
     if "tune" in names:  # the progress display reports trials; Optuna's own log would interleave
         import optuna
 
@@ -135,9 +136,7 @@ def _run_with_progress(
                 progress.update(task, completed=1, status=status)
                 progress.stop_task(task)
 
-        return pipeline.run(  # type: ignore[attr-defined,no-any-return]
-            client, no_cache=no_cache, workers=workers, on_step=on_step
-        )
+        return pipeline.run(client, no_cache=no_cache, workers=workers, on_step=on_step)
 
 
 def _summary(result: PipelineResult, shown: list[str]) -> None:

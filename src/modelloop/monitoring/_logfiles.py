@@ -63,7 +63,8 @@ def _write(frame: pd.DataFrame | pa.Table, folder: Path, required: tuple[str, ..
     return final
 
 
-def _folder(home: str | os.PathLike[str], kind: str, model: str) -> Path:
+def log_folder(home: str | os.PathLike[str], kind: str, model: str) -> Path:
+    """``<home>/<kind>/<model>``, the model name checked (it becomes a path component)."""
     return Path(home) / kind / check_model_name(model)
 
 
@@ -72,9 +73,10 @@ def append_predictions(
 ) -> Path:
     """Append one segment of logged predictions for ``model`` (a DataFrame, or an Arrow table
     whose ``timestamp`` is an Arrow timestamp); return its path."""
-    return _write(frame, _folder(home, "predictions", model), (*PREDICTION_COLUMNS, "prediction"))
+    folder = log_folder(home, "predictions", model)
+    return _write(frame, folder, (*PREDICTION_COLUMNS, "prediction"))
 
 
 def append_feedback(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
     """Append ground-truth labels (``request_id``, ``label``) for ``model``'s predictions."""
-    return _write(frame, _folder(home, "feedback", model), ("request_id", "label"))
+    return _write(frame, log_folder(home, "feedback", model), ("request_id", "label"))

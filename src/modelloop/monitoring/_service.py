@@ -20,6 +20,7 @@ from modelloop.monitoring._alerts import (
     MonitorResult,
 )
 from modelloop.monitoring._drift import DriftMonitor
+from modelloop.monitoring._logfiles import log_folder
 from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
 from modelloop.monitoring._quality import check_quality
 from modelloop.monitoring._reference import TASK_TAG, load_reference
@@ -66,11 +67,7 @@ class StoreAlertStates(AlertStateStore):
 
     def get(self, model: str, rule: str) -> AlertState | None:
         rec = self.store.get_alert(model, rule)
-        if rec is None:
-            return None
-        return AlertState(
-            rec.model_name, rec.rule, rec.firing, rec.since, rec.updated_at, rec.value, rec.message
-        )
+        return None if rec is None else _state(rec)
 
     def put(self, state: AlertState) -> None:
         self.store.put_alert(_record(state))
@@ -79,10 +76,13 @@ class StoreAlertStates(AlertStateStore):
         return self.store.transition_alert(_record(state)) is not None
 
     def list(self, model: str | None = None, firing_only: bool = False) -> list[AlertState]:
-        return [
-            AlertState(r.model_name, r.rule, r.firing, r.since, r.updated_at, r.value, r.message)
-            for r in self.store.list_alerts(model, firing_only=firing_only)
-        ]
+        return [_state(r) for r in self.store.list_alerts(model, firing_only=firing_only)]
+
+
+def _state(rec: AlertRecord) -> AlertState:
+    return AlertState(
+        rec.model_name, rec.rule, rec.firing, rec.since, rec.updated_at, rec.value, rec.message
+    )
 
 
 def _record(state: AlertState) -> AlertRecord:
@@ -100,8 +100,9 @@ def _record(state: AlertState) -> AlertRecord:
 
 
 def feedback_dir(home: Path, model: str) -> Path:
-    """Where ground-truth labels for a model's predictions are kept (Parquet: request_id, label)."""
-    return Path(home) / "feedback" / model
+    """Where ground-truth labels for a model's predictions are kept (Parquet: request_id, label):
+    the folder :func:`append_feedback` writes to."""
+    return log_folder(home, "feedback", model)
 
 
 def _served(batch: Any) -> Any:
@@ -151,11 +152,11 @@ def run_monitor(
     fixed = win if isinstance(win, LastRows) else win.resolve(now)
     source = open_source(client.settings.home, ref.name, data)
 
+    if segment and segment not in source.columns:  # before any data is read
+        raise InvalidInput(f"segment column {segment!r} is not in the current data")
     inputs = [c for c in profile.columns if not _is_output(c)]
     probas = [c for c in profile.columns if c.startswith("proba_")]
     # For two classes one probability column is the complement of the other: monitor one.
-    if segment and segment not in source.columns:  # before any data is read
-        raise InvalidInput(f"segment column {segment!r} is not in the current data")
     outputs = [c for c in _OUTPUTS if c in profile.columns]
     outputs += probas[-1:] if len(probas) == 2 else probas
     missing = [c for c in inputs if c not in source.columns]

@@ -153,9 +153,9 @@ class PredictionLog:
     @classmethod
     def for_model(cls, root: str | Path, model: str) -> PredictionLog:
         """The log of ``model`` under ``<root>/predictions/<model>``."""
-        from modelloop._names import check_model_name
+        from modelloop.monitoring._logfiles import log_folder
 
-        return cls(Path(root) / "predictions" / check_model_name(model))
+        return cls(log_folder(root, "predictions", model))
 
     def files(self) -> list[Path]:
         if not self.path.is_dir():

@@ -225,7 +225,6 @@ def evaluate(
         primary = "rmse"
         pred = pred.astype("float64")
         y_arr = y_arr.astype("float64")
-        scores = _regression_metrics(y_arr, pred)
     else:
         classes = list(getattr(model, "classes_", np.unique(np.concatenate([y_arr, pred]))))
         if hasattr(model, "predict_proba"):
@@ -236,7 +235,7 @@ def evaluate(
         if kind == "binary" and len(classes) != 2:
             raise InvalidInput(f"evaluate: a binary task needs 2 classes, the model has {classes}")
         primary = "auc" if proba is not None else "accuracy"
-        scores = _classification_metrics(y_arr, pred, proba, classes, kind == "binary")
+    scores = _task_metrics(y_arr, pred, proba, classes, kind)
 
     metrics = {k: v for k, v in scores.items() if v is not None}
     metrics["p95_latency_ms"] = _p95_latency_ms(
@@ -270,6 +269,15 @@ def evaluate(
     return evaluation, files
 
 
+def _task_metrics(
+    y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: list[Any], kind: str
+) -> dict[str, float | None]:
+    """The metrics of ``kind`` (regression, binary or multiclass) on these rows."""
+    if kind == "regression":
+        return _regression_metrics(y, pred)
+    return _classification_metrics(y, pred, proba, classes, kind == "binary")
+
+
 def _segments(
     X: pd.DataFrame,
     segment_frame: pd.DataFrame | None,
@@ -289,12 +297,7 @@ def _segments(
         rows = []
         for value, idx in _groups(values).items():
             sub_p = proba[idx] if proba is not None else None
-            if kind == "regression":
-                scores = _regression_metrics(y[idx], pred[idx])
-            else:
-                scores = _classification_metrics(
-                    y[idx], pred[idx], sub_p, classes, kind == "binary"
-                )
+            scores = _task_metrics(y[idx], pred[idx], sub_p, classes, kind)
             row = {"value": value, "n": len(idx), **scores}
             row["included_in_gap"] = len(idx) >= min_rows and scores.get(primary) is not None
             rows.append(row)

@@ -399,7 +399,6 @@ def explain(
     Xs = X.iloc[pos].reset_index(drop=True)
     ys = None if y is None else np.asarray(y)[pos]
 
-    note: str | None = None
     reason = "permutation importance was requested (method='permutation')"
     if method != "permutation":
         try:

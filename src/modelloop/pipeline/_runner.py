@@ -25,7 +25,14 @@ from modelloop.pipeline._spec import (
     parse_spec,
     spec_document,
 )
-from modelloop.pipeline._steps import STEPS, jsonable, read_frame_bytes, read_json_bytes
+from modelloop.pipeline._steps import (
+    STEPS,
+    gate_failure_reason,
+    jsonable,
+    metric_list,
+    read_frame_bytes,
+    read_json_bytes,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -298,8 +305,7 @@ class Pipeline:
                     reason = "no register section: nothing registered"
             else:
                 status = "gate_failed"
-                failed = [r for r in gates["results"] if not r["passed"]]
-                reason = "gate failed: " + "; ".join(f"{r['expr']} ({r['reason']})" for r in failed)
+                reason = gate_failure_reason(gates)
             parent.set_tags(
                 {
                     "modelloop.pipeline_status": status,
@@ -307,7 +313,7 @@ class Pipeline:
                     **({"modelloop.pipeline_notes": "\n".join(ctx.notes)} if ctx.notes else {}),
                 }
             )
-            client.store.log_metrics(parent.run_id, _metric_list(metrics))
+            client.store.log_metrics(parent.run_id, metric_list(metrics))
         return PipelineResult(
             name=spec.name,
             run_id=parent.run_id,
@@ -384,12 +390,11 @@ class Pipeline:
         ctx.model_factory = {"estimator": estimator, "base_dir": str(self.base_dir)}
         ctx.memory["_model_code"] = code_digest(factory)
         if spec.tune is not None:
+            from modelloop.pipeline._tune import METRICS
+
             default = "auc" if ctx.task == "classification" else "rmse"
             ctx.tune_metric = spec.tune.metric or default
-            lower = {"rmse", "mae", "log_loss", "brier", "mse", "p95_latency_ms"}
-            ctx.tune_direction = spec.tune.direction or (
-                "minimize" if ctx.tune_metric in lower else "maximize"
-            )
+            ctx.tune_direction = spec.tune.direction or METRICS[ctx.tune_metric][1]
         reg = spec.register
         if reg is not None and reg.alias:
             try:
@@ -475,9 +480,6 @@ class Pipeline:
     def _source_key(self, ctx: RunContext) -> Any:
         """What identifies the data: file content, callable code, or query (``cache: false``:
         a fresh key every run)."""
-        import hashlib
-        import uuid
-
         src = self.spec.data
         if not src.cached:
             return uuid.uuid4().hex
@@ -614,7 +616,6 @@ class Pipeline:
                 own = {cache.CACHED_FROM_TAG: hit.run_id, cache.OUTPUT_DIGEST_TAG: out_digest}
                 run.set_tags({**copied, **own})
                 ctx.step_tags[name] = dict(copied)
-                ctx._artifacts[run.run_id] = {a.path: a for a in items}
                 if name == "train":
                     ctx.step_runs["train"] = hit.run_id  # the registered package lives there
             else:
@@ -638,6 +639,7 @@ class Pipeline:
                 tags = {k: str(v) for k, v in (tags or {}).items()}
                 run.set_tags({**tags, cache.OUTPUT_DIGEST_TAG: out_digest})
                 ctx.step_tags[name] = tags
+        ctx._artifacts[run.run_id] = {a.path: a for a in items}  # downstream reads skip a listing
         ctx.output_digests[name] = out_digest
         if name == "load":
             if self.spec.features is not None:
@@ -710,12 +712,3 @@ _OWN_TAGS = {
     cache.PIPELINE_TAG,
     "modelloop.error",
 }
-
-
-def _metric_list(metrics: Mapping[str, float]) -> list[Any]:
-    import math
-
-    from modelloop.store import Metric
-
-    ts = time.time_ns() // 1_000_000
-    return [Metric(k, v, 0, ts) for k, v in metrics.items() if math.isfinite(v)]

@@ -345,11 +345,12 @@ def step_evaluate(ctx: RunContext, out: Path) -> dict[str, Any]:
     evaluation = run_evaluation(ctx, ctx.model(), out)
     _write_json(out / "evaluation.json", evaluation.to_dict())
     ctx.memory["evaluation"] = evaluation.to_dict()
-    ctx.client.store.log_metrics(ctx.current_run_id, _metrics(evaluation.metrics))
+    ctx.client.store.log_metrics(ctx.current_run_id, metric_list(evaluation.metrics))
     return {"modelloop.primary_metric": evaluation.primary_metric}
 
 
-def _metrics(values: Mapping[str, Any]) -> list[Any]:
+def metric_list(values: Mapping[str, Any]) -> list[Any]:
+    """The finite numeric ``values`` as store metrics at step 0, stamped now."""
     import math
     import time
 
@@ -421,14 +422,19 @@ def step_gate(ctx: RunContext, out: Path) -> dict[str, Any]:
     return {"modelloop.gates_passed": str(passed).lower()}
 
 
+def gate_failure_reason(gates: Mapping[str, Any]) -> str:
+    """Why nothing was registered, from the gate step's ``gates.json``."""
+    failed = [r for r in gates["results"] if not r["passed"]]
+    return "gate failed: " + "; ".join(f"{r['expr']} ({r['reason']})" for r in failed)
+
+
 def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
     """Register the candidate and move the alias, only when every gate passed."""
     reg = ctx.spec.register
     assert reg is not None
     gates = ctx.json("gate", "gates.json", "gates")
     if not gates["passed"]:
-        failed = [r for r in gates["results"] if not r["passed"]]
-        reason = "gate failed: " + "; ".join(f"{r['expr']} ({r['reason']})" for r in failed)
+        reason = gate_failure_reason(gates)
         _write_json(out / "register.json", {"registered": False, "reason": reason})
         return {"modelloop.registered": "false"}
     train_run = ctx.step_runs["train"]

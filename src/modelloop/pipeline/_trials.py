@@ -16,7 +16,6 @@ COMPLETE and PRUNED trials end FINISHED, failed trials FAILED with a ``modelloop
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,38 +37,9 @@ RUN_ID_ATTR = "modelloop_run_id"
 
 def make_model(desc: Mapping[str, Any], params: Mapping[str, Any]) -> Any:
     """A fresh estimator from ``{"estimator": path, "params": {...}}`` with ``params`` on top."""
-    try:
-        from modelloop.pipeline._spec import build_model
-    except ImportError:
-        build_model = None  # type: ignore[assignment]
-    if build_model is not None:
-        return build_model(dict(desc), dict(params))
-    path = desc["estimator"]
-    factory = resolve_factory(path)
-    try:
-        return factory(**{**dict(desc.get("params") or {}), **dict(params)})
-    except TypeError as e:
-        raise InvalidInput(f"model {path} does not accept these params: {e}") from None
+    from modelloop.pipeline._spec import build_model
 
-
-def resolve_factory(path: str) -> Callable[..., Any]:
-    """The callable at ``pkg.module:Name`` (or ``pkg.module.Name``)."""
-    mod_name, sep, attr = path.partition(":")
-    if not sep:
-        mod_name, _, attr = path.rpartition(".")
-    if not mod_name or not attr:
-        raise InvalidInput(f"model {path!r} is not an import path like 'pkg.module:Name'")
-    try:
-        obj: Any = importlib.import_module(mod_name)
-    except ImportError as e:
-        raise InvalidInput(f"model {path!r}: cannot import {mod_name!r}: {e}") from None
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise InvalidInput(f"model {path!r}: {mod_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise InvalidInput(f"model {path!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return build_model(dict(desc), dict(params))
 
 
 def load_xy(path: str, target: str, features: Sequence[str], what: str) -> tuple[Any, Any]:

@@ -39,7 +39,6 @@ from modelloop.pipeline._trials import (
     RUN_ID_ATTR,
     load_xy,
     make_model,
-    resolve_factory,
     run_trial,
 )
 
@@ -506,7 +505,9 @@ def _check_space_params(model: Any, desc: Mapping[str, Any], config: TuneConfig)
     """For an estimator class, every searched parameter must be one of its parameters."""
     if not isinstance(desc["estimator"], str) or not hasattr(model, "get_params"):
         return
-    factory = _build_target(desc["estimator"])
+    from modelloop.pipeline._spec import resolve_callable
+
+    factory = resolve_callable(desc["estimator"], desc.get("base_dir"))
     if not isinstance(factory, type):
         return  # a function: its keyword arguments are not the estimator's params
     known = set(model.get_params(deep=True))
@@ -516,14 +517,6 @@ def _check_space_params(model: Any, desc: Mapping[str, Any], config: TuneConfig)
             f"tune space: {desc['estimator']} has no parameter(s) {unknown}; "
             f"it has {sorted(p for p in known if '__' not in p)}"
         )
-
-
-def _build_target(path: str) -> Any:
-    try:
-        from modelloop.pipeline._spec import resolve_callable
-    except ImportError:
-        return resolve_factory(path)
-    return resolve_callable(path)
 
 
 def _same_database(settings_url: str, storage_url: str) -> None:

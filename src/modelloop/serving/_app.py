@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,6 @@ class ServeConfig:
     tokens: tuple[Token, ...] = ()
     canary: tuple[tuple[str, str, float], ...] = ()  # (model, challenger, share)
     shadow: tuple[tuple[str, str], ...] = ()  # (model, challenger)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in (
@@ -104,8 +103,6 @@ class _State:
         self.startup_error: Exception | None = None
         self.on_fatal: Callable[[], None] | None = None  # set by the runner: stop the server
         self.watcher: asyncio.Task[None] | None = None
-        self.started = time.time()
-        self.inflight = 0
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
@@ -149,9 +146,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Models load in the background: the port opens at once, so liveness answers 200 while
         # readiness answers 400 until every model is loaded.
-        loop = asyncio.get_running_loop()
-        loader = loop.create_task(_load(state))
-        watcher = None
+        loader = asyncio.get_running_loop().create_task(_load(state))
         try:
             yield
         finally:
@@ -162,11 +157,10 @@ def create_app(
                 loader.cancel()
             with contextlib.suppress(BaseException):
                 await loader
-            watcher = state.watcher
-            if watcher is not None:
-                watcher.cancel()
+            if state.watcher is not None:
+                state.watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                    await state.watcher
             await state.manager.close(max(0.0, deadline - time.monotonic()))
             if state.log is not None:  # at least a moment to write what is pending
                 await asyncio.to_thread(state.log.close, max(1.0, deadline - time.monotonic()))

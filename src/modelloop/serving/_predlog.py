@@ -93,7 +93,7 @@ def _ordered(given: Sequence[str]) -> list[str]:
     return [c for c in _LEADING if c in given] + [c for c in given if c not in _LEADING]
 
 
-def _frame(entries: list[_Entry], wall_minus_mono: float) -> pa.Table:
+def _table(entries: list[_Entry], wall_minus_mono: float) -> pa.Table:
     """One Arrow table from entries sharing a model and a column set; ValueError on bad rows."""
     import numpy as np
 
@@ -502,7 +502,7 @@ class PredictionLog:
 
         rows = sum(e.n for e in entries)
         try:
-            append_predictions(self.home, model, _frame(entries, wall_minus_mono))
+            append_predictions(self.home, model, _table(entries, wall_minus_mono))
         except OSError as exc:
             self._count_error()
             return _Outcome(keep=entries, transient=exc)

@@ -111,6 +111,18 @@ def _alert_state(alert: AlertRecord) -> dict[str, Any]:
     }
 
 
+def _event_row(state: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """The ``alert_events`` row announcing ``state`` (from :func:`_alert_state`) as ``status``."""
+    return {
+        "model_name": state["model_name"],
+        "rule": state["rule"],
+        "status": status,
+        "value": state["value"],
+        "message": state["message"],
+        "timestamp": state["updated_at"],
+    }
+
+
 def _alert(row: Any) -> AlertRecord:
     return AlertRecord(
         model_name=row.model_name,
@@ -256,14 +268,7 @@ class MonitoringMixin(SqlCore):
                 conn.execute(al.update().where(key).values(**values))
                 if not changed:
                     return None
-            event = {
-                "model_name": state["model_name"],
-                "rule": state["rule"],
-                "status": "firing" if state["firing"] else "resolved",
-                "value": state["value"],
-                "message": state["message"],
-                "timestamp": state["updated_at"],
-            }
+            event = _event_row(state, "firing" if state["firing"] else "resolved")
             event_id = conn.execute(add_event, event).scalar_one()
             return AlertEventRecord(event_id=event_id, **event)
 
@@ -285,16 +290,7 @@ class MonitoringMixin(SqlCore):
                 c: ins.excluded[c] for c in ("firing", "since", "updated_at", "value", "message")
             },
         )
-        event: dict[str, Any] | None = None
-        if event_status is not None:
-            event = {
-                "model_name": state["model_name"],
-                "rule": state["rule"],
-                "status": event_status,
-                "value": state["value"],
-                "message": state["message"],
-                "timestamp": state["updated_at"],
-            }
+        event = None if event_status is None else _event_row(state, event_status)
         add_event = ev.insert().returning(ev.c.event_id)
 
         def tx(conn: Connection) -> AlertEventRecord | None:
