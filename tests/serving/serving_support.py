@@ -32,6 +32,26 @@ def breast_cancer() -> tuple[pd.DataFrame, pd.Series]:
     return X, y
 
 
+def register(
+    home: Path, name: str, model: Any, example: pd.DataFrame, *, alias: str | None = "champion"
+) -> int:
+    """Log a fitted ``model`` with its input example, register it as ``name`` (and set
+    ``alias``); return the version."""
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    client = Client(Settings(home=home))
+    try:
+        with client.start_run(experiment="serving-tests") as run:
+            client.log_model(run.run_id, model, "model", input_example=example)
+        mv = client.register_model(run.run_id, name)
+        if alias:
+            client.set_alias(name, alias, mv.version)
+        return mv.version
+    finally:
+        client.close()
+
+
 def register_rf(
     home: Path,
     name: str = "cancer",
@@ -43,21 +63,9 @@ def register_rf(
     """Train a small random forest on breast cancer and register it; return its version."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from modelloop._client import Client
-    from modelloop._config import Settings
-
     X, y = breast_cancer()
     model = RandomForestClassifier(n_estimators=n_estimators, random_state=random_state).fit(X, y)
-    client = Client(Settings(home=home))
-    try:
-        with client.start_run(experiment="serving-tests") as run:
-            client.log_model(run.run_id, model, "model", input_example=X.head(20))
-        mv = client.register_model(run.run_id, name)
-        if alias:
-            client.set_alias(name, alias, mv.version)
-        return mv.version
-    finally:
-        client.close()
+    return register(home, name, model, X.head(20), alias=alias)
 
 
 def mixed_frame(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
@@ -83,9 +91,6 @@ def register_mixed(home: Path, name: str = "mixed") -> int:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
-    from modelloop._client import Client
-    from modelloop._config import Settings
-
     X, y = mixed_frame()
     encode = ColumnTransformer(
         [
@@ -96,15 +101,7 @@ def register_mixed(home: Path, name: str = "mixed") -> int:
     model = Pipeline(
         [("encode", encode), ("clf", HistGradientBoostingClassifier(max_iter=20, random_state=0))]
     ).fit(X, y)
-    client = Client(Settings(home=home))
-    try:
-        with client.start_run(experiment="serving-tests") as run:
-            client.log_model(run.run_id, model, "model", input_example=X.head(20))
-        mv = client.register_model(run.run_id, name)
-        client.set_alias(name, "champion", mv.version)
-        return mv.version
-    finally:
-        client.close()
+    return register(home, name, model, X.head(20))
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from serving_support import Server, post_many, start_server
+from serving_support import Server, post_many, register, start_server
 
 from modelloop._client import Client
 from modelloop._config import Settings
@@ -43,14 +43,7 @@ def _register(home: Path, name: str, frame: pd.DataFrame, y: Any) -> None:
             ("clf", LogisticRegression()),
         ]
     ).fit(frame, y)
-    client = Client(Settings(home=home))
-    try:
-        with client.start_run(experiment="edges") as run:
-            client.log_model(run.run_id, model, "model", input_example=frame.head(10))
-        mv = client.register_model(run.run_id, name)
-        client.set_alias(name, "champion", mv.version)
-    finally:
-        client.close()
+    register(home, name, model, frame.head(10))
 
 
 def _frame(n: int = 200, **renames: str) -> tuple[pd.DataFrame, np.ndarray]:
