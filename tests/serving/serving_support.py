@@ -247,3 +247,21 @@ def post_many(
 
     asyncio.run(run())
     return out
+
+
+def metric_samples(server: Server) -> list[tuple[str, dict[str, str], float]]:
+    """Every sample of the server's ``/metrics``, as (name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=60) as r:
+        text = r.read().decode()
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The server's metrics by (name, labels)."""
+    return {(n, frozenset(lab.items())): v for n, lab, v in metric_samples(server)}

@@ -13,6 +13,7 @@ import pytest
 from serving_support import (
     Server,
     breast_cancer,
+    metric_samples,
     post_many,
     register_rf,
     start_server,
@@ -24,23 +25,16 @@ MAX_BATCH = 8
 
 def batch_histogram(server: Server) -> dict[str, float]:
     """``le`` -> cumulative count, plus ``count`` and ``sum``, of the batch-size histogram."""
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
     out: dict[str, float] = {"count": 0.0, "sum": 0.0}
-    for family in text_string_to_metric_families(text):
-        if family.name != "modelloop_serving_batch_size":
+    for name, labels, value in metric_samples(server):
+        if not name.startswith("modelloop_serving_batch_size_") or labels.get("model") != "cancer":
             continue
-        for s in family.samples:
-            if s.labels.get("model") != "cancer":
-                continue
-            if s.name.endswith("_bucket"):
-                out[s.labels["le"]] = out.get(s.labels["le"], 0.0) + s.value
-            elif s.name.endswith("_count"):
-                out["count"] += s.value
-            elif s.name.endswith("_sum"):
-                out["sum"] += s.value
+        if name.endswith("_bucket"):
+            out[labels["le"]] = out.get(labels["le"], 0.0) + value
+        elif name.endswith("_count"):
+            out["count"] += value
+        elif name.endswith("_sum"):
+            out["sum"] += value
     return out
 
 

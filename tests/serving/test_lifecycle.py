@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Server, breast_cancer, register_rf, start_server, wait_until_ready
+from serving_support import (
+    Server,
+    breast_cancer,
+    metric_samples,
+    register_rf,
+    start_server,
+    wait_until_ready,
+)
 
 BIG_ROWS = 1000
 BIG_REQUESTS = 16
@@ -42,16 +49,7 @@ def read_parquets(folder: Path) -> Any:
 
 def batches_started(server: Server) -> float:
     """How many batches the server has handed to the model so far."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as r:
-        text = r.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == "modelloop_serving_batch_size_count"
-    )
+    return sum(v for n, _, v in metric_samples(server) if n == "modelloop_serving_batch_size_count")
 
 
 class ReadinessProbe(threading.Thread):

@@ -6,21 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import Server, post_many, register_rf, row_records, start_server
+from serving_support import Server, post_many, register_rf, row_records, scrape, start_server
 
 QUEUE_ROWS = 32
-
-
-def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def metric(

@@ -15,21 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Server, breast_cancer, post_many, register_rf, start_server
+from serving_support import Server, breast_cancer, post_many, register_rf, scrape, start_server
 
 SHARE = 0.2
-
-
-def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def requests_counted(server: Server, model: str, version: str, route: str) -> float:
