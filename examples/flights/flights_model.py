@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from modelloop.data import FLIGHTS_CATEGORICAL, FLIGHTS_NUMERIC, load_flights
+from modelloop.data import load_flights
 
 
 def load(months: Sequence[int] = (1, 2), sample: int | None = None, seed: int = 0) -> pd.DataFrame:
@@ -26,32 +26,14 @@ def build_model(
     l2_regularization: float = 0.0,
     random_state: int = 0,
 ) -> Any:
-    """Gradient-boosted trees over the departure-time features (categoricals ordinal-encoded)."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OrdinalEncoder
+    """Gradient-boosted trees over the departure-time features (categoricals ordinal-encoded):
+    the demo model with these hyperparameters."""
+    from modelloop.demo import build_model as demo_model
 
-    n_num, n_cat = len(FLIGHTS_NUMERIC), len(FLIGHTS_CATEGORICAL)
-    encode = ColumnTransformer(
-        [
-            ("num", "passthrough", list(FLIGHTS_NUMERIC)),
-            (
-                "cat",
-                OrdinalEncoder(
-                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1
-                ),
-                list(FLIGHTS_CATEGORICAL),
-            ),
-        ]
+    return demo_model(random_state=random_state).set_params(
+        clf__max_iter=max_iter,
+        clf__learning_rate=learning_rate,
+        clf__max_leaf_nodes=max_leaf_nodes,
+        clf__min_samples_leaf=min_samples_leaf,
+        clf__l2_regularization=l2_regularization,
     )
-    clf = HistGradientBoostingClassifier(
-        max_iter=max_iter,
-        learning_rate=learning_rate,
-        max_leaf_nodes=max_leaf_nodes,
-        min_samples_leaf=min_samples_leaf,
-        l2_regularization=l2_regularization,
-        categorical_features=list(range(n_num, n_num + n_cat)),
-        random_state=random_state,
-    )
-    return Pipeline([("encode", encode), ("clf", clf)])

@@ -159,6 +159,8 @@ def test_dropping_a_feature_after_the_data_changed_is_not_a_missing_column(
 def test_code_digest_covers_library_versions_and_step_modules(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import hashlib
+    import importlib.util
     from importlib import metadata
 
     from sklearn.linear_model import LogisticRegression
@@ -172,7 +174,10 @@ def test_code_digest_covers_library_versions_and_step_modules(
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda d: "99.0" if d == "scikit-learn" else real(d))
     assert _spec.code_digest(LogisticRegression) != before
-    assert module_source_digest("modelloop.pipeline._evaluate") != "-"
+    # a one-file module: its file name and bytes
+    source = Path(importlib.util.find_spec("modelloop.pipeline._evaluate").origin or "")
+    expected = hashlib.sha256(b"_evaluate.py\0" + source.read_bytes()).hexdigest()
+    assert module_source_digest("modelloop.pipeline._evaluate") == expected
     evaluate = STEPS["evaluate"]
     assert step_code_digest(evaluate, ("modelloop.pipeline._evaluate",)) != step_code_digest(
         evaluate, ()

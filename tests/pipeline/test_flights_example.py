@@ -101,3 +101,18 @@ def test_flights_rerun_without_tuning_is_gated_against_the_champion(client: Any)
     assert gate["bound"] is not None
     assert abs(gate["bound"] - (first.metrics["auc"] - 0.005)) < 1e-9
     assert gate["passed"] == (other.metrics["auc"] >= first.metrics["auc"] - 0.005)
+
+
+def test_example_model_takes_every_tuned_hyperparameter() -> None:
+    from modelloop.pipeline import build_model
+
+    model = build_model(
+        {"estimator": "flights_model.py:build_model", "params": {"max_iter": 7}},
+        {"learning_rate": 0.05, "max_leaf_nodes": 15, "min_samples_leaf": 40},
+        base_dir=EXAMPLE.parent,
+    )
+    clf = model.named_steps["clf"]
+    assert (clf.max_iter, clf.learning_rate, clf.max_leaf_nodes, clf.min_samples_leaf) == (
+        7, 0.05, 15, 40,
+    )  # fmt: skip
+    assert clf.categorical_features == [4, 5, 6]  # carrier, origin, dest after the numerics

@@ -166,6 +166,7 @@ def test_failed_gate_registers_nothing(
     runs = _step_runs(client, result)
     reg = _artifact_json(client, runs["register"].run_id, "outputs/register.json")
     assert reg["registered"] is False and "auc >= 1.01" in reg["reason"]
+    assert reg["reason"] == result.reason  # the stored reason is the one the run reports
     parent = client.get_run(result.run_id)
     assert parent.tags["modelloop.pipeline_status"] == "gate_failed"
 

@@ -126,7 +126,7 @@ class RunContext:
         self.pending_tags: dict[str, Any] = {}
         self.current_run_id = ""
         self.parent_run_id = ""
-        self.features = pipeline.features_or_none or []
+        self.features = list(spec.features or [])  # without features: set by the load step
         self.task = spec.task or "classification"
         roles: dict[str, str] = {spec.target: "target"}
         for col in spec.evaluation.segments:
@@ -217,10 +217,6 @@ class Pipeline:
         p = Path(path)
         spec = load_spec(p, overrides)
         return cls(spec, base_dir=p.resolve().parent, source=p.name)
-
-    @property
-    def features_or_none(self) -> list[str] | None:
-        return list(self.spec.features) if self.spec.features is not None else None
 
     @property
     def step_names(self) -> list[str]:
@@ -378,8 +374,6 @@ class Pipeline:
             except InvalidInput as exc:
                 raise InvalidInput(f"{self.source}: {exc}") from None
             ctx.task = "classification" if is_classifier(model) else "regression"
-        if spec.features is None:
-            ctx.features = []  # filled from the data by the load step
         estimator: Any = spec.model.estimator
         if isinstance(estimator, str):
             module, sep, attr = estimator.partition(":")
@@ -641,11 +635,8 @@ class Pipeline:
                 ctx.step_tags[name] = tags
         ctx._artifacts[run.run_id] = {a.path: a for a in items}  # downstream reads skip a listing
         ctx.output_digests[name] = out_digest
-        if name == "load":
-            if self.spec.features is not None:
-                ctx.features = list(self.spec.features)
-            else:
-                ctx.features = json.loads(ctx.step_tags["load"]["modelloop.features"])
+        if name == "load" and self.spec.features is None:  # a cache hit did not run step_load
+            ctx.features = json.loads(ctx.step_tags["load"]["modelloop.features"])
         return StepRecord(
             name=name,
             run_id=run.run_id,

@@ -517,11 +517,17 @@ def _check_gates(spec: PipelineSpec, source: str) -> None:
 # -- callables and models -----------------------------------------------------------------------
 
 
-def _check_import_path(path: str) -> None:
+def _split_import_path(path: str) -> tuple[str, str]:
+    """(module, attribute) of ``pkg.mod:name``, ``file.py:name`` or ``pkg.mod.name``."""
     if ":" in path:
         mod, _, attr = path.partition(":")
     else:
         mod, _, attr = path.rpartition(".")
+    return mod, attr
+
+
+def _check_import_path(path: str) -> None:
+    mod, attr = _split_import_path(path)
     if not mod or not attr or not all(p.isidentifier() for p in attr.split(".")):
         raise ValueError(f"{path!r} is not an import path like 'pkg.module:name'")
 
@@ -537,10 +543,7 @@ def resolve_callable(
         if not callable(path):
             raise InvalidInput(f"{path!r} is not callable")
         return path
-    if ":" in path:
-        mod_name, _, attr = path.partition(":")
-    else:
-        mod_name, _, attr = path.rpartition(".")
+    mod_name, attr = _split_import_path(path)
     try:
         if mod_name.endswith(".py"):
             file = Path(base_dir or ".") / mod_name
