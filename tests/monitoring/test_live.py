@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, roc_auc_score
 
+from modelloop.exceptions import InvalidInput
 from modelloop.monitoring._live import LiveMetricsAccumulator
 
 
@@ -98,3 +99,13 @@ def test_missing_scores_unknown_classes_and_bad_scores() -> None:
         LiveMetricsAccumulator(task="classification", classes=[0, 1]).update(
             df.assign(score=df.score * 3)
         )
+
+
+def test_rows_without_labels_leave_the_accumulator_empty() -> None:
+    acc = LiveMetricsAccumulator(task="regression")
+    acc.update(pd.DataFrame({"label": [None, None], "prediction": [1.0, 2.0]}))
+    assert acc.empty and acc.groups == {}
+    with pytest.raises(InvalidInput, match="no labelled predictions"):
+        acc.report()
+    acc.update(pd.DataFrame({"label": [1.0], "prediction": [3.0]}))
+    assert not acc.empty and acc.report().overall.metrics["mae"] == 2.0

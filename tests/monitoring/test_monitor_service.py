@@ -350,6 +350,15 @@ def test_the_latest_label_correction_wins(mclient: Client) -> None:
     _clear_logs(mclient)
 
 
+def test_feedback_dir_is_where_feedback_is_written(tmp_path: Path) -> None:
+    from modelloop.monitoring import append_feedback, feedback_dir
+
+    written = append_feedback(tmp_path, MODEL, pd.DataFrame({"request_id": ["r1"], "label": [1]}))
+    assert written.parent == feedback_dir(tmp_path, MODEL) == tmp_path / "feedback" / MODEL
+    with pytest.raises(InvalidInput, match="model name"):
+        feedback_dir(tmp_path, "../elsewhere")  # a name never becomes a path outside the home
+
+
 def test_a_missing_input_column_is_named(mclient: Client, tmp_path: Path) -> None:
     from modelloop import SchemaMismatch
 
@@ -436,7 +445,10 @@ def test_odd_segment_names_are_quoted_and_glob_paths_refused(mclient, tmp_path) 
     data = _scored(mclient, 800, seed=10).rename(columns={"truth": "label"})
     data['car"rier'] = data["carrier"]
     out = run_monitor(mclient, MODEL, data=data, segment='car"rier', store_result=False)
-    assert out.result.performance.metric("accuracy", **{'car"rier': "UA"}) is not None
+    ua = data[data["carrier"] == "UA"]
+    assert out.result.performance.metric("accuracy", **{'car"rier': "UA"}) == pytest.approx(
+        accuracy_score(ua.label, ua.prediction)
+    )
     with pytest.raises(InvalidInput, match="segment"):
         run_monitor(mclient, MODEL, data=data, segment="nope", store_result=False)
     odd = tmp_path / "logs[1]"

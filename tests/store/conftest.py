@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import pytest
 
@@ -26,3 +28,32 @@ def exp(store: SqlStore) -> Experiment:
 @pytest.fixture
 def run(store: SqlStore, exp: Experiment) -> Run:
     return store.create_run(exp.experiment_id, name="the-run", user="alice")
+
+
+def run_in_threads(work: Callable[[Any], object], args: Sequence[Any]) -> list[object]:
+    """Call ``work(a)`` for each ``a`` in its own thread, all released together at a barrier.
+
+    Returns one outcome per call, in completion order: the return value, or the exception raised
+    (a thread's exception is otherwise lost)."""
+    start = threading.Barrier(len(args))
+    outcomes: list[object] = []
+
+    def call(a: Any) -> None:
+        start.wait()
+        try:
+            outcomes.append(work(a))
+        except BaseException as e:
+            outcomes.append(e)
+
+    threads = [threading.Thread(target=call, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+@pytest.fixture
+def in_threads() -> Callable[[Callable[[Any], object], Sequence[Any]], list[object]]:
+    """:func:`run_in_threads`, for tests that race calls against one store."""
+    return run_in_threads

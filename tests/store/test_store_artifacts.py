@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -134,24 +134,16 @@ def test_stored_rows_with_bad_paths_are_refused(store: SqlStore, store_url: str,
     assert paths(store, rid) == ["model/m.bin"]
 
 
-def test_racing_writers_of_one_path_leave_one_winner(store: SqlStore, run: Run) -> None:
+def test_racing_writers_of_one_path_leave_one_winner(
+    store: SqlStore, run: Run, in_threads: Callable[..., list[object]]
+) -> None:
     digests = [f"{i:x}" * 64 for i in range(8)]
-    outcomes: list[str | BaseException] = []
-    start = threading.Barrier(len(digests))
 
-    def work(digest: str) -> None:
-        start.wait()
-        try:
-            store.log_run_artifacts([RunArtifact(run.run_id, "model/m.bin", digest, 1)])
-            outcomes.append(digest)
-        except BaseException as e:
-            outcomes.append(e)
+    def work(digest: str) -> str:
+        store.log_run_artifacts([RunArtifact(run.run_id, "model/m.bin", digest, 1)])
+        return digest
 
-    threads = [threading.Thread(target=work, args=(d,)) for d in digests]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = in_threads(work, digests)
     winners = [o for o in outcomes if isinstance(o, str)]
     assert len(winners) == 1 and len(outcomes) == len(digests)
     assert all(isinstance(o, Conflict) for o in outcomes if not isinstance(o, str))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -53,24 +53,17 @@ def test_version_tags_errors_write_nothing(store: SqlStore) -> None:
     ]
 
 
-def test_concurrent_tag_merges_lose_nothing(store: SqlStore) -> None:
+def test_concurrent_tag_merges_lose_nothing(
+    store: SqlStore, in_threads: Callable[..., list[object]]
+) -> None:
     store.create_model_version("m", source="s")
     store.upgrade()
-    errors: list[BaseException] = []
 
     def worker(w: int) -> None:
-        try:
-            for i in range(8):
-                store.set_model_version_tags("m", 1, {f"w{w}_{i}": str(i)})
-        except BaseException as e:  # reported below: a thread's exception is otherwise lost
-            errors.append(e)
+        for i in range(8):
+            store.set_model_version_tags("m", 1, {f"w{w}_{i}": str(i)})
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert in_threads(worker, range(3)) == [None] * 3
     assert store.get_model_version("m", 1).tags == {
         f"w{w}_{i}": str(i) for w in range(3) for i in range(8)
     }
@@ -378,24 +371,17 @@ def test_transition_alert_announces_only_changes(store: SqlStore) -> None:
     assert [e.status for e in store.list_alert_events("m")] == ["firing", "resolved"]
 
 
-def test_racing_transitions_announce_once(store_url: str) -> None:
+def test_racing_transitions_announce_once(
+    store_url: str, in_threads: Callable[..., list[object]]
+) -> None:
     stores = [SqlStore(store_url) for _ in range(8)]
     stores[0].upgrade()
-    results: list[object] = []
-    barrier = threading.Barrier(len(stores))
-
-    def fire(s: SqlStore) -> None:
-        barrier.wait()
-        results.append(s.transition_alert(_alert(firing=True, at=10)))
-
-    threads = [threading.Thread(target=fire, args=(s,)) for s in stores]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = in_threads(lambda s: s.transition_alert(_alert(firing=True, at=10)), stores)
     for s in stores:
         s.close()
     assert len(results) == 8
+    assert not any(isinstance(r, BaseException) for r in results), results
+    assert sum(isinstance(r, AlertEventRecord) for r in results) == 1
     assert sum(r is not None for r in results) == 1
     check = SqlStore(store_url)
     assert [e.status for e in check.list_alert_events("m")] == ["firing"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -143,26 +143,18 @@ def test_tags_are_overwritten(store: SqlStore, run: Run) -> None:
 # -- threads ----------------------------------------------------------------------------------
 
 
-def test_one_store_shared_by_threads(store: SqlStore, exp: Experiment) -> None:
-    errors: list[BaseException] = []
-    run_ids: list[str] = []
+def test_one_store_shared_by_threads(
+    store: SqlStore, exp: Experiment, in_threads: Callable[..., list[object]]
+) -> None:
+    def work(i: int) -> str:
+        r = store.create_run(exp.experiment_id, name=f"t{i}")
+        store.log_params(r.run_id, {"i": i})
+        store.log_metrics(r.run_id, [Metric("m", float(s), s, s) for s in range(50)])
+        store.end_run(r.run_id, RunStatus.FINISHED)
+        return r.run_id
 
-    def work(i: int) -> None:
-        try:
-            r = store.create_run(exp.experiment_id, name=f"t{i}")
-            store.log_params(r.run_id, {"i": i})
-            store.log_metrics(r.run_id, [Metric("m", float(s), s, s) for s in range(50)])
-            store.end_run(r.run_id, RunStatus.FINISHED)
-            run_ids.append(r.run_id)
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    run_ids = in_threads(work, range(8))
+    assert all(isinstance(r, str) for r in run_ids), run_ids
     runs = store.search_runs([exp.experiment_id], max_results=100)
     assert sorted(r.run_id for r in runs) == sorted(run_ids) and len(run_ids) == 8
     assert all(r.metrics == {"m": 49.0} and r.status is RunStatus.FINISHED for r in runs)

@@ -198,7 +198,7 @@ class LiveMetricsAccumulator:
 
     def report(self, *, min_segment_rows: int = 1) -> PerformanceReport:
         """Metrics overall and per group, with gaps between segments of enough rows."""
-        if () not in self.groups or self.groups[()].n == 0:
+        if self.empty:
             raise InvalidInput("no labelled predictions to evaluate")
         overall = MetricRow({}, self.groups[()].n, self._metrics(self.groups[()]))
         seg = self.segment or "segment"
