@@ -6,7 +6,12 @@ registered and served by ``modelloop serve`` in its own process; single-row requ
 5 s after a warm-up; then one connection for the unloaded latency. The physical limit is the
 model's own in-process predict of 1 and of 1,000 rows.
 
-    python benchmarks/serving.py [--onnx] [--seconds 5] [--runs 3]
+    python benchmarks/serving.py [--runtime registered-onnx|serve-onnx|sklearn] [--seconds 5]
+
+Runtimes: ``registered-onnx`` (the default) registers the model, attaches its checked ONNX form
+with ``Client.convert_model`` (what ``modelloop models convert`` does; timed as ``convert_s``)
+and serves it with ``modelloop serve``'s defaults; ``serve-onnx`` registers without converting
+and serves with ``--onnx`` (the first start converts); ``sklearn`` serves with ``--no-onnx``.
 
 Goals (issue #3): >= 2,000 req/s with p99 <= 50 ms at 16 connections; p50 <= 10 ms at one
 connection; server RSS <= 300 MB; start to ready <= 2 s.
@@ -37,8 +42,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def register(home: Path) -> dict:
-    """Train the peers' model and register it as breast-cancer@champion in ``home``."""
+def register(home: Path, convert: bool) -> dict:
+    """Train the peers' model and register it as breast-cancer@champion in ``home`` (with its
+    ONNX form when ``convert``)."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
 
@@ -52,6 +58,13 @@ def register(home: Path) -> dict:
         client.log_model(run.run_id, model, "model", input_example=X.head(50))
     mv = client.register_model(run.run_id, MODEL)
     client.set_alias(MODEL, "champion", mv.version)
+    convert_s = None
+    if convert:
+        t0 = time.perf_counter()
+        done = client.convert_model(f"{MODEL}@champion")
+        if not done.converted:
+            raise SystemExit(f"the model did not convert: {done.reason}")
+        convert_s = round(time.perf_counter() - t0, 2)
 
     def timed(frame, repeat: int) -> float:
         model.predict_proba(frame)
@@ -69,6 +82,7 @@ def register(home: Path) -> dict:
         "inprocess_1_row_ms": round(one, 3),
         "inprocess_1000_rows_ms": round(thousand, 3),
         "inprocess_rows_per_s": round(1000 / thousand * 1e3),
+        "convert_s": convert_s,
         "row": X.iloc[[0]].to_dict(orient="records")[0],
     }
 
@@ -166,7 +180,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--onnx", action="store_true", help="serve with --onnx")
+    parser.add_argument(
+        "--runtime",
+        choices=["registered-onnx", "serve-onnx", "sklearn"],
+        default="registered-onnx",
+        help="how the model is predicted (see above)",
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -174,11 +193,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        limit = register(home)
+        limit = register(home, convert=args.runtime == "registered-onnx")
         body = home / "row.json"
         body.write_text(json.dumps({"records": [limit.pop("row")]}))
         port = _free_port()
-        extra = (["--onnx"] if args.onnx else []) + args.server_arg
+        flags = {"registered-onnx": [], "serve-onnx": ["--onnx"], "sklearn": ["--no-onnx"]}
+        extra = flags[args.runtime] + args.server_arg
         proc, ready_s = start_server(home, port, extra)
         try:
             url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
@@ -189,8 +209,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
-        # a second start on the same home: what a restart or a new replica pays (with --onnx
-        # the checked conversion is reused, and scikit-learn is never imported)
+        # a second start on the same home: what a restart or a new replica pays (with an ONNX
+        # form, registered or converted at the first start, scikit-learn is never imported)
         proc, restart_s = start_server(home, port, extra)
         proc.terminate()
         proc.wait(30)
@@ -198,7 +218,8 @@ def main() -> None:
         result = {
             "benchmark": "serving",
             "model": "RandomForestClassifier(n_estimators=100) breast cancer",
-            "onnx": args.onnx,
+            "runtime": args.runtime,
+            "serve_flags": flags[args.runtime],
             "connections": args.connections,
             "rps": [round(r["rps"]) for r in runs],
             "rps_median": round(statistics.median(r["rps"] for r in runs)),

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from modelloop.artifacts import ArtifactStore
     from modelloop.models import ModelPackage, Signature
+    from modelloop.registry._onnx import OnnxConversion
 
 __all__ = ["DATASET_TAG", "PACKAGE_TAG", "Client", "default_client"]
 
@@ -320,6 +321,15 @@ class Client:
                 f"run {run_id}: the model package at {path!r} is incomplete ({model_file} "
                 "missing or not the file its metadata names)"
             )
+
+    def convert_model(self, uri: str, *, check_data: pd.DataFrame | None = None) -> OnnxConversion:
+        """Convert a registered version to ONNX, check it against scikit-learn (on
+        ``check_data``'s rows, else the input example) and, when they agree, attach the ONNX
+        form to the version; ``modelloop serve`` then predicts it with onnxruntime alone. A
+        declined model is not an error: the result says why. Needs ``modelloop[onnx]``."""
+        from modelloop.registry._onnx import convert_version
+
+        return convert_version(self, uri, check_data=check_data)
 
     def set_reference(self, name: str, version: int, data: pd.DataFrame) -> ModelVersion:
         """Compute and attach a version's reference profile for drift monitoring."""

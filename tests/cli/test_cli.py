@@ -171,3 +171,36 @@ def test_a_missing_extra_is_named_with_the_install_command(
     result = invoke(*args)
     assert result.exit_code == 2
     assert f"pip install 'modelloop[{extra}]'" in " ".join(result.output.split())
+
+
+def test_models_convert_attaches_or_declines_with_exit_codes(
+    client: Client, breast_cancer, tmp_path
+) -> None:
+    pytest.importorskip("skl2onnx")
+    from sklearn.dummy import DummyClassifier
+
+    from modelloop.registry._onnx import ONNX_TAG
+
+    X, y = breast_cancer
+    for model in (LogisticRegression(max_iter=5000), DummyClassifier()):
+        with client.start_run("cancer") as run:
+            run.log_model(model.fit(X, y), "model", input_example=X.head(3))
+        client.register_model(run.run_id, "cancer")
+    check = tmp_path / "check.parquet"
+    X.head(100).assign(label=y.head(100)).to_parquet(check)
+
+    res = invoke("models", "convert", "cancer/1", "--check-data", str(check), "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["converted"] is True and out["check_rows"] == 100 and out["version"] == 1
+    assert ONNX_TAG in client.get_model_version("cancer", 1).tags
+    table = invoke("models", "show", "cancer")
+    assert "onnx" in table.stdout and "yes" in table.stdout
+
+    res = invoke("models", "convert", "cancer/2")
+    assert res.exit_code == 1
+    assert "not converted" in res.stdout and "DummyClassifier" in " ".join(res.stdout.split())
+    assert ONNX_TAG not in client.get_model_version("cancer", 2).tags
+
+    res = invoke("models", "convert", "cancer/1", "--check-data", str(tmp_path / "nope.csv"))
+    assert res.exit_code == 2 and "no such data file" in res.output

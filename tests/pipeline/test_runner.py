@@ -412,3 +412,34 @@ def test_tuning_a_class_given_in_python(
     assert result.status == "registered", result.reason
     tune = _step_runs(client, result)["tune"]
     assert int(tune.tags["modelloop.trials_complete"]) == 1
+
+
+def test_register_with_onnx_attaches_the_form_checked_on_the_test_split(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path
+) -> None:
+    pytest.importorskip("skl2onnx")
+    from modelloop.registry._onnx import ONNX_TAG
+
+    cancer_spec["register"]["onnx"] = True
+    cancer_spec["model"] = {
+        "estimator": "sklearn.ensemble.RandomForestClassifier",
+        "params": {"n_estimators": 20, "random_state": 0},
+    }
+    result = _pipeline(cancer_spec, cancer_csv.parent).run(client)
+
+    assert result.status == "registered"
+    assert result.onnx == {"converted": True, "reason": "", "check_rows": 171}  # 30% of 569
+    mv = client.get_model_version("cancer", result.registered_version)
+    assert ONNX_TAG in mv.tags and mv.aliases == ("champion",)
+    register_run = _step_runs(client, result)["register"]
+    assert register_run.tags["modelloop.onnx"] == "converted"
+
+    # a model skl2onnx cannot convert is registered all the same, with the reason recorded
+    cancer_spec["model"] = {"estimator": "sklearn.dummy.DummyClassifier", "params": {}}
+    cancer_spec["gates"] = ["auc >= 0.4"]
+    declined = _pipeline(cancer_spec, cancer_csv.parent).run(client)
+    assert declined.status == "registered" and declined.registered_version == 2
+    assert declined.onnx is not None and declined.onnx["converted"] is False
+    assert "DummyClassifier" in declined.onnx["reason"]
+    assert ONNX_TAG not in client.get_model_version("cancer", 2).tags
+    assert client.get_registered_model("cancer").aliases == {"champion": 2}

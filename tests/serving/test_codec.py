@@ -14,7 +14,14 @@ import pytest
 
 from modelloop.exceptions import SchemaMismatch
 from modelloop.models import ColumnSpec, Signature
-from modelloop.serving._codec import Decoded, decode_records, decode_v2, parse_json, to_frame
+from modelloop.serving._codec import (
+    Decoded,
+    decode_records,
+    decode_v2,
+    float_matrix,
+    parse_json,
+    to_frame,
+)
 from modelloop.serving._encode import (
     encode_records,
     encode_v2,
@@ -327,6 +334,45 @@ def test_decoded_columns_give_the_frame_records_give(sig: Signature) -> None:
     floats = Signature(inputs=(spec("a", "float64", allow_nan=True), spec("b", "float64")))
     d = decode_records({"columns": {"a": [1, None], "b": [0.5, 2]}}, floats, max_rows=2)
     pd.testing.assert_frame_equal(to_frame(d.columns, floats), floats.validate(d.columns))
+
+
+def test_float_matrix_is_the_frame_as_float32() -> None:
+    """The ONNX tensor input built without pandas equals the frame's float32 form, missing values
+    as NaN, each value rounded to float32 once (integers beyond 2**53 included)."""
+    numeric = Signature(
+        inputs=(
+            spec("x", "float64", allow_nan=True),
+            spec("f32", "float32"),
+            spec("n", "int64"),
+            spec("u", "uint8"),
+            spec("maybe_n", "Int64", nullable=True),
+            spec("flag", "bool"),
+            spec("maybe_flag", "boolean", nullable=True),
+        )
+    )
+    body = {
+        "columns": {
+            "x": [0.1, None, 3.3],
+            "f32": [1 / 3, 2.5, -7.0],
+            "n": [2**53 + 1, -(2**62) - 1, 7],
+            "u": [0, 255, 9],
+            "maybe_n": [None, 2**53 - 1, -4],
+            "flag": [True, False, True],
+            "maybe_flag": [None, True, False],
+        }
+    }
+    d = decode_records(body, numeric, max_rows=3)
+    want = to_frame(d.columns, numeric).to_numpy(dtype=np.float32, na_value=np.nan)
+    got = float_matrix(d.columns, numeric)
+    assert got.dtype == np.float32 and got.shape == (3, 7)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(got[1, 0]) and np.isnan(got[0, 4]) and np.isnan(got[0, 6])
+    floats = Signature(inputs=(spec("a", "float64", allow_nan=True), spec("b", "float32")))
+    d = decode_records({"columns": {"a": [1, None], "b": [0.1, 2]}}, floats, max_rows=2)
+    np.testing.assert_array_equal(
+        float_matrix(d.columns, floats),
+        to_frame(d.columns, floats).to_numpy(dtype=np.float32, na_value=np.nan),
+    )
 
 
 DTYPES = [

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 from serving_support import Server, post_many, register, start_server
 
-from modelloop._client import Client
 from modelloop._config import Settings
 from modelloop.exceptions import InvalidInput
 from modelloop.serving import ServeConfig
@@ -159,30 +158,6 @@ def test_input_columns_named_like_log_columns_are_refused_unless_logging_is_off(
 def test_settings_out_of_range_are_refused(field: str, value: float) -> None:
     with pytest.raises(InvalidInput, match=field):
         ServeConfig(**{field: value})
-
-
-def test_onnx_server_answers_like_scikit_learn(tmp_path: Path) -> None:
-    import httpx
-    from serving_support import breast_cancer, register_rf
-
-    home = tmp_path / "home"
-    register_rf(home)
-    srv = start_server(home, ["cancer@champion"], "--onnx")
-    try:
-        X, _ = breast_cancer()
-        records = X.iloc[:40].to_dict("records")
-        reply = httpx.post(
-            f"{srv.url}/v1/models/cancer/predict", json={"records": records}, timeout=30
-        )
-        assert reply.status_code == 200, reply.text
-        client = Client(Settings(home=home))
-        expected = client.load_model("models:/cancer@champion").predict_proba(X.iloc[:40])
-        client.close()
-        np.testing.assert_allclose(reply.json()["probabilities"], expected, atol=1e-5)
-        assert "onnxruntime path on" in srv.log()
-    finally:
-        assert srv.terminate() == 0
-    assert list((home / "cache" / "onnx").glob("*.onnx"))  # kept for the next start
 
 
 def test_an_embedded_app_whose_model_fails_to_load_says_so(tmp_path: Path) -> None:

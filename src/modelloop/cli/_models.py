@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -9,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
+from modelloop.registry._onnx import ONNX_TAG
 
 models_app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
 alias_app = typer.Typer(help="Move or remove aliases such as champion.", no_args_is_help=True)
@@ -49,7 +51,7 @@ def show_model(
         return
     console.print(f"[bold]{escape(model.name)}[/]  {escape(model.description)}")
     table = Table(title="versions")
-    for col in ("version", "aliases", "run", "source", "created", "by"):
+    for col in ("version", "aliases", "run", "source", "onnx", "created", "by"):
         table.add_column(col, overflow="fold")
     for v in versions:
         table.add_row(
@@ -58,6 +60,7 @@ def show_model(
                 ", ".join(v.aliases),
                 v.run_id or "-",
                 v.source,
+                "yes" if ONNX_TAG in v.tags else "-",
                 fmt_time(v.created_at),
                 v.user,
             )
@@ -97,3 +100,46 @@ def delete_alias(
         print_json({"name": name, "alias": alias, "deleted": True, "version": version})
         return
     console.print(f"{escape(name)}@{escape(alias)} removed (pointed at version {version})")
+
+
+@models_app.command("convert")
+def convert_model(
+    model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION.")],
+    check_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--check-data",
+            help="Rows (.parquet or .csv) the ONNX model must agree with scikit-learn on; "
+            "extra columns are ignored, at most 10,000 rows are used. Default: the input "
+            "example.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Convert a version to ONNX and attach it when it agrees with scikit-learn.
+
+    The check: class labels equal and probabilities (or regression values) within 1e-5 on every
+    check row, plus one row per column that admits a missing value. `modelloop serve` then
+    predicts the version with onnxruntime alone (faster, and it starts without scikit-learn).
+    Exits 1 when the model is declined, with the reason.
+    """
+    from modelloop._client import default_client
+    from modelloop.cli._output import read_frame, require_extra
+
+    require_extra("onnx", "skl2onnx", "onnxruntime")
+    frame = read_frame(check_data) if check_data is not None else None
+    with console.status(f"converting {escape(model)} to ONNX and checking it…"):
+        result = default_client().convert_model(model, check_data=frame)
+    if as_json:
+        print_json(result)
+    elif result.converted:
+        console.print(
+            f"{escape(result.name)} v{result.version}: ONNX form attached; it agrees with "
+            f"scikit-learn on {result.check_rows} check rows ({result.seconds:.1f} s)"
+        )
+    else:
+        console.print(
+            f"{escape(result.name)} v{result.version}: not converted: {escape(result.reason)}"
+        )
+    if not result.converted:
+        raise typer.Exit(1)

@@ -408,16 +408,13 @@ def monitor_reference(
     as_json: JsonOpt = False,
 ) -> None:
     """Compute and attach a version's reference profile from a data file."""
-    import pandas as pd
-
     from modelloop._client import default_client
+    from modelloop.cli._output import read_frame
     from modelloop.monitoring import REFERENCE_TAG
 
     client = default_client()
     mv = client.resolve(model if model.startswith("models:/") else f"models:/{model}")
-    if not data.is_file():
-        raise InvalidInput(f"no such data file: {data}")
-    frame = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data)
+    frame = read_frame(data)
     mv = client.set_reference(mv.name, mv.version, frame)
     if as_json:
         print_json(

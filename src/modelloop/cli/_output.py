@@ -7,7 +7,8 @@ import enum
 import json
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +16,9 @@ from rich.markup import escape
 from rich.text import Text
 
 from modelloop.exceptions import ModelloopError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 console = Console()
 err_console = Console(stderr=True)
@@ -74,3 +78,14 @@ def require_extra(extra: str, *modules: str) -> None:
         raise InvalidInput(
             f"this command needs {', '.join(missing)}: pip install 'modelloop[{extra}]'"
         )
+
+
+def read_frame(path: Path) -> pd.DataFrame:
+    """A data file given on the command line (.parquet, else CSV), or ``InvalidInput``."""
+    import pandas as pd
+
+    from modelloop.exceptions import InvalidInput
+
+    if not path.is_file():
+        raise InvalidInput(f"no such data file: {path}")
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)

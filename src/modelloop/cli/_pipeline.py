@@ -175,6 +175,16 @@ def _summary(result: PipelineResult, shown: list[str]) -> None:
             f"[bold green]registered {escape(str(result.model_name))} version "
             f"{result.registered_version}{escape(alias)}[/]  ({result.seconds:.1f} s)"
         )
+        if result.onnx is not None and result.onnx["converted"]:
+            console.print(
+                f"ONNX form attached (agrees with scikit-learn on {result.onnx['check_rows']} "
+                "test rows)"
+            )
+        elif result.onnx is not None:
+            console.print(
+                f"[yellow]not converted to ONNX:[/] {escape(result.onnx['reason'])} "
+                "(served by scikit-learn)"
+            )
     else:
         console.print(
             f"[bold yellow]not registered:[/] {escape(result.reason or '')}  "

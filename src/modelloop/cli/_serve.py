@@ -93,13 +93,16 @@ def serve_command(
         int, typer.Option("--max-rows", min=1, help="Most rows in one request (413 above).")
     ] = 10_000,
     onnx: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--onnx",
-            help="Predict with onnxruntime where the model converts "
-            "and matches scikit-learn on its input example.",
+            "--onnx/--no-onnx",
+            help="By default a version with a registered ONNX form (modelloop models convert) "
+            "is predicted by onnxruntime, any other by scikit-learn. --onnx also converts "
+            "versions without one here (kept under the home for the next start) where they "
+            "match scikit-learn on their input example; --no-onnx always uses scikit-learn.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     no_log: Annotated[
         bool, typer.Option("--no-log", help="Do not write the prediction log.")
     ] = False,

@@ -75,6 +75,8 @@ class PipelineResult:
     model_name: str | None = None
     alias: str | None = None
     registered_version: int | None = None
+    #: with ``register.onnx``: ``converted``, ``reason`` (when declined) and ``check_rows``
+    onnx: dict[str, Any] | None = None
     reason: str | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
@@ -289,11 +291,13 @@ class Pipeline:
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
             version = None
+            onnx = None
             if gates["passed"]:
                 status = "gates_passed"
                 if spec.register is not None:
                     reg = ctx.json("register", "register.json", "register")
                     version = reg.get("version")
+                    onnx = reg.get("onnx")
                     status = "registered"
                     if records[-1].cache_hit:
                         self._reapply_alias(ctx, version)
@@ -322,6 +326,7 @@ class Pipeline:
             model_name=spec.register.model_name if spec.register else None,
             alias=spec.register.alias if spec.register else None,
             registered_version=version,
+            onnx=onnx,
             reason=reason,
             seconds=time.perf_counter() - started,
             notes=tuple(ctx.notes),

@@ -269,10 +269,13 @@ class ExplainSpec(_Strict):
 
 class RegisterSpec(_Strict):
     """Registration when every gate passes: ``model_name``, and the ``alias`` to point at the new
-    version (also the champion the gates compare against)."""
+    version (also the champion the gates compare against). With ``onnx``, the version's ONNX form
+    is attached before the alias moves, checked against scikit-learn on the test split (a model
+    that does not convert is registered all the same, and the reason recorded)."""
 
     model_name: str
     alias: str | None = "champion"
+    onnx: bool = False
 
     @field_validator("model_name")
     @classmethod

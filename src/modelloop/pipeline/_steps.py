@@ -458,6 +458,11 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
         tags=tags,
         reference_data=reference,
     )
+    onnx: dict[str, Any] | None = None
+    if reg.onnx:  # before the alias moves, so a server following it loads the ONNX form
+        test = ctx.frame("split", "test.parquet", "test")[ctx.features]
+        done = ctx.client.convert_model(f"models:/{mv.name}/{mv.version}", check_data=test)
+        onnx = {"converted": done.converted, "reason": done.reason, "check_rows": done.check_rows}
     previous = None
     if reg.alias:
         previous = ctx.client.set_alias(reg.model_name, reg.alias, mv.version)
@@ -469,9 +474,16 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
             "version": mv.version,
             "alias": reg.alias,
             "previous": previous,
+            "onnx": onnx,
         },
     )
-    return {"modelloop.registered": "true", "modelloop.registered_version": mv.version}
+    tags: dict[str, Any] = {
+        "modelloop.registered": "true",
+        "modelloop.registered_version": mv.version,
+    }
+    if onnx is not None:
+        tags["modelloop.onnx"] = "converted" if onnx["converted"] else "declined"
+    return tags
 
 
 def read_json_bytes(data: bytes) -> Any:

@@ -44,7 +44,9 @@ class ServeConfig:
     max_queue_rows: int = 2048
     max_body_bytes: int = 4 * 1024 * 1024
     max_rows: int = 10_000
-    onnx: bool = False
+    #: None: a version's registered ONNX form when it has one, else scikit-learn; True: also
+    #: convert versions without one (cached under the home); False: scikit-learn always
+    onnx: bool | None = None
     log_predictions: bool = True
     log_max_rows: int = 10_000
     log_max_delay_s: float = 2.0

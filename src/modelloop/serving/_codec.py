@@ -33,6 +33,7 @@ from modelloop.serving._encode import output_names, v2_datatype
 from modelloop.serving._errors import BadRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
     from modelloop.models import ColumnSpec, Signature
@@ -804,3 +805,28 @@ def to_frame(columns: dict[str, list[Any]], signature: Signature) -> pd.DataFram
                 pd.Series(values), spec.name, dtype, nullable=True, categories=None
             )
     return pd.DataFrame(out)
+
+
+def float_matrix(columns: dict[str, list[Any]], signature: Signature) -> np.ndarray:
+    """Decoded columns of numeric or boolean inputs as one float32 ``[rows, columns]`` matrix,
+    missing values as NaN: what ``to_frame(...).to_numpy(np.float32, na_value=nan)`` gives,
+    without pandas. Floats go through float64 and integers through their own dtype, so each value
+    is rounded to float32 once, as that conversion does."""
+    import numpy as np
+
+    specs = signature.inputs
+    if all(spec.dtype in ("float32", "float64") for spec in specs):
+        rows = [[math.nan if v is None else v for v in columns[spec.name]] for spec in specs]
+        return np.array(rows, dtype=np.float64).T.astype(np.float32)
+    n = len(columns[specs[0].name]) if specs else 0
+    out = np.empty((n, len(specs)), dtype=np.float32)
+    for j, spec in enumerate(specs):
+        values = columns[spec.name]
+        kind = spec.dtype.lower()
+        if kind in _INT_RANGES:
+            missing = [i for i, v in enumerate(values) if v is None]
+            out[:, j] = np.array([0 if v is None else v for v in values], dtype=kind)
+            out[missing, j] = np.nan
+        else:  # floats and booleans
+            out[:, j] = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    return out

@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
+from modelloop.models._onnx import final_step, labels_from_proba
+from modelloop.registry._onnx import ONNX_TAG
 from modelloop.registry._uri import ModelRef, parse_model_spec
 from modelloop.serving._batcher import Batcher
-from modelloop.serving._codec import decode_records, to_frame
+from modelloop.serving._codec import decode_records, float_matrix, to_frame
 from modelloop.serving._errors import ModelRejectedInput, Overloaded, PredictionFailed
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from modelloop.models import ModelPackage, Signature
     from modelloop.serving._app import ServeConfig
     from modelloop.serving._metrics import ServingMetrics
+    from modelloop.store import ModelVersion
 
 __all__ = ["Endpoint", "LoadedModel", "ModelManager", "Predictor", "RouteMode"]
 
@@ -40,20 +43,6 @@ log = logging.getLogger("modelloop.serving")
 
 RouteMode = Literal["off", "canary", "shadow"]
 _MODES = ("off", "canary", "shadow")
-
-# Classifiers whose predict() is the argmax of predict_proba(): one call gives both.
-_ARGMAX_CLASSIFIERS = frozenset(
-    (
-        "RandomForestClassifier",
-        "ExtraTreesClassifier",
-        "DecisionTreeClassifier",
-        "ExtraTreeClassifier",
-        "HistGradientBoostingClassifier",
-        "GradientBoostingClassifier",
-        "LogisticRegression",
-        "KNeighborsClassifier",
-    )
-)
 
 
 def _short(e: BaseException, limit: int = 300) -> str:
@@ -69,11 +58,6 @@ _LOG_COLUMNS = frozenset(
 def _reserved(column: str) -> bool:
     """Whether an input column would collide with a prediction-log column."""
     return column in _LOG_COLUMNS or column.startswith("proba_")
-
-
-def _final_estimator(model: Any) -> Any:
-    steps = getattr(model, "steps", None)
-    return steps[-1][1] if steps else model
 
 
 class Predictor:
@@ -110,16 +94,10 @@ class Predictor:
             self.has_proba = bool(onnx.has_proba) and signature.task != "regression"
             return
         model = package.model
-        final = _final_estimator(model)
         self.has_proba = signature.task != "regression" and hasattr(model, "predict_proba")
-        self._from_proba = (
-            self.has_proba
-            and type(final).__module__.startswith("sklearn.")
-            and type(final).__name__ in _ARGMAX_CLASSIFIERS
-            and hasattr(final, "classes_")
-        )
+        self._from_proba = self.has_proba and labels_from_proba(model)
         if self._from_proba:
-            self._model_classes = np.asarray(final.classes_)
+            self._model_classes = np.asarray(final_step(model).classes_)
 
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
         try:
@@ -132,9 +110,11 @@ class Predictor:
             raise PredictionFailed(f"the model failed: {type(e).__name__}: {_short(e)}") from e
 
     def _predict(self, columns: dict[str, list[Any]]) -> tuple[Any, Any]:
-        frame = to_frame(columns, self.signature)
         if self.onnx is not None:
-            return self.onnx.predict_both(frame)
+            if self.onnx.input_mode == "tensor":  # numeric inputs: no pandas on this path
+                return self.onnx.predict_both(float_matrix(columns, self.signature))
+            return self.onnx.predict_both(to_frame(columns, self.signature))
+        frame = to_frame(columns, self.signature)
         assert self.package is not None
         model = self.package.model
         if not self.has_proba:
@@ -266,7 +246,11 @@ class ModelManager:
     def _load_sync(self, ref: ModelRef) -> tuple[int, Predictor]:
         mv = self.client.resolve(ref)
         uri = f"models:/{mv.name}/{mv.version}"
-        predictor = self._onnx_predictor(uri) if self.config.onnx else None
+        predictor = None
+        if self.config.onnx is not False and ONNX_TAG in mv.tags:
+            predictor = self._registered_onnx(uri, mv)
+        if predictor is None and self.config.onnx:
+            predictor = self._onnx_predictor(uri)
         if predictor is None:
             predictor = Predictor(self.client.load_model(uri))
         if self.config.log_predictions:
@@ -279,12 +263,37 @@ class ModelManager:
         self._warm_up(predictor)
         return mv.version, predictor
 
+    def _registered_onnx(self, uri: str, mv: ModelVersion) -> Predictor | None:
+        """The version's registered ONNX form (see ``modelloop models convert``), checked when it
+        was attached; scikit-learn is not loaded. None (and a warning) when it cannot be used."""
+        from modelloop.models import Signature
+        from modelloop.registry._onnx import load_registered_onnx
+
+        try:
+            folder = self.client.fetch_model(uri)
+            signature = Signature.from_json((folder / "signature.json").read_bytes())
+            onnx = load_registered_onnx(self.client, mv, signature)
+        except ImportError:
+            log.warning(
+                "%s has an ONNX form but onnxruntime is not installed: %s",
+                uri,
+                "pip install 'modelloop[onnx]'",
+            )
+            return None
+        except Exception as e:  # a damaged or foreign form: fall back, loudly
+            log.warning("%s: registered ONNX form not used: %s", uri, e)
+            return None
+        if onnx is None:
+            return None
+        log.info("%s: onnxruntime path on (registered ONNX form)", uri)
+        return Predictor(None, onnx, signature=signature, path=folder)
+
     def _onnx_predictor(self, uri: str) -> Predictor | None:
         """The ONNX twin of a version, converted and checked once in a child process and kept
         beside the package cache; scikit-learn is not loaded here. None (and a warning) when
         the model does not convert or does not match scikit-learn on its input example."""
         from modelloop.models import Signature
-        from modelloop.serving._onnx import convert_in_subprocess, load_checked
+        from modelloop.models._onnx import convert_in_subprocess, load_checked
 
         settings = self.client.settings
         folder = self.client.fetch_model(uri)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,7 @@ class OnnxPredictor:
         classes: np.ndarray | None,
         has_proba: bool,
         conversion_seconds: float,
+        labels_from_proba: bool = False,
     ) -> None:
         self._session = session
         self.onnx_model = onnx_model
@@ -87,9 +88,13 @@ class OnnxPredictor:
         self._masked = masked  # some column has a pandas masked dtype (Int64, boolean, ...)
         self.classes = classes
         self.conversion_seconds = conversion_seconds
+        #: rows of the check set it agreed with scikit-learn on (0 when loaded from a file)
+        self.check_rows = 0
         outputs = [o.name for o in session.get_outputs()]
         self._label_output = outputs[0]
         self._proba_output = outputs[1] if classes is not None and has_proba else None
+        #: labels are classes[argmax(proba)], as scikit-learn computes them (ties: first class)
+        self.labels_from_proba = labels_from_proba and self._proba_output is not None
         self._label_keys: np.ndarray | None = None  # classes as the ONNX label output spells them
         self._key_order: np.ndarray | None = None
 
@@ -103,7 +108,11 @@ class OnnxPredictor:
         """``"tensor"`` (one float matrix) or ``"columns"`` (one input per column)."""
         return "tensor" if self.string_columns is None else "columns"
 
-    def _feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    def _feeds(self, frame: pd.DataFrame | np.ndarray) -> dict[str, np.ndarray]:
+        if isinstance(frame, np.ndarray):  # already the float32 matrix of the tensor input
+            if self.string_columns is not None:
+                raise ValueError("this model takes one input per column, not a matrix")
+            return {"X": frame}
         if self.string_columns is None:
             if frame.columns.tolist() != self.columns:
                 frame = frame[self.columns]
@@ -120,7 +129,7 @@ class OnnxPredictor:
                 feeds[name] = s.to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
         return feeds
 
-    def _run(self, frame: pd.DataFrame) -> list[np.ndarray]:
+    def _run(self, frame: pd.DataFrame | np.ndarray) -> list[np.ndarray]:
         names = [self._label_output] + ([self._proba_output] if self._proba_output else [])
         return self._session.run(names, self._feeds(frame))
 
@@ -143,6 +152,8 @@ class OnnxPredictor:
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Predicted labels (classifiers, as ``classes_`` values) or values (regressors)."""
+        if self.labels_from_proba:
+            return self.predict_both(frame)[0]
         out = self._run(frame)[0]
         if self.classes is not None:
             return self._labels(out.ravel())
@@ -155,13 +166,22 @@ class OnnxPredictor:
             return None
         return np.asarray(self._run(frame)[1], dtype=np.float64)
 
-    def predict_both(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels and probabilities from one session run."""
+    def predict_both(
+        self, frame: pd.DataFrame | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels and probabilities from one session run; ``frame`` may be the float32 matrix
+        of a ``"tensor"`` model's inputs, in signature order."""
         out = self._run(frame)
         if self.classes is None:
             values = np.asarray(out[0], dtype=np.float64)
             return (values.ravel() if values.ndim == 2 and values.shape[1] == 1 else values), None
         proba = np.asarray(out[1], dtype=np.float64) if len(out) > 1 else None
+        if self.labels_from_proba and proba is not None:
+            assert self.classes is not None
+            # scikit-learn's argmax gives an exact tie to the first class; float32 sums turn
+            # such ties into gaps of ~1e-7, so classes within TIE_ATOL of the top count as tied
+            tied = proba >= proba.max(axis=1, keepdims=True) - TIE_ATOL
+            return self.classes[np.argmax(tied, axis=1)], proba
         return self._labels(out[0].ravel()), proba
 
 
@@ -244,6 +264,7 @@ def _try_onnx(
         classes=classes,
         has_proba=has_proba,
         conversion_seconds=seconds,
+        labels_from_proba=has_proba and labels_from_proba(model),
     )
     return _compare(predictor, model, frame, added, atol, rtol)
 
@@ -261,7 +282,7 @@ def _convert(
 
     options = None
     if classes is not None and has_proba:
-        options = {id(_final_step(model)): {"zipmap": False}}
+        options = {id(final_step(model)): {"zipmap": False}}
     if string_columns is None:
         initial_types = [("X", FloatTensorType([None, len(signature.inputs)]))]
     else:
@@ -283,17 +304,19 @@ def convert_in_subprocess(
     out: Path,
     *,
     trusted_types: Sequence[str] = (),
+    check: Path | None = None,
     timeout_s: float = 300,
 ) -> str:
     """Convert and check the package in ``folder`` in a child process; return "" or the reason
     it failed.
 
     The child loads the package (same trusted types, never pickle), converts it with skl2onnx,
-    and checks the ONNX model against scikit-learn on the input example as :func:`try_onnx`
-    does; only a model that passed is written, to ``out`` with its description beside it
-    (``out`` + ``.json``). Neither the converter nor scikit-learn enters this process, and the
-    files are reused on the next start: :func:`load_checked` reads them. A model the check
-    refuses is remembered too (``out`` + ``.failed``, holding the reason; delete it to retry).
+    and checks the ONNX model against scikit-learn as :func:`try_onnx` does, on the rows of the
+    Parquet file ``check`` or else on the input example; only a model that passed is written, to
+    ``out`` with its description beside it (``out`` + ``.json``). Neither the converter nor
+    scikit-learn enters this process, and the files are reused on the next start:
+    :func:`load_checked` reads them. A model the check refuses is remembered too (``out`` +
+    ``.failed``, holding the reason; delete it to retry).
     """
     import subprocess
 
@@ -306,10 +329,11 @@ def convert_in_subprocess(
     cmd = [
         sys.executable,
         "-m",
-        "modelloop.serving._onnx",
+        "modelloop.models._onnx",
         str(folder),
         str(out),
         json.dumps(list(trusted_types)),
+        *([str(check)] if check is not None else []),
     ]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
@@ -331,12 +355,24 @@ def _meta_path(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+def read_meta(out: Path) -> dict[str, Any]:
+    """The description :func:`convert_in_subprocess` wrote beside a checked model."""
+    meta: dict[str, Any] = json.loads(_meta_path(out).read_text())
+    return meta
+
+
 def load_checked(out: Path, signature: Signature, *, intra_op_threads: int = 1) -> OnnxPredictor:
     """An :class:`OnnxPredictor` from files :func:`convert_in_subprocess` wrote and checked."""
+    return predictor_from(out.read_bytes(), read_meta(out), signature, intra_op_threads)
+
+
+def predictor_from(
+    blob: bytes, meta: Mapping[str, Any], signature: Signature, intra_op_threads: int = 1
+) -> OnnxPredictor:
+    """An :class:`OnnxPredictor` from a checked ONNX model and its description (no scikit-learn
+    needed)."""
     import onnxruntime as ort
 
-    meta = json.loads(_meta_path(out).read_text())
-    blob = out.read_bytes()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = 1
@@ -344,7 +380,7 @@ def load_checked(out: Path, signature: Signature, *, intra_op_threads: int = 1) 
     session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
     classes = meta["classes"]
     strings = meta["string_columns"]
-    return OnnxPredictor(
+    predictor = OnnxPredictor(
         session,
         blob,
         columns=signature.columns,
@@ -353,17 +389,28 @@ def load_checked(out: Path, signature: Signature, *, intra_op_threads: int = 1) 
         classes=None if classes is None else np.asarray(classes, dtype=meta["classes_dtype"]),
         has_proba=meta["has_proba"],
         conversion_seconds=meta["conversion_seconds"],
+        labels_from_proba=bool(meta.get("labels_from_proba", False)),
     )
+    predictor.check_rows = int(meta.get("check_rows", 0))
+    return predictor
 
 
 def _main(argv: Sequence[str]) -> int:
-    """``python -m modelloop.serving._onnx PACKAGE_DIR OUT TRUSTED_JSON``: convert and check."""
+    """``python -m modelloop.models._onnx PACKAGE_DIR OUT TRUSTED_JSON [CHECK_PARQUET]``:
+    convert and check."""
+    from importlib.metadata import version
+
     from modelloop._fs import atomic_file
     from modelloop.models import load_model
 
-    package_dir, out, trusted = argv
+    package_dir, out, trusted, *rest = argv
     package = load_model(Path(package_dir), trusted_types=json.loads(trusted), allow_pickle=False)
-    predictor, reason = try_onnx(package)
+    check = None
+    if rest:
+        import pandas as pd
+
+        check = pd.read_parquet(rest[0])
+    predictor, reason = try_onnx(package, check)
     if predictor is None:
         print(reason, file=sys.stderr)
         return 1
@@ -372,10 +419,15 @@ def _main(argv: Sequence[str]) -> int:
         "classes": None if classes is None else classes.tolist(),
         "classes_dtype": None if classes is None else classes.dtype.str,
         "has_proba": predictor.has_proba,
+        "labels_from_proba": predictor.labels_from_proba,
         "string_columns": None
         if predictor.string_columns is None
         else sorted(predictor.string_columns),
         "conversion_seconds": predictor.conversion_seconds,
+        "check_rows": predictor.check_rows,
+        "libraries": {
+            lib: version(lib) for lib in ("scikit-learn", "skl2onnx", "onnx", "onnxruntime")
+        },
     }
     target = Path(out)
     with atomic_file(_meta_path(target)) as fh:
@@ -394,10 +446,42 @@ def _short(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _final_step(model: Any) -> Any:
-    while hasattr(model, "steps"):  # Pipeline (possibly nested)
+def final_step(model: Any) -> Any:
+    """The estimator at the end of a (possibly nested) ``Pipeline``, or ``model`` itself."""
+    while hasattr(model, "steps"):
         model = model.steps[-1][1]
     return model
+
+
+#: Probabilities this close to the largest count as a tie when labels come from probabilities
+#: (the default tolerance of the agreement check).
+TIE_ATOL = 1e-5
+
+# Classifiers whose predict() is the argmax of predict_proba() (ties go to the first class).
+_ARGMAX_CLASSIFIERS = frozenset(
+    (
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "HistGradientBoostingClassifier",
+        "GradientBoostingClassifier",
+        "LogisticRegression",
+        "KNeighborsClassifier",
+    )
+)
+
+
+def labels_from_proba(model: Any) -> bool:
+    """Whether ``model``'s labels are ``classes_[argmax(predict_proba)]``: then one call gives
+    both, and ties resolve as scikit-learn resolves them."""
+    final = final_step(model)
+    return (
+        type(final).__module__.startswith("sklearn.")
+        and type(final).__name__ in _ARGMAX_CLASSIFIERS
+        and hasattr(final, "classes_")
+        and hasattr(model, "predict_proba")
+    )
 
 
 def _classes(model: Any, signature: Signature) -> tuple[np.ndarray | None, bool, str]:
@@ -526,6 +610,7 @@ def _compare(
                 f"probabilities differ by more than {atol:g} on {len(bad)} of {n} check rows; "
                 f"first at row {_row(i, added)} (largest gap {float(gap[i].max()):.3g})"
             )
+    predictor.check_rows = n
     return predictor, ""
 
 

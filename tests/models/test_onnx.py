@@ -11,7 +11,7 @@ import pytest
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from modelloop.models import ModelPackage, infer_signature, load_model, save_model
-from modelloop.serving._onnx import OnnxPredictor, try_onnx
+from modelloop.models._onnx import OnnxPredictor, try_onnx
 
 pytest.importorskip("skl2onnx")
 pytest.importorskip("onnxruntime")
@@ -346,7 +346,7 @@ def test_masked_dtypes_with_missing_values_feed_as_nan():
 
 
 def test_conversion_in_a_child_process_is_cached_and_used(tmp_path, cancer, forest):
-    from modelloop.serving._onnx import convert_in_subprocess, load_checked
+    from modelloop.models._onnx import convert_in_subprocess, load_checked
 
     X, _ = cancer
     package = load_model(save_model(forest, tmp_path / "rf", input_example=X.head(20)))
@@ -371,7 +371,7 @@ def test_conversion_in_a_child_process_is_cached_and_used(tmp_path, cancer, fore
 def test_child_conversion_failure_gives_the_reason(tmp_path, cancer):
     from sklearn.dummy import DummyClassifier
 
-    from modelloop.serving._onnx import convert_in_subprocess
+    from modelloop.models._onnx import convert_in_subprocess
 
     X, y = cancer
     model = DummyClassifier().fit(X, y)  # skl2onnx has no converter for it
@@ -383,3 +383,27 @@ def test_child_conversion_failure_gives_the_reason(tmp_path, cancer):
     marker = tmp_path / "dummy.onnx.failed"
     assert marker.read_text() == reason  # remembered: the next start does not try again
     assert convert_in_subprocess(package.path, out) == reason
+
+
+def test_exact_probability_ties_keep_scikit_learns_first_class(cancer):
+    """20 trees split 10/10 on some rows: scikit-learn's argmax gives class 0, while ONNX's
+    float32 sums leave 0.49999994 against 0.50000006. Labels from probabilities treat such
+    near-ties as ties, so the labels agree and the model converts."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = cancer
+    X = X[["mean radius", "mean texture", "mean smoothness", "worst area", "worst concavity"]]
+    model = RandomForestClassifier(n_estimators=20, random_state=0).fit(X, y)
+    proba = model.predict_proba(X)
+    ties = np.flatnonzero(proba[:, 0] == proba[:, 1])
+    assert len(ties) > 0
+
+    predictor, reason = try_onnx(_package(model, X), X)
+
+    assert reason == ""
+    assert predictor is not None and predictor.labels_from_proba
+    frame = X.iloc[ties]
+    labels, got = predictor.predict_both(frame)
+    np.testing.assert_array_equal(labels, model.predict(frame))
+    np.testing.assert_allclose(got, proba[ties], atol=1e-5)
+    assert (got[:, 0] != got[:, 1]).any()  # the float32 sums really are not tied

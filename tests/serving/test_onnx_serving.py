@@ -1,0 +1,108 @@
+"""The server's onnxruntime path: a version's registered ONNX form is used by default and
+scikit-learn never enters the process; ``--onnx`` converts at start; ``--no-onnx`` opts out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serving_support import breast_cancer, register_rf, start_server
+
+from modelloop._client import Client
+from modelloop._config import Settings
+
+pytest.importorskip("skl2onnx")
+pytest.importorskip("onnxruntime")
+
+
+def _sklearn_loaded(pid: int) -> bool:
+    """Whether any of scikit-learn's compiled modules is mapped into the process."""
+    return "/sklearn/" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _served(srv, rows: int = 40) -> tuple[dict, np.ndarray]:
+    X, _ = breast_cancer()
+    records = X.iloc[:rows].to_dict("records")
+    reply = httpx.post(f"{srv.url}/v1/models/cancer/predict", json={"records": records}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    client = Client(Settings(home=srv.home))
+    try:
+        expected = client.load_model("models:/cancer@champion").predict_proba(X.iloc[:rows])
+    finally:
+        client.close()
+    return reply.json(), expected
+
+
+def _onnx_flag(srv) -> bool:
+    models = httpx.get(f"{srv.url}/v1/models", timeout=10).json()["models"]
+    return bool(models[0]["champion"]["onnx"])
+
+
+def test_registered_form_is_served_by_default_without_scikit_learn(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    register_rf(home)
+    client = Client(Settings(home=home))
+    X, _ = breast_cancer()
+    assert client.convert_model("cancer@champion", check_data=X).converted
+    client.close()
+
+    srv = start_server(home, ["cancer@champion"])  # no flag
+    try:
+        body, expected = _served(srv)
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-5)
+        assert _onnx_flag(srv)
+        assert "onnxruntime path on (registered ONNX form)" in srv.log()
+        assert not _sklearn_loaded(srv.proc.pid)
+        assert not list((home / "cache").glob("onnx/*"))  # nothing converted at start
+    finally:
+        assert srv.terminate() == 0
+
+    srv = start_server(home, ["cancer@champion"], "--no-onnx")
+    try:
+        body, expected = _served(srv)
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-12)
+        assert not _onnx_flag(srv)
+        assert _sklearn_loaded(srv.proc.pid)
+    finally:
+        assert srv.terminate() == 0
+
+
+def test_an_alias_moving_to_a_converted_version_switches_runtime(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    register_rf(home)  # version 1: no ONNX form
+    v2 = register_rf(home, random_state=1, alias=None)
+    client = Client(Settings(home=home))
+    assert client.convert_model(f"cancer/{v2}").converted
+    srv = start_server(home, ["cancer@champion"], "--reload-interval", "0.2")
+    try:
+        assert not _onnx_flag(srv)
+        client.set_alias("cancer", "champion", v2)
+        for _ in range(100):
+            champion = httpx.get(f"{srv.url}/v1/models", timeout=10).json()["models"][0]
+            if champion["champion"]["version"] == v2:
+                break
+            time.sleep(0.1)
+        assert champion["champion"] == {**champion["champion"], "version": v2, "onnx": True}
+        body, expected = _served(srv)
+        assert body["model_version"] == v2
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-5)
+    finally:
+        client.close()
+        assert srv.terminate() == 0
+
+
+def test_onnx_flag_converts_at_start_and_keeps_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    register_rf(home)
+    srv = start_server(home, ["cancer@champion"], "--onnx")
+    try:
+        body, expected = _served(srv)
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-5)
+        assert "onnxruntime path on" in srv.log()
+        assert _onnx_flag(srv)
+    finally:
+        assert srv.terminate() == 0
+    assert list((home / "cache" / "onnx").glob("*.onnx"))  # kept for the next start
