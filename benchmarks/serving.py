@@ -190,6 +190,13 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
+    # byte-compile the package as an installed wheel is (an editable install under
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module at each server start)
+    import compileall
+
+    import modelloop
+
+    compileall.compile_dir(Path(modelloop.__file__).parent, quiet=1)
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)

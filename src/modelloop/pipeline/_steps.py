@@ -477,13 +477,13 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
             "onnx": onnx,
         },
     )
-    tags: dict[str, Any] = {
+    step_tags: dict[str, Any] = {
         "modelloop.registered": "true",
         "modelloop.registered_version": mv.version,
     }
     if onnx is not None:
-        tags["modelloop.onnx"] = "converted" if onnx["converted"] else "declined"
-    return tags
+        step_tags["modelloop.onnx"] = "converted" if onnx["converted"] else "declined"
+    return step_tags
 
 
 def read_json_bytes(data: bytes) -> Any:
