@@ -51,10 +51,12 @@ class _DirectRoute(APIRoute):
         return handler
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def _json(content: dict[str, Any]) -> Response:
     """A compact JSON answer (the encoders have already turned non-finite floats into null)."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return Response(body.encode(), media_type="application/json")
+    return Response(_ENCODER.encode(content).encode(), media_type="application/json")
 
 
 _RECORDS_BODY = {
