@@ -103,6 +103,15 @@ def test_disagreement_on_the_check_data_declines(client: Client) -> None:
     assert ONNX_TAG not in client.get_model_version("edge", version).tags
     assert client.convert_model("edge@champion").converted  # the input example alone agrees
 
+    # checked again on the boundary rows, the attached form no longer passes: it is detached
+    again = client.convert_model("edge@champion", check_data=boundary)
+    assert not again.converted and "the ONNX form attached before was removed" in again.reason
+    mv = client.get_model_version("edge", version)
+    assert mv.tags[ONNX_TAG] == ""
+    assert load_registered_onnx(client, mv, _signature(client, "models:/edge/1")) is None
+    shown = client.list_model_versions("edge")
+    assert not shown[0].tags.get(ONNX_TAG)
+
 
 def test_a_form_is_used_only_with_the_package_it_was_made_from(client, breast_cancer) -> None:
     X, y = breast_cancer

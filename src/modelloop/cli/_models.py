@@ -60,7 +60,7 @@ def show_model(
                 ", ".join(v.aliases),
                 v.run_id or "-",
                 v.source,
-                "yes" if ONNX_TAG in v.tags else "-",
+                "yes" if v.tags.get(ONNX_TAG) else "-",
                 fmt_time(v.created_at),
                 v.user,
             )

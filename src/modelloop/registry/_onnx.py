@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ONNX_TAG", "OnnxConversion", "convert_version", "load_registered_onnx"]
 
-#: Version tag holding the sha256 of the ONNX form's description blob.
+#: Version tag holding the sha256 of the ONNX form's description blob (empty: detached).
 ONNX_TAG = "modelloop.onnx"
 _FORMAT = 1
 
@@ -90,6 +90,11 @@ def convert_version(
             timeout_s=timeout_s,
         )
         if reason:
+            if mv.tags.get(ONNX_TAG):  # an earlier form no longer passes: detach it
+                client.store.set_model_version_tags(
+                    mv.name, mv.version, {ONNX_TAG: ""}, actor=client.settings.user
+                )
+                reason += " (the ONNX form attached before was removed)"
             return OnnxConversion(
                 mv.name, mv.version, False, reason, seconds=time.perf_counter() - start
             )

@@ -247,7 +247,7 @@ class ModelManager:
         mv = self.client.resolve(ref)
         uri = f"models:/{mv.name}/{mv.version}"
         predictor = None
-        if self.config.onnx is not False and ONNX_TAG in mv.tags:
+        if self.config.onnx is not False and mv.tags.get(ONNX_TAG):
             predictor = self._registered_onnx(uri, mv)
         if predictor is None and self.config.onnx:
             predictor = self._onnx_predictor(uri)
