@@ -48,6 +48,16 @@ __all__ = ["DATASET_TAG", "PACKAGE_TAG", "Client", "default_client"]
 PACKAGE_TAG = "modelloop.package_digest"
 #: Version tag naming the digest of the training dataset of the version's run.
 DATASET_TAG = "modelloop.dataset_digest"
+#: Version tags that say what a version is and serves: never taken from callers at registration.
+_SYSTEM_TAGS = frozenset(
+    (
+        PACKAGE_TAG,
+        DATASET_TAG,
+        "modelloop.onnx",
+        "modelloop.reference_profile",
+        "modelloop.task",
+    )
+)
 
 
 class Client:
@@ -282,6 +292,9 @@ class Client:
         if isinstance(run, ActiveRun):
             run.flush()
         check_model_name(name)
+        reserved = sorted(set(tags or {}) & _SYSTEM_TAGS)
+        if reserved:
+            raise InvalidInput(f"tags {reserved} are set by modelloop itself, not by callers")
         items = self.list_artifacts(run_id, artifact_path)
         self._check_package(run_id, artifact_path, items)
         version_tags = {PACKAGE_TAG: _manifest_digest(artifact_path, items)}

@@ -352,10 +352,10 @@ def test_conversion_in_a_child_process_is_cached_and_used(tmp_path, cancer, fore
     package = load_model(save_model(forest, tmp_path / "rf", input_example=X.head(20)))
     out = tmp_path / "cache" / "rf.onnx"
 
-    assert convert_in_subprocess(package.path, out) == ""
+    assert convert_in_subprocess(package.path, out) == ("", False)
     assert out.is_file()
     stamp = out.stat().st_mtime_ns
-    assert convert_in_subprocess(package.path, out) == ""  # reused, not converted again
+    assert convert_in_subprocess(package.path, out) == ("", False)  # reused, not converted again
     assert out.stat().st_mtime_ns == stamp
 
     predictor, reason = try_onnx(package, blob=out.read_bytes())
@@ -377,12 +377,13 @@ def test_child_conversion_failure_gives_the_reason(tmp_path, cancer):
     model = DummyClassifier().fit(X, y)  # skl2onnx has no converter for it
     package = load_model(save_model(model, tmp_path / "dummy", input_example=X.head(5)))
     out = tmp_path / "dummy.onnx"
-    reason = convert_in_subprocess(package.path, out)
+    reason, disagreed = convert_in_subprocess(package.path, out)
+    assert not disagreed  # it cannot be converted at all
     assert "DummyClassifier" in reason
     assert not out.exists()
     marker = tmp_path / "dummy.onnx.failed"
     assert marker.read_text() == reason  # remembered: the next start does not try again
-    assert convert_in_subprocess(package.path, out) == reason
+    assert convert_in_subprocess(package.path, out) == (reason, False)
 
 
 def test_exact_probability_ties_keep_scikit_learns_first_class(cancer):

@@ -145,3 +145,21 @@ def test_a_damaged_onnx_blob_is_refused(client: Client, breast_cancer) -> None:
     mv = client.get_model_version("cancer", 1)
     with pytest.raises(ArtifactCorrupted, match="corrupted"):
         load_registered_onnx(client, mv, _signature(client, "models:/cancer/1"))
+
+
+def test_a_failed_conversion_that_is_not_a_disagreement_keeps_the_form(client, breast_cancer):
+    X, y = breast_cancer
+    _register(client, RandomForestClassifier(n_estimators=5, random_state=0), X, y)
+    assert client.convert_model("cancer/1").converted
+    attached = client.get_model_version("cancer", 1).tags[ONNX_TAG]
+
+    # the converter cannot finish (here: no time to) — nothing was found wrong with the form
+    from modelloop.registry._onnx import convert_version
+
+    done = convert_version(client, "cancer/1", timeout_s=0.01)
+    assert not done.converted and "took longer" in done.reason
+    # check data that does not fit the signature: a refusal, not a disagreement
+    strings = X.astype(str).head(20)
+    done = client.convert_model("cancer/1", check_data=strings)
+    assert not done.converted and "does not fit the signature" in done.reason
+    assert client.get_model_version("cancer", 1).tags[ONNX_TAG] == attached

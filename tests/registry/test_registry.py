@@ -125,3 +125,22 @@ def test_cli_model_spec() -> None:
     assert parse_model_spec("flights/2") == ModelRef("flights", None, 2)
     with pytest.raises(InvalidInput, match="NAME@ALIAS"):
         parse_model_spec("flights@")
+
+
+def test_tags_that_say_what_a_version_serves_cannot_be_passed_at_registration(
+    client: Client, breast_cancer
+) -> None:
+    from modelloop._client import _SYSTEM_TAGS, DATASET_TAG, PACKAGE_TAG
+    from modelloop.monitoring import REFERENCE_TAG, TASK_TAG
+    from modelloop.registry._onnx import ONNX_TAG
+
+    assert {PACKAGE_TAG, DATASET_TAG, ONNX_TAG, REFERENCE_TAG, TASK_TAG} == _SYSTEM_TAGS
+    X, y = breast_cancer
+    run_id = _train_and_log(client, X, y, LogisticRegression(max_iter=5000))
+    for tag in (PACKAGE_TAG, ONNX_TAG):
+        with pytest.raises(InvalidInput, match=tag):
+            client.register_model(run_id, "cancer", tags={tag: "0" * 64})
+    with pytest.raises(NotFound):
+        client.get_registered_model("cancer")  # nothing was created
+    mv = client.register_model(run_id, "cancer", tags={"team": "risk"})
+    assert mv.tags["team"] == "risk" and len(mv.tags[PACKAGE_TAG]) == 64

@@ -14,6 +14,7 @@ categories that are not strings are declined.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
     from modelloop.models import ModelPackage, Signature
 
-__all__ = ["OnnxPredictor", "try_onnx"]
+__all__ = ["Disagreement", "OnnxPredictor", "convert_in_subprocess", "try_onnx"]
 
 _NUMERIC = frozenset(
     (
@@ -60,6 +61,11 @@ _NUMERIC = frozenset(
 )
 
 
+class Disagreement(str):
+    """A reason meaning the converted model ran but disagrees with scikit-learn on the check
+    set (as opposed to a model that cannot be converted, or check data that does not fit)."""
+
+
 class OnnxPredictor:
     """Predictions from an onnxruntime session, in the shapes and labels scikit-learn returns.
 
@@ -79,9 +85,11 @@ class OnnxPredictor:
         has_proba: bool,
         conversion_seconds: float,
         labels_from_proba: bool = False,
+        tie_atol: float = 0.0,
     ) -> None:
         self._session = session
         self.onnx_model = onnx_model
+        self.sha256 = hashlib.sha256(onnx_model).hexdigest()
         self.columns = list(columns)
         #: None: one float tensor of all columns; else one input per column (these are strings)
         self.string_columns = string_columns
@@ -95,6 +103,8 @@ class OnnxPredictor:
         self._proba_output = outputs[1] if classes is not None and has_proba else None
         #: labels are classes[argmax(proba)], as scikit-learn computes them (ties: first class)
         self.labels_from_proba = labels_from_proba and self._proba_output is not None
+        #: probabilities this close to the largest count as tied (averaging models only)
+        self.tie_atol = tie_atol
         self._label_keys: np.ndarray | None = None  # classes as the ONNX label output spells them
         self._key_order: np.ndarray | None = None
 
@@ -178,9 +188,11 @@ class OnnxPredictor:
         proba = np.asarray(out[1], dtype=np.float64) if len(out) > 1 else None
         if self.labels_from_proba and proba is not None:
             assert self.classes is not None
-            # scikit-learn's argmax gives an exact tie to the first class; float32 sums turn
-            # such ties into gaps of ~1e-7, so classes within TIE_ATOL of the top count as tied
-            tied = proba >= proba.max(axis=1, keepdims=True) - TIE_ATOL
+            if not self.tie_atol:
+                return self.classes[np.argmax(proba, axis=1)], proba
+            # an averaging model's exact ties go to the first class in scikit-learn; float32
+            # sums turn them into gaps of ~1e-7, so classes within tie_atol of the top are tied
+            tied = proba >= proba.max(axis=1, keepdims=True) - self.tie_atol
             return self.classes[np.argmax(tied, axis=1)], proba
         return self._labels(out[0].ravel()), proba
 
@@ -265,6 +277,7 @@ def _try_onnx(
         has_proba=has_proba,
         conversion_seconds=seconds,
         labels_from_proba=has_proba and labels_from_proba(model),
+        tie_atol=tie_tolerance(model),
     )
     return _compare(predictor, model, frame, added, atol, rtol)
 
@@ -306,9 +319,9 @@ def convert_in_subprocess(
     trusted_types: Sequence[str] = (),
     check: Path | None = None,
     timeout_s: float = 300,
-) -> str:
-    """Convert and check the package in ``folder`` in a child process; return "" or the reason
-    it failed.
+) -> tuple[str, bool]:
+    """Convert and check the package in ``folder`` in a child process; return ``("", False)``,
+    or the reason it failed and whether that reason is a :class:`Disagreement` on the check set.
 
     The child loads the package (same trusted types, never pickle), converts it with skl2onnx,
     and checks the ONNX model against scikit-learn as :func:`try_onnx` does, on the rows of the
@@ -321,10 +334,11 @@ def convert_in_subprocess(
     import subprocess
 
     if out.is_file() and _meta_path(out).is_file():
-        return ""
+        return "", False
     failed = out.with_name(out.name + ".failed")
     if failed.is_file():  # tried before and refused: say why again without another try
-        return failed.read_text(errors="replace").strip() or "ONNX conversion failed before"
+        reason = failed.read_text(errors="replace").strip()
+        return reason or "ONNX conversion failed before", False
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         sys.executable,
@@ -338,17 +352,22 @@ def convert_in_subprocess(
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return f"ONNX conversion took longer than {timeout_s:.0f} s"
+        return f"ONNX conversion took longer than {timeout_s:.0f} s", False
     if done.returncode != 0 or not out.is_file():
         lines = (done.stderr or done.stdout or "").strip().splitlines()
         reason = lines[-1] if lines else f"the ONNX converter exited with {done.returncode}"
-        if done.returncode == 1:  # the model was refused (not a crash): remember it
+        if done.returncode in (_REFUSED, _DISAGREED):  # refused, not a crash: remember it
             from modelloop._fs import atomic_file
 
             with atomic_file(failed) as fh:
                 fh.write(reason.encode())
-        return reason
-    return ""
+        return reason, done.returncode == _DISAGREED
+    return "", False
+
+
+# exit codes of the converter child: refused (cannot convert, bad check set), disagreed (the
+# converted model differs from scikit-learn on the check set); anything else is a crash
+_REFUSED, _DISAGREED = 1, 4
 
 
 def _meta_path(out: Path) -> Path:
@@ -390,6 +409,7 @@ def predictor_from(
         has_proba=meta["has_proba"],
         conversion_seconds=meta["conversion_seconds"],
         labels_from_proba=bool(meta.get("labels_from_proba", False)),
+        tie_atol=float(meta.get("tie_atol", 0.0)),
     )
     predictor.check_rows = int(meta.get("check_rows", 0))
     return predictor
@@ -413,13 +433,14 @@ def _main(argv: Sequence[str]) -> int:
     predictor, reason = try_onnx(package, check)
     if predictor is None:
         print(reason, file=sys.stderr)
-        return 1
+        return _DISAGREED if isinstance(reason, Disagreement) else _REFUSED
     classes = predictor.classes
     meta = {
         "classes": None if classes is None else classes.tolist(),
         "classes_dtype": None if classes is None else classes.dtype.str,
         "has_proba": predictor.has_proba,
         "labels_from_proba": predictor.labels_from_proba,
+        "tie_atol": predictor.tie_atol,
         "string_columns": None
         if predictor.string_columns is None
         else sorted(predictor.string_columns),
@@ -453,9 +474,17 @@ def final_step(model: Any) -> Any:
     return model
 
 
-#: Probabilities this close to the largest count as a tie when labels come from probabilities
-#: (the default tolerance of the agreement check).
+#: For models whose probabilities are averages of per-tree (or per-neighbour) fractions, where
+#: exact ties are common: probabilities this close to the largest count as a tie.
 TIE_ATOL = 1e-5
+_AVERAGING = frozenset(
+    (
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+    )
+)
 
 # Classifiers whose predict() is the argmax of predict_proba() (ties go to the first class).
 _ARGMAX_CLASSIFIERS = frozenset(
@@ -470,6 +499,16 @@ _ARGMAX_CLASSIFIERS = frozenset(
         "KNeighborsClassifier",
     )
 )
+
+
+def tie_tolerance(model: Any) -> float:
+    """:data:`TIE_ATOL` for averaging models (forests, trees, uniform k-NN), else 0: for models
+    with continuous probabilities a tiny gap is a real difference, not a broken tie."""
+    final = final_step(model)
+    name = type(final).__name__
+    uniform_knn = name == "KNeighborsClassifier" and getattr(final, "weights", None) == "uniform"
+    averaging = name in _AVERAGING or uniform_knn
+    return TIE_ATOL if averaging and type(final).__module__.startswith("sklearn.") else 0.0
 
 
 def labels_from_proba(model: Any) -> bool:
@@ -577,36 +616,39 @@ def _compare(
     try:
         got, got_proba = predictor.predict_both(frame)
     except Exception as e:
-        return None, f"onnxruntime fails on the check set: {_short(e)}"
+        return None, Disagreement(f"onnxruntime fails on the check set: {_short(e)}")
 
     if predictor.classes is not None:
         if got.shape != expected.shape:
-            return None, f"ONNX labels have shape {got.shape}, scikit-learn {expected.shape}"
+            return None, Disagreement(
+                f"ONNX labels have shape {got.shape}, scikit-learn {expected.shape}"
+            )
         differ = np.flatnonzero(got != expected)
     else:
         if got.size != expected.size:
-            return None, f"ONNX values have shape {got.shape}, scikit-learn {expected.shape}"
+            return None, Disagreement(
+                f"ONNX values have shape {got.shape}, scikit-learn {expected.shape}"
+            )
         got = got.reshape(expected.shape)
         ok = np.isclose(got, expected.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True)
         differ = np.flatnonzero(~ok.reshape(n, -1).all(axis=1))
     if len(differ):
         i = int(differ[0])
-        return None, (
+        return None, Disagreement(
             f"{len(differ)} of {n} check rows differ; first at row {_row(i, added)}: scikit-learn "
             f"{_show(expected[i])}, onnxruntime {_show(got[i])}"
         )
     if expected_proba is not None:
         if got_proba is None or got_proba.shape != expected_proba.shape:
             shape = None if got_proba is None else got_proba.shape
-            return (
-                None,
-                f"ONNX probabilities have shape {shape}, scikit-learn {expected_proba.shape}",
+            return None, Disagreement(
+                f"ONNX probabilities have shape {shape}, scikit-learn {expected_proba.shape}"
             )
         gap = np.abs(got_proba - expected_proba)
         bad = np.flatnonzero((gap > atol).any(axis=1))
         if len(bad):
             i = int(bad[0])
-            return None, (
+            return None, Disagreement(
                 f"probabilities differ by more than {atol:g} on {len(bad)} of {n} check rows; "
                 f"first at row {_row(i, added)} (largest gap {float(gap[i].max()):.3g})"
             )

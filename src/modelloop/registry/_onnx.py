@@ -65,12 +65,21 @@ def convert_version(
 
     ``check_data`` must hold the signature's columns (others are ignored); more than
     ``max_check_rows`` rows are sampled down, reproducibly. Declining is not an error: the result
-    says why. ``InvalidInput`` when the check data lacks columns.
+    says why. An ONNX form attached before is detached only when this check finds that it
+    disagrees with scikit-learn (not when the conversion fails otherwise). ``InvalidInput`` when
+    the check data lacks columns or the ``onnx`` extra is not installed.
     """
+    import importlib.util
+
     from modelloop.models import Signature
     from modelloop.models._onnx import convert_in_subprocess, read_meta
     from modelloop.registry._uri import parse_model_spec
 
+    missing = [m for m in ("skl2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(
+            f"converting to ONNX needs {', '.join(missing)}: pip install 'modelloop[onnx]'"
+        )
     start = time.perf_counter()
     ref = parse_model_spec(uri)
     mv = client.resolve(ref)
@@ -82,7 +91,7 @@ def convert_version(
             check = Path(tmp) / "check.parquet"
             _check_rows(check_data, signature, max_check_rows).to_parquet(check)
         out = Path(tmp) / "model.onnx"
-        reason = convert_in_subprocess(
+        reason, disagreed = convert_in_subprocess(
             folder,
             out,
             trusted_types=client.settings.trusted_types,
@@ -90,7 +99,7 @@ def convert_version(
             timeout_s=timeout_s,
         )
         if reason:
-            if mv.tags.get(ONNX_TAG):  # an earlier form no longer passes: detach it
+            if disagreed and mv.tags.get(ONNX_TAG):  # the attached form fails this check
                 client.store.set_model_version_tags(
                     mv.name, mv.version, {ONNX_TAG: ""}, actor=client.settings.user
                 )

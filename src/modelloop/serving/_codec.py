@@ -817,7 +817,7 @@ def float_matrix(columns: dict[str, list[Any]], signature: Signature) -> np.ndar
     specs = signature.inputs
     if all(spec.dtype in ("float32", "float64") for spec in specs):
         rows = [[math.nan if v is None else v for v in columns[spec.name]] for spec in specs]
-        return np.array(rows, dtype=np.float64).T.astype(np.float32)
+        return np.array(rows, dtype=np.float64).T.astype(np.float32, order="C")
     n = len(columns[specs[0].name]) if specs else 0
     out = np.empty((n, len(specs)), dtype=np.float32)
     for j, spec in enumerate(specs):

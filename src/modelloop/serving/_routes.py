@@ -38,10 +38,13 @@ class _DirectRoute(APIRoute):
     """A route whose endpoint is called as ``endpoint(request, **path_params)`` and returns a
     ready :class:`Response`. FastAPI's per-request parameter solving and response serialization
     are skipped — together they cost about as much as a single-row prediction — while routing,
-    exception handlers, middleware and the OpenAPI document work as for any route. Used for the
-    prediction routes, whose handlers read the raw body themselves anyway."""
+    exception handlers, middleware and the OpenAPI document work as for any route; route
+    dependencies are refused, since they would not run. Used for the prediction routes, whose
+    handlers read the raw body themselves anyway."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        if self.dependant.dependencies:  # they would be skipped silently
+            raise TypeError(f"{self.path}: a direct route cannot have dependencies")
         endpoint = self.endpoint
 
         async def handler(request: Request) -> Response:
@@ -145,7 +148,17 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     config = state.config
     metrics = state.metrics
-    get = functools.partial(app.api_route, methods=["GET", "HEAD"])  # HEAD for probes
+
+    def get(path: str, **kwargs: Any) -> Callable[[Any], Any]:
+        """GET, and HEAD for probes (left out of the OpenAPI document: one operation per path)."""
+
+        def register(endpoint: Any) -> Any:
+            app.add_api_route(path, endpoint, methods=["GET"], **kwargs)
+            app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False, **kwargs)
+            return endpoint
+
+        return register
+
     shadows: set[asyncio.Task[None]] = set()
 
     def row_ids(rid: str, n: int) -> list[str]:
@@ -362,7 +375,10 @@ def add_routes(app: FastAPI, state: _State) -> None:
         )
 
     direct = functools.partial(
-        app.router.add_api_route, methods=["POST"], route_class_override=_DirectRoute
+        app.router.add_api_route,
+        methods=["POST"],
+        route_class_override=_DirectRoute,
+        response_model=dict[str, Any],  # for the OpenAPI document only: the handler encodes
     )
 
     async def v2_infer(request: Request, name: str) -> Response:

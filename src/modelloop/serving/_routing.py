@@ -87,6 +87,8 @@ class Predictor:
         self.path = path
         self.signature: Signature = signature
         self.onnx = onnx
+        #: the version's ONNX-form tag when it was loaded (a change makes the server reload it)
+        self.onnx_tag = ""
         self.classes = list(signature.classes) if signature.classes is not None else None
         self._from_proba = False
         self._model_classes = None
@@ -149,6 +151,7 @@ class LoadedModel:
         return {
             "version": self.version,
             "onnx": self.predictor.onnx is not None,
+            "onnx_sha256": None if self.predictor.onnx is None else self.predictor.onnx.sha256,
             "loaded_at": self.loaded_at,
         }
 
@@ -261,7 +264,12 @@ class ModelManager:
                     "prediction log's own columns; serve it with --no-log, or rename them"
                 )
         self._warm_up(predictor)
+        predictor.onnx_tag = self._form_tag(mv)
         return mv.version, predictor
+
+    def _form_tag(self, mv: ModelVersion) -> str:
+        """The version's ONNX-form tag as this server uses it ("" when it ignores forms)."""
+        return mv.tags.get(ONNX_TAG, "") if self.config.onnx is not False else ""
 
     def _registered_onnx(self, uri: str, mv: ModelVersion) -> Predictor | None:
         """The version's registered ONNX form (see ``modelloop models convert``), checked when it
@@ -285,7 +293,11 @@ class ModelManager:
             return None
         if onnx is None:
             return None
-        log.info("%s: onnxruntime path on (registered ONNX form)", uri)
+        log.info(
+            "%s: onnxruntime path on (registered ONNX form, model sha256 %s)",
+            uri,
+            onnx.sha256,
+        )
         return Predictor(None, onnx, signature=signature, path=folder)
 
     def _onnx_predictor(self, uri: str) -> Predictor | None:
@@ -298,7 +310,7 @@ class ModelManager:
         settings = self.client.settings
         folder = self.client.fetch_model(uri)
         converted = settings.home / "cache" / "onnx" / f"{folder.name}.onnx"
-        reason = convert_in_subprocess(folder, converted, trusted_types=settings.trusted_types)
+        reason, _ = convert_in_subprocess(folder, converted, trusted_types=settings.trusted_types)
         if reason:
             log.warning("%s: onnxruntime path off: %s", uri, reason)
             return None
@@ -432,7 +444,7 @@ class ModelManager:
             for role in ("champion", "challenger"):
                 ref: ModelRef | None = getattr(endpoint, f"{role}_ref")
                 current: LoadedModel | None = getattr(endpoint, role)
-                if ref is None or current is None or ref.version is not None:
+                if ref is None or current is None:
                     continue
                 loaded = await self._follow(ref, current)
                 if loaded is None:
@@ -448,23 +460,25 @@ class ModelManager:
                     self._retire(current)
                 changed.append(f"{endpoint.name} {role} {current.version} -> {loaded.version}")
                 log.info(
-                    "%s: %s now version %s (was %s)",
+                    "%s: %s now version %s (was %s)%s",
                     endpoint.name,
                     role,
                     loaded.version,
                     current.version,
+                    " with its ONNX form changed" if loaded.version == current.version else "",
                 )
             self._report(endpoint)
         return changed
 
     async def _follow(self, ref: ModelRef, current: LoadedModel) -> LoadedModel | None:
-        """The version ``ref`` now names, loaded, if it differs from ``current``; else None."""
+        """The version ``ref`` now names, loaded, if it differs from ``current`` (or is the same
+        version with an ONNX form attached or removed since); else None."""
         try:
             mv = await asyncio.to_thread(self.client.resolve, ref)
         except Exception as e:  # keep serving what is loaded
             log.warning("cannot resolve %s: %s; keeping version %s", ref, e, current.version)
             return None
-        if mv.version == current.version:
+        if mv.version == current.version and self._form_tag(mv) == current.predictor.onnx_tag:
             return None
         try:
             return await self.load(ModelRef(ref.name, version=mv.version))
