@@ -235,7 +235,7 @@ def _try_onnx(
         except ImportError:
             return None, "skl2onnx is not installed"
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return None, "onnxruntime is not installed"
 
@@ -259,11 +259,7 @@ def _try_onnx(
             if given is not None
             else _convert(model, signature, string_columns, classes, has_proba)
         )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = intra_op_threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+        session = _session(blob, intra_op_threads)
     except Exception as e:  # skl2onnx raises many types for what it cannot convert
         return None, f"skl2onnx cannot convert {type(model).__name__}: {_short(e)}"
     seconds = time.perf_counter() - start
@@ -380,6 +376,17 @@ def read_meta(out: Path) -> dict[str, Any]:
     return meta
 
 
+def _session(blob: bytes, intra_op_threads: int) -> Any:
+    """An onnxruntime session on the CPU, running ``intra_op_threads`` threads sequentially."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+
+
 def load_checked(out: Path, signature: Signature, *, intra_op_threads: int = 1) -> OnnxPredictor:
     """An :class:`OnnxPredictor` from files :func:`convert_in_subprocess` wrote and checked."""
     return predictor_from(out.read_bytes(), read_meta(out), signature, intra_op_threads)
@@ -390,13 +397,7 @@ def predictor_from(
 ) -> OnnxPredictor:
     """An :class:`OnnxPredictor` from a checked ONNX model and its description (no scikit-learn
     needed)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
+    session = _session(blob, intra_op_threads)
     classes = meta["classes"]
     strings = meta["string_columns"]
     predictor = OnnxPredictor(
