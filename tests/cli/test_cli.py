@@ -193,7 +193,7 @@ def test_models_convert_attaches_or_declines_with_exit_codes(
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["converted"] is True and out["check_rows"] == 100 and out["version"] == 1
-    assert ONNX_TAG in client.get_model_version("cancer", 1).tags
+    assert client.get_model_version("cancer", 1).tags.get(ONNX_TAG)
     table = invoke("models", "show", "cancer")
     assert "onnx" in table.stdout and "yes" in table.stdout
 

@@ -430,7 +430,7 @@ def test_register_with_onnx_attaches_the_form_checked_on_the_test_split(
     assert result.status == "registered"
     assert result.onnx == {"converted": True, "reason": "", "check_rows": 171}  # 30% of 569
     mv = client.get_model_version("cancer", result.registered_version)
-    assert ONNX_TAG in mv.tags and mv.aliases == ("champion",)
+    assert mv.tags.get(ONNX_TAG) and mv.aliases == ("champion",)
     register_run = _step_runs(client, result)["register"]
     assert register_run.tags["modelloop.onnx"] == "converted"
 
@@ -443,3 +443,20 @@ def test_register_with_onnx_attaches_the_form_checked_on_the_test_split(
     assert "DummyClassifier" in declined.onnx["reason"]
     assert ONNX_TAG not in client.get_model_version("cancer", 2).tags
     assert client.get_registered_model("cancer").aliases == {"champion": 2}
+
+
+def test_register_with_onnx_needs_the_converter_before_any_step(
+    client: Any, cancer_spec: dict[str, Any], cancer_csv: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from modelloop.exceptions import InvalidInput
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "skl2onnx" else real(n, *a)
+    )
+    cancer_spec["register"]["onnx"] = True
+    with pytest.raises(InvalidInput, match=r"pip install 'modelloop\[onnx\]'"):
+        _pipeline(cancer_spec, cancer_csv.parent).run(client)
+    assert all("cancer" not in e.name for e in client.store.list_experiments())  # no run made

@@ -13,6 +13,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from modelloop import ArtifactCorrupted, Client, InvalidInput
 from modelloop.models import Signature
+from modelloop.models._onnx import TIE_ATOL
 from modelloop.registry._onnx import ONNX_TAG, load_registered_onnx
 
 pytest.importorskip("skl2onnx")
@@ -54,6 +55,8 @@ def test_converted_form_is_attached_and_predicts_like_scikit_learn(
 
     predictor = load_registered_onnx(any_client, mv, _signature(any_client, "models:/cancer/1"))
     assert predictor is not None and predictor.check_rows == 300
+    assert predictor.labels_from_proba and predictor.tie_atol == TIE_ATOL  # a forest averages
+
     frame = _signature(any_client, "models:/cancer/1").validate(X)
     labels, proba = predictor.predict_both(frame)
     np.testing.assert_array_equal(labels, forest.predict(X))
@@ -102,6 +105,9 @@ def test_disagreement_on_the_check_data_declines(client: Client) -> None:
     assert " of 500 check rows differ" in done.reason
     assert ONNX_TAG not in client.get_model_version("edge", version).tags
     assert client.convert_model("edge@champion").converted  # the input example alone agrees
+    mv = client.get_model_version("edge", version)
+    form = load_registered_onnx(client, mv, _signature(client, "models:/edge/1"))
+    assert form is not None and form.labels_from_proba and form.tie_atol == 0.0  # continuous
 
     # checked again on the boundary rows, the attached form no longer passes: it is detached
     again = client.convert_model("edge@champion", check_data=boundary)

@@ -155,13 +155,37 @@ def test_a_damaged_form_falls_back_to_scikit_learn_with_a_warning(tmp_path: Path
     bogus = client.artifacts.put_bytes(b"not json").digest
     client.store.set_model_version_tags("cancer", 1, {ONNX_TAG: bogus})
     client.close()
-    srv = start_server(home, ["cancer@champion"])
+    srv = start_server(home, ["cancer@champion"], "--reload-interval", "0.2")
     try:
         body, expected = _served(srv)
         np.testing.assert_allclose(body["probabilities"], expected, atol=1e-12)
         assert _onnx_flag(srv) is False
-        assert "registered ONNX form not used: the ONNX form of cancer/1 has an unreadable" in (
-            " ".join(srv.log().split())
-        )
+        time.sleep(1.5)  # several alias checks: the same damaged form is not loaded again
+        log = " ".join(srv.log().split())
+        warning = "registered ONNX form not used: the ONNX form of cancer/1 has an unreadable"
+        assert log.count(warning) == 1
     finally:
+        assert srv.terminate() == 0
+
+
+def test_with_onnx_flag_a_detached_form_is_not_converted_again(tmp_path: Path) -> None:
+    from modelloop.registry._onnx import ONNX_TAG
+
+    home = tmp_path / "home"
+    register_rf(home)
+    client = Client(Settings(home=home))
+    srv = start_server(home, ["cancer@champion"], "--onnx", "--reload-interval", "0.2")
+    try:
+        assert _onnx_flag(srv)  # converted at start, since the version has no form
+        assert client.convert_model("cancer/1").converted
+        attached = client.get_model_version("cancer", 1).tags[ONNX_TAG]
+        assert _wait_for(srv, lambda c: "registered ONNX form" in srv.log())["onnx"] is True
+        client.store.set_model_version_tags("cancer", 1, {ONNX_TAG: ""})  # found to disagree
+        champion = _wait_for(srv, lambda c: not c["onnx"])
+        assert champion["onnx"] is False and attached
+        assert "detached after a failed check" in srv.log()
+        body, expected = _served(srv)
+        np.testing.assert_allclose(body["probabilities"], expected, atol=1e-12)
+    finally:
+        client.close()
         assert srv.terminate() == 0

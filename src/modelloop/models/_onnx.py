@@ -317,7 +317,8 @@ def convert_in_subprocess(
     timeout_s: float = 300,
 ) -> tuple[str, bool]:
     """Convert and check the package in ``folder`` in a child process; return ``("", False)``,
-    or the reason it failed and whether that reason is a :class:`Disagreement` on the check set.
+    or the reason it failed and whether that reason is a :class:`Disagreement` on the check set
+    (a refusal remembered from before says False: the marker keeps only the reason).
 
     The child loads the package (same trusted types, never pickle), converts it with skl2onnx,
     and checks the ONNX model against scikit-learn as :func:`try_onnx` does, on the rows of the
@@ -408,9 +409,9 @@ def predictor_from(
         masked=any(not _numpy_dtype(c.dtype) for c in signature.inputs),
         classes=None if classes is None else np.asarray(classes, dtype=meta["classes_dtype"]),
         has_proba=meta["has_proba"],
-        conversion_seconds=meta["conversion_seconds"],
+        conversion_seconds=float(meta.get("conversion_seconds", 0.0)),
         labels_from_proba=bool(meta.get("labels_from_proba", False)),
-        tie_atol=float(meta.get("tie_atol", 0.0)),
+        tie_atol=float(meta.get("tie_atol", TIE_ATOL if meta.get("labels_from_proba") else 0.0)),
     )
     predictor.check_rows = int(meta.get("check_rows", 0))
     return predictor

@@ -249,6 +249,10 @@ class Pipeline:
         registered."""
         from modelloop._client import default_client
 
+        if self.spec.register is not None and self.spec.register.onnx:
+            from modelloop.registry._onnx import require_converter
+
+            require_converter()  # before any step runs, not after the version exists
         client = client or default_client()
         started = time.perf_counter()
         ctx = RunContext(self, client, workers=workers)

@@ -31,7 +31,13 @@ if TYPE_CHECKING:
     from modelloop.models._onnx import OnnxPredictor
     from modelloop.store import ModelVersion
 
-__all__ = ["ONNX_TAG", "OnnxConversion", "convert_version", "load_registered_onnx"]
+__all__ = [
+    "ONNX_TAG",
+    "OnnxConversion",
+    "convert_version",
+    "load_registered_onnx",
+    "require_converter",
+]
 
 #: Version tag holding the sha256 of the ONNX form's description blob (empty: detached).
 ONNX_TAG = "modelloop.onnx"
@@ -69,17 +75,11 @@ def convert_version(
     disagrees with scikit-learn (not when the conversion fails otherwise). ``InvalidInput`` when
     the check data lacks columns or the ``onnx`` extra is not installed.
     """
-    import importlib.util
-
     from modelloop.models import Signature
     from modelloop.models._onnx import convert_in_subprocess, read_meta
     from modelloop.registry._uri import parse_model_spec
 
-    missing = [m for m in ("skl2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise InvalidInput(
-            f"converting to ONNX needs {', '.join(missing)}: pip install 'modelloop[onnx]'"
-        )
+    require_converter()
     start = time.perf_counter()
     ref = parse_model_spec(uri)
     mv = client.resolve(ref)
@@ -99,7 +99,9 @@ def convert_version(
             timeout_s=timeout_s,
         )
         if reason:
-            if disagreed and mv.tags.get(ONNX_TAG):  # the attached form fails this check
+            attached = mv.tags.get(ONNX_TAG)
+            now = client.get_model_version(mv.name, mv.version).tags.get(ONNX_TAG)
+            if disagreed and attached and now == attached:  # the attached form fails this check
                 client.store.set_model_version_tags(
                     mv.name, mv.version, {ONNX_TAG: ""}, actor=client.settings.user
                 )
@@ -128,6 +130,17 @@ def convert_version(
         check_rows=int(meta.get("check_rows", 0)),
         seconds=time.perf_counter() - start,
     )
+
+
+def require_converter() -> None:
+    """``InvalidInput`` naming the extra to install when skl2onnx or onnxruntime is missing."""
+    import importlib.util
+
+    missing = [m for m in ("skl2onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(
+            f"converting to ONNX needs {', '.join(missing)}: pip install 'modelloop[onnx]'"
+        )
 
 
 def load_registered_onnx(

@@ -229,6 +229,8 @@ class ModelManager:
         self.failed: str | None = None  # why loading failed, once it has
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        #: (name, version, ONNX-form tag) that failed to load when followed: not retried
+        self._unloadable: set[tuple[str, int, str]] = set()
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -252,7 +254,14 @@ class ModelManager:
         predictor = None
         if self.config.onnx is not False and mv.tags.get(ONNX_TAG):
             predictor = self._registered_onnx(uri, mv)
-        if predictor is None and self.config.onnx:
+        detached = ONNX_TAG in mv.tags and not mv.tags[ONNX_TAG]
+        if predictor is None and self.config.onnx and detached:
+            log.warning(
+                "%s: its ONNX form was detached after a failed check; not converting it "
+                "again here: scikit-learn",
+                uri,
+            )
+        elif predictor is None and self.config.onnx:
             predictor = self._onnx_predictor(uri)
         if predictor is None:
             predictor = Predictor(self.client.load_model(uri))
@@ -478,17 +487,24 @@ class ModelManager:
         except Exception as e:  # keep serving what is loaded
             log.warning("cannot resolve %s: %s; keeping version %s", ref, e, current.version)
             return None
-        if mv.version == current.version and self._form_tag(mv) == current.predictor.onnx_tag:
+        wanted = (ref.name, mv.version, self._form_tag(mv))
+        if wanted[1:] == (current.version, current.predictor.onnx_tag):
+            return None
+        if wanted in self._unloadable:  # said once already; retried when either changes
             return None
         try:
             return await self.load(ModelRef(ref.name, version=mv.version))
         except Exception as e:
+            self._unloadable.add(wanted)
             log.error(
-                "cannot load %s version %s: %s; keeping version %s",
+                "cannot load %s version %s%s: %s; keeping version %s%s (not retried until the "
+                "version or its ONNX form changes)",
                 ref.name,
                 mv.version,
+                " with its ONNX form changed" if mv.version == current.version else "",
                 e,
                 current.version,
+                " as loaded" if mv.version == current.version else "",
             )
             return None
 
