@@ -48,16 +48,6 @@ __all__ = ["DATASET_TAG", "PACKAGE_TAG", "Client", "default_client"]
 PACKAGE_TAG = "modelloop.package_digest"
 #: Version tag naming the digest of the training dataset of the version's run.
 DATASET_TAG = "modelloop.dataset_digest"
-#: Version tags that say what a version is and serves: never taken from callers at registration.
-_SYSTEM_TAGS = frozenset(
-    (
-        PACKAGE_TAG,
-        DATASET_TAG,
-        "modelloop.onnx",
-        "modelloop.reference_profile",
-        "modelloop.task",
-    )
-)
 
 
 class Client:
@@ -292,7 +282,7 @@ class Client:
         if isinstance(run, ActiveRun):
             run.flush()
         check_model_name(name)
-        reserved = sorted(set(tags or {}) & _SYSTEM_TAGS)
+        reserved = sorted(set(tags or {}) & system_tags())
         if reserved:
             raise InvalidInput(f"tags {reserved} are set by modelloop itself, not by callers")
         items = self.list_artifacts(run_id, artifact_path)
@@ -388,17 +378,21 @@ class Client:
             raise NotFound(f"model {ref.name!r} has no versions")
         return self.store.get_model_version(ref.name, latest)
 
-    def fetch_model(self, uri: str) -> Path:
-        """The local folder of the package ``uri`` names, every file's digest verified, without
-        loading the model (for readers of its signature or of an exported form)."""
+    def fetch_model(self, uri: str | ModelVersion) -> Path:
+        """The local folder of the package ``uri`` names (or of a version already resolved),
+        every file's digest verified, without loading the model (for readers of its signature
+        or of an exported form, and for loaders that read the folder once)."""
         ref, pinned = self._package_ref(uri)
         return self._package_dir(ref, pinned)
 
-    def _package_ref(self, uri: str) -> tuple[RunArtifactRef, str | None]:
-        ref = parse_model_uri(uri)
-        if not isinstance(ref, ModelRef):
-            return ref, None
-        mv = self.resolve(ref)
+    def _package_ref(self, uri: str | ModelVersion) -> tuple[RunArtifactRef, str | None]:
+        if isinstance(uri, ModelVersion):
+            mv = uri
+        else:
+            ref = parse_model_uri(uri)
+            if not isinstance(ref, ModelRef):
+                return ref, None
+            mv = self.resolve(ref)
         src = parse_model_uri(mv.source)
         if not isinstance(src, RunArtifactRef):
             raise InvalidInput(f"version {mv.name}/{mv.version} has an unknown source")
@@ -500,6 +494,15 @@ def _matches(cache: Path, prefix: str, items: Sequence[RunArtifact]) -> bool:
 
 _clients: dict[tuple[str, str], Client] = {}
 _clients_lock = threading.Lock()
+
+
+def system_tags() -> frozenset[str]:
+    """Version tags that say what a version is and serves: never taken from callers at
+    registration (imported from their owners lazily, as the monitoring package is heavy)."""
+    from modelloop.monitoring._reference import REFERENCE_TAG, TASK_TAG
+    from modelloop.registry._onnx import ONNX_TAG
+
+    return frozenset((PACKAGE_TAG, DATASET_TAG, ONNX_TAG, REFERENCE_TAG, TASK_TAG))
 
 
 def default_client() -> Client:

@@ -1,4 +1,5 @@
-"""The one place that says what a registered model name and an alias may be.
+"""The one place that says what a registered model name and an alias may be, and what the
+prediction log's own columns are called.
 
 Model names become URI parts (``models:/NAME@ALIAS``), folder names (prediction logs) and metric
 labels, so they are an allow-list: a letter or digit first, then letters, digits, ``_ . -``, at
@@ -12,7 +13,17 @@ import re
 
 from modelloop.exceptions import InvalidInput
 
-__all__ = ["ALIAS_PATTERN", "MODEL_NAME_PATTERN", "check_alias", "check_model_name"]
+__all__ = [
+    "ALIAS_PATTERN",
+    "MODEL_NAME_PATTERN",
+    "PREDICTION_COLUMNS",
+    "check_alias",
+    "check_model_name",
+]
+
+#: Columns every prediction-log segment carries besides the inputs and outputs, in this order
+#: (the server writes them, monitoring reads them).
+PREDICTION_COLUMNS = ("request_id", "timestamp", "model_name", "model_version", "route")
 
 MODEL_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}"
 ALIAS_PATTERN = r"[A-Za-z0-9_\-]{1,64}"

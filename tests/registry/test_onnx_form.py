@@ -14,6 +14,7 @@ from sklearn.ensemble import RandomForestClassifier
 from modelloop import ArtifactCorrupted, Client, InvalidInput
 from modelloop.models import Signature
 from modelloop.models._onnx import TIE_ATOL
+from modelloop.models._package import read_signature
 from modelloop.registry._onnx import ONNX_TAG, load_registered_onnx
 
 pytest.importorskip("skl2onnx")
@@ -30,8 +31,9 @@ def _register(client: Client, model, X: pd.DataFrame, y: pd.Series, name: str = 
 
 
 def _signature(client: Client, uri: str) -> Signature:
-    folder = client.fetch_model(uri)
-    return Signature.from_json((folder / "signature.json").read_bytes())
+    signature = read_signature(client.fetch_model(uri))
+    assert signature is not None
+    return signature
 
 
 def test_converted_form_is_attached_and_predicts_like_scikit_learn(

@@ -130,11 +130,11 @@ def test_cli_model_spec() -> None:
 def test_tags_that_say_what_a_version_serves_cannot_be_passed_at_registration(
     client: Client, breast_cancer
 ) -> None:
-    from modelloop._client import _SYSTEM_TAGS, DATASET_TAG, PACKAGE_TAG
+    from modelloop._client import DATASET_TAG, PACKAGE_TAG, system_tags
     from modelloop.monitoring import REFERENCE_TAG, TASK_TAG
     from modelloop.registry._onnx import ONNX_TAG
 
-    assert {PACKAGE_TAG, DATASET_TAG, ONNX_TAG, REFERENCE_TAG, TASK_TAG} == _SYSTEM_TAGS
+    assert {PACKAGE_TAG, DATASET_TAG, ONNX_TAG, REFERENCE_TAG, TASK_TAG} == system_tags()
     X, y = breast_cancer
     run_id = _train_and_log(client, X, y, LogisticRegression(max_iter=5000))
     for tag in (PACKAGE_TAG, ONNX_TAG):

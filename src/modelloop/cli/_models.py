@@ -124,9 +124,8 @@ def convert_model(
     Exits 1 when the model is declined, with the reason.
     """
     from modelloop._client import default_client
-    from modelloop.cli._output import read_frame, require_extra
+    from modelloop.cli._output import read_frame
 
-    require_extra("onnx", "skl2onnx", "onnxruntime")
     frame = read_frame(check_data) if check_data is not None else None
     with console.status(f"converting {escape(model)} to ONNX and checking it…"):
         result = default_client().convert_model(model, check_data=frame)

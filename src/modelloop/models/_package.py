@@ -341,16 +341,21 @@ def load_model(
             raise InvalidInput("trusted_types must be a list of type names, not one string")
         base = (settings or Settings.from_env()).trusted_types
         model = _load_skops(blob, root, (*base, *(trusted_types or ())))
-    signature = None
-    if (root / SIGNATURE_FILE).exists():
-        raw = _read_json(root / SIGNATURE_FILE, "signature")
-        try:
-            signature = Signature.from_dict(raw)
-        except InvalidInput as e:
-            raise ArtifactCorrupted(f"{root / SIGNATURE_FILE}: {e}") from e
     return ModelPackage(
-        model=model, signature=signature, metadata=MappingProxyType(meta), path=root
+        model=model, signature=read_signature(root), metadata=MappingProxyType(meta), path=root
     )
+
+
+def read_signature(root: Path) -> Signature | None:
+    """The signature of the package folder ``root`` (None when it has none), without loading
+    the model; ``ArtifactCorrupted`` when the file is unreadable."""
+    if not (root / SIGNATURE_FILE).exists():
+        return None
+    raw = _read_json(root / SIGNATURE_FILE, "signature")
+    try:
+        return Signature.from_dict(raw)
+    except InvalidInput as e:
+        raise ArtifactCorrupted(f"{root / SIGNATURE_FILE}: {e}") from e
 
 
 def _read_json(file: Path, what: str) -> Any:

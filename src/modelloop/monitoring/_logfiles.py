@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelloop._fs import atomic_file
-from modelloop._names import check_model_name
+from modelloop._names import PREDICTION_COLUMNS, check_model_name
 from modelloop.exceptions import InvalidInput, SchemaMismatch
 
 if TYPE_CHECKING:
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = ["PREDICTION_COLUMNS", "append_feedback", "append_predictions"]
-
-#: Columns every prediction-log segment carries besides the inputs and outputs.
-PREDICTION_COLUMNS = ("request_id", "timestamp", "model_name", "model_version", "route")
 
 
 def _write(frame: pd.DataFrame | pa.Table, folder: Path, required: tuple[str, ...]) -> Path:

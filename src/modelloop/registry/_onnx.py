@@ -75,19 +75,20 @@ def convert_version(
     disagrees with scikit-learn (not when the conversion fails otherwise). ``InvalidInput`` when
     the check data lacks columns or the ``onnx`` extra is not installed.
     """
-    from modelloop.models import Signature
     from modelloop.models._onnx import convert_in_subprocess, read_meta
+    from modelloop.models._package import read_signature
     from modelloop.registry._uri import parse_model_spec
 
     require_converter()
     start = time.perf_counter()
-    ref = parse_model_spec(uri)
-    mv = client.resolve(ref)
-    folder = client.fetch_model(f"models:/{mv.name}/{mv.version}")
-    signature = Signature.from_json((folder / "signature.json").read_bytes())
+    mv = client.resolve(parse_model_spec(uri))
+    folder = client.fetch_model(mv)
+    signature = read_signature(folder)
     with tempfile.TemporaryDirectory(prefix="modelloop-onnx-") as tmp:
         check = None
         if check_data is not None:
+            if signature is None:
+                raise InvalidInput(f"{mv.name}/{mv.version} has no signature to check data by")
             check = Path(tmp) / "check.parquet"
             _check_rows(check_data, signature, max_check_rows).to_parquet(check)
         out = Path(tmp) / "model.onnx"

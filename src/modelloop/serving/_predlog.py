@@ -19,7 +19,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelloop._names import check_model_name
+from modelloop._names import PREDICTION_COLUMNS, check_model_name
 from modelloop.exceptions import InvalidInput
 
 if TYPE_CHECKING:
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["PredictionLog"]
 
 logger = logging.getLogger(__name__)
-
-# Leading columns of every segment, in this order; the rest keep the order the caller gave.
-_LEADING = ("request_id", "timestamp", "model_name", "model_version", "route")
 
 
 class _Entry:
@@ -90,7 +87,9 @@ _ROW_KEYS: dict[tuple[str, ...], frozenset[str]] = {}
 
 
 def _ordered(given: Sequence[str]) -> list[str]:
-    return [c for c in _LEADING if c in given] + [c for c in given if c not in _LEADING]
+    """The log's own columns first, in their order; the rest in the order given."""
+    leading = [c for c in PREDICTION_COLUMNS if c in given]
+    return leading + [c for c in given if c not in PREDICTION_COLUMNS]
 
 
 def _table(entries: list[_Entry], wall_minus_mono: float) -> pa.Table:

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 
+from modelloop._names import PREDICTION_COLUMNS
 from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch, StoreError
 from modelloop.serving._errors import BadRequest, Overloaded, PayloadTooLarge
 from modelloop.serving._http import inline_binary_tensors, json_header_length, read_body
@@ -184,8 +185,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             names = model.log_names
             if names is None:
                 names = (
-                    "request_id", "timestamp", "model_name", "model_version", "route",
-                    *model.signature.columns, "prediction",
+                    *PREDICTION_COLUMNS, *model.signature.columns, "prediction",
                     *(f"proba_{c}" for c in (model.classes or []) if has_proba),
                     "latency_ms",
                 )  # fmt: skip
@@ -239,7 +239,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     async def predict(
         request: Request, name: str, v2: bool, version: str | None
-    ) -> tuple[LoadedModel, str, Any, str, BatchResult, float]:
+    ) -> tuple[LoadedModel, str, Any, str, BatchResult]:
         """Read, route, validate and predict one request; a failure is counted, then raised."""
         t0 = time.perf_counter()
         picked: dict[str, Any] = {}
@@ -256,7 +256,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         version: str | None,
         picked: dict[str, Any],
         t0: float,
-    ) -> tuple[LoadedModel, str, Any, str, BatchResult, float]:
+    ) -> tuple[LoadedModel, str, Any, str, BatchResult]:
         endpoint = state.manager.get(name)
         picked["model"] = name
         binary_at = json_header_length(request) if v2 else None
@@ -291,7 +291,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         seconds = time.perf_counter() - t0
         log_rows(model, route, rid, decoded, result, seconds * 1e3)
         metrics.request(name, str(model.version), route, 200, seconds)
-        return model, route, decoded, rid, result, seconds
+        return model, route, decoded, rid, result
 
     def failed(picked: dict[str, Any], exc: BaseException, t0: float) -> None:
         """Count a failed request under the model it was for, if that model is served here
@@ -361,7 +361,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         return model_ready(name, version)
 
     async def v2_infer_any(request: Request, name: str, version: str | None) -> Response:
-        model, _route, decoded, rid, result, _s = await predict(request, name, True, version)
+        model, _route, decoded, rid, result = await predict(request, name, True, version)
         return _json(
             _encode.encode_v2(
                 name,
@@ -399,7 +399,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
     # -- plain JSON ---------------------------------------------------------------------------
 
     async def v1_predict(request: Request, name: str) -> Response:
-        model, route, decoded, rid, result, _s = await predict(request, name, False, None)
+        model, route, decoded, rid, result = await predict(request, name, False, None)
         out = _encode.encode_records(
             name, model.version, rid, route, result.prediction, result.proba, model.classes
         )

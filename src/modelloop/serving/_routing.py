@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from modelloop._names import PREDICTION_COLUMNS
 from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
 from modelloop.models._onnx import final_step, labels_from_proba
+from modelloop.models._package import INPUT_EXAMPLE_FILE
 from modelloop.registry._onnx import ONNX_TAG
 from modelloop.registry._uri import ModelRef, parse_model_spec
 from modelloop.serving._batcher import Batcher
@@ -50,9 +52,7 @@ def _short(e: BaseException, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-_LOG_COLUMNS = frozenset(
-    ("request_id", "timestamp", "model_name", "model_version", "route", "prediction", "latency_ms")
-)
+_LOG_COLUMNS = frozenset((*PREDICTION_COLUMNS, "prediction", "latency_ms"))
 
 
 def _reserved(column: str) -> bool:
@@ -249,11 +249,15 @@ class ModelManager:
     # -- loading -----------------------------------------------------------------------------
 
     def _load_sync(self, ref: ModelRef) -> tuple[int, Predictor]:
+        from modelloop.models._package import load_model, read_signature
+
         mv = self.client.resolve(ref)
         uri = f"models:/{mv.name}/{mv.version}"
+        folder = self.client.fetch_model(mv)  # fetched and verified once for every runtime
+        signature = read_signature(folder)
         predictor = None
-        if self.config.onnx is not False and mv.tags.get(ONNX_TAG):
-            predictor = self._registered_onnx(uri, mv)
+        if signature is not None and self.config.onnx is not False and mv.tags.get(ONNX_TAG):
+            predictor = self._registered_onnx(uri, mv, folder, signature)
         detached = ONNX_TAG in mv.tags and not mv.tags[ONNX_TAG]
         if predictor is None and self.config.onnx and detached:
             log.warning(
@@ -261,10 +265,10 @@ class ModelManager:
                 "again here: scikit-learn",
                 uri,
             )
-        elif predictor is None and self.config.onnx:
-            predictor = self._onnx_predictor(uri)
+        elif predictor is None and self.config.onnx and signature is not None:
+            predictor = self._onnx_predictor(uri, folder, signature)
         if predictor is None:
-            predictor = Predictor(self.client.load_model(uri))
+            predictor = Predictor(load_model(folder, settings=self.client.settings))
         if self.config.log_predictions:
             clash = [c for c in predictor.signature.columns if _reserved(c)]
             if clash:
@@ -280,15 +284,14 @@ class ModelManager:
         """The version's ONNX-form tag as this server uses it ("" when it ignores forms)."""
         return mv.tags.get(ONNX_TAG, "") if self.config.onnx is not False else ""
 
-    def _registered_onnx(self, uri: str, mv: ModelVersion) -> Predictor | None:
+    def _registered_onnx(
+        self, uri: str, mv: ModelVersion, folder: Path, signature: Signature
+    ) -> Predictor | None:
         """The version's registered ONNX form (see ``modelloop models convert``), checked when it
         was attached; scikit-learn is not loaded. None (and a warning) when it cannot be used."""
-        from modelloop.models import Signature
         from modelloop.registry._onnx import load_registered_onnx
 
         try:
-            folder = self.client.fetch_model(uri)
-            signature = Signature.from_json((folder / "signature.json").read_bytes())
             onnx = load_registered_onnx(self.client, mv, signature)
         except ImportError:
             log.warning(
@@ -309,22 +312,19 @@ class ModelManager:
         )
         return Predictor(None, onnx, signature=signature, path=folder)
 
-    def _onnx_predictor(self, uri: str) -> Predictor | None:
+    def _onnx_predictor(self, uri: str, folder: Path, signature: Signature) -> Predictor | None:
         """The ONNX twin of a version, converted and checked once in a child process and kept
         beside the package cache; scikit-learn is not loaded here. None (and a warning) when
         the model does not convert or does not match scikit-learn on its input example."""
-        from modelloop.models import Signature
         from modelloop.models._onnx import convert_in_subprocess, load_checked
 
         settings = self.client.settings
-        folder = self.client.fetch_model(uri)
         converted = settings.home / "cache" / "onnx" / f"{folder.name}.onnx"
         reason, _ = convert_in_subprocess(folder, converted, trusted_types=settings.trusted_types)
         if reason:
             log.warning("%s: onnxruntime path off: %s", uri, reason)
             return None
         try:
-            signature = Signature.from_json((folder / "signature.json").read_bytes())
             onnx = load_checked(converted, signature)
         except Exception as e:
             log.warning("%s: onnxruntime path off: %s", uri, e)
@@ -335,7 +335,7 @@ class ModelManager:
     @staticmethod
     def _warm_up(predictor: Predictor) -> None:
         """One prediction on the package's input example, so the first request is not slow."""
-        example = predictor.path / "input_example.json"
+        example = predictor.path / INPUT_EXAMPLE_FILE
         if not example.is_file():
             return
         import json
