@@ -97,10 +97,9 @@ def run_pipeline(
 def _run_with_progress(
     pipeline: Pipeline, client: Client, no_cache: bool, workers: int | None, as_json: bool
 ) -> PipelineResult:
-    from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    out = Console(stderr=True) if as_json else console
+    out = err_console if as_json else console
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description:<10}"),

@@ -100,8 +100,9 @@ def step_digest(
 
 def outputs_digest(items: Sequence[RunArtifact]) -> str:
     """sha256 over a step run's (artifact path, blob digest) pairs: its outputs' identity."""
-    lines = sorted(f"{i.path}\0{i.digest}\n" for i in items)
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
+    from modelloop._client import _manifest_digest
+
+    return _manifest_digest("", items)  # the package digest's formula, paths taken whole
 
 
 def find_cached(client: Client, experiment_id: int, digest: str) -> Run | None:

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["Evaluation", "evaluate"]
 
 TASKS = ("binary", "multiclass", "classification", "regression")
-_LOWER_IS_BETTER = frozenset({"rmse", "mae", "log_loss", "brier"})
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,8 @@ class Evaluation:
         }
 
 
-def _finite(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a finite float, else None (missing, not a number, NaN or infinite)."""
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -96,7 +96,7 @@ def _safe(fn: Any, *args: Any, **kwargs: Any) -> float | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _finite(fn(*args, **kwargs))
+            return finite_or_none(fn(*args, **kwargs))
     except ValueError:
         return None
 
@@ -349,7 +349,9 @@ def _fairness(
                 metrics=mean_absolute_error, y_true=y, y_pred=pred, sensitive_features=groups
             )
             values = {"mae_difference": frame.difference()}
-        out[col] = {k: v for k, v in ((k, _finite(v)) for k, v in values.items()) if v is not None}
+        out[col] = {
+            k: v for k, v in ((k, finite_or_none(v)) for k, v in values.items()) if v is not None
+        }
     return out
 
 

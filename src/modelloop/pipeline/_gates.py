@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from modelloop.exceptions import InvalidInput
+from modelloop.pipeline._evaluate import finite_or_none
 
 __all__ = ["Gate", "GateResult", "evaluate_gates", "parse_gate"]
 
@@ -100,16 +101,6 @@ def parse_gate(expr: str) -> Gate:
     return Gate(expr.strip(), metric, op, None, True, offset, scale)
 
 
-def _usable(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
 
@@ -122,9 +113,9 @@ def evaluate_gates(
     """Check each gate against the candidate's ``metrics`` (and the ``champion``'s, measured on
     the same evaluation data); one result per gate, in order."""
     results = []
-    available = ", ".join(sorted(k for k, v in metrics.items() if _usable(v) is not None))
+    available = ", ".join(sorted(k for k, v in metrics.items() if finite_or_none(v) is not None))
     for gate in gates:
-        value = _usable(metrics.get(gate.metric))
+        value = finite_or_none(metrics.get(gate.metric))
         if value is None:
             what = "has no value" if gate.metric not in metrics else "is not a finite number"
             results.append(
@@ -145,7 +136,7 @@ def evaluate_gates(
                     GateResult(gate.expr, gate.metric, value, None, True, "no champion yet")
                 )
                 continue
-            base = _usable(champion.get(gate.metric))
+            base = finite_or_none(champion.get(gate.metric))
             if base is None:
                 results.append(
                     GateResult(

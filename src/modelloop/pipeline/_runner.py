@@ -31,7 +31,6 @@ from modelloop.pipeline._steps import (
     jsonable,
     metric_list,
     read_frame_bytes,
-    read_json_bytes,
 )
 
 if TYPE_CHECKING:
@@ -178,7 +177,7 @@ class RunContext:
     def json(self, step: str, name: str, key: str) -> Any:
         """An upstream JSON output: from memory, else from the step run's artifact."""
         if key not in self.memory:
-            self.memory[key] = read_json_bytes(self._blob(step, name))
+            self.memory[key] = json.loads(self._blob(step, name))
         return self.memory[key]
 
     def model(self) -> Any:

@@ -126,12 +126,6 @@ class DataSchema:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def column(self, name: str) -> ColumnRule:
-        for rule in self.columns:
-            if rule.name == name:
-                return rule
-        raise KeyError(name)
-
 
 @dataclass(frozen=True)
 class Violation:

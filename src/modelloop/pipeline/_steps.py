@@ -148,7 +148,6 @@ def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
         {"reference": ctx.reference_label, "report": report.to_dict()},
     )
     tags["modelloop.violations"] = str(len(report.violations))
-    ctx.memory["validation"] = report
     ctx.pending_tags.update(tags)
     raise_for_hard(report)
     return tags
@@ -491,10 +490,6 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
     if onnx is not None:
         step_tags["modelloop.onnx"] = "converted" if onnx["converted"] else "declined"
     return step_tags
-
-
-def read_json_bytes(data: bytes) -> Any:
-    return json.loads(data)
 
 
 def read_frame_bytes(data: bytes) -> pd.DataFrame:
