@@ -57,6 +57,7 @@ def test_pipeline_to_server_to_monitoring(tmp_path: Path) -> None:
 
     out = run_monitor(client, "flights-delay", window="1h", store_result=False)
     assert out.result.drift.n_current == 300
+    assert out.result.drift.n_tested > 0  # the served July rows were compared with training
     live = out.result.performance.overall
     assert live.n == 300
     served = [r.json()["predictions"][0] for r in replies]

@@ -18,11 +18,8 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def cancer() -> tuple[pd.DataFrame, pd.Series]:
-    from sklearn.datasets import load_breast_cancer
-
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    return X, y
+def cancer(breast_cancer: tuple[pd.DataFrame, pd.Series]) -> tuple[pd.DataFrame, pd.Series]:
+    return breast_cancer
 
 
 @pytest.fixture(scope="module")

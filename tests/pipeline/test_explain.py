@@ -125,6 +125,7 @@ def test_explanations_for_multiclass_and_regression() -> None:
     assert ex.explainer == "shap.LinearExplainer" and ex.output == "log-odds"
     assert ex.note == "shap.LinearExplainer explains the model's log-odds, not its probabilities"
     logits = model.decision_function(X)
+    assert len(ex.local) == 3
     assert {e["class"] for e in ex.local} <= {0, 1, 2}
     for e in ex.local:
         total = sum(e["contributions"].values())
@@ -206,6 +207,7 @@ def test_tree_regressor_and_multiclass_forest_use_tree_explainer() -> None:
     ex3, _ = explain(clf, X, task="multiclass", max_rows=200, n_local=6)
     assert ex3.explainer == "shap.TreeExplainer" and ex3.base_value is None
     proba = clf.predict_proba(X)
+    assert len(ex3.local) == 6
     for e in ex3.local:  # the predicted class's probability, decomposed
         assert e["class"] == int(np.argmax(proba[e["row"]]))
         total = sum(e["contributions"].values()) + e["base_value"]

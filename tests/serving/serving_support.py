@@ -254,6 +254,8 @@ def metric_samples(server: Server) -> list[tuple[str, dict[str, str], float]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=60) as r:
+        assert r.status == 200
+        assert r.headers["content-type"].startswith("text/plain")
         text = r.read().decode()
     return [
         (s.name, dict(s.labels), s.value)
@@ -265,3 +267,16 @@ def metric_samples(server: Server) -> list[tuple[str, dict[str, str], float]]:
 def scrape(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """The server's metrics by (name, labels)."""
     return {(n, frozenset(lab.items())): v for n, lab, v in metric_samples(server)}
+
+
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """The sample called ``name`` with exactly ``labels`` in a :func:`scrape`, 0 when absent."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def read_parquets(folder: Path) -> pd.DataFrame:
+    """Every Parquet file in ``folder`` (a prediction log or feedback folder) as one frame."""
+    parts = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -27,15 +26,10 @@ from modelloop.serving._auth import (
     is_loopback,
     load_tokens,
 )
+from s3_support import free_port
 
 ADMIN = "admin-token-0123456789abcdef"
 PREDICT = "predict-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def ok(request: Request) -> JSONResponse:

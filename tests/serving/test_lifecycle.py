@@ -20,6 +20,7 @@ from serving_support import (
     Server,
     breast_cancer,
     metric_samples,
+    read_parquets,
     register_rf,
     start_server,
     wait_until_ready,
@@ -38,13 +39,6 @@ def ready_status(server: Server, path: str = "/v2/health/ready") -> int | None:
         return e.code
     except OSError:
         return None
-
-
-def read_parquets(folder: Path) -> Any:
-    import pandas as pd
-
-    parts = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def batches_started(server: Server) -> float:

@@ -117,6 +117,7 @@ def test_model_version_gauge_per_route() -> None:
 def test_each_instance_has_its_own_registry() -> None:
     a, b = ServingMetrics(), ServingMetrics()
     a.request("fraud", "1", "champion", 200, 0.01)
+    assert [k for k in scrape(a) if k[0] == "modelloop_serving_requests_total"]
     assert ("modelloop_serving_requests_total", ()) not in scrape(b)
     keys = [k for k in scrape(b) if k[0] == "modelloop_serving_requests_total"]
     assert keys == []

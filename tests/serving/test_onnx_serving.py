@@ -45,8 +45,9 @@ def _wait_for(srv, predicate, timeout: float = 20.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         champion = httpx.get(f"{srv.url}/v1/models", timeout=10).json()["models"][0]["champion"]
-        if predicate(champion) or time.monotonic() > deadline:
+        if predicate(champion):
             return champion
+        assert time.monotonic() < deadline, (champion, srv.log()[-2000:])
         time.sleep(0.1)
 
 

@@ -6,15 +6,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import Server, post_many, register_rf, row_records, scrape, start_server
+from serving_support import (
+    Server,
+    post_many,
+    register_rf,
+    row_records,
+    sample,
+    scrape,
+    start_server,
+)
 
 QUEUE_ROWS = 32
-
-
-def metric(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +68,7 @@ def test_burst_beyond_the_queue_gets_503_with_retry_after_and_nothing_hangs(
         assert len(r.json()["predictions"]) == len(b["records"])
     after = scrape(server)
     name = "modelloop_serving_rejected_requests_total"
-    assert metric(after, name, model="cancer", reason="queue_full") - metric(
+    assert sample(after, name, model="cancer", reason="queue_full") - sample(
         before, name, model="cancer", reason="queue_full"
     ) == len(rejected)
     req = "modelloop_serving_requests_total"
@@ -75,12 +77,12 @@ def test_burst_beyond_the_queue_gets_503_with_retry_after_and_nothing_hangs(
     assert n503 == len(rejected)
     # counted under the version and route that would have answered
     labels = {"model": "cancer", "version": "1", "route": "champion", "status": "503"}
-    assert metric(after, req, **labels) - metric(before, req, **labels) == len(rejected)
+    assert sample(after, req, **labels) - sample(before, req, **labels) == len(rejected)
     n200 = sum(v for (n, lbl), v in after.items() if n == req and ("status", "200") in lbl)
     n200 -= sum(v for (n, lbl), v in before.items() if n == req and ("status", "200") in lbl)
     assert n200 == len(served)
     # the queue drained: it is empty and the next request is answered
-    assert metric(after, "modelloop_serving_queue_depth", model="cancer") == 0
+    assert sample(after, "modelloop_serving_queue_depth", model="cancer") == 0
     again = post_many(url, [{"records": records[:1]}])[0]
     assert again.status_code == 200
 

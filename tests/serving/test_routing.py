@@ -15,17 +15,29 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Server, breast_cancer, post_many, register_rf, scrape, start_server
+from serving_support import (
+    Server,
+    breast_cancer,
+    post_many,
+    read_parquets,
+    register_rf,
+    sample,
+    scrape,
+    start_server,
+)
 
 SHARE = 0.2
 
 
 def requests_counted(server: Server, model: str, version: str, route: str) -> float:
-    key = (
+    return sample(
+        scrape(server),
         "modelloop_serving_requests_total",
-        frozenset({"model": model, "version": version, "route": route, "status": "200"}.items()),
+        model=model,
+        version=version,
+        route=route,
+        status="200",
     )
-    return scrape(server).get(key, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +143,7 @@ def test_the_same_key_always_gets_the_same_route(served: dict[str, Any]) -> None
 
 
 def read_log(home: Path, model: str) -> Any:
-    import pandas as pd
-
-    parts = [pd.read_parquet(p) for p in sorted((home / "predictions" / model).glob("*.parquet"))]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return read_parquets(home / "predictions" / model)
 
 
 def test_shadow_answers_are_logged_and_never_returned(served: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Server, register_mixed, start_server
+from serving_support import Server, metric_samples, register_mixed, start_server
 
 P = "modelloop_serving_"
 ROW = {"amount": 101.5, "count": 3, "flag": True, "city": "paris"}
@@ -97,20 +97,6 @@ def traffic(server: Server) -> Traffic:
     return t
 
 
-def scrape(server: Server) -> list[tuple[str, dict[str, str], float]]:
-    import httpx
-    from prometheus_client.parser import text_string_to_metric_families
-
-    response = httpx.get(f"{server.url}/metrics", timeout=60)
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain")
-    return [
-        (s.name, dict(s.labels), s.value)
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-    ]
-
-
 def value(samples: list, name: str, **labels: str) -> float:
     """The one sample called ``name`` whose labels include ``labels``."""
     found = [v for n, lab, v in samples if n == name and labels.items() <= lab.items()]
@@ -119,7 +105,7 @@ def value(samples: list, name: str, **labels: str) -> float:
 
 
 def test_requests_by_model_version_route_status(server: Server, traffic: Traffic) -> None:
-    samples = scrape(server)
+    samples = metric_samples(server)
     name = P + "requests_total"
     ok = value(samples, name, model="mixed", version="1", route="champion", status="200")
     assert ok == traffic.ok_requests
@@ -133,7 +119,7 @@ def test_failed_request_is_counted_with_the_version_it_was_routed_to(
     server: Server, traffic: Traffic
 ) -> None:
     # A 422 comes from the champion's signature: its version and route are known.
-    samples = scrape(server)
+    samples = metric_samples(server)
     assert value(samples, P + "requests_total", model="mixed", status="422") == 1
     assert (
         value(
@@ -150,12 +136,12 @@ def test_failed_request_is_counted_with_the_version_it_was_routed_to(
 
 def test_unknown_model_names_do_not_become_labels(server: Server, traffic: Traffic) -> None:
     # Path segments are client input: labelling by them lets anyone grow /metrics without bound.
-    samples = scrape(server)
+    samples = metric_samples(server)
     assert not [(n, lab) for n, lab, _ in samples if "no-such-model-x7" in lab.values()]
 
 
 def test_latency_histogram(server: Server, traffic: Traffic) -> None:
-    samples = scrape(server)
+    samples = metric_samples(server)
     name = P + "request_duration_seconds"
     count = value(samples, name + "_count", model="mixed", route="champion")
     # every request routed to the champion is timed, answered or not (the 422, the 413, the 503s)
@@ -171,7 +157,7 @@ def test_latency_histogram(server: Server, traffic: Traffic) -> None:
 
 
 def test_batch_size_histogram(server: Server, traffic: Traffic) -> None:
-    samples = scrape(server)
+    samples = metric_samples(server)
     name = P + "batch_size"
     assert value(samples, name + "_sum", model="mixed", version="1") == traffic.ok_rows
     count = value(samples, name + "_count", model="mixed", version="1")
@@ -181,7 +167,7 @@ def test_batch_size_histogram(server: Server, traffic: Traffic) -> None:
 
 
 def test_queue_depth_and_rejections(server: Server, traffic: Traffic) -> None:
-    samples = scrape(server)
+    samples = metric_samples(server)
     assert value(samples, P + "queue_depth", model="mixed") == 0
     rejected = P + "rejected_requests_total"
     assert value(samples, rejected, model="mixed", reason="queue_full") == traffic.overloaded
@@ -190,7 +176,7 @@ def test_queue_depth_and_rejections(server: Server, traffic: Traffic) -> None:
 
 
 def test_model_version_and_readiness(server: Server, traffic: Traffic) -> None:
-    samples = scrape(server)
+    samples = metric_samples(server)
     assert value(samples, P + "model_version", model="mixed", route="champion") == 1
     assert value(samples, P + "ready") == 1
 
@@ -198,7 +184,7 @@ def test_model_version_and_readiness(server: Server, traffic: Traffic) -> None:
 def test_prediction_log_rows_and_lag(server: Server, traffic: Traffic) -> None:
     deadline = time.monotonic() + 30
     while True:
-        samples = scrape(server)
+        samples = metric_samples(server)
         written = value(samples, P + "prediction_log_rows_total")
         if written >= traffic.ok_rows or time.monotonic() > deadline:
             break
