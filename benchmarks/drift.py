@@ -1,6 +1,6 @@
 """Drift benchmark of issue 4: prints ONE JSON line.
 
-Workload: /work/shared/bench/drift_workload.py (override the folder with MODELLOOP_BENCH_DIR),
+Workload: benchmarks/drift_workload.py beside this script (the workload peers were measured on),
 imported as-is. Each measurement runs in a fresh subprocess so its peak memory is its own:
 the peak resident set (VmHWM) is reset through /proc/self/clear_refs right before the measured
 step, so `peak_rss_mb` is the process's resident peak during that step (data, interpreter and
@@ -31,9 +31,8 @@ T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 def load_workload() -> ModuleType:
-    base = os.environ.get("MODELLOOP_BENCH_DIR")
-    folder = Path(base) if base else Path(__file__).resolve().parents[2] / "shared" / "bench"
-    spec = importlib.util.spec_from_file_location("drift_workload", folder / "drift_workload.py")
+    path = Path(__file__).resolve().parent / "drift_workload.py"
+    spec = importlib.util.spec_from_file_location("drift_workload", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,9 +1,8 @@
-"""Fixtures of the monitoring tests: the shared drift benchmark workload, loaded from its file."""
+"""Fixtures of the monitoring tests: the drift benchmark workload (benchmarks/drift_workload.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from types import ModuleType
 
@@ -21,11 +20,7 @@ from modelloop.monitoring import (
 
 
 def _load_workload() -> ModuleType:
-    base = os.environ.get("MODELLOOP_BENCH_DIR")
-    folder = Path(base) if base else Path(__file__).resolve().parents[3] / "shared" / "bench"
-    path = folder / "drift_workload.py"
-    if not path.exists():
-        pytest.skip(f"benchmark workload not found at {path} (set MODELLOOP_BENCH_DIR)")
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "drift_workload.py"
     spec = importlib.util.spec_from_file_location("modelloop_bench_drift_workload", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelloop._text import brief
 from modelloop.models._package import INPUT_EXAMPLE_FILE
 
 if TYPE_CHECKING:
@@ -261,7 +262,7 @@ def _try_onnx(
         )
         session = _session(blob, intra_op_threads)
     except Exception as e:  # skl2onnx raises many types for what it cannot convert
-        return None, f"skl2onnx cannot convert {type(model).__name__}: {_short(e)}"
+        return None, f"skl2onnx cannot convert {type(model).__name__}: {brief(e)}"
     seconds = time.perf_counter() - start
     predictor = OnnxPredictor(
         session,
@@ -464,11 +465,6 @@ def _numpy_dtype(dtype: str) -> bool:
     return dtype in _NUMERIC and dtype != "boolean" and dtype[0].islower()
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def final_step(model: Any) -> Any:
     """The estimator at the end of a (possibly nested) ``Pipeline``, or ``model`` itself."""
     while hasattr(model, "steps"):
@@ -614,11 +610,11 @@ def _compare(
         expected = np.asarray(model.predict(frame))
         expected_proba = np.asarray(model.predict_proba(frame)) if predictor._proba_output else None
     except Exception as e:  # the model itself fails on the check set
-        return None, f"scikit-learn fails on the check set: {_short(e)}"
+        return None, f"scikit-learn fails on the check set: {brief(e)}"
     try:
         got, got_proba = predictor.predict_both(frame)
     except Exception as e:
-        return None, Disagreement(f"onnxruntime fails on the check set: {_short(e)}")
+        return None, Disagreement(f"onnxruntime fails on the check set: {brief(e)}")
 
     if predictor.classes is not None:
         if got.shape != expected.shape:
@@ -672,6 +668,6 @@ if __name__ == "__main__":
     try:
         code = _main(sys.argv[1:])
     except Exception as e:  # a crash, not a refusal: exit 3 so the caller does not remember it
-        print(f"the ONNX converter failed: {type(e).__name__}: {_short(e)}", file=sys.stderr)
+        print(f"the ONNX converter failed: {brief(e)}", file=sys.stderr)
         code = 3
     sys.exit(code)
