@@ -39,4 +39,4 @@ def brief(e: BaseException, limit: int = 1000, *, with_type: bool = True) -> str
         return text
     keep = max(limit - 5, 2)
     head = keep // 3
-    return f"{text[:head]} ... {text[len(text) - (keep - head):]}"
+    return f"{text[:head]} ... {text[len(text) - (keep - head) :]}"
