@@ -204,8 +204,9 @@ def run_owner(row: Row[Any]) -> RunOwner | None:
     return RunOwner(row.owner_host, row.owner_pid, row.owner_process_key or "")
 
 
-def row_is_stale(row: Row[Any], now: int, stale_after_ms: int | None = None) -> bool:
-    """Whether the RUNNING run of a ``runs`` row has lost its owner (see store/_owner.py)."""
+def row_is_stale(row: Any, now: int, stale_after_ms: int | None = None) -> bool:
+    """Whether the RUNNING run of a ``runs`` row (or an object with its columns as attributes)
+    has lost its owner (see store/_owner.py)."""
     extra = {} if stale_after_ms is None else {"stale_after_ms": stale_after_ms}
     return is_stale(
         owner_host=row.owner_host,

@@ -7,7 +7,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -261,6 +261,7 @@ class TrackingMixin(SqlCore):
             tags=MappingProxyType(tag_values),
             owner=owner,
             heartbeat_at=row["heartbeat_at"],
+            stale=row_is_stale(SimpleNamespace(**row), now_ms()),  # as a read would say
         )
 
     def get_run(self, run_id: str) -> Run:
