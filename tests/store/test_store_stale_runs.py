@@ -111,9 +111,10 @@ def test_end_stale_runs_ends_only_stale_runs(store: SqlStore, exp: Experiment) -
     assert by_id[dead.run_id].status is RunStatus.FAILED and not by_id[dead.run_id].stale
     assert by_id[dead.run_id].end_time == by_id[dead.run_id].heartbeat_at  # last sign of life
     assert by_id[silent.run_id].end_time == now - 600_000
-    assert "process 4242 on host another-machine.example" in by_id[silent.run_id].tags[
-        "modelloop.stale_reason"
-    ]
+    assert (
+        "process 4242 on host another-machine.example"
+        in by_id[silent.run_id].tags["modelloop.stale_reason"]
+    )
     assert by_id[alive.run_id].status is RunStatus.RUNNING
     assert by_id[finished.run_id].status is RunStatus.FINISHED
     assert by_id[finished.run_id].end_time == 2_000
