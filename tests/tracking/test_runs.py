@@ -198,7 +198,9 @@ def test_log_artifact_never_follows_links_out_of_the_directory(client: Client, t
     run.end()
 
 
-def test_search_runs_pushes_the_issue_filter_down(any_client: Client) -> None:
+def test_search_runs_pushes_the_issue_filter_down(
+    any_client: Client, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for depth, auc in [(6, 0.85), (6, 0.75), (4, 0.95), (6, 0.9)]:
         with any_client.start_run("flights") as run:
             run.log_params({"max_depth": depth})
@@ -212,6 +214,17 @@ def test_search_runs_pushes_the_issue_filter_down(any_client: Client) -> None:
         order_by=["metrics.auc DESC"],
     )
     assert [r.metrics["auc"] for r in page] == [0.9, 0.85]
+    # The README's module-level example: the result is indexed like a list.
+    monkeypatch.setenv("MODELLOOP_STORE_URL", store_url)
+    best = modelloop.search_runs(
+        "flights",
+        filter="metrics.auc > 0.8 and params.max_depth = '6'",
+        order_by=["metrics.auc DESC"],
+        max_results=10,
+    )
+    top = best[0]
+    assert top.metrics["auc"] == 0.9 and [r.run_id for r in best[:2]] == [r.run_id for r in page]
+    assert best.next_page_token is None
     first = any_client.search_runs("flights", max_results=3)
     rest = any_client.search_runs("flights", max_results=3, page_token=first.next_page_token)
     ids = [r.run_id for r in first] + [r.run_id for r in rest]
