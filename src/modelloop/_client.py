@@ -135,7 +135,7 @@ class Client:
         order_by: Sequence[str] = (),
         max_results: int = 100,
         page_token: str | None = None,
-    ) -> Page:
+    ) -> Page[Run]:
         """Runs of one or more experiments (all when None) matching ``filter``, evaluated in SQL.
 
         Example: ``filter="metrics.auc > 0.8 and params.max_depth = '6'"``,

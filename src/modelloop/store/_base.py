@@ -173,7 +173,7 @@ class Store(abc.ABC):
         order_by: Sequence[str] = (),
         max_results: int = 100,
         page_token: str | None = None,
-    ) -> Page:
+    ) -> Page[Run]:
         """Runs of the given experiments matching ``filter``, as a :class:`Page` of :class:`Run`.
 
         The filter is evaluated by the database, never by loading every run. Grammar: clauses
