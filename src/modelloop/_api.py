@@ -41,7 +41,7 @@ def search_runs(
     order_by: Sequence[str] = (),
     max_results: int = 100,
     page_token: str | None = None,
-) -> Page:
+) -> Page[Run]:
     """Search runs in SQL; see :meth:`modelloop.Client.search_runs`."""
     return default_client().search_runs(
         experiment,

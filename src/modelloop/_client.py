@@ -33,6 +33,7 @@ from modelloop.store import (
     Store,
     get_store,
 )
+from modelloop.store._owner import current_owner
 from modelloop.tracking._run import ActiveRun
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class Client:
             name=name,
             user=self.settings.user,
             tags={k: str(v) for k, v in (tags or {}).items()},
+            owner=current_owner(),
         )
         return ActiveRun(self, run, flush_every=flush_every, flush_interval=flush_interval)
 
@@ -133,7 +135,7 @@ class Client:
         order_by: Sequence[str] = (),
         max_results: int = 100,
         page_token: str | None = None,
-    ) -> Page:
+    ) -> Page[Run]:
         """Runs of one or more experiments (all when None) matching ``filter``, evaluated in SQL.
 
         Example: ``filter="metrics.auc > 0.8 and params.max_depth = '6'"``,
@@ -157,26 +159,18 @@ class Client:
 
         A file lands at ``artifact_path`` (default: its own name); a directory's files land below
         ``artifact_path`` (default: the directory's name). Each blob is stored completely before
-        its row is written.
+        its row is written. Symbolic links never lead out of what was named: a link given
+        directly, or one inside the directory pointing outside it, is refused with
+        ``InvalidInput`` naming it; a file link inside is stored with its target's content
+        (rules: :mod:`modelloop.artifacts._local`).
         """
-        from modelloop.artifacts import validate_artifact_path
+        from modelloop.artifacts._local import local_files
 
-        src = Path(local_path)
-        if not src.exists():
-            raise NotFound(f"no such file or directory: {src}")
-        base = validate_artifact_path(artifact_path if artifact_path is not None else src.name)
-        if src.is_file():
-            files = [(src, base)]
-        else:
-            files = [
-                (p, validate_artifact_path(f"{base}/{p.relative_to(src).as_posix()}"))
-                for p in sorted(src.rglob("*"))
-                if p.is_file()
-            ]
+        files = local_files(local_path, artifact_path)  # symbolic links: see that module
         self.store.get_run(run_id)  # fail before any upload when the run is missing
         records = []
         for path, rel in files:  # every path was validated before the first upload
-            blob = self.artifacts.put_file(path)
+            blob = self.artifacts.put_file(path, follow_symlinks=False)
             records.append(RunArtifact(run_id=run_id, path=rel, digest=blob.digest, size=blob.size))
         self.store.log_run_artifacts(records)  # all rows in one transaction, after every blob
         return records

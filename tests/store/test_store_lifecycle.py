@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from modelloop.exceptions import InvalidInput, StoreError
-from modelloop.store import Store, get_store
+from modelloop.store import RunStatus, Store, get_store
+from modelloop.store._owner import current_owner
 from modelloop.store._sql import HEAD_REVISION, SqlStore
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._migrate import alembic_config
@@ -169,3 +170,36 @@ def test_sqlite_writer_waits_for_a_held_write_lock(tmp_path: Path) -> None:
     assert [e.name for e in s.list_experiments()] == ["held", "waiting"]
     assert waited >= 0.3
     s.close()
+
+
+def test_a_0002_database_is_upgraded_with_its_runs_kept(store_url: str) -> None:
+    from alembic import command
+
+    engine = sa.create_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0002")
+            conn.execute(sa.text("INSERT INTO experiments (name, created_at) VALUES ('old', 1)"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO runs (run_id, experiment_id, run_name, status, start_time, "
+                    "end_time, user_name) VALUES ('a' || :x, 1, 'r', 'RUNNING', 1000, NULL, 'u')"
+                ),
+                {"x": "0" * 31},
+            )
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("runs")}
+        assert "heartbeat_at" not in columns  # really the 0002 schema
+    finally:
+        engine.dispose()
+    s = SqlStore(store_url)
+    try:
+        assert s.upgrade() == HEAD_REVISION == "0003"
+        old = s.get_run("a" + "0" * 31)
+        # Started long ago by a process that recorded no owner: judged by its start time.
+        assert old.status is RunStatus.RUNNING and old.owner is None and old.stale
+        (ended,) = s.end_stale_runs()
+        assert ended.run_id == old.run_id and ended.end_time == 1000
+        new = s.create_run(old.experiment_id, owner=current_owner())
+        assert s.get_run(new.run_id).owner == current_owner()
+    finally:
+        s.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -61,6 +62,26 @@ def test_no_filter_newest_first_with_full_records(world: World) -> None:
     assert r0 == world.store.get_run(world.ids[0])
     assert dict(r0.params) == {"model": "rf", "depth": "3"} and r0.tags == {"team": "Risk"}
     assert r0.metrics["val loss"] == 0.4 and r0.status is RunStatus.FINISHED
+
+
+def test_a_page_is_a_read_only_sequence_of_runs(world: World) -> None:
+    page = world.store.search_runs([world.exp], max_results=3)
+    names = ["delta", "gamma", "beta"]
+    assert isinstance(page, Sequence) and len(page) == 3 and bool(page)
+    assert page[0].name == "delta" and page[-1].name == "beta"
+    assert [r.name for r in page[1:]] == names[1:] and isinstance(page[1:], tuple)
+    assert [r.name for r in page] == names and [r.name for r in reversed(page)] == names[::-1]
+    assert page[2] in page and page.index(page[1]) == 1 and page.count(page[0]) == 1
+    with pytest.raises(IndexError):
+        page[3]
+    with pytest.raises(TypeError):
+        page[0] = page[1]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        page.items = ()  # type: ignore[misc]
+    assert page.next_page_token is not None
+    rest = world.store.search_runs([world.exp], max_results=3, page_token=page.next_page_token)
+    assert [r.name for r in rest] == ["alpha"] and rest.next_page_token is None
+    assert not world.store.search_runs([world.exp], filter="metrics.loss > 5")
 
 
 # One world per backend serves every case (building it per case would dominate the run time).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import time
 
@@ -145,7 +147,60 @@ def test_artifact_paths_are_validated(client: Client, tmp_path, bad: str) -> Non
     run.end()
 
 
-def test_search_runs_pushes_the_issue_filter_down(any_client: Client) -> None:
+def test_log_artifact_never_follows_links_out_of_the_directory(client: Client, tmp_path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the artifact store")
+    secret_digest = hashlib.sha256(secret.read_bytes()).hexdigest()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "key.pem").write_text("private")
+    src = tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("alpha")
+    (src / "sub" / "b.txt").write_text("beta")
+    (src / "same-as-a.txt").symlink_to("a.txt")  # a file link inside: stored as a.txt's content
+    (src / "sub-again").symlink_to("sub", target_is_directory=True)  # a folder link inside
+    run = client.start_run("links")
+
+    leaving = [
+        (src / "leak.txt", secret),  # relative to nothing: absolute target outside
+        (src / "sub" / "up.txt", "../../secret.txt"),  # relative target outside
+        (src / "dir-out", tmp_path / "elsewhere"),  # a folder outside
+        (src / "dangling.txt", "missing.txt"),  # a link to nothing
+    ]
+    for link, target in leaving:
+        link.symlink_to(target)
+        with pytest.raises(InvalidInput, match=re.escape(repr(str(link)))):
+            run.log_artifact(src)
+        link.unlink()
+    assert client.list_artifacts(run.run_id) == []
+    assert not client.artifacts.exists(secret_digest)  # refused before any upload
+
+    stored = {a.path: a for a in run.log_artifact(src)}
+    assert sorted(stored) == ["out/a.txt", "out/same-as-a.txt", "out/sub/b.txt"]
+    assert stored["out/same-as-a.txt"].digest == stored["out/a.txt"].digest
+    got = client.download_artifacts(run.run_id, "out", tmp_path / "down")
+    assert (got / "same-as-a.txt").read_text() == "alpha" and not (
+        got / "same-as-a.txt"
+    ).is_symlink()
+
+    direct = tmp_path / "direct.txt"
+    direct.symlink_to(secret)
+    with pytest.raises(InvalidInput, match=r"direct\.txt. is a symbolic link"):
+        run.log_artifact(direct)
+    linked_dir = tmp_path / "linked-dir"
+    linked_dir.symlink_to(src, target_is_directory=True)
+    with pytest.raises(InvalidInput, match=r"linked-dir. is a symbolic link"):
+        run.log_artifact(linked_dir)
+    with pytest.raises(InvalidInput, match="symbolic link"):
+        client.artifacts.put_file(direct, follow_symlinks=False)
+    assert not client.artifacts.exists(secret_digest)
+    assert len(client.list_artifacts(run.run_id)) == 3
+    run.end()
+
+
+def test_search_runs_pushes_the_issue_filter_down(
+    any_client: Client, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for depth, auc in [(6, 0.85), (6, 0.75), (4, 0.95), (6, 0.9)]:
         with any_client.start_run("flights") as run:
             run.log_params({"max_depth": depth})
@@ -159,6 +214,17 @@ def test_search_runs_pushes_the_issue_filter_down(any_client: Client) -> None:
         order_by=["metrics.auc DESC"],
     )
     assert [r.metrics["auc"] for r in page] == [0.9, 0.85]
+    # The README's module-level example: the result is indexed like a list.
+    monkeypatch.setenv("MODELLOOP_STORE_URL", store_url)
+    best = modelloop.search_runs(
+        "flights",
+        filter="metrics.auc > 0.8 and params.max_depth = '6'",
+        order_by=["metrics.auc DESC"],
+        max_results=10,
+    )
+    top = best[0]
+    assert top.metrics["auc"] == 0.9 and [r.run_id for r in best[:2]] == [r.run_id for r in page]
+    assert best.next_page_token is None
     first = any_client.search_runs("flights", max_results=3)
     rest = any_client.search_runs("flights", max_results=3, page_token=first.next_page_token)
     ids = [r.run_id for r in first] + [r.run_id for r in rest]

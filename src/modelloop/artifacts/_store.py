@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -125,20 +126,27 @@ class ArtifactStore:
             self._upload(chunks, info, "the given bytes")
         return info
 
-    def put_file(self, local_path: str | os.PathLike[str]) -> BlobInfo:
-        """Store the content of a local file, streaming it, and return its digest and size."""
+    def put_file(
+        self, local_path: str | os.PathLike[str], *, follow_symlinks: bool = True
+    ) -> BlobInfo:
+        """Store the content of a local file, streaming it, and return its digest and size.
+
+        With ``follow_symlinks=False`` a path whose last component is a symbolic link is refused
+        (``InvalidInput``) when it is opened, so a file swapped for a link after it was checked
+        is not read.
+        """
         source = os.fspath(local_path)
         if os.path.isdir(source):
             raise InvalidInput(f"{source!r} is a directory; put_file stores one file")
         if self._fs is None:
-            with _open_source(source) as src:
+            with _open_source(source, follow_symlinks) as src:
                 return self._write_local(_read_chunks(src))
         # An object store has no rename: hash first, then upload to the final key, re-hashing
         # what is sent so that a file changed in between is refused rather than misnamed.
-        with _open_source(source) as src:
+        with _open_source(source, follow_symlinks) as src:
             info = _hash_chunks(_read_chunks(src))
         if not self.exists(info.digest):
-            with _open_source(source) as src:
+            with _open_source(source, follow_symlinks) as src:
                 self._upload(_read_chunks(src), info, repr(source))
         return info
 
@@ -303,12 +311,21 @@ def _check_digest(digest: str) -> None:
 
 
 @contextlib.contextmanager
-def _open_source(path: str) -> Iterator[IO[bytes]]:
+def _open_source(path: str, follow_symlinks: bool = True) -> Iterator[IO[bytes]]:
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+    if not follow_symlinks:
+        if os.path.islink(path):  # also where O_NOFOLLOW does not exist
+            raise InvalidInput(f"local file {path!r} is a symbolic link, which is not followed")
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        src = open(path, "rb")  # noqa: SIM115 - closed below
+        src = os.fdopen(os.open(path, flags), "rb")
     except FileNotFoundError:
         raise NotFound(f"local file {path!r} does not exist") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise InvalidInput(
+                f"local file {path!r} is a symbolic link, which is not followed"
+            ) from None
         raise InvalidInput(f"cannot read local file {path!r}: {exc}") from exc
     with src:
         yield src

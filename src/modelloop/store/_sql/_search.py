@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from modelloop.exceptions import InvalidInput
-from modelloop.store._records import Page
+from modelloop.store._records import Page, Run
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._core import SqlCore, check_int
 from modelloop.store._sql._filter import (
@@ -117,7 +117,7 @@ class SearchMixin(SqlCore):
         order_by: Sequence[str] = (),
         max_results: int = 100,
         page_token: str | None = None,
-    ) -> Page:
+    ) -> Page[Run]:
         if isinstance(experiment_ids, (str, bytes)) or not isinstance(experiment_ids, Iterable):
             raise InvalidInput(f"experiment_ids must be a list of ids, got {experiment_ids!r}")
         ids = tuple(sorted({check_int(e, "experiment id") for e in experiment_ids}))
@@ -147,7 +147,7 @@ class SearchMixin(SqlCore):
         if last is not None:
             stmt = stmt.where(_after(keys, last))
 
-        def tx(conn: Connection) -> Page:
+        def tx(conn: Connection) -> Page[Run]:
             rows = conn.execute(stmt).all()
             page = rows[:max_results]
             runs = self._load_runs(conn, page)
