@@ -121,7 +121,8 @@ def create_app(
     """An ASGI app serving ``models`` (``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION`` each).
 
     The registry is ``client``'s (or a client from ``settings`` / the environment). With
-    ``config.tokens`` every route needs a bearer token.
+    ``config.tokens`` every route needs a bearer token; without, web pages are kept out
+    (:class:`~modelloop.serving._auth.OpenModeGuard`).
     """
     from fastapi import FastAPI
 
@@ -185,6 +186,10 @@ def create_app(
         from modelloop.serving._auth import BearerAuthMiddleware
 
         app.add_middleware(BearerAuthMiddleware, tokens=list(config.tokens))
+    else:
+        from modelloop.serving._auth import OpenModeGuard
+
+        app.add_middleware(OpenModeGuard)
     return app
 
 

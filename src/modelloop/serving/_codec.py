@@ -87,14 +87,40 @@ class Decoded:
 # -- JSON --------------------------------------------------------------------------------------
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice raises (json would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object)
+
+
 def parse_json(body: bytes) -> Any:
-    """The parsed JSON body; ``BadRequest`` naming the error if it is not JSON.
+    """The parsed JSON body; ``BadRequest`` naming the error if it is not JSON, or if an object
+    gives a key twice (which value was meant is anyone's guess).
 
     The NaN and Infinity tokens are read as floats: NaN is a missing value where the column
     admits one, an infinite number is always a ``SchemaMismatch`` naming the field.
     """
     try:
-        return json.loads(body)
+        return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except _DuplicateKey as e:
+        raise BadRequest(
+            f"request body is not valid here: the key {_show(e.key)} appears twice in one "
+            "object; give each key once"
+        ) from None
     except RecursionError:
         raise BadRequest("request body is not valid JSON: nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int too long

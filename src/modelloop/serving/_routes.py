@@ -423,7 +423,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
     )
     async def v1_feedback(request: Request, name: str) -> dict[str, Any]:
         endpoint = state.manager.get(name)
-        body = await read_body(request, config.max_body_bytes)
+        body = await read_body(request, config.max_body_bytes, require_type=True)
         payload = require_object(_codec.parse_json(body), "the feedback")
         rows = _feedback_rows(payload, config.max_rows)
         classes = {
@@ -467,7 +467,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
     )
     async def admin_set_routing(request: Request, name: str) -> dict[str, Any]:
         state.manager.get(name)
-        body = await read_body(request, config.max_body_bytes)
+        body = await read_body(request, config.max_body_bytes, require_type=True)
         payload = require_object(_codec.parse_json(body), "the routing")
         unknown = sorted(set(payload) - {"challenger", "mode", "share"})
         if unknown:
