@@ -44,6 +44,8 @@ class ServeConfig:
     max_queue_rows: int = 2048
     max_body_bytes: int = 4 * 1024 * 1024
     max_rows: int = 10_000
+    #: longest string value accepted in an input column or a label, in characters (422 above)
+    max_string_length: int = 65_536
     #: None: a version's registered ONNX form when it has one, else scikit-learn; True: also
     #: convert versions without one (cached under the home); False: scikit-learn always
     onnx: bool | None = None
@@ -51,6 +53,7 @@ class ServeConfig:
     log_max_rows: int = 10_000
     log_max_delay_s: float = 2.0
     log_max_pending_rows: int = 100_000  # rows kept while the log cannot be written
+    log_max_pending_bytes: int = 256 * 1024 * 1024  # their estimated memory, at most
     reload_interval_s: float = 5.0
     grace_s: float = 30.0
     tokens: tuple[Token, ...] = ()
@@ -63,8 +66,10 @@ class ServeConfig:
             "max_queue_rows",
             "max_body_bytes",
             "max_rows",
+            "max_string_length",
             "log_max_rows",
             "log_max_pending_rows",
+            "log_max_pending_bytes",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -224,6 +229,7 @@ async def _startup(state: _State) -> None:
             max_rows=config.log_max_rows,
             max_delay_s=config.log_max_delay_s,
             max_pending_rows=config.log_max_pending_rows,
+            max_pending_bytes=config.log_max_pending_bytes,
             metrics=state.metrics,
         )
         state.log.start()

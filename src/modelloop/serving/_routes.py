@@ -226,7 +226,12 @@ def add_routes(app: FastAPI, state: _State) -> None:
             signature, decoded = served
             if model.signature != signature:  # decode again only if the inputs differ
                 decode = _codec.decode_v2 if v2 else _codec.decode_records
-                decoded = decode(payload, model.signature, max_rows=config.max_rows)
+                decoded = decode(
+                    payload,
+                    model.signature,
+                    max_rows=config.max_rows,
+                    max_string_length=config.max_string_length,
+                )
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
             log_rows(model, "shadow", rid, decoded, result, (time.perf_counter() - t0) * 1e3)
         except ModelloopError as e:
@@ -275,7 +280,12 @@ def add_routes(app: FastAPI, state: _State) -> None:
             shadow = None
         picked["version"], picked["route"] = str(model.version), route
         decode = _codec.decode_v2 if v2 else _codec.decode_records
-        decoded = decode(payload, model.signature, max_rows=config.max_rows)
+        decoded = decode(
+            payload,
+            model.signature,
+            max_rows=config.max_rows,
+            max_string_length=config.max_string_length,
+        )
         rid = decoded.request_id or uuid.uuid4().hex
         try:
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
@@ -425,7 +435,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         endpoint = state.manager.get(name)
         body = await read_body(request, config.max_body_bytes, require_type=True)
         payload = require_object(_codec.parse_json(body), "the feedback")
-        rows = _feedback_rows(payload, config.max_rows)
+        rows = _feedback_rows(payload, config.max_rows, config.max_string_length)
         classes = {
             repr(c)
             for m in (endpoint.champion, endpoint.challenger)
@@ -495,7 +505,9 @@ def add_routes(app: FastAPI, state: _State) -> None:
     @get("/metrics", tags=["metrics"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         if state.log is not None:
-            metrics.log_state(state.log.pending_rows, state.log.lag_seconds)
+            metrics.log_state(
+                state.log.pending_rows, state.log.lag_seconds, state.log.pending_bytes
+            )
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
@@ -525,7 +537,9 @@ def _where(payload: dict[str, Any], i: int) -> str:
     return f"labels[{i}]" if "labels" in payload else "feedback"
 
 
-def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, Any]]:
+def _feedback_rows(
+    payload: dict[str, Any], max_rows: int, max_string_length: int
+) -> list[tuple[str, Any]]:
     if "labels" in payload:
         items = payload["labels"]
         if not isinstance(items, list) or not items:
@@ -557,6 +571,12 @@ def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, An
         if label is None or not isinstance(label, str | int | float | bool):
             raise SchemaMismatch(
                 f"{where}.label must be a string, number or boolean, got {label!r}", column="label"
+            )
+        if isinstance(label, str) and len(label) > max_string_length:
+            raise SchemaMismatch(
+                f"{where}.label is a string of {len(label)} characters; the limit is "
+                f"{max_string_length} (modelloop serve --max-string-length)",
+                column="label",
             )
         kinds.add(float if type(label) is int else type(label))
         rows.append((rid, label))
