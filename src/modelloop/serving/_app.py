@@ -54,6 +54,7 @@ class ServeConfig:
     log_max_delay_s: float = 2.0
     log_max_pending_rows: int = 100_000  # rows kept while the log cannot be written
     log_max_pending_bytes: int = 256 * 1024 * 1024  # their estimated memory, at most
+    max_served_ids: int = 100_000  # request ids remembered per model, to check feedback
     reload_interval_s: float = 5.0
     grace_s: float = 30.0
     tokens: tuple[Token, ...] = ()
@@ -70,6 +71,7 @@ class ServeConfig:
             "log_max_rows",
             "log_max_pending_rows",
             "log_max_pending_bytes",
+            "max_served_ids",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -98,12 +100,14 @@ class _State:
     def __init__(self, client: Client, config: ServeConfig, specs: Sequence[str]) -> None:
         from modelloop.serving._metrics import ServingMetrics
         from modelloop.serving._routing import ModelManager
+        from modelloop.serving._served import ServedIds
 
         self.client = client
         self.config = config
         self.specs = list(specs)
         self.metrics = ServingMetrics()
         self.manager = ModelManager(client, config, self.metrics)
+        self.served = ServedIds(config.max_served_ids)
         self.log: Any = None
         self.ready = False
         self.draining = False

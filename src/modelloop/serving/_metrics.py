@@ -112,6 +112,14 @@ class ServingMetrics:
             "unwritten at shutdown).",
             registry=reg,
         )
+        self._feedback = Counter(
+            p + "feedback_labels",
+            "Feedback labels by how their request id was checked: verified (answered here), "
+            "unverified (not known here: answered before this process, elsewhere, or "
+            "forgotten) or refused (ids this server made and never answered).",
+            ["model", "check"],
+            registry=reg,
+        )
         self._version = Gauge(
             p + "model_version",
             "Registry version number served per model and route (NaN if not a number).",
@@ -144,6 +152,10 @@ class ServingMetrics:
     def rejected(self, model: str, reason: str) -> None:
         """Count one request refused for ``reason`` (``queue_full``, ``too_large``, ...)."""
         self._child(self._rejected, model, reason).inc()
+
+    def feedback(self, model: str, check: str, labels: int) -> None:
+        """Count ``labels`` feedback labels of ``model`` by ``check``."""
+        self._child(self._feedback, model, check).inc(labels)
 
     def log_written(self, rows: int) -> None:
         """Count prediction-log rows written."""

@@ -10,7 +10,6 @@ import logging
 import math
 import re
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -286,7 +285,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             max_rows=config.max_rows,
             max_string_length=config.max_string_length,
         )
-        rid = decoded.request_id or uuid.uuid4().hex
+        rid = decoded.request_id or state.served.new_id()
         try:
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
         except Overloaded:
@@ -299,6 +298,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             shadows.add(task)
             task.add_done_callback(shadows.discard)
         seconds = time.perf_counter() - t0
+        state.served.record(name, rid, decoded.n_rows)
         log_rows(model, route, rid, decoded, result, seconds * 1e3)
         metrics.request(name, str(model.version), route, 200, seconds)
         return model, route, decoded, rid, result
@@ -449,11 +449,28 @@ def add_routes(app: FastAPI, state: _State) -> None:
                     f"(classes: {sorted(classes)})",
                     column="label",
                 )
+        check = state.served.check(name, (rid for rid, _ in rows))
+        if check.never:
+            metrics.feedback(name, "refused", len(rows))
+            shown = check.never[:10]
+            more = f" and {len(check.never) - 10} more" if len(check.never) > 10 else ""
+            raise SchemaMismatch(
+                f"no label was recorded: model {name!r} never answered request ids {shown}"
+                f"{more}; label the request_id of an answer (the row_ids of a multi-row one)",
+                column="request_id",
+            )
         try:
             await asyncio.to_thread(_write_feedback, state, name, rows)
         except OSError as e:
             raise StoreError(f"could not record the feedback: {e}") from e
-        return {"model_name": name, "accepted": len(rows)}
+        metrics.feedback(name, "verified", check.verified)
+        metrics.feedback(name, "unverified", check.unverified)
+        return {
+            "model_name": name,
+            "accepted": len(rows),
+            "verified": check.verified,
+            "unverified": check.unverified,
+        }
 
     @get("/v1/models", tags=["v1"], summary="Served models and their routing")
     async def v1_models() -> dict[str, Any]:
