@@ -570,10 +570,13 @@ class PredictionLog:
 
     def _write(self, model: str, entries: list[_Entry], wall_minus_mono: float) -> _Outcome:
         """Write entries as one segment; bad rows are isolated by halving and dropped."""
-        from modelloop.monitoring._logfiles import append_predictions
+        from modelloop.monitoring._logfiles import append_predictions, log_folder
 
         rows = sum(e.n for e in entries)
         try:
+            # A folder that cannot be made fails here, before a table of every pending row is
+            # built (and thrown away) on each retry.
+            log_folder(self.home, "predictions", model).mkdir(parents=True, exist_ok=True)
             append_predictions(self.home, model, _table(entries, wall_minus_mono))
         except OSError as exc:
             self._count_error()
