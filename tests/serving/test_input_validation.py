@@ -396,3 +396,33 @@ def test_feedback_too_many_labels_is_413(http: Any) -> None:
 def test_feedback_unknown_model_is_404(http: Any) -> None:
     response = http.post("/v1/models/nope/feedback", json={"request_id": "a", "label": 1})
     assert_error(response, 404, "nope")
+
+
+# -- duplicate keys ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "text", "key"),
+    [
+        pytest.param("POST", V1, '{"records": [{"amount": 1.5, "count": 3, "count": 2, '
+                     '"flag": true, "city": "paris"}]}', "count", id="v1-record"),
+        pytest.param("POST", V1, '{"records": [], "records": [{"amount": 1.5, "count": 3, '
+                     '"flag": true, "city": "paris"}]}', "records", id="v1-top-level"),
+        pytest.param("POST", V1, '{"columns": {"amount": [1.5], "count": [3], "flag": [true], '
+                     '"city": ["paris"], "city": ["lyon"]}}', "city", id="v1-columns"),
+        pytest.param("POST", V2, '{"inputs": [{"name": "amount", "name": "count", "shape": [1], '
+                     '"datatype": "INT64", "data": [3]}]}', "name", id="v2-tensor"),
+        pytest.param("POST", FEEDBACK, '{"request_id": "a", "label": 0, "label": 1}', "label",
+                     id="feedback"),
+        pytest.param("PUT", "/v1/admin/models/mixed/routing", '{"mode": "off", "mode": "shadow"}',
+                     "mode", id="admin-routing"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_400_naming_it(
+    http: Any, method: str, path: str, text: str, key: str
+) -> None:
+    response = http.request(
+        method, path, content=text.encode(), headers={"Content-Type": "application/json"}
+    )
+    message = assert_error(response, 400, repr(key))
+    assert "twice" in message

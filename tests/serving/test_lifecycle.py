@@ -142,7 +142,10 @@ def drained(servers: dict[str, Any]) -> dict[str, Any]:
         ]
         resp = client.post(f"{server.url}/v1/models/cancer/feedback", json={"labels": labels})
         assert resp.status_code == 200, resp.text
-        assert resp.json() == {"model_name": "cancer", "accepted": len(labels)}
+        n = len(labels)
+        assert resp.json() == {
+            "model_name": "cancer", "accepted": n, "verified": n, "unverified": 0
+        }  # fmt: skip
         single = next(rid for rid, row in row_of.items() if row == 200)
         resp = client.post(
             f"{server.url}/v1/models/cancer/feedback",

@@ -265,6 +265,44 @@ def test_over_max_pending_rows_is_dropped_and_counted(tmp_path: Path) -> None:
     assert (log.rows_written, log.rows_dropped) == (21, 10)
 
 
+def test_over_max_pending_bytes_is_dropped_and_counted_while_the_log_cannot_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = tmp_path / "home"
+    home.write_text("a file where the log's folder should be")
+    metrics = ServingMetrics()
+    bound = 1_000_000
+    log = PredictionLog(home, max_rows=10, max_pending_bytes=bound, metrics=metrics)
+    big = "x" * 100_000
+    names = (
+        "request_id",
+        "timestamp",
+        "model_name",
+        "model_version",
+        "route",
+        "text",
+        "prediction",
+    )
+    with caplog.at_level(logging.WARNING, logger="modelloop.serving._predlog"):
+        for i in range(30):  # 3 MB of text against a bound of 1 MB
+            row = (f"r{i}", time.time(), MODEL, 1, "champion", big, 1)
+            log.append_row(MODEL, names, row)
+            if i % 5 == 0:
+                log.flush()  # fails: kept for retry, still pending
+        log.append(MODEL, {**entry([f"m{i}" for i in range(3)]), "text": [big] * 3})
+    assert 0 < log.pending_bytes <= bound
+    assert log.pending_rows == 9 and log.rows_dropped == 30 + 3 - 9
+    assert log.write_errors >= 1
+    assert metric(metrics, "modelloop_serving_prediction_log_dropped_rows_total") == 24
+    assert metric(metrics, "modelloop_serving_prediction_log_max_pending_bytes") == bound
+    assert 0 < metric(metrics, "modelloop_serving_prediction_log_pending_bytes") <= bound
+    warnings = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
+    assert len(warnings) == 1 and "bytes" in warnings[0], warnings  # once per burst
+    home.unlink()  # writable again: what was kept is written, the bytes are given back
+    log.flush()
+    assert (log.rows_written, log.pending_rows, log.pending_bytes) == (9, 0, 0)
+
+
 def test_malformed_rows_are_dropped_without_blocking_good_ones(tmp_path: Path) -> None:
     metrics = ServingMetrics()
     log = PredictionLog(tmp_path, metrics=metrics)

@@ -92,6 +92,14 @@ def serve_command(
     max_rows: Annotated[
         int, typer.Option("--max-rows", min=1, help="Most rows in one request (413 above).")
     ] = 10_000,
+    max_string_length: Annotated[
+        int,
+        typer.Option(
+            "--max-string-length",
+            min=1,
+            help="Longest string value in an input column or a label, in characters (422 above).",
+        ),
+    ] = 65_536,
     onnx: Annotated[
         bool | None,
         typer.Option(
@@ -106,6 +114,15 @@ def serve_command(
     no_log: Annotated[
         bool, typer.Option("--no-log", help="Do not write the prediction log.")
     ] = False,
+    log_max_pending_bytes: Annotated[
+        int,
+        typer.Option(
+            "--log-max-pending-bytes",
+            min=1,
+            help="Memory the prediction log may hold while it cannot write (estimated); rows "
+            "past it are dropped and counted.",
+        ),
+    ] = 256 * 1024 * 1024,
     reload_interval: Annotated[
         float,
         typer.Option("--reload-interval", min=0, help="Seconds between alias checks (0: never)."),
@@ -146,8 +163,10 @@ def serve_command(
         max_queue_rows=max_queue_rows,
         max_body_bytes=max_body_bytes,
         max_rows=max_rows,
+        max_string_length=max_string_length,
         onnx=onnx,
         log_predictions=not no_log,
+        log_max_pending_bytes=log_max_pending_bytes,
         reload_interval_s=reload_interval,
         grace_s=grace,
         tokens=tuple(tokens),

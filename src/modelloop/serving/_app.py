@@ -44,6 +44,8 @@ class ServeConfig:
     max_queue_rows: int = 2048
     max_body_bytes: int = 4 * 1024 * 1024
     max_rows: int = 10_000
+    #: longest string value accepted in an input column or a label, in characters (422 above)
+    max_string_length: int = 65_536
     #: None: a version's registered ONNX form when it has one, else scikit-learn; True: also
     #: convert versions without one (cached under the home); False: scikit-learn always
     onnx: bool | None = None
@@ -51,6 +53,8 @@ class ServeConfig:
     log_max_rows: int = 10_000
     log_max_delay_s: float = 2.0
     log_max_pending_rows: int = 100_000  # rows kept while the log cannot be written
+    log_max_pending_bytes: int = 256 * 1024 * 1024  # their estimated memory, at most
+    max_served_ids: int = 100_000  # request ids remembered per model, to check feedback
     reload_interval_s: float = 5.0
     grace_s: float = 30.0
     tokens: tuple[Token, ...] = ()
@@ -63,8 +67,11 @@ class ServeConfig:
             "max_queue_rows",
             "max_body_bytes",
             "max_rows",
+            "max_string_length",
             "log_max_rows",
             "log_max_pending_rows",
+            "log_max_pending_bytes",
+            "max_served_ids",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -93,12 +100,14 @@ class _State:
     def __init__(self, client: Client, config: ServeConfig, specs: Sequence[str]) -> None:
         from modelloop.serving._metrics import ServingMetrics
         from modelloop.serving._routing import ModelManager
+        from modelloop.serving._served import ServedIds
 
         self.client = client
         self.config = config
         self.specs = list(specs)
         self.metrics = ServingMetrics()
         self.manager = ModelManager(client, config, self.metrics)
+        self.served = ServedIds(config.max_served_ids)
         self.log: Any = None
         self.ready = False
         self.draining = False
@@ -121,7 +130,8 @@ def create_app(
     """An ASGI app serving ``models`` (``NAME``, ``NAME@ALIAS`` or ``NAME/VERSION`` each).
 
     The registry is ``client``'s (or a client from ``settings`` / the environment). With
-    ``config.tokens`` every route needs a bearer token.
+    ``config.tokens`` every route needs a bearer token; without, web pages are kept out
+    (:class:`~modelloop.serving._auth.OpenModeGuard`).
     """
     from fastapi import FastAPI
 
@@ -185,6 +195,10 @@ def create_app(
         from modelloop.serving._auth import BearerAuthMiddleware
 
         app.add_middleware(BearerAuthMiddleware, tokens=list(config.tokens))
+    else:
+        from modelloop.serving._auth import OpenModeGuard
+
+        app.add_middleware(OpenModeGuard)
     return app
 
 
@@ -219,6 +233,7 @@ async def _startup(state: _State) -> None:
             max_rows=config.log_max_rows,
             max_delay_s=config.log_max_delay_s,
             max_pending_rows=config.log_max_pending_rows,
+            max_pending_bytes=config.log_max_pending_bytes,
             metrics=state.metrics,
         )
         state.log.start()

@@ -1,7 +1,10 @@
-"""Bearer-token auth of the model server: token loading, the bind check, an ASGI middleware.
+"""Bearer-token auth of the model server: token loading, the bind check, ASGI middlewares.
 
 Loopback stays open for local work; any other address needs tokens, or an explicit opt-out.
 Tokens have a role: ``admin`` may call everything, ``predict`` everything but the admin routes.
+Without tokens, :class:`OpenModeGuard` keeps web pages out: a browser can reach a loopback
+port from any site (and through DNS rebinding), so open mode answers only loopback ``Host``
+names and takes no state-changing request that a browser marks as coming from another origin.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from modelloop.exceptions import InvalidInput
 
@@ -24,6 +28,7 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "TOKENS_ENV",
     "BearerAuthMiddleware",
+    "OpenModeGuard",
     "Token",
     "check_bind",
     "is_loopback",
@@ -214,6 +219,114 @@ class BearerAuthMiddleware:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
                     (b"www-authenticate", challenge.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+# Methods a browser may send cross-site without asking first, and that change nothing here.
+_SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """(name, port) of a ``Host`` value (``name``, ``name:port``, ``[v6]:port``), or None."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        name, sep, rest = value[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port = rest[1:]
+    elif value.count(":") == 1:
+        name, _, port = value.partition(":")
+    else:
+        name, port = value, ""
+    if not name or (port and not (port.isascii() and port.isdigit() and len(port) <= 5)):
+        return None
+    return name, int(port) if port else None
+
+
+def _header(scope: Scope, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers") or () if k.lower() == name]
+
+
+class OpenModeGuard:
+    """Pure ASGI middleware for a server without tokens: what a web page cannot do.
+
+    - A request that arrives on a loopback address must name a loopback host (``localhost``,
+      ``127.x.x.x``, ``[::1]``, any port) in ``Host``: a DNS-rebound name gets 403.
+    - A state-changing request (any method but GET, HEAD, OPTIONS) gets 403 when the browser
+      says it comes from another origin: ``Sec-Fetch-Site`` ``cross-site`` or ``same-site``, or
+      an ``Origin`` whose host and port are not the ``Host`` it was sent to. Clients that send
+      no ``Origin`` (curl, SDKs, tritonclient) are not affected.
+
+    Requiring a JSON content type on the routes that take one (see ``read_body``) completes it:
+    a page can send no such request to another origin without the server's consent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def _refusal(self, scope: Scope) -> str | None:
+        hosts = _header(scope, b"host")
+        if len(hosts) > 1:
+            return "more than one Host header"
+        host = _split_host(hosts[0]) if hosts else None
+        if hosts and host is None:
+            return f"invalid Host header {hosts[0][:100]!r}"
+        server = scope.get("server")
+        on_loopback = not server or is_loopback(str(server[0]))
+        if on_loopback and host is not None and not is_loopback(host[0]):
+            return (
+                f"Host {hosts[0][:100]!r} is not a loopback name: without tokens this server "
+                "answers only requests addressed to localhost, 127.0.0.1 or [::1] (a web page "
+                "could otherwise reach it by DNS rebinding); give tokens (--token) to serve "
+                "other names"
+            )
+        if scope["type"] == "http" and scope.get("method", "GET") in _SAFE_METHODS:
+            return None
+        how = "without tokens this server takes changes only from its own pages and from "
+        how += "clients that send no Origin (curl, SDKs); give tokens (--token) to let others in"
+        for site in _header(scope, b"sec-fetch-site"):
+            if site.strip().lower() in ("cross-site", "same-site"):
+                return f"refused a request from another site (Sec-Fetch-Site: {site}): {how}"
+        origins = _header(scope, b"origin")
+        if not origins:
+            return None
+        origin = origins[0].strip()
+        if len(origins) == 1 and host is not None and origin.lower() != "null":
+            default = None
+            try:
+                parts = urlsplit(origin)
+                default = _DEFAULT_PORTS.get(parts.scheme.lower())
+                theirs = (parts.hostname, parts.port or default)
+            except ValueError:  # a port that is not a number
+                theirs = None
+            if theirs is not None and theirs == (host[0], host[1] or default):
+                return None
+        return f"refused a request from another origin (Origin: {origin[:100]!r}): {how}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        reason = self._refusal(scope)
+        if reason is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008, "reason": reason[:120]})
+            return
+        body = json.dumps({"error": reason}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 403,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
                 ],
             }
         )

@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 MAX_ID_LENGTH = 256  # request ids and routing keys end up in logs and responses
+#: Longest string value of an input column by default, in characters: requests are logged, and
+#: the log holds them in memory until written.
+MAX_STRING_LENGTH = 65_536
 _F32_MAX = 3.4028234663852886e38
 _INT_RANGES = {
     "int8": (-(2**7), 2**7 - 1),
@@ -87,14 +90,40 @@ class Decoded:
 # -- JSON --------------------------------------------------------------------------------------
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; a key given twice raises (json would keep the last silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_object)
+
+
 def parse_json(body: bytes) -> Any:
-    """The parsed JSON body; ``BadRequest`` naming the error if it is not JSON.
+    """The parsed JSON body; ``BadRequest`` naming the error if it is not JSON, or if an object
+    gives a key twice (which value was meant is anyone's guess).
 
     The NaN and Infinity tokens are read as floats: NaN is a missing value where the column
     admits one, an infinite number is always a ``SchemaMismatch`` naming the field.
     """
     try:
-        return json.loads(body)
+        return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except _DuplicateKey as e:
+        raise BadRequest(
+            f"request body is not valid here: the key {_show(e.key)} appears twice in one "
+            "object; give each key once"
+        ) from None
     except RecursionError:
         raise BadRequest("request body is not valid JSON: nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, int too long
@@ -371,6 +400,7 @@ class _Plan:
     quick: tuple[tuple[str, type, Any, Any, _Check, str], ...]
     v2_accepts: dict[str, frozenset[str]]
     outputs: tuple[str, ...]
+    texts: tuple[str, ...]  # the columns of free text, whose length is capped
 
 
 class _Never:
@@ -413,6 +443,7 @@ def _plan(signature: Signature) -> _Plan:
         ),
         v2_accepts={spec.name: _v2_accepts(spec) for spec in signature.inputs},
         outputs=tuple(output_names(signature)),
+        texts=tuple(spec.name for spec in signature.inputs if spec.dtype == "string"),
     )
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()
@@ -471,12 +502,34 @@ def _names_list(names: tuple[str, ...]) -> str:
 # -- v1: records or columns -------------------------------------------------------------------
 
 
-def decode_records(payload: Any, signature: Signature, *, max_rows: int) -> Decoded:
+def _check_lengths(columns: dict[str, list[Any]], plan: _Plan, limit: int) -> None:
+    """``SchemaMismatch`` naming the column and row of a text value over ``limit`` characters;
+    the lengths are compared in C, rows are looked for only when one is too long."""
+    for name in plan.texts:
+        values = columns[name]
+        if max(map(len, filter(None, values)), default=0) > limit:
+            row = next(i for i, v in enumerate(values) if v is not None and len(v) > limit)
+            raise _bad(
+                name,
+                row,
+                f"a string of {len(values[row])} characters; the limit is {limit} "
+                "(modelloop serve --max-string-length)",
+            )
+
+
+def decode_records(
+    payload: Any,
+    signature: Signature,
+    *,
+    max_rows: int,
+    max_string_length: int = MAX_STRING_LENGTH,
+) -> Decoded:
     """Decode ``{"records": [{col: v}, ...]}`` or ``{"columns": {col: [v, ...]}}``.
 
     Optional ``"id"`` (or ``"request_id"``) and ``"key"`` (the sticky routing key). Raises
     ``BadRequest`` for another shape, ``PayloadTooLarge`` for more than ``max_rows`` rows and
-    ``SchemaMismatch`` naming the column and row for anything the signature does not admit.
+    ``SchemaMismatch`` naming the column and row for anything the signature does not admit, or
+    a string longer than ``max_string_length``.
     """
     if type(payload) is not dict:
         raise BadRequest(
@@ -501,6 +554,8 @@ def decode_records(payload: Any, signature: Signature, *, max_rows: int) -> Deco
         columns, n = _from_columns(payload["columns"], plan, max_rows)
     else:
         raise BadRequest('expected "records" (a list of objects) or "columns" (an object of lists)')
+    if plan.texts:
+        _check_lengths(columns, plan, max_string_length)
     return Decoded(columns=columns, n_rows=n, request_id=request_id, key=key, outputs=None)
 
 
@@ -559,7 +614,13 @@ def _from_columns(data: Any, plan: _Plan, max_rows: int) -> tuple[dict[str, list
 # -- V2 (Open Inference Protocol) -------------------------------------------------------------
 
 
-def decode_v2(payload: Any, signature: Signature, *, max_rows: int) -> Decoded:
+def decode_v2(
+    payload: Any,
+    signature: Signature,
+    *,
+    max_rows: int,
+    max_string_length: int = MAX_STRING_LENGTH,
+) -> Decoded:
     """Decode an Open Inference Protocol V2 inference request.
 
     Either one tensor per column (shape ``[n]`` or ``[n, 1]``, data flat or nested), or one
@@ -567,7 +628,8 @@ def decode_v2(payload: Any, signature: Signature, *, max_rows: int) -> Decoded:
     the column (integers feed float columns; floats never feed integer columns). Raises
     ``BadRequest`` for a malformed request or an unknown requested output, ``PayloadTooLarge``
     for more than ``max_rows`` rows, ``SchemaMismatch`` for missing, unknown or duplicate
-    tensors and for values the signature does not admit.
+    tensors and for values the signature does not admit (strings longer than
+    ``max_string_length`` too).
     """
     if type(payload) is not dict:
         raise BadRequest(f'expected a JSON object with "inputs", got {_json_type(payload)}')
@@ -589,6 +651,8 @@ def decode_v2(payload: Any, signature: Signature, *, max_rows: int) -> Decoded:
         columns, n = _from_matrix(tensors[0], plan, max_rows)
     else:
         columns, n = _from_tensors(tensors, plan, max_rows)
+    if plan.texts:
+        _check_lengths(columns, plan, max_string_length)
     return Decoded(columns=columns, n_rows=n, request_id=request_id, key=key, outputs=outputs)
 
 

@@ -31,12 +31,20 @@ _NUMPY = {
 }
 
 
-async def read_body(request: Request, limit: int, *, allow_binary: bool = False) -> bytes:
+async def read_body(
+    request: Request, limit: int, *, allow_binary: bool = False, require_type: bool = False
+) -> bytes:
     """The body, refused with 415 unless JSON and with 413 past ``limit`` bytes, unparsed.
 
-    A missing content type is taken as JSON (``curl --data-binary`` and tritonclient send none).
+    A missing content type is taken as JSON (``curl --data-binary`` and tritonclient send none)
+    unless ``require_type``: routes that change state need it, since a web page can send a body
+    without a content type to any origin, but a JSON one only with the server's consent.
     """
     ctype = request.headers.get("content-type")
+    if ctype is None and require_type:
+        raise UnsupportedMediaType(
+            "this route needs a Content-Type: application/json header (none was given)"
+        )
     if ctype is not None:
         media = ctype.split(";", 1)[0].strip().lower()
         binary_ok = allow_binary and media == "application/octet-stream"

@@ -90,6 +90,16 @@ class ServingMetrics:
             "Prediction-log rows held in memory, waiting to be written.",
             registry=reg,
         )
+        self._log_pending_bytes = Gauge(
+            p + "prediction_log_pending_bytes",
+            "Estimated memory held by prediction-log rows waiting to be written.",
+            registry=reg,
+        )
+        self._log_max_pending_bytes = Gauge(
+            p + "prediction_log_max_pending_bytes",
+            "Bound on prediction_log_pending_bytes; rows past it are dropped (and counted).",
+            registry=reg,
+        )
         self._log_rows = Counter(
             p + "prediction_log_rows", "Prediction-log rows written to segments.", registry=reg
         )
@@ -98,7 +108,16 @@ class ServingMetrics:
         )
         self._log_dropped = Counter(
             p + "prediction_log_dropped_rows",
-            "Prediction-log rows dropped (buffer full, bad rows, or unwritten at shutdown).",
+            "Prediction-log rows dropped (pending rows or bytes over their bound, bad rows, or "
+            "unwritten at shutdown).",
+            registry=reg,
+        )
+        self._feedback = Counter(
+            p + "feedback_labels",
+            "Feedback labels by how their request id was checked: verified (answered here), "
+            "unverified (not known here: answered before this process, elsewhere, or "
+            "forgotten) or refused (ids this server made and never answered).",
+            ["model", "check"],
             registry=reg,
         )
         self._version = Gauge(
@@ -134,6 +153,10 @@ class ServingMetrics:
         """Count one request refused for ``reason`` (``queue_full``, ``too_large``, ...)."""
         self._child(self._rejected, model, reason).inc()
 
+    def feedback(self, model: str, check: str, labels: int) -> None:
+        """Count ``labels`` feedback labels of ``model`` by ``check``."""
+        self._child(self._feedback, model, check).inc(labels)
+
     def log_written(self, rows: int) -> None:
         """Count prediction-log rows written."""
         self._log_rows.inc(rows)
@@ -146,10 +169,18 @@ class ServingMetrics:
         """Count prediction-log rows that will never be written."""
         self._log_dropped.inc(rows)
 
-    def log_state(self, pending_rows: int, lag_seconds: float) -> None:
-        """Set the prediction log's pending rows and lag."""
+    def log_state(
+        self, pending_rows: int, lag_seconds: float, pending_bytes: int | None = None
+    ) -> None:
+        """Set the prediction log's pending rows, lag and (estimated) pending bytes."""
         self._log_pending.set(pending_rows)
         self._log_lag.set(lag_seconds)
+        if pending_bytes is not None:
+            self._log_pending_bytes.set(pending_bytes)
+
+    def log_bounds(self, max_pending_bytes: int) -> None:
+        """Set the bound on the prediction log's pending bytes."""
+        self._log_max_pending_bytes.set(max_pending_bytes)
 
     def model_loaded(self, model: str, route: str, version: str) -> None:
         """Record that ``route`` of ``model`` now serves ``version``."""

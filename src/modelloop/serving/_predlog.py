@@ -5,7 +5,8 @@ thread writes segments with :func:`~modelloop.monitoring._logfiles.append_predic
 layout monitoring reads) when enough rows are pending, when the oldest has waited long enough,
 and at :meth:`PredictionLog.close`. Logging never raises into, nor blocks, a prediction: a write
 that fails is logged once per burst of failures, counted, and retried later; rows beyond
-``max_pending_rows`` are dropped and counted.
+``max_pending_rows``, or beyond ``max_pending_bytes`` of (estimated) memory, are dropped and
+counted, with a warning at the start of each burst of drops.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class _Entry:
     transposed in one C call at write time, so a busy server's buffer costs almost nothing.
     """
 
-    __slots__ = ("columns", "key", "model", "n", "row", "t")
+    __slots__ = ("columns", "key", "model", "n", "row", "size", "t")
 
     def __init__(
         self,
@@ -50,6 +51,7 @@ class _Entry:
         n: int,
         row: tuple[Any, ...] | None = None,
         key: frozenset[str] | None = None,
+        size: int = 0,
     ) -> None:
         self.t = t  # time.monotonic() at append
         self.model = model
@@ -57,6 +59,7 @@ class _Entry:
         self.n = n
         self.row = row
         self.key = key if key is not None else frozenset(columns or ())
+        self.size = size  # estimated bytes held
 
     def as_columns(self, names: tuple[str, ...]) -> dict[str, Any]:
         if self.columns is not None:
@@ -75,6 +78,45 @@ def _row_count(columns: Mapping[str, Any]) -> int:
             continue
         return len(value)
     return 1
+
+
+# Memory estimates: a number or a reference costs about this much; text adds its length.
+_VALUE_BYTES = 32
+_ENTRY_BYTES = 200
+
+
+def _row_bytes(row: tuple[Any, ...]) -> int:
+    """Estimated memory of a row tuple (a loop over the values: cheaper than sys.getsizeof)."""
+    size = _ENTRY_BYTES + _VALUE_BYTES * len(row)
+    for value in row:
+        if type(value) is str:
+            size += len(value)
+    return size
+
+
+def _columns_bytes(columns: Mapping[str, Any]) -> int:
+    """Estimated memory of an entry's columns; the types in a long list are looked at in C
+    first, so only lists that hold text are walked in Python."""
+    size = _ENTRY_BYTES
+    for value in columns.values():
+        kind = type(value)
+        if kind is list or kind is tuple:
+            size += _VALUE_BYTES * (len(value) + 1)
+            if len(value) == 1:
+                if type(value[0]) is str:
+                    size += len(value[0])
+            elif str in set(map(type, value)):
+                size += sum([len(v) for v in value if type(v) is str])
+        elif kind is str or kind is bytes:
+            size += _VALUE_BYTES + len(value)
+        elif hasattr(value, "nbytes") and getattr(value.dtype, "kind", "O") != "O":
+            size += _VALUE_BYTES + int(value.nbytes)
+        elif hasattr(value, "__len__"):  # anything else, e.g. an object array: walk it
+            size += _VALUE_BYTES * (len(value) + 1)
+            size += sum([len(v) for v in value if isinstance(v, str)])
+        else:
+            size += _VALUE_BYTES
+    return size
 
 
 def _is_scalar(value: Any) -> bool:
@@ -186,6 +228,7 @@ class PredictionLog:
         max_rows: int = 10_000,
         max_delay_s: float = 2.0,
         max_pending_rows: int = 1_000_000,
+        max_pending_bytes: int = 256 * 1024 * 1024,
         metrics: ServingMetrics | None = None,
     ) -> None:
         if max_rows < 1:
@@ -199,14 +242,20 @@ class PredictionLog:
         self.home = Path(home)
         self.max_rows = max_rows
         self.max_delay_s = float(max_delay_s)
+        if max_pending_bytes < 1:
+            raise InvalidInput(f"max_pending_bytes must be >= 1, got {max_pending_bytes}")
         self.max_pending_rows = max_pending_rows
+        self.max_pending_bytes = max_pending_bytes
         self.metrics = metrics
+        if metrics is not None:
+            metrics.log_bounds(max_pending_bytes)
         # After a failed write, the thread waits this long before trying again.
         self._retry_delay = min(max(self.max_delay_s, 0.1), 30.0)
 
         self._lock = threading.Lock()  # guards the buffer and counters below
         self._entries: list[_Entry] = []
         self._pending = 0  # rows appended, neither written nor dropped (incl. in flight)
+        self._pending_bytes = 0  # their estimated memory
         self._inflight_rows = 0
         self._inflight_t: float | None = None
         self._written = 0
@@ -236,7 +285,9 @@ class PredictionLog:
             n = _row_count(columns)
             if n <= 0:
                 return
-            self._queue(_Entry(time.monotonic(), model_name, dict(columns), n), model_name)
+            columns = dict(columns)
+            entry = _Entry(time.monotonic(), model_name, columns, n, size=_columns_bytes(columns))
+            self._queue(entry, model_name)
         except Exception:  # a malformed entry must not fail the prediction
             logger.exception("prediction log: could not queue rows of model %r", model_name)
             self._lost(1)
@@ -245,7 +296,11 @@ class PredictionLog:
         n = entry.n
         first_drop = wake = queued_ok = False
         with self._lock:
-            if self._closed or self._pending + n > self.max_pending_rows:
+            if (
+                self._closed
+                or self._pending + n > self.max_pending_rows
+                or self._pending_bytes + entry.size > self.max_pending_bytes
+            ):
                 self._dropped += n
                 first_drop = not self._dropping
                 self._dropping = True
@@ -253,6 +308,7 @@ class PredictionLog:
                 queued_ok = True
                 self._entries.append(entry)
                 self._pending += n
+                self._pending_bytes += entry.size
                 self._dropping = False
                 queued = self._pending - self._inflight_rows
                 wake = len(self._entries) == 1 or queued - n < self.max_rows <= queued
@@ -260,12 +316,20 @@ class PredictionLog:
             if self.metrics is not None:
                 self.metrics.log_dropped(n)
             if first_drop:
+                if self._closed:
+                    why = "log closed"
+                elif self._pending + n > self.max_pending_rows:
+                    why = f"{self._pending} rows pending; the limit is {self.max_pending_rows}"
+                else:
+                    why = (
+                        f"about {self._pending_bytes} bytes pending; the limit is "
+                        f"{self.max_pending_bytes} (modelloop serve --log-max-pending-bytes)"
+                    )
                 logger.warning(
-                    "prediction log: dropping rows of model %r (%s)",
+                    "prediction log: dropping rows of model %r until it can write again (%s); "
+                    "see modelloop_serving_prediction_log_dropped_rows",
                     model_name,
-                    "log closed"
-                    if self._closed
-                    else f"{self.max_pending_rows} rows already pending",
+                    why,
                 )
         elif wake:
             self._wake.set()
@@ -287,7 +351,8 @@ class PredictionLog:
             if _ROW_NAMES[key] != names:  # same columns in another order: go the general way
                 self.append(model_name, {n: [v] for n, v in zip(names, row, strict=True)})
                 return
-            self._queue(_Entry(time.monotonic(), model_name, None, 1, row, key), model_name)
+            entry = _Entry(time.monotonic(), model_name, None, 1, row, key, _row_bytes(row))
+            self._queue(entry, model_name)
         except Exception:  # a malformed row must not fail the prediction
             logger.exception("prediction log: could not queue a row of model %r", model_name)
             self._lost(1)
@@ -320,6 +385,11 @@ class PredictionLog:
     def pending_rows(self) -> int:
         """Rows appended and not yet written or dropped."""
         return self._pending
+
+    @property
+    def pending_bytes(self) -> int:
+        """Estimated memory held by the pending rows, in bytes."""
+        return self._pending_bytes
 
     @property
     def lag_seconds(self) -> float:
@@ -371,6 +441,7 @@ class PredictionLog:
                 self._flush_lock.release()
         with self._lock:
             lost = sum(e.n for e in self._entries)
+            self._pending_bytes -= sum(e.size for e in self._entries)
             self._entries = []
             self._pending -= lost
             self._dropped += lost
@@ -420,6 +491,7 @@ class PredictionLog:
             if batch:
                 self._inflight_t = batch[0].t
                 self._inflight_rows = sum(e.n for e in batch)
+        inflight_bytes = sum(e.size for e in batch)
         if not batch:
             self._publish()
             return
@@ -453,6 +525,7 @@ class PredictionLog:
         keep.sort(key=lambda e: e.t)
         with self._lock:
             self._pending -= written + dropped
+            self._pending_bytes -= inflight_bytes - sum(e.size for e in keep)
             self._written += written
             self._dropped += dropped
             self._entries[:0] = keep
@@ -497,10 +570,13 @@ class PredictionLog:
 
     def _write(self, model: str, entries: list[_Entry], wall_minus_mono: float) -> _Outcome:
         """Write entries as one segment; bad rows are isolated by halving and dropped."""
-        from modelloop.monitoring._logfiles import append_predictions
+        from modelloop.monitoring._logfiles import append_predictions, log_folder
 
         rows = sum(e.n for e in entries)
         try:
+            # A folder that cannot be made fails here, before a table of every pending row is
+            # built (and thrown away) on each retry.
+            log_folder(self.home, "predictions", model).mkdir(parents=True, exist_ok=True)
             append_predictions(self.home, model, _table(entries, wall_minus_mono))
         except OSError as exc:
             self._count_error()
@@ -533,7 +609,7 @@ class PredictionLog:
 
     def _publish(self) -> None:
         if self.metrics is not None:
-            self.metrics.log_state(self._pending, self.lag_seconds)
+            self.metrics.log_state(self._pending, self.lag_seconds, self._pending_bytes)
 
 
 class _Outcome:

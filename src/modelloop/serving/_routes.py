@@ -10,7 +10,6 @@ import logging
 import math
 import re
 import time
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -226,7 +225,12 @@ def add_routes(app: FastAPI, state: _State) -> None:
             signature, decoded = served
             if model.signature != signature:  # decode again only if the inputs differ
                 decode = _codec.decode_v2 if v2 else _codec.decode_records
-                decoded = decode(payload, model.signature, max_rows=config.max_rows)
+                decoded = decode(
+                    payload,
+                    model.signature,
+                    max_rows=config.max_rows,
+                    max_string_length=config.max_string_length,
+                )
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
             log_rows(model, "shadow", rid, decoded, result, (time.perf_counter() - t0) * 1e3)
         except ModelloopError as e:
@@ -275,8 +279,13 @@ def add_routes(app: FastAPI, state: _State) -> None:
             shadow = None
         picked["version"], picked["route"] = str(model.version), route
         decode = _codec.decode_v2 if v2 else _codec.decode_records
-        decoded = decode(payload, model.signature, max_rows=config.max_rows)
-        rid = decoded.request_id or uuid.uuid4().hex
+        decoded = decode(
+            payload,
+            model.signature,
+            max_rows=config.max_rows,
+            max_string_length=config.max_string_length,
+        )
+        rid = decoded.request_id or state.served.new_id()
         try:
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
         except Overloaded:
@@ -289,6 +298,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             shadows.add(task)
             task.add_done_callback(shadows.discard)
         seconds = time.perf_counter() - t0
+        state.served.record(name, rid, decoded.n_rows)
         log_rows(model, route, rid, decoded, result, seconds * 1e3)
         metrics.request(name, str(model.version), route, 200, seconds)
         return model, route, decoded, rid, result
@@ -423,9 +433,9 @@ def add_routes(app: FastAPI, state: _State) -> None:
     )
     async def v1_feedback(request: Request, name: str) -> dict[str, Any]:
         endpoint = state.manager.get(name)
-        body = await read_body(request, config.max_body_bytes)
+        body = await read_body(request, config.max_body_bytes, require_type=True)
         payload = require_object(_codec.parse_json(body), "the feedback")
-        rows = _feedback_rows(payload, config.max_rows)
+        rows = _feedback_rows(payload, config.max_rows, config.max_string_length)
         classes = {
             repr(c)
             for m in (endpoint.champion, endpoint.challenger)
@@ -439,11 +449,28 @@ def add_routes(app: FastAPI, state: _State) -> None:
                     f"(classes: {sorted(classes)})",
                     column="label",
                 )
+        check = state.served.check(name, (rid for rid, _ in rows))
+        if check.never:
+            metrics.feedback(name, "refused", len(rows))
+            shown = check.never[:10]
+            more = f" and {len(check.never) - 10} more" if len(check.never) > 10 else ""
+            raise SchemaMismatch(
+                f"no label was recorded: model {name!r} never answered request ids {shown}"
+                f"{more}; label the request_id of an answer (the row_ids of a multi-row one)",
+                column="request_id",
+            )
         try:
             await asyncio.to_thread(_write_feedback, state, name, rows)
         except OSError as e:
             raise StoreError(f"could not record the feedback: {e}") from e
-        return {"model_name": name, "accepted": len(rows)}
+        metrics.feedback(name, "verified", check.verified)
+        metrics.feedback(name, "unverified", check.unverified)
+        return {
+            "model_name": name,
+            "accepted": len(rows),
+            "verified": check.verified,
+            "unverified": check.unverified,
+        }
 
     @get("/v1/models", tags=["v1"], summary="Served models and their routing")
     async def v1_models() -> dict[str, Any]:
@@ -467,7 +494,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
     )
     async def admin_set_routing(request: Request, name: str) -> dict[str, Any]:
         state.manager.get(name)
-        body = await read_body(request, config.max_body_bytes)
+        body = await read_body(request, config.max_body_bytes, require_type=True)
         payload = require_object(_codec.parse_json(body), "the routing")
         unknown = sorted(set(payload) - {"challenger", "mode", "share"})
         if unknown:
@@ -495,7 +522,9 @@ def add_routes(app: FastAPI, state: _State) -> None:
     @get("/metrics", tags=["metrics"], summary="Prometheus metrics")
     async def prometheus() -> Response:
         if state.log is not None:
-            metrics.log_state(state.log.pending_rows, state.log.lag_seconds)
+            metrics.log_state(
+                state.log.pending_rows, state.log.lag_seconds, state.log.pending_bytes
+            )
         body, ctype = metrics.render()
         return Response(body, media_type=ctype)
 
@@ -525,7 +554,9 @@ def _where(payload: dict[str, Any], i: int) -> str:
     return f"labels[{i}]" if "labels" in payload else "feedback"
 
 
-def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, Any]]:
+def _feedback_rows(
+    payload: dict[str, Any], max_rows: int, max_string_length: int
+) -> list[tuple[str, Any]]:
     if "labels" in payload:
         items = payload["labels"]
         if not isinstance(items, list) or not items:
@@ -557,6 +588,12 @@ def _feedback_rows(payload: dict[str, Any], max_rows: int) -> list[tuple[str, An
         if label is None or not isinstance(label, str | int | float | bool):
             raise SchemaMismatch(
                 f"{where}.label must be a string, number or boolean, got {label!r}", column="label"
+            )
+        if isinstance(label, str) and len(label) > max_string_length:
+            raise SchemaMismatch(
+                f"{where}.label is a string of {len(label)} characters; the limit is "
+                f"{max_string_length} (modelloop serve --max-string-length)",
+                column="label",
             )
         kinds.add(float if type(label) is int else type(label))
         rows.append((rid, label))
