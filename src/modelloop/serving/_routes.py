@@ -63,6 +63,9 @@ def _json(content: dict[str, Any]) -> Response:
     return Response(_ENCODER.encode(content).encode(), media_type="application/json")
 
 
+#: The V2 protocol extensions this server implements.
+_V2_EXTENSIONS = ["binary_tensor_data"]
+
 _RECORDS_BODY = {
     "required": True,
     "content": {
@@ -314,7 +317,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     @get("/v2", tags=["v2"], summary="Server metadata")
     async def v2_server() -> dict[str, Any]:
-        return {"name": "modelloop", "version": __version__, "extensions": []}
+        return {"name": "modelloop", "version": __version__, "extensions": _V2_EXTENSIONS}
 
     @get("/v2/health/live", tags=["v2"], summary="Liveness")
     async def v2_live() -> Response:
@@ -362,16 +365,23 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     async def v2_infer_any(request: Request, name: str, version: str | None) -> Response:
         model, _route, decoded, rid, result = await predict(request, name, True, version)
-        return _json(
-            _encode.encode_v2(
-                name,
-                str(model.version),
-                rid,
-                result.prediction,
-                result.proba,
-                model.signature,
-                decoded.outputs,
-            )
+        answer = _encode.encode_v2(
+            name,
+            str(model.version),
+            rid,
+            result.prediction,
+            result.proba,
+            model.signature,
+            decoded.outputs,
+        )
+        if not decoded.binary_outputs:
+            return _json(answer)
+        blob = _encode.binary_outputs(answer, decoded.binary_outputs)
+        header = _ENCODER.encode(answer).encode()
+        return Response(
+            header + blob,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(header))},
         )
 
     direct = functools.partial(
