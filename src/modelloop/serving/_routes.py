@@ -331,7 +331,15 @@ def add_routes(app: FastAPI, state: _State) -> None:
     @get("/v2/health/ready", tags=["v2"], summary="Readiness: 200 once models are loaded")
     async def v2_ready() -> Response:
         ok = state.ready and not state.draining
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
+        answer: dict[str, Any] = {"ready": ok}
+        refused = [
+            {"model": e.name, "route": role, **info}
+            for e in state.manager.endpoints.values()
+            for role, info in e.refused.items()
+        ]
+        if refused:  # still ready: the previous versions answer (see the README)
+            answer["refused"] = refused
+        return JSONResponse(answer, status_code=200 if ok else 400)
 
     def metadata(name: str, version: str | None) -> dict[str, Any]:
         endpoint = state.manager.get(name)
@@ -351,9 +359,20 @@ def add_routes(app: FastAPI, state: _State) -> None:
         return metadata(name, version)
 
     def model_ready(name: str, version: str | None) -> Response:
+        refused = state.manager.get(name).refused if name in state.manager.endpoints else {}
+        if version is not None:
+            for role, info in refused.items():
+                if str(info["version"]) == version:  # named by an alias, but not loadable
+                    return JSONResponse(
+                        {"name": name, "ready": False, "refused": {"route": role, **info}},
+                        status_code=400,
+                    )
         metadata(name, version)  # 404 when not served
         ok = state.ready
-        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
+        answer: dict[str, Any] = {"name": name, "ready": ok}
+        if version is None and refused:  # still ready: the previous version answers
+            answer["refused"] = {role: info for role, info in refused.items()}
+        return JSONResponse(answer, status_code=200 if ok else 400)
 
     @get("/v2/models/{name}/ready", tags=["v2"], summary="Model readiness")
     async def v2_model_ready(name: str) -> Response:
