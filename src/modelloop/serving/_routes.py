@@ -22,6 +22,7 @@ from modelloop._names import PREDICTION_COLUMNS
 from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch, StoreError
 from modelloop.serving._errors import BadRequest, Overloaded, PayloadTooLarge
 from modelloop.serving._http import inline_binary_tensors, json_header_length, read_body
+from modelloop.serving._openapi import V2_REQUEST_BODY
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -413,7 +414,14 @@ def add_routes(app: FastAPI, state: _State) -> None:
     async def v2_infer(request: Request, name: str) -> Response:
         return await v2_infer_any(request, name, None)
 
-    direct("/v2/models/{name}/infer", v2_infer, tags=["v2"], summary="Inference (V2 tensors)")
+    v2_body = {"requestBody": V2_REQUEST_BODY}
+    direct(
+        "/v2/models/{name}/infer",
+        v2_infer,
+        tags=["v2"],
+        summary="Inference (V2 tensors)",
+        openapi_extra=v2_body,
+    )
 
     async def v2_infer_version(request: Request, name: str, version: str) -> Response:
         return await v2_infer_any(request, name, version)
@@ -423,6 +431,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         v2_infer_version,
         tags=["v2"],
         summary="Inference, one version",
+        openapi_extra=v2_body,
     )
 
     # -- plain JSON ---------------------------------------------------------------------------
