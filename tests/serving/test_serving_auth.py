@@ -69,6 +69,9 @@ def http(server: Server) -> Iterator[Any]:
 
 def app_routes(home: Path) -> list[tuple[str, str]]:
     """(method, concrete path) of every HTTP route the app has, path parameters filled in."""
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
     from modelloop._config import Settings
     from modelloop.serving import ServeConfig, create_app
     from modelloop.serving._auth import Token
@@ -80,6 +83,11 @@ def app_routes(home: Path) -> list[tuple[str, str]]:
     )
     found: list[tuple[str, str]] = []
     for route in app.routes:
+        if isinstance(route, Mount) and isinstance(route.app, StaticFiles):  # the docs' files
+            assert route.app.directory is not None
+            files = sorted(p.name for p in Path(route.app.directory).iterdir() if p.is_file())
+            found.extend(("GET", f"{route.path}/{name}") for name in files)
+            continue
         methods = getattr(route, "methods", None)
         path = getattr(route, "path", None)
         assert methods and path, f"route {route!r} is not a plain HTTP route: check it by hand"
@@ -100,6 +108,7 @@ def routes(home: Path) -> list[tuple[str, str]]:
         "/v2", "/v2/health/live", "/v2/health/ready", f"/v2/models/{MODEL}/infer",
         f"/v2/models/{MODEL}/versions/1/infer", f"/v1/models/{MODEL}/predict",
         f"/v1/models/{MODEL}/feedback", "/v1/admin/routing", "/metrics", "/openapi.json", "/docs",
+        "/docs/assets/swagger-ui-bundle.js",
     } <= paths  # fmt: skip
     return found
 

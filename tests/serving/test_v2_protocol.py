@@ -128,7 +128,7 @@ def test_server_health_and_metadata_via_tritonclient(triton: Any) -> None:
     meta = triton.get_server_metadata()
     assert meta["name"] == "modelloop"
     assert meta["version"] == __version__
-    assert isinstance(meta["extensions"], list)
+    assert meta["extensions"] == ["binary_tensor_data"]  # what this server implements
 
 
 def test_model_readiness_via_tritonclient(triton: Any) -> None:
@@ -186,18 +186,22 @@ def test_infer_mixed_datatypes_matches_in_process(
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_infer_narrower_datatypes_fit_the_columns(
-    triton: Any, local: dict[str, Any], binary: bool
-) -> None:
-    # FP32 into a float64 column and INT32 into an int64 column are accepted as their values.
+def test_infer_narrower_datatypes_are_refused_naming_the_input(triton: Any, binary: bool) -> None:
+    # The protocol: a tensor has its input's own datatype. INT32 for an INT64 input and FP32 for
+    # an FP64 one are refused, naming the input and the datatype it takes.
+    from tritonclient.utils import InferenceServerException
+
     frame = mixed_rows(6)
-    result = triton.infer(
-        "mixed",
-        mixed_inputs(frame, binary=binary, types={"amount": "FP32", "count": "INT32"}),
-        outputs=json_outputs("predict"),
-    )
-    expected = frame.assign(amount=frame["amount"].astype(np.float32).astype(np.float64))
-    np.testing.assert_array_equal(result.as_numpy("predict"), local["mixed"].predict(expected))
+    for column, datatype, own in (("count", "INT32", "INT64"), ("amount", "FP32", "FP64")):
+        with pytest.raises(InferenceServerException) as info:
+            triton.infer(
+                "mixed",
+                mixed_inputs(frame, binary=binary, types={column: datatype}),
+                outputs=json_outputs("predict"),
+            )
+        assert info.value.status() == "422"
+        assert f"input '{column}': datatype {datatype} does not match" in str(info.value)
+        assert f"which takes {own}" in str(info.value)
 
 
 def test_infer_default_outputs_returns_both(triton: Any, local: dict[str, Any]) -> None:
@@ -395,27 +399,158 @@ def test_raw_missing_tensor_is_422_naming_it(server: Server) -> None:
         ("count", "UINT8"),
         ("count", "UINT32"),
         ("count", "UINT64"),
+        ("count", "FP64"),
         ("amount", "INT64"),
         ("amount", "FP32"),
         ("amount", "FP16"),
     ],
 )
-def test_raw_infer_accepts_datatypes_that_fit(
-    server: Server, local: dict[str, Any], column: str, datatype: str
+def test_raw_infer_refuses_datatypes_other_than_the_inputs_own(
+    server: Server, column: str, datatype: str
 ) -> None:
-    # Integers into a float column, and any integer width holding the values, are accepted.
     frame = mixed_rows(4)
-    if column == "amount":
-        frame["amount"] = frame["amount"].round() if datatype == "INT64" else frame["amount"]
-        if datatype.startswith("FP"):
-            frame["amount"] = frame["amount"].astype(datatype.replace("FP", "float")).astype(float)
+    frame["amount"] = frame["amount"].round()  # values that any of these datatypes could hold
     request = v2_request(frame)
     for tensor in request["inputs"]:
         if tensor["name"] == column:
             tensor["datatype"] = datatype
-            if datatype == "INT64":
-                tensor["data"] = [int(v) for v in tensor["data"]]
+            tensor["data"] = [int(v) for v in tensor["data"]]
     status, body, _ = raw(server, "POST", "/v2/models/mixed/infer", request)
-    assert status == 200, body
-    predict = next(o for o in body["outputs"] if o["name"] == "predict")
-    assert predict["data"] == local["mixed"].predict(frame).tolist()
+    assert_error_body(status, body, 422)
+    assert (
+        f"input {column!r}: datatype {datatype} does not match column {column!r}" in body["error"]
+    )
+    assert f"which takes {MIXED_DATATYPES[column]}" in body["error"]
+
+
+# -- binary tensor data in answers, compressed requests ------------------------------------------
+
+
+def test_binary_outputs_requested_per_output_via_tritonclient(
+    triton: Any, local: dict[str, Any]
+) -> None:
+    import tritonclient.http as httpclient
+
+    frame = mixed_rows(7)
+    model = local["mixed"]
+    result = triton.infer(
+        "mixed",
+        mixed_inputs(frame, binary=True),
+        outputs=[
+            httpclient.InferRequestedOutput("predict", binary_data=True),
+            httpclient.InferRequestedOutput("predict_proba", binary_data=False),
+        ],
+    )
+    outputs = {o["name"]: o for o in result.get_response()["outputs"]}
+    assert "data" not in outputs["predict"]
+    assert outputs["predict"]["parameters"]["binary_data_size"] == 7 * 8  # INT64
+    assert "data" in outputs["predict_proba"] and "binary_data_size" not in outputs[
+        "predict_proba"
+    ].get("parameters", {})
+    np.testing.assert_array_equal(result.as_numpy("predict"), model.predict(frame))
+    np.testing.assert_allclose(
+        result.as_numpy("predict_proba"), model.predict_proba(frame), rtol=0, atol=1e-12
+    )
+
+
+def test_binary_outputs_by_default_in_tritonclient(triton: Any, local: dict[str, Any]) -> None:
+    # Without outputs tritonclient asks for all of them as binary (binary_data_output).
+    frame = mixed_rows(5)
+    result = triton.infer("mixed", mixed_inputs(frame, binary=False))
+    for out in result.get_response()["outputs"]:
+        assert "data" not in out and out["parameters"]["binary_data_size"] > 0
+    np.testing.assert_array_equal(result.as_numpy("predict"), local["mixed"].predict(frame))
+    proba = result.as_numpy("predict_proba")
+    assert proba.shape == (5, 2) and proba.dtype == np.float64
+    np.testing.assert_allclose(proba, local["mixed"].predict_proba(frame), rtol=0, atol=1e-12)
+
+
+def test_raw_binary_answer_layout(server: Server, local: dict[str, Any]) -> None:
+    frame = mixed_rows(3)
+    request = v2_request(frame, parameters={"binary_data_output": True})
+    req = urllib.request.Request(
+        server.url + "/v2/models/mixed/infer",
+        data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as r:
+        assert r.status == 200
+        assert r.headers["content-type"] == "application/octet-stream"
+        length = int(r.headers["inference-header-content-length"])
+        body = r.read()
+    header = json.loads(body[:length])
+    sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
+    assert [o["name"] for o in header["outputs"]] == ["predict", "predict_proba"]
+    assert sizes == [3 * 8, 3 * 2 * 8] and len(body) == length + sum(sizes)
+    predict = np.frombuffer(body[length : length + sizes[0]], "<i8")
+    np.testing.assert_array_equal(predict, local["mixed"].predict(frame))
+    # a bad flag is refused, naming it
+    request["parameters"]["binary_data_output"] = "yes"
+    status, answer, _ = raw(server, "POST", "/v2/models/mixed/infer", request)
+    assert_error_body(status, answer, 400)
+    assert "binary_data_output" in answer["error"]
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_via_tritonclient(
+    triton: Any, local: dict[str, Any], algorithm: str
+) -> None:
+    frame = mixed_rows(9)
+    for binary in (False, True):
+        result = triton.infer(
+            "mixed",
+            mixed_inputs(frame, binary=binary),
+            outputs=json_outputs("predict"),
+            request_compression_algorithm=algorithm,
+        )
+        np.testing.assert_array_equal(result.as_numpy("predict"), local["mixed"].predict(frame))
+
+
+def post_encoded(server: Server, path: str, data: bytes, encoding: str) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        server.url + path,
+        data=data,
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def peak_rss_kib(server: Server) -> int:
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+
+
+def test_compressed_body_limits(server: Server) -> None:
+    import gzip
+    import zlib
+
+    path = "/v2/models/mixed/infer"
+    # an unknown encoding: 415 naming it, never "not valid JSON"
+    status, body = post_encoded(server, path, b"x", "br")
+    assert_error_body(status, body, 415)
+    assert "'br'" in body["error"] and "gzip" in body["error"]
+    # not what it claims to be
+    status, body = post_encoded(server, path, b'{"inputs": []}', "gzip")
+    assert_error_body(status, body, 400)
+    assert "not valid gzip data" in body["error"]
+    status, body = post_encoded(server, path, zlib.compress(b'{"inputs": []}')[:-3], "deflate")
+    assert_error_body(status, body, 400)
+    # over the 4 MiB limit once inflated, though small on the wire: 413
+    big = json.dumps({"inputs": [{"name": "x", "data": [0.5] * 1_200_000}]}).encode()
+    assert len(big) > 4 * 2**20
+    status, body = post_encoded(server, path, gzip.compress(big), "gzip")
+    assert_error_body(status, body, 413)
+    # a bomb (256 MiB of zeros in about 256 KiB) is refused without being inflated in memory
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = bytes(2**20)
+    bomb = b"".join(packer.compress(chunk) for _ in range(256)) + packer.flush()
+    assert len(bomb) < 2**19
+    before = peak_rss_kib(server)
+    status, body = post_encoded(server, path, bomb, "gzip")
+    assert_error_body(status, body, 413)
+    assert "inflates to over the limit" in body["error"]
+    assert peak_rss_kib(server) - before < 64 * 1024  # KiB: far below the 256 MiB it holds

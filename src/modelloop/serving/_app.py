@@ -33,6 +33,9 @@ __all__ = ["ServeConfig", "create_app"]
 
 log = logging.getLogger("modelloop.serving")
 
+#: Where the docs page's Swagger UI files are served.
+DOCS_ASSETS = "/docs/assets"
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -133,8 +136,6 @@ def create_app(
     ``config.tokens`` every route needs a bearer token; without, web pages are kept out
     (:class:`~modelloop.serving._auth.OpenModeGuard`).
     """
-    from fastapi import FastAPI
-
     from modelloop import __version__
 
     if not models:
@@ -177,20 +178,31 @@ def create_app(
             if state.log is not None:  # at least a moment to write what is pending
                 await asyncio.to_thread(state.log.close, max(1.0, deadline - time.monotonic()))
 
-    app = FastAPI(
+    # The docs page loads Swagger UI from files shipped in a package, never from a CDN; every
+    # route, these files included, is behind the same auth. ReDoc is off (it would need more).
+    from fastapi_offline import FastAPIOffline
+
+    app = FastAPIOffline(
         title="modelloop model server",
         version=__version__,
         description=(
             "Open Inference Protocol V2 under /v2, a plain JSON endpoint under /v1, "
-            "Prometheus metrics at /metrics."
+            'Prometheus metrics at /metrics. Every error answers `{"error": message}`. '
+            "A path answers 405 to a method it does not list, and a path not listed 404."
         ),
         lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},  # the validator badge is an outside call
     )
     app.state.modelloop = state
     _install_errors(app, state)
+    from modelloop.serving._openapi import install_openapi
     from modelloop.serving._routes import add_routes
 
     add_routes(app, state)
+    install_openapi(app, auth=bool(config.tokens))
     if config.tokens:
         from modelloop.serving._auth import BearerAuthMiddleware
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import SchemaMismatch
 from modelloop.models._dtypes import is_float
-from modelloop.serving._encode import output_names, v2_datatype
+from modelloop.serving._encode import input_datatype, output_names, v2_datatype
 from modelloop.serving._errors import BadRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -85,6 +85,7 @@ class Decoded:
     request_id: str | None  # the client's id ("id" in V2, "id" or "request_id" in v1)
     key: str | None  # sticky routing key (v1 "key"; V2 parameters["key"])
     outputs: list[str] | None  # V2 requested output names (None = all)
+    binary_outputs: frozenset[str] = frozenset()  # V2 outputs to answer as binary tensor data
 
 
 # -- JSON --------------------------------------------------------------------------------------
@@ -363,27 +364,9 @@ def _column_check(spec: ColumnSpec) -> _Check:
 
 
 def _v2_accepts(spec: ColumnSpec) -> frozenset[str]:
-    """The V2 datatypes whose tensors can feed this column."""
-    dtype = spec.dtype
-    if is_float(dtype):
-        return frozenset((*_V2_FLOATS, *_V2_INTS))
-    if dtype.lower() in _INT_RANGES:
-        return frozenset(_V2_INTS)
-    if dtype in ("bool", "boolean"):
-        return frozenset(("BOOL",))
-    if dtype == "category":
-        kinds = {type(c) for c in spec.categories or ()}
-        out: set[str] = set()
-        if str in kinds:
-            out.add("BYTES")
-        if bool in kinds:
-            out.add("BOOL")
-        if int in kinds:
-            out.update(_V2_INTS)
-        if int in kinds or float in kinds:
-            out.update(_V2_FLOATS)
-        return frozenset(out)
-    return frozenset(("BYTES",))
+    """The V2 datatypes whose tensors can feed this column: exactly the one the model metadata
+    advertises, as the protocol requires (an INT32 tensor does not feed an INT64 input)."""
+    return frozenset((input_datatype(spec),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,8 +607,9 @@ def decode_v2(
     """Decode an Open Inference Protocol V2 inference request.
 
     Either one tensor per column (shape ``[n]`` or ``[n, 1]``, data flat or nested), or one
-    ``[n, n_columns]`` tensor whose columns follow the signature order. The datatype must fit
-    the column (integers feed float columns; floats never feed integer columns). Raises
+    ``[n, n_columns]`` tensor whose columns follow the signature order. The datatype must be
+    the column's own, as the model metadata gives it (the protocol's rule: INT32 does not feed
+    an INT64 input, nor FP32 an FP64 one). Raises
     ``BadRequest`` for a malformed request or an unknown requested output, ``PayloadTooLarge``
     for more than ``max_rows`` rows, ``SchemaMismatch`` for missing, unknown or duplicate
     tensors and for values the signature does not admit (strings longer than
@@ -642,7 +626,8 @@ def decode_v2(
         raise BadRequest(f'"parameters" must be an object, got {_json_type(parameters)}')
     key = _text_field((parameters or {}).get("key"), "parameters.key")
     plan = _plan(signature)
-    outputs = _requested_outputs(payload.get("outputs"), plan)
+    binary = _flag((parameters or {}).get("binary_data_output"), "parameters.binary_data_output")
+    outputs, binary_outputs = _requested_outputs(payload.get("outputs"), plan, binary)
     inputs = payload.get("inputs")
     if type(inputs) is not list or not inputs:
         raise BadRequest('"inputs" must be a non-empty list of tensors')
@@ -653,24 +638,53 @@ def decode_v2(
         columns, n = _from_tensors(tensors, plan, max_rows)
     if plan.texts:
         _check_lengths(columns, plan, max_string_length)
-    return Decoded(columns=columns, n_rows=n, request_id=request_id, key=key, outputs=outputs)
+    return Decoded(
+        columns=columns,
+        n_rows=n,
+        request_id=request_id,
+        key=key,
+        outputs=outputs,
+        binary_outputs=binary_outputs,
+    )
 
 
-def _requested_outputs(value: Any, plan: _Plan) -> list[str] | None:
+def _flag(value: Any, field: str) -> bool:
     if value is None:
-        return None
+        return False
+    if type(value) is not bool:
+        raise BadRequest(f'"{field}" must be true or false, got {_show(value)}')
+    return value
+
+
+def _requested_outputs(
+    value: Any, plan: _Plan, binary: bool
+) -> tuple[list[str] | None, frozenset[str]]:
+    """The requested output names (None = all) and those to answer as binary tensor data:
+    an output's ``parameters.binary_data`` when given, else the request's
+    ``parameters.binary_data_output`` (``binary``)."""
+    if value is None:
+        return None, frozenset(plan.outputs) if binary else frozenset()
     if type(value) is not list:
         raise BadRequest(f'"outputs" must be a list of objects, got {_json_type(value)}')
     names: list[str] = []
+    binary_names: set[str] = set()
     for i, item in enumerate(value):
         name = item.get("name") if type(item) is dict else None
         if type(name) is not str:
             raise BadRequest(f'outputs[{i}] must be an object with a string "name"')
         if name not in plan.outputs:
             raise BadRequest(f"unknown output {name!r}; this model gives {list(plan.outputs)}")
+        params = item.get("parameters")
+        if params is not None and type(params) is not dict:
+            raise BadRequest(f"outputs[{i}].parameters must be an object, got {_show(params)}")
+        wanted = (params or {}).get("binary_data")
+        if wanted is None:
+            wanted = binary
+        if _flag(wanted, f"outputs[{i}].parameters.binary_data"):
+            binary_names.add(name)
         if name not in names:
             names.append(name)
-    return names
+    return names, frozenset(binary_names)
 
 
 def _tensor(t: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
@@ -683,8 +697,8 @@ def _tensor(t: Any, index: int) -> tuple[str, list[int], str, list[Any]]:
     params = t.get("parameters")
     if params is not None and type(params) is dict and "binary_data_size" in params:
         raise BadRequest(
-            f"input {_show(name)}: binary tensor data is not supported; send the values as "
-            "JSON (tritonclient: binary_data=False)"
+            f"input {_show(name)}: binary_data_size is given but the request has no "
+            "Inference-Header-Content-Length header; send it with the length of the JSON part"
         )
     shape = t.get("shape")
     if type(shape) is not list or not shape:
@@ -749,9 +763,10 @@ def _typed(values: list[Any], datatype: str, column: str) -> None:
 def _fits(plan: _Plan, column: str, datatype: str, tensor: str) -> None:
     accepted = plan.v2_accepts[column]
     if datatype not in accepted:
+        (expected,) = accepted
         raise SchemaMismatch(
-            f"input {_show(tensor)}: datatype {datatype} does not fit column {column!r}; use "
-            f"one of {sorted(accepted)}",
+            f"input {_show(tensor)}: datatype {datatype} does not match column {column!r}, "
+            f"which takes {expected} (see the model metadata); convert the tensor to {expected}",
             column=column,
         )
 
@@ -809,9 +824,9 @@ def _from_matrix(
         )
     n = shape[0]
     _check_rows(n, max_rows, where)
+    flat = _flatten(data, shape, name)
     for column in plan.names:
         _fits(plan, column, datatype, name)
-    flat = _flatten(data, shape, name)
     columns: dict[str, list[Any]] = {}
     integers = datatype in _V2_INTS
     for j, (column, kind, lo, hi, check, native) in enumerate(plan.quick):

@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from modelloop.models import ColumnSpec, Signature
 
 __all__ = [
+    "binary_outputs",
     "encode_records",
     "encode_v2",
+    "input_datatype",
     "output_names",
     "v2_datatype",
     "v2_model_metadata",
@@ -42,8 +44,9 @@ def v2_datatype(dtype: str) -> str:
     return _V2_BY_DTYPE.get(dtype, "BYTES")
 
 
-def _input_datatype(spec: ColumnSpec) -> str:
-    """The datatype to advertise for a column: a category of numbers takes theirs."""
+def input_datatype(spec: ColumnSpec) -> str:
+    """The V2 datatype of a column's input tensor, as the model metadata advertises it and
+    inference requires it (a category of numbers takes theirs)."""
     if spec.dtype == "category":
         return _scalars_datatype(list(spec.categories or ())) if spec.categories else "BYTES"
     return v2_datatype(spec.dtype)
@@ -81,7 +84,7 @@ def v2_model_metadata(
     outputs: list[dict[str, Any]] = []
     if signature is not None:
         inputs = [
-            {"name": spec.name, "datatype": _input_datatype(spec), "shape": [-1]}
+            {"name": spec.name, "datatype": input_datatype(spec), "shape": [-1]}
             for spec in signature.inputs
         ]
         outputs = [{"name": "predict", "datatype": _predict_datatype(signature), "shape": [-1]}]
@@ -184,6 +187,36 @@ def encode_v2(
         "id": request_id,
         "outputs": tensors,
     }
+
+
+_BINARY_DTYPES = {"BOOL": "?", "INT64": "<i8", "UINT64": "<u8", "FP64": "<f8"}
+
+
+def binary_outputs(response: dict[str, Any], names: frozenset[str]) -> bytes:
+    """Move the data of the outputs named in ``names`` out of an :func:`encode_v2` response,
+    in place, as the V2 binary tensor extension has it: each such output loses ``data`` and
+    gets ``parameters.binary_data_size``; the returned bytes are their data, in output order
+    (numbers little-endian, null floats as NaN, BYTES elements 4-byte length-prefixed UTF-8)."""
+    import numpy as np
+
+    blobs: list[bytes] = []
+    for tensor in response["outputs"]:
+        if tensor["name"] not in names:
+            continue
+        data, datatype = tensor.pop("data"), tensor["datatype"]
+        if datatype == "BYTES":
+            parts = []
+            for v in data:
+                raw = b"" if v is None else str(v).encode()
+                parts.append(len(raw).to_bytes(4, "little") + raw)
+            blob = b"".join(parts)
+        elif datatype == "FP64":
+            blob = np.array([math.nan if v is None else v for v in data], "<f8").tobytes()
+        else:
+            blob = np.array(data, _BINARY_DTYPES[datatype]).tobytes()
+        tensor.setdefault("parameters", {})["binary_data_size"] = len(blob)
+        blobs.append(blob)
+    return b"".join(blobs)
 
 
 def encode_records(

@@ -4,6 +4,7 @@ but JSON (and the V2 binary tensor extension, which is raw numbers and length-pr
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from modelloop.serving._errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
@@ -39,7 +40,10 @@ async def read_body(
     A missing content type is taken as JSON (``curl --data-binary`` and tritonclient send none)
     unless ``require_type``: routes that change state need it, since a web page can send a body
     without a content type to any origin, but a JSON one only with the server's consent.
+    A ``gzip`` or ``deflate`` body (``Content-Encoding``) is inflated, and ``limit`` holds for
+    the inflated size too; any other encoding is refused with 415.
     """
+    encoding = _content_encoding(request)
     ctype = request.headers.get("content-type")
     if ctype is None and require_type:
         raise UnsupportedMediaType(
@@ -65,7 +69,43 @@ async def read_body(
         if size > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    return body if encoding is None else _inflate(body, encoding, limit)
+
+
+def _content_encoding(request: Request) -> str | None:
+    """``gzip`` or ``deflate`` when the body is compressed so, None when it is not (or is
+    ``identity``); 415 naming any other encoding."""
+    value = request.headers.get("content-encoding")
+    if value is None:
+        return None
+    encoding = value.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding not in _WBITS:
+        raise UnsupportedMediaType(
+            f"Content-Encoding {value[:40]!r} is not supported; send the body uncompressed, "
+            "or compressed with gzip or deflate"
+        )
+    return encoding
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # deflate is zlib's format
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """The inflated body; never more than ``limit + 1`` bytes are produced, so a small bomb
+    costs no more memory than a body at the limit."""
+    inflater = zlib.decompressobj(_WBITS[encoding])
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"the body is not valid {encoding} data: {e}") from None
+    if len(out) > limit:
+        raise PayloadTooLarge(f"the body inflates to over the limit of {limit} bytes")
+    if not inflater.eof or inflater.unused_data:
+        raise BadRequest(f"the body is not one complete {encoding} stream")
+    return out
 
 
 def json_header_length(request: Request) -> int | None:

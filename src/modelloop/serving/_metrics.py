@@ -126,6 +126,13 @@ class ServingMetrics:
             ["model", "route"],
             registry=reg,
         )
+        self._refused = Gauge(
+            p + "refused_version",
+            "Version an alias names that could not be loaded (a refused package, a failed load) "
+            "while the route keeps serving its previous version; absent when none is.",
+            ["model", "route"],
+            registry=reg,
+        )
         self._ready = Gauge(p + "ready", "1 when the server is ready for traffic.", registry=reg)
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -195,6 +202,19 @@ class ServingMetrics:
         self._children.pop((id(self._version), model, route), None)
         with contextlib.suppress(KeyError):
             self._version.remove(model, route)
+
+    def model_refused(self, model: str, route: str, version: str | None) -> None:
+        """Record that ``route`` of ``model`` could not switch to ``version`` (None: it no
+        longer has a refused version)."""
+        if version is None:
+            with contextlib.suppress(KeyError):
+                self._refused.remove(model, route)
+            return
+        try:
+            value = float(int(version))
+        except (TypeError, ValueError):
+            value = math.nan
+        self._refused.labels(model, route).set(value)
 
     def ready(self, ready: bool) -> None:
         """Set readiness (1 ready, 0 not)."""

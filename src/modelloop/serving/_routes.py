@@ -21,6 +21,7 @@ from modelloop._names import PREDICTION_COLUMNS
 from modelloop.exceptions import ModelloopError, NotFound, SchemaMismatch, StoreError
 from modelloop.serving._errors import BadRequest, Overloaded, PayloadTooLarge
 from modelloop.serving._http import inline_binary_tensors, json_header_length, read_body
+from modelloop.serving._openapi import V2_REQUEST_BODY
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -61,6 +62,9 @@ def _json(content: dict[str, Any]) -> Response:
     """A compact JSON answer (the encoders have already turned non-finite floats into null)."""
     return Response(_ENCODER.encode(content).encode(), media_type="application/json")
 
+
+#: The V2 protocol extensions this server implements.
+_V2_EXTENSIONS = ["binary_tensor_data"]
 
 _RECORDS_BODY = {
     "required": True,
@@ -324,7 +328,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     @get("/v2", tags=["v2"], summary="Server metadata")
     async def v2_server() -> dict[str, Any]:
-        return {"name": "modelloop", "version": __version__, "extensions": []}
+        return {"name": "modelloop", "version": __version__, "extensions": _V2_EXTENSIONS}
 
     @get("/v2/health/live", tags=["v2"], summary="Liveness")
     async def v2_live() -> Response:
@@ -338,7 +342,15 @@ def add_routes(app: FastAPI, state: _State) -> None:
     @get("/v2/health/ready", tags=["v2"], summary="Readiness: 200 once models are loaded")
     async def v2_ready() -> Response:
         ok = state.ready and not state.draining
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 400)
+        answer: dict[str, Any] = {"ready": ok}
+        refused = [
+            {"model": e.name, "route": role, **info}
+            for e in state.manager.endpoints.values()
+            for role, info in e.refused.items()
+        ]
+        if refused:  # still ready: the previous versions answer (see the README)
+            answer["refused"] = refused
+        return JSONResponse(answer, status_code=200 if ok else 400)
 
     def metadata(name: str, version: str | None) -> dict[str, Any]:
         endpoint = state.manager.get(name)
@@ -358,9 +370,20 @@ def add_routes(app: FastAPI, state: _State) -> None:
         return metadata(name, version)
 
     def model_ready(name: str, version: str | None) -> Response:
+        refused = state.manager.get(name).refused if name in state.manager.endpoints else {}
+        if version is not None:
+            for role, info in refused.items():
+                if str(info["version"]) == version:  # named by an alias, but not loadable
+                    return JSONResponse(
+                        {"name": name, "ready": False, "refused": {"route": role, **info}},
+                        status_code=400,
+                    )
         metadata(name, version)  # 404 when not served
         ok = state.ready
-        return JSONResponse({"name": name, "ready": ok}, status_code=200 if ok else 400)
+        answer: dict[str, Any] = {"name": name, "ready": ok}
+        if version is None and refused:  # still ready: the previous version answers
+            answer["refused"] = {role: info for role, info in refused.items()}
+        return JSONResponse(answer, status_code=200 if ok else 400)
 
     @get("/v2/models/{name}/ready", tags=["v2"], summary="Model readiness")
     async def v2_model_ready(name: str) -> Response:
@@ -372,16 +395,23 @@ def add_routes(app: FastAPI, state: _State) -> None:
 
     async def v2_infer_any(request: Request, name: str, version: str | None) -> Response:
         model, _route, decoded, rid, result = await predict(request, name, True, version)
-        return _json(
-            _encode.encode_v2(
-                name,
-                str(model.version),
-                rid,
-                result.prediction,
-                result.proba,
-                model.signature,
-                decoded.outputs,
-            )
+        answer = _encode.encode_v2(
+            name,
+            str(model.version),
+            rid,
+            result.prediction,
+            result.proba,
+            model.signature,
+            decoded.outputs,
+        )
+        if not decoded.binary_outputs:
+            return _json(answer)
+        blob = _encode.binary_outputs(answer, decoded.binary_outputs)
+        header = _ENCODER.encode(answer).encode()
+        return Response(
+            header + blob,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(len(header))},
         )
 
     direct = functools.partial(
@@ -394,7 +424,14 @@ def add_routes(app: FastAPI, state: _State) -> None:
     async def v2_infer(request: Request, name: str) -> Response:
         return await v2_infer_any(request, name, None)
 
-    direct("/v2/models/{name}/infer", v2_infer, tags=["v2"], summary="Inference (V2 tensors)")
+    v2_body = {"requestBody": V2_REQUEST_BODY}
+    direct(
+        "/v2/models/{name}/infer",
+        v2_infer,
+        tags=["v2"],
+        summary="Inference (V2 tensors)",
+        openapi_extra=v2_body,
+    )
 
     async def v2_infer_version(request: Request, name: str, version: str) -> Response:
         return await v2_infer_any(request, name, version)
@@ -404,6 +441,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
         v2_infer_version,
         tags=["v2"],
         summary="Inference, one version",
+        openapi_extra=v2_body,
     )
 
     # -- plain JSON ---------------------------------------------------------------------------

@@ -167,6 +167,9 @@ class Endpoint:
     challenger: LoadedModel | None = None
     mode: RouteMode = "off"
     share: float = 0.0
+    #: per role, the version its alias names but that could not be loaded (the previous one
+    #: still answers): {"version", "reason", "since"}
+    refused: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def pick(self, key: str | None) -> tuple[LoadedModel, str, LoadedModel | None]:
         """The model that answers, its route name, and the shadow model that gets a copy."""
@@ -203,10 +206,18 @@ class Endpoint:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "champion": {"ref": str(self.champion_ref), **self.champion.describe()},
+            "champion": {
+                "ref": str(self.champion_ref),
+                **self.champion.describe(),
+                "refused": self.refused.get("champion"),
+            },
             "challenger": None
             if self.challenger is None
-            else {"ref": str(self.challenger_ref), **self.challenger.describe()},
+            else {
+                "ref": str(self.challenger_ref),
+                **self.challenger.describe(),
+                "refused": self.refused.get("challenger"),
+            },
             "mode": self.mode,
             "share": self.share,
         }
@@ -229,8 +240,8 @@ class ModelManager:
         self.failed: str | None = None  # why loading failed, once it has
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
-        #: (name, version, ONNX-form tag) that failed to load when followed: not retried
-        self._unloadable: set[tuple[str, int, str]] = set()
+        #: (name, version, ONNX-form tag) that failed to load when followed, and why: not retried
+        self._unloadable: dict[tuple[str, int, str], dict[str, Any]] = {}
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -429,10 +440,12 @@ class ModelManager:
                 old = endpoint.challenger
                 endpoint.challenger_ref, endpoint.challenger = ref, loaded
                 self._retire(old)
+                self._clear_refused(endpoint, "challenger")
             elif mode == "off":
                 old = endpoint.challenger
                 endpoint.challenger_ref, endpoint.challenger = None, None
                 self._retire(old)
+                self._clear_refused(endpoint, "challenger")
                 if old is not None and self.metrics is not None:
                     self.metrics.model_unloaded(name, "challenger")
             endpoint.mode = mode  # type: ignore[assignment]
@@ -455,7 +468,7 @@ class ModelManager:
                 current: LoadedModel | None = getattr(endpoint, role)
                 if ref is None or current is None:
                     continue
-                loaded = await self._follow(ref, current)
+                loaded = await self._follow(endpoint, role, ref, current)
                 if loaded is None:
                     continue
                 async with self._lock:
@@ -479,9 +492,12 @@ class ModelManager:
             self._report(endpoint)
         return changed
 
-    async def _follow(self, ref: ModelRef, current: LoadedModel) -> LoadedModel | None:
+    async def _follow(
+        self, endpoint: Endpoint, role: str, ref: ModelRef, current: LoadedModel
+    ) -> LoadedModel | None:
         """The version ``ref`` now names, loaded, if it differs from ``current`` (or is the same
-        version with an ONNX form attached or removed since); else None."""
+        version with an ONNX form attached or removed since); else None. A version that fails
+        to load is recorded as refused for ``role`` until the alias names a loadable one."""
         try:
             mv = await asyncio.to_thread(self.client.resolve, ref)
         except Exception as e:  # keep serving what is loaded
@@ -489,13 +505,18 @@ class ModelManager:
             return None
         wanted = (ref.name, mv.version, self._form_tag(mv))
         if wanted[1:] == (current.version, current.predictor.onnx_tag):
+            self._clear_refused(endpoint, role)  # the alias came back
             return None
-        if wanted in self._unloadable:  # said once already; retried when either changes
+        refused = self._unloadable.get(wanted)
+        if refused is not None:  # said once already; retried when either changes
+            self._set_refused(endpoint, role, refused)
             return None
         try:
-            return await self.load(ModelRef(ref.name, version=mv.version))
+            loaded = await self.load(ModelRef(ref.name, version=mv.version))
         except Exception as e:
-            self._unloadable.add(wanted)
+            refused = {"version": mv.version, "reason": _short(e), "since": time.time()}
+            self._unloadable[wanted] = refused
+            self._set_refused(endpoint, role, refused)
             log.error(
                 "cannot load %s version %s%s: %s; keeping version %s%s (not retried until the "
                 "version or its ONNX form changes)",
@@ -507,6 +528,17 @@ class ModelManager:
                 " as loaded" if mv.version == current.version else "",
             )
             return None
+        self._clear_refused(endpoint, role)
+        return loaded
+
+    def _set_refused(self, endpoint: Endpoint, role: str, refused: dict[str, Any]) -> None:
+        endpoint.refused[role] = refused
+        if self.metrics is not None:
+            self.metrics.model_refused(endpoint.name, role, str(refused["version"]))
+
+    def _clear_refused(self, endpoint: Endpoint, role: str) -> None:
+        if endpoint.refused.pop(role, None) is not None and self.metrics is not None:
+            self.metrics.model_refused(endpoint.name, role, None)
 
     async def watch(self, interval_s: float) -> None:
         """Refresh every ``interval_s`` seconds until cancelled."""
