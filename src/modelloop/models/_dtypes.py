@@ -130,7 +130,8 @@ def cast_column(
     """``s`` cast to ``dtype``; ``SchemaMismatch`` naming the column, row and value if it cannot be.
 
     ``nullable`` allows missing values (None, NaN, pd.NA, NaT). Infinite floats are never allowed.
-    ``categories`` lists the allowed values of a ``category`` column.
+    ``categories`` lists the allowed values of a ``category`` column, or of a ``string`` column
+    that refuses unseen values (None: any string).
     """
     import pandas as pd
 
@@ -144,7 +145,7 @@ def cast_column(
         out = s
     elif dtype == "string":
         _require_types(s, name, dtype, missing, (str,), "a string")
-        out = s
+        out = s if categories is None else _cast_category(s, name, missing, categories)
     elif dtype == "category":
         out = _cast_category(s, name, missing, categories)
     else:

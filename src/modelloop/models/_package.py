@@ -145,16 +145,29 @@ def save_model(
     input_example: pd.DataFrame | None = None,
     metadata: Mapping[str, Any] | None = None,
     serialization: Literal["skops", "pickle"] = "skops",
+    training_data: pd.DataFrame | None = None,
+    categorical: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    unseen: Literal["refuse", "accept"] = "accept",
 ) -> Path:
     """Write ``model`` as a package directory at ``path`` and return that path.
 
-    Without a ``signature``, one is inferred from ``input_example`` (and the model's classes and
-    predictions). User ``metadata`` (run id, dataset digest, ...) must be JSON-serialisable and may
-    not use the keys modelloop writes. ``Conflict`` if ``path`` exists and is not an empty
-    directory. The package appears whole or not at all: it is written beside ``path`` and renamed.
+    Without a ``signature``, one is inferred from ``training_data`` (the model's inputs as
+    trained, which gives string columns their categories) or else ``input_example``, and from
+    the model's classes and predictions; ``categorical`` and ``unseen`` are passed to
+    :func:`~modelloop.models.infer_signature`. User ``metadata`` (run id, dataset digest, ...)
+    must be JSON-serialisable and may not use the keys modelloop writes. ``Conflict`` if ``path``
+    exists and is not an empty directory. The package appears whole or not at all: it is written
+    beside ``path`` and renamed.
     """
     if serialization not in MODEL_FILES:
         raise InvalidInput(f"serialization must be 'skops' or 'pickle', got {serialization!r}")
+    if signature is not None and (
+        training_data is not None or categorical is not None or unseen != "accept"
+    ):
+        raise InvalidInput(
+            "give either a signature or what to infer it from (training_data, categorical, "
+            "unseen), not both"
+        )
     target = Path(path).expanduser().absolute()
     _require_empty(target)
     user_meta = dict(metadata or {})
@@ -162,9 +175,11 @@ def save_model(
     if clash:
         raise InvalidInput(f"metadata keys {clash} are reserved for modelloop")
     example_json = None
+    if signature is None and (training_data is not None or input_example is not None):
+        source = training_data if training_data is not None else input_example
+        signature = _infer_from_example(model, source, categorical, unseen)
     if input_example is not None:
-        if signature is None:
-            signature = _infer_from_example(model, input_example)
+        assert signature is not None
         signature.validate(input_example)  # a package must accept its own example
         example_json = _records_json(input_example)
 
@@ -195,18 +210,22 @@ def _require_empty(target: Path) -> None:
         raise Conflict(f"{target} already exists and is not an empty directory")
 
 
-def _infer_from_example(model: Any, example: Any) -> Signature:
+def _infer_from_example(
+    model: Any, example: Any, categorical: Any = None, unseen: Any = "accept"
+) -> Signature:
     import pandas as pd
 
     if not isinstance(example, pd.DataFrame):
-        raise InvalidInput(f"input_example must be a DataFrame, got {type(example).__name__}")
+        raise InvalidInput(
+            f"input_example and training_data must be DataFrames, got {type(example).__name__}"
+        )
     y = None
     if hasattr(model, "predict") and len(example):
         try:  # the outputs' dtype comes from what the model really returns
-            y = model.predict(example)
+            y = model.predict(example.head(100))
         except Exception:  # an unfitted or picky model: the signature just has no outputs
             y = None
-    return infer_signature(example, y, model=model)
+    return infer_signature(example, y, model=model, categorical=categorical, unseen=unseen)
 
 
 def _serialize(model: Any, serialization: str) -> bytes:

@@ -3,6 +3,10 @@
 A :class:`Signature` is stored as JSON beside the model and enforced on every prediction: input
 is reordered to the training column order and cast to the training dtypes, and anything that
 does not fit raises :class:`~modelloop.exceptions.SchemaMismatch` naming the column.
+
+A string column may carry the categories seen in training and a policy for other values:
+``unseen="refuse"`` makes them an error, ``unseen="accept"`` lets them through so that serving
+counts them and monitoring sees them as drift.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -30,8 +34,17 @@ if TYPE_CHECKING:
 
 __all__ = ["ColumnSpec", "Signature", "infer_signature"]
 
-FORMAT_VERSION = 1
+#: The newest signature format this modelloop reads. Version 2 adds categories on string
+#: columns; a signature without them is still written as version 1, which older readers take.
+FORMAT_VERSION = 2
 _TASKS = ("classification", "regression")
+UNSEEN_POLICIES = ("refuse", "accept")
+#: When inferring, a string column is categorical if it has at least this many present values,
+#: at most AUTO_MAX_CATEGORIES distinct ones, and each distinct value seen twice on average.
+AUTO_MIN_VALUES = 100
+AUTO_MAX_CATEGORIES = 1_000
+
+Unseen = Literal["refuse", "accept"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +56,12 @@ class ColumnSpec:
     ``Float64``, ``boolean``, ``string``, ``category``, ``datetime64[<unit>]`` (timezone-naive)
     or ``datetime64[<unit>, <tz>]`` (timezone-aware), with unit ``s``, ``ms``, ``us`` or ``ns``.
     ``nullable`` allows missing values; ``allow_nan`` allows NaN in a float column (either flag
-    admits NaN there). ``categories`` lists the allowed values of a ``category`` column (str, int,
-    float or bool); other values are an error, never silently turned into NaN.
+    admits NaN there). ``categories`` lists the known values of a ``category`` column (str, int,
+    float or bool) or of a ``string`` column (str), and ``unseen`` says what happens to another
+    value: ``"refuse"`` (the default, and the only choice for ``category`` columns, whose dtype
+    cannot hold it) raises ``SchemaMismatch``, never silently turning it into NaN; ``"accept"``
+    passes it to the model, and the server counts it. ``unseen`` is None when there are no
+    categories.
     """
 
     name: str
@@ -52,17 +69,49 @@ class ColumnSpec:
     nullable: bool
     categories: tuple[Any, ...] | None = None
     allow_nan: bool = False
+    unseen: Unseen | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise InvalidInput(f"column name must be a non-empty string, got {self.name!r}")
         check_dtype(self.dtype)
-        if self.dtype == "category":
-            if self.categories is None:
+        if self.categories is None:
+            if self.dtype == "category":
                 raise InvalidInput(f"column {self.name!r}: a category column needs its categories")
-            object.__setattr__(self, "categories", tuple(self.categories))
-        elif self.categories is not None:
-            raise InvalidInput(f"column {self.name!r}: only category columns have categories")
+            if self.unseen is not None:
+                raise InvalidInput(
+                    f"column {self.name!r}: unseen applies only to a column with categories"
+                )
+            return
+        if self.dtype not in ("category", "string"):
+            raise InvalidInput(
+                f"column {self.name!r}: only category and string columns have categories, "
+                f"not {self.dtype}"
+            )
+        cats = tuple(self.categories)
+        object.__setattr__(self, "categories", cats)
+        if self.dtype == "string" and not all(isinstance(c, str) for c in cats):
+            bad = next(c for c in cats if not isinstance(c, str))
+            raise InvalidInput(
+                f"column {self.name!r}: the categories of a string column must be strings, "
+                f"got {bad!r}"
+            )
+        unseen = "refuse" if self.unseen is None else self.unseen
+        if unseen not in UNSEEN_POLICIES:
+            raise InvalidInput(
+                f"column {self.name!r}: unseen must be 'refuse' or 'accept', got {unseen!r}"
+            )
+        if self.dtype == "category" and unseen == "accept":
+            raise InvalidInput(
+                f"column {self.name!r}: a category column cannot hold unseen values; make it a "
+                "string column with categories to accept them"
+            )
+        object.__setattr__(self, "unseen", unseen)
+
+    @property
+    def refuses_unseen(self) -> bool:
+        """Whether a value outside ``categories`` is an error (always so for ``category``)."""
+        return self.categories is not None and self.unseen == "refuse"
 
     @property
     def missing_allowed(self) -> bool:
@@ -77,6 +126,7 @@ class ColumnSpec:
             "nullable": self.nullable,
             "categories": None if self.categories is None else list(self.categories),
             "allow_nan": self.allow_nan,
+            "unseen": self.unseen,
         }
 
     @classmethod
@@ -97,6 +147,7 @@ class ColumnSpec:
             nullable=_flag(d.get("nullable", False), name, "nullable"),
             categories=None if cats is None else tuple(json_scalar(c, name) for c in cats),
             allow_nan=_flag(d.get("allow_nan", False), name, "allow_nan"),
+            unseen=d.get("unseen"),  # absent before format 2: categories were refused
         )
 
 
@@ -143,8 +194,11 @@ class Signature:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict; inverse of :meth:`from_dict`."""
+        text_categories = any(
+            c.dtype == "string" and c.categories is not None for c in (*self.inputs, *self.outputs)
+        )
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": 2 if text_categories else 1,
             "inputs": [c.to_dict() for c in self.inputs],
             "outputs": [c.to_dict() for c in self.outputs],
             "classes": None if self.classes is None else list(self.classes),
@@ -199,7 +253,8 @@ class Signature:
         single row), or a list of records. Raises ``SchemaMismatch`` naming the column for a
         missing or extra column, a value of the wrong type, a missing value where the model saw
         none, an infinite number, a fractional number in an integer column or an unknown
-        category; ``InvalidInput`` if ``data`` is none of the accepted shapes.
+        category in a column that refuses unseen values (one that accepts them passes it on);
+        ``InvalidInput`` if ``data`` is none of the accepted shapes.
         """
         import pandas as pd
 
@@ -210,7 +265,7 @@ class Signature:
                 spec.name,
                 spec.dtype,
                 nullable=spec.missing_allowed,
-                categories=spec.categories,
+                categories=spec.categories if spec.refuses_unseen else None,
             )
             for spec in self.inputs
         }
@@ -301,42 +356,124 @@ def _series(v: Any) -> pd.Series:
 # -- inference ---------------------------------------------------------------------------------
 
 
-def _infer_column(name: Any, s: pd.Series) -> ColumnSpec:
+def _infer_column(
+    name: Any, s: pd.Series, categorical: Any = False, unseen: Unseen = "refuse"
+) -> ColumnSpec:
+    """One column's spec. ``categorical`` is False (no categories for a string column), True
+    (the values in ``s``), ``"auto"`` (the values in ``s`` if they look categorical) or the
+    explicit categories."""
     if not isinstance(name, str):
         raise InvalidInput(f"column names must be strings, got {name!r}; rename the columns")
     dtype = canonical_dtype(name, s)
     has_missing = bool(s.isna().any())
     categories = None
+    policy: Unseen | None = None
     if dtype == "category":
         categories = tuple(json_scalar(c, f"column {name!r} category") for c in s.cat.categories)
+    elif categorical is not False:
+        categories = _string_categories(name, dtype, s, categorical)
+        policy = None if categories is None else unseen
     return ColumnSpec(
         name=name,
         dtype=dtype,
         nullable=has_missing or is_nullable_dtype(dtype),
         categories=categories,
         allow_nan=has_missing and is_float(dtype),
+        unseen=policy,
     )
 
 
-def infer_signature(X: pd.DataFrame, y: Any = None, *, model: Any = None) -> Signature:
+def _string_categories(
+    name: str, dtype: str, s: pd.Series, categorical: Any
+) -> tuple[str, ...] | None:
+    if dtype != "string":
+        if categorical == "auto":
+            return None
+        raise InvalidInput(
+            f"column {name!r} is {dtype}; only string columns take categories (a pandas "
+            "category column brings its own)"
+        )
+    seen = s.dropna().unique().tolist()
+    if categorical == "auto":
+        present = int(s.notna().sum())
+        if present < AUTO_MIN_VALUES or len(seen) > min(AUTO_MAX_CATEGORIES, present // 2):
+            return None
+    if categorical is True or categorical == "auto":
+        return tuple(sorted(seen))
+    given = list(dict.fromkeys(categorical))
+    if not all(isinstance(c, str) for c in given):
+        raise InvalidInput(f"column {name!r}: categories of a string column must be strings")
+    outside = sorted(set(seen) - set(given))
+    if outside:
+        shown = outside[:20] + (["..."] if len(outside) > 20 else [])
+        raise InvalidInput(
+            f"column {name!r}: the data holds values missing from the categories given: "
+            f"{shown}; add them, or the model would refuse values it was trained on"
+        )
+    return tuple(given)
+
+
+def infer_signature(
+    X: pd.DataFrame,
+    y: Any = None,
+    *,
+    model: Any = None,
+    categorical: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+    unseen: Unseen = "accept",
+) -> Signature:
     """The signature of training data ``X`` and target ``y``; classes and task from ``model``.
 
     Nullability comes from the data (a column with missing values admits them) or the dtype (the
     pandas nullable dtypes always do). A fitted ``model`` with ``classes_`` makes the task
     ``classification``; a scikit-learn regressor makes it ``regression``.
+
+    String columns may get categories, with ``unseen`` ("accept" or "refuse") as their policy
+    for other values. ``categorical=None`` applies a rule: a string column with at least
+    ``AUTO_MIN_VALUES`` (100) present values, at most ``AUTO_MAX_CATEGORIES`` (1,000) distinct
+    values and each seen twice on average gets the distinct values as categories (so a
+    five-row input example never does). A list of column names gives exactly those columns
+    the values found in ``X``; a mapping of column name to categories gives those lists (which
+    must hold every value in ``X``); other string columns then get none. Pandas ``category``
+    columns always keep their own categories and refuse other values.
     """
     import pandas as pd
 
     if not isinstance(X, pd.DataFrame):
         raise InvalidInput(f"infer_signature needs a DataFrame with named columns, got {type(X)}")
-    inputs = tuple(_infer_column(name, X[name]) for name in X.columns)
-    if len({c.name for c in inputs}) != len(inputs):
+    if X.columns.duplicated().any():
         raise InvalidInput("X has duplicate column names")
+    if unseen not in UNSEEN_POLICIES:
+        raise InvalidInput(f"unseen must be 'refuse' or 'accept', got {unseen!r}")
+    chosen = _categorical_choice(categorical, X)
+    inputs = tuple(
+        _infer_column(name, X[name], "auto" if chosen is None else chosen.get(name, False), unseen)
+        for name in X.columns
+    )
     outputs: tuple[ColumnSpec, ...] = ()
     if y is not None:
         outputs = _infer_outputs(y)
     classes, task = _classes_and_task(model)
     return Signature(inputs=inputs, outputs=outputs, classes=classes, task=task)
+
+
+def _categorical_choice(categorical: Any, X: pd.DataFrame) -> dict[str, Any] | None:
+    """None for the rule, else column name -> True (values from X) or explicit categories."""
+    if categorical is None:
+        return None
+    if isinstance(categorical, str):
+        raise InvalidInput(f"categorical must be a list of column names, got {categorical!r}")
+    if isinstance(categorical, Mapping):
+        chosen = {}
+        for name, cats in categorical.items():
+            if isinstance(cats, str) or not isinstance(cats, Sequence):
+                raise InvalidInput(f"categorical[{name!r}] must be a list of categories")
+            chosen[name] = cats
+    else:
+        chosen = dict.fromkeys(categorical, True)
+    unknown = [str(n) for n in chosen if n not in X.columns]
+    if unknown:
+        raise InvalidInput(f"categorical names columns the data lacks: {unknown}")
+    return chosen
 
 
 def _infer_outputs(y: Any) -> tuple[ColumnSpec, ...]:

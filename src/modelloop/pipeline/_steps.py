@@ -301,7 +301,9 @@ def step_train(ctx: RunContext, out: Path) -> dict[str, Any]:
     run_id = ctx.current_run_id
     ctx.client.log_dataset(run_id, train, f"{spec.name}-train", role="train", source=spec.name)
     ctx.client.store.log_params(run_id, {k: _param(v) for k, v in params.items()})
-    ctx.client.log_model(run_id, model, "model", input_example=X.head(5))
+    # the signature from the whole training part: string columns that look categorical get
+    # their categories, and values outside them are served and counted (unseen="accept")
+    ctx.client.log_model(run_id, model, "model", input_example=X.head(5), training_data=X)
     ctx.memory["model"] = model
     return {"modelloop.task": ctx.task}
 

@@ -44,6 +44,7 @@ __all__ = [
     "decode_v2",
     "parse_json",
     "to_frame",
+    "unseen_counts",
 ]
 
 MAX_ID_LENGTH = 256  # request ids and routing keys end up in logs and responses
@@ -356,10 +357,10 @@ def _column_check(spec: ColumnSpec) -> _Check:
         return _int_check(name, dtype, *_int_bounds(spec))
     if dtype in ("bool", "boolean"):
         return _type_check(name, dtype, bool, "a boolean", spec.missing_allowed and dtype != "bool")
-    if dtype == "string":
-        return _type_check(name, dtype, str, "a string", spec.missing_allowed)
-    if dtype == "category":
+    if dtype == "category" or (dtype == "string" and spec.refuses_unseen):
         return _category_check(name, spec.categories or (), spec.missing_allowed)
+    if dtype == "string":  # any string; with categories, unseen ones are counted by the server
+        return _type_check(name, dtype, str, "a string", spec.missing_allowed)
     return _datetime_check(name, dtype, spec.missing_allowed)
 
 
@@ -384,6 +385,8 @@ class _Plan:
     v2_accepts: dict[str, frozenset[str]]
     outputs: tuple[str, ...]
     texts: tuple[str, ...]  # the columns of free text, whose length is capped
+    # (name, categories) of the string columns that accept unseen values, for unseen_counts
+    open_categories: tuple[tuple[str, frozenset[str]], ...] = ()
 
 
 class _Never:
@@ -427,11 +430,27 @@ def _plan(signature: Signature) -> _Plan:
         v2_accepts={spec.name: _v2_accepts(spec) for spec in signature.inputs},
         outputs=tuple(output_names(signature)),
         texts=tuple(spec.name for spec in signature.inputs if spec.dtype == "string"),
+        open_categories=tuple(
+            (spec.name, frozenset(spec.categories))
+            for spec in signature.inputs
+            if spec.categories is not None and not spec.refuses_unseen
+        ),
     )
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()
     _PLANS[id(signature)] = plan
     return plan
+
+
+def unseen_counts(columns: dict[str, list[Any]], signature: Signature) -> dict[str, int]:
+    """How many values of each column that accepts unseen categories are outside its
+    categories, for columns decoded by this module (columns without any are left out)."""
+    counts: dict[str, int] = {}
+    for name, known in _plan(signature).open_categories:
+        n = sum(1 for v in columns[name] if v is not None and v not in known)
+        if n:
+            counts[name] = n
+    return counts
 
 
 # -- request fields ---------------------------------------------------------------------------

@@ -80,6 +80,13 @@ class ServingMetrics:
             ["model", "reason"],
             registry=reg,
         )
+        self._unseen = Counter(
+            p + "unseen_categories",
+            "Values served although outside their column's categories (columns whose signature "
+            "says unseen: accept), by model, version and column: drift as it arrives.",
+            ["model", "version", "column"],
+            registry=reg,
+        )
         self._log_lag = Gauge(
             p + "prediction_log_lag_seconds",
             "Age of the oldest prediction-log row not yet written (0 when none is pending).",
@@ -163,6 +170,10 @@ class ServingMetrics:
     def feedback(self, model: str, check: str, labels: int) -> None:
         """Count ``labels`` feedback labels of ``model`` by ``check``."""
         self._child(self._feedback, model, check).inc(labels)
+
+    def unseen_category(self, model: str, version: str, column: str, values: int) -> None:
+        """Count ``values`` of ``column`` served although outside its categories."""
+        self._child(self._unseen, model, str(version), column).inc(values)
 
     def log_written(self, rows: int) -> None:
         """Count prediction-log rows written."""

@@ -179,6 +179,11 @@ def add_routes(app: FastAPI, state: _State) -> None:
         except Exception:
             log.exception("prediction log: could not queue a request of %s", model.name)
 
+    def count_unseen(model: LoadedModel, decoded: Any) -> None:
+        """Count values served although outside their column's categories (unseen="accept")."""
+        for column, n in _codec.unseen_counts(decoded.columns, model.signature).items():
+            metrics.unseen_category(model.name, str(model.version), column, n)
+
     def queue_rows(
         model: LoadedModel, route: str, rid: str, decoded: Any, result: BatchResult, ms: float
     ) -> None:
@@ -236,6 +241,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
                     max_string_length=config.max_string_length,
                 )
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
+            count_unseen(model, decoded)
             log_rows(model, "shadow", rid, decoded, result, (time.perf_counter() - t0) * 1e3)
         except ModelloopError as e:
             status = e.http_status
@@ -303,6 +309,7 @@ def add_routes(app: FastAPI, state: _State) -> None:
             task.add_done_callback(shadows.discard)
         seconds = time.perf_counter() - t0
         state.served.record(name, rid, decoded.n_rows)
+        count_unseen(model, decoded)
         log_rows(model, route, rid, decoded, result, seconds * 1e3)
         metrics.request(name, str(model.version), route, 200, seconds)
         return model, route, decoded, rid, result

@@ -171,9 +171,14 @@ class ActiveRun:
         signature: Signature | None = None,
         metadata: Mapping[str, Any] | None = None,
         serialization: str = "skops",
+        training_data: pd.DataFrame | None = None,
+        categorical: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        unseen: str = "accept",
     ) -> str:
         """Save ``model`` as a model package (skops, signature, metadata) under artifact path
-        ``name``; return its URI ``runs:/<run_id>/<name>``."""
+        ``name``; return its URI ``runs:/<run_id>/<name>``. Pass ``training_data`` (the inputs
+        the model was fitted on) for string columns to get categories; see
+        :meth:`modelloop.Client.log_model`."""
         return self._client.log_model(
             self.run_id,
             model,
@@ -182,6 +187,9 @@ class ActiveRun:
             signature=signature,
             metadata=metadata,
             serialization=serialization,
+            training_data=training_data,
+            categorical=categorical,
+            unseen=unseen,
         )
 
     def log_dataset(
