@@ -33,6 +33,7 @@ from modelloop.store import (
     Store,
     get_store,
 )
+from modelloop.store._owner import current_owner
 from modelloop.tracking._run import ActiveRun
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class Client:
             name=name,
             user=self.settings.user,
             tags={k: str(v) for k, v in (tags or {}).items()},
+            owner=current_owner(),
         )
         return ActiveRun(self, run, flush_every=flush_every, flush_interval=flush_interval)
 

@@ -9,6 +9,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
+from modelloop.store import RunStatus
+from modelloop.store._owner import STALE_AFTER_MS
 
 runs_app = typer.Typer(help="List and inspect tracked runs.", no_args_is_help=True)
 experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
@@ -53,7 +55,7 @@ def list_runs(
         table.add_column(col, overflow="fold")
     for r in page:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(r.metrics.items())[:6])
-        table.add_row(*row(r.run_id, r.name, r.status.value, fmt_time(r.start_time), metrics))
+        table.add_row(*row(r.run_id, r.name, r.state, fmt_time(r.start_time), metrics))
     console.print(table)
     if page.next_page_token:
         console.print(f"more: --page-token {page.next_page_token}")
@@ -88,10 +90,21 @@ def show_run(
             }
         )
         return
-    console.print(f"[bold]{escape(run.name)}[/]  {run.run_id}  [cyan]{run.status.value}[/]")
+    colour = "yellow" if run.stale else "cyan"
+    console.print(f"[bold]{escape(run.name)}[/]  {run.run_id}  [{colour}]{run.state}[/]")
     console.print(
         f"started {fmt_time(run.start_time)}  ended {fmt_time(run.end_time)}  by {escape(run.user)}"
     )
+    if run.owner is not None:
+        console.print(
+            f"owner: pid {run.owner.pid} on {escape(run.owner.host)}  "
+            f"last heartbeat {fmt_time(run.heartbeat_at)}"
+        )
+    if run.stale:
+        console.print(
+            "[yellow]stale:[/] the run is RUNNING but its process is gone or silent; "
+            "`modelloop runs gc` ends it"
+        )
     for title, mapping in (("params", run.params), ("metrics", run.metrics), ("tags", run.tags)):
         if mapping:
             table = Table(title=title, show_header=False)
@@ -107,6 +120,43 @@ def show_run(
         )
     for a in artifacts:
         console.print(f"artifact: {escape(a.path)}  {a.size} bytes  sha256 {a.digest[:16]}…")
+
+
+@runs_app.command("gc")
+def gc_runs(
+    status: Annotated[
+        str, typer.Option("--status", help="Final status for stale runs: FAILED or KILLED.")
+    ] = "FAILED",
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0,
+            help="Seconds without a heartbeat after which a run owned by another machine is "
+            "stale (runs of this machine are judged by their process).",
+        ),
+    ] = STALE_AFTER_MS / 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """End RUNNING runs whose process is gone (stale runs), with an end time and a reason tag."""
+    from modelloop._client import default_client
+    from modelloop.exceptions import InvalidInput
+
+    try:
+        final = RunStatus(status.upper())
+    except ValueError:
+        final = RunStatus.RUNNING
+    if final not in (RunStatus.FAILED, RunStatus.KILLED):
+        raise InvalidInput(f"--status must be FAILED or KILLED, got {status!r}")
+    ended = default_client().store.end_stale_runs(final, stale_after_ms=round(timeout * 1000))
+    if as_json:
+        print_json({"ended": ended})
+        return
+    for r in ended:
+        console.print(
+            f"{r.run_id}  {escape(r.name)}  {r.status.value}  last seen {fmt_time(r.end_time)}"
+        )
+    console.print(f"{len(ended)} stale run(s) ended")
 
 
 @experiments_app.command("list")

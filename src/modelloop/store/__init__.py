@@ -17,6 +17,7 @@ from modelloop.store._records import (
     RegisteredModel,
     Run,
     RunArtifact,
+    RunOwner,
     RunStatus,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "RegisteredModel",
     "Run",
     "RunArtifact",
+    "RunOwner",
     "RunStatus",
     "Store",
     "get_store",

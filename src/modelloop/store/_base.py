@@ -26,6 +26,7 @@ import abc
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modelloop.store._owner import STALE_AFTER_MS
 from modelloop.store._records import (
     AlertEventRecord,
     AlertRecord,
@@ -40,6 +41,7 @@ from modelloop.store._records import (
     RegisteredModel,
     Run,
     RunArtifact,
+    RunOwner,
     RunStatus,
 )
 
@@ -94,13 +96,45 @@ class Store(abc.ABC):
         user: str = "unknown",
         tags: Mapping[str, str] | None = None,
         start_time: int | None = None,
+        owner: RunOwner | None = None,
     ) -> Run:
         """Start a run (status RUNNING) with a fresh 32-hex-character id; ``NotFound`` if the
-        experiment is missing. A run without a name gets a readable generated one."""
+        experiment is missing. A run without a name gets a readable generated one.
+
+        ``owner`` is the process that will log to the run and end it
+        (:func:`modelloop.store._owner.current_owner`); its first heartbeat is the start time.
+        """
 
     @abc.abstractmethod
     def get_run(self, run_id: str) -> Run:
-        """The run with its params, latest metrics and tags, or ``NotFound``."""
+        """The run with its params, latest metrics and tags, or ``NotFound``.
+
+        Every read that returns runs (this, :meth:`search_runs`, :meth:`end_run`) judges each
+        RUNNING run when it reads it and sets ``Run.stale`` when its owner is gone: on this
+        machine its process ended (or its pid now belongs to another process); elsewhere, or
+        without an owner, no heartbeat (nor start) for ``STALE_AFTER_MS`` (5 minutes). Rules:
+        :mod:`modelloop.store._owner`. The stored status stays RUNNING until
+        :meth:`end_stale_runs` or :meth:`end_run` changes it; filters see the stored status.
+        """
+
+    @abc.abstractmethod
+    def heartbeat_runs(self, run_ids: Sequence[str], *, now: int | None = None) -> int:
+        """Record that the owner of these runs is alive (``heartbeat_at = now``); runs that
+        ended or do not exist are left alone. Returns how many runs were refreshed."""
+
+    @abc.abstractmethod
+    def end_stale_runs(
+        self,
+        status: RunStatus = RunStatus.FAILED,
+        *,
+        stale_after_ms: int = STALE_AFTER_MS,
+        now: int | None = None,
+    ) -> list[Run]:
+        """End every RUNNING run that is stale (judged as in :meth:`get_run`, with
+        ``stale_after_ms`` as the heartbeat timeout) with ``status`` and, as end time, its last
+        heartbeat (or start); tag it ``modelloop.stale_reason``. A run that beats or ends
+        between the judgement and the update is left alone. Returns the runs ended, by id.
+        ``InvalidInput`` for status RUNNING or a negative timeout."""
 
     @abc.abstractmethod
     def end_run(self, run_id: str, status: RunStatus, *, end_time: int | None = None) -> Run:

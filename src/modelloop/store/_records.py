@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 __all__ = [
     "AlertEventRecord",
@@ -22,8 +22,11 @@ __all__ = [
     "RegisteredModel",
     "Run",
     "RunArtifact",
+    "RunOwner",
     "RunStatus",
 ]
+
+T_co = TypeVar("T_co", covariant=True)
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -59,6 +62,16 @@ class Metric:
 
 
 @dataclass(frozen=True, slots=True)
+class RunOwner:
+    """The process that started a run: host name, pid, and a key telling it apart from a later
+    process with the same pid (see :mod:`modelloop.store._owner`)."""
+
+    host: str
+    pid: int
+    process_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     run_id: str  # 32 lowercase hex characters
     experiment_id: int
@@ -71,6 +84,18 @@ class Run:
     #: the latest value of each metric (highest step, then latest timestamp)
     metrics: Mapping[str, float] = field(default_factory=_empty)
     tags: Mapping[str, str] = field(default_factory=_empty)
+    #: the process that started the run (None: started without one, e.g. before 0.1's schema 0003)
+    owner: RunOwner | None = None
+    #: the last time the owner said it was alive (epoch ms; None: never)
+    heartbeat_at: int | None = None
+    #: judged when the record was read: the run is RUNNING but its owner is gone (its process
+    #: ended on this machine, or no heartbeat came for too long); ``modelloop runs gc`` ends it
+    stale: bool = False
+
+    @property
+    def state(self) -> str:
+        """The status to show: ``"STALE"`` for a stale run, else the stored status."""
+        return "STALE" if self.stale else self.status.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +163,27 @@ class AuditEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    """One page of results; pass ``next_page_token`` back to get the next one (None: last page)."""
+class Page(Sequence[T_co]):
+    """One page of results: a read-only sequence of its items, plus the token of the next page.
 
-    items: tuple[Any, ...]
+    ``len(page)``, ``page[0]``, ``page[-1]``, ``page[1:3]`` (a tuple), iteration, ``in`` and
+    ``bool(page)`` work as on a tuple; ``page.items`` is that tuple. Pass ``next_page_token`` back
+    to get the next page (None: this is the last one).
+    """
+
+    items: tuple[T_co, ...]
     next_page_token: str | None = None
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    @overload
+    def __getitem__(self, index: int) -> T_co: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[T_co, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> T_co | tuple[T_co, ...]:
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[T_co]:
         return iter(self.items)
 
     def __len__(self) -> int:

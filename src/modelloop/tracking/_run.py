@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import InvalidInput
 from modelloop.store import Metric, Run, RunStatus
+from modelloop.tracking._liveness import open_runs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +39,11 @@ class ActiveRun:
     ``flush_interval`` seconds from a background timer, on :meth:`flush`, and when the run ends.
     Every method is thread-safe. Leaving the ``with`` block normally marks the run FINISHED; an
     exception marks it FAILED (KeyboardInterrupt: KILLED) after flushing what was logged.
+
+    While the run is open, this process refreshes its heartbeat every 30 seconds. A run never
+    ended, even one whose object was dropped, is flushed and ended when the interpreter exits
+    (FINISHED, or FAILED after an unhandled exception). A process killed outright leaves its
+    run RUNNING: reads report it as stale (``Run.stale``) and ``modelloop runs gc`` ends it.
     """
 
     def __init__(
@@ -67,7 +70,7 @@ class ActiveRun:
         self._stop = threading.Event()
         self._closing = False  # no more metrics accepted
         self._ended = False  # the store has the final status
-        _open_runs.add(self)
+        open_runs.add(self)
 
     def __repr__(self) -> str:
         return f"ActiveRun(run_id={self.run_id!r}, name={self.name!r})"
@@ -210,7 +213,7 @@ class ActiveRun:
         run = self._store.end_run(self.run_id, status)  # on failure the run can be ended again
         with self._lock:
             self._ended = True
-        _open_runs.discard(self)
+        open_runs.discard(self)
         if flush_error is not None:
             raise flush_error
         return run
@@ -257,17 +260,3 @@ def _integer(key: str, what: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
         raise InvalidInput(f"metric {key!r}: {what} {value!r} is not a whole number")
     return int(value)
-
-
-#: Runs not yet ended, so that they are flushed and closed when the process exits. Weak: a run
-#: object nobody holds any more does not stay alive for this.
-_open_runs: weakref.WeakSet[ActiveRun] = weakref.WeakSet()
-
-
-@atexit.register
-def _end_open_runs() -> None:
-    # sys.last_value is set when the interpreter printed an unhandled exception before exiting.
-    status = RunStatus.FAILED if getattr(sys, "last_value", None) else RunStatus.FINISHED
-    for run in list(_open_runs):
-        with contextlib.suppress(Exception):
-            run.end(status)

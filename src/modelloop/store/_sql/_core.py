@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from modelloop.exceptions import InvalidInput, NotFound, StoreError
-from modelloop.store._records import Run, RunStatus
+from modelloop.store._owner import is_stale
+from modelloop.store._records import Run, RunOwner, RunStatus
 from modelloop.store._sql import _migrate
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._engine import (
@@ -27,7 +28,7 @@ from modelloop.store._sql._engine import (
     run_transaction,
 )
 
-__all__ = ["SqlCore", "check_int", "check_text", "now_ms"]
+__all__ = ["SqlCore", "check_int", "check_text", "now_ms", "row_is_stale", "run_owner"]
 
 R = TypeVar("R")
 
@@ -175,6 +176,7 @@ class SqlCore:
         nan = math.nan
         for run_id, key, value in conn.execute(q):
             metrics[run_id][key] = nan if value is None else value
+        now = now_ms()
         return [
             Run(
                 run_id=r.run_id,
@@ -187,6 +189,29 @@ class SqlCore:
                 params=MappingProxyType(params[r.run_id]),
                 metrics=MappingProxyType(metrics[r.run_id]),
                 tags=MappingProxyType(tags[r.run_id]),
+                owner=run_owner(r),
+                heartbeat_at=r.heartbeat_at,
+                stale=r.status == RunStatus.RUNNING.value and row_is_stale(r, now),
             )
             for r in rows
         ]
+
+
+def run_owner(row: Row[Any]) -> RunOwner | None:
+    """The owner recorded in a ``runs`` row, or None."""
+    if row.owner_host is None or row.owner_pid is None:
+        return None
+    return RunOwner(row.owner_host, row.owner_pid, row.owner_process_key or "")
+
+
+def row_is_stale(row: Row[Any], now: int, stale_after_ms: int | None = None) -> bool:
+    """Whether the RUNNING run of a ``runs`` row has lost its owner (see store/_owner.py)."""
+    extra = {} if stale_after_ms is None else {"stale_after_ms": stale_after_ms}
+    return is_stale(
+        owner_host=row.owner_host,
+        owner_pid=row.owner_pid,
+        process_key=row.owner_process_key,
+        last_seen=row.start_time if row.heartbeat_at is None else row.heartbeat_at,
+        now=now,
+        **extra,
+    )

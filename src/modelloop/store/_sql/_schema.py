@@ -31,7 +31,7 @@ __all__ = [
 
 #: The newest migration. Opening a store compares the database against it with one query, so
 #: opening an up-to-date store never loads Alembic. A test keeps it equal to the script head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 #: Alembic's bookkeeping table. Not the default name: Optuna studies share the PostgreSQL
 #: database and keep their own ``alembic_version``.
@@ -46,6 +46,7 @@ Millis = sa.BigInteger
 
 KEY_LEN = 250
 NAME_LEN = 256
+OWNER_KEY_LEN = 160
 
 #: Deterministic constraint names, so later migrations can address them on both backends.
 NAMING_CONVENTION = {
@@ -80,7 +81,15 @@ runs = sa.Table(
     sa.Column("start_time", Millis, nullable=False),
     sa.Column("end_time", Millis, nullable=True),
     sa.Column("user_name", sa.String(NAME_LEN), nullable=False),
+    # The process that started the run and its last sign of life (see store/_owner.py);
+    # NULL for runs started without an owner.
+    sa.Column("owner_host", sa.String(NAME_LEN), nullable=True),
+    sa.Column("owner_pid", sa.Integer, nullable=True),
+    sa.Column("owner_process_key", sa.String(OWNER_KEY_LEN), nullable=True),
+    sa.Column("heartbeat_at", Millis, nullable=True),
     sa.Index("ix_runs_experiment_start", "experiment_id", "start_time", "run_id"),
+    # Finds the few RUNNING runs among many ended ones when stale runs are collected.
+    sa.Index("ix_runs_status", "status"),
 )
 
 

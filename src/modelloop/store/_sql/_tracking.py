@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import uuid
@@ -14,12 +15,16 @@ from sqlalchemy.engine import Connection
 
 from modelloop.artifacts import validate_artifact_path
 from modelloop.exceptions import ArtifactCorrupted, Conflict, InvalidInput, NotFound
-from modelloop.store._records import Experiment, Metric, Run, RunArtifact, RunStatus
+from modelloop.store._owner import STALE_AFTER_MS
+from modelloop.store._records import Experiment, Metric, Run, RunArtifact, RunOwner, RunStatus
 from modelloop.store._sql import _schema as T
-from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms
+from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms, row_is_stale
 from modelloop.store._sql._names import generate_run_name
 
-__all__ = ["TrackingMixin"]
+__all__ = ["STALE_TAG", "TrackingMixin"]
+
+#: Tag set on a run ended by :meth:`TrackingMixin.end_stale_runs`, saying why.
+STALE_TAG = "modelloop.stale_reason"
 
 _METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -62,6 +67,27 @@ def _artifact_row(artifact: Any) -> dict[str, Any]:
     if size < 0:
         raise InvalidInput(f"artifact size of {path!r} must not be negative, got {size}")
     return {"run_id": artifact.run_id, "path": path, "digest": digest, "size": size}
+
+
+def _run_ids(run_ids: Any) -> list[str]:
+    if isinstance(run_ids, (str, bytes)) or not isinstance(run_ids, Iterable):
+        raise InvalidInput(f"run_ids must be a list of run ids, got {run_ids!r}")
+    ids = list(run_ids)
+    for i in ids:
+        if not isinstance(i, str):
+            raise InvalidInput(f"run id must be a string, got {i!r}")
+    return ids
+
+
+def _stale_reason(row: Any) -> str:
+    seen = row.start_time if row.heartbeat_at is None else row.heartbeat_at
+    when = dt.datetime.fromtimestamp(seen / 1000, dt.UTC).isoformat(timespec="seconds")
+    if row.owner_host is None:
+        return f"ended as stale: no owner process recorded and no heartbeat since {when}"
+    return (
+        f"ended as stale: owner process {row.owner_pid} on host {row.owner_host} was gone or "
+        f"silent; last heartbeat {when}"
+    )
 
 
 def _key_values(values: Mapping[str, Any] | None, what: str) -> dict[str, str]:
@@ -177,12 +203,23 @@ class TrackingMixin(SqlCore):
         user: str = "unknown",
         tags: Mapping[str, str] | None = None,
         start_time: int | None = None,
+        owner: RunOwner | None = None,
     ) -> Run:
         experiment_id = check_int(experiment_id, "experiment id")
         name = generate_run_name() if name is None else check_text(name, "run name")
         user = check_text(user, "user")
         tag_values = _key_values(tags, "tag")
         start = now_ms() if start_time is None else check_int(start_time, "start_time")
+        if owner is not None:
+            if not isinstance(owner, RunOwner):
+                raise InvalidInput(f"owner must be a RunOwner, got {type(owner).__name__}")
+            check_text(owner.host, "owner host")
+            check_int(owner.pid, "owner pid")
+            if not isinstance(owner.process_key, str) or len(owner.process_key) > T.OWNER_KEY_LEN:
+                raise InvalidInput(
+                    f"owner process key must be a string of at most {T.OWNER_KEY_LEN} "
+                    f"characters, got {str(owner.process_key)[:40]!r}"
+                )
         run_id = uuid.uuid4().hex
         row = {
             "run_id": run_id,
@@ -192,6 +229,10 @@ class TrackingMixin(SqlCore):
             "start_time": start,
             "end_time": None,
             "user_name": user,
+            "owner_host": None if owner is None else owner.host,
+            "owner_pid": None if owner is None else owner.pid,
+            "owner_process_key": None if owner is None else owner.process_key,
+            "heartbeat_at": None if owner is None else start,
         }
 
         def tx(conn: Connection) -> None:
@@ -218,6 +259,8 @@ class TrackingMixin(SqlCore):
             end_time=None,
             user=user,
             tags=MappingProxyType(tag_values),
+            owner=owner,
+            heartbeat_at=row["heartbeat_at"],
         )
 
     def get_run(self, run_id: str) -> Run:
@@ -249,6 +292,75 @@ class TrackingMixin(SqlCore):
                     f"{status.value}"
                 )
             return self._load_runs(conn, [row])[0]
+
+        return self._write(tx)
+
+    def heartbeat_runs(self, run_ids: Sequence[str], *, now: int | None = None) -> int:
+        ids = sorted(set(_run_ids(run_ids)))
+        at = now_ms() if now is None else check_int(now, "now")
+        r = T.runs
+        stmt = (
+            r.update()
+            .where(r.c.run_id.in_(sa.bindparam("ids", expanding=True)))
+            .where(r.c.status == RunStatus.RUNNING.value)
+            .values(heartbeat_at=at)
+        )
+
+        def tx(conn: Connection) -> int:
+            beaten = 0
+            for i in range(0, len(ids), _IN_CHUNK):
+                beaten += conn.execute(stmt, {"ids": ids[i : i + _IN_CHUNK]}).rowcount
+            return beaten
+
+        return self._write(tx) if ids else 0
+
+    def end_stale_runs(
+        self,
+        status: RunStatus = RunStatus.FAILED,
+        *,
+        stale_after_ms: int = STALE_AFTER_MS,
+        now: int | None = None,
+    ) -> list[Run]:
+        status = _status(status)
+        if status is RunStatus.RUNNING:
+            raise InvalidInput("stale runs cannot end as RUNNING; use FAILED or KILLED")
+        stale_after_ms = check_int(stale_after_ms, "stale_after_ms")
+        if stale_after_ms < 0:
+            raise InvalidInput(f"stale_after_ms must be >= 0, got {stale_after_ms}")
+        at = now_ms() if now is None else check_int(now, "now")
+        r = T.runs
+
+        def tx(conn: Connection) -> list[Run]:
+            running = conn.execute(
+                sa.select(r).where(r.c.status == RunStatus.RUNNING.value).order_by(r.c.run_id)
+            ).all()
+            ended: list[str] = []
+            for row in running:
+                if not row_is_stale(row, at, stale_after_ms):
+                    continue
+                last_seen = row.start_time if row.heartbeat_at is None else row.heartbeat_at
+                # Only if nothing changed since it was judged: an owner that beats or ends the
+                # run meanwhile keeps it.
+                done = conn.execute(
+                    r.update()
+                    .where(
+                        r.c.run_id == row.run_id,
+                        r.c.status == RunStatus.RUNNING.value,
+                        r.c.heartbeat_at.is_not_distinct_from(row.heartbeat_at),
+                    )
+                    .values(status=status.value, end_time=max(last_seen, row.start_time))
+                ).rowcount
+                if done:
+                    ended.append(row.run_id)
+                    conn.execute(
+                        self._insert(T.tags)
+                        .values(run_id=row.run_id, key=STALE_TAG, value=_stale_reason(row))
+                        .on_conflict_do_nothing()
+                    )
+            if not ended:
+                return []
+            rows = conn.execute(sa.select(r).where(r.c.run_id.in_(ended)).order_by(r.c.run_id))
+            return self._load_runs(conn, rows.all())
 
         return self._write(tx)
 
@@ -458,5 +570,3 @@ class TrackingMixin(SqlCore):
                     "a valid artifact path; the metadata store was changed outside modelloop"
                 )
         return found
-
-        return self._read(tx)
