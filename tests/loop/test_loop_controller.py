@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-
 from loop_support import MODEL, breast_cancer, ms, serve_rows, write_pipeline
+
 from modelloop.exceptions import Conflict
 from modelloop.loop import parse_policy
 from modelloop.loop._actions import PipelineActions
@@ -242,5 +242,5 @@ def test_a_crash_after_registering_resumes_with_the_same_challenger(world) -> No
     restarted = _controller(world, _policy(), holder="ctl-a")
     assert restarted.tick().state == "rollout"
     assert len(client.store.list_model_versions(MODEL)) == 2  # found, not trained again
-    retrain = [e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain"][0]
+    retrain = next(e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain")
     assert retrain.evidence["resumed"] is True and retrain.evidence["version"] == 2
