@@ -103,7 +103,11 @@ def tick(
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate the loop once (for cron and CI): act, then exit."""
-    result = _controller(pipeline, policy, server).tick(dry_run=dry_run)
+    ctl = _controller(pipeline, policy, server)
+    try:
+        result = ctl.tick(dry_run=dry_run)
+    finally:  # one tick, then the lease is free for the next one (or a running controller)
+        ctl.store.release_loop_lease(ctl.model, ctl.holder)
     if as_json:
         print_json(result.to_dict())
     else:

@@ -139,6 +139,15 @@ class _Wait:
     record: bool = False
 
 
+def _fault(point: str, state: str) -> None:
+    """Fault injection for crash tests: ``MODELLOOP_LOOP_FAULT=after-effect:promoting`` kills this
+    process with SIGKILL right after that effect, before its transition is written."""
+    if os.environ.get("MODELLOOP_LOOP_FAULT") == f"{point}:{state}":
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def default_holder() -> str:
     """``host:pid:random``: names this controller in leases and events."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -214,6 +223,7 @@ class Controller:
                 try:
                     if step.effect is not None:
                         step.effect()
+                        _fault("after-effect", step.state)
                 except ServiceUnavailable as exc:
                     event = self._record_wait(state, _Wait(f"waiting: {exc}", {}, True))
                     if event is not None:
@@ -510,7 +520,10 @@ class Controller:
             self.store.set_alias(self.model, "challenger", challenger, actor=ACTOR)
             if self.server is not None:
                 self.server.set_routing(
-                    self.model, mode=stage.mode, challenger=f"/{challenger}", share=stage.share
+                    self.model,
+                    mode=stage.mode,
+                    challenger=f"{self.model}/{challenger}",
+                    share=stage.share,
                 )
 
         return effect

@@ -125,7 +125,7 @@ class ServerLink:
     def set_routing(
         self, model: str, *, mode: str, challenger: str | None = None, share: float = 0.0
     ) -> dict[str, Any]:
-        """Send traffic to a challenger (``"/3"`` or ``"@challenger"``) in canary or shadow
+        """Send traffic to a challenger (``"NAME/3"`` or ``"NAME@challenger"``) in canary or shadow
         mode, or switch it off."""
         body: dict[str, Any] = {"mode": mode, "share": share}
         if challenger is not None:

@@ -17,8 +17,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from modelloop.store import RunStatus
-from modelloop.store import _owner
+from modelloop.store import RunStatus, _owner
 
 if TYPE_CHECKING:
     from modelloop.tracking._run import ActiveRun
