@@ -22,6 +22,7 @@ def test_exported_names_are_locked() -> None:
             "ModelloopError",
             "NotFound",
             "SchemaMismatch",
+            "ServiceUnavailable",
             "Settings",
             "StoreError",
             "Unauthorized",

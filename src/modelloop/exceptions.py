@@ -15,6 +15,7 @@ __all__ = [
     "ModelloopError",
     "NotFound",
     "SchemaMismatch",
+    "ServiceUnavailable",
     "StoreError",
     "Unauthorized",
     "UnsafeArtifact",
@@ -78,6 +79,13 @@ class StoreError(ModelloopError):
 
     http_status = 503
     exit_code = 7
+
+
+class ServiceUnavailable(ModelloopError):
+    """A service modelloop drives did not answer or refused (a model server's admin API)."""
+
+    http_status = 503
+    exit_code = 13
 
 
 class Unauthorized(ModelloopError):

@@ -100,14 +100,14 @@ def test_impossible_rollouts_are_refused(rollout: dict, message: str) -> None:
 def test_loop_section_of_a_pipeline_file_takes_the_registered_name(tmp_path: Path) -> None:
     f = tmp_path / "modelloop.yaml"
     f.write_text(
-        "register: {name: flights-delay}\n"
+        "register: {model_name: flights-delay}\n"
         "loop:\n  triggers: {drift_share: 0.4}\n  rollout: {canary: {steps: [0.1, 0.5]}}\n"
     )
     policy = load_policy(f)
     assert policy.model == "flights-delay" and policy.triggers.drift_share == 0.4
     assert [s.share for s in policy.stages()] == [0.1, 0.5]
 
-    f.write_text("register: {name: flights-delay}\nloop:\n  every: never\n")
+    f.write_text("register: {model_name: flights-delay}\nloop:\n  every: never\n")
     with pytest.raises(InvalidInput, match=r"^modelloop.yaml: loop: every: 'never'"):
         load_policy(f)
 

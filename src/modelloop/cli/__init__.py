@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from modelloop._config import redact_url
 from modelloop.cli._demo import demo_app
+from modelloop.cli._loop import loop_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
 from modelloop.cli._output import JsonOpt, console, fail, print_json
@@ -44,6 +45,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(demo_app, name="demo")
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(loop_app, name="loop")
 app.add_typer(db_app, name="db")
 app.command("serve")(serve_command)
 

@@ -327,7 +327,7 @@ def parse_policy(raw: Mapping[str, Any], *, source: str = "loop") -> LoopPolicy:
 
 def load_policy(path: str | os.PathLike[str]) -> LoopPolicy:
     """The policy in a file: the ``loop:`` section of a pipeline file, or a whole file of its
-    own. A pipeline file's ``register.name`` is the model when the policy names none."""
+    own. A pipeline file's ``register.model_name`` is the model when the policy names none."""
     import yaml
 
     p = Path(path)
@@ -344,7 +344,8 @@ def load_policy(path: str | os.PathLike[str]) -> LoopPolicy:
         if not isinstance(section, Mapping):
             raise InvalidInput(f"{p.name}: loop: expected a mapping of fields")
         register = doc.get("register")
-        if "model" not in section and isinstance(register, Mapping) and register.get("name"):
-            section = {**section, "model": register["name"]}
+        name = register.get("model_name") if isinstance(register, Mapping) else None
+        if "model" not in section and name:
+            section = {**section, "model": name}
         return parse_policy(section, source=f"{p.name}: loop")
     return parse_policy(doc, source=p.name)

@@ -398,9 +398,10 @@ class Pipeline:
             ctx.tune_metric = spec.tune.metric or default
             ctx.tune_direction = spec.tune.direction or METRICS[ctx.tune_metric][1]
         reg = spec.register
-        if reg is not None and reg.alias:
+        compare = None if reg is None else (reg.compare_with or reg.alias)
+        if reg is not None and compare:
             try:
-                ctx.champion = ctx.client.resolve(f"models:/{reg.model_name}@{reg.alias}")
+                ctx.champion = ctx.client.resolve(f"models:/{reg.model_name}@{compare}")
             except NotFound:
                 ctx.champion = None
 
@@ -542,7 +543,9 @@ class Pipeline:
         ctx.reference_schema = DataSchema.from_dict(
             json.loads(ctx.client.artifacts.read_bytes(item.digest))
         )
-        ctx.reference_label = f"{champ.name} v{champ.version} ({self.spec.register.alias})"  # type: ignore[union-attr]
+        reg = self.spec.register
+        alias = None if reg is None else (reg.compare_with or reg.alias)
+        ctx.reference_label = f"{champ.name} v{champ.version} ({alias})"
         ctx.reference_key = champ.tags.get("modelloop.schema_digest") or item.digest
 
     def _champion_key(self, ctx: RunContext) -> None:

@@ -276,6 +276,12 @@ class RegisterSpec(_Strict):
     model_name: str
     alias: str | None = "champion"
     onnx: bool = False
+    #: the alias whose version champion gates and ``validation.reference: champion`` compare
+    #: with, when it is not ``alias`` (the loop registers as ``challenger``, gated against
+    #: ``champion``)
+    compare_with: str | None = None
+    #: extra tags for the registered version
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("model_name")
     @classmethod
@@ -313,6 +319,8 @@ with warnings.catch_warnings():
         explain: ExplainSpec = Field(default_factory=ExplainSpec)
         gates: list[str] = Field(default_factory=list)
         register: RegisterSpec | None = None
+        #: the loop policy (``modelloop loop``), validated by :mod:`modelloop.loop` when used
+        loop: dict[str, Any] | None = None
 
         @field_validator("features")
         @classmethod

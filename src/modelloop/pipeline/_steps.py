@@ -451,6 +451,7 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
         "modelloop.schema_data_digest": ctx.output_digests["load"],
         "modelloop.validate_reference_key": ctx.reference_key or "none",
         "modelloop.gate_champion_key": ctx.champion_key or "none",
+        **reg.tags,
     }
     mv = ctx.client.register_model(
         train_run,

@@ -34,6 +34,9 @@ from modelloop.store._records import (
     Dataset,
     DatasetInput,
     Experiment,
+    LoopEvent,
+    LoopLease,
+    LoopState,
     Metric,
     ModelVersion,
     MonitoringRecord,
@@ -377,6 +380,69 @@ class Store(abc.ABC):
         """The newest ``limit`` alert events, returned oldest first."""
 
     # -- audit -------------------------------------------------------------------------------
+
+    # -- loop controller ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_loop_state(self, model_name: str) -> LoopState | None:
+        """Where the model's loop stands, or None when no loop ever ran for it."""
+
+    @abc.abstractmethod
+    def list_loop_states(self) -> list[LoopState]:
+        """The loop state of every model that has one, by model name."""
+
+    @abc.abstractmethod
+    def transition_loop(
+        self,
+        model_name: str,
+        *,
+        expected_revision: int,
+        state: str,
+        data: Mapping[str, Any],
+        kind: str,
+        message: str,
+        evidence: Mapping[str, Any] | None = None,
+        holder: str | None = None,
+        now: int | None = None,
+    ) -> tuple[LoopState, LoopEvent]:
+        """Move the loop to ``state`` with ``data`` and append the event that says why, in one
+        transaction: a compare-and-set on ``expected_revision`` (0 when no state exists yet), so
+        two controllers can never both apply a transition. The new revision is the old plus one.
+
+        ``Conflict`` when the stored revision differs, or when ``holder`` is given and does not
+        hold an unexpired lease on the model. Non-finite floats inside ``data`` and ``evidence``
+        are stored as null."""
+
+    @abc.abstractmethod
+    def add_loop_event(
+        self,
+        model_name: str,
+        *,
+        kind: str,
+        state: str,
+        message: str,
+        evidence: Mapping[str, Any] | None = None,
+        now: int | None = None,
+    ) -> LoopEvent:
+        """Append an event that changes no state (a wait, a refused lease, a server down)."""
+
+    @abc.abstractmethod
+    def list_loop_events(
+        self, model_name: str, *, limit: int = 1000, after_id: int | None = None
+    ) -> list[LoopEvent]:
+        """The newest ``limit`` events of a model (those after ``after_id``), oldest first."""
+
+    @abc.abstractmethod
+    def acquire_loop_lease(
+        self, model_name: str, holder: str, *, ttl_ms: int, now: int | None = None
+    ) -> LoopLease:
+        """Take or renew the model's lease for ``ttl_ms`` when it is free, expired or already
+        ``holder``'s, and return it; otherwise return the other holder's lease unchanged. Safe
+        when callers race: exactly one of them gets a free lease."""
+
+    @abc.abstractmethod
+    def release_loop_lease(self, model_name: str, holder: str) -> bool:
+        """Give the lease up if ``holder`` has it; return whether it did."""
 
     @abc.abstractmethod
     def list_audit_events(

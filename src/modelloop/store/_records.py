@@ -15,6 +15,9 @@ __all__ = [
     "Dataset",
     "DatasetInput",
     "Experiment",
+    "LoopEvent",
+    "LoopLease",
+    "LoopState",
     "Metric",
     "ModelVersion",
     "MonitoringRecord",
@@ -234,3 +237,38 @@ class AlertEventRecord:
     value: float | None
     message: str
     timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoopState:
+    """Where one model's loop stands: its state, a revision that grows by one with every
+    transition (the compare-and-set key), and the state's data (challenger version, stage, ...)."""
+
+    model_name: str
+    state: str
+    revision: int
+    data: Mapping[str, Any] = field(default_factory=_empty)
+    updated_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LoopLease:
+    """Who acts for a model's loop, until when. Only the holder of an unexpired lease acts."""
+
+    model_name: str
+    holder: str
+    acquired_at: int
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoopEvent:
+    """One decision or observation of a loop, with its evidence."""
+
+    event_id: int
+    model_name: str
+    timestamp: int
+    kind: str  # e.g. "trigger", "retrain", "gate", "stage", "judge", "promote", "rollback"
+    state: str  # the state after the event
+    message: str
+    evidence: Mapping[str, Any] = field(default_factory=_empty)

@@ -17,6 +17,9 @@ __all__ = [
     "datasets",
     "experiments",
     "latest_metrics",
+    "loop_events",
+    "loop_leases",
+    "loop_states",
     "metadata",
     "metrics",
     "model_versions",
@@ -31,7 +34,7 @@ __all__ = [
 
 #: The newest migration. Opening a store compares the database against it with one query, so
 #: opening an up-to-date store never loads Alembic. A test keeps it equal to the script head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 #: Alembic's bookkeeping table. Not the default name: Optuna studies share the PostgreSQL
 #: database and keep their own ``alembic_version``.
@@ -278,4 +281,39 @@ alert_events = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("timestamp", Millis, nullable=False),
     sa.Index("ix_alert_events_model", "model_name", "event_id"),
+)
+
+# -- loop controller (revision 0004) -----------------------------------------------------------
+# Model names are free text, as for monitoring: a loop can outlive a registry entry.
+
+loop_states = sa.Table(
+    "loop_states",
+    metadata,
+    sa.Column("model_name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("data", Json, nullable=True),
+    sa.Column("updated_at", Millis, nullable=False),
+)
+
+loop_leases = sa.Table(
+    "loop_leases",
+    metadata,
+    sa.Column("model_name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("holder", sa.String(NAME_LEN), nullable=False),
+    sa.Column("acquired_at", Millis, nullable=False),
+    sa.Column("expires_at", Millis, nullable=False),
+)
+
+loop_events = sa.Table(
+    "loop_events",
+    metadata,
+    sa.Column("event_id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("model_name", sa.String(NAME_LEN), nullable=False),
+    sa.Column("timestamp", Millis, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("evidence", Json, nullable=True),
+    sa.Index("ix_loop_events_model", "model_name", "event_id"),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modelloop.store._base import Store
 from modelloop.store._sql._datasets import DatasetsMixin
+from modelloop.store._sql._loop import LoopMixin
 from modelloop.store._sql._monitoring import MonitoringMixin
 from modelloop.store._sql._registry import RegistryMixin
 from modelloop.store._sql._search import SearchMixin
@@ -12,7 +13,9 @@ from modelloop.store._sql._tracking import TrackingMixin
 __all__ = ["SqlStore"]
 
 
-class SqlStore(TrackingMixin, SearchMixin, DatasetsMixin, RegistryMixin, MonitoringMixin, Store):
+class SqlStore(
+    TrackingMixin, SearchMixin, DatasetsMixin, RegistryMixin, MonitoringMixin, LoopMixin, Store
+):
     """The metadata store on SQLite (``sqlite:///path/to/file.db``) or PostgreSQL
     (``postgresql+psycopg://user@host/db``).
 

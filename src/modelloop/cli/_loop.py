@@ -1,0 +1,261 @@
+"""``modelloop loop``: the controller that retrains on triggers and rolls challengers out as
+judged canaries, and what it has done."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from modelloop.cli._output import JsonOpt, console, err_console, fmt_time, print_json, row
+
+if TYPE_CHECKING:
+    from modelloop.loop._controller import Controller, TickResult
+
+loop_app = typer.Typer(
+    help="The closed loop: retrain on drift, roll out as a judged canary, promote or roll back.",
+    no_args_is_help=True,
+)
+
+PipelineArg = Annotated[
+    Path,
+    typer.Argument(help="The model's pipeline file (modelloop.yaml) with its 'loop:' section."),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option("--policy", help="A loop policy file of its own, instead of the 'loop:' section."),
+]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help="URL of the running 'modelloop serve' to drive (default: the policy's 'server'). "
+        "Its admin token comes from the variable named by the policy's token_env.",
+    ),
+]
+
+
+def _controller(pipeline: Path, policy_file: Path | None, server: str | None) -> Controller:
+    from modelloop._client import default_client
+    from modelloop.cli._output import require_extra
+    from modelloop.exceptions import InvalidInput
+    from modelloop.loop._actions import PipelineActions
+    from modelloop.loop._controller import Controller
+    from modelloop.loop._policy import load_policy
+    from modelloop.loop._server import ServerLink
+
+    require_extra("loop", "statsmodels", "yaml", "pydantic")
+    client = default_client()
+    actions = PipelineActions(client, pipeline)
+    if policy_file is not None:
+        policy = load_policy(policy_file)
+    elif actions.spec.loop is None:
+        raise InvalidInput(
+            f"{pipeline.name} has no 'loop:' section: add one (see the README) or pass --policy"
+        )
+    else:
+        policy = load_policy(pipeline)
+    url = server or policy.server
+    link = None
+    if url:
+        link = ServerLink(url, os.environ.get(policy.token_env))
+    model = policy.model or (actions.spec.register.model_name if actions.spec.register else None)
+    return Controller(
+        client.store,
+        policy,
+        actions,
+        home=client.settings.home,
+        model=model,
+        server=link,
+    )
+
+
+def _print_tick(result: TickResult) -> None:
+    for e in result.events:
+        console.print(
+            f"{fmt_time(e.timestamp)}  [bold]{escape(e.kind)}[/] → {escape(e.state)}  "
+            f"{escape(e.message)}",
+            highlight=False,
+        )
+    for plan in result.planned:
+        console.print(f"[yellow]would[/] {escape(plan)}", highlight=False)
+    if not result.events and not result.planned:
+        console.print(
+            f"{escape(result.model)}: {escape(result.state)} — {escape(result.message)}",
+            highlight=False,
+        )
+
+
+@loop_app.command("tick")
+def tick(
+    pipeline: PipelineArg,
+    policy: PolicyOpt = None,
+    server: ServerOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what the loop would do; change nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate the loop once (for cron and CI): act, then exit."""
+    ctl = _controller(pipeline, policy, server)
+    try:
+        result = ctl.tick(dry_run=dry_run)
+    finally:  # one tick, then the lease is free for the next one (or a running controller)
+        ctl.store.release_loop_lease(ctl.model, ctl.holder)
+    if as_json:
+        print_json(result.to_dict())
+    else:
+        _print_tick(result)
+
+
+@loop_app.command("run")
+def run(
+    pipeline: PipelineArg,
+    policy: PolicyOpt = None,
+    server: ServerOpt = None,
+    every: Annotated[
+        str | None,
+        typer.Option("--every", help="Time between ticks, e.g. 30s, 5m (default: the policy's)."),
+    ] = None,
+    max_ticks: Annotated[
+        int | None, typer.Option("--max-ticks", help="Stop after this many ticks.", min=1)
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the controller until SIGTERM or Ctrl-C: one tick every --every."""
+    from modelloop.loop._policy import _seconds
+
+    ctl = _controller(pipeline, policy, server)
+    period = _seconds(every) if every else ctl.policy.every_s
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err_console.print(
+        f"loop of {escape(ctl.model)}: a tick every {period:g} s as {escape(ctl.holder)}",
+        highlight=False,
+    )
+    ticks = 0
+    last_message = None
+    try:
+        while not stop.is_set():
+            result = ctl.tick()
+            ticks += 1
+            if as_json:
+                if result.events:
+                    print_json(result.to_dict())
+            elif result.events or result.message != last_message:
+                _print_tick(result)
+            last_message = result.message
+            if max_ticks is not None and ticks >= max_ticks:
+                break
+            stop.wait(period)
+    finally:
+        ctl.store.release_loop_lease(ctl.model, ctl.holder)
+
+
+@loop_app.command("retrain")
+def retrain(
+    pipeline: PipelineArg,
+    policy: PolicyOpt = None,
+    reason: Annotated[str, typer.Option("--reason", help="Recorded with the event.")] = (
+        "requested by hand"
+    ),
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a retrain now, cooldown notwithstanding; the controller carries it through."""
+    event = _controller(pipeline, policy, None).request_retrain(reason)
+    if as_json:
+        print_json({"event_id": event.event_id, "state": event.state, "message": event.message})
+    else:
+        console.print(f"{escape(event.message)} (state {event.state})", highlight=False)
+
+
+@loop_app.command("status")
+def status(
+    model: Annotated[str | None, typer.Argument(help="Model name (default: every loop).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Where each model's loop stands: state, challenger, stage and share."""
+    from modelloop._client import default_client
+
+    store = default_client().store
+    states = store.list_loop_states()
+    if model is not None:
+        states = [s for s in states if s.model_name == model]
+        if not states:
+            from modelloop.exceptions import NotFound
+
+            raise NotFound(f"no loop has run for model {model!r}")
+    if as_json:
+        print_json({"loops": [_state_dict(s) for s in states]})
+        return
+    table = Table(title=f"{len(states)} loop(s)")
+    for col in ("model", "state", "challenger", "stage", "share", "since"):
+        table.add_column(col)
+    for s in states:
+        d = s.data
+        stage = "" if "stage" not in d or s.state != "rollout" else str(int(d["stage"]) + 1)
+        share = "" if s.state != "rollout" else f"{d.get('mode')} {float(d.get('share', 0)):g}"
+        table.add_row(
+            *row(
+                s.model_name,
+                s.state,
+                d.get("challenger", ""),
+                stage,
+                share,
+                fmt_time(s.updated_at),
+            )
+        )
+    console.print(table)
+
+
+def _state_dict(s: Any) -> dict[str, Any]:
+    return {
+        "model": s.model_name,
+        "state": s.state,
+        "revision": s.revision,
+        "updated_at": s.updated_at,
+        "data": dict(s.data),
+    }
+
+
+@loop_app.command("history")
+def history(
+    model: Annotated[str, typer.Argument(help="Model name.")],
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Newest events to show.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every decision of a model's loop, with its evidence (--json for all of it)."""
+    from modelloop._client import default_client
+
+    events = default_client().store.list_loop_events(model, limit=limit)
+    if as_json:
+        print_json(
+            {
+                "model": model,
+                "events": [
+                    {
+                        "event_id": e.event_id,
+                        "timestamp": e.timestamp,
+                        "kind": e.kind,
+                        "state": e.state,
+                        "message": e.message,
+                        "evidence": dict(e.evidence),
+                    }
+                    for e in events
+                ],
+            }
+        )
+        return
+    table = Table(title=f"loop of {model}: {len(events)} event(s)")
+    for col in ("time", "kind", "state", "message"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        table.add_row(*row(fmt_time(e.timestamp), e.kind, e.state, e.message))
+    console.print(table)

@@ -1,0 +1,246 @@
+"""The controller on real parts: a SQLite store, the real pipeline, real monitoring runs, and
+traffic in the prediction log and feedback as the server writes them. The clock is the test's, so
+stages can pass their minimum durations and time limits without waiting."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from loop_support import MODEL, breast_cancer, ms, serve_rows, write_pipeline
+
+from modelloop.exceptions import Conflict
+from modelloop.loop import parse_policy
+from modelloop.loop._actions import PipelineActions
+from modelloop.loop._controller import ATTEMPT_TAG, OUTCOME_TAG, Controller
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def _policy(**changes: Any) -> Any:
+    doc: dict[str, Any] = {
+        "model": MODEL,
+        "cooldown": "1h",
+        "max_retrains_per_day": 5,
+        "triggers": {"drift_share": 0.5},
+        "training": {"source": "log", "window": "30d", "min_labelled_rows": 200},
+        "gate": {"metric": "accuracy", "window": "30d", "min_rows": 100, "tolerance": 0.05},
+        "rollout": {
+            "canary": {
+                "steps": [0.25, 0.5],
+                "min_duration": "1h",
+                "max_duration": "6h",
+                "min_outcomes": 100,
+            }
+        },
+        "judge": {"margin": 0.1, "max_p99_latency_ratio": None, "max_error_rate": None},
+    }
+    for key, value in changes.items():
+        doc[key] = {**doc[key], **value} if isinstance(value, dict) else value
+    return parse_policy(doc)
+
+
+class Clock:
+    def __init__(self, start: int) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def world(client: Any, tmp_path: Path) -> dict[str, Any]:
+    """Champion v1 trained on the first 400 rows; 600 drifted, labelled rows served by it over
+    the day before the clock's start; a stored monitoring run that finds the drift."""
+    from modelloop.monitoring import run_monitor
+    from modelloop.pipeline import Pipeline
+
+    frame = breast_cancer()
+    pipeline_file = write_pipeline(tmp_path, frame.iloc[:400])
+    result = Pipeline.from_file(pipeline_file).run(client)
+    assert result.registered_version == 1
+    rng = np.random.default_rng(0)
+    features = [c for c in frame.columns if c != "target"]
+    drifted = frame.sample(600, replace=True, random_state=1).reset_index(drop=True)
+    drifted[features] = drifted[features] * 1.4 + rng.normal(0, 0.01, (600, len(features)))
+    start = ms(datetime.now(tz=UTC) - timedelta(days=5))
+    serve_rows(client, drifted, version=1, route="champion", start_ms=start - DAY, span_ms=DAY)
+    outcome = run_monitor(
+        client, MODEL, window="2d", now=datetime.fromtimestamp(start / 1000, tz=UTC)
+    )
+    assert outcome.record is not None and (outcome.record.share_drifted or 0) >= 0.5
+    return {
+        "client": client,
+        "file": pipeline_file,
+        "frame": frame,
+        "drifted": drifted,
+        "features": features,
+        "clock": Clock(start + 60_000),
+    }
+
+
+def _controller(world: dict[str, Any], policy: Any, holder: str = "ctl-a") -> Controller:
+    client = world["client"]
+    return Controller(
+        client.store,
+        policy,
+        PipelineActions(client, world["file"]),
+        home=client.settings.home,
+        holder=holder,
+        clock=world["clock"],
+    )
+
+
+def _kinds(client: Any) -> list[str]:
+    return [e.kind for e in client.store.list_loop_events(MODEL)]
+
+
+def test_drift_retrains_once_and_the_challenger_is_promoted_through_every_step(world) -> None:  # type: ignore[no-untyped-def]
+    client, clock, drifted = world["client"], world["clock"], world["drifted"]
+    ctl = _controller(world, _policy())
+
+    first = ctl.tick()
+    assert first.state == "rollout" and _kinds(client) == ["trigger", "retrain", "stage"]
+    trigger = client.store.list_loop_events(MODEL)[0]
+    assert trigger.evidence["fired"][0]["trigger"] == "drift_share"
+    assert trigger.evidence["fired"][0]["value"] >= 0.5
+    challenger = client.store.get_version_by_alias(MODEL, "challenger")
+    assert challenger.version == 2 and challenger.tags[ATTEMPT_TAG] == f"{MODEL}:1"
+    assert client.store.get_version_by_alias(MODEL, "champion").version == 1
+
+    # ticking again before anything happened starts no second retrain
+    again = ctl.tick()
+    assert again.state == "rollout" and not again.acted
+    assert len(client.store.list_model_versions(MODEL)) == 2
+
+    for step in range(2):
+        stage_start = int(client.store.get_loop_state(MODEL).data["started_at"])  # type: ignore[union-attr]
+        for version, route in ((2, "canary"), (1, "champion")):
+            serve_rows(
+                client,
+                drifted.sample(300, random_state=10 * step + version),
+                version=version,
+                route=route,
+                start_ms=stage_start + 1000,
+                span_ms=HOUR // 2,
+            )
+        clock.now = stage_start + HOUR + 60_000
+        ctl.tick()
+
+    state = client.store.get_loop_state(MODEL)
+    assert state is not None and state.state == "promoted"
+    assert client.store.get_version_by_alias(MODEL, "champion").version == 2
+    assert client.store.get_model_version(MODEL, 2).tags[OUTCOME_TAG] == "promoted"
+    assert _kinds(client) == ["trigger", "retrain", "stage", "stage", "judge", "promote"]
+    judged = [e for e in client.store.list_loop_events(MODEL) if e.kind in ("stage", "judge")]
+    for event in judged[1:]:  # each later step carries the judge's statistics of the one before
+        verdict = event.evidence["judge"]
+        assert verdict["outcome"] == "pass" and verdict["n_challenger"] == 300
+        assert verdict["n_champion"] == 300 and verdict["interval"][1] <= 0.1
+    # no trigger after the promotion: the stored drift result predates the retrain
+    clock.now += 2 * HOUR
+    assert ctl.tick().message == "no trigger fired"
+
+
+def test_a_bad_challenger_is_rolled_back_at_the_first_step(world) -> None:  # type: ignore[no-untyped-def]
+    client, clock = world["client"], world["clock"]
+    # the served rows it will be trained on carry shuffled labels; the loop's own gate is off
+    home = Path(client.settings.home)
+    for f in (home / "feedback" / MODEL).glob("*.parquet"):
+        labels = pd.read_parquet(f)
+        labels["label"] = np.random.default_rng(5).permutation(labels["label"].to_numpy())
+        labels.to_parquet(f, index=False)
+    ctl = _controller(world, _policy(gate={"min_rows": 10**9}))
+    assert ctl.tick().state == "rollout"
+    stage_start = int(client.store.get_loop_state(MODEL).data["started_at"])  # type: ignore[union-attr]
+    for version, route in ((2, "canary"), (1, "champion")):
+        serve_rows(
+            client,
+            world["drifted"].sample(300, random_state=version),
+            version=version,
+            route=route,
+            start_ms=stage_start + 1000,
+            span_ms=HOUR // 2,
+        )
+    clock.now = stage_start + HOUR + 60_000
+    result = ctl.tick()
+    assert result.state == "rolled_back"
+    events = client.store.list_loop_events(MODEL)
+    assert [e.kind for e in events][-2:] == ["judge", "rollback"]
+    verdict = events[-2].evidence["judge"]
+    assert verdict["outcome"] == "fail" and verdict["interval"][0] > 0
+    assert verdict["challenger"] > verdict["champion"]
+    with pytest.raises(Exception, match="challenger"):
+        client.store.get_version_by_alias(MODEL, "challenger")
+    assert client.store.get_model_version(MODEL, 2).tags[OUTCOME_TAG].startswith("rolled back")
+    assert client.store.get_version_by_alias(MODEL, "champion").version == 1
+
+
+def test_too_few_labels_in_time_applies_the_inconclusive_policy(world) -> None:  # type: ignore[no-untyped-def]
+    client, clock = world["client"], world["clock"]
+    ctl = _controller(world, _policy(judge={"inconclusive": "wait", "max_waits": 1}))
+    assert ctl.tick().state == "rollout"
+    stage_start = int(client.store.get_loop_state(MODEL).data["started_at"])  # type: ignore[union-attr]
+    for version, route in ((2, "canary"), (1, "champion")):
+        serve_rows(
+            client,
+            world["drifted"].sample(20, random_state=version),
+            version=version,
+            route=route,
+            start_ms=stage_start + 1000,
+            span_ms=HOUR // 2,
+        )
+    clock.now = stage_start + 2 * HOUR
+    waiting = ctl.tick()
+    assert waiting.state == "rollout" and "inconclusive so far" in waiting.message
+    clock.now = stage_start + 6 * HOUR + 1
+    extended = ctl.tick()
+    assert extended.state == "rollout" and _kinds(client)[-1] == "inconclusive"
+    assert "waiting once more (1 of 1)" in client.store.list_loop_events(MODEL)[-1].message
+    clock.now = stage_start + 12 * HOUR + 2
+    ended = ctl.tick()
+    assert ended.state == "rolled_back"
+    rollback = [e for e in client.store.list_loop_events(MODEL) if e.kind == "judge"][-1]
+    assert rollback.evidence["inconclusive"] is True and rollback.evidence["policy"] == "wait"
+    assert "20 of 100 labelled outcomes needed" in rollback.message
+
+
+def test_two_controllers_one_acts_the_other_names_the_holder(world) -> None:  # type: ignore[no-untyped-def]
+    a = _controller(world, _policy(), holder="ctl-a")
+    b = _controller(world, _policy(), holder="ctl-b")
+    assert a.tick().acted
+    other = b.tick()
+    assert not other.acted and "held by ctl-a" in other.message
+    with pytest.raises(Conflict, match="busy"):
+        b.request_retrain()
+
+
+def test_a_dry_run_says_what_it_would_do_and_changes_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    client = world["client"]
+    ctl = _controller(world, _policy())
+    result = ctl.tick(dry_run=True)
+    assert not result.acted and result.planned
+    assert result.planned[0].startswith("idle -> retraining: retrain: drift share")
+    assert client.store.get_loop_state(MODEL) is None
+    assert client.store.list_loop_events(MODEL) == []
+    assert len(client.store.list_model_versions(MODEL)) == 1
+
+
+def test_a_crash_after_registering_resumes_with_the_same_challenger(world) -> None:  # type: ignore[no-untyped-def]
+    client = world["client"]
+    ctl = _controller(world, _policy())
+    ctl.tick(max_steps=1)  # the trigger is committed; the controller "dies" before retraining
+    assert client.store.get_loop_state(MODEL).state == "retraining"  # type: ignore[union-attr]
+    # the crashed controller's retrain had registered its challenger before dying
+    PipelineActions(client, world["file"]).retrain(attempt=f"{MODEL}:1", data=None)
+    assert len(client.store.list_model_versions(MODEL)) == 2
+    restarted = _controller(world, _policy(), holder="ctl-a")
+    assert restarted.tick().state == "rollout"
+    assert len(client.store.list_model_versions(MODEL)) == 2  # found, not trained again
+    retrain = next(e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain")
+    assert retrain.evidence["resumed"] is True and retrain.evidence["version"] == 2
