@@ -167,7 +167,12 @@ def test_quickstart_style_pipeline_is_declined_with_a_reason():
     predictor, reason = try_onnx(_package(model, X), X.head(10))
 
     assert predictor is None
-    assert reason.startswith("skl2onnx cannot convert Pipeline")
+    # Depending on the converter's release it refuses native categorical splits, or converts
+    # them wrongly; either way the form is declined, and the reason says which.
+    text = str(reason)
+    assert text.startswith("skl2onnx cannot convert Pipeline") or (
+        "check rows differ" in text and "scikit-learn" in text and "onnxruntime" in text
+    )
 
 
 class _Shift(RegressorMixin, BaseEstimator):
