@@ -105,10 +105,27 @@ def _outcome_json(o: MonitorOutcome) -> dict[str, Any]:
         "version": o.version,
         "result_id": o.record.result_id if o.record else None,
         "rows": o.result.window.get("rows"),
+        "versions": [
+            {
+                "version": v.version,
+                "rows": v.rows,
+                "labelled": v.labelled,
+                "metrics": dict(v.metrics),
+                "outputs_drifted": list(v.prediction_drift.drifted_columns)
+                if v.prediction_drift
+                else None,
+                "note": v.note,
+            }
+            for v in o.result.versions
+        ],
         "seconds": round(o.seconds, 3),
         "result": o.result.to_dict(),
         "alerts": [e.to_dict() for e in o.events],
     }
+
+
+def _figures(metrics: Any) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
 
 
 def _print_outcome(o: MonitorOutcome) -> None:
@@ -116,28 +133,39 @@ def _print_outcome(o: MonitorOutcome) -> None:
     assert drift is not None
     verdict = "[bold red]DRIFT[/]" if drift.dataset_drift else "[green]no dataset drift[/]"
     console.print(
-        f"{escape(o.model)} v{o.version}: {o.result.window.get('rows')} rows, {verdict}, "
-        f"{len(drift.drifted_columns)}/{drift.n_tested} columns drifted "
-        f"({drift.correction} correction) in {o.seconds:.2f} s"
+        f"{escape(o.model)}: {o.result.window.get('rows')} rows; inputs against "
+        f"v{o.version}'s reference: {verdict}, {len(drift.drifted_columns)}/{drift.n_tested} "
+        f"columns drifted ({drift.correction} correction) in {o.seconds:.2f} s"
     )
+    for v in o.result.versions:
+        parts = [f"v{v.version}: {v.rows} rows"]
+        if v.prediction_drift is not None:
+            outs = ", ".join(v.prediction_drift.drifted_columns) or "none"
+            parts.append(f"outputs drifted vs its own reference: {outs}")
+        if v.labelled:
+            parts.append(f"{v.labelled} labelled: {_figures(v.metrics)}")
+        if v.note:
+            parts.append(v.note)
+        console.print(escape("; ".join(parts)), soft_wrap=True)
     table = Table(show_lines=False)
     for col in ("column", "method", "statistic", "p / threshold", "drifted"):
         table.add_column(col)
-    outputs = o.result.prediction_drift.columns if o.result.prediction_drift else ()
-    for c in (*drift.columns, *outputs):
+    shown = [(c.column, c) for c in drift.columns]
+    for v in o.result.versions:
+        outputs = v.prediction_drift.columns if v.prediction_drift else ()
+        shown += [(f"{c.column} (v{v.version})", c) for c in outputs]
+    for name, c in shown:
         p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
         stat = "-" if c.statistic is None else f"{c.statistic:.4g}"
         drifted = Text("yes", style="red") if c.drifted else Text("no")
-        table.add_row(*row(c.column, c.method, stat, f"{p} / {c.threshold:g}", drifted))
+        table.add_row(*row(name, c.method, stat, f"{p} / {c.threshold:g}", drifted))
     console.print(table)
     if o.result.quality and o.result.quality.breaches:
         issues = ", ".join(f"{c}: {i}" for c, i in o.result.quality.breaches)
         console.print(f"[yellow]data quality:[/] {escape(issues)}")
     if o.result.performance:
-        figures = ", ".join(
-            f"{k}={v:.4f}" for k, v in o.result.performance.overall.metrics.items() if v is not None
-        )
-        console.print(f"live performance: {figures}")
+        figures = _figures(o.result.performance.overall.metrics)
+        console.print(f"live performance, all versions: {figures}")
     for e in o.events:
         colour = "red" if e.status == "firing" else "green"
         console.print(f"[{colour}]alert {e.status}:[/] {escape(e.rule)}: {escape(e.message)}")
@@ -291,7 +319,7 @@ def monitor_report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write one self-contained HTML report: distributions, drift table, live performance."""
-    from modelloop.monitoring import render_html
+    from modelloop.monitoring import describe_versions, render_html
 
     o = _monitor_once(model, window, data, labels, segment, [], [], quiet=as_json)
     assert o.result.drift is not None
@@ -301,8 +329,10 @@ def monitor_report(
         o.result.drift,
         quality=o.result.quality,
         performance=o.result.performance,
-        prediction_drift=o.result.prediction_drift,
-        title=f"{o.model} v{o.version} — window {window}",
+        title=f"{o.model}: {describe_versions(o.result.versions)} — window {window}",
+        versions=o.result.versions,
+        version_details=o.version_details,
+        reference_version=o.version,
     )
     _write_atomic(out, html)
     if as_json:
