@@ -4,58 +4,20 @@ judged on its own rows against its own reference, and every output names the ver
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import chi2_contingency, ks_2samp
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from typer.testing import CliRunner
 
-from modelloop import Client, InvalidInput, Settings
+from modelloop import InvalidInput
 from modelloop.cli import app
-from modelloop.demo import replay_frame
 from modelloop.monitoring import run_monitor, version_metrics
 from modelloop.monitoring._live import AUC_BINS
 
-MODEL = "cancer"
-
-
-@pytest.fixture
-def two_versions(tmp_path: Path, breast_cancer, monkeypatch: pytest.MonkeyPatch):
-    """v1 trained on the small tumours, v2 (the champion) on the large ones: different models,
-    different references. v1 answered 400 requests, v2 the other 169; every request was labelled."""
-    X, y = breast_cancer
-    small = X["mean radius"] < X["mean radius"].median()
-    client = Client(Settings(home=tmp_path / "home", user="tester"))
-    monkeypatch.setenv("MODELLOOP_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MODELLOOP_STORE_URL", raising=False)
-    monkeypatch.delenv("MODELLOOP_ARTIFACT_ROOT", raising=False)
-    refs = {}
-    for version, part in ((1, small), (2, ~small)):
-        model = LogisticRegression(max_iter=5000, C=0.05 if version == 1 else 5.0)
-        model.fit(X[part], y[part])
-        with client.start_run("cancer") as run:
-            run.log_model(model, input_example=X.head(3))
-        mv = client.register_model(run.run_id, MODEL, reference_data=X[part])
-        assert mv.version == version
-        refs[version] = (model, X[part])
-    client.set_alias(MODEL, "champion", 2)
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(X))
-    # measurement noise: no logged row equals a reference row, so no exact ties that rounding
-    # of another batch size could order differently
-    data = (X * rng.normal(1.0, 0.02, size=X.shape)).assign(label=y)
-    logged = {}
-    for version, rows in ((1, order[:400]), (2, order[400:])):
-        _, frame = replay_frame(
-            client, f"{MODEL}/{version}", data.iloc[rows], label="label", minutes=30
-        )
-        logged[version] = frame
-    yield client, refs, logged
-    client.close()
+MODEL = "cancer"  # the model of the two_versions fixture (conftest.py)
 
 
 def _expected(refs, logged, version: int) -> dict:
@@ -120,9 +82,7 @@ def test_cli_json_and_report_name_the_versions_of_the_window(two_versions, tmp_p
     data = json.loads(res.stdout)
     listed = {v["version"]: v for v in data["versions"]}
     assert {k: v["rows"] for k, v in listed.items()} == {1: 400, 2: 169}
-    assert listed[1]["metrics"]["accuracy"] == pytest.approx(
-        _expected(refs, logged, 1)["accuracy"]
-    )
+    assert listed[1]["metrics"]["accuracy"] == pytest.approx(_expected(refs, logged, 1)["accuracy"])
     assert data["result"]["versions"][0]["prediction_drift"]["n_current"] == 400
 
     res = runner.invoke(app, ["monitor", "run", MODEL, "-w", "2h"])

@@ -65,15 +65,28 @@ _METRIC_RULE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*([<>])\s*([-+0-9.eE]+
 _EVERY = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 
 
+#: ``monitor run --fail-on-alert`` exits with this code while an alert of the run fires (the
+#: library's own errors use 1-9).
+ALERT_EXIT_CODE = 10
+
+
 def parse_metric_rule(spec: str) -> AlertRule:
     """``accuracy<0.8`` fires below, ``mae>5`` above."""
     from modelloop.monitoring import MetricAbove, MetricBelow
 
     m = _METRIC_RULE.match(spec)
-    if not m:
-        raise InvalidInput(f"bad --alert-metric {spec!r}: use e.g. 'accuracy<0.8' or 'mae>5'")
-    name, op, value = m.group(1), m.group(2), float(m.group(3))
-    return MetricBelow(name, value) if op == "<" else MetricAbove(name, value)
+    try:
+        if not m:
+            raise ValueError("not METRIC<NUMBER or METRIC>NUMBER")
+        name, op, value = m.group(1), m.group(2), float(m.group(3))
+    except ValueError:
+        raise InvalidInput(
+            f"bad --alert-metric {spec!r}: use e.g. 'accuracy<0.8' or 'mae>5'"
+        ) from None
+    try:
+        return MetricBelow(name, value) if op == "<" else MetricAbove(name, value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"bad --alert-metric {spec!r}: {exc}") from None
 
 
 def parse_every(spec: str) -> float:
@@ -84,19 +97,54 @@ def parse_every(spec: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def _rules(
-    drift_share: float | None, features: list[str], metrics: list[str], quality: bool
-) -> list[AlertRule]:
-    from modelloop.monitoring import DriftShareAbove, FeatureDrifted, QualityBreach
+def _options(
+    drift_share: float | None,
+    features: list[str],
+    metrics: list[str],
+    quality: bool,
+    every: str | None,
+    webhooks: list[str],
+) -> tuple[list[AlertRule], float | None, list[Any]]:
+    """The alert rules, the interval and the webhook notifiers, every option checked before
+    any work: all the wrong ones are reported together."""
+    from modelloop.monitoring import DriftShareAbove, FeatureDrifted, QualityBreach, WebhookNotifier
 
+    errors: list[str] = []
     rules: list[AlertRule] = []
     if drift_share is not None:
-        rules.append(DriftShareAbove(drift_share))
+        if 0 < drift_share <= 1:
+            rules.append(DriftShareAbove(drift_share))
+        else:
+            errors.append(f"bad --alert-drift-share {drift_share:g}: use a share in (0, 1]")
     rules += [FeatureDrifted(c) for c in features]
-    rules += [parse_metric_rule(s) for s in metrics]
+    for spec in metrics:
+        try:
+            rules.append(parse_metric_rule(spec))
+        except InvalidInput as exc:
+            errors.append(str(exc))
     if quality:
         rules.append(QualityBreach())
-    return rules
+    interval = None
+    if every:
+        try:
+            interval = parse_every(every)
+        except InvalidInput as exc:
+            errors.append(str(exc))
+    hooks = []
+    for url in webhooks:
+        try:
+            hooks.append(WebhookNotifier(url))
+        except InvalidInput as exc:
+            errors.append(f"bad --webhook: {exc}")
+    if errors:
+        raise InvalidInput("; ".join(errors))
+    return rules, interval, hooks
+
+
+def _print_webhook_failures(hooks: list[Any]) -> None:
+    for h in hooks:
+        for why in h.take_failures():
+            err_console.print(f"[yellow]webhook failed:[/] {escape(why)}", soft_wrap=True)
 
 
 def _outcome_json(o: MonitorOutcome) -> dict[str, Any]:
@@ -254,14 +302,29 @@ def monitor_run(
             max=65535,
         ),
     ] = None,
+    fail_on_alert: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-alert",
+            help=f"Exit with code {ALERT_EXIT_CODE} when an alert of this run is firing at the "
+            "end (for CI).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute drift, data quality and live metrics for a window; store them; raise alerts."""
     from modelloop._client import default_client
-    from modelloop.monitoring import PrometheusNotifier, WebhookNotifier
+    from modelloop.monitoring import PrometheusNotifier
+    from modelloop.registry import parse_model_spec
 
-    rules = _rules(alert_drift_share, alert_feature or [], alert_metric or [], alert_quality)
-    hooks = [WebhookNotifier(u) for u in webhook or []]
+    rules, interval, hooks = _options(
+        alert_drift_share,
+        alert_feature or [],
+        alert_metric or [],
+        alert_quality,
+        every,
+        webhook or [],
+    )
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
     gauges = None
     if metrics_port is not None:
@@ -271,7 +334,6 @@ def monitor_run(
         # Loopback only: this endpoint has no authentication.
         start_http_server(metrics_port, addr="127.0.0.1", registry=gauges.registry)
         notifiers.append(gauges)
-    interval = parse_every(every) if every else None
     stop = threading.Event()
     if interval is not None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -296,6 +358,7 @@ def monitor_run(
                     print_json(_outcome_json(outcome))
                 else:
                     _print_outcome(outcome)
+            _print_webhook_failures(hooks)  # those known by now; the rest after closing
             runs += 1
             if interval is None or (max_runs is not None and runs >= max_runs):
                 break
@@ -306,6 +369,14 @@ def monitor_run(
     finally:
         for h in hooks:
             h.close()
+        _print_webhook_failures(hooks)
+    if fail_on_alert:
+        store = default_client().store
+        name = parse_model_spec(model).name
+        firing = [r.name for r in rules if (a := store.get_alert(name, r.name)) and a.firing]
+        if firing:
+            err_console.print(f"alerts firing: {escape(', '.join(firing))}")
+            raise typer.Exit(ALERT_EXIT_CODE)
 
 
 @monitor_app.command("report")
@@ -355,9 +426,13 @@ def monitor_history(
     from modelloop._client import default_client
     from modelloop.monitoring import render_history_html
 
-    results = default_client().store.list_monitoring_results(model, limit=limit)
+    store = default_client().store
+    results = store.list_monitoring_results(model, limit=limit)
     if out is not None:
-        _write_atomic(out, render_history_html(model, results))
+        events = store.list_alert_events(model)
+        if results:  # the events of the charted period only
+            events = [e for e in events if e.timestamp >= results[0].created_at]
+        _write_atomic(out, render_history_html(model, results, events))
     if as_json:
         print_json(
             {

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from modelloop.exceptions import InvalidInput
-from modelloop.monitoring._performance import PerformanceReport
+from modelloop.monitoring._performance import CLASSIFICATION, REGRESSION, PerformanceReport
 from modelloop.monitoring._quality import QualityReport
 from modelloop.monitoring._result import DriftResult
 from modelloop.monitoring._versions import VersionWindow
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelloop.monitoring.alerts")
+#: The live metrics a metric rule may watch: classification first, then regression.
+LIVE_METRICS = (*CLASSIFICATION, *REGRESSION)
 FIRING, RESOLVED = "firing", "resolved"
 
 
@@ -180,6 +182,12 @@ class _MetricRule(AlertRule):
         group: Mapping[str, str] | None = None,
         name: str | None = None,
     ) -> None:
+        if metric not in LIVE_METRICS:
+            raise InvalidInput(
+                f"unknown live metric {metric!r}; known metrics: {', '.join(LIVE_METRICS)} "
+                f"(classification: {', '.join(CLASSIFICATION)}; regression: "
+                f"{', '.join(REGRESSION)})"
+            )
         self.metric = metric
         self.threshold = threshold
         self.group = dict(group or {})

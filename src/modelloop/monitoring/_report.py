@@ -56,6 +56,7 @@ def report_json(
     performance: PerformanceReport | None = None,
     meta: Mapping[str, Any] | None = None,
     prediction_drift: DriftResult | None = None,
+    versions: Sequence[VersionWindow] = (),
 ) -> dict[str, Any]:
     """The JSON form of a report: every part's ``to_dict()`` under one object."""
     return {
@@ -64,6 +65,7 @@ def report_json(
         "prediction_drift": prediction_drift.to_dict() if prediction_drift else None,
         "quality": quality.to_dict() if quality else None,
         "performance": performance.to_dict() if performance else None,
+        "versions": [v.to_dict() for v in versions],
     }
 
 
@@ -134,16 +136,11 @@ def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:
         below, above = le[lo] / n, 1 - le[hi] / n
         if below >= 0.0005 or above >= 0.0005:
             beyond.append(f"{name} {below:.1%} below / {above:.1%} above")
-    if beyond:
-        fig.add_annotation(
-            text=f"axis clipped to [{ref.edges[lo]:.4g}, {ref.edges[hi]:.4g}]; beyond it: "
-            + ", ".join(beyond),
-            xref="paper",
-            yref="paper",
-            x=0,
-            y=1.16,
-            showarrow=False,
-        )
+    # read by _feature_plots, which writes it under the figure's title
+    fig.layout.meta = {
+        "clip": f"axis clipped to [{ref.edges[lo]:.4g}, {ref.edges[hi]:.4g}]"
+        + (", beyond it: " + ", ".join(beyond) if beyond else "")
+    }
     fig.update_layout(barmode="overlay", bargap=0)
     fig.update_yaxes(title_text="density", row=1, col=1)
     fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=2)
@@ -292,11 +289,11 @@ def _feature_plots(
         else:
             raise InvalidInput(f"column {name!r} has a different kind in profile and summary")
         verdict = "drifted" if col.drifted else "no drift"
-        fig.update_layout(
-            title=f"{name}: {col.method} {_fmt(col.statistic)} ({verdict})",
-            height=360,
-            margin={"t": 110},
-        )
+        title = f"{name}: {col.method} {_fmt(col.statistic)} ({verdict})"
+        meta = fig.layout.meta
+        if isinstance(meta, dict) and meta.get("clip"):
+            title += f"<br><sup>{html.escape(meta['clip'])}</sup>"
+        fig.update_layout(title=title, height=360, margin={"t": 100})
         div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"{key}-{i}")
         parts.append(f'<div class="feature">{div}</div>')
     return "".join(parts)
@@ -417,15 +414,13 @@ def render_html(
     )
     # script content is raw text: only "</" could end it early
     data = json.dumps(
-        {
-            **report_json(
-                drift,
-                quality=quality,
-                performance=performance,
-                prediction_drift=prediction_drift,
-            ),
-            "versions": [v.to_dict() for v in versions],
-        }
+        report_json(
+            drift,
+            quality=quality,
+            performance=performance,
+            prediction_drift=prediction_drift,
+            versions=versions,
+        )
     )
     data = data.replace("</", "<\\/")
     notes = _methods_note(

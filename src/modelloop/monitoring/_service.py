@@ -17,6 +17,8 @@ from modelloop.monitoring._alerts import (
     AlertRule,
     AlertState,
     AlertStateStore,
+    MetricAbove,
+    MetricBelow,
     MonitorResult,
 )
 from modelloop.monitoring._drift import DriftMonitor
@@ -154,6 +156,8 @@ def run_monitor(
     mv = client.resolve(ref)
     profile = load_reference(client, mv)
     task = mv.tags.get(TASK_TAG, "classification")
+    rules = list(rules)
+    _check_metric_rules(rules, task, mv)  # before any data is read
     now = now or datetime.now(UTC)  # one clock for every pass of this run
     win = parse_window(window)
     fixed = win if isinstance(win, LastRows) else win.resolve(now)
@@ -246,6 +250,20 @@ def run_monitor(
         time.perf_counter() - started,
         per_version.details(),
     )
+
+
+def _check_metric_rules(rules: list[AlertRule], task: str, mv: ModelVersion) -> None:
+    """A rule on a metric the model's task never has would stay silent forever: refuse it."""
+    from modelloop.monitoring._performance import CLASSIFICATION, REGRESSION
+
+    own = CLASSIFICATION if task == "classification" else REGRESSION
+    wrong = [r for r in rules if isinstance(r, MetricAbove | MetricBelow) and r.metric not in own]
+    if wrong:
+        names = ", ".join(f"{r.name} ({r.metric})" for r in wrong)
+        raise InvalidInput(
+            f"{mv.name} v{mv.version} is a {task} model, whose live metrics are "
+            f"{', '.join(own)}; these alert rules watch another metric: {names}"
+        )
 
 
 # -- versions -------------------------------------------------------------------------------
