@@ -148,6 +148,11 @@ def run_monitor(
     (``request_id``, ``label``) come from ``labels`` or ``$MODELLOOP_HOME/feedback/<model>``;
     with them, live accuracy/AUC/F1 (or MAE/RMSE) is computed per hour, per version and per
     ``segment``. The result is stored, then ``rules`` are evaluated and ``notifiers`` told.
+
+    Inputs are compared with the reference of the version ``model`` names. Each version that
+    served rows of the window gets a :class:`VersionWindow` in ``result.versions``: its rows,
+    its outputs against its own reference, live metrics of its own labelled rows. Metric rules
+    on a metric the model's task lacks are refused before any data is read.
     """
     from modelloop.registry import parse_model_spec
 
@@ -338,7 +343,11 @@ class _VersionPass:
         col = batch.column(batch.schema.get_field_index(VERSION_COLUMN))
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        for value in pc.unique(col).to_pylist():
+        values = pc.unique(col).to_pylist()
+        if len(values) == 1:  # the usual batch: one version answered all of it, no copy
+            self._add(self.default if values[0] is None else _version_number(values[0]), batch)
+            return
+        for value in values:
             mask = pc.is_null(col) if value is None else pc.fill_null(pc.equal(col, value), False)
             self._add(self.default if value is None else _version_number(value), batch.filter(mask))
 
