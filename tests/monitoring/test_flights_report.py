@@ -100,6 +100,13 @@ def test_heavy_tailed_columns_are_plotted_on_the_bulk_with_ecdfs(flights: pd.Dat
         # the axis ends at the bulk of both samples, far before the longest delay or flight
         assert shown < 0.75 * prof[column].max
         assert "beyond it" in fig.layout.meta["clip"]  # what lies past the axis is counted
+        # the bars hold exactly the raw values inside the axis, its ends included
+        for bars, raw in zip((t for t in fig.data if t.type == "bar"), (ref, cur), strict=True):
+            x = raw[column].dropna()
+            lo = min(b - w / 2 for b, w in zip(bars.x, bars.width, strict=True))
+            hi = max(b + w / 2 for b, w in zip(bars.x, bars.width, strict=True))
+            shown_mass = sum(y * w for y, w in zip(bars.y, bars.width, strict=True))
+            assert shown_mass == pytest.approx(((x >= lo) & (x <= hi)).mean(), abs=1e-9)
         ecdf = [t for t in fig.data if t.type == "scatter"]
         assert [t.name for t in ecdf] == ["reference", "current"]
         assert all(0 <= y <= 1 for t in ecdf for y in t.y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import threading
@@ -326,6 +327,8 @@ def monitor_run(
         webhook or [],
     )
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
+    if hooks:  # their failures are printed below, once: not a second time by the log
+        logging.getLogger("modelloop.monitoring.notifiers").addHandler(logging.NullHandler())
     gauges = None
     if metrics_port is not None:
         from prometheus_client import start_http_server

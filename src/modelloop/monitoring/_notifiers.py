@@ -91,9 +91,11 @@ class WebhookNotifier:
         try:
             self._queue.put_nowait(event.to_dict())
         except queue.Full:
+            message = f"webhook queue full: alert {event.rule} for {event.model} dropped"
             with self._lock:
                 self.dropped += 1
-            log.warning("webhook queue full; alert %s for %s dropped", event.rule, event.model)
+                self._failures.append(message)
+            log.warning(message)
 
     def _ensure_thread(self) -> None:
         with self._lock:
@@ -140,8 +142,8 @@ class WebhookNotifier:
         log.warning("webhook: %s", message)
 
     def take_failures(self) -> list[str]:
-        """Why deliveries failed since the last call (HTTP status or connection error), one
-        sentence per undelivered event."""
+        """Why events were not delivered since the last call (HTTP status, connection error, or
+        a full queue), one sentence per event; the same sentences go to the log as warnings."""
         with self._lock:
             out = list(self._failures)
             self._failures.clear()

@@ -1,7 +1,7 @@
 """Reports: one self-contained HTML file (Plotly, plotly.js inlined once) and a JSON form.
 
 Per-feature plots come from the reference profile and the window summary alone, so a report never
-needs raw data: numeric columns as densities on reference-quantile bins beside the two ECDFs, on an
+needs raw data: numeric columns as densities on equal-width bins beside the two ECDFs, on an
 axis clipped to the bulk of the values (the shares beyond it are written out), categorical columns
 as category shares side by side. Each served version's outputs get their own section, against
 that version's own reference.
@@ -75,8 +75,8 @@ def _cut(cum: np.ndarray, count: int, share: float) -> int:
 
 
 def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:
-    """Densities on reference-quantile bins beside the two ECDFs (what KS and Wasserstein
-    measure), both on an axis clipped to the bulk of the data: the middle 99% of the reference
+    """Densities on equal-width bins beside the two ECDFs (what KS and Wasserstein measure),
+    both on an axis clipped to the bulk of the data: the middle 99% of the reference
     and of the current values. The shares beyond the axis are written above the plots."""
     from plotly.subplots import make_subplots
 
@@ -96,19 +96,22 @@ def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:
         hi = max(hi, _cut(c_le, cur.count, BULK[1]))
     if hi <= lo:
         lo, hi = 0, len(cum) - 1
-    # densities: reference-quantile bins inside [edges[lo], edges[hi]]
-    cut = np.searchsorted(cum, np.arange(1, bins) * ref.count / bins, side="left")
-    idx = np.unique(np.concatenate([[lo], cut[(cut > lo) & (cut < hi)], [hi]]))
+    # densities: equal-width bins over [edges[lo], edges[hi]], snapped to the profile's edges
+    # (quantile bins would make a skewed column one needle and a flat line)
+    targets = np.linspace(ref.edges[lo], ref.edges[hi], bins + 1)
+    idx = np.unique(np.clip(np.searchsorted(ref.edges, targets, side="left"), lo, hi))
     edges = ref.edges[idx]
     widths = np.diff(edges)
     ok = widths > 0
     left, width = edges[:-1][ok], widths[ok]
-    sides = [("reference", REF_COLOR, cum, ref.count)]
+    # (le, lt): values at or below / strictly below each edge; the first bin and the axis
+    # include the values equal to its first edge
+    sides = [("reference", REF_COLOR, cum, cum - np.asarray(ref.counts)[0::2], ref.count)]
     if cur.count:
-        sides.append(("current", CUR_COLOR, c_le, cur.count))
+        sides.append(("current", CUR_COLOR, c_le, np.asarray(cur.lt), cur.count))
     beyond = []
-    for name, color, le, n in sides:
-        mass = np.diff(le[idx])[ok] / n
+    for name, color, le, lt, n in sides:
+        mass = np.diff(np.concatenate([[lt[idx[0]]], le[idx[1:]]]))[ok] / n
         fig.add_bar(
             x=left + width / 2,
             y=mass / width,
@@ -133,7 +136,7 @@ def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:
             row=1,
             col=2,
         )
-        below, above = le[lo] / n, 1 - le[hi] / n
+        below, above = lt[lo] / n, 1 - le[hi] / n
         if below >= 0.0005 or above >= 0.0005:
             beyond.append(f"{name} {below:.1%} below / {above:.1%} above")
     # read by _feature_plots, which writes it under the figure's title
