@@ -446,16 +446,17 @@ def monitor_history(
         )
         return
     table = Table(title=f"{model}: {len(results)} result(s)")
-    for col in ("id", "when", "version", "rows", "drifted share", "drifted", "metrics"):
+    for col in ("id", "when", "versions", "rows", "drifted share", "drifted", "metrics"):
         table.add_column(col, overflow="fold")
     for r in results:
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in r.metrics.items() if v is not None)
         share = "-" if r.share_drifted is None else f"{r.share_drifted:.0%}"
+        served = [f"v{v['version']}" for v in r.payload.get("versions") or []]
         table.add_row(
             *row(
                 r.result_id,
                 fmt_time(r.created_at),
-                r.model_version,
+                ", ".join(served) or r.model_version,
                 r.num_rows,
                 share,
                 ", ".join(r.drifted_columns),

@@ -22,7 +22,14 @@ def _when(ms: int) -> str:
 def _runs_table(records: Sequence[MonitoringRecord]) -> str:
     head = "".join(
         f"<th>{h}</th>"
-        for h in ("when", "versions (rows)", "rows", "drifted share", "drifted columns", "metrics")
+        for h in (
+            "when",
+            "versions (rows)",
+            "rows",
+            "drifted share",
+            "drifted columns",
+            "live metrics, all versions",
+        )
     )
     body = []
     for r in reversed(records):  # newest first
