@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import threading
@@ -65,15 +66,28 @@ _METRIC_RULE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*([<>])\s*([-+0-9.eE]+
 _EVERY = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 
 
+#: ``monitor run --fail-on-alert`` exits with this code while an alert of the run fires (the
+#: library's own errors use 1-9).
+ALERT_EXIT_CODE = 10
+
+
 def parse_metric_rule(spec: str) -> AlertRule:
     """``accuracy<0.8`` fires below, ``mae>5`` above."""
     from modelloop.monitoring import MetricAbove, MetricBelow
 
     m = _METRIC_RULE.match(spec)
-    if not m:
-        raise InvalidInput(f"bad --alert-metric {spec!r}: use e.g. 'accuracy<0.8' or 'mae>5'")
-    name, op, value = m.group(1), m.group(2), float(m.group(3))
-    return MetricBelow(name, value) if op == "<" else MetricAbove(name, value)
+    try:
+        if not m:
+            raise ValueError("not METRIC<NUMBER or METRIC>NUMBER")
+        name, op, value = m.group(1), m.group(2), float(m.group(3))
+    except ValueError:
+        raise InvalidInput(
+            f"bad --alert-metric {spec!r}: use e.g. 'accuracy<0.8' or 'mae>5'"
+        ) from None
+    try:
+        return MetricBelow(name, value) if op == "<" else MetricAbove(name, value)
+    except InvalidInput as exc:
+        raise InvalidInput(f"bad --alert-metric {spec!r}: {exc}") from None
 
 
 def parse_every(spec: str) -> float:
@@ -84,19 +98,54 @@ def parse_every(spec: str) -> float:
     return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def _rules(
-    drift_share: float | None, features: list[str], metrics: list[str], quality: bool
-) -> list[AlertRule]:
-    from modelloop.monitoring import DriftShareAbove, FeatureDrifted, QualityBreach
+def _options(
+    drift_share: float | None,
+    features: list[str],
+    metrics: list[str],
+    quality: bool,
+    every: str | None,
+    webhooks: list[str],
+) -> tuple[list[AlertRule], float | None, list[Any]]:
+    """The alert rules, the interval and the webhook notifiers, every option checked before
+    any work: all the wrong ones are reported together."""
+    from modelloop.monitoring import DriftShareAbove, FeatureDrifted, QualityBreach, WebhookNotifier
 
+    errors: list[str] = []
     rules: list[AlertRule] = []
     if drift_share is not None:
-        rules.append(DriftShareAbove(drift_share))
+        if 0 < drift_share <= 1:
+            rules.append(DriftShareAbove(drift_share))
+        else:
+            errors.append(f"bad --alert-drift-share {drift_share:g}: use a share in (0, 1]")
     rules += [FeatureDrifted(c) for c in features]
-    rules += [parse_metric_rule(s) for s in metrics]
+    for spec in metrics:
+        try:
+            rules.append(parse_metric_rule(spec))
+        except InvalidInput as exc:
+            errors.append(str(exc))
     if quality:
         rules.append(QualityBreach())
-    return rules
+    interval = None
+    if every:
+        try:
+            interval = parse_every(every)
+        except InvalidInput as exc:
+            errors.append(str(exc))
+    hooks = []
+    for url in webhooks:
+        try:
+            hooks.append(WebhookNotifier(url))
+        except InvalidInput as exc:
+            errors.append(f"bad --webhook: {exc}")
+    if errors:
+        raise InvalidInput("; ".join(errors))
+    return rules, interval, hooks
+
+
+def _print_webhook_failures(hooks: list[Any]) -> None:
+    for h in hooks:
+        for why in h.take_failures():
+            err_console.print(f"[yellow]webhook failed:[/] {escape(why)}", soft_wrap=True)
 
 
 def _outcome_json(o: MonitorOutcome) -> dict[str, Any]:
@@ -105,10 +154,27 @@ def _outcome_json(o: MonitorOutcome) -> dict[str, Any]:
         "version": o.version,
         "result_id": o.record.result_id if o.record else None,
         "rows": o.result.window.get("rows"),
+        "versions": [
+            {
+                "version": v.version,
+                "rows": v.rows,
+                "labelled": v.labelled,
+                "metrics": dict(v.metrics),
+                "outputs_drifted": list(v.prediction_drift.drifted_columns)
+                if v.prediction_drift
+                else None,
+                "note": v.note,
+            }
+            for v in o.result.versions
+        ],
         "seconds": round(o.seconds, 3),
         "result": o.result.to_dict(),
         "alerts": [e.to_dict() for e in o.events],
     }
+
+
+def _figures(metrics: Any) -> str:
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if v is not None)
 
 
 def _print_outcome(o: MonitorOutcome) -> None:
@@ -116,28 +182,39 @@ def _print_outcome(o: MonitorOutcome) -> None:
     assert drift is not None
     verdict = "[bold red]DRIFT[/]" if drift.dataset_drift else "[green]no dataset drift[/]"
     console.print(
-        f"{escape(o.model)} v{o.version}: {o.result.window.get('rows')} rows, {verdict}, "
-        f"{len(drift.drifted_columns)}/{drift.n_tested} columns drifted "
-        f"({drift.correction} correction) in {o.seconds:.2f} s"
+        f"{escape(o.model)}: {o.result.window.get('rows')} rows; inputs against "
+        f"v{o.version}'s reference: {verdict}, {len(drift.drifted_columns)}/{drift.n_tested} "
+        f"columns drifted ({drift.correction} correction) in {o.seconds:.2f} s"
     )
+    for v in o.result.versions:
+        parts = [f"v{v.version}: {v.rows} rows"]
+        if v.prediction_drift is not None:
+            outs = ", ".join(v.prediction_drift.drifted_columns) or "none"
+            parts.append(f"outputs drifted vs its own reference: {outs}")
+        if v.labelled:
+            parts.append(f"{v.labelled} labelled: {_figures(v.metrics)}")
+        if v.note:
+            parts.append(v.note)
+        console.print(escape("; ".join(parts)), soft_wrap=True)
     table = Table(show_lines=False)
     for col in ("column", "method", "statistic", "p / threshold", "drifted"):
         table.add_column(col)
-    outputs = o.result.prediction_drift.columns if o.result.prediction_drift else ()
-    for c in (*drift.columns, *outputs):
+    shown = [(c.column, c) for c in drift.columns]
+    for v in o.result.versions:
+        outputs = v.prediction_drift.columns if v.prediction_drift else ()
+        shown += [(f"{c.column} (v{v.version})", c) for c in outputs]
+    for name, c in shown:
         p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
         stat = "-" if c.statistic is None else f"{c.statistic:.4g}"
         drifted = Text("yes", style="red") if c.drifted else Text("no")
-        table.add_row(*row(c.column, c.method, stat, f"{p} / {c.threshold:g}", drifted))
+        table.add_row(*row(name, c.method, stat, f"{p} / {c.threshold:g}", drifted))
     console.print(table)
     if o.result.quality and o.result.quality.breaches:
         issues = ", ".join(f"{c}: {i}" for c, i in o.result.quality.breaches)
         console.print(f"[yellow]data quality:[/] {escape(issues)}")
     if o.result.performance:
-        figures = ", ".join(
-            f"{k}={v:.4f}" for k, v in o.result.performance.overall.metrics.items() if v is not None
-        )
-        console.print(f"live performance: {figures}")
+        figures = _figures(o.result.performance.overall.metrics)
+        console.print(f"live performance, all versions: {figures}")
     for e in o.events:
         colour = "red" if e.status == "firing" else "green"
         console.print(f"[{colour}]alert {e.status}:[/] {escape(e.rule)}: {escape(e.message)}")
@@ -226,15 +303,32 @@ def monitor_run(
             max=65535,
         ),
     ] = None,
+    fail_on_alert: Annotated[
+        bool,
+        typer.Option(
+            "--fail-on-alert",
+            help=f"Exit with code {ALERT_EXIT_CODE} when an alert of this run is firing at the "
+            "end (for CI).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Compute drift, data quality and live metrics for a window; store them; raise alerts."""
     from modelloop._client import default_client
-    from modelloop.monitoring import PrometheusNotifier, WebhookNotifier
+    from modelloop.monitoring import PrometheusNotifier
+    from modelloop.registry import parse_model_spec
 
-    rules = _rules(alert_drift_share, alert_feature or [], alert_metric or [], alert_quality)
-    hooks = [WebhookNotifier(u) for u in webhook or []]
+    rules, interval, hooks = _options(
+        alert_drift_share,
+        alert_feature or [],
+        alert_metric or [],
+        alert_quality,
+        every,
+        webhook or [],
+    )
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
+    if hooks:  # their failures are printed below, once: not a second time by the log
+        logging.getLogger("modelloop.monitoring.notifiers").addHandler(logging.NullHandler())
     gauges = None
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -243,7 +337,6 @@ def monitor_run(
         # Loopback only: this endpoint has no authentication.
         start_http_server(metrics_port, addr="127.0.0.1", registry=gauges.registry)
         notifiers.append(gauges)
-    interval = parse_every(every) if every else None
     stop = threading.Event()
     if interval is not None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -268,6 +361,7 @@ def monitor_run(
                     print_json(_outcome_json(outcome))
                 else:
                     _print_outcome(outcome)
+            _print_webhook_failures(hooks)  # those known by now; the rest after closing
             runs += 1
             if interval is None or (max_runs is not None and runs >= max_runs):
                 break
@@ -278,6 +372,14 @@ def monitor_run(
     finally:
         for h in hooks:
             h.close()
+        _print_webhook_failures(hooks)
+    if fail_on_alert:
+        store = default_client().store
+        name = parse_model_spec(model).name
+        firing = [r.name for r in rules if (a := store.get_alert(name, r.name)) and a.firing]
+        if firing:
+            err_console.print(f"alerts firing: {escape(', '.join(firing))}")
+            raise typer.Exit(ALERT_EXIT_CODE)
 
 
 @monitor_app.command("report")
@@ -291,7 +393,7 @@ def monitor_report(
     as_json: JsonOpt = False,
 ) -> None:
     """Write one self-contained HTML report: distributions, drift table, live performance."""
-    from modelloop.monitoring import render_html
+    from modelloop.monitoring import describe_versions, render_html
 
     o = _monitor_once(model, window, data, labels, segment, [], [], quiet=as_json)
     assert o.result.drift is not None
@@ -301,8 +403,10 @@ def monitor_report(
         o.result.drift,
         quality=o.result.quality,
         performance=o.result.performance,
-        prediction_drift=o.result.prediction_drift,
-        title=f"{o.model} v{o.version} — window {window}",
+        title=f"{o.model}: {describe_versions(o.result.versions)} — window {window}",
+        versions=o.result.versions,
+        version_details=o.version_details,
+        reference_version=o.version,
     )
     _write_atomic(out, html)
     if as_json:
@@ -325,9 +429,13 @@ def monitor_history(
     from modelloop._client import default_client
     from modelloop.monitoring import render_history_html
 
-    results = default_client().store.list_monitoring_results(model, limit=limit)
+    store = default_client().store
+    results = store.list_monitoring_results(model, limit=limit)
     if out is not None:
-        _write_atomic(out, render_history_html(model, results))
+        events = store.list_alert_events(model)
+        if results:  # the events of the charted period only
+            events = [e for e in events if e.timestamp >= results[0].created_at]
+        _write_atomic(out, render_history_html(model, results, events))
     if as_json:
         print_json(
             {
@@ -338,16 +446,17 @@ def monitor_history(
         )
         return
     table = Table(title=f"{model}: {len(results)} result(s)")
-    for col in ("id", "when", "version", "rows", "drifted share", "drifted", "metrics"):
+    for col in ("id", "when", "versions", "rows", "drifted share", "drifted", "metrics"):
         table.add_column(col, overflow="fold")
     for r in results:
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in r.metrics.items() if v is not None)
         share = "-" if r.share_drifted is None else f"{r.share_drifted:.0%}"
+        served = [f"v{v['version']}" for v in r.payload.get("versions") or []]
         table.add_row(
             *row(
                 r.result_id,
                 fmt_time(r.created_at),
-                r.model_version,
+                ", ".join(served) or r.model_version,
                 r.num_rows,
                 share,
                 ", ".join(r.drifted_columns),

@@ -13,6 +13,10 @@ Typical run (the reference data is read once, when the profile is built)::
     html = render_html(profile, summary, drift, quality=quality)
     events = AlertManager(rules).evaluate(MonitorResult("flights", drift, quality))
 
+For a registered model, :func:`run_monitor` does all of this over its prediction log, with the
+outputs and live metrics of each served version judged against that version's own reference
+(``outcome.result.versions``); :func:`version_metrics` reads them back from the latest stored run.
+
 Every result is a frozen dataclass with JSON-safe ``to_dict()`` / ``from_dict()``. Heavy
 libraries (scipy, pyarrow, duckdb, plotly, prometheus_client) are imported inside the functions
 that need them.
@@ -94,6 +98,7 @@ from modelloop.monitoring._summary import (
     WindowSummary,
     summarize,
 )
+from modelloop.monitoring._versions import VersionWindow, describe_versions, version_metrics
 from modelloop.monitoring._windows import (
     CalendarWindow,
     LastDuration,
@@ -148,6 +153,7 @@ __all__ = [
     "SegmentGap",
     "StoreAlertStates",
     "TimeRange",
+    "VersionWindow",
     "WassersteinDetector",
     "WebhookNotifier",
     "Window",
@@ -157,6 +163,7 @@ __all__ = [
     "append_feedback",
     "append_predictions",
     "check_quality",
+    "describe_versions",
     "detect_drift",
     "feedback_dir",
     "join_labels",
@@ -174,4 +181,5 @@ __all__ = [
     "save_reference",
     "set_reference",
     "summarize",
+    "version_metrics",
 ]

@@ -19,9 +19,10 @@ from types import MappingProxyType
 from typing import Any
 
 from modelloop.exceptions import InvalidInput
-from modelloop.monitoring._performance import PerformanceReport
+from modelloop.monitoring._performance import CLASSIFICATION, REGRESSION, PerformanceReport
 from modelloop.monitoring._quality import QualityReport
 from modelloop.monitoring._result import DriftResult
+from modelloop.monitoring._versions import VersionWindow
 
 __all__ = [
     "AlertEvent",
@@ -40,6 +41,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("modelloop.monitoring.alerts")
+#: The live metrics a metric rule may watch: classification first, then regression.
+LIVE_METRICS = (*CLASSIFICATION, *REGRESSION)
 FIRING, RESOLVED = "firing", "resolved"
 
 
@@ -49,7 +52,14 @@ def _now_ms() -> int:
 
 @dataclass(frozen=True)
 class MonitorResult:
-    """One monitoring run of a model: any of drift, data quality and live performance."""
+    """One monitoring run of a model: any of drift, data quality and live performance.
+
+    ``drift`` and ``quality`` are about the inputs of every served row, against the monitored
+    version's reference. ``versions`` hold each served version's rows, output drift against its
+    own reference and live metrics of its own labelled rows; ``prediction_drift`` is the monitored
+    version's entry (None when it served no row of the window). ``performance`` is over every
+    labelled row, with per-version rows among its groups.
+    """
 
     model: str
     drift: DriftResult | None = None  # of the inputs: the dataset verdict
@@ -57,10 +67,20 @@ class MonitorResult:
     performance: PerformanceReport | None = None
     window: Mapping[str, Any] = field(default_factory=dict)
     timestamp: int = 0  # epoch milliseconds
-    prediction_drift: DriftResult | None = None  # of the model's outputs
+    prediction_drift: DriftResult | None = None  # of the monitored version's outputs
+    versions: tuple[VersionWindow, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", MappingProxyType(dict(self.window)))
+        object.__setattr__(self, "versions", tuple(self.versions))
+
+    def version(self, number: int) -> VersionWindow:
+        """The part of the window served by version ``number``."""
+        for v in self.versions:
+            if v.version == number:
+                return v
+        held = ", ".join(f"v{v.version}" for v in self.versions) or "none"
+        raise InvalidInput(f"version {number} served no row of this window (it holds {held})")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +91,7 @@ class MonitorResult:
             "prediction_drift": self.prediction_drift.to_dict() if self.prediction_drift else None,
             "quality": self.quality.to_dict() if self.quality else None,
             "performance": self.performance.to_dict() if self.performance else None,
+            "versions": [v.to_dict() for v in self.versions],
         }
 
     @classmethod
@@ -87,6 +108,7 @@ class MonitorResult:
             performance=(
                 PerformanceReport.from_dict(d["performance"]) if d.get("performance") else None
             ),
+            versions=tuple(VersionWindow.from_dict(v) for v in d.get("versions") or ()),
         )
 
 
@@ -160,6 +182,12 @@ class _MetricRule(AlertRule):
         group: Mapping[str, str] | None = None,
         name: str | None = None,
     ) -> None:
+        if metric not in LIVE_METRICS:
+            raise InvalidInput(
+                f"unknown live metric {metric!r}; known metrics: {', '.join(LIVE_METRICS)} "
+                f"(classification: {', '.join(CLASSIFICATION)}; regression: "
+                f"{', '.join(REGRESSION)})"
+            )
         self.metric = metric
         self.threshold = threshold
         self.group = dict(group or {})
@@ -211,9 +239,14 @@ class QualityBreach(AlertRule):
     def evaluate(self, result: MonitorResult) -> Condition | None:
         if result.quality is None:
             return None
+        # the inputs of every row, then each version's outputs against its own reference
+        found = [(c, c, i) for c, i in result.quality.breaches]
+        for v in result.versions:
+            if v.output_quality is not None:
+                found += [(f"{c} (v{v.version})", c, i) for c, i in v.output_quality.breaches]
         hits = [
-            (c, i)
-            for c, i in result.quality.breaches
+            (shown, i)
+            for shown, c, i in found
             if (self.column is None or c == self.column) and (self.issue is None or i == self.issue)
         ]
         text = ", ".join(f"{c}: {i}" for c, i in hits) or "no breach"

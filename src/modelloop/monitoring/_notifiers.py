@@ -7,6 +7,7 @@ exponential backoff, and gives up on one request after ``timeout`` seconds.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -79,6 +80,8 @@ class WebhookNotifier:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.sent = self.failed = self.dropped = self.attempts = 0
+        #: why deliveries failed, oldest first (bounded); read and cleared by take_failures()
+        self._failures: collections.deque[str] = collections.deque(maxlen=100)
 
     def notify(self, event: AlertEvent) -> None:
         """Queue the event for delivery and return at once."""
@@ -88,9 +91,11 @@ class WebhookNotifier:
         try:
             self._queue.put_nowait(event.to_dict())
         except queue.Full:
+            message = f"webhook queue full: alert {event.rule} for {event.model} dropped"
             with self._lock:
                 self.dropped += 1
-            log.warning("webhook queue full; alert %s for %s dropped", event.rule, event.model)
+                self._failures.append(message)
+            log.warning(message)
 
     def _ensure_thread(self) -> None:
         with self._lock:
@@ -112,10 +117,12 @@ class WebhookNotifier:
 
     def _deliver(self, payload: dict[str, Any]) -> None:
         body = json.dumps(payload).encode("utf-8")
+        tries, reason = 0, ""
         for attempt in range(self.max_retries + 1):
             with self._lock:
                 self.attempts += 1
-            retry = self._post(body)
+            tries += 1
+            retry, reason = self._post(body)
             if retry is None:
                 with self._lock:
                     self.sent += 1
@@ -124,21 +131,38 @@ class WebhookNotifier:
                 break
             if self._stop.wait(min(self.backoff * 2**attempt, self.max_backoff)):
                 break  # closing: give up the remaining retries
+        message = (
+            f"alert {payload.get('rule')} ({payload.get('status')}) for {payload.get('model')} "
+            f"was not delivered to {self.url} after {tries} tr{'y' if tries == 1 else 'ies'}: "
+            f"{reason}"
+        )
         with self._lock:
             self.failed += 1
-        log.warning("webhook delivery of alert %s to %s failed", payload.get("rule"), self.url)
+            self._failures.append(message)
+        log.warning("webhook: %s", message)
 
-    def _post(self, body: bytes) -> bool | None:
-        """None on success, True if the failure is worth a retry, False if not."""
+    def take_failures(self) -> list[str]:
+        """Why events were not delivered since the last call (HTTP status, connection error, or
+        a full queue), one sentence per event; the same sentences go to the log as warnings."""
+        with self._lock:
+            out = list(self._failures)
+            self._failures.clear()
+        return out
+
+    def _post(self, body: bytes) -> tuple[bool | None, str]:
+        """(None, "") on success, else (whether the failure is worth a retry, why it failed)."""
         req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 resp.read()
-                return None
+                return None, ""
         except urllib.error.HTTPError as exc:
-            return exc.code >= 500 or exc.code == 429
-        except (urllib.error.URLError, TimeoutError, OSError):
-            return True
+            why = f"HTTP {exc.code} {exc.reason}".rstrip()
+            return exc.code >= 500 or exc.code == 429, why
+        except urllib.error.URLError as exc:
+            return True, f"connection failed: {exc.reason}"
+        except (TimeoutError, OSError) as exc:
+            return True, f"connection failed: {exc or type(exc).__name__}"
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued event was delivered or given up; False on timeout."""

@@ -4,7 +4,7 @@ result → alerts. The CLI and the retraining loop call :func:`run_monitor`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,8 @@ from modelloop.monitoring._alerts import (
     AlertRule,
     AlertState,
     AlertStateStore,
+    MetricAbove,
+    MetricBelow,
     MonitorResult,
 )
 from modelloop.monitoring._drift import DriftMonitor
@@ -25,15 +27,16 @@ from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
 from modelloop.monitoring._quality import check_quality
 from modelloop.monitoring._reference import TASK_TAG, load_reference
 from modelloop.monitoring._sources import Source, open_source, sql_ident, sql_paths
-from modelloop.monitoring._summary import WindowSummary
+from modelloop.monitoring._summary import WindowAccumulator, WindowSummary
+from modelloop.monitoring._versions import VersionWindow
 from modelloop.monitoring._windows import LastRows, TimeRange, parse_window
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from modelloop._client import Client
-    from modelloop.monitoring._performance import PerformanceReport
-    from modelloop.store import AlertRecord, MonitoringRecord, Store
+    from modelloop.monitoring._performance import MetricRow, PerformanceReport
+    from modelloop.store import AlertRecord, ModelVersion, MonitoringRecord, Store
 
 __all__ = ["MonitorOutcome", "StoreAlertStates", "feedback_dir", "run_monitor"]
 
@@ -46,7 +49,9 @@ DUCKDB_MEMORY = "256MB"
 
 @dataclass(frozen=True)
 class MonitorOutcome:
-    """What one monitoring run found, and where it was stored."""
+    """What one monitoring run found, and where it was stored. ``version`` is the monitored
+    version (whose reference the inputs are compared with); ``result.versions`` are the versions
+    that served the window."""
 
     model: str
     version: int
@@ -56,6 +61,10 @@ class MonitorOutcome:
     record: MonitoringRecord | None
     events: list[AlertEvent] = field(default_factory=list)
     seconds: float = 0.0
+    #: per served version with a reference: (its profile, the summary of its own outputs)
+    version_details: Mapping[int, tuple[ReferenceProfile, WindowSummary]] = field(
+        default_factory=dict
+    )
 
 
 class StoreAlertStates(AlertStateStore):
@@ -139,6 +148,11 @@ def run_monitor(
     (``request_id``, ``label``) come from ``labels`` or ``$MODELLOOP_HOME/feedback/<model>``;
     with them, live accuracy/AUC/F1 (or MAE/RMSE) is computed per hour, per version and per
     ``segment``. The result is stored, then ``rules`` are evaluated and ``notifiers`` told.
+
+    Inputs are compared with the reference of the version ``model`` names. Each version that
+    served rows of the window gets a :class:`VersionWindow` in ``result.versions``: its rows,
+    its outputs against its own reference, live metrics of its own labelled rows. Metric rules
+    on a metric the model's task lacks are refused before any data is read.
     """
     from modelloop.registry import parse_model_spec
 
@@ -147,6 +161,8 @@ def run_monitor(
     mv = client.resolve(ref)
     profile = load_reference(client, mv)
     task = mv.tags.get(TASK_TAG, "classification")
+    rules = list(rules)
+    _check_metric_rules(rules, task, mv)  # before any data is read
     now = now or datetime.now(UTC)  # one clock for every pass of this run
     win = parse_window(window)
     fixed = win if isinstance(win, LastRows) else win.resolve(now)
@@ -155,10 +171,6 @@ def run_monitor(
     if segment and segment not in source.columns:  # before any data is read
         raise InvalidInput(f"segment column {segment!r} is not in the current data")
     inputs = [c for c in profile.columns if not _is_output(c)]
-    probas = [c for c in profile.columns if c.startswith("proba_")]
-    # For two classes one probability column is the complement of the other: monitor one.
-    outputs = [c for c in _OUTPUTS if c in profile.columns]
-    outputs += probas[-1:] if len(probas) == 2 else probas
     missing = [c for c in inputs if c not in source.columns]
     if missing:
         raise SchemaMismatch(
@@ -166,19 +178,24 @@ def run_monitor(
             f"{mv.version}'s reference",
             column=missing[0],
         )
-    outputs = [c for c in outputs if c in source.columns]
-    columns = inputs + outputs
-    acc = DriftMonitor(columns).fit(profile).accumulator()
+    # Inputs: every served row against the monitored version's reference. Outputs: each
+    # version's own rows against its own reference (a retrain leaves older versions' rows in
+    # the window, and their outputs say nothing about the new version).
+    acc = DriftMonitor(inputs).fit(profile).accumulator()
+    per_version = _VersionPass(client, mv, profile, source.columns)
     rows = 0
-    categorical = [c for c in columns if isinstance(profile[c], CategoricalProfile)]
+    categorical = [c for c in inputs if isinstance(profile[c], CategoricalProfile)]
+    categorical += per_version.categorical
     # Shadow answers were never served: their rows copy served inputs and carry another
     # model's outputs, so they stay out of drift and quality (and out of live accuracy below).
-    routed = "route" in source.columns and "route" not in columns
-    wanted = [*columns, "route"] if routed else columns
+    routed = "route" in source.columns
+    extra = [c for c in (VERSION_COLUMN,) if c in source.columns]
+    wanted = [*inputs, *per_version.outputs, *extra, *(["route"] if routed else [])]
     for batch in source.batches(fixed, wanted, now=now, dictionary_columns=categorical):
         if routed:
-            batch = _served(batch).select(columns)
-        acc.update(batch)
+            batch = _served(batch)
+        acc.update(batch.select(inputs))
+        per_version.update(batch)
         rows += batch.num_rows
         if progress:
             progress(rows)
@@ -187,14 +204,17 @@ def run_monitor(
     summary = acc.summary()
     # The dataset verdict is about the inputs; drift of the model's outputs is reported apart.
     drift = DriftMonitor(inputs).fit(profile).test(summary)
-    output_drift = DriftMonitor(outputs).fit(profile).test(summary) if outputs else None
-    quality = check_quality(profile, summary, columns=columns)
-    performance = _performance(client, ref.name, source, fixed, labels, task, segment, profile)
+    quality = check_quality(profile, summary, columns=inputs)
+    performance = _performance(
+        client, ref.name, source, fixed, labels, task, segment, profile, mv.version
+    )
+    versions = per_version.results(performance)
+    own = next((v for v in versions if v.version == mv.version), None)
     span = (None, None) if isinstance(fixed, LastRows) or data is not None else _span(fixed)
     result = MonitorResult(
         model=ref.name,
         drift=drift,
-        prediction_drift=output_drift,
+        prediction_drift=own.prediction_drift if own else None,
         quality=quality,
         performance=performance,
         window={
@@ -205,6 +225,7 @@ def run_monitor(
             "version": mv.version,
         },
         timestamp=int(now.timestamp() * 1000),
+        versions=versions,
     )
     record = None
     if store_result:
@@ -232,16 +253,159 @@ def run_monitor(
         record,
         events,
         time.perf_counter() - started,
+        per_version.details(),
     )
 
 
-# -- data sources ---------------------------------------------------------------------------
+def _check_metric_rules(rules: list[AlertRule], task: str, mv: ModelVersion) -> None:
+    """A rule on a metric the model's task never has would stay silent forever: refuse it."""
+    from modelloop.monitoring._performance import CLASSIFICATION, REGRESSION
+
+    own = CLASSIFICATION if task == "classification" else REGRESSION
+    wrong = [r for r in rules if isinstance(r, MetricAbove | MetricBelow) and r.metric not in own]
+    if wrong:
+        names = ", ".join(f"{r.name} ({r.metric})" for r in wrong)
+        raise InvalidInput(
+            f"{mv.name} v{mv.version} is a {task} model, whose live metrics are "
+            f"{', '.join(own)}; these alert rules watch another metric: {names}"
+        )
+
+
+# -- versions -------------------------------------------------------------------------------
 
 _OUTPUTS = ("prediction",)
+#: The prediction log's column naming the version that answered a request.
+VERSION_COLUMN = "model_version"
 
 
 def _is_output(column: str) -> bool:
     return column in _OUTPUTS or column.startswith("proba_")
+
+
+def _outputs_of(profile: ReferenceProfile, available: set[str]) -> list[str]:
+    """The output columns of a version's reference that the data holds. For two classes one
+    probability column is the complement of the other: monitor one."""
+    probas = [c for c in profile.columns if c.startswith("proba_")]
+    outputs = [c for c in _OUTPUTS if c in profile.columns]
+    outputs += probas[-1:] if len(probas) == 2 else probas
+    return [c for c in outputs if c in available]
+
+
+@dataclass
+class _VersionPart:
+    profile: ReferenceProfile | None
+    columns: list[str]
+    acc: WindowAccumulator | None
+    note: str = ""
+    rows: int = 0
+
+
+class _VersionPass:
+    """The outputs of each served version, summarised against that version's own reference
+    profile while the window streams by. Rows that name no version (data without the
+    ``model_version`` column, or a missing value) are the monitored version's."""
+
+    def __init__(
+        self, client: Client, monitored: ModelVersion, profile: ReferenceProfile, columns: list[str]
+    ) -> None:
+        self.client, self.name, self.default = client, monitored.name, monitored.version
+        self.available = set(columns)
+        self.has_version = VERSION_COLUMN in self.available
+        self.outputs = [c for c in columns if _is_output(c)]
+        own = _outputs_of(profile, self.available)
+        self.categorical = [c for c in own if isinstance(profile[c], CategoricalProfile)]
+        self.parts: dict[int, _VersionPart] = {monitored.version: self._part(profile, "")}
+        self._details: dict[int, tuple[ReferenceProfile, WindowSummary]] = {}
+
+    def _part(self, profile: ReferenceProfile | None, note: str) -> _VersionPart:
+        cols = _outputs_of(profile, self.available) if profile is not None else []
+        acc = DriftMonitor(cols).fit(profile).accumulator() if profile and cols else None
+        return _VersionPart(profile, cols, acc, note)
+
+    def _lookup(self, version: int) -> _VersionPart:
+        part = self.parts.get(version)
+        if part is None:
+            try:
+                mv = self.client.store.get_model_version(self.name, version)
+                part = self._part(load_reference(self.client, mv), "")
+            except NotFound as exc:  # its rows are counted; its outputs cannot be judged
+                part = self._part(None, f"outputs not tested: {exc}")
+            self.parts[version] = part
+        return part
+
+    def update(self, batch: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.has_version:
+            self._add(self.default, batch)
+            return
+        col = batch.column(batch.schema.get_field_index(VERSION_COLUMN))
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        values = pc.unique(col).to_pylist()
+        if len(values) == 1:  # the usual batch: one version answered all of it, no copy
+            self._add(self.default if values[0] is None else _version_number(values[0]), batch)
+            return
+        for value in values:
+            mask = pc.is_null(col) if value is None else pc.fill_null(pc.equal(col, value), False)
+            self._add(self.default if value is None else _version_number(value), batch.filter(mask))
+
+    def _add(self, version: int, rows: Any) -> None:
+        part = self._lookup(version)
+        part.rows += rows.num_rows
+        if part.acc is not None:
+            part.acc.update(rows.select(part.columns))
+
+    def results(self, performance: PerformanceReport | None) -> tuple[VersionWindow, ...]:
+        """One entry per version that served rows, in version order."""
+        out = []
+        for version in sorted(v for v, p in self.parts.items() if p.rows):
+            part = self.parts[version]
+            drift = quality = None
+            if part.acc is not None and part.profile is not None:
+                summary = part.acc.summary()
+                drift = DriftMonitor(part.columns).fit(part.profile).test(summary)
+                quality = check_quality(part.profile, summary, columns=part.columns)
+                self._details[version] = (part.profile, summary)
+            live = _version_row(performance, version)
+            out.append(
+                VersionWindow(
+                    version,
+                    part.rows,
+                    drift,
+                    quality,
+                    labelled=live.n if live else 0,
+                    metrics=dict(live.metrics) if live else {},
+                    note=part.note,
+                )
+            )
+        return tuple(out)
+
+    def details(self) -> dict[int, tuple[ReferenceProfile, WindowSummary]]:
+        return dict(self._details)
+
+
+def _version_number(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or (number != value and str(number) != str(value).strip()):
+        raise InvalidInput(
+            f"the {VERSION_COLUMN} column holds {value!r}; it must hold version numbers"
+        )
+    return number
+
+
+def _version_row(perf: PerformanceReport | None, version: int) -> MetricRow | None:
+    if perf is None:
+        return None
+    wanted = {VERSION_COLUMN: str(version)}
+    return next((r for r in perf.rows if dict(r.group) == wanted), None)
+
+
+# -- data sources ---------------------------------------------------------------------------
 
 
 def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | None:
@@ -300,6 +464,7 @@ def _performance(
     task: str,
     segment: str | None,
     profile: ReferenceProfile,
+    version: int,
 ) -> PerformanceReport | None:
     """Live metrics of the labelled predictions in the window. Only labelled rows and the
     columns the metrics need are materialised; the join runs in DuckDB."""
@@ -322,7 +487,9 @@ def _performance(
     con.execute("SET enable_progress_bar = false")
     con.execute("SET TimeZone = 'UTC'")  # naive log timestamps are UTC, whatever the host says
     try:
-        return _live_metrics(con, client, name, source, window, labels, task, segment, profile)
+        return _live_metrics(
+            con, client, name, source, window, labels, task, segment, profile, version
+        )
     except duckdb.Error as exc:
         what = "the labels" if labels is not None else f"the prediction log of {name}"
         raise InvalidInput(f"cannot join {what} to the current data: {exc}") from exc
@@ -340,6 +507,7 @@ def _live_metrics(
     task: str,
     segment: str | None,
     profile: ReferenceProfile,
+    version: int,
 ) -> PerformanceReport | None:
     from modelloop.monitoring._live import LiveMetricsAccumulator
 
@@ -356,11 +524,18 @@ def _live_metrics(
     score = f"proba_{classes[-1]}" if task == "classification" and classes else None
     if score is not None and score not in source.columns:
         score = None
-    cols = [c for c in ("prediction", "timestamp", "model_version", segment) if c]
+    cols = [c for c in ("prediction", "timestamp", segment) if c and c != VERSION_COLUMN]
     cols = [c for c in dict.fromkeys(cols) if c in source.columns]
+    # Rows that name no version are the monitored version's, as in the drift pass.
+    answered = (
+        f"COALESCE(TRY_CAST(p.{sql_ident(VERSION_COLUMN)} AS BIGINT), {int(version)})"
+        if VERSION_COLUMN in source.columns
+        else str(int(version))
+    )
     select = ", ".join(
         [
             *(f"p.{sql_ident(c)}" for c in cols),
+            f"{answered} AS {VERSION_COLUMN}",
             *([f"p.{sql_ident(score)} AS score"] if score else []),
         ]
     )
