@@ -244,3 +244,71 @@ def test_a_crash_after_registering_resumes_with_the_same_challenger(world) -> No
     assert len(client.store.list_model_versions(MODEL)) == 2  # found, not trained again
     retrain = next(e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain")
     assert retrain.evidence["resumed"] is True and retrain.evidence["version"] == 2
+
+
+def test_every_transition_reaches_a_webhook_and_the_gauges(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from typer.testing import CliRunner
+
+    from modelloop.cli import app
+    from modelloop.loop._notify import LoopGauges
+    from s3_support import free_port
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        pipeline = world["file"]
+        pipeline.write_text(
+            pipeline.read_text()
+            + "loop:\n  triggers: {drift_share: 0.5}\n"
+            + "  training: {source: log, window: 30d, min_labelled_rows: 200}\n"
+            + "  rollout: {canary: {steps: [0.2], min_duration: 1h}}\n"
+            + "  judge: {max_p99_latency_ratio: null, max_error_rate: null}\n"
+        )
+        url = f"http://127.0.0.1:{hook.server_address[1]}/hook"
+        done = CliRunner().invoke(app, ["loop", "tick", str(pipeline), "--webhook", url, "--json"])
+        assert done.exit_code == 0, done.output
+        assert [e["kind"] for e in json.loads(done.stdout)["events"]] == [
+            "trigger",
+            "retrain",
+            "stage",
+        ]
+    finally:
+        hook.shutdown()
+    assert [r["rule"] for r in received] == ["loop:trigger", "loop:retrain", "loop:stage"]
+    assert received[-1]["status"] == "rollout" and received[-1]["model"] == MODEL
+    assert received[0]["evidence"]["fired"][0]["trigger"] == "drift_share"
+
+    gauges = LoopGauges()
+    state = world["client"].store.get_loop_state(MODEL)
+    gauges.update(state)
+    for event in world["client"].store.list_loop_events(MODEL):
+        gauges.count(event)
+    port = free_port()
+    server, _ = gauges.serve(port)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    finally:
+        server.shutdown()
+    assert f'modelloop_loop_state{{model="{MODEL}",state="rollout"}} 1.0' in text
+    assert f'modelloop_loop_state{{model="{MODEL}",state="idle"}} 0.0' in text
+    assert f'modelloop_loop_canary_share{{model="{MODEL}"}} 0.2' in text
+    assert f'modelloop_loop_challenger_version{{model="{MODEL}"}} 2.0' in text
+    assert f'modelloop_loop_events_total{{kind="trigger",model="{MODEL}"}} 1.0' in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,6 +18,7 @@ from modelloop.cli._output import JsonOpt, console, err_console, fmt_time, print
 
 if TYPE_CHECKING:
     from modelloop.loop._controller import Controller, TickResult
+    from modelloop.store import LoopEvent
 
 loop_app = typer.Typer(
     help="The closed loop: retrain on drift, roll out as a judged canary, promote or roll back.",
@@ -41,7 +43,18 @@ ServerOpt = Annotated[
 ]
 
 
-def _controller(pipeline: Path, policy_file: Path | None, server: str | None) -> Controller:
+WebhookOpt = Annotated[
+    list[str] | None,
+    typer.Option("--webhook", help="POST every loop event as JSON to this URL (repeatable)."),
+]
+
+
+def _controller(
+    pipeline: Path,
+    policy_file: Path | None,
+    server: str | None,
+    notify: Callable[[LoopEvent], None] | None = None,
+) -> Controller:
     from modelloop._client import default_client
     from modelloop.cli._output import require_extra
     from modelloop.exceptions import InvalidInput
@@ -73,6 +86,7 @@ def _controller(pipeline: Path, policy_file: Path | None, server: str | None) ->
         home=client.settings.home,
         model=model,
         server=link,
+        notify=notify,
     )
 
 
@@ -100,14 +114,19 @@ def tick(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what the loop would do; change nothing.")
     ] = False,
+    webhook: WebhookOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate the loop once (for cron and CI): act, then exit."""
-    ctl = _controller(pipeline, policy, server)
+    from modelloop.loop._notify import webhook_notifiers
+
+    notifiers, notify = webhook_notifiers(webhook or [])
+    ctl = _controller(pipeline, policy, server, notify)
     try:
         result = ctl.tick(dry_run=dry_run)
     finally:  # one tick, then the lease is free for the next one (or a running controller)
         ctl.store.release_loop_lease(ctl.model, ctl.holder)
+        _close(notifiers)
     if as_json:
         print_json(result.to_dict())
     else:
@@ -126,12 +145,32 @@ def run(
     max_ticks: Annotated[
         int | None, typer.Option("--max-ticks", help="Stop after this many ticks.", min=1)
     ] = None,
+    webhook: WebhookOpt = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve the loop's Prometheus gauges on 127.0.0.1:PORT/metrics.",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the controller until SIGTERM or Ctrl-C: one tick every --every."""
+    from modelloop.loop._notify import LoopGauges, webhook_notifiers
     from modelloop.loop._policy import _seconds
 
-    ctl = _controller(pipeline, policy, server)
+    gauges = LoopGauges()
+    notifiers, send = webhook_notifiers(webhook or [])
+
+    def notify(event: LoopEvent) -> None:
+        gauges.count(event)
+        send(event)
+
+    ctl = _controller(pipeline, policy, server, notify)
+    if metrics_port is not None:
+        gauges.serve(metrics_port)
     period = _seconds(every) if every else ctl.policy.every_s
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +185,10 @@ def run(
         while not stop.is_set():
             result = ctl.tick()
             ticks += 1
+            if (state := ctl.store.get_loop_state(ctl.model)) is not None:
+                gauges.update(state)
+            for failure in (f for n in notifiers for f in n.take_failures()):
+                err_console.print(f"webhook: {escape(failure)}", highlight=False)
             if as_json:
                 if result.events:
                     print_json(result.to_dict())
@@ -157,6 +200,16 @@ def run(
             stop.wait(period)
     finally:
         ctl.store.release_loop_lease(ctl.model, ctl.holder)
+        _close(notifiers)
+
+
+def _close(notifiers: list[Any]) -> None:
+    """Deliver what is queued (a few seconds at most), then say what could not be."""
+    for n in notifiers:
+        n.flush(timeout=10)
+        for failure in n.take_failures():
+            err_console.print(f"webhook: {escape(failure)}", highlight=False)
+        n.close()
 
 
 @loop_app.command("retrain")
