@@ -376,7 +376,8 @@ def monitor_run(
     if fail_on_alert:
         store = default_client().store
         name = parse_model_spec(model).name
-        firing = [r.name for r in rules if (a := store.get_alert(name, r.name)) and a.firing]
+        states = [store.get_alert(name, r.name) for r in rules]
+        firing = [s.rule for s in states if s is not None and s.firing]
         if firing:
             err_console.print(f"alerts firing: {escape(', '.join(firing))}")
             raise typer.Exit(ALERT_EXIT_CODE)

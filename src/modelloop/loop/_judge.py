@@ -23,7 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Losses = Sequence[float] | NDArray[np.float64]
 
 __all__ = ["GuardStats", "Verdict", "judge_errors", "judge_losses", "judge_step"]
 
@@ -157,8 +163,8 @@ def judge_errors(
 
 
 def judge_losses(
-    losses_challenger: Sequence[float],
-    losses_champion: Sequence[float],
+    losses_challenger: Losses,
+    losses_champion: Losses,
     *,
     alpha: float = 0.05,
     margin: float = 0.01,

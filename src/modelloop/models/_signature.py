@@ -462,6 +462,7 @@ def _categorical_choice(categorical: Any, X: pd.DataFrame) -> dict[str, Any] | N
         return None
     if isinstance(categorical, str):
         raise InvalidInput(f"categorical must be a list of column names, got {categorical!r}")
+    chosen: dict[str, Any]
     if isinstance(categorical, Mapping):
         chosen = {}
         for name, cats in categorical.items():

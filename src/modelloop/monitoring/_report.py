@@ -71,7 +71,7 @@ def report_json(
 
 def _cut(cum: np.ndarray, count: int, share: float) -> int:
     """Index of the first edge at or below which at least ``share`` of ``count`` values lie."""
-    return int(min(np.searchsorted(cum, share * count, side="left"), len(cum) - 1))
+    return min(int(np.searchsorted(cum, share * count, side="left")), len(cum) - 1)
 
 
 def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:

@@ -121,7 +121,7 @@ class LoopMixin(SqlCore):
         if expected < 0:
             raise InvalidInput(f"expected revision must be >= 0, got {expected}")
         now = now_ms() if now is None else check_int(now, "now")
-        values = {
+        values: dict[str, Any] = {
             "model_name": model_name,
             "state": check_text(state, "loop state", _SHORT),
             "revision": expected + 1,

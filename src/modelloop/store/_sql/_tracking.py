@@ -221,7 +221,7 @@ class TrackingMixin(SqlCore):
                     f"characters, got {str(owner.process_key)[:40]!r}"
                 )
         run_id = uuid.uuid4().hex
-        row = {
+        row: dict[str, Any] = {
             "run_id": run_id,
             "experiment_id": experiment_id,
             "run_name": name,
