@@ -94,6 +94,12 @@ def test_binary_metrics_segments_fairness_calibration_and_plots(cancer, tmp_path
     for name, path in files.items():
         assert path == tmp_path / f"{name}.html"
         _assert_self_contained(path)
+    from sklearn.metrics import average_precision_score
+
+    # the plots state the areas they draw
+    assert f"ROC, AUC {ev.metrics['auc']:.3f}" in files["roc"].read_text()
+    ap = average_precision_score(y, proba)
+    assert f"precision-recall, AP {ap:.3f}" in files["pr"].read_text()
     as_dict = ev.to_dict()
     assert as_dict["metrics"] == ev.metrics and as_dict["segment_gaps"]["group"] > 0.5
 

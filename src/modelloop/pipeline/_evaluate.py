@@ -395,7 +395,12 @@ def _plots(
     calibration: dict[str, Any] | None,
 ) -> dict[str, Path]:
     import plotly.graph_objects as go
-    from sklearn.metrics import precision_recall_curve, roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     figs: dict[str, Any] = {}
@@ -413,18 +418,29 @@ def _plots(
             else [(str(_plain(c)), y == c, proba[:, k]) for k, c in enumerate(classes)]
         )
         roc, pr = go.Figure(), go.Figure()
+        aucs: list[tuple[str, float, float]] = []
         for label, truth, score in pairs:
             if truth.all() or not truth.any():
                 continue
             fpr, tpr, _ = roc_curve(truth, score)
-            roc.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=label))
+            auc = roc_auc_score(truth, score)
+            roc.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{label} (AUC {auc:.3f})"))
             precision, recall, _ = precision_recall_curve(truth, score)
-            pr.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=label))
+            ap = average_precision_score(truth, score)
+            pr.add_trace(
+                go.Scatter(x=recall, y=precision, mode="lines", name=f"{label} (AP {ap:.3f})")
+            )
+            aucs.append((label, auc, ap))
         roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line_dash="dash"))
-        roc.update_layout(
-            title="ROC", xaxis_title="false positive rate", yaxis_title="true positive rate"
+        # the area in the title too: one number is what most readers look for
+        roc_title = "ROC" + "".join(f", AUC {a:.3f}" for _, a, _ in aucs[:1] if len(aucs) == 1)
+        pr_title = "precision-recall" + "".join(
+            f", AP {ap:.3f}" for _, _, ap in aucs[:1] if len(aucs) == 1
         )
-        pr.update_layout(title="precision-recall", xaxis_title="recall", yaxis_title="precision")
+        roc.update_layout(
+            title=roc_title, xaxis_title="false positive rate", yaxis_title="true positive rate"
+        )
+        pr.update_layout(title=pr_title, xaxis_title="recall", yaxis_title="precision")
         figs["roc"], figs["pr"] = roc, pr
         if calibration is not None:
             rows = calibration["table"]
