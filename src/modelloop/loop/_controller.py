@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from modelloop.exceptions import Conflict, InvalidInput, NotFound, ServiceUnavailable
-from modelloop.loop._judge import GuardStats, Verdict, judge_errors, judge_losses, judge_step
-from modelloop.loop._policy import REGRESSION_METRICS, CanaryStep, LoopPolicy
+from modelloop.loop._plan import ATTEMPT_TAG, OUTCOME_TAG, Plan, Wait, fmt, ms
+from modelloop.loop._policy import REGRESSION_METRICS, LoopPolicy
+from modelloop.loop._rollout import RolloutMixin
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,19 +47,9 @@ __all__ = [
     "TickResult",
 ]
 
-#: Version tag naming the retrain attempt that produced it: a restarted controller finds the
-#: version its crashed predecessor registered instead of training another.
-ATTEMPT_TAG = "modelloop.loop.attempt"
-#: Version tag set when the loop ends a rollout: ``promoted`` or ``rolled back: <reason>``.
-OUTCOME_TAG = "modelloop.loop.outcome"
 #: States in which the controller watches the triggers.
 WATCHING = frozenset({"idle", "promoted", "rolled_back", "failed"})
-ACTOR = "modelloop-loop"
 _DAY_MS = 86_400_000
-
-
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
 
 
 @dataclass(frozen=True)
@@ -118,27 +109,6 @@ class TickResult:
         }
 
 
-@dataclass
-class _Plan:
-    """One transition: the effect to apply first (idempotent), then the new state and its event."""
-
-    state: str
-    data: dict[str, Any]
-    kind: str
-    message: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    effect: Callable[[], None] | None = None
-
-
-@dataclass
-class _Wait:
-    """Nothing to change now; ``message`` says why (recorded once while it stays the same)."""
-
-    message: str
-    evidence: dict[str, Any] = field(default_factory=dict)
-    record: bool = False
-
-
 def _fault(point: str, state: str) -> None:
     """Fault injection for crash tests: ``MODELLOOP_LOOP_FAULT=after-effect:promoting`` kills this
     process with SIGKILL right after that effect, before its transition is written."""
@@ -153,7 +123,7 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class Controller:
+class Controller(RolloutMixin):
     """Advances one model's loop. ``tick()`` evaluates once; call it on a schedule (``run``)."""
 
     def __init__(
@@ -181,7 +151,7 @@ class Controller:
         self.holder = holder or default_holder()
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self._notify = notify
-        self.lease_ttl_ms = max(_ms(3 * policy.every_s), 60_000)
+        self.lease_ttl_ms = max(ms(3 * policy.every_s), 60_000)
 
     # -- the tick ----------------------------------------------------------------------------
 
@@ -210,7 +180,7 @@ class Controller:
         with self._renewing(dry_run):
             for _ in range(max_steps):
                 step = self._decide(state, dry_run=dry_run)
-                if isinstance(step, _Wait):
+                if isinstance(step, Wait):
                     message = step.message
                     if step.record and not dry_run:
                         event = self._record_wait(state, step)
@@ -225,7 +195,7 @@ class Controller:
                         step.effect()
                         _fault("after-effect", step.state)
                 except ServiceUnavailable as exc:
-                    event = self._record_wait(state, _Wait(f"waiting: {exc}", {}, True))
+                    event = self._record_wait(state, Wait(f"waiting: {exc}", {}, True))
                     if event is not None:
                         events.append(event)
                     message = f"waiting: {exc}"
@@ -309,7 +279,7 @@ class Controller:
             stop.set()
             thread.join(timeout=5)
 
-    def _record_wait(self, state: LoopState, wait: _Wait) -> LoopEvent | None:
+    def _record_wait(self, state: LoopState, wait: Wait) -> LoopEvent | None:
         last = self.store.list_loop_events(self.model, limit=1)
         if last and last[-1].kind == "wait" and last[-1].message == wait.message:
             return None  # said already
@@ -339,7 +309,7 @@ class Controller:
             "started_at": now,
         }
 
-    def _decide(self, state: LoopState, *, dry_run: bool) -> _Plan | _Wait:
+    def _decide(self, state: LoopState, *, dry_run: bool) -> Plan | Wait:
         handler = {
             "retraining": self._retraining,
             "gating": self._gating,
@@ -351,18 +321,18 @@ class Controller:
 
     # -- watching ----------------------------------------------------------------------------
 
-    def _watch(self, state: LoopState, dry_run: bool) -> _Plan | _Wait:
+    def _watch(self, state: LoopState, dry_run: bool) -> Plan | Wait:
         from modelloop.loop._triggers import check_triggers
 
         now = self.clock()
         memo = self._memo(state)
         last = memo.get("last_retrain_at")
-        cooldown_ms = _ms(self.policy.cooldown_s)
+        cooldown_ms = ms(self.policy.cooldown_s)
         if last is not None and now - last < cooldown_ms:
-            return _Wait(f"cooling down until {(last + cooldown_ms - now) / 1000:.0f} s from now")
+            return Wait(f"cooling down until {(last + cooldown_ms - now) / 1000:.0f} s from now")
         recent = [t for t in memo.get("retrain_times", []) if t > now - _DAY_MS]
         if len(recent) >= self.policy.max_retrains_per_day:
-            return _Wait(
+            return Wait(
                 f"{len(recent)} retrains in the last 24 h, the policy's maximum", record=True
             )
         before = copy.deepcopy(memo)
@@ -371,19 +341,19 @@ class Controller:
         )
         if not fired:
             if memo != before:  # first live metrics of a version: the base of metric_drop
-                return _Plan(
+                return Plan(
                     state.state,
                     {**state.data, "memo": memo},
                     "baseline",
                     "live metrics of the champion recorded as its baseline",
                     {"baseline": memo.get("baseline", {})},
                 )
-            return _Wait("no trigger fired")
+            return Wait("no trigger fired")
         trigger = {"kind": fired[0]["trigger"], "fired": fired}
         data = self._retrain_data(state, now, trigger)
         if fired[0].get("result_id") is not None:
             data["memo"]["last_result_id"] = max(f.get("result_id") or 0 for f in fired)
-        return _Plan(
+        return Plan(
             "retraining",
             data,
             "trigger",
@@ -401,7 +371,7 @@ class Controller:
         found = [v.version for v in versions if v.tags.get(ATTEMPT_TAG) == attempt]
         return max(found) if found else None
 
-    def _retraining(self, state: LoopState, dry_run: bool) -> _Plan | _Wait:
+    def _retraining(self, state: LoopState, dry_run: bool) -> Plan | Wait:
         from modelloop.loop._evidence import labelled_rows
 
         data = dict(state.data)
@@ -409,7 +379,7 @@ class Controller:
         keep = {"memo": data.get("memo", {}), "attempt": attempt}
         version = self._find_attempt(attempt)
         if version is not None:  # a retrain of this attempt finished before a restart
-            return _Plan(
+            return Plan(
                 "gating",
                 {**keep, "challenger": version},
                 "retrain",
@@ -421,11 +391,11 @@ class Controller:
         rows = 0
         if spec.source in ("log", "both"):
             now = self.clock()
-            since = None if spec.mode == "expanding" else now - _ms(spec.window_s)
+            since = None if spec.mode == "expanding" else now - ms(spec.window_s)
             frame = labelled_rows(self.home, self.model, since_ms=since, until_ms=now)
             rows = len(frame)
             if rows < spec.min_labelled_rows:
-                return _Plan(
+                return Plan(
                     "failed",
                     {"memo": keep["memo"]},
                     "retrain",
@@ -434,10 +404,10 @@ class Controller:
                     {"labelled_rows": rows, "min_labelled_rows": spec.min_labelled_rows},
                 )
             if dry_run:
-                return _Plan("gating", keep, "retrain", f"would retrain on {rows} labelled rows")
+                return Plan("gating", keep, "retrain", f"would retrain on {rows} labelled rows")
             path = self._write_training(frame, attempt)
         if dry_run:
-            return _Plan("gating", keep, "retrain", "would retrain on the pipeline's own data")
+            return Plan("gating", keep, "retrain", "would retrain on the pipeline's own data")
         outcome = self.actions.retrain(attempt=attempt, data=path)
         evidence = {
             "status": outcome.status,
@@ -446,14 +416,14 @@ class Controller:
             **outcome.evidence,
         }
         if outcome.version is None:
-            return _Plan(
+            return Plan(
                 "failed",
                 {"memo": keep["memo"]},
                 "retrain",
                 f"retrain registered nothing: {outcome.reason or outcome.status}",
                 evidence,
             )
-        return _Plan(
+        return Plan(
             "gating",
             {**keep, "challenger": outcome.version},
             "retrain",
@@ -471,13 +441,7 @@ class Controller:
             frame.to_parquet(fh, index=False)
         return path
 
-    def _champion(self) -> int | None:
-        try:
-            return self.store.get_version_by_alias(self.model, "champion").version
-        except NotFound:
-            return None
-
-    def _gating(self, state: LoopState, dry_run: bool) -> _Plan | _Wait:
+    def _gating(self, state: LoopState, dry_run: bool) -> Plan | Wait:
         from modelloop.loop._evidence import labelled_rows
 
         data = dict(state.data)
@@ -487,7 +451,7 @@ class Controller:
         evidence: dict[str, Any] = {"challenger": challenger, "champion": champion}
         if champion is not None and not dry_run:
             now = self.clock()
-            rows = labelled_rows(self.home, self.model, since_ms=now - _ms(gate.window_s))
+            rows = labelled_rows(self.home, self.model, since_ms=now - ms(gate.window_s))
             evidence.update(metric=gate.metric, rows=len(rows), tolerance=gate.tolerance)
             if len(rows) >= gate.min_rows:
                 ch = self.actions.score(challenger, rows, gate.metric)
@@ -501,293 +465,11 @@ class Controller:
                 )
                 if worse:
                     reason = (
-                        f"gate: challenger v{challenger} {gate.metric} {_fmt(ch)} vs champion "
-                        f"v{champion} {_fmt(cp)} on the last {len(rows)} labelled rows"
+                        f"gate: challenger v{challenger} {gate.metric} {fmt(ch)} vs champion "
+                        f"v{champion} {fmt(cp)} on the last {len(rows)} labelled rows"
                     )
                     return self._to_rollback(data, challenger, reason, evidence, stage=None)
                 evidence["passed"] = True
             else:
                 evidence["note"] = f"{len(rows)} labelled rows < {gate.min_rows}: not compared"
         return self._enter_stage(data, 0, evidence)
-
-    # -- rollout -----------------------------------------------------------------------------
-
-    def _stages(self) -> list[CanaryStep]:
-        return self.policy.stages()
-
-    def _apply_routing(self, challenger: int, stage: CanaryStep) -> Callable[[], None]:
-        def effect() -> None:
-            self.store.set_alias(self.model, "challenger", challenger, actor=ACTOR)
-            if self.server is not None:
-                self.server.set_routing(
-                    self.model,
-                    mode=stage.mode,
-                    challenger=f"{self.model}/{challenger}",
-                    share=stage.share,
-                )
-
-        return effect
-
-    def _enter_stage(
-        self, data: dict[str, Any], index: int, evidence: dict[str, Any]
-    ) -> _Plan | _Wait:
-        stages = self._stages()
-        challenger = int(data["challenger"])
-        stage = stages[index]
-        counters: dict[str, Any] = {}
-        if self.server is not None:
-            try:
-                counters = {
-                    route: c.to_dict() for route, c in self.server.counters(self.model).items()
-                }
-            except ServiceUnavailable as exc:
-                return _Wait(f"waiting to start stage {index + 1}: {exc}", record=True)
-        now = self.clock()
-        what = "shadow" if stage.mode == "shadow" else f"canary {stage.share:.0%}"
-        return _Plan(
-            "rollout",
-            {
-                "memo": data.get("memo", {}),
-                "attempt": data.get("attempt"),
-                "challenger": challenger,
-                "stage": index,
-                "mode": stage.mode,
-                "share": stage.share,
-                "started_at": now,
-                "deadline": now + _ms(stage.max_duration_s),
-                "waits": 0,
-                "counters": counters,
-            },
-            "stage",
-            f"stage {index + 1}/{len(stages)}: v{challenger} {what}",
-            {**evidence, "stage": index + 1, "mode": stage.mode, "share": stage.share},
-            effect=self._apply_routing(challenger, stage),
-        )
-
-    def _rollout(self, state: LoopState, dry_run: bool) -> _Plan | _Wait:
-        data = dict(state.data)
-        stages = self._stages()
-        index = int(data["stage"])
-        stage = stages[min(index, len(stages) - 1)]
-        challenger = int(data["challenger"])
-        now = self.clock()
-        started = int(data["started_at"])
-        restored = self._check_routing(challenger, stage)
-        if isinstance(restored, _Wait):
-            return restored
-        if now - started < _ms(stage.min_duration_s):
-            return _Wait(
-                f"stage {index + 1}: {(started + _ms(stage.min_duration_s) - now) / 1000:.0f} s "
-                "left of its minimum duration"
-            )
-        verdict = self._judge(data, stage, challenger, started, now)
-        if isinstance(verdict, _Wait):
-            return verdict
-        evidence = {"stage": index + 1, "judge": verdict.to_dict()}
-        if verdict.outcome == "fail":
-            return self._to_rollback(
-                data, challenger, f"stage {index + 1}: {verdict.reason}", evidence, stage=index
-            )
-        if verdict.outcome == "pass":
-            if index + 1 < len(stages):
-                return self._enter_stage(data, index + 1, evidence)
-            return _Plan(
-                "promoting",
-                {"memo": data.get("memo", {}), "challenger": challenger, "judge": evidence},
-                "judge",
-                f"stage {index + 1}: passed ({verdict.reason}); promoting v{challenger}",
-                evidence,
-            )
-        # inconclusive
-        if now < int(data["deadline"]):
-            return _Wait(f"stage {index + 1}: inconclusive so far ({verdict.reason})")
-        judge = self.policy.judge
-        waits = int(data.get("waits", 0))
-        if judge.inconclusive == "wait" and waits < judge.max_waits:
-            return _Plan(
-                "rollout",
-                {
-                    **data,
-                    "waits": waits + 1,
-                    "deadline": now + _ms(stage.max_duration_s),
-                },
-                "inconclusive",
-                f"stage {index + 1}: inconclusive at its time limit ({verdict.reason}); "
-                f"waiting once more ({waits + 1} of {judge.max_waits})",
-                {**evidence, "policy": "wait"},
-            )
-        return self._to_rollback(
-            data,
-            challenger,
-            f"stage {index + 1}: inconclusive at its time limit ({verdict.reason}); the policy "
-            "rolls back",
-            {**evidence, "policy": judge.inconclusive, "inconclusive": True},
-            stage=index,
-        )
-
-    def _check_routing(self, challenger: int, stage: CanaryStep) -> _Wait | None:
-        """A server that restarted forgot the routing: put it back (or wait while it is down)."""
-        if self.server is None:
-            return None
-        try:
-            routing = self.server.routing(self.model)
-            current = routing.get("challenger") or {}
-            if (
-                routing.get("mode") != stage.mode
-                or current.get("version") != challenger
-                or abs(float(routing.get("share") or 0.0) - stage.share) > 1e-9
-            ):
-                self._apply_routing(challenger, stage)()
-                self.store.add_loop_event(
-                    self.model,
-                    kind="routing",
-                    state="rollout",
-                    message=f"routing restored: v{challenger} {stage.mode} {stage.share:g}",
-                    evidence={"found": routing},
-                    now=self.clock(),
-                )
-        except ServiceUnavailable as exc:
-            return _Wait(f"waiting: {exc}", record=True)
-        return None
-
-    def _judge(
-        self, data: dict[str, Any], stage: CanaryStep, challenger: int, started: int, now: int
-    ) -> Verdict | _Wait:
-        from modelloop.loop._evidence import labelled_rows
-        from modelloop.loop._server import RouteCounters, guard_stats
-
-        champion = self._champion()
-        task = self._task(challenger)
-        rows = labelled_rows(self.home, self.model, since_ms=started, until_ms=now, routes=None)
-        ch_route = "shadow" if stage.mode == "shadow" else "canary"
-        if len(rows):
-            versions = rows["model_version"]
-            ch_rows = rows[(rows["route"] == ch_route) & (versions == challenger)]
-            cp_rows = rows[(rows["route"] == "champion") & (versions == champion)]
-        else:
-            ch_rows = cp_rows = rows
-        judge = self.policy.judge
-        verdict = _verdict(ch_rows, cp_rows, task, judge.alpha, judge.margin, stage.min_outcomes)
-        ch_guard: GuardStats | None = None
-        cp_guard: GuardStats | None = None
-        if self.server is not None:
-            try:
-                after = self.server.counters(self.model)
-            except ServiceUnavailable as exc:
-                return _Wait(f"waiting to judge: {exc}", record=True)
-            before = {r: RouteCounters.from_dict(c) for r, c in data.get("counters", {}).items()}
-            ch_guard = guard_stats(before.get(ch_route), after.get(ch_route))
-            cp_guard = guard_stats(before.get("champion"), after.get("champion"))
-        return judge_step(
-            verdict,
-            ch_guard,
-            cp_guard,
-            max_p99_latency_ratio=judge.max_p99_latency_ratio,
-            max_error_rate=judge.max_error_rate,
-        )
-
-    def _task(self, version: int) -> str:
-        from modelloop.monitoring._reference import TASK_TAG
-
-        tags = self.store.get_model_version(self.model, version).tags
-        return "regression" if tags.get(TASK_TAG) == "regression" else "classification"
-
-    # -- the end of a rollout ----------------------------------------------------------------
-
-    def _to_rollback(
-        self,
-        data: dict[str, Any],
-        challenger: int,
-        reason: str,
-        evidence: dict[str, Any],
-        *,
-        stage: int | None,
-    ) -> _Plan:
-        return _Plan(
-            "rolling_back",
-            {"memo": data.get("memo", {}), "challenger": challenger, "reason": reason},
-            "judge" if stage is not None else "gate",
-            f"rolling back v{challenger}: {reason}",
-            evidence,
-        )
-
-    def _promoting(self, state: LoopState, dry_run: bool) -> _Plan | _Wait:
-        challenger = int(state.data["challenger"])
-
-        def effect() -> None:
-            self.store.set_alias(self.model, "champion", challenger, actor=ACTOR)
-            if self.server is not None:
-                self.server.set_routing(self.model, mode="off")
-                self.server.reload()
-            self._drop_challenger_alias(challenger)
-            self.store.set_model_version_tags(
-                self.model, challenger, {OUTCOME_TAG: "promoted"}, actor=ACTOR
-            )
-
-        return _Plan(
-            "promoted",
-            {"memo": state.data.get("memo", {}), "champion": challenger},
-            "promote",
-            f"v{challenger} is champion",
-            {"version": challenger, "judge": state.data.get("judge")},
-            effect=effect,
-        )
-
-    def _rolling_back(self, state: LoopState, dry_run: bool) -> _Plan | _Wait:
-        challenger = int(state.data["challenger"])
-        reason = str(state.data.get("reason", ""))
-
-        def effect() -> None:
-            if self.server is not None:
-                self.server.set_routing(self.model, mode="off")
-            self._drop_challenger_alias(challenger)
-            self.store.set_model_version_tags(
-                self.model, challenger, {OUTCOME_TAG: f"rolled back: {reason}"[:500]}, actor=ACTOR
-            )
-
-        return _Plan(
-            "rolled_back",
-            {"memo": state.data.get("memo", {}), "rolled_back": challenger},
-            "rollback",
-            f"v{challenger} rolled back: traffic 0, alias challenger removed",
-            {"version": challenger, "reason": reason},
-            effect=effect,
-        )
-
-    def _drop_challenger_alias(self, challenger: int) -> None:
-        try:
-            if self.store.get_version_by_alias(self.model, "challenger").version == challenger:
-                self.store.delete_alias(self.model, "challenger", actor=ACTOR)
-        except NotFound:
-            pass
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-def _verdict(
-    ch: pd.DataFrame, cp: pd.DataFrame, task: str, alpha: float, margin: float, min_n: int
-) -> Verdict:
-    from modelloop.loop._evidence import route_outcomes
-
-    outcomes_ch = route_outcomes(ch, task=task)
-    outcomes_cp = route_outcomes(cp, task=task)
-    o_ch = next(iter(outcomes_ch.values()), None)
-    o_cp = next(iter(outcomes_cp.values()), None)
-    if task == "regression":
-        import numpy as np
-
-        empty = np.array([], dtype=float)
-        losses_ch = o_ch.losses if o_ch is not None and o_ch.losses is not None else empty
-        losses_cp = o_cp.losses if o_cp is not None and o_cp.losses is not None else empty
-        return judge_losses(losses_ch, losses_cp, alpha=alpha, margin=margin, min_outcomes=min_n)
-    return judge_errors(
-        o_ch.errors or 0 if o_ch else 0,
-        o_ch.labelled if o_ch else 0,
-        o_cp.errors or 0 if o_cp else 0,
-        o_cp.labelled if o_cp else 0,
-        alpha=alpha,
-        margin=margin,
-        min_outcomes=min_n,
-    )
