@@ -312,3 +312,61 @@ def test_every_transition_reaches_a_webhook_and_the_gauges(world, tmp_path) -> N
     assert f'modelloop_loop_canary_share{{model="{MODEL}"}} 0.2' in text
     assert f'modelloop_loop_challenger_version{{model="{MODEL}"}} 2.0' in text
     assert f'modelloop_loop_events_total{{kind="trigger",model="{MODEL}"}} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    ("triggers", "expected"),
+    [
+        ({"metric_floor": {"accuracy": 0.999}}, "live accuracy"),
+        ({"new_labels": 600}, "600 new labels since the last retrain"),
+        ({"max_age": "1d"}, "champion v1 is"),
+        ({"drifted_features": ["mean_radius"]}, "drifted: mean_radius"),
+    ],
+)
+def test_each_trigger_fires_on_what_monitoring_and_the_log_hold(world, triggers, expected) -> None:  # type: ignore[no-untyped-def]
+    world["clock"].now += 7 * DAY  # the champion, registered today, is 2 days old by then
+    policy = _policy(triggers={"drift_share": None, **triggers})
+    result = _controller(world, policy).tick(dry_run=True)
+    assert result.planned and expected in result.planned[0], result.planned
+
+
+def test_no_trigger_below_the_thresholds(world) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy(
+        triggers={
+            "drift_share": None,
+            "metric_floor": {"accuracy": 0.1},
+            "new_labels": 10_000,
+            "max_age": "30d",
+        }
+    )
+    result = _controller(world, policy).tick(dry_run=True)
+    assert not result.planned and result.message == "no trigger fired"
+
+
+def test_a_metric_drop_is_measured_from_the_first_live_value_of_the_version(world) -> None:  # type: ignore[no-untyped-def]
+    from modelloop.monitoring import run_monitor
+
+    client, clock = world["client"], world["clock"]
+    policy = _policy(triggers={"drift_share": None, "metric_drop": {"accuracy": 0.1}})
+    ctl = _controller(world, policy)
+    first = ctl.tick()
+    assert [e.kind for e in first.events] == ["baseline"] and first.state == "idle"
+    baseline = first.events[0].evidence["baseline"]["1"]["accuracy"]
+    assert 0.5 < baseline < 1  # the January champion on drifted traffic
+    assert ctl.tick().message == "no trigger fired"  # recorded once
+    # the same version now answers rows whose labels are all flipped: it is worse than before
+    rows = world["drifted"].sample(400, random_state=3).reset_index(drop=True)
+    flipped = 1 - rows["target"].to_numpy()
+    serve_rows(
+        client,
+        rows,
+        version=1,
+        route="champion",
+        start_ms=clock.now,
+        span_ms=HOUR,
+        labels=flipped,
+    )
+    clock.now += 2 * HOUR
+    run_monitor(client, MODEL, window="2h", now=datetime.fromtimestamp(clock.now / 1000, tz=UTC))
+    planned = ctl.tick(dry_run=True).planned
+    assert planned and "live accuracy" in planned[0] and f"from {baseline:.4f}" in planned[0]

@@ -340,7 +340,8 @@ class Controller(RolloutMixin):
             self.store, self.model, self.policy.triggers, home=self.home, memo=memo, now=now
         )
         if not fired:
-            if memo != before:  # first live metrics of a version: the base of metric_drop
+            if memo != before and not dry_run:  # a version's first live metrics: the base
+                # of metric_drop (bookkeeping, not a decision: a dry run does not list it)
                 return Plan(
                     state.state,
                     {**state.data, "memo": memo},
