@@ -286,23 +286,14 @@ def history(
 ) -> None:
     """Every decision of a model's loop, with its evidence (--json for all of it)."""
     from modelloop._client import default_client
+    from modelloop.loop._notify import event_dict
 
     events = default_client().store.list_loop_events(model, limit=limit)
     if as_json:
         print_json(
             {
                 "model": model,
-                "events": [
-                    {
-                        "event_id": e.event_id,
-                        "timestamp": e.timestamp,
-                        "kind": e.kind,
-                        "state": e.state,
-                        "message": e.message,
-                        "evidence": dict(e.evidence),
-                    }
-                    for e in events
-                ],
+                "events": [event_dict(e) for e in events],
             }
         )
         return

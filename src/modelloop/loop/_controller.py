@@ -88,23 +88,15 @@ class TickResult:
     planned: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
+        from modelloop.loop._notify import event_dict
+
         return {
             "model": self.model,
             "acted": self.acted,
             "state": self.state,
             "revision": self.revision,
             "message": self.message,
-            "events": [
-                {
-                    "event_id": e.event_id,
-                    "timestamp": e.timestamp,
-                    "kind": e.kind,
-                    "state": e.state,
-                    "message": e.message,
-                    "evidence": dict(e.evidence),
-                }
-                for e in self.events
-            ],
+            "events": [event_dict(e) for e in self.events],
             "planned": list(self.planned),
         }
 

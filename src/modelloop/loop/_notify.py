@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from modelloop.store import LoopEvent, LoopState
 
-__all__ = ["STATES", "LoopGauges", "LoopNotice", "webhook_notifiers"]
+__all__ = ["STATES", "LoopGauges", "LoopNotice", "event_dict", "webhook_notifiers"]
 
 #: Every state a loop can be in, one gauge series each.
 STATES = (
@@ -23,6 +23,18 @@ STATES = (
     "rolled_back",
     "failed",
 )
+
+
+def event_dict(e: LoopEvent) -> dict[str, Any]:
+    """A loop event as plain JSON-ready data."""
+    return {
+        "event_id": e.event_id,
+        "timestamp": e.timestamp,
+        "kind": e.kind,
+        "state": e.state,
+        "message": e.message,
+        "evidence": dict(e.evidence),
+    }
 
 
 class LoopNotice:
@@ -39,12 +51,7 @@ class LoopNotice:
             "model": e.model_name,
             "rule": f"loop:{e.kind}",
             "status": e.state,
-            "kind": e.kind,
-            "state": e.state,
-            "message": e.message,
-            "timestamp": e.timestamp,
-            "event_id": e.event_id,
-            "evidence": dict(e.evidence),
+            **event_dict(e),
         }
 
 
