@@ -39,14 +39,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.terminate()
 
 
-@pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[Any]:
-    import httpx
-
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
 def predict(http: Any, rows: int = 1, rid: str | None = None, path: str = PREDICT) -> Any:
     body: dict[str, Any] = {"records": row_records(rows)}
     if rid is not None:

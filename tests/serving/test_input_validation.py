@@ -41,14 +41,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.terminate()
 
 
-@pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[Any]:
-    import httpx
-
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
 def post_json_text(http: Any, path: str, text: str | bytes) -> Any:
     body = text.encode() if isinstance(text, str) else text
     return http.post(path, content=body, headers={"Content-Type": "application/json"})

@@ -31,14 +31,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[Any]:
-    import httpx
-
-    with httpx.Client(base_url=server.url, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def served_id(http: Any) -> str:
     """The request id of one answered prediction (feedback for it is verified)."""
     response = http.post(PREDICT, json={"id": "open-1", "records": row_records(1)})
