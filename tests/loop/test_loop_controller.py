@@ -111,6 +111,8 @@ def test_drift_retrains_once_and_the_challenger_is_promoted_through_every_step(w
     assert trigger.evidence["fired"][0]["value"] >= 0.5
     challenger = client.store.get_version_by_alias(MODEL, "challenger")
     assert challenger.version == 2 and challenger.tags[ATTEMPT_TAG] == f"{MODEL}:1"
+    retrain = client.store.list_loop_events(MODEL)[1]
+    assert retrain.evidence["training_rows"] == 600  # the labelled served rows alone
     assert client.store.get_version_by_alias(MODEL, "champion").version == 1
 
     # ticking again before anything happened starts no second retrain
@@ -370,3 +372,13 @@ def test_a_metric_drop_is_measured_from_the_first_live_value_of_the_version(worl
     run_monitor(client, MODEL, window="2h", now=datetime.fromtimestamp(clock.now / 1000, tz=UTC))
     planned = ctl.tick(dry_run=True).planned
     assert planned and "live accuracy" in planned[0] and f"from {baseline:.4f}" in planned[0]
+
+
+def test_training_on_the_log_and_the_pipeline_source_together(world) -> None:  # type: ignore[no-untyped-def]
+    client = world["client"]
+    ctl = _controller(world, _policy(training={"source": "both"}))
+    assert ctl.tick().state == "rollout"
+    retrain = next(e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain")
+    # the 400 rows of the pipeline's own file and the 600 labelled served rows
+    assert retrain.evidence["labelled_rows"] == 600
+    assert retrain.evidence["training_rows"] == 1000

@@ -56,7 +56,9 @@ class PipelineActions:
             raise InvalidInput(f"{self.file.name}: the loop needs a 'register' section")
         self.overrides = dict(overrides or {})
 
-    def retrain(self, *, attempt: str, data: Path | None) -> RetrainOutcome:
+    def retrain(
+        self, *, attempt: str, data: Path | None, with_source: bool = False
+    ) -> RetrainOutcome:
         import pandas as pd
 
         from modelloop.pipeline import Pipeline
@@ -73,10 +75,16 @@ class PipelineActions:
         if data is not None:
             rows = pd.read_parquet(data)
             frame = training_frame(rows, self.spec.target)
+            if with_source:
+                # the pipeline's own rows have no serving time: one random split over both
+                own = self._own_data()
+                frame = pd.concat([own, frame[[c for c in frame.columns if c in own.columns]]])
+                raw["split"] = {"method": "random", "test_size": 0.2, "seed": 0}
+            else:
+                raw["split"] = {"method": "time", "column": "timestamp", "fraction": 0.2}
             file = data.with_name(data.stem + "-train.parquet")
             frame.to_parquet(file, index=False)
             raw["data"] = {"path": str(file.resolve())}
-            raw["split"] = {"method": "time", "column": "timestamp", "fraction": 0.2}
         try:
             pipeline = Pipeline(
                 raw,
@@ -89,7 +97,12 @@ class PipelineActions:
             return RetrainOutcome(None, "validation_failed", str(exc))
         except ModelloopError as exc:
             return RetrainOutcome(None, "failed", str(exc))
-        evidence = {"gates": list(result.gates), "metrics": dict(result.metrics)}
+        load = self.client.store.get_run(result.step("load").run_id)
+        evidence = {
+            "gates": list(result.gates),
+            "metrics": dict(result.metrics),
+            "training_rows": int(load.tags.get("modelloop.rows", 0)),
+        }
         return RetrainOutcome(
             result.registered_version,
             result.status,
@@ -97,6 +110,14 @@ class PipelineActions:
             result.run_id,
             evidence,
         )
+
+    def _own_data(self) -> pd.DataFrame:
+        """The pipeline's own data source, read as its load step reads it."""
+        from types import SimpleNamespace
+
+        from modelloop.pipeline._steps import load_source
+
+        return load_source(SimpleNamespace(spec=self.spec, base_dir=self.file.resolve().parent))  # type: ignore[arg-type]
 
     def score(self, version: int, rows: pd.DataFrame, metric: str) -> float | None:
         import numpy as np

@@ -66,10 +66,12 @@ class RetrainOutcome:
 class LoopActions(Protocol):
     """What the controller needs beyond the store, given by its caller (the CLI wires a client)."""
 
-    def retrain(self, *, attempt: str, data: Path | None) -> RetrainOutcome:
+    def retrain(
+        self, *, attempt: str, data: Path | None, with_source: bool = False
+    ) -> RetrainOutcome:
         """Train and register a challenger tagged ``ATTEMPT_TAG=attempt`` without moving
-        ``champion``; ``data`` is a Parquet file of labelled served rows (or None: the
-        pipeline's own source)."""
+        ``champion``; ``data`` is a Parquet file of labelled served rows (None: the pipeline's
+        own source alone), added to the pipeline's own source when ``with_source``."""
 
     def score(self, version: int, rows: pd.DataFrame, metric: str) -> float | None:
         """``metric`` of one version on labelled rows (column ``label``)."""
@@ -401,7 +403,9 @@ class Controller(RolloutMixin):
             path = self._write_training(frame, attempt)
         if dry_run:
             return Plan("gating", keep, "retrain", "would retrain on the pipeline's own data")
-        outcome = self.actions.retrain(attempt=attempt, data=path)
+        outcome = self.actions.retrain(
+            attempt=attempt, data=path, with_source=spec.source == "both"
+        )
         evidence = {
             "status": outcome.status,
             "run_id": outcome.run_id,
