@@ -57,6 +57,16 @@ class Clock:
 def world(client: Any, tmp_path: Path) -> dict[str, Any]:
     """Champion v1 trained on the first 400 rows; 600 drifted, labelled rows served by it over
     the day before the clock's start; a stored monitoring run that finds the drift."""
+    return _world(client, tmp_path)
+
+
+@pytest.fixture
+def any_world(any_client: Any, tmp_path: Path) -> dict[str, Any]:
+    """The same world on every store backend (SQLite and PostgreSQL)."""
+    return _world(any_client, tmp_path)
+
+
+def _world(client: Any, tmp_path: Path) -> dict[str, Any]:
     from modelloop.monitoring import run_monitor
     from modelloop.pipeline import Pipeline
 
@@ -212,14 +222,31 @@ def test_too_few_labels_in_time_applies_the_inconclusive_policy(world) -> None: 
     assert "20 of 100 labelled outcomes needed" in rollback.message
 
 
-def test_two_controllers_one_acts_the_other_names_the_holder(world) -> None:  # type: ignore[no-untyped-def]
-    a = _controller(world, _policy(), holder="ctl-a")
-    b = _controller(world, _policy(), holder="ctl-b")
-    assert a.tick().acted
-    other = b.tick()
-    assert not other.acted and "held by ctl-a" in other.message
+def test_two_controllers_one_acts_the_other_names_the_holder(any_world) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    client = any_world["client"]
+    controllers = [_controller(any_world, _policy(), holder=f"ctl-{x}") for x in "ab"]
+    results: dict[str, Any] = {}
+    start = threading.Barrier(2)
+
+    def run(ctl: Controller) -> None:
+        start.wait()
+        results[ctl.holder] = ctl.tick()
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in controllers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    acted = [h for h, r in results.items() if r.acted]
+    assert len(acted) == 1
+    (waiting,) = (r for h, r in results.items() if h not in acted)
+    assert f"held by {acted[0]}" in waiting.message
+    assert [e.kind for e in client.store.list_loop_events(MODEL)] == ["trigger", "retrain", "stage"]
+    assert len(client.store.list_model_versions(MODEL)) == 2  # one retrain
     with pytest.raises(Conflict, match="busy"):
-        b.request_retrain()
+        controllers[0].request_retrain()
 
 
 def test_a_dry_run_says_what_it_would_do_and_changes_nothing(world) -> None:  # type: ignore[no-untyped-def]
