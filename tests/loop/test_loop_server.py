@@ -173,30 +173,69 @@ def test_drift_to_promotion_through_the_server_and_a_server_outage(setup, client
     assert status["loops"][0]["state"] == "promoted"
 
 
-def test_killed_between_the_alias_move_and_its_event_promotes_once(setup, client) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("fault", ["rollout", "promoted"])
+def test_killed_between_an_effect_and_its_event_finishes_once(setup, client, fault) -> None:  # type: ignore[no-untyped-def]
+    """``rollout``: killed mid-canary, after the server got step 2's routing and before the step
+    was recorded; ``promoted``: after ``champion`` moved and before the promotion was recorded."""
     home, pipeline, server, drifted = (setup[k] for k in ("home", "pipeline", "server", "drifted"))
     assert _tick(home, pipeline, server.url)["state"] == "rollout"
+    env = {"MODELLOOP_LOOP_FAULT": f"after-effect:{fault}"}
+    killed = None
     for part in (slice(500, 900), slice(900, 1300)):
         _send(server, drifted.iloc[part])
         _wait_logged(home, part.stop)
         time.sleep(1.1)
-        done = _loop(
-            home,
-            pipeline,
-            "tick",
-            "--server",
-            server.url,
-            env={"MODELLOOP_LOOP_FAULT": "after-effect:promoted"},
-        )
-    assert done.returncode == -signal.SIGKILL
-    assert client.store.get_loop_state(MODEL).state == "promoting"  # type: ignore[union-attr]
-    assert client.store.get_version_by_alias(MODEL, "champion").version == 2  # moved, unrecorded
+        done = _loop(home, pipeline, "tick", "--server", server.url, env=env)
+        if done.returncode == -signal.SIGKILL:
+            killed = client.store.get_loop_state(MODEL)
+            break
+        assert done.returncode == 0, done.stderr
+    assert killed is not None, "the fault never fired"
+    if fault == "promoted":
+        assert killed.state == "promoting"
+        assert client.store.get_version_by_alias(MODEL, "champion").version == 2  # unrecorded
+    else:
+        assert killed.state == "rollout" and killed.data["stage"] == 0
+        assert _get(f"{server.url}/v1/models/{MODEL}")["share"] == 0.6  # applied, unrecorded
     _expire_lease(client)  # the killed controller never gave its lease back
     resumed = _tick(home, pipeline, server.url)
-    assert resumed["state"] == "promoted"
+    if resumed["state"] != "promoted":  # killed mid-canary: step 2 still needs its outcomes
+        logged = len(read_parquets(home / "predictions" / MODEL))
+        _send(server, drifted.iloc[1300:1500])
+        _wait_logged(home, logged + 200)
+        time.sleep(1.1)
+        resumed = _tick(home, pipeline, server.url)
+    assert resumed["state"] == "promoted", resumed
     kinds = [e.kind for e in client.store.list_loop_events(MODEL)]
     assert kinds.count("promote") == 1 and kinds.count("retrain") == 1
+    assert kinds.count("stage") == 2  # step 1, step 2: each recorded once
     assert len(client.store.list_model_versions(MODEL)) == 2
+
+
+def test_a_bad_challenger_serves_a_bounded_share_and_is_rolled_back(setup, client) -> None:  # type: ignore[no-untyped-def]
+    home, pipeline, server, drifted = (setup[k] for k in ("home", "pipeline", "server", "drifted"))
+    # the labelled rows it will be trained on carry shuffled labels; the loop's own gate is off
+    for f in (home / "feedback" / MODEL).glob("*.parquet"):
+        labels = pd.read_parquet(f)
+        labels["label"] = np.random.default_rng(5).permutation(labels["label"].to_numpy())
+        labels.to_parquet(f, index=False)
+    pipeline.write_text(pipeline.read_text().replace("min_rows: 100", "min_rows: 1000000000"))
+    assert _tick(home, pipeline, server.url)["state"] == "rollout"
+    # traffic the champion knows well (undrifted): a challenger trained on noise is far worse
+    plain = breast_cancer().sample(400, replace=True, random_state=7).reset_index(drop=True)
+    answers = _send(server, plain)
+    by_challenger = int((answers["route"] == "canary").sum())
+    _wait_logged(home, 900)
+    time.sleep(1.1)
+    ended = _tick(home, pipeline, server.url)
+    assert ended["state"] == "rolled_back", ended
+    judge = next(e for e in ended["events"] if e["kind"] == "judge")
+    assert judge["evidence"]["judge"]["outcome"] == "fail"
+    # at most the first step's share of the step's traffic, with binomial slack (share 0.3)
+    assert 0 < by_challenger <= 0.3 * 400 + 3 * (400 * 0.3 * 0.7) ** 0.5
+    after = _send(server, drifted.iloc[900:1000])
+    assert set(after["route"]) == {"champion"} and set(after["model_version"]) == {1}
+    assert _get(f"{server.url}/v1/models/{MODEL}")["challenger"] is None
 
 
 def test_killed_while_retraining_resumes_with_one_new_version(setup, client) -> None:  # type: ignore[no-untyped-def]
