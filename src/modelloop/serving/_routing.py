@@ -101,6 +101,19 @@ class Predictor:
         if self._from_proba:
             self._model_classes = np.asarray(final_step(model).classes_)
 
+    def prepare_thread(self, lane: str) -> None:
+        """Set up a batcher lane's thread before its first prediction: the small lane's
+        scikit-learn calls use one OpenMP thread. For a few rows, waking a thread pool costs more
+        than it saves, and on a busy machine its spinning threads take cores from the server;
+        rows are predicted independently, so the results are the same."""
+        if lane != "small" or self.package is None:
+            return
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # scikit-learn depends on it; without it, nothing to limit
+            return
+        threadpool_limits(1, user_api="openmp")  # for this thread only (OpenMP's own rule)
+
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
         try:
             return self._predict(columns)
@@ -375,9 +388,12 @@ class ModelManager:
             max_batch_rows=cfg.max_batch_rows,
             max_delay_s=cfg.max_batch_delay_ms / 1000.0,
             max_queue_rows=cfg.max_queue_rows,
+            # large requests wait in a lane of their own: room for a few of the largest at once
+            max_bulk_rows=max(cfg.max_queue_rows, 4 * cfg.max_rows),
             batching=cfg.batching,
             on_batch=on_batch,
             on_depth=on_depth,
+            on_thread_start=predictor.prepare_thread,
             name=f"{name}-{version}",
         )
         batcher.start()
