@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from modelloop._client import Client
     from modelloop.models import ModelPackage, Signature
     from modelloop.serving._app import ServeConfig
+    from modelloop.serving._direct import DirectInput
     from modelloop.serving._metrics import ServingMetrics
     from modelloop.store import ModelVersion
 
@@ -92,6 +93,8 @@ class Predictor:
         self.classes = list(signature.classes) if signature.classes is not None else None
         self._from_proba = False
         self._model_classes = None
+        #: the pipeline's first step filled from decoded columns, once checked (check_direct)
+        self._direct: DirectInput | None = None
         if package is None:
             self.has_proba = bool(onnx.has_proba) and signature.task != "regression"
             return
@@ -129,16 +132,48 @@ class Predictor:
             if self.onnx.input_mode == "tensor":  # numeric inputs: no pandas on this path
                 return self.onnx.predict_both(float_matrix(columns, self.signature))
             return self.onnx.predict_both(to_frame(columns, self.signature))
-        frame = to_frame(columns, self.signature)
         assert self.package is not None
-        model = self.package.model
+        if self._direct is not None:
+            matrix = self._direct.matrix(columns)
+            if matrix is not None:
+                return self._outputs(self._direct.rest, matrix)
+        return self._outputs(self.package.model, to_frame(columns, self.signature))
+
+    def _outputs(self, model: Any, X: Any) -> tuple[Any, Any]:
         if not self.has_proba:
-            return np.asarray(model.predict(frame)), None
-        proba = np.asarray(model.predict_proba(frame))
+            return np.asarray(model.predict(X)), None
+        proba = np.asarray(model.predict_proba(X))
         if self._from_proba:
             assert self._model_classes is not None
             return self._model_classes[np.argmax(proba, axis=1)], proba
-        return np.asarray(model.predict(frame)), proba
+        return np.asarray(model.predict(X)), proba
+
+    def check_direct(self, columns: dict[str, list[Any]]) -> bool:
+        """Turn on the direct input (see ``_direct``) for a scikit-learn pipeline of its shape,
+        if it agrees bit for bit with the whole pipeline on these decoded rows, and on them
+        again with an unseen value in every text column; whether it is on."""
+        if self.package is None:
+            return False
+        from modelloop.serving._direct import DirectInput
+
+        model = self.package.model
+        direct = DirectInput.plan(model, self.signature)
+        if direct is None:
+            return False
+        unseen = dict(columns)
+        for spec in self.signature.inputs:
+            if spec.dtype == "string":
+                unseen[spec.name] = ["\x00unseen"] * len(columns[spec.name])
+        for rows in (columns, unseen):
+            if not direct.agrees(model, to_frame(rows, self.signature), rows):
+                log.warning(
+                    "%s: the pipeline's input is built through pandas (a faster way did not "
+                    "give the same matrix or predictions)",
+                    self.path,
+                )
+                return False
+        self._direct = direct
+        return True
 
 
 @dataclass(eq=False)
@@ -356,6 +391,7 @@ class ModelManager:
         try:
             records = json.loads(example.read_text())[:8]
             decoded = decode_records({"records": records}, predictor.signature, max_rows=8)
+            predictor.check_direct(decoded.columns)
             predictor(decoded.columns, decoded.n_rows)
         except Exception as e:  # a warm-up failure is not a load failure
             log.warning("warm-up prediction failed for %s: %s", predictor.path, e)
