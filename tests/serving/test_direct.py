@@ -113,3 +113,44 @@ def test_a_pipeline_of_another_shape_keeps_the_pandas_way(tmp_path: Path) -> Non
     assert not predictor.check_direct(decoded.columns)
     _, proba = predictor(decoded.columns, decoded.n_rows)
     assert np.array_equal(proba, package.model.predict_proba(frame))
+
+
+def test_an_encoder_that_refuses_unseen_text_still_refuses_it(tmp_path: Path) -> None:
+    """handle_unknown="error": the direct input is on for known text, and unseen text gets the
+    pipeline's own refusal (the model rejects the input), not a made-up code."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from modelloop._client import Client
+    from modelloop._config import Settings
+    from modelloop.serving._errors import ModelRejectedInput
+
+    frame, y = mixed_frame()
+    frame = frame[["amount", "count", "city"]]
+    encode = ColumnTransformer(
+        [("num", "passthrough", ["amount", "count"]), ("cat", OrdinalEncoder(), ["city"])]
+    )
+    model = Pipeline(
+        [("encode", encode), ("clf", HistGradientBoostingClassifier(max_iter=10))]
+    ).fit(frame, y)
+    register(tmp_path, "strict", model, frame.head(5))
+    client = Client(Settings(home=tmp_path))
+    try:
+        package = client.load_model("models:/strict/1")
+    finally:
+        client.close()
+    predictor = Predictor(package)
+    records = [
+        {"amount": float(a), "count": int(c), "city": str(t)}
+        for a, c, t in frame.head(20).itertuples(index=False)
+    ]
+    decoded = decode_records({"records": records}, package.signature, max_rows=100)
+    assert predictor.check_direct(decoded.columns)
+    _, proba = predictor(decoded.columns, decoded.n_rows)
+    assert np.array_equal(proba, package.model.predict_proba(frame.head(20)))
+    records[3]["city"] = "marseille"
+    unseen = decode_records({"records": records}, package.signature, max_rows=100)
+    with pytest.raises(ModelRejectedInput, match="marseille"):
+        predictor(unseen.columns, unseen.n_rows)

@@ -121,9 +121,15 @@ class DirectInput:
 
     def agrees(self, model: Any, frame: Any, columns: dict[str, list[Any]]) -> bool:
         """Whether the matrix equals the pipeline's own first step on ``frame`` (the DataFrame
-        of ``columns``), bit for bit, and so do the predictions made from it."""
+        of ``columns``), bit for bit, and so do the predictions made from it; or, when this
+        input steps aside for these rows, whether the pipeline refuses them (then its own
+        error is the answer either way)."""
         ours = self.matrix(columns)
         if ours is None:
+            try:
+                model.steps[0][1].transform(frame)
+            except ValueError:
+                return True
             return False
         theirs = np.asarray(model.steps[0][1].transform(frame))
         if theirs.dtype != ours.dtype or not np.array_equal(theirs, ours, equal_nan=True):

@@ -165,7 +165,11 @@ class Predictor:
             if spec.dtype == "string":
                 unseen[spec.name] = ["\x00unseen"] * len(columns[spec.name])
         for rows in (columns, unseen):
-            if not direct.agrees(model, to_frame(rows, self.signature), rows):
+            try:
+                same = direct.agrees(model, to_frame(rows, self.signature), rows)
+            except Exception:  # the pipeline fails where the direct input does not
+                same = False
+            if not same:
                 log.warning(
                     "%s: the pipeline's input is built through pandas (a faster way did not "
                     "give the same matrix or predictions)",
