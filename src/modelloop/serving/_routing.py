@@ -61,6 +61,16 @@ def _reserved(column: str) -> bool:
     return column in _LOG_COLUMNS or column.startswith("proba_")
 
 
+def _one_openmp_thread() -> contextlib.AbstractContextManager[Any]:
+    """Limit OpenMP to one thread on the calling thread (until the returned context exits, if
+    used as one). OpenMP keeps the setting per thread, so other threads keep their own."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn depends on it; without it, nothing to limit
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="openmp")
+
+
 class Predictor:
     """Predicts a merged batch of validated columns with one model package (or its ONNX twin)."""
 
@@ -109,13 +119,8 @@ class Predictor:
         scikit-learn calls use one OpenMP thread. For a few rows, waking a thread pool costs more
         than it saves, and on a busy machine its spinning threads take cores from the server;
         rows are predicted independently, so the results are the same."""
-        if lane != "small" or self.package is None:
-            return
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # scikit-learn depends on it; without it, nothing to limit
-            return
-        threadpool_limits(1, user_api="openmp")  # for this thread only (OpenMP's own rule)
+        if lane == "small" and self.package is not None:
+            _one_openmp_thread()  # for this thread only (OpenMP's own rule)
 
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
         try:
@@ -395,8 +400,12 @@ class ModelManager:
         try:
             records = json.loads(example.read_text())[:8]
             decoded = decode_records({"records": records}, predictor.signature, max_rows=8)
-            predictor.check_direct(decoded.columns)
-            predictor(decoded.columns, decoded.n_rows)
+            # a few rows, like the small lane: a thread pool would only slow them down
+            with (
+                _one_openmp_thread() if predictor.package is not None else contextlib.nullcontext()
+            ):
+                predictor.check_direct(decoded.columns)
+                predictor(decoded.columns, decoded.n_rows)
         except Exception as e:  # a warm-up failure is not a load failure
             log.warning("warm-up prediction failed for %s: %s", predictor.path, e)
 
