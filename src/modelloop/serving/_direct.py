@@ -148,8 +148,8 @@ def _identity(trans: Any, function_transformer: type) -> bool:
     """Whether ``trans`` is the identity a fitted ColumnTransformer puts for "passthrough"."""
     return (
         type(trans) is function_transformer
-        and trans.func is None
-        and not trans.validate
+        and getattr(trans, "func", ...) is None
+        and not getattr(trans, "validate", True)
         and (getattr(trans, "_sklearn_output_config", None) or {}).get("transform", "default")
         == "default"
     )
