@@ -1,12 +1,27 @@
 """Serving throughput and latency against the peers' workload; prints one JSON line.
 
-RandomForestClassifier(n_estimators=100, random_state=0) on scikit-learn's breast cancer data,
-registered and served by ``modelloop serve`` in its own process; single-row requests to
-``/v1/models/breast-cancer/predict`` from wrk (Debian's package) with 16 connections, 3 runs of
-5 s after a warm-up; then one connection for the unloaded latency. The physical limit is the
+Two models, chosen with ``--model``:
+
+- ``breast-cancer`` (the default): RandomForestClassifier(n_estimators=100, random_state=0) on
+  scikit-learn's breast cancer data.
+- ``quickstart``: the model users get first, ``modelloop quickstart``'s HistGradientBoosting
+  pipeline over the flights data, registered as ``flights-delay``. It has no ONNX form, so it is
+  served with scikit-learn (``--runtime sklearn``, its default).
+
+The model is registered and served by ``modelloop serve`` in its own process; single-row
+requests to ``/v1/models/NAME/predict`` from wrk (Debian's package) with 16 connections, 3 runs
+of 5 s after a warm-up; then one connection for the unloaded latency. The physical limit is the
 model's own in-process predict of 1 and of 1,000 rows.
 
-    python benchmarks/serving.py [--runtime registered-onnx|serve-onnx|sklearn] [--seconds 5]
+Large requests (skip with ``--no-bulk``): one request of 10,000 and one of 100,000 rows, 3 times
+each (``bulk_10k_s``, ``bulk_100k_s``, medians) against the model's in-process predict of the
+same rows (``inprocess_10k_s``, ``inprocess_100k_s``); single-row p50 at one connection while
+another client sends 2,000-row requests back to back (``single_p50_ms_under_bulk``, against
+``single_p50_ms_idle``); and two 2,000-row requests at once (``two_2000_row_statuses``, both 200).
+The machine the figures come from may be shared: compare medians, not single runs.
+
+    python benchmarks/serving.py [--model breast-cancer|quickstart]
+        [--runtime registered-onnx|serve-onnx|sklearn] [--seconds 5] [--no-bulk]
 
 Runtimes: ``registered-onnx`` (the default) registers the model, attaches its checked ONNX form
 with ``Client.convert_model`` (what ``modelloop models convert`` does; timed as ``convert_s``)
@@ -29,11 +44,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-MODEL = "breast-cancer"
+MODELS = {
+    "breast-cancer": "RandomForestClassifier(n_estimators=100) breast cancer",
+    "quickstart": "modelloop quickstart: HistGradientBoosting pipeline, flights (flights-delay)",
+}
+#: rows per request for the large-request figures, and the server limits that admit them
+BULK_ROWS = (10_000, 100_000)
+BULK_FLAGS = ["--max-rows", "100000", "--max-body-bytes", str(256 * 2**20)]
 
 
 def _free_port() -> int:
@@ -42,52 +66,136 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def register(home: Path, convert: bool) -> dict:
-    """Train the peers' model and register it as breast-cancer@champion in ``home`` (with its
-    ONNX form when ``convert``)."""
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.ensemble import RandomForestClassifier
-
+def register(home: Path, which: str, convert: bool) -> tuple[str, Any, Any, float | None]:
+    """Train ``which`` and register it as NAME@champion in ``home`` (with its ONNX form when
+    ``convert``); return the served name, the fitted model, a frame of its feature rows and
+    the seconds converting took."""
     from modelloop._client import Client
     from modelloop._config import Settings
 
-    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
     client = Client(Settings(home=home))
-    with client.start_run(experiment="serving-bench") as run:
-        client.log_model(run.run_id, model, "model", input_example=X.head(50))
-    mv = client.register_model(run.run_id, MODEL)
-    client.set_alias(MODEL, "champion", mv.version)
-    convert_s = None
-    if convert:
-        t0 = time.perf_counter()
-        done = client.convert_model(f"{MODEL}@champion")
-        if not done.converted:
-            raise SystemExit(f"the model did not convert: {done.reason}")
-        convert_s = round(time.perf_counter() - t0, 2)
+    try:
+        if which == "quickstart":
+            from modelloop.data import FLIGHTS_FEATURES, load_flights
+            from modelloop.demo import run_quickstart
 
-    def timed(frame, repeat: int) -> float:
+            done = run_quickstart(client)
+            name = done.model_name
+            model = client.load_model(f"models:/{name}@champion").model
+            X = load_flights()[list(FLIGHTS_FEATURES)].reset_index(drop=True)
+        else:
+            from sklearn.datasets import load_breast_cancer
+            from sklearn.ensemble import RandomForestClassifier
+
+            name = "breast-cancer"
+            X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+            model = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
+            with client.start_run(experiment="serving-bench") as run:
+                client.log_model(run.run_id, model, "model", input_example=X.head(50))
+            mv = client.register_model(run.run_id, name)
+            client.set_alias(name, "champion", mv.version)
+        convert_s = None
+        if convert:
+            t0 = time.perf_counter()
+            done_conv = client.convert_model(f"{name}@champion")
+            if not done_conv.converted:
+                raise SystemExit(f"the model did not convert: {done_conv.reason}")
+            convert_s = round(time.perf_counter() - t0, 2)
+    finally:
+        client.close()
+    return name, model, X, convert_s
+
+
+def in_process(model: Any, X: Any, bulk: bool) -> dict[str, Any]:
+    """The model's own predict_proba: 1 and 1,000 rows (median ms), and the large requests'
+    rows (median s of 3) when ``bulk``."""
+
+    def timed(frame: Any, repeat: int) -> float:
         model.predict_proba(frame)
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
             model.predict_proba(frame)
             times.append(time.perf_counter() - t0)
-        return statistics.median(times) * 1e3
+        return statistics.median(times)
 
     rows = X.sample(1000, replace=True, random_state=0)
-    one, thousand = timed(X.head(1), 200), timed(rows, 30)
-    client.close()
-    return {
+    one, thousand = timed(X.head(1), 200) * 1e3, timed(rows, 30) * 1e3
+    out: dict[str, Any] = {
         "inprocess_1_row_ms": round(one, 3),
         "inprocess_1000_rows_ms": round(thousand, 3),
         "inprocess_rows_per_s": round(1000 / thousand * 1e3),
-        "convert_s": convert_s,
-        "row": X.iloc[[0]].to_dict(orient="records")[0],
     }
+    if bulk:
+        for n in BULK_ROWS:
+            out[f"inprocess_{n // 1000}k_s"] = round(timed(_rows(X, n), 3), 3)
+    return out
 
 
-def start_server(home: Path, port: int, extra: list[str]) -> tuple[subprocess.Popen, float]:
+def _rows(X: Any, n: int) -> Any:
+    return X.sample(n, replace=n > len(X), random_state=1).reset_index(drop=True)
+
+
+def _post(url: str, body: bytes, timeout: float = 300) -> tuple[int, float]:
+    """POST ``body``; (status, seconds)."""
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    t0 = time.perf_counter()
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            r.read()
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    return status, time.perf_counter() - t0
+
+
+def bulk(url: str, X: Any, home: Path, seconds: float, runs: int) -> dict[str, Any]:
+    """The large-request figures (see the module docstring) against a running server."""
+    out: dict[str, Any] = {}
+    for n in BULK_ROWS:
+        body = json.dumps({"records": _rows(X, n).to_dict(orient="records")}).encode()
+        times = []
+        for _ in range(runs):
+            status, took = _post(url, body)
+            if status != 200:
+                raise SystemExit(f"a {n}-row request got {status}")
+            times.append(took)
+        out[f"bulk_{n // 1000}k_s"] = round(statistics.median(times), 3)
+    body_2000 = json.dumps({"records": _rows(X, 2000).to_dict(orient="records")}).encode()
+    statuses: list[int] = []
+    pair = [threading.Thread(target=lambda: statuses.append(_post(url, body_2000)[0]))]
+    pair.append(threading.Thread(target=lambda: statuses.append(_post(url, body_2000)[0])))
+    for t in pair:
+        t.start()
+    for t in pair:
+        t.join()
+    out["two_2000_row_statuses"] = sorted(statuses)
+    row = home / "row.json"
+    out["single_p50_ms_idle"] = round(wrk(url, row, 1, seconds)["p50_ms"], 2)
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def sender() -> None:  # one client sending 2,000-row requests back to back
+        while not stop.is_set():
+            sent.append(_post(url, body_2000)[0])
+
+    client = threading.Thread(target=sender)
+    client.start()
+    try:
+        time.sleep(0.5)  # the first large request is in
+        under = wrk(url, row, 1, seconds)
+    finally:
+        stop.set()
+        client.join()
+    out["single_p50_ms_under_bulk"] = round(under["p50_ms"], 2)
+    out["single_p99_ms_under_bulk"] = round(under["p99_ms"], 2)
+    out["bulk_2000_row_requests_meanwhile"] = {str(s): sent.count(s) for s in sorted(set(sent))}
+    return out
+
+
+def start_server(
+    home: Path, name: str, port: int, extra: list[str]
+) -> tuple[subprocess.Popen, float]:
     env = {**os.environ, "MODELLOOP_HOME": str(home)}
     for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT"):  # the registry is the home's
         env.pop(var, None)
@@ -98,7 +206,7 @@ def start_server(home: Path, port: int, extra: list[str]) -> tuple[subprocess.Po
             "-m",
             "modelloop",
             "serve",
-            f"{MODEL}@champion",
+            f"{name}@champion",
             "--port",
             str(port),
             "--log-level",
@@ -180,14 +288,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--model", choices=sorted(MODELS), default="breast-cancer")
     parser.add_argument(
         "--runtime",
         choices=["registered-onnx", "serve-onnx", "sklearn"],
-        default="registered-onnx",
-        help="how the model is predicted (see above)",
+        default=None,
+        help="how the model is predicted (see above); the quickstart's default is sklearn, "
+        "the others' registered-onnx",
     )
+    parser.add_argument("--no-bulk", action="store_true", help="skip the large requests")
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
     args = parser.parse_args()
+    runtime = args.runtime or ("sklearn" if args.model == "quickstart" else "registered-onnx")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     # byte-compile the package as an installed wheel is (an editable install under
@@ -200,33 +312,40 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        limit = register(home, convert=args.runtime == "registered-onnx")
+        t0 = time.perf_counter()
+        name, model, X, convert_s = register(home, args.model, convert=runtime == "registered-onnx")
+        register_s = round(time.perf_counter() - t0, 2)
+        limit = in_process(model, X, bulk=not args.no_bulk)
         body = home / "row.json"
-        body.write_text(json.dumps({"records": [limit.pop("row")]}))
+        body.write_text(json.dumps({"records": X.iloc[[0]].to_dict(orient="records")}))
         port = _free_port()
         flags = {"registered-onnx": [], "serve-onnx": ["--onnx"], "sklearn": ["--no-onnx"]}
-        extra = flags[args.runtime] + args.server_arg
-        proc, ready_s = start_server(home, port, extra)
+        extra = flags[runtime] + (BULK_FLAGS if not args.no_bulk else []) + args.server_arg
+        proc, ready_s = start_server(home, name, port, extra)
+        large: dict[str, Any] = {}
         try:
-            url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
+            url = f"http://127.0.0.1:{port}/v1/models/{name}/predict"
             wrk(url, body, args.connections, 2)  # warm-up
             runs = [wrk(url, body, args.connections, args.seconds) for _ in range(args.runs)]
             single = wrk(url, body, 1, args.seconds)
             rss, hwm = rss_mb(proc.pid)
+            if not args.no_bulk:
+                large = bulk(url, X, home, args.seconds, args.runs)
         finally:
             proc.terminate()
             proc.wait(30)
         # a second start on the same home: what a restart or a new replica pays (with an ONNX
         # form, registered or converted at the first start, scikit-learn is never imported)
-        proc, restart_s = start_server(home, port, extra)
+        proc, restart_s = start_server(home, name, port, extra)
         proc.terminate()
         proc.wait(30)
         best = max(runs, key=lambda r: r["rps"])
         result = {
             "benchmark": "serving",
-            "model": "RandomForestClassifier(n_estimators=100) breast cancer",
-            "runtime": args.runtime,
-            "serve_flags": flags[args.runtime],
+            "model": MODELS[args.model],
+            "served_as": name,
+            "runtime": runtime,
+            "serve_flags": extra,
             "connections": args.connections,
             "rps": [round(r["rps"]) for r in runs],
             "rps_median": round(statistics.median(r["rps"] for r in runs)),
@@ -242,7 +361,10 @@ def main() -> None:
             "server_peak_rss_mb": round(hwm, 1),
             "start_to_ready_s": round(ready_s, 2),
             "restart_to_ready_s": round(restart_s, 2),
+            "register_s": register_s,
+            "convert_s": convert_s,
             **limit,
+            **large,
             "goals": {
                 "rps": 2000,
                 "p99_ms": 50,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from modelloop._client import Client
     from modelloop.models import ModelPackage, Signature
     from modelloop.serving._app import ServeConfig
+    from modelloop.serving._direct import DirectInput
     from modelloop.serving._metrics import ServingMetrics
     from modelloop.store import ModelVersion
 
@@ -58,6 +59,16 @@ _LOG_COLUMNS = frozenset((*PREDICTION_COLUMNS, "prediction", "latency_ms"))
 def _reserved(column: str) -> bool:
     """Whether an input column would collide with a prediction-log column."""
     return column in _LOG_COLUMNS or column.startswith("proba_")
+
+
+def _one_openmp_thread() -> contextlib.AbstractContextManager[Any]:
+    """Limit OpenMP to one thread on the calling thread (until the returned context exits, if
+    used as one). OpenMP keeps the setting per thread, so other threads keep their own."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn depends on it; without it, nothing to limit
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="openmp")
 
 
 class Predictor:
@@ -92,6 +103,8 @@ class Predictor:
         self.classes = list(signature.classes) if signature.classes is not None else None
         self._from_proba = False
         self._model_classes = None
+        #: the pipeline's first step filled from decoded columns, once checked (check_direct)
+        self._direct: DirectInput | None = None
         if package is None:
             self.has_proba = bool(onnx.has_proba) and signature.task != "regression"
             return
@@ -100,6 +113,14 @@ class Predictor:
         self._from_proba = self.has_proba and labels_from_proba(model)
         if self._from_proba:
             self._model_classes = np.asarray(final_step(model).classes_)
+
+    def prepare_thread(self, lane: str) -> None:
+        """Set up a batcher lane's thread before its first prediction: the small lane's
+        scikit-learn calls use one OpenMP thread. For a few rows, waking a thread pool costs more
+        than it saves, and on a busy machine its spinning threads take cores from the server;
+        rows are predicted independently, so the results are the same."""
+        if lane == "small" and self.package is not None:
+            _one_openmp_thread()  # for this thread only (OpenMP's own rule)
 
     def __call__(self, columns: dict[str, list[Any]], n_rows: int) -> tuple[Any, Any]:
         try:
@@ -116,16 +137,52 @@ class Predictor:
             if self.onnx.input_mode == "tensor":  # numeric inputs: no pandas on this path
                 return self.onnx.predict_both(float_matrix(columns, self.signature))
             return self.onnx.predict_both(to_frame(columns, self.signature))
-        frame = to_frame(columns, self.signature)
         assert self.package is not None
-        model = self.package.model
+        if self._direct is not None:
+            matrix = self._direct.matrix(columns)
+            if matrix is not None:
+                return self._outputs(self._direct.rest, matrix)
+        return self._outputs(self.package.model, to_frame(columns, self.signature))
+
+    def _outputs(self, model: Any, X: Any) -> tuple[Any, Any]:
         if not self.has_proba:
-            return np.asarray(model.predict(frame)), None
-        proba = np.asarray(model.predict_proba(frame))
+            return np.asarray(model.predict(X)), None
+        proba = np.asarray(model.predict_proba(X))
         if self._from_proba:
             assert self._model_classes is not None
             return self._model_classes[np.argmax(proba, axis=1)], proba
-        return np.asarray(model.predict(frame)), proba
+        return np.asarray(model.predict(X)), proba
+
+    def check_direct(self, columns: dict[str, list[Any]]) -> bool:
+        """Turn on the direct input (see ``_direct``) for a scikit-learn pipeline of its shape,
+        if it agrees bit for bit with the whole pipeline on these decoded rows, and on them
+        again with an unseen value in every text column; whether it is on."""
+        if self.package is None:
+            return False
+        from modelloop.serving._direct import DirectInput
+
+        model = self.package.model
+        direct = DirectInput.plan(model, self.signature)
+        if direct is None:
+            return False
+        unseen = dict(columns)
+        for spec in self.signature.inputs:
+            if spec.dtype == "string":
+                unseen[spec.name] = ["\x00unseen"] * len(columns[spec.name])
+        for rows in (columns, unseen):
+            try:
+                same = direct.agrees(model, to_frame(rows, self.signature), rows)
+            except Exception:  # the pipeline fails where the direct input does not
+                same = False
+            if not same:
+                log.warning(
+                    "%s: the pipeline's input is built through pandas (a faster way did not "
+                    "give the same matrix or predictions)",
+                    self.path,
+                )
+                return False
+        self._direct = direct
+        return True
 
 
 @dataclass(eq=False)
@@ -354,7 +411,12 @@ class ModelManager:
         try:
             records = json.loads(example.read_text())[:8]
             decoded = decode_records({"records": records}, predictor.signature, max_rows=8)
-            predictor(decoded.columns, decoded.n_rows)
+            # a few rows, like the small lane: a thread pool would only slow them down
+            with (
+                _one_openmp_thread() if predictor.package is not None else contextlib.nullcontext()
+            ):
+                predictor.check_direct(decoded.columns)
+                predictor(decoded.columns, decoded.n_rows)
         except Exception as e:  # a warm-up failure is not a load failure
             log.warning("warm-up prediction failed for %s: %s", predictor.path, e)
 
@@ -386,9 +448,12 @@ class ModelManager:
             max_batch_rows=cfg.max_batch_rows,
             max_delay_s=cfg.max_batch_delay_ms / 1000.0,
             max_queue_rows=cfg.max_queue_rows,
+            # large requests wait in a lane of their own: room for a few of the largest at once
+            max_bulk_rows=max(cfg.max_queue_rows, 4 * cfg.max_rows),
             batching=cfg.batching,
             on_batch=on_batch,
             on_depth=on_depth,
+            on_thread_start=predictor.prepare_thread,
             name=f"{name}-{version}",
         )
         batcher.start()

@@ -1,0 +1,179 @@
+"""A scikit-learn pipeline's first step computed straight from decoded columns.
+
+For a small batch, most of a ``Pipeline([ColumnTransformer(...), model])`` prediction is not the
+model: it is building a DataFrame, then the column transformer's pandas indexing, its encoders'
+input checks and stacking. When that transformer only passes numeric columns through and
+ordinal-encodes string columns (the quickstart's shape), its output is a float matrix that can be
+filled directly: numbers cast as the DataFrame would hold them, strings looked up in each
+encoder's fitted categories. The rest of the pipeline then gets the same matrix it would have got.
+
+A :class:`DirectInput` is only made for that shape, and :meth:`DirectInput.agrees` checks it
+against the full pipeline, bit for bit, before it is used. A batch it cannot fill exactly (a
+missing string, an unknown one where the encoder would raise) goes the full way.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from modelloop.models import Signature
+
+__all__ = ["DirectInput"]
+
+#: signature dtypes a passed-through column may have: held by the DataFrame as a plain numpy
+#: column, so its float64 value is the same whichever way it is built
+_NUMERIC = frozenset(
+    ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
+)
+
+
+@dataclass(frozen=True)
+class _Pass:
+    column: str
+    dtype: str
+
+
+@dataclass(frozen=True)
+class _Ordinal:
+    column: str
+    codes: dict[str, float]  # category -> its code (as the encoder's output dtype)
+    unknown: float | None  # the code of an unknown category; None: the encoder raises
+
+
+class DirectInput:
+    """Builds what a fitted pipeline's ColumnTransformer gives, from decoded columns."""
+
+    def __init__(self, parts: list[_Pass | _Ordinal], rest: Any) -> None:
+        self._parts = parts
+        #: the estimator (or pipeline) that takes the matrix
+        self.rest = rest
+
+    @classmethod
+    def plan(cls, model: Any, signature: Signature) -> DirectInput | None:
+        """A direct input for ``model``, or None when its shape is not one this module fills."""
+        try:
+            return cls._plan(model, signature)
+        except (AttributeError, TypeError, ValueError, KeyError, ImportError):
+            return None
+
+    @classmethod
+    def _plan(cls, model: Any, signature: Signature) -> DirectInput | None:
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
+        if type(model) is not Pipeline or len(model.steps) < 2 or model.memory is not None:
+            return None
+        ct = model.steps[0][1]
+        if type(ct) is not ColumnTransformer or getattr(ct, "sparse_output_", True):
+            return None
+        if (getattr(ct, "_sklearn_output_config", None) or {}).get(
+            "transform", "default"
+        ) != "default":
+            return None
+        specs = {spec.name: spec for spec in signature.inputs}
+        parts: list[_Pass | _Ordinal] = []
+        for _name, trans, cols in ct.transformers_:
+            if isinstance(cols, str) or not all(isinstance(c, str) for c in cols):
+                return None
+            if trans == "drop" or not len(cols):
+                continue
+            if trans == "passthrough" or _identity(trans, FunctionTransformer):
+                for c in cols:
+                    if specs[c].dtype not in _NUMERIC:
+                        return None
+                    parts.append(_Pass(c, specs[c].dtype))
+            elif type(trans) is OrdinalEncoder:
+                parts.extend(_ordinal_parts(trans, cols, specs))
+            else:
+                return None
+        rest = model.steps[1][1] if len(model.steps) == 2 else model[1:]
+        return cls(parts, rest) if parts else None
+
+    def matrix(self, columns: dict[str, list[Any]]) -> np.ndarray | None:
+        """The transformer's float64 output for validated ``columns``; None when this batch must
+        take the full path."""
+        n = len(columns[self._parts[0].column])
+        out = np.empty((n, len(self._parts)), dtype=np.float64)
+        for j, part in enumerate(self._parts):
+            values = columns[part.column]
+            if isinstance(part, _Pass):
+                if part.dtype in ("float32", "float64"):
+                    values = [math.nan if v is None else v for v in values]
+                out[:, j] = np.array(values, dtype=part.dtype)
+                continue
+            codes, unknown = part.codes, part.unknown
+            if unknown is None:
+                try:
+                    out[:, j] = [codes[v] for v in values]
+                except (KeyError, TypeError):  # unknown or missing: the encoder's own answer
+                    return None
+            elif None in values:  # missing: its code depends on what the encoder saw
+                return None
+            else:
+                out[:, j] = [codes.get(v, unknown) for v in values]
+        return out
+
+    def agrees(self, model: Any, frame: Any, columns: dict[str, list[Any]]) -> bool:
+        """Whether the matrix equals the pipeline's own first step on ``frame`` (the DataFrame
+        of ``columns``), bit for bit, and so do the predictions made from it; or, when this
+        input steps aside for these rows, whether the pipeline refuses them (then its own
+        error is the answer either way)."""
+        ours = self.matrix(columns)
+        if ours is None:
+            try:
+                model.steps[0][1].transform(frame)
+            except ValueError:
+                return True
+            return False
+        theirs = np.asarray(model.steps[0][1].transform(frame))
+        if theirs.dtype != ours.dtype or not np.array_equal(theirs, ours, equal_nan=True):
+            return False
+        for method in ("predict", "predict_proba"):
+            if not hasattr(model, method):
+                continue
+            a = np.asarray(getattr(model, method)(frame))
+            b = np.asarray(getattr(self.rest, method)(ours))
+            if a.dtype != b.dtype or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                return False
+        return True
+
+
+def _identity(trans: Any, function_transformer: type) -> bool:
+    """Whether ``trans`` is the identity a fitted ColumnTransformer puts for "passthrough"."""
+    return (
+        type(trans) is function_transformer
+        and getattr(trans, "func", ...) is None
+        and not getattr(trans, "validate", True)
+        and (getattr(trans, "_sklearn_output_config", None) or {}).get("transform", "default")
+        == "default"
+    )
+
+
+def _ordinal_parts(encoder: Any, cols: list[str], specs: dict[str, Any]) -> list[_Ordinal]:
+    if getattr(encoder, "_infrequent_enabled", True) or np.dtype(encoder.dtype) != np.float64:
+        raise ValueError("infrequent categories or a non-float64 output")
+    if encoder.handle_unknown == "use_encoded_value":
+        unknown: float | None = float(encoder.unknown_value)
+    elif encoder.handle_unknown == "error":
+        unknown = None
+    else:
+        raise ValueError(f"handle_unknown={encoder.handle_unknown!r}")
+    parts = []
+    for c, cats in zip(cols, encoder.categories_, strict=True):
+        if specs[c].dtype not in ("string", "category") or cats.dtype != object:
+            raise ValueError(f"column {c!r} is not a string column")
+        codes: dict[str, float] = {}
+        for i, cat in enumerate(cats.tolist()):
+            if isinstance(cat, str):
+                codes[cat] = float(i)
+            elif not (cat is None or (isinstance(cat, float) and math.isnan(cat))):
+                raise ValueError(f"column {c!r} has a category that is not text: {cat!r}")
+        # a missing value (the code of NaN, or the missing code) always takes the full path
+        parts.append(_Ordinal(c, codes, unknown))
+    return parts
