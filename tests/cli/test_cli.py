@@ -122,8 +122,8 @@ def test_user_text_is_printed_literally_never_as_markup(client: Client) -> None:
     assert res.exit_code == 0, res.output
     res = invoke("runs", "show", run.run_id)
     assert res.exit_code == 0 and "[bold]not bold[/bold]" in res.stdout
-    res = invoke("models", "show", "[/x]")
-    assert res.exit_code == 3 and "[/x]" in res.stderr
+    res = invoke("models", "show", "[/x]")  # not a model name: refused, and printed as given
+    assert res.exit_code == 2 and "[/x]" in res.stderr
 
 
 def test_store_urls_are_printed_without_passwords() -> None:

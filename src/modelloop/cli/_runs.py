@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
+from modelloop.cli._output import JsonOpt, cli_client, console, fmt_time, print_json, row
 
 runs_app = typer.Typer(help="List and inspect tracked runs.", no_args_is_help=True)
 experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
@@ -35,9 +35,7 @@ def list_runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first, filtered and ordered in the database."""
-    from modelloop._client import default_client
-
-    page = default_client().search_runs(
+    page = cli_client(writes=False).search_runs(
         experiment or None,
         filter=filter,
         order_by=order_by or (),
@@ -65,9 +63,7 @@ def show_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run: params, latest metrics, tags, datasets and artifacts."""
-    from modelloop._client import default_client
-
-    client = default_client()
+    client = cli_client(writes=False)
     run = client.get_run(run_id)
     datasets = client.store.list_run_datasets(run_id)
     artifacts = client.list_artifacts(run_id)
@@ -112,9 +108,7 @@ def show_run(
 @experiments_app.command("list")
 def list_experiments(as_json: JsonOpt = False) -> None:
     """List experiments, oldest first."""
-    from modelloop._client import default_client
-
-    exps = default_client().store.list_experiments()
+    exps = cli_client(writes=False).store.list_experiments()
     if as_json:
         print_json({"experiments": exps})
         return
