@@ -64,8 +64,10 @@ def _root(
 ) -> None:
     """Track, register, serve, monitor and retrain models as one closed loop.
 
-    Settings come from MODELLOOP_HOME (default ./.modelloop), MODELLOOP_STORE_URL and
-    MODELLOOP_ARTIFACT_ROOT.
+    Settings come from MODELLOOP_HOME (default: the nearest .modelloop folder in the current
+    folder or its parents, as git finds .git; else a new ./.modelloop), MODELLOOP_STORE_URL and
+    MODELLOOP_ARTIFACT_ROOT. A command says on stderr which store it uses when that store was
+    found in a parent folder or is new.
     """
 
 
@@ -108,6 +110,7 @@ def quickstart(
     from modelloop.demo import QUICKSTART_STEPS, run_quickstart
 
     client = cli_client()
+    client.artifacts.check_writable()  # a missing bucket is found now, not after training
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
