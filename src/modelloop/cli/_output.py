@@ -73,7 +73,7 @@ def tell_store(settings: Settings, *, writes: bool = True) -> None:
     """Print :func:`store_note` on stderr, if any (stdout stays clean for ``--json``)."""
     note = store_note(settings, writes=writes)
     if note:
-        err_console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
+        err_console.print(f"[dim]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
 
 
 def cli_client(*, writes: bool = True) -> Client:
