@@ -360,46 +360,15 @@ class Pipeline:
     # -- preparation ------------------------------------------------------------------------
 
     def _prepare(self, ctx: RunContext) -> None:
-        """Check everything that can be checked before any step runs, and report every problem
-        at once (``InvalidInput``, one line each, naming the field); then check that the
-        artifact root can be written (``StoreError``). Sets the task, the model code digest,
-        the tuning metric and the champion. The model is built here (not fitted) to check its
-        params and to tell the task when the spec does not name it."""
-        from modelloop.pipeline._spec import metric_problems, resolve_callable
+        """Check everything that can be checked before any step runs (every problem reported
+        at once, see ``_preflight``), then that the artifact root can be written
+        (``StoreError``); set the task, the model code digest, the tuning metric and the
+        champion."""
+        from modelloop.pipeline._preflight import check_before_run
 
         spec, source = self.spec, self.source
-        problems: list[str] = []
-        if spec.register is not None and spec.register.onnx:
-            from modelloop.registry._onnx import require_converter
-
-            try:
-                require_converter()  # before any step runs, not after the version exists
-            except InvalidInput as exc:
-                problems.append(f"{source}: register.onnx: {exc}")
-        factory = None
-        try:
-            factory = resolve_callable(spec.model.estimator, self.base_dir)
-        except InvalidInput as exc:
-            problems.append(f"{source}: model.estimator: {exc}")
-        if factory is not None:
-            problems += self._model_problems(ctx)
-        problems += self._source_problems()
-        if spec.task is None and factory is not None and not problems:
-            # the task is known only now: check the metric names against it
-            ev = spec.evaluation
-            problems += metric_problems(
-                ctx.task,
-                gates=list(spec.gates),
-                shown=list(ev.metrics),
-                segments=bool(ev.segments),
-                sensitive=bool(ev.sensitive),
-                tune_metric=spec.tune.metric if spec.tune else None,
-                source=source,
-            )
-        if problems:
-            raise InvalidInput("\n".join(dict.fromkeys(problems)))
+        factory, ctx.task = check_before_run(spec, self.base_dir, source)
         ctx.client.artifacts.check_writable()  # a missing bucket, before hours of training
-        assert factory is not None
         estimator: Any = spec.model.estimator
         if isinstance(estimator, str):
             module, sep, attr = estimator.partition(":")
@@ -421,59 +390,6 @@ class Pipeline:
                 ctx.champion = ctx.client.resolve(f"models:/{reg.model_name}@{reg.alias}")
             except NotFound:
                 ctx.champion = None
-
-    def _model_problems(self, ctx: RunContext) -> list[str]:
-        """Whether the estimator takes ``model.params`` and each tuned parameter (built, not
-        fitted); sets ``ctx.task`` when the spec leaves it out."""
-        from modelloop.pipeline._spec import build_model
-
-        spec, source = self.spec, self.source
-        try:
-            model = build_model(spec.model, base_dir=self.base_dir)
-        except InvalidInput as exc:
-            return [f"{source}: {exc}"]
-        if spec.task is None:
-            from sklearn.base import is_classifier
-
-            ctx.task = "classification" if is_classifier(model) else "regression"
-        problems = []
-        if spec.tuning:
-            assert spec.tune is not None
-            for name, space in spec.tune.space.items():
-                value = space.choices[0] if space.choices else space.low
-                if space.type == "int" and value is not None:
-                    value = int(value)
-                try:
-                    build_model(spec.model, {name: value}, base_dir=self.base_dir)
-                except InvalidInput as exc:
-                    detail = str(exc).removeprefix("model.params: ")
-                    problems.append(f"{source}: tune.space.{name}: {detail}")
-        return problems
-
-    def _source_problems(self) -> list[str]:
-        """Whether the data file, the data callable and the reference schema file exist."""
-        from modelloop.pipeline._spec import resolve_callable
-
-        spec, source = self.spec, self.source
-        problems = []
-        src = spec.data
-        if src.path:
-            problem = _data_problem(_data_location(self.base_dir, src.path))
-            if problem:
-                problems.append(f"{source}: data.path: {problem}")
-        if src.callable:
-            try:
-                resolve_callable(src.callable, self.base_dir)
-            except InvalidInput as exc:
-                problems.append(f"{source}: data.callable: {exc}")
-        ref = spec.validation.reference
-        reference_file = ref not in ("champion", "none") and spec.validation.enabled
-        if reference_file and not (self.base_dir / ref).is_file():
-            problems.append(
-                f"{source}: validation.reference: no such file {self.base_dir / ref} "
-                "(a schema JSON file, 'champion' or 'none')"
-            )
-        return problems
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -557,9 +473,11 @@ class Pipeline:
         if not src.cached:
             return uuid.uuid4().hex
         if src.path:
-            location = _data_location(self.base_dir, src.path)
+            from modelloop.pipeline._preflight import data_location, open_data
+
+            location = data_location(self.base_dir, src.path)
             try:
-                with _open_data(location) as fh:
+                with open_data(location) as fh:
                     return hashlib.file_digest(fh, "sha256").hexdigest()
             except FileNotFoundError:
                 raise InvalidInput(f"{self.source}: data.path: no such file {location}") from None
@@ -740,44 +658,6 @@ _STEP_MODULES: dict[str, tuple[str, ...]] = {
     "gate": ("modelloop.pipeline._gates", "modelloop.pipeline._evaluate"),
     "register": ("modelloop.registry",),
 }
-
-
-def _data_location(base_dir: Path, path: str) -> str:
-    """A data path of the spec as a local path (relative to the pipeline file) or a URL, which
-    must not go through pathlib (``s3://b/k`` would become ``s3:/b/k``)."""
-    from modelloop._fs import is_url
-
-    return path if is_url(path) else str(base_dir / path)
-
-
-def _open_data(location: str) -> Any:
-    """A binary file object of a local path or a URL (``FileNotFoundError`` when missing)."""
-    from modelloop._fs import is_url
-
-    if not is_url(location):
-        return open(location, "rb")  # the caller closes it
-    import fsspec
-
-    try:
-        return fsspec.open(location, "rb").open()
-    except ImportError as exc:
-        raise InvalidInput(
-            f"reading {location} needs a file system for its protocol ({exc}); for s3:// "
-            "URLs: pip install 'modelloop[s3]'"
-        ) from None
-
-
-def _data_problem(location: str) -> str | None:
-    """Why the data file cannot be read (for a URL, its file system is asked), or None."""
-    try:
-        with _open_data(location):
-            return None
-    except FileNotFoundError:
-        return f"no such file {location}"
-    except InvalidInput as exc:
-        return str(exc)
-    except OSError as exc:  # permissions, an unreachable object store
-        return f"cannot read {location}: {type(exc).__name__}: {exc}"
 
 
 def _importable(obj: Any, *, needed: bool, source: str) -> Any:

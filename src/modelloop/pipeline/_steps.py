@@ -61,9 +61,9 @@ def load_source(ctx: RunContext) -> pd.DataFrame:
     src = ctx.spec.data
     if src.path:
         from modelloop._fs import url_suffix
-        from modelloop.pipeline._runner import _data_location
+        from modelloop.pipeline._preflight import data_location
 
-        path = _data_location(ctx.base_dir, src.path)  # a URL stays a URL
+        path = data_location(ctx.base_dir, src.path)  # a URL stays a URL
         fmt = src.format or ("csv" if url_suffix(path) == ".csv" else "parquet")
         try:
             if fmt == "csv":
