@@ -452,6 +452,7 @@ def apply_overrides(
     import copy
 
     data = copy.deepcopy(dict(raw))
+    errors: list[str] = []  # every wrong override, reported together
     if isinstance(overrides, Mapping):
         items = [(str(k), v) for k, v in overrides.items()]
     else:
@@ -459,29 +460,39 @@ def apply_overrides(
         for item in overrides:
             key, sep, text = item.partition("=")
             if not sep or not key.strip():
-                raise InvalidInput(f"--set {item!r}: expected key.path=value")
+                errors.append(f"--set {item!r}: expected key.path=value")
+                continue
             items.append((key.strip(), _override_value(text)))
     for key, value in items:
-        parts = key.split(".")
-        if any(not p for p in parts):
-            raise InvalidInput(f"{source}: override key {key!r} has an empty part")
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                node = node[_index(node, part, key)]
-                continue
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict | list):
-                where = ".".join(parts[: i + 1])
-                raise InvalidInput(f"{source}: cannot set {key!r}: {where} is not a mapping")
-            node = nxt
-        if isinstance(node, list):
-            node[_index(node, parts[-1], key)] = value
-        else:
-            node[parts[-1]] = value
+        try:
+            _set_path(data, key, value, source)
+        except InvalidInput as exc:
+            errors.append(str(exc))
+    if errors:
+        raise InvalidInput("\n".join(errors))
     return data
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise InvalidInput(f"{source}: override key {key!r} has an empty part")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_index(node, part, key)]
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, dict | list):
+            where = ".".join(parts[: i + 1])
+            raise InvalidInput(f"{source}: cannot set {key!r}: {where} is not a mapping")
+        node = nxt
+    if isinstance(node, list):
+        node[_index(node, parts[-1], key)] = value
+    else:
+        node[parts[-1]] = value
 
 
 def _index(node: list[Any], part: str, key: str) -> int:
