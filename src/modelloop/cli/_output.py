@@ -56,16 +56,25 @@ def fail(error: ModelloopError) -> typer.Exit:
 def store_note(settings: Settings, *, writes: bool = True) -> str | None:
     """What to tell on stderr about the store in use: when it was found in a parent folder
     (for a command that writes) or is new; None when it is the one a user expects."""
-    from modelloop._config import HOME_DIR_NAME
+    from modelloop._config import HOME_DIR_NAME, redact_url
 
     home = settings.home
+    # with MODELLOOP_STORE_URL, the home holds only local files (logs, caches, maybe artifacts)
+    what = "store" if settings.store_url is None else "home folder"
+    elsewhere = (
+        "" if settings.store_url is None else f"; the store is {redact_url(settings.store_url)}"
+    )
     if settings.home_origin == "new":
         return (
-            f"no {HOME_DIR_NAME} folder in {home.parent} or its parents: using a new store in "
-            f"{home} (set MODELLOOP_HOME, or run from the folder that holds your store)"
+            f"no {HOME_DIR_NAME} folder in {home.parent} or its parents: using a new {what} in "
+            f"{home}{elsewhere} (set MODELLOOP_HOME, or run from the folder that holds your "
+            "store)"
         )
     if settings.home_origin == "parent" and writes:
-        return f"using the store in {home} (found in a parent folder; MODELLOOP_HOME overrides)"
+        return (
+            f"using the {what} in {home} (found in a parent folder; MODELLOOP_HOME "
+            f"overrides){elsewhere}"
+        )
     return None
 
 
