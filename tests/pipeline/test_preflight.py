@@ -137,6 +137,27 @@ def test_params_data_and_reference_problems_come_together_before_any_run(
     )
 
 
+def test_a_parameter_value_the_estimator_refuses_is_found_before_training(
+    home: Path, write_spec: Any, cancer_spec: dict[str, Any]
+) -> None:
+    from modelloop import Client, Settings
+
+    cancer_spec["task"] = "classification"
+    result = _cli(str(write_spec(cancer_spec)), "--set", "model.params.learning_rate=-1e-1")
+    assert result.exit_code == 2, result.output
+    stderr = " ".join(result.stderr.split())
+    assert (
+        "modelloop.yaml: model.params: The 'learning_rate' parameter of "
+        "HistGradientBoostingClassifier must be a float in the range (0.0, inf). Got -0.1"
+    ) in stderr
+    assert "Traceback" not in result.output
+    client = Client(Settings.from_env())
+    try:
+        assert not client.search_runs().items  # stopped before the load step
+    finally:
+        client.close()
+
+
 def test_a_missing_bucket_is_found_before_the_first_step(
     s3_server: Any,
     home: Path,

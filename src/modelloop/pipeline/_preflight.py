@@ -78,6 +78,9 @@ def _model_problems(spec: PipelineSpec, base_dir: Path, source: str) -> tuple[st
 
         task = "classification" if is_classifier(model) else "regression"
     problems = []
+    bad_value = _param_value_problem(model)
+    if bad_value:
+        problems.append(f"{source}: model.params: {bad_value}")
     if spec.tuning:
         assert spec.tune is not None
         for name, space in spec.tune.space.items():
@@ -90,6 +93,30 @@ def _model_problems(spec: PipelineSpec, base_dir: Path, source: str) -> tuple[st
                 detail = str(exc).removeprefix("model.params: ")
                 problems.append(f"{source}: tune.space.{name}: {detail}")
     return task, problems
+
+
+def _param_value_problem(model: Any) -> str | None:
+    """A parameter value scikit-learn would refuse when fitting (``learning_rate=-0.1``),
+    found without fitting: the checks scikit-learn estimators declare for their parameters,
+    run on the model and on every estimator inside it (a pipeline's steps)."""
+    estimators = [model]
+    if hasattr(model, "get_params"):
+        try:
+            nested = model.get_params(deep=True).values()
+        except Exception:  # a user's estimator with an unusual get_params: nothing to check
+            nested = []
+        estimators += [v for v in nested if hasattr(v, "get_params") and not isinstance(v, type)]
+    for est in estimators:
+        validate = getattr(est, "_validate_params", None)  # scikit-learn >= 1.2
+        if not callable(validate):
+            continue
+        try:
+            validate()
+        except ValueError as exc:  # InvalidParameterError
+            return " ".join(str(exc).split())
+        except Exception:  # a check that cannot run here is left to fitting
+            continue
+    return None
 
 
 def _source_problems(spec: PipelineSpec, base_dir: Path, source: str) -> list[str]:
