@@ -73,7 +73,8 @@ def run_pipeline(
     Unchanged steps are reused from the cache. Exit codes: 0 when every gate passed (and the
     model was registered if the file has a register section); 10 when a gate failed (nothing
     registered); 11 when data validation found a hard violation (stopped before training);
-    2 for an invalid pipeline file or --set value; other errors use the usual codes.
+    2 for an invalid pipeline file or --set value (every problem found is listed before any step
+    runs); 7 when the artifact root cannot be written; other errors use the usual codes.
     """
     from modelloop.cli._output import require_extra
 
