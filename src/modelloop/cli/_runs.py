@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import JsonOpt, cli_client, console, fmt_time, print_json, row
+from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
 
 runs_app = typer.Typer(help="List and inspect tracked runs.", no_args_is_help=True)
 experiments_app = typer.Typer(help="List experiments.", no_args_is_help=True)
@@ -35,6 +35,8 @@ def list_runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first, filtered and ordered in the database."""
+    from modelloop.cli._output import cli_client
+
     page = cli_client(writes=False).search_runs(
         experiment or None,
         filter=filter,
@@ -63,6 +65,8 @@ def show_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run: params, latest metrics, tags, datasets and artifacts."""
+    from modelloop.cli._output import cli_client
+
     client = cli_client(writes=False)
     run = client.get_run(run_id)
     datasets = client.store.list_run_datasets(run_id)
@@ -108,6 +112,8 @@ def show_run(
 @experiments_app.command("list")
 def list_experiments(as_json: JsonOpt = False) -> None:
     """List experiments, oldest first."""
+    from modelloop.cli._output import cli_client
+
     exps = cli_client(writes=False).store.list_experiments()
     if as_json:
         print_json({"experiments": exps})
