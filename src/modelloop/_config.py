@@ -6,8 +6,16 @@ import getpass
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["DEFAULT_TRUSTED_TYPES", "Settings", "redact_url"]
+__all__ = [
+    "DEFAULT_TRUSTED_TYPES",
+    "HOME_DIR_NAME",
+    "HomeOrigin",
+    "Settings",
+    "find_home",
+    "redact_url",
+]
 
 #: Types a skops model file may contain beyond skops' own safe defaults. The list lives here, in
 #: modelloop's configuration, and never comes from the artifact being loaded. Users extend it with
@@ -27,26 +35,54 @@ DEFAULT_TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def _home_from_env() -> Path:
-    return Path(os.environ.get("MODELLOOP_HOME", ".modelloop"))  # normalised in __post_init__
+#: The folder modelloop keeps its store in when ``MODELLOOP_HOME`` is not set.
+HOME_DIR_NAME = ".modelloop"
+
+#: How the home folder was chosen: ``env`` (``MODELLOOP_HOME``), ``given`` (by the caller),
+#: ``here`` (``./.modelloop`` exists), ``parent`` (``.modelloop`` of a parent folder), ``new``
+#: (none found: ``./.modelloop``, created on first use).
+HomeOrigin = Literal["env", "given", "here", "parent", "new"]
+
+
+def find_home(start: str | os.PathLike[str] | None = None) -> tuple[Path, HomeOrigin]:
+    """The nearest existing ``.modelloop`` folder in ``start`` (default: the current folder) or
+    one of its parents, as git finds ``.git``; else ``<start>/.modelloop``, marked ``new``."""
+    here = Path(start if start is not None else Path.cwd()).expanduser().absolute()
+    for folder in (here, *here.parents):
+        if (folder / HOME_DIR_NAME).is_dir():
+            return folder / HOME_DIR_NAME, "here" if folder == here else "parent"
+    return here / HOME_DIR_NAME, "new"
+
+
+def _home_from_env() -> tuple[Path, HomeOrigin]:
+    if os.environ.get("MODELLOOP_HOME"):
+        return Path(os.environ["MODELLOOP_HOME"]), "env"  # normalised in __post_init__
+    return find_home()
 
 
 @dataclass(frozen=True)
 class Settings:
     """Where modelloop keeps its metadata and artifacts, and whom it acts for.
 
-    ``Settings.from_env()`` reads ``MODELLOOP_HOME`` (default ``./.modelloop``),
-    ``MODELLOOP_STORE_URL`` (default: a SQLite file in the home), ``MODELLOOP_ARTIFACT_ROOT``
-    (default: ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES`` and ``MODELLOOP_USER``.
+    ``Settings.from_env()`` reads ``MODELLOOP_HOME`` (default: the nearest ``.modelloop`` folder
+    in the current folder or its parents, else ``./.modelloop``), ``MODELLOOP_STORE_URL``
+    (default: a SQLite file in the home), ``MODELLOOP_ARTIFACT_ROOT`` (default:
+    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES`` and ``MODELLOOP_USER``. Without a
+    ``home``, ``Settings()`` chooses it the same way; ``home_origin`` says how it was chosen.
     """
 
-    home: Path = field(default_factory=_home_from_env)
+    home: Path = None  # type: ignore[assignment]  # None: chosen as from_env does
     store_url: str | None = None
     artifact_root: str | None = None
     trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
     user: str = field(default_factory=lambda: os.environ.get("MODELLOOP_USER") or _login())
+    home_origin: HomeOrigin = field(default="given", compare=False)
 
     def __post_init__(self) -> None:
+        if self.home is None:
+            home, origin = _home_from_env()
+            object.__setattr__(self, "home", home)
+            object.__setattr__(self, "home_origin", origin)
         # Accept a str (or any path-like) for home; keep everything downstream a Path.
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
         object.__setattr__(self, "trusted_types", tuple(self.trusted_types))
@@ -57,11 +93,15 @@ class Settings:
         extra = tuple(
             t.strip() for t in os.environ.get("MODELLOOP_TRUSTED_TYPES", "").split(",") if t.strip()
         )
+        home, origin = _home_from_env()
+        if "home" in overrides:
+            home, origin = overrides.pop("home"), "given"  # type: ignore[assignment]
         base = cls(
-            home=_home_from_env(),
+            home=home,
             store_url=os.environ.get("MODELLOOP_STORE_URL") or None,
             artifact_root=os.environ.get("MODELLOOP_ARTIFACT_ROOT") or None,
             trusted_types=DEFAULT_TRUSTED_TYPES + extra,
+            home_origin=origin,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 

@@ -122,8 +122,8 @@ def test_user_text_is_printed_literally_never_as_markup(client: Client) -> None:
     assert res.exit_code == 0, res.output
     res = invoke("runs", "show", run.run_id)
     assert res.exit_code == 0 and "[bold]not bold[/bold]" in res.stdout
-    res = invoke("models", "show", "[/x]")
-    assert res.exit_code == 3 and "[/x]" in res.stderr
+    res = invoke("models", "show", "[/x]")  # not a model name: refused, and printed as given
+    assert res.exit_code == 2 and "[/x]" in res.stderr
 
 
 def test_store_urls_are_printed_without_passwords() -> None:
@@ -204,3 +204,113 @@ def test_models_convert_attaches_or_declines_with_exit_codes(
 
     res = invoke("models", "convert", "cancer/1", "--check-data", str(tmp_path / "nope.csv"))
     assert res.exit_code == 2 and "no such data file" in res.output
+
+
+def test_models_show_takes_an_alias_or_a_version(registered: str, client: Client) -> None:
+    client.set_alias("cancer", "champion", 1)
+    shown = json.loads(invoke("models", "show", "cancer@champion", "--json").stdout)
+    assert shown["model"]["name"] == "cancer"
+    assert [v["version"] for v in shown["versions"]] == [1]
+    assert shown["versions"][0]["aliases"] == ["champion"]
+    shown = json.loads(invoke("models", "show", "cancer/2", "--json").stdout)
+    assert [v["version"] for v in shown["versions"]] == [2]
+    table = invoke("models", "show", "cancer@champion")
+    assert table.exit_code == 0 and "champion" in table.stdout
+    missing = invoke("models", "show", "cancer@nope")
+    assert missing.exit_code == 3 and "has no alias 'nope'" in missing.stderr
+    unknown = invoke("models", "show", "nope@champion")
+    assert unknown.exit_code == 3
+    assert "registered model 'nope' does not exist" in " ".join(unknown.stderr.split())
+
+
+def _modelloop(home, *args: str, prelude: str = "", **env: str):
+    """``python -m modelloop ARGS`` in a real process (after running ``prelude``)."""
+    import os
+    import subprocess
+    import sys
+
+    argv = f"sys.argv = ['modelloop', *{list(args)!r}]"
+    code = "\n".join([prelude, "import sys", "from modelloop.cli import main", argv, "main()"])
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "MODELLOOP_HOME": str(home), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_serving_an_unknown_model_says_there_is_no_such_model(home) -> None:
+    pytest.importorskip("uvicorn")
+    out = _modelloop(home, "serve", "nope@champion", "--port", "0")
+    assert out.returncode == 3, out.stderr
+    assert "error: registered model 'nope' does not exist" in out.stderr
+    assert "has no alias" not in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_postgresql_url_without_the_driver_is_one_line_naming_the_extra(home) -> None:
+    # psycopg made unimportable, as in an install without the postgres extra
+    out = _modelloop(
+        home,
+        "runs",
+        "list",
+        prelude="import sys\nsys.modules['psycopg'] = None",
+        MODELLOOP_STORE_URL="postgresql://someone:secret@127.0.0.1:5432/ml",
+    )
+    assert out.returncode == 2, out.stderr
+    text = " ".join(out.stderr.split())
+    assert text.startswith("error: store URL postgresql+psycopg://someone:***@127.0.0.1:5432/ml")
+    assert "needs the PostgreSQL driver psycopg" in text
+    assert "pip install 'modelloop[postgres]'" in text
+    assert "Traceback" not in out.stderr and "secret" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) <= 3  # one message (wrapped at 80 columns)
+
+
+def test_check_data_given_as_a_url_is_not_mangled(
+    client: Client, breast_cancer, tmp_path, s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("skl2onnx")
+    from s3_support import BUCKET
+
+    X, y = breast_cancer
+    with client.start_run("cancer") as run:
+        run.log_model(LogisticRegression(max_iter=5000).fit(X, y), "model", input_example=X.head(3))
+    client.register_model(run.run_id, "cancer")
+    check = tmp_path / "check.parquet"
+    X.head(60).to_parquet(check)
+    res = invoke("models", "convert", "cancer/1", "--check-data", check.as_uri(), "--json")
+    assert res.exit_code == 0, res.output  # file:///... read as a URL
+    assert json.loads(res.stdout)["check_rows"] == 60
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    s3_server.client().put_object(Bucket=BUCKET, Key="check/rows.parquet", Body=check.read_bytes())
+    url = f"s3://{BUCKET}/check/rows.parquet"
+    res = invoke("models", "convert", "cancer/1", "--check-data", url, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["check_rows"] == 60
+    res = invoke("models", "convert", "cancer/1", "--check-data", f"s3://{BUCKET}/check/no.csv")
+    assert res.exit_code == 2
+    assert f"no such data file: s3://{BUCKET}/check/no.csv" in " ".join(res.stderr.split())
+
+
+def test_quickstart_finds_a_missing_bucket_before_training(
+    home, s3_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    monkeypatch.setenv("MODELLOOP_ARTIFACT_ROOT", "s3://no-such-bucket/ml")
+    started = time.perf_counter()
+    res = invoke("quickstart", "--json")
+    assert res.exit_code == 7, res.output
+    text = " ".join(res.stderr.split())
+    assert (
+        "the bucket 'no-such-bucket' does not exist" in text and "MODELLOOP_ARTIFACT_ROOT" in text
+    )
+    assert time.perf_counter() - started < 15  # not after training
+    from modelloop import Settings
+
+    c = Client(Settings.from_env(artifact_root=str(home / "artifacts")))
+    try:
+        assert not c.search_runs().items  # nothing was started
+    finally:
+        c.close()

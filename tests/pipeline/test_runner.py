@@ -358,8 +358,9 @@ def test_a_foreign_error_in_a_step_is_one_line_naming_the_step(
     from modelloop.exceptions import InvalidInput
 
     cancer_spec["task"] = "classification"
-    bad = _pipeline(cancer_spec, cancer_csv.parent, **{"model.params.learning_rate": -1.0})
-    with pytest.raises(InvalidInput, match=r"^step train failed: InvalidParameterError: ") as exc:
+    # a column name only the training data refutes (a wrong value is refused before any step)
+    bad = _pipeline(cancer_spec, cancer_csv.parent, **{"model.params.categorical_features": ["x"]})
+    with pytest.raises(InvalidInput, match=r"^step train failed: ValueError: ") as exc:
         bad.run(client)
     assert "\n" not in str(exc.value) and exc.value.__cause__ is not None
 

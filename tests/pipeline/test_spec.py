@@ -148,6 +148,20 @@ def test_override_errors_name_the_key(cancer_spec: dict[str, Any]) -> None:
         parse_spec(cancer_spec, overrides={"split.test_size": "half"})
 
 
+def test_every_wrong_override_is_reported_at_once(cancer_spec: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        apply_overrides(
+            cancer_spec,
+            ["model.params.max_iter", "target.x=1", "split.seed=3", "gates.5=auc > 0"],
+            source="modelloop.yaml",
+        )
+    assert _errors(exc) == [
+        "--set 'model.params.max_iter': expected key.path=value",
+        "modelloop.yaml: cannot set 'target.x': target is not a mapping",
+        "override 'gates.5': '5' is not an index of a list of 1",
+    ]
+
+
 def test_python_api_accepts_dict_or_spec(cancer_spec: dict[str, Any], cancer_csv: Path) -> None:
     from_dict = Pipeline(cancer_spec, base_dir=cancer_csv.parent)
     from_model = Pipeline(PipelineSpec(**cancer_spec), base_dir=cancer_csv.parent)

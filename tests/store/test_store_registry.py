@@ -185,6 +185,19 @@ def test_alias_errors(store: SqlStore, model: str) -> None:
     ]
 
 
+def test_an_unknown_model_is_named_as_such_not_as_a_missing_alias(
+    store: SqlStore, model: str
+) -> None:
+    with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
+        store.get_version_by_alias("nope", "champion")
+    with pytest.raises(NotFound, match="registered model 'nope' does not exist"):
+        store.get_model_version("nope", 1)
+    with pytest.raises(NotFound, match="model 'm' has no alias 'champion'"):
+        store.get_version_by_alias(model, "champion")
+    with pytest.raises(NotFound, match="model 'm' has no version 9"):
+        store.get_model_version(model, 9)
+
+
 # -- audit ------------------------------------------------------------------------------------
 
 

@@ -192,6 +192,37 @@ class ArtifactStore:
                     out.discard()
                 raise
 
+    def check_writable(self) -> None:
+        """Write and remove a small probe under ``<root>/tmp/``, so that a root that cannot be
+        written (a missing bucket, no permission, a read-only folder) is found before any work
+        is done: ``StoreError`` naming the root and the fix."""
+        name = f"write-check-{secrets.token_hex(8)}"
+        try:
+            if self._fs is None:
+                tmp_dir = os.path.join(self._root, "tmp")
+                _ensure_dir(tmp_dir)
+                probe = os.path.join(tmp_dir, name)
+                with open(probe, "xb"):
+                    pass
+                os.unlink(probe)
+                return
+            probe = f"{self._root}/tmp/{name}"
+            self._fs.pipe_file(probe, b"")
+            self._fs.rm_file(probe)
+        except FileNotFoundError as exc:
+            bucket = self._root.partition("://")[2].split("/")[0]
+            what = f"the bucket {bucket!r} does not exist" if self._fs else "a folder is missing"
+            raise StoreError(
+                f"artifact root {self._root}: {what} ({exc}); create it, or point "
+                "MODELLOOP_ARTIFACT_ROOT at one that exists"
+            ) from exc
+        except Exception as exc:  # permissions, credentials, an unreachable endpoint
+            raise StoreError(
+                f"artifact root {self._root} cannot be written: {type(exc).__name__}: {exc}; "
+                "check its permissions (for S3: the credentials, the bucket policy and "
+                "AWS_ENDPOINT_URL)"
+            ) from exc
+
     # -- reading -------------------------------------------------------------------------------
 
     def read_bytes(self, digest: str) -> bytes:

@@ -12,7 +12,7 @@ from modelloop.cli._demo import demo_app
 from modelloop.cli._loop import loop_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
-from modelloop.cli._output import JsonOpt, console, fail, print_json
+from modelloop.cli._output import JsonOpt, cli_client, console, fail, print_json
 from modelloop.cli._pipeline import pipeline_app
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.cli._serve import serve_command
@@ -66,17 +66,17 @@ def _root(
 ) -> None:
     """Track, register, serve, monitor and retrain models as one closed loop.
 
-    Settings come from MODELLOOP_HOME (default ./.modelloop), MODELLOOP_STORE_URL and
-    MODELLOOP_ARTIFACT_ROOT.
+    Settings come from MODELLOOP_HOME (default: the nearest .modelloop folder in the current
+    folder or its parents, as git finds .git; else a new ./.modelloop), MODELLOOP_STORE_URL and
+    MODELLOOP_ARTIFACT_ROOT. A command says on stderr which store it uses when that store was
+    found in a parent folder or is new.
     """
 
 
 @db_app.command("upgrade")
 def db_upgrade(as_json: JsonOpt = False) -> None:
     """Create or migrate the metadata store schema to the newest revision."""
-    from modelloop._client import default_client
-
-    client = default_client()
+    client = cli_client()
     revision = client.store.upgrade()
     url = client.settings.resolved_store_url
     if as_json:
@@ -93,9 +93,7 @@ def gc(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove leftovers of interrupted writes (temporary blobs, half-built model caches)."""
-    from modelloop._client import default_client
-
-    removed = default_client().cleanup(older_than)
+    removed = cli_client().cleanup(older_than)
     if as_json:
         print_json(removed)
     else:
@@ -111,10 +109,10 @@ def quickstart(
     """Train a flight-delay model on NYC flights Jan-Feb 2013, log it, register it as champion."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from modelloop._client import default_client
     from modelloop.demo import QUICKSTART_STEPS, run_quickstart
 
-    client = default_client()
+    client = cli_client()
+    client.artifacts.check_writable()  # a missing bucket is found now, not after training
     progress = Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from modelloop.cli._output import JsonOpt, console, print_json
+from modelloop.cli._output import JsonOpt, cli_client, console, print_json
 from modelloop.exceptions import InvalidInput
 
 demo_app = typer.Typer(help="Demo traffic from the bundled NYC flights data.", no_args_is_help=True)
@@ -38,11 +38,10 @@ def replay(
 ) -> None:
     """Score sampled flights with a registered model into its prediction log, with their real
     delays as feedback labels, as if a server had answered them."""
-    from modelloop._client import default_client
     from modelloop.demo import replay_flights
 
     result = replay_flights(
-        default_client(), model, months=_months(months), rows=rows, seed=seed, minutes=minutes
+        cli_client(), model, months=_months(months), rows=rows, seed=seed, minutes=minutes
     )
     if as_json:
         print_json(result)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import JsonOpt, console, fmt_time, print_json, row
+from modelloop.cli._output import JsonOpt, cli_client, console, fmt_time, print_json, row
 from modelloop.registry._onnx import ONNX_TAG
 
 models_app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
@@ -20,9 +19,7 @@ models_app.add_typer(alias_app, name="alias")
 @models_app.command("list")
 def list_models(as_json: JsonOpt = False) -> None:
     """List registered models with their latest version and aliases."""
-    from modelloop._client import default_client
-
-    models = default_client().list_registered_models()
+    models = cli_client(writes=False).list_registered_models()
     if as_json:
         print_json({"models": models})
         return
@@ -37,15 +34,21 @@ def list_models(as_json: JsonOpt = False) -> None:
 
 @models_app.command("show")
 def show_model(
-    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    name: Annotated[
+        str, typer.Argument(help="NAME (every version), or NAME@ALIAS or NAME/VERSION (one).")
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Show a model's versions, aliases and the runs they came from."""
-    from modelloop._client import default_client
+    from modelloop.registry._uri import parse_model_spec
 
-    client = default_client()
-    model = client.get_registered_model(name)
-    versions = client.list_model_versions(name)
+    ref = parse_model_spec(name)
+    client = cli_client(writes=False)
+    model = client.get_registered_model(ref.name)
+    if ref.alias is not None or ref.version is not None:
+        versions = [client.resolve(ref)]
+    else:
+        versions = client.list_model_versions(ref.name)
     if as_json:
         print_json({"model": model, "versions": versions})
         return
@@ -76,9 +79,7 @@ def set_alias(
     as_json: JsonOpt = False,
 ) -> None:
     """Point NAME@ALIAS at VERSION (atomically; audited)."""
-    from modelloop._client import default_client
-
-    before = default_client().set_alias(name, alias, version)
+    before = cli_client().set_alias(name, alias, version)
     if as_json:
         print_json({"name": name, "alias": alias, "version": version, "previous": before})
         return
@@ -93,9 +94,7 @@ def delete_alias(
     as_json: JsonOpt = False,
 ) -> None:
     """Remove NAME@ALIAS (audited)."""
-    from modelloop._client import default_client
-
-    version = default_client().delete_alias(name, alias)
+    version = cli_client().delete_alias(name, alias)
     if as_json:
         print_json({"name": name, "alias": alias, "deleted": True, "version": version})
         return
@@ -106,10 +105,11 @@ def delete_alias(
 def convert_model(
     model: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME/VERSION.")],
     check_data: Annotated[
-        Path | None,
+        str | None,  # a URL (s3://...) must not go through pathlib
         typer.Option(
             "--check-data",
-            help="Rows (.parquet or .csv) the ONNX model must agree with scikit-learn on; "
+            help="Rows (.parquet or .csv; a path or a URL such as s3://bucket/key.parquet) "
+            "the ONNX model must agree with scikit-learn on; "
             "extra columns are ignored, at most 10,000 rows are used. Default: the input "
             "example.",
         ),
@@ -123,12 +123,12 @@ def convert_model(
     predicts the version with onnxruntime alone (faster, and it starts without scikit-learn).
     Exits 1 when the model is declined, with the reason.
     """
-    from modelloop._client import default_client
     from modelloop.cli._output import read_frame
 
+    client = cli_client()
     frame = read_frame(check_data) if check_data is not None else None
     with console.status(f"converting {escape(model)} to ONNX and checking it…"):
-        result = default_client().convert_model(model, check_data=frame)
+        result = client.convert_model(model, check_data=frame)
     if as_json:
         print_json(result)
     elif result.converted:

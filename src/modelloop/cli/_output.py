@@ -20,6 +20,9 @@ from modelloop.exceptions import ModelloopError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -48,6 +51,48 @@ def fail(error: ModelloopError) -> typer.Exit:
     """Report a library error on stderr; return the Exit carrying its exit code."""
     err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
     return typer.Exit(error.exit_code)
+
+
+def store_note(settings: Settings, *, writes: bool = True) -> str | None:
+    """What to tell on stderr about the store in use: when it was found in a parent folder
+    (for a command that writes) or is new; None when it is the one a user expects."""
+    from modelloop._config import HOME_DIR_NAME, redact_url
+
+    home = settings.home
+    # with MODELLOOP_STORE_URL, the home holds only local files (logs, caches, maybe artifacts)
+    what = "store" if settings.store_url is None else "home folder"
+    elsewhere = (
+        "" if settings.store_url is None else f"; the store is {redact_url(settings.store_url)}"
+    )
+    if settings.home_origin == "new":
+        return (
+            f"no {HOME_DIR_NAME} folder in {home.parent} or its parents: using a new {what} in "
+            f"{home}{elsewhere} (set MODELLOOP_HOME, or run from the folder that holds your "
+            "store)"
+        )
+    if settings.home_origin == "parent" and writes:
+        return (
+            f"using the {what} in {home} (found in a parent folder; MODELLOOP_HOME "
+            f"overrides){elsewhere}"
+        )
+    return None
+
+
+def tell_store(settings: Settings, *, writes: bool = True) -> None:
+    """Print :func:`store_note` on stderr, if any (stdout stays clean for ``--json``)."""
+    note = store_note(settings, writes=writes)
+    if note:
+        err_console.print(f"[dim]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def cli_client(*, writes: bool = True) -> Client:
+    """The client of the current settings, after telling which store it uses where that may
+    surprise (see :func:`store_note`)."""
+    from modelloop._client import default_client
+    from modelloop._config import Settings
+
+    tell_store(Settings.from_env(), writes=writes)  # not the cached client's: found afresh
+    return default_client()
 
 
 def row(*values: object) -> list[Text]:
@@ -80,12 +125,23 @@ def require_extra(extra: str, *modules: str) -> None:
         )
 
 
-def read_frame(path: Path) -> pd.DataFrame:
-    """A data file given on the command line (.parquet, else CSV), or ``InvalidInput``."""
+def read_frame(location: str | Path) -> pd.DataFrame:
+    """A data file given on the command line (.parquet, else CSV), a local path or a URL
+    (``s3://bucket/key.parquet``, ``file:///...``), or ``InvalidInput`` naming it."""
     import pandas as pd
 
+    from modelloop._fs import is_url, url_suffix
     from modelloop.exceptions import InvalidInput
 
-    if not path.is_file():
-        raise InvalidInput(f"no such data file: {path}")
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    text = str(location)
+    if not is_url(text) and not Path(text).is_file():
+        raise InvalidInput(f"no such data file: {text}")
+    parquet = url_suffix(text) == ".parquet"
+    try:
+        return pd.read_parquet(text) if parquet else pd.read_csv(text)
+    except FileNotFoundError:
+        raise InvalidInput(f"no such data file: {text}") from None
+    except ImportError as exc:  # fsspec has no file system for this protocol installed
+        raise InvalidInput(
+            f"cannot read {text}: {exc} (for s3:// URLs: pip install 'modelloop[s3]')"
+        ) from None

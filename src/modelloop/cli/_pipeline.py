@@ -9,7 +9,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import JsonOpt, console, err_console, fail, print_json, row
+from modelloop.cli._output import (
+    JsonOpt,
+    cli_client,
+    console,
+    err_console,
+    fail,
+    print_json,
+    row,
+)
 from modelloop.exceptions import ModelloopError
 
 if TYPE_CHECKING:
@@ -65,9 +73,9 @@ def run_pipeline(
     Unchanged steps are reused from the cache. Exit codes: 0 when every gate passed (and the
     model was registered if the file has a register section); 10 when a gate failed (nothing
     registered); 11 when data validation found a hard violation (stopped before training);
-    2 for an invalid pipeline file or --set value; other errors use the usual codes.
+    2 for an invalid pipeline file or --set value (every problem found is listed before any step
+    runs); 7 when the artifact root cannot be written; other errors use the usual codes.
     """
-    from modelloop._client import default_client
     from modelloop.cli._output import require_extra
 
     require_extra("pipeline", "yaml", "pydantic", "optuna", "pandera", "plotly")
@@ -76,7 +84,7 @@ def run_pipeline(
 
     try:
         pipeline = Pipeline.from_file(file, set_ or [])
-        client = default_client()
+        client = cli_client()
         result = _run_with_progress(pipeline, client, no_cache, workers, as_json)
     except DataValidationError as exc:
         text = str(exc).removeprefix("data validation failed:").lstrip()

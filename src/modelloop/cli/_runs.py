@@ -37,9 +37,9 @@ def list_runs(
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first, filtered and ordered in the database."""
-    from modelloop._client import default_client
+    from modelloop.cli._output import cli_client
 
-    page = default_client().search_runs(
+    page = cli_client(writes=False).search_runs(
         experiment or None,
         filter=filter,
         order_by=order_by or (),
@@ -67,9 +67,9 @@ def show_run(
     as_json: JsonOpt = False,
 ) -> None:
     """Show one run: params, latest metrics, tags, datasets and artifacts."""
-    from modelloop._client import default_client
+    from modelloop.cli._output import cli_client
 
-    client = default_client()
+    client = cli_client(writes=False)
     run = client.get_run(run_id)
     datasets = client.store.list_run_datasets(run_id)
     artifacts = client.list_artifacts(run_id)
@@ -162,9 +162,9 @@ def gc_runs(
 @experiments_app.command("list")
 def list_experiments(as_json: JsonOpt = False) -> None:
     """List experiments, oldest first."""
-    from modelloop._client import default_client
+    from modelloop.cli._output import cli_client
 
-    exps = default_client().store.list_experiments()
+    exps = cli_client(writes=False).store.list_experiments()
     if as_json:
         print_json({"experiments": exps})
         return

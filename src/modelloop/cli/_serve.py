@@ -144,7 +144,7 @@ def serve_command(
     /v1 (docs at /docs), Prometheus metrics at /metrics."""
     import logging
 
-    from modelloop.cli._output import require_extra
+    from modelloop.cli._output import require_extra, tell_store
 
     require_extra("serve", "fastapi", "uvicorn", "prometheus_client")
     if onnx:
@@ -173,12 +173,14 @@ def serve_command(
         canary=_canaries(canary or []),
         shadow=tuple((_model_name(s), s) for s in shadow or []),
     )
+    settings = Settings.from_env()
+    tell_store(settings)
     serve(
         models,
         host=host,
         port=port,
         config=config,
-        settings=Settings.from_env(),
+        settings=settings,
         allow_unauthenticated=allow_unauthenticated,
         drain_delay_s=drain_delay,
         log_level=log_level,

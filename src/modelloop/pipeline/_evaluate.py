@@ -11,8 +11,10 @@ multiclass from the labels — or ``"regression"``):
 - always ``p95_latency_ms``: the 95th percentile over ``latency_repeats`` (20) timed calls of
   predicting one batch of ``latency_batch_rows`` rows, after one untimed warm-up call
   (``predict_proba`` for classifiers that have it, else ``predict``), with native thread pools
-  (OpenMP, BLAS) limited to ``latency_threads`` (1: one serving worker; on a busy machine
-  spinning thread pools make the figure erratic; None leaves them as they are);
+  (OpenMP, BLAS) limited to ``latency_threads`` (1: one serving worker; None leaves them as
+  they are). The time is the CPU time of the call (of the calling thread with one thread, of
+  the process otherwise), not wall time: on a busy machine the wall time of a call grows with
+  the time other processes hold the CPU, its CPU time hardly moves;
 - ``segment_gap`` when segment columns are named: over those columns, the largest difference
   between the best and the worst segment in the primary metric (segments with at least
   ``min_segment_rows`` rows; 0.0 when fewer than two segments qualify);
@@ -41,9 +43,42 @@ from modelloop.exceptions import InvalidInput
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "metric_names", "paired_p95_latency_ms"]
 
 TASKS = ("binary", "multiclass", "classification", "regression")
+
+#: The metrics :func:`evaluate` can report, by task (``classification``: binary or multiclass).
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy", "auc", "brier", "f1", "log_loss", "precision", "recall"),
+    "regression": ("mae", "r2", "rmse"),
+}
+#: Fairness metrics by task, reported when sensitive columns are named.
+FAIRNESS_METRICS: dict[str, tuple[str, ...]] = {
+    "classification": (
+        "accuracy_difference",
+        "demographic_parity_difference",
+        "equalized_odds_difference",
+    ),
+    "regression": ("mae_difference",),
+}
+LATENCY_METRIC = "p95_latency_ms"
+SEGMENT_GAP_METRIC = "segment_gap"
+
+
+def metric_names(
+    task: str | None, *, segments: bool = False, sensitive: bool = False
+) -> tuple[str, ...]:
+    """Every metric name :func:`evaluate` can report for ``task`` (None: either task) with
+    segment and sensitive columns named or not, sorted."""
+    tasks = [task] if task in TASK_METRICS else list(TASK_METRICS)
+    names = {LATENCY_METRIC}
+    for t in tasks:
+        names.update(TASK_METRICS[t])
+        if sensitive:
+            names.update(FAIRNESS_METRICS[t])
+    if segments:
+        names.add(SEGMENT_GAP_METRIC)
+    return tuple(sorted(names))
 
 
 @dataclass(frozen=True)
@@ -139,25 +174,43 @@ def _regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float | No
     }
 
 
-def _p95_latency_ms(
-    model: Any, X: pd.DataFrame, batch_rows: int, repeats: int, threads: int | None
-) -> float:
+def paired_p95_latency_ms(
+    pairs: Sequence[tuple[Any, pd.DataFrame]],
+    batch_rows: int = 1000,
+    repeats: int = 20,
+    threads: int | None = 1,
+) -> list[float]:
+    """The p95 latency (ms of CPU time) of each ``(model, X)`` predicting one batch of
+    ``batch_rows`` rows of its ``X``, the calls of the models interleaved (their order
+    alternating from one repeat to the next) so that whatever slows the machine down slows them
+    alike."""
     from contextlib import nullcontext
 
     from threadpoolctl import threadpool_limits
 
-    reps = math.ceil(batch_rows / max(len(X), 1))
-    batch = X if reps <= 1 else X.iloc[np.tile(np.arange(len(X)), reps)]
-    batch = batch.iloc[:batch_rows]
-    call = model.predict_proba if hasattr(model, "predict_proba") else model.predict
-    times = []
+    batches = [_batch(X, batch_rows) for _, X in pairs]
+    calls = [m.predict_proba if hasattr(m, "predict_proba") else m.predict for m, _ in pairs]
+    # One thread: the model runs on this thread, and its CPU time is the call's own. Several:
+    # the whole process's CPU time, which counts the pool's threads too.
+    clock = time.thread_time if threads == 1 else time.process_time
+    times: list[list[float]] = [[] for _ in calls]
     with threadpool_limits(threads) if threads else nullcontext():
-        call(batch)  # warm-up: lazy initialisation, caches
-        for _ in range(repeats):
-            start = time.perf_counter()
-            call(batch)
-            times.append((time.perf_counter() - start) * 1000.0)
-    return float(np.percentile(times, 95))
+        for call, batch in zip(calls, batches, strict=True):
+            call(batch)  # warm-up: lazy initialisation, caches
+        for r in range(repeats):
+            order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
+            for i in order:
+                start = clock()
+                calls[i](batches[i])
+                times[i].append((clock() - start) * 1000.0)
+    return [float(np.percentile(t, 95)) for t in times]
+
+
+def _batch(X: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """``rows`` rows of ``X``, repeating it when it is shorter."""
+    reps = math.ceil(rows / max(len(X), 1))
+    batch = X if reps <= 1 else X.iloc[np.tile(np.arange(len(X)), reps)]
+    return batch.iloc[:rows]
 
 
 def _column(name: str, X: pd.DataFrame, segment_frame: pd.DataFrame | None) -> np.ndarray:
@@ -238,15 +291,15 @@ def evaluate(
     scores = _task_metrics(y_arr, pred, proba, classes, kind)
 
     metrics = {k: v for k, v in scores.items() if v is not None}
-    metrics["p95_latency_ms"] = _p95_latency_ms(
-        model, X, latency_batch_rows, latency_repeats, latency_threads
-    )
+    metrics[LATENCY_METRIC] = paired_p95_latency_ms(
+        [(model, X)], latency_batch_rows, latency_repeats, latency_threads
+    )[0]
 
     seg_rows, gaps = _segments(
         X, segment_frame, segments, y_arr, pred, proba, classes, kind, primary, min_segment_rows
     )
     if segments:
-        metrics["segment_gap"] = max(gaps.values(), default=0.0)
+        metrics[SEGMENT_GAP_METRIC] = max(gaps.values(), default=0.0)
     fairness = _fairness(X, segment_frame, sensitive, y_arr, pred, classes, kind)
     for per_column in fairness.values():
         for name, value in per_column.items():

@@ -11,7 +11,10 @@ A gate is one expression ``<metric> <op> <bound>`` where ``<op>`` is one of ``>=
 
 Outcomes: a metric the candidate has no value for fails the gate (the reason lists the metrics
 that exist); a champion gate with no champion yet passes ("no champion yet"), as does one whose
-champion has no value for that metric (the reason says so).
+champion has no value for that metric (the reason says so). A gate naming a metric the pipeline
+never reports is refused when the file is read (see ``_spec.metric_problems``), not after
+training. ``p95_latency_ms`` is CPU time; a gate comparing it with the champion's uses both
+models timed interleaved in the gate step, so the load of the machine cancels out.
 """
 
 from __future__ import annotations

@@ -248,10 +248,6 @@ class Pipeline:
         registered."""
         from modelloop._client import default_client
 
-        if self.spec.register is not None and self.spec.register.onnx:
-            from modelloop.registry._onnx import require_converter
-
-            require_converter()  # before any step runs, not after the version exists
         client = client or default_client()
         started = time.perf_counter()
         ctx = RunContext(self, client, workers=workers)
@@ -364,31 +360,22 @@ class Pipeline:
     # -- preparation ------------------------------------------------------------------------
 
     def _prepare(self, ctx: RunContext) -> None:
-        """The task, the model code digest, the tuning metric and the champion. The model is
-        built here only to tell the task when the spec does not name it (steps that are cache
-        hits never build it)."""
-        from modelloop.pipeline._spec import build_model, resolve_callable
+        """Check everything that can be checked before any step runs (every problem reported
+        at once, see ``_preflight``), then that the artifact root can be written
+        (``StoreError``); set the task, the model code digest, the tuning metric and the
+        champion."""
+        from modelloop.pipeline._preflight import check_before_run
 
-        spec = self.spec
-        try:
-            factory = resolve_callable(spec.model.estimator, self.base_dir)
-        except InvalidInput as exc:
-            raise InvalidInput(f"{self.source}: model.estimator: {exc}") from None
-        if spec.task is None:
-            from sklearn.base import is_classifier
-
-            try:
-                model = build_model(spec.model, base_dir=self.base_dir)
-            except InvalidInput as exc:
-                raise InvalidInput(f"{self.source}: {exc}") from None
-            ctx.task = "classification" if is_classifier(model) else "regression"
+        spec, source = self.spec, self.source
+        factory, ctx.task = check_before_run(spec, self.base_dir, source)
+        ctx.client.artifacts.check_writable()  # a missing bucket, before hours of training
         estimator: Any = spec.model.estimator
         if isinstance(estimator, str):
             module, sep, attr = estimator.partition(":")
             if sep and module.endswith(".py"):  # absolute, so worker processes find it
                 estimator = f"{(self.base_dir / module).resolve()}:{attr}"
         else:
-            estimator = _importable(estimator, needed=spec.tuning, source=self.source)
+            estimator = _importable(estimator, needed=spec.tuning, source=source)
         ctx.model_factory = {"estimator": estimator, "base_dir": str(self.base_dir)}
         ctx.memory["_model_code"] = code_digest(factory)
         if spec.tune is not None:
@@ -487,11 +474,14 @@ class Pipeline:
         if not src.cached:
             return uuid.uuid4().hex
         if src.path:
-            path = self.base_dir / src.path
-            if not path.is_file():
-                raise InvalidInput(f"{self.source}: data.path: no such file {path}")
-            with open(path, "rb") as fh:
-                return hashlib.file_digest(fh, "sha256").hexdigest()
+            from modelloop.pipeline._preflight import data_location, open_data
+
+            location = data_location(self.base_dir, src.path)
+            try:
+                with open_data(location) as fh:
+                    return hashlib.file_digest(fh, "sha256").hexdigest()
+            except FileNotFoundError:
+                raise InvalidInput(f"{self.source}: data.path: no such file {location}") from None
         if src.callable:
             from modelloop.pipeline._spec import resolve_callable
 

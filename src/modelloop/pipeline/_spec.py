@@ -50,6 +50,7 @@ __all__ = [
     "build_model",
     "callable_name",
     "load_spec",
+    "metric_problems",
     "parse_spec",
     "resolve_callable",
     "spec_document",
@@ -366,11 +367,16 @@ def parse_spec(
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"{source}: expected a mapping of fields, got {type(raw).__name__}")
     data = apply_overrides(raw, overrides, source=source)
+    errors: list[str] = []
+    spec = None
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(_format_errors(exc, source)) from None
-    _check_gates(spec, source)
+        errors += _format_errors(exc, source)
+    errors += _check_metric_names(data, source)
+    if errors:
+        raise InvalidInput("\n".join(dict.fromkeys(errors)))
+    assert spec is not None
     return spec
 
 
@@ -454,6 +460,7 @@ def apply_overrides(
     import copy
 
     data = copy.deepcopy(dict(raw))
+    errors: list[str] = []  # every wrong override, reported together
     if isinstance(overrides, Mapping):
         items = [(str(k), v) for k, v in overrides.items()]
     else:
@@ -461,29 +468,39 @@ def apply_overrides(
         for item in overrides:
             key, sep, text = item.partition("=")
             if not sep or not key.strip():
-                raise InvalidInput(f"--set {item!r}: expected key.path=value")
+                errors.append(f"--set {item!r}: expected key.path=value")
+                continue
             items.append((key.strip(), _override_value(text)))
     for key, value in items:
-        parts = key.split(".")
-        if any(not p for p in parts):
-            raise InvalidInput(f"{source}: override key {key!r} has an empty part")
-        node: Any = data
-        for i, part in enumerate(parts[:-1]):
-            if isinstance(node, list):
-                node = node[_index(node, part, key)]
-                continue
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            elif not isinstance(nxt, dict | list):
-                where = ".".join(parts[: i + 1])
-                raise InvalidInput(f"{source}: cannot set {key!r}: {where} is not a mapping")
-            node = nxt
-        if isinstance(node, list):
-            node[_index(node, parts[-1], key)] = value
-        else:
-            node[parts[-1]] = value
+        try:
+            _set_path(data, key, value, source)
+        except InvalidInput as exc:
+            errors.append(str(exc))
+    if errors:
+        raise InvalidInput("\n".join(errors))
     return data
+
+
+def _set_path(data: dict[str, Any], key: str, value: Any, source: str) -> None:
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise InvalidInput(f"{source}: override key {key!r} has an empty part")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[_index(node, part, key)]
+            continue
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        elif not isinstance(nxt, dict | list):
+            where = ".".join(parts[: i + 1])
+            raise InvalidInput(f"{source}: cannot set {key!r}: {where} is not a mapping")
+        node = nxt
+    if isinstance(node, list):
+        node[_index(node, parts[-1], key)] = value
+    else:
+        node[parts[-1]] = value
 
 
 def _index(node: list[Any], part: str, key: str) -> int:
@@ -497,7 +514,7 @@ def _index(node: list[Any], part: str, key: str) -> int:
     return i
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def _format_errors(exc: ValidationError, source: str) -> list[str]:
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -507,22 +524,103 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         elif err["type"] == "missing":
             msg = "required field missing"
         lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(dict.fromkeys(lines))
+    return lines
 
 
-def _check_gates(spec: PipelineSpec, source: str) -> None:
-    if not spec.gates:
-        return
+def _check_metric_names(data: Mapping[str, Any], source: str) -> list[str]:
+    """Problems with the gates and the metric names of ``data`` (the raw spec, checked even
+    when other fields are wrong so that every problem is reported at once)."""
+    task = data.get("task") if data.get("task") in ("classification", "regression") else None
+    evaluation = data.get("evaluation")
+    evaluation = evaluation if isinstance(evaluation, Mapping) else {}
+    return metric_problems(
+        task,
+        gates=data.get("gates"),
+        shown=evaluation.get("metrics"),
+        segments=bool(evaluation.get("segments")),
+        sensitive=bool(evaluation.get("sensitive")),
+        tune_metric=(data.get("tune") or {}).get("metric")
+        if isinstance(data.get("tune"), Mapping)
+        else None,
+        source=source,
+    )
+
+
+def metric_problems(
+    task: str | None,
+    *,
+    gates: Any,
+    shown: Any = None,
+    segments: bool = False,
+    sensitive: bool = False,
+    tune_metric: Any = None,
+    source: str = "pipeline",
+) -> list[str]:
+    """One line per malformed gate, and per gate, ``evaluation.metrics`` entry or
+    ``tune.metric`` naming a metric that a ``task`` pipeline (None: either task) with these
+    segment and sensitive settings never reports."""
     from modelloop.pipeline._gates import parse_gate
 
-    errors = []
-    for i, expr in enumerate(spec.gates):
+    problems = []
+    for i, expr in enumerate(gates if isinstance(gates, list) else []):
+        if not isinstance(expr, str):
+            continue  # the schema reports it
         try:
-            parse_gate(expr)
+            metric = parse_gate(expr).metric
         except InvalidInput as exc:
-            errors.append(f"{source}: gates.{i}: {exc}")
-    if errors:
-        raise InvalidInput("\n".join(errors))
+            problems.append(f"{source}: gates.{i}: {exc}")
+            continue
+        problem = _metric_problem(metric, task, segments, sensitive)
+        if problem:
+            problems.append(f"{source}: gates.{i}: {expr.strip()!r}: {problem}")
+    for i, name in enumerate(shown if isinstance(shown, list) else []):
+        if not isinstance(name, str):
+            continue
+        problem = _metric_problem(name, task, segments, sensitive)
+        if problem:
+            problems.append(f"{source}: evaluation.metrics.{i}: {problem}")
+    if isinstance(tune_metric, str) and task is not None:
+        from modelloop.pipeline._tune import METRICS
+
+        if tune_metric in METRICS and METRICS[tune_metric][0] != task:
+            problems.append(
+                f"{source}: tune.metric: {tune_metric!r} is a {METRICS[tune_metric][0]} metric "
+                f"and this is a {task} pipeline; use one of "
+                f"{', '.join(k for k, v in METRICS.items() if v[0] == task)}"
+            )
+    return problems
+
+
+def _metric_problem(name: str, task: str | None, segments: bool, sensitive: bool) -> str | None:
+    """Why a pipeline never reports the metric ``name``, naming the fix; None if it may."""
+    import difflib
+
+    from modelloop.pipeline._evaluate import (
+        FAIRNESS_METRICS,
+        SEGMENT_GAP_METRIC,
+        TASK_METRICS,
+        metric_names,
+    )
+
+    known = metric_names(task, segments=segments, sensitive=sensitive)
+    if name in known:
+        return None
+    if name == SEGMENT_GAP_METRIC:
+        return f"{name!r} is reported only with segment columns: list them in evaluation.segments"
+    if any(name in names for names in FAIRNESS_METRICS.values()) and not sensitive:
+        return (
+            f"{name!r} is reported only with sensitive columns: list them in evaluation.sensitive"
+        )
+    other = next((t for t, names in TASK_METRICS.items() if name in names and t != task), None)
+    other = other or next(
+        (t for t, names in FAIRNESS_METRICS.items() if name in names and t != task), None
+    )
+    if other is not None and task is not None:
+        return f"{name!r} is a {other} metric and this is a {task} pipeline"
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    what = f"a {task} pipeline" if task else "a pipeline"
+    return f"unknown metric {name!r}{hint}; {what} reports: {', '.join(known)}"
 
 
 # -- callables and models -----------------------------------------------------------------------

@@ -60,11 +60,18 @@ def load_source(ctx: RunContext) -> pd.DataFrame:
 
     src = ctx.spec.data
     if src.path:
-        path = ctx.base_dir / src.path
-        if not path.is_file():
-            raise InvalidInput(f"data.path: no such file {path}")
-        fmt = src.format or ("csv" if path.suffix.lower() == ".csv" else "parquet")
-        frame = pd.read_csv(path, **src.args) if fmt == "csv" else pd.read_parquet(path, **src.args)
+        from modelloop._fs import url_suffix
+        from modelloop.pipeline._preflight import data_location
+
+        path = data_location(ctx.base_dir, src.path)  # a URL stays a URL
+        fmt = src.format or ("csv" if url_suffix(path) == ".csv" else "parquet")
+        try:
+            if fmt == "csv":
+                frame = pd.read_csv(path, **src.args)
+            else:
+                frame = pd.read_parquet(path, **src.args)
+        except FileNotFoundError:
+            raise InvalidInput(f"data.path: no such file {path}") from None
     elif src.sql:
         import sqlalchemy as sa
 
@@ -387,12 +394,15 @@ def step_explain(ctx: RunContext, out: Path) -> dict[str, Any]:
 
 def step_gate(ctx: RunContext, out: Path) -> dict[str, Any]:
     """Every gate against the candidate's metrics and, for champion gates, the champion's
-    metrics on the same test data; stores ``gates.json``."""
+    metrics on the same test data (a latency gate against the champion times both models
+    interleaved, here); stores ``gates.json``."""
+    from modelloop.pipeline._evaluate import LATENCY_METRIC, paired_p95_latency_ms
     from modelloop.pipeline._gates import evaluate_gates, parse_gate
 
     gates = [parse_gate(g) for g in ctx.spec.gates]
     metrics = ctx.json("evaluate", "evaluation.json", "evaluation")["metrics"]
     champion_metrics = None
+    latency: dict[str, float] = {}
     champion = ctx.champion
     if champion is not None and any(g.against_champion for g in gates):
         package = ctx.client.load_model(f"models:/{champion.name}/{champion.version}")
@@ -405,8 +415,19 @@ def step_gate(ctx: RunContext, out: Path) -> dict[str, Any]:
                 f"evaluation data lacks: {', '.join(missing)}"
             )
         champ_eval = run_evaluation(ctx, package.model, None, columns)
-        champion_metrics = champ_eval.metrics
+        champion_metrics = dict(champ_eval.metrics)
         _write_json(out / "champion_evaluation.json", champ_eval.to_dict())
+        if any(g.against_champion and g.metric == LATENCY_METRIC for g in gates):
+            # Measured apart, at different times, two latencies differ with the machine's load;
+            # measured interleaved, candidate and champion see the same load.
+            ev = ctx.spec.evaluation
+            candidate_ms, champion_ms = paired_p95_latency_ms(
+                [(ctx.model(), test[ctx.features]), (package.model, test[columns])],
+                ev.latency_batch_rows,
+            )
+            metrics = {**metrics, LATENCY_METRIC: candidate_ms}
+            champion_metrics[LATENCY_METRIC] = champion_ms
+            latency = {"candidate": candidate_ms, "champion": champion_ms}
     results = evaluate_gates(gates, metrics, champion_metrics)
     passed = all(r.passed for r in results)
     _write_json(
@@ -418,6 +439,7 @@ def step_gate(ctx: RunContext, out: Path) -> dict[str, Any]:
                 {"name": champion.name, "version": champion.version} if champion else None
             ),
             "champion_key": ctx.champion_key,
+            **({"paired_p95_latency_ms": latency} if latency else {}),
         },
     )
     return {"modelloop.gates_passed": str(passed).lower()}

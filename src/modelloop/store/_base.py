@@ -287,7 +287,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_model_version(self, name: str, version: int) -> ModelVersion:
-        """One version, or ``NotFound``."""
+        """One version, or ``NotFound`` (saying so when the model itself does not exist)."""
 
     @abc.abstractmethod
     def list_model_versions(self, name: str) -> list[ModelVersion]:
@@ -307,7 +307,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
-        """The version an alias points at, or ``NotFound``."""
+        """The version an alias points at, or ``NotFound`` (saying so when the model itself
+        does not exist, rather than that it has no such alias)."""
 
     @abc.abstractmethod
     def set_model_version_tags(

@@ -71,7 +71,13 @@ def make_engine(url: URL) -> Engine:
     """An engine for the URL, with the per-connection settings the store relies on."""
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    except ImportError as exc:  # the driver is imported here, on the first engine
+        raise InvalidInput(
+            f"store URL {url.render_as_string(hide_password=True)} needs the PostgreSQL "
+            f"driver psycopg, which is not installed ({exc}): pip install 'modelloop[postgres]'"
+        ) from None
 
 
 def _sqlite_engine(url: URL) -> Engine:

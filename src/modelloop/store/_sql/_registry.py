@@ -257,6 +257,7 @@ class RegistryMixin(SqlCore):
         def tx(conn: Connection) -> ModelVersion:
             found = self._versions(conn, name, version)
             if not found:
+                self._check_model_exists(conn, name)
                 raise NotFound(f"model {name!r} has no version {version}")
             return found[0]
 
@@ -266,12 +267,18 @@ class RegistryMixin(SqlCore):
         name = check_text(name, "model name")
 
         def tx(conn: Connection) -> list[ModelVersion]:
-            rm = T.registered_models
-            if conn.execute(sa.select(rm.c.name).where(rm.c.name == name)).first() is None:
-                raise NotFound(f"registered model {name!r} does not exist")
+            self._check_model_exists(conn, name)
             return self._versions(conn, name)
 
         return self._read(tx)
+
+    @staticmethod
+    def _check_model_exists(conn: Connection, name: str) -> None:
+        """``NotFound`` saying the model itself does not exist (rather than its version or
+        alias), so that a misspelt name is reported as such."""
+        rm = T.registered_models
+        if conn.execute(sa.select(rm.c.name).where(rm.c.name == name)).first() is None:
+            raise NotFound(f"registered model {name!r} does not exist")
 
     def set_model_version_tags(
         self, name: str, version: int, tags: Mapping[str, str], *, actor: str = "unknown"
@@ -390,6 +397,7 @@ class RegistryMixin(SqlCore):
                 sa.select(al.c.version).where(al.c.name == name, al.c.alias == alias)
             ).scalar()
             if version is None:
+                self._check_model_exists(conn, name)
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
             return self._versions(conn, name, version)[0]
 
