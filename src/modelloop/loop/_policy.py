@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from modelloop._validation import error_lines
 from modelloop.exceptions import InvalidInput, NotFound
 
 __all__ = [
@@ -301,19 +302,6 @@ def _limits(stage: StageSpec) -> dict[str, Any]:
     }
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "required field missing"
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(dict.fromkeys(lines))
-
-
 def parse_policy(raw: Mapping[str, Any], *, source: str = "loop") -> LoopPolicy:
     """Validate a policy given as a mapping; ``InvalidInput`` lists every wrong field as
     ``<source>: <location>: <problem>``."""
@@ -322,7 +310,7 @@ def parse_policy(raw: Mapping[str, Any], *, source: str = "loop") -> LoopPolicy:
     try:
         return LoopPolicy.model_validate(dict(raw))
     except ValidationError as exc:
-        raise InvalidInput(_format_errors(exc, source)) from None
+        raise InvalidInput("\n".join(error_lines(exc, source))) from None
 
 
 def load_policy(path: str | os.PathLike[str]) -> LoopPolicy:

@@ -36,7 +36,7 @@ def check_before_run(
         except InvalidInput as exc:
             problems.append(f"{source}: register.onnx: {exc}")
     factory = None
-    task = spec.task or "classification"
+    task: str = spec.task or "classification"
     try:
         factory = resolve_callable(spec.model.estimator, base_dir)
     except InvalidInput as exc:

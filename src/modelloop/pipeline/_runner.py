@@ -128,7 +128,7 @@ class RunContext:
         self.current_run_id = ""
         self.parent_run_id = ""
         self.features = list(spec.features or [])  # without features: set by the load step
-        self.task = spec.task or "classification"
+        self.task: str = spec.task or "classification"
         roles: dict[str, str] = {spec.target: "target"}
         for col in spec.evaluation.segments:
             roles.setdefault(col, "evaluation.segments")

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from modelloop._validation import error_lines
 from modelloop.exceptions import InvalidInput
 
 __all__ = [
@@ -372,7 +373,7 @@ def parse_spec(
     try:
         spec = PipelineSpec.model_validate(data)
     except ValidationError as exc:
-        errors += _format_errors(exc, source)
+        errors += error_lines(exc, source)
     errors += _check_metric_names(data, source)
     if errors:
         raise InvalidInput("\n".join(dict.fromkeys(errors)))
@@ -512,19 +513,6 @@ def _index(node: list[Any], part: str, key: str) -> int:
             f"override {key!r}: {part!r} is not an index of a list of {len(node)}"
         ) from None
     return i
-
-
-def _format_errors(exc: ValidationError, source: str) -> list[str]:
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown field"
-        elif err["type"] == "missing":
-            msg = "required field missing"
-        lines.append(f"{source}: {loc}: {msg}")
-    return lines
 
 
 def _check_metric_names(data: Mapping[str, Any], source: str) -> list[str]:

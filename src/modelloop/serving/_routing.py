@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from modelloop._names import PREDICTION_COLUMNS
+from modelloop._text import brief
 from modelloop.exceptions import InvalidInput, ModelloopError, NotFound
 from modelloop.models._onnx import final_step, labels_from_proba
 from modelloop.models._package import INPUT_EXAMPLE_FILE
@@ -46,11 +47,6 @@ log = logging.getLogger("modelloop.serving")
 
 RouteMode = Literal["off", "canary", "shadow"]
 _MODES = ("off", "canary", "shadow")
-
-
-def _short(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _LOG_COLUMNS = frozenset((*PREDICTION_COLUMNS, "prediction", "latency_ms"))
@@ -128,9 +124,11 @@ class Predictor:
         except ModelloopError:
             raise
         except (ValueError, TypeError, KeyError, IndexError) as e:
-            raise ModelRejectedInput(f"the model could not predict this input: {_short(e)}") from e
+            raise ModelRejectedInput(
+                f"the model could not predict this input: {brief(e, 300, with_type=False)}"
+            ) from e
         except Exception as e:
-            raise PredictionFailed(f"the model failed: {type(e).__name__}: {_short(e)}") from e
+            raise PredictionFailed(f"the model failed: {brief(e, 300)}") from e
 
     def _predict(self, columns: dict[str, list[Any]]) -> tuple[Any, Any]:
         if self.onnx is not None:
@@ -579,7 +577,11 @@ class ModelManager:
         try:
             loaded = await self.load(ModelRef(ref.name, version=mv.version))
         except Exception as e:
-            refused = {"version": mv.version, "reason": _short(e), "since": time.time()}
+            refused = {
+                "version": mv.version,
+                "reason": brief(e, 300, with_type=False),
+                "since": time.time(),
+            }
             self._unloadable[wanted] = refused
             self._set_refused(endpoint, role, refused)
             log.error(
