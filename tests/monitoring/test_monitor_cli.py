@@ -126,3 +126,34 @@ def test_report_explains_its_statistics(two_versions, tmp_path: Path) -> None:
     assert "<th>p-value (benjamini-hochberg)</th>" in page
     assert "largest vertical gap between the reference and current ECDFs" in page
     assert "Chi-squared test" in page
+
+
+def test_data_and_labels_given_as_s3_urls_are_read_there(two_versions, s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    from s3_support import BUCKET
+
+    client, _, _ = two_versions
+    home = Path(client.settings.home)
+    logged = pd.concat(pd.read_parquet(f) for f in (home / "predictions" / MODEL).glob("*.parquet"))
+    labels = pd.concat(pd.read_parquet(f) for f in (home / "feedback" / MODEL).glob("*.parquet"))
+    s3 = s3_server.client()
+    for key, frame in (("window/data.parquet", logged), ("window/labels.parquet", labels)):
+        s3.put_object(Bucket=BUCKET, Key=key, Body=frame.to_parquet(index=False))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint_url)
+    res = CliRunner().invoke(
+        app,
+        [
+            *("monitor", "run", MODEL, "--json"),
+            *("--data", f"s3://{BUCKET}/window/data.parquet"),
+            *("--labels", f"s3://{BUCKET}/window/labels.parquet"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["rows"] == len(logged) == 569
+    assert sum(v["labelled"] for v in out["versions"]) == 569  # labels read from S3 too
+    missing = CliRunner().invoke(
+        app, ["monitor", "run", MODEL, "--data", f"s3://{BUCKET}/window/nope.parquet"]
+    )
+    assert missing.exit_code == 3 and f"s3://{BUCKET}/window/nope.parquet" in missing.stderr

@@ -43,18 +43,18 @@ WindowOpt = Annotated[
     ),
 ]
 DataOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--data",
-        help="Current data: a .parquet/.csv file or a folder of Parquet segments "
-        "(default: the model's prediction log).",
+        help="Current data: a .parquet/.csv file, a folder of Parquet segments or a URL "
+        "(s3://bucket/key.parquet) (default: the model's prediction log).",
     ),
 ]
 LabelsOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--labels",
-        help="Ground truth (request_id, label) as .parquet/.csv or a folder "
+        help="Ground truth (request_id, label) as .parquet/.csv, a folder or a URL "
         "(default: $MODELLOOP_HOME/feedback/<model>).",
     ),
 ]
@@ -223,8 +223,8 @@ def _print_outcome(o: MonitorOutcome) -> None:
 def _monitor_once(
     model: str,
     window: str,
-    data: Path | None,
-    labels: Path | None,
+    data: str | None,
+    labels: str | None,
     segment: str | None,
     rules: list[AlertRule],
     notifiers: list[Any],
@@ -514,7 +514,9 @@ def monitor_alerts(
 @monitor_app.command("reference")
 def monitor_reference(
     model: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS.")],
-    data: Annotated[Path, typer.Option("--data", help="Reference data (.parquet or .csv).")],
+    data: Annotated[
+        str, typer.Option("--data", help="Reference data (.parquet or .csv; a path or a URL).")
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Compute and attach a version's reference profile from a data file."""

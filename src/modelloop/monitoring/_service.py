@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelloop._fs import is_url
 from modelloop.exceptions import InvalidInput, NotFound, SchemaMismatch
 from modelloop.monitoring._alerts import (
     AlertEvent,
@@ -26,7 +27,7 @@ from modelloop.monitoring._logfiles import log_folder
 from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
 from modelloop.monitoring._quality import check_quality
 from modelloop.monitoring._reference import TASK_TAG, load_reference
-from modelloop.monitoring._sources import Source, open_source, sql_ident, sql_paths
+from modelloop.monitoring._sources import Source, open_source, read_url, sql_ident, sql_paths
 from modelloop.monitoring._summary import WindowAccumulator, WindowSummary
 from modelloop.monitoring._versions import VersionWindow
 from modelloop.monitoring._windows import LastRows, TimeRange, parse_window
@@ -414,6 +415,8 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
     by time)."""
     import pandas as pd
 
+    if isinstance(labels, str) and is_url(labels):
+        labels = read_url(labels)
     if isinstance(labels, pd.DataFrame):
         frame = labels.reset_index(drop=True)
         con.register("labels_frame", frame.assign(__row=range(len(frame))))

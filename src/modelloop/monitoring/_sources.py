@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelloop._fs import is_url
 from modelloop.exceptions import InvalidInput, NotFound
 from modelloop.monitoring._windows import PredictionLog
 
@@ -88,6 +89,8 @@ def open_source(home: Path, name: str, data: Any) -> Source:
         return _ParquetFiles(log=PredictionLog.for_model(home, name))
     if isinstance(data, pd.DataFrame):
         return _FrameSource(data)
+    if is_url(data):
+        return _FrameSource(read_url(data))
     path = Path(data)
     if path.is_dir():
         return _ParquetFiles(log=PredictionLog(path))
@@ -98,6 +101,25 @@ def open_source(home: Path, name: str, data: Any) -> Source:
     if path.suffix in (".csv", ".gz", ".zip"):
         return _FrameSource(pd.read_csv(path))
     raise InvalidInput(f"cannot read {path.name}: use a .parquet or .csv file, or a folder")
+
+
+def read_url(url: str) -> pd.DataFrame:
+    """A Parquet or CSV file named by a URL (``s3://bucket/key.parquet``), read whole through
+    fsspec; ``InvalidInput`` naming what to install when the protocol has no file system."""
+    import pandas as pd
+
+    from modelloop._fs import url_suffix
+
+    try:
+        if url_suffix(url) == ".parquet":
+            return pd.read_parquet(url)
+        return pd.read_csv(url)
+    except FileNotFoundError:
+        raise NotFound(f"no such data file: {url}") from None
+    except ImportError as exc:
+        raise InvalidInput(
+            f"cannot read {url}: {exc} (for s3:// URLs: pip install 'modelloop[s3]')"
+        ) from None
 
 
 def sql_ident(name: str) -> str:
