@@ -128,7 +128,7 @@ def test_report_explains_its_statistics(two_versions, tmp_path: Path) -> None:
     assert "Chi-squared test" in page
 
 
-def test_data_and_labels_given_as_s3_urls_are_read_there(two_versions, s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_data_and_labels_as_s3_urls_are_read_there(two_versions, s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import pandas as pd
 
     from s3_support import BUCKET
