@@ -113,7 +113,9 @@ def setup(client: Any, tmp_path: Path) -> dict[str, Any]:
     _wait_logged(home, 500)
     record = run_monitor(client, MODEL, window="1d").record
     assert record is not None and (record.share_drifted or 0) >= 0.5
-    yield {"home": home, "pipeline": pipeline, "server": server, "drifted": drifted}
+    world = {"home": home, "pipeline": pipeline, "server": server, "drifted": drifted}
+    yield world
+    world["server"].terminate()  # the server a test restarted, if it did
     server.terminate()
 
 
