@@ -68,7 +68,7 @@ def test_demo_loop_replays_through_a_server_and_writes_the_page(tmp_path: Path) 
     # one self-contained page: plotly inlined, the charts, every event
     text = page.read_text(encoding="utf-8")
     assert "<script src=" not in text and "Plotly" in text
-    for div in ("id=\"auc\"", "id=\"brier\"", "id=\"canary\""):
+    for div in ('id="auc"', 'id="brier"', 'id="canary"'):
         assert div in text
     assert text.count("<tr><td>2013-") == len(result["events"]) == len(events)
     data = json.loads(text.split("id='demo-data'>", 1)[1].split("</script>", 1)[0])
