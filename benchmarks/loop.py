@@ -67,6 +67,7 @@ def main() -> None:
                 "failed_requests": result.failed_requests,
                 "sim_day_wall_s": result.sim_day_wall_s,
                 "slip_s": result.slip_s,
+                "timings_s": result.timings_s,
                 "wall_s": result.wall_s,
                 "goals": goals,
             }

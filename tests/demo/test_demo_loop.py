@@ -24,7 +24,7 @@ def test_demo_loop_replays_through_a_server_and_writes_the_page(tmp_path: Path) 
     done = subprocess.run(
         [
             sys.executable, "-m", "modelloop", "demo", "loop", "--months", "3,4",
-            "--rows", "1500", "--day-seconds", "0.1", "--workdir", str(workdir),
+            "--rows", "1000", "--day-seconds", "0.05", "--workdir", str(workdir),
             "--out", str(page), "--json",
         ],
         env=env,
@@ -41,8 +41,8 @@ def test_demo_loop_replays_through_a_server_and_writes_the_page(tmp_path: Path) 
         assert all(0.6 < v < 1.0 for v in result[key].values()), result[key]
     for key in ("static_brier_by_month", "loop_brier_by_month"):
         assert all(0.0 < v < 0.25 for v in result[key].values()), result[key]
-    assert result["served_rows"] == 3000 and result["failed_requests"] == 0
-    assert result["rows_per_month"] == 1500 and result["months"] == [3, 4]
+    assert result["served_rows"] == 2000 and result["failed_requests"] == 0
+    assert result["rows_per_month"] == 1000 and result["months"] == [3, 4]
     assert result["retrains"] >= 1 and result["wall_s"] > 0
 
     # the store holds the controller's decisions, each with its evidence

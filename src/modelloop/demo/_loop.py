@@ -112,6 +112,7 @@ class LoopDemoResult:
     canary_share_by_day: list[dict[str, Any]]
     events: list[dict[str, Any]]
     slip_s: float
+    timings_s: dict[str, float]
     wall_s: float
     workdir: str
     page: str | None = None
@@ -150,9 +151,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class _Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise ServiceUnavailable(f"the demo's server exited at start:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"the demo's server was not ready in {timeout:.0f} s (log: {self.log_path})"
+                )
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
-def _server(home: Path, model: str) -> Iterator[str]:
-    """``modelloop serve MODEL@champion`` as a process of its own on a free loopback port."""
+def _server(home: Path, model: str) -> Iterator[_Server]:
+    """``modelloop serve MODEL@champion`` as a process of its own on a free loopback port,
+    started (call ``wait_ready``), and stopped on exit."""
     port = _free_port()
     env = {**os.environ, "MODELLOOP_HOME": str(home)}
     for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT"):
@@ -165,25 +192,8 @@ def _server(home: Path, model: str) -> Iterator[str]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise ServiceUnavailable(f"the demo's server exited at start:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"the demo's server was not ready in 120 s (log: {log_path})"
-                )
-            time.sleep(0.1)
-        yield url
+        yield _Server(proc, f"http://127.0.0.1:{port}", log_path)
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -240,13 +250,11 @@ class _Http:
 # -- data ---------------------------------------------------------------------------------------
 
 
-def _sample(months: Sequence[int], rows: int, seed: int) -> pd.DataFrame:
-    """``rows`` flights of each month (all when fewer), in order of departure."""
+def _sample(flights: pd.DataFrame, months: Sequence[int], rows: int, seed: int) -> pd.DataFrame:
+    """``rows`` flights of each of ``months`` (all when fewer), in order of departure."""
     import pandas as pd
 
-    from modelloop.data import load_flights
-
-    flights = load_flights(months)
+    flights = flights[flights["month"].isin(list(months))]
     parts = [
         g.sample(min(rows, len(g)), random_state=seed + int(m)) for m, g in flights.groupby("month")
     ]
@@ -368,6 +376,7 @@ def run_loop_demo(
 
     from modelloop._client import Client
     from modelloop._config import Settings
+    from modelloop.data import FLIGHTS_FEATURES, load_flights
     from modelloop.loop._actions import PipelineActions
     from modelloop.loop._controller import Controller
     from modelloop.loop._policy import load_policy
@@ -391,29 +400,32 @@ def run_loop_demo(
     client = Client(Settings(home=home))
     sim_day = (7 * day_seconds + week_pause_seconds) / 7
     try:
-        early = _sample((1, 2), rows_per_month, seed)
-        traffic = _sample(months, rows_per_month, seed)
+        flights = load_flights([1, 2, *months])
+        early = _sample(flights, (1, 2), rows_per_month, seed)
+        traffic = _sample(flights, months, rows_per_month, seed)
         pipeline_file, policy_text = _write_pipeline(folder, early, sim_day)
         result = Pipeline.from_file(pipeline_file).run(client)
         if result.registered_version is None:
             raise InvalidInput(f"the January-February champion was not registered: {result.reason}")
-        static = client.load_model(f"models:/{LOOP_MODEL}/{result.registered_version}")
-        from modelloop.data import FLIGHTS_FEATURES
-
-        static_p = static.predict_proba(traffic[list(FLIGHTS_FEATURES)])[:, 1]
-        _history(client, early, datetime.now(UTC), minutes=59 * sim_day / 60)
 
         by_day = traffic.groupby(traffic["date"].dt.normalize()).groups
         days = sorted(by_day)
         weeks = [days[i : i + 7] for i in range(0, len(days), 7)]
-        answered = {k: np.full(len(traffic), np.nan) for k in ("proba", "version", "canary")}
+        answered = {k: np.full(len(traffic), np.nan) for k in ("proba", "version")}
         policy = load_policy(pipeline_file)
         clock = _FrozenClock()
         canary_days: list[dict[str, Any]] = []
         day_starts: list[float] = []
         failed = 0
         slip = 0.0
-        with _server(home, LOOP_MODEL) as url:
+        timings = dict.fromkeys(("setup", "ticks", "longest_tick", "monitoring", "log_wait"), 0.0)
+        with _server(home, LOOP_MODEL) as server:
+            # while the server starts: the static champion's answers, and the served history
+            static = client.load_model(f"models:/{LOOP_MODEL}/{result.registered_version}")
+            static_p = static.predict_proba(traffic[list(FLIGHTS_FEATURES)])[:, 1]
+            _history(client, early, datetime.now(UTC), minutes=59 * sim_day / 60)
+            server.wait_ready()
+            url = server.url
             link = ServerLink(url)
             controller = Controller(
                 client.store,
@@ -432,6 +444,7 @@ def run_loop_demo(
                 last_month = months[0]
                 done = 0
                 week_at = time.time()
+                timings["setup"] = time.perf_counter() - started
                 for week in weeks:
                     for j, day in enumerate(week):
                         wait = week_at + j * day_seconds - time.time()
@@ -454,7 +467,6 @@ def run_loop_demo(
                             for k, i in enumerate(idx):
                                 answered["proba"][i] = reply["probabilities"][k][1]
                                 answered["version"][i] = reply["model_version"]
-                                answered["canary"][i] = float(canary)
                                 labels.append((ids[k], int(traffic.at[i, "delayed"])))
                             served += len(idx)
                             n_rows += len(idx)
@@ -475,20 +487,28 @@ def run_loop_demo(
                     if (wait := end - time.time()) > 0:
                         time.sleep(wait)
                     clock.ms = int(time.time() * 1000)
+                    t = time.perf_counter()
                     _wait_logged(home, LOOP_MODEL, served)
+                    timings["log_wait"] += time.perf_counter() - t
                     month_now = int(week[-1].month)
                     is_last = week is weeks[-1]
                     if month_now != last_month or is_last:
-                        span = max(time.time() - monitored_from, 1.0)
+                        span = max(clock.ms / 1000 - monitored_from, 1.0)
+                        t = time.perf_counter()
                         run_monitor(
                             client,
                             f"{LOOP_MODEL}@champion",
                             window=f"{span:.3f}s",
                             now=datetime.fromtimestamp(clock.ms / 1000, UTC),
                         )
-                        monitored_from, last_month = time.time(), month_now
+                        timings["monitoring"] += time.perf_counter() - t
+                        monitored_from, last_month = clock.ms / 1000, month_now
                     if not is_last:
+                        t = time.perf_counter()
                         controller.tick()
+                        tick_s = time.perf_counter() - t
+                        timings["ticks"] += tick_s
+                        timings["longest_tick"] = max(timings["longest_tick"], tick_s)
                         try:
                             routing = link.routing(LOOP_MODEL)
                         except ServiceUnavailable:
@@ -551,6 +571,7 @@ def run_loop_demo(
         canary_share_by_day=canary_days,
         events=event_rows,
         slip_s=round(slip, 2),
+        timings_s={k: round(v, 2) for k, v in timings.items()},
         wall_s=round(time.perf_counter() - started, 1),
         workdir=str(folder),
         policy=policy_text,
