@@ -13,9 +13,8 @@ import pytest
 
 from modelloop import Client, Settings
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_demo_loop_replays_through_a_server_and_writes_the_page(tmp_path: Path) -> None:
     workdir, page = tmp_path / "demo", tmp_path / "loop.html"
     env = {**os.environ, "MODELLOOP_HOME": str(tmp_path / "unused")}
@@ -73,3 +72,20 @@ def test_demo_loop_replays_through_a_server_and_writes_the_page(tmp_path: Path) 
     assert text.count("<tr><td>2013-") == len(result["events"]) == len(events)
     data = json.loads(text.split("id='demo-data'>", 1)[1].split("</script>", 1)[0])
     assert data["loop_auc_by_month"] == result["loop_auc_by_month"]
+
+
+def test_demo_loop_refuses_a_used_folder_before_any_work(tmp_path: Path) -> None:
+    from modelloop.demo import run_loop_demo
+    from modelloop.exceptions import InvalidInput
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "keep.txt").write_text("mine")
+    with pytest.raises(InvalidInput, match="not empty"):
+        run_loop_demo(used, months=[3])
+    assert [p.name for p in used.iterdir()] == ["keep.txt"]
+    with pytest.raises(InvalidInput, match="no folder for the page"):
+        run_loop_demo(tmp_path / "new", months=[3], page=tmp_path / "missing" / "p.html")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(InvalidInput, match="within 3-12"):
+        run_loop_demo(tmp_path / "new", months=[1, 2])

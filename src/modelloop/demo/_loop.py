@@ -391,6 +391,8 @@ def run_loop_demo(
         raise InvalidInput(f"rows per month must be at least 100, got {rows_per_month}")
     if day_seconds <= 0 or week_pause_seconds < 0 or batch < 1:
         raise InvalidInput("day seconds must be > 0, the week pause >= 0 and the batch >= 1")
+    if page is not None and not Path(page).resolve().parent.is_dir():
+        raise InvalidInput(f"no folder for the page at {Path(page).parent}: create it first")
     folder = Path(workdir)
     if folder.exists() and any(folder.iterdir()):
         raise InvalidInput(f"the demo's folder {folder} is not empty: give a new or empty one")
