@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from modelloop.demo._loop import LoopDemoResult, loop_demo_page, run_loop_demo
 from modelloop.demo._quickstart import (
     QUICKSTART_STEPS,
     QuickstartResult,
@@ -12,10 +13,13 @@ from modelloop.demo._replay import ReplayResult, replay_flights, replay_frame
 
 __all__ = [
     "QUICKSTART_STEPS",
+    "LoopDemoResult",
     "QuickstartResult",
     "ReplayResult",
     "build_model",
+    "loop_demo_page",
     "replay_flights",
     "replay_frame",
+    "run_loop_demo",
     "run_quickstart",
 ]
