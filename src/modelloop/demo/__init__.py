@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from modelloop.demo._loop import LoopDemoResult, loop_demo_page, run_loop_demo
+from modelloop.demo._loop import LoopDemoResult, run_loop_demo
+from modelloop.demo._loop_page import loop_demo_page
 from modelloop.demo._quickstart import (
     QUICKSTART_STEPS,
     QuickstartResult,
