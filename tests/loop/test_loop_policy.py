@@ -121,3 +121,29 @@ def test_a_policy_file_of_its_own_and_a_missing_file(tmp_path: Path) -> None:
     f.write_text("model: 'bad name/..'\n")
     with pytest.raises(InvalidInput, match=r"loop\.yaml: model:"):
         load_policy(f)
+
+
+def test_the_cli_refuses_a_bad_policy_before_anything_runs(client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from modelloop.cli import app
+
+    (tmp_path / "train.csv").write_text("x,target\n1,0\n2,1\n")
+    pipeline = tmp_path / "modelloop.yaml"
+    pipeline.write_text(
+        "name: p\ndata: {path: train.csv}\ntarget: target\n"
+        "model: {estimator: sklearn.linear_model.LogisticRegression}\n"
+        "register: {model_name: p}\n"
+        "loop:\n  triggerz: {}\n  triggers: {metric_floor: {aucc: 0.8}}\n"
+        "  rollout: {canary: {steps: [0.5, 0.2]}}\n"
+    )
+    done = CliRunner().invoke(app, ["loop", "tick", str(pipeline)])
+    assert done.exit_code == 2
+    err = " ".join(done.stderr.split())
+    assert "loop: triggerz: unknown field" in err and "unknown metric 'aucc'" in err
+    assert "steps must increase strictly" in err
+    assert client.store.list_loop_states() == [] and client.store.list_registered_models() == []
+    no_section = tmp_path / "plain.yaml"
+    no_section.write_text(pipeline.read_text().split("loop:")[0])
+    done = CliRunner().invoke(app, ["loop", "tick", str(no_section)])
+    assert done.exit_code == 2 and "has no 'loop:' section" in " ".join(done.stderr.split())
