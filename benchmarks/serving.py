@@ -163,8 +163,9 @@ def bulk(url: str, X: Any, home: Path, seconds: float, runs: int) -> dict[str, A
         out[f"bulk_{n // 1000}k_s"] = round(statistics.median(times), 3)
     body_2000 = json.dumps({"records": _rows(X, 2000).to_dict(orient="records")}).encode()
     statuses: list[int] = []
-    pair = [threading.Thread(target=lambda: statuses.append(_post(url, body_2000)[0]))]
-    pair.append(threading.Thread(target=lambda: statuses.append(_post(url, body_2000)[0])))
+    pair = [
+        threading.Thread(target=lambda: statuses.append(_post(url, body_2000)[0])) for _ in range(2)
+    ]
     for t in pair:
         t.start()
     for t in pair:

@@ -511,9 +511,11 @@ def system_tags() -> frozenset[str]:
     return frozenset((PACKAGE_TAG, DATASET_TAG, ONNX_TAG, REFERENCE_TAG, TASK_TAG))
 
 
-def default_client() -> Client:
-    """A client for the current environment's settings, shared per (store URL, artifact root)."""
-    settings = Settings.from_env()
+def default_client(settings: Settings | None = None) -> Client:
+    """A client for ``settings`` (default: the current environment's), shared per (store URL,
+    artifact root)."""
+    if settings is None:
+        settings = Settings.from_env()
     key = (settings.resolved_store_url, settings.resolved_artifact_root)
     with _clients_lock:
         client = _clients.get(key)

@@ -93,9 +93,12 @@ class Settings:
         extra = tuple(
             t.strip() for t in os.environ.get("MODELLOOP_TRUSTED_TYPES", "").split(",") if t.strip()
         )
-        home, origin = _home_from_env()
-        if "home" in overrides:
+        home: Path
+        origin: HomeOrigin
+        if "home" in overrides:  # given: no folder walk
             home, origin = overrides.pop("home"), "given"  # type: ignore[assignment]
+        else:
+            home, origin = _home_from_env()
         base = cls(
             home=home,
             store_url=os.environ.get("MODELLOOP_STORE_URL") or None,

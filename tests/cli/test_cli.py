@@ -314,3 +314,15 @@ def test_quickstart_finds_a_missing_bucket_before_training(
         assert not c.search_runs().items  # nothing was started
     finally:
         c.close()
+
+
+def test_runs_gc_ends_stale_runs_only_as_failed_or_killed(client: Client) -> None:
+    exp = client.store.get_or_create_experiment("gc")
+    stale = client.store.create_run(exp.experiment_id, start_time=1000)  # no owner, long ago
+    refused = invoke("runs", "gc", "--status", "running")
+    assert refused.exit_code == 2 and "--status must be FAILED or KILLED" in refused.stderr
+    assert client.store.get_run(stale.run_id).status.value == "RUNNING"
+    res = invoke("runs", "gc", "--status", "killed", "--json")
+    assert res.exit_code == 0, res.output
+    assert [r["run_id"] for r in json.loads(res.stdout)["ended"]] == [stale.run_id]
+    assert client.store.get_run(stale.run_id).status.value == "KILLED"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from loop_support import MODEL, breast_cancer, ms, serve_rows, write_pipeline
 
-from modelloop.exceptions import Conflict
+from modelloop.exceptions import Conflict, NotFound
 from modelloop.loop import parse_policy
 from modelloop.loop._actions import PipelineActions
 from modelloop.loop._controller import ATTEMPT_TAG, OUTCOME_TAG, Controller
@@ -187,7 +187,7 @@ def test_a_bad_challenger_is_rolled_back_at_the_first_step(world) -> None:  # ty
     verdict = events[-2].evidence["judge"]
     assert verdict["outcome"] == "fail" and verdict["interval"][0] > 0
     assert verdict["challenger"] > verdict["champion"]
-    with pytest.raises(Exception, match="challenger"):
+    with pytest.raises(NotFound, match="no alias 'challenger'"):
         client.store.get_version_by_alias(MODEL, "challenger")
     assert client.store.get_model_version(MODEL, 2).tags[OUTCOME_TAG].startswith("rolled back")
     assert client.store.get_version_by_alias(MODEL, "champion").version == 1

@@ -33,6 +33,10 @@ def test_an_equal_challenger_passes_once_labels_suffice() -> None:
 def test_no_labels_on_one_side_is_inconclusive() -> None:
     v = judge_errors(0, 0, 10, 50)
     assert v.outcome == "inconclusive" and v.p_value is None and "one side" in v.reason
+    assert "either side" in judge_errors(0, 0, 0, 0).reason
+    empty = judge_losses([], [])
+    assert empty.outcome == "inconclusive" and "either side" in empty.reason
+    assert empty.interval is None and empty.metric == "mean_loss"
 
 
 def test_impossible_counts_are_refused() -> None:

@@ -172,7 +172,7 @@ def test_drift_to_promotion_through_the_server_and_a_server_outage(setup, client
     events = json.loads(history.stdout)["events"]
     assert [e["kind"] for e in events][-1] == "promote"
     status = json.loads(_loop(home, pipeline, "status", MODEL, "--json").stdout)
-    assert status["loops"][0]["state"] == "promoted"
+    assert status["loops"][0]["state"] == "promoted" and status["loops"][0]["model"] == MODEL
 
 
 @pytest.mark.parametrize("fault", ["rollout", "promoted"])

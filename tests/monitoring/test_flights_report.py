@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
@@ -110,6 +111,7 @@ def test_heavy_tailed_columns_are_plotted_on_the_bulk_with_ecdfs(flights: pd.Dat
         ecdf = [t for t in fig.data if t.type == "scatter"]
         assert [t.name for t in ecdf] == ["reference", "current"]
         assert all(0 <= y <= 1 for t in ecdf for y in t.y)
+        assert all(np.all(np.diff(t.y) >= 0) for t in ecdf)  # cumulative: never decreasing
 
     # 57,668 rows: every column is judged by a distance score, so no empty p-value columns
     drift = DriftMonitor().fit(prof).test(summary)

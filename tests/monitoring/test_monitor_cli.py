@@ -5,11 +5,13 @@ that lists drifted columns and alerts."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+from plotly.offline import get_plotlyjs
 from typer.testing import CliRunner
 
 from modelloop.cli import app
@@ -108,6 +110,8 @@ def test_history_page_lists_versions_drifted_columns_and_alerts(two_versions, tm
     res = runner.invoke(app, ["monitor", "history", MODEL, "--out", str(out)])
     assert res.exit_code == 0, res.output
     page = out.read_text()
+    assert get_plotlyjs() in page  # self-contained: plotly.js inlined, nothing fetched
+    assert re.search(r"<script[^>]*\bsrc\s*=", page) is None
     alerts = page.split("<h2>Alerts, newest first</h2>")[1].split("</table>")[0]
     assert "<td>accuracy_below_1.01</td><td>firing</td>" in alerts
     runs = page.split("<h2>Runs, newest first</h2>")[1].split("</table>")[0]

@@ -33,21 +33,51 @@ def breast_cancer() -> tuple[pd.DataFrame, pd.Series]:
 
 
 def register(
-    home: Path, name: str, model: Any, example: pd.DataFrame, *, alias: str | None = "champion"
+    home: Path,
+    name: str,
+    model: Any,
+    example: pd.DataFrame,
+    *,
+    alias: str | None = "champion",
+    signature: Any = None,
 ) -> int:
-    """Log a fitted ``model`` with its input example, register it as ``name`` (and set
-    ``alias``); return the version."""
+    """Log a fitted ``model`` with its input example (and ``signature``, else the inferred
+    one), register it as ``name`` (and set ``alias``); return the version."""
     from modelloop._client import Client
     from modelloop._config import Settings
 
     client = Client(Settings(home=home))
     try:
         with client.start_run(experiment="serving-tests") as run:
-            client.log_model(run.run_id, model, "model", input_example=example)
+            client.log_model(run.run_id, model, "model", input_example=example, signature=signature)
         mv = client.register_model(run.run_id, name)
         if alias:
             client.set_alias(name, alias, mv.version)
         return mv.version
+    finally:
+        client.close()
+
+
+def move_alias(home: Path, name: str, version: int, alias: str = "champion") -> None:
+    """Point ``name@alias`` at ``version``."""
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    client = Client(Settings(home=home))
+    try:
+        client.set_alias(name, alias, version)
+    finally:
+        client.close()
+
+
+def load_package(home: Path, uri: str) -> Any:
+    """The model package at ``uri`` (``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``)."""
+    from modelloop._client import Client
+    from modelloop._config import Settings
+
+    client = Client(Settings(home=home))
+    try:
+        return client.load_model(uri)
     finally:
         client.close()
 
@@ -247,6 +277,18 @@ def post_many(
 
     asyncio.run(run())
     return out
+
+
+def assert_error(response: Any, status: int, *words: str) -> str:
+    """Check that ``response`` is ``status`` with a JSON ``{"error": message}`` body naming
+    each of ``words``; return the message."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str), body
+    for word in words:
+        assert word in body["error"], (word, body["error"])
+    return str(body["error"])
 
 
 def metric_samples(server: Server) -> list[tuple[str, dict[str, str], float]]:

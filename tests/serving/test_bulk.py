@@ -9,7 +9,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Server, mixed_frame, post_many, register_mixed, start_server
+from serving_support import (
+    Server,
+    load_package,
+    mixed_frame,
+    post_many,
+    register_mixed,
+    start_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +26,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     # the defaults: --max-rows 10000, --max-queue-rows 2048, --max-batch-rows 64
     server = start_server(home, ["mixed@champion"], "--no-log", "--reload-interval", "0")
     try:
-        from modelloop._client import Client
-        from modelloop._config import Settings
-
-        client = Client(Settings(home=home))
-        try:
-            package = client.load_model("models:/mixed/1")
-        finally:
-            client.close()
-        yield {"server": server, "package": package}
+        yield {"server": server, "package": load_package(home, "models:/mixed/1")}
     finally:
         server.terminate()
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from serving_support import Server, sample, scrape, start_server
+from serving_support import Server, load_package, register, sample, scrape, start_server
 
 from modelloop.exceptions import SchemaMismatch
 from modelloop.models import ColumnSpec, Signature
@@ -90,7 +90,6 @@ def _register_plans(home: Path) -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder
 
-    from modelloop import Client, Settings
     from modelloop.models import infer_signature
 
     rng = np.random.default_rng(0)
@@ -115,14 +114,7 @@ def _register_plans(home: Path) -> None:
             replace(c, unseen="accept") if c.name == "city" else c for c in inferred.inputs
         ),
     )
-    client = Client(Settings(home=home))
-    try:
-        with client.start_run(experiment="categories") as run:
-            run.log_model(model, input_example=X.head(5), signature=signature)
-        mv = client.register_model(run.run_id, "plans")
-        client.set_alias("plans", "champion", mv.version)
-    finally:
-        client.close()
+    register(home, "plans", model, X.head(5), signature=signature)
 
 
 @pytest.fixture(scope="module")
@@ -225,13 +217,7 @@ def test_quickstart_server_answers_422_for_an_unknown_carrier(quickstart_home: P
 
 @pytest.mark.slow
 def test_quickstart_model_refuses_an_unknown_carrier_in_process(quickstart_home: Path) -> None:
-    from modelloop import Client, Settings
-
-    client = Client(Settings(home=quickstart_home))
-    try:
-        model = client.load_model("models:/flights-delay@champion")
-    finally:
-        client.close()
+    model = load_package(quickstart_home, "models:/flights-delay@champion")
     assert model.signature is not None
     by = {c.name: c for c in model.signature.inputs}
     assert all(by[c].refuses_unseen for c in ("carrier", "origin", "dest"))

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from serving_support import mixed_frame, post_many, register, register_mixed, start_server
+from serving_support import (
+    load_package,
+    mixed_frame,
+    post_many,
+    register,
+    register_mixed,
+    start_server,
+)
 
 from modelloop.serving._codec import decode_records
 from modelloop.serving._routing import Predictor
@@ -25,8 +32,6 @@ def _flights(n: int, seed: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The quickstart's own pipeline (build_model), fitted on a few thousand January flights."""
-    from modelloop._client import Client
-    from modelloop._config import Settings
     from modelloop.data import FLIGHTS_FEATURES, load_flights
     from modelloop.demo._quickstart import build_model
 
@@ -34,12 +39,7 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     train = load_flights(months=[1]).sample(4000, random_state=0)
     model = build_model().fit(train[list(FLIGHTS_FEATURES)], train["delayed"])
     register(home, "flights", model, train[list(FLIGHTS_FEATURES)].head(5))
-    client = Client(Settings(home=home))
-    try:
-        package = client.load_model("models:/flights/1")
-    finally:
-        client.close()
-    yield {"home": home, "package": package}
+    yield {"home": home, "package": load_package(home, "models:/flights/1")}
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -94,15 +94,8 @@ def test_over_http_the_answers_are_the_pipeline_s_own(quickstart: dict[str, Any]
 def test_a_pipeline_of_another_shape_keeps_the_pandas_way(tmp_path: Path) -> None:
     """The mixed pipeline passes a bool column through (a DataFrame would hold the block as
     objects): no direct input, and the answers are still the pipeline's."""
-    from modelloop._client import Client
-    from modelloop._config import Settings
-
     register_mixed(tmp_path)
-    client = Client(Settings(home=tmp_path))
-    try:
-        package = client.load_model("models:/mixed/1")
-    finally:
-        client.close()
+    package = load_package(tmp_path, "models:/mixed/1")
     predictor = Predictor(package)
     frame, _ = mixed_frame(50, seed=5)
     records = [
@@ -123,8 +116,6 @@ def test_an_encoder_that_refuses_unseen_text_still_refuses_it(tmp_path: Path) ->
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OrdinalEncoder
 
-    from modelloop._client import Client
-    from modelloop._config import Settings
     from modelloop.serving._errors import ModelRejectedInput
 
     frame, y = mixed_frame()
@@ -136,11 +127,7 @@ def test_an_encoder_that_refuses_unseen_text_still_refuses_it(tmp_path: Path) ->
         [("encode", encode), ("clf", HistGradientBoostingClassifier(max_iter=10))]
     ).fit(frame, y)
     register(tmp_path, "strict", model, frame.head(5))
-    client = Client(Settings(home=tmp_path))
-    try:
-        package = client.load_model("models:/strict/1")
-    finally:
-        client.close()
+    package = load_package(tmp_path, "models:/strict/1")
     predictor = Predictor(package)
     records = [
         {"amount": float(a), "count": int(c), "city": str(t)}

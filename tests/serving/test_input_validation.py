@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Server, register_mixed, start_server
+from serving_support import Server, assert_error, register_mixed, start_server
 
 MAX_BODY = 4000
 MAX_ROWS = 5
@@ -72,16 +72,6 @@ FORMS = {
     "v1-columns": (V1, columns),
     "v2": (V2, tensors),
 }
-
-
-def assert_error(response: Any, status: int, *names: str) -> str:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str)
-    for name in names:
-        assert name in body["error"], (name, body["error"])
-    return body["error"]
 
 
 @pytest.fixture(params=list(FORMS))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Server, register_rf, row_records, start_server
+from serving_support import Server, assert_error, register_rf, row_records, start_server
 
 MODEL = "cancer"
 FEEDBACK = f"/v1/models/{MODEL}/feedback"
@@ -38,23 +38,14 @@ def served_id(http: Any) -> str:
     return str(response.json()["request_id"])
 
 
-def refused(response: Any, status: int, *words: str) -> None:
-    assert response.status_code == status, (response.status_code, response.text)
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}, body
-    for word in words:
-        assert word in body["error"], (word, body["error"])
-
-
-def test_the_reported_forged_feedback_is_refused(http: Any, server: Server) -> None:
+def test_the_reported_forged_feedback_is_assert_error(http: Any, server: Server) -> None:
     # curl -H 'Host: attacker.example' -H 'Origin: http://attacker.example' -H 'Content-Type:'
     response = http.post(
         FEEDBACK,
         content=b'{"request_id":"forged","label":1}',
         headers={"Host": "attacker.example", "Origin": "http://attacker.example"},
     )
-    refused(response, 403, "attacker.example", "loopback")
+    assert_error(response, 403, "attacker.example", "loopback")
     assert not (server.home / "feedback").exists()  # nothing was recorded
 
 
@@ -66,10 +57,10 @@ def test_a_name_that_is_not_loopback_is_403_on_every_route(
     http: Any, server: Server, host: str
 ) -> None:
     host = host.format(port=server.port)
-    refused(http.get("/v1/models", headers={"Host": host}), 403, "Host", "loopback")
-    refused(http.get("/metrics", headers={"Host": host}), 403, "Host")
+    assert_error(http.get("/v1/models", headers={"Host": host}), 403, "Host", "loopback")
+    assert_error(http.get("/metrics", headers={"Host": host}), 403, "Host")
     response = http.post(PREDICT, json={"records": row_records(1)}, headers={"Host": host})
-    refused(response, 403, "Host")
+    assert_error(response, 403, "Host")
 
 
 @pytest.mark.parametrize(
@@ -94,11 +85,13 @@ def test_cross_origin_changes_are_403(
     origin = origin.format(port=server.port, other=server.port + 1)
     headers = {**JSON, "Origin": origin}
     label = {"request_id": served_id, "label": 1}
-    refused(http.post(FEEDBACK, json=label, headers=headers), 403, "Origin")
-    refused(http.post(PREDICT, json={"records": row_records(1)}, headers=headers), 403, "Origin")
-    refused(http.post("/v1/admin/reload", headers=headers), 403, "Origin")
+    assert_error(http.post(FEEDBACK, json=label, headers=headers), 403, "Origin")
+    assert_error(
+        http.post(PREDICT, json={"records": row_records(1)}, headers=headers), 403, "Origin"
+    )
+    assert_error(http.post("/v1/admin/reload", headers=headers), 403, "Origin")
     response = http.put(ROUTING, json={"mode": "off"}, headers=headers)
-    refused(response, 403, "Origin")
+    assert_error(response, 403, "Origin")
     # Reading stays open: without CORS headers a browser does not show the answer to the page.
     assert http.get("/v1/models", headers={"Origin": origin}).status_code == 200
 
@@ -107,7 +100,7 @@ def test_cross_origin_changes_are_403(
 def test_sec_fetch_site_from_elsewhere_is_403(http: Any, served_id: str, site: str) -> None:
     label = {"request_id": served_id, "label": 1}
     response = http.post(FEEDBACK, json=label, headers={"Sec-Fetch-Site": site})
-    refused(response, 403, "Sec-Fetch-Site")
+    assert_error(response, 403, "Sec-Fetch-Site")
 
 
 def test_own_pages_and_clients_without_origin_may_change_state(
@@ -132,7 +125,7 @@ def test_state_changing_routes_need_a_json_content_type(
     body = b'{"request_id": "x", "label": 1}' if path == FEEDBACK else b'{"mode": "off"}'
     headers = {} if ctype is None else {"Content-Type": ctype}
     method = "POST" if path == FEEDBACK else "PUT"
-    refused(http.request(method, path, content=body, headers=headers), 415, "application/json")
+    assert_error(http.request(method, path, content=body, headers=headers), 415, "application/json")
 
 
 def test_prediction_without_content_type_still_works(http: Any) -> None:

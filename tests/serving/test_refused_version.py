@@ -5,7 +5,6 @@ version keeps answering."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 from serving_support import (
     Server,
     breast_cancer,
+    move_alias,
     register,
     register_rf,
     row_records,
@@ -42,17 +42,6 @@ class AddConstant(TransformerMixin, BaseEstimator):
         return np.asarray(X, dtype=float) + self.value
 
 
-def move_alias(home: Path, version: int) -> None:
-    from modelloop._client import Client
-    from modelloop._config import Settings
-
-    client = Client(Settings(home=home))
-    try:
-        client.set_alias("cancer", "champion", version)
-    finally:
-        client.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("refused") / "home"
@@ -75,7 +64,7 @@ def get(server: Server, path: str) -> httpx.Response:
 def test_a_refused_alias_target_shows_until_the_alias_names_a_loadable_version(
     server: Server,
 ) -> None:
-    move_alias(server.home, 2)
+    move_alias(server.home, "cancer", 2)
     assert httpx.post(f"{server.url}/v1/admin/reload", timeout=60).json() == {"changed": []}
 
     # the previous version answers
@@ -112,7 +101,7 @@ def test_a_refused_alias_target_shows_until_the_alias_names_a_loadable_version(
     assert get(server, "/v1/models/cancer").json()["champion"]["refused"]["version"] == 2
 
     # the alias comes back to version 1: nothing is refused any more
-    move_alias(server.home, 1)
+    move_alias(server.home, "cancer", 1)
     assert httpx.post(f"{server.url}/v1/admin/reload", timeout=60).json() == {"changed": []}
     assert get(server, "/v1/models/cancer").json()["champion"]["refused"] is None
     assert get(server, "/v2/health/ready").json() == {"ready": True}
@@ -121,7 +110,7 @@ def test_a_refused_alias_target_shows_until_the_alias_names_a_loadable_version(
     samples = scrape(server)
     assert not [k for k in samples if k[0] == P + "refused_version"]
     # and back to version 2: refused again at once (it is not loaded a second time)
-    move_alias(server.home, 2)
+    move_alias(server.home, "cancer", 2)
     assert httpx.post(f"{server.url}/v1/admin/reload", timeout=60).json() == {"changed": []}
     assert get(server, "/v1/models/cancer").json()["champion"]["refused"] == refused
     assert sample(scrape(server), P + "refused_version", model="cancer", route="champion") == 2

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Server, register_rf, row_records, start_server, wait_until_ready
+from serving_support import (
+    Server,
+    move_alias,
+    register_rf,
+    row_records,
+    start_server,
+    wait_until_ready,
+)
 
 
 @dataclass
@@ -69,17 +76,6 @@ def champion_version(server: Server, name: str) -> int:
     import httpx
 
     return httpx.get(f"{server.url}/v1/models/{name}", timeout=10).json()["champion"]["version"]
-
-
-def move_alias(home: Path, name: str, version: int, alias: str = "champion") -> None:
-    from modelloop._client import Client
-    from modelloop._config import Settings
-
-    client = Client(Settings(home=home))
-    try:
-        client.set_alias(name, alias, version)
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

@@ -73,11 +73,23 @@ def local(served: tuple[Server, Path]) -> Iterator[dict[str, Any]]:
         client.close()
 
 
-def raw(server: Server, method: str, path: str, body: Any = None) -> tuple[int, Any, str]:
-    """(status, parsed JSON body, content type) of one plain HTTP request."""
-    data = None if body is None else json.dumps(body).encode()
-    headers = {} if body is None else {"Content-Type": "application/json"}
-    req = urllib.request.Request(server.url + path, data=data, method=method, headers=headers)
+def raw(
+    server: Server,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, str]:
+    """(status, parsed JSON body, content type) of one plain HTTP request whose body is
+    ``body`` as JSON, or the bytes ``data`` as they are (JSON content type either way)."""
+    if body is not None:
+        data = json.dumps(body).encode()
+    sent = {} if data is None else {"Content-Type": "application/json"}
+    req = urllib.request.Request(
+        server.url + path, data=data, method=method, headers={**sent, **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
             return r.status, json.loads(r.read()), r.headers.get("content-type", "")
@@ -507,16 +519,8 @@ def test_compressed_requests_via_tritonclient(
 
 
 def post_encoded(server: Server, path: str, data: bytes, encoding: str) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        server.url + path,
-        data=data,
-        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    status, body, _ = raw(server, "POST", path, data=data, headers={"Content-Encoding": encoding})
+    return status, body
 
 
 def peak_rss_kib(server: Server) -> int:

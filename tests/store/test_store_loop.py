@@ -146,6 +146,7 @@ def test_a_transition_by_a_controller_without_the_lease_is_refused(store: SqlSto
         now=2_000,
     )
     assert isinstance(state, LoopState) and store.list_loop_events("m")[0].kind == "x"
+    assert (state.state, state.revision, state.updated_at) == ("idle", 1, 2_000)
 
 
 def test_events_page_and_check_their_input(store: SqlStore) -> None:

@@ -13,11 +13,19 @@ from modelloop.exceptions import InvalidInput
 demo_app = typer.Typer(help="Demo traffic from the bundled NYC flights data.", no_args_is_help=True)
 
 
-def _months(spec: str) -> list[int]:
+SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed.")]
+
+
+def _months(spec: str, *, ranges: bool = False) -> list[int]:
+    """``6,7``; with ``ranges`` also ``3-12``."""
     try:
+        if ranges and "-" in spec:
+            first, last = (int(x) for x in spec.split("-", 1))
+            return list(range(first, last + 1))
         return [int(m) for m in spec.split(",") if m.strip()]
     except ValueError:
-        raise InvalidInput(f"bad --months {spec!r}: use e.g. 6,7") from None
+        example = "3-12 or 3,4" if ranges else "6,7"
+        raise InvalidInput(f"bad --months {spec!r}: use e.g. {example}") from None
 
 
 @demo_app.command("replay")
@@ -34,7 +42,7 @@ def replay(
     minutes: Annotated[
         float, typer.Option("--minutes", help="Spread the requests over the last N minutes.")
     ] = 60.0,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Score sampled flights with a registered model into its prediction log, with their real
@@ -54,24 +62,13 @@ def replay(
     )
 
 
-def _month_list(spec: str) -> list[int]:
-    """``3-12`` or ``3,4,5``."""
-    try:
-        if "-" in spec:
-            first, last = (int(x) for x in spec.split("-", 1))
-            return list(range(first, last + 1))
-        return _months(spec)
-    except ValueError:
-        raise InvalidInput(f"bad --months {spec!r}: use e.g. 3-12 or 3,4") from None
-
-
 @demo_app.command("loop")
 def loop(
     months: Annotated[
         str, typer.Option("--months", help="Months of 2013 to replay, e.g. 3-12 or 3,4.")
     ] = "3-12",
     rows: Annotated[int, typer.Option("--rows", help="Flights sampled per month.", min=100)] = 4000,
-    seed: Annotated[int, typer.Option("--seed", help="Sampling seed.")] = 0,
+    seed: SeedOpt = 0,
     day_seconds: Annotated[
         float, typer.Option("--day-seconds", help="Wall seconds of one simulated day's traffic.")
     ] = 0.2,
@@ -112,7 +109,7 @@ def loop(
 
         result = run_loop_demo(
             folder,
-            months=_month_list(months),
+            months=_months(months, ranges=True),
             rows_per_month=rows,
             seed=seed,
             day_seconds=day_seconds,

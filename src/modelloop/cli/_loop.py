@@ -246,7 +246,9 @@ def status(
 
             raise NotFound(f"no loop has run for model {model!r}")
     if as_json:
-        print_json({"loops": [_state_dict(s) for s in states]})
+        from modelloop.loop._notify import state_dict
+
+        print_json({"loops": [state_dict(s) for s in states]})
         return
     table = Table(title=f"{len(states)} loop(s)")
     for col in ("model", "state", "challenger", "stage", "share", "since"):
@@ -268,16 +270,6 @@ def status(
     console.print(table)
 
 
-def _state_dict(s: Any) -> dict[str, Any]:
-    return {
-        "model": s.model_name,
-        "state": s.state,
-        "revision": s.revision,
-        "updated_at": s.updated_at,
-        "data": dict(s.data),
-    }
-
-
 @loop_app.command("history")
 def history(
     model: Annotated[str, typer.Argument(help="Model name.")],
@@ -290,12 +282,7 @@ def history(
 
     events = default_client().store.list_loop_events(model, limit=limit)
     if as_json:
-        print_json(
-            {
-                "model": model,
-                "events": [event_dict(e) for e in events],
-            }
-        )
+        print_json({"model": model, "events": [event_dict(e) for e in events]})
         return
     table = Table(title=f"loop of {model}: {len(events)} event(s)")
     for col in ("time", "kind", "state", "message"):

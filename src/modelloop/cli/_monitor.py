@@ -327,8 +327,11 @@ def monitor_run(
         webhook or [],
     )
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
-    if hooks:  # their failures are printed below, once: not a second time by the log
-        logging.getLogger("modelloop.monitoring.notifiers").addHandler(logging.NullHandler())
+    hook_log = logging.getLogger("modelloop.monitoring.notifiers")
+    # their failures are printed below, once: not a second time by the log (added once per
+    # process, not once per invocation)
+    if hooks and not any(isinstance(h, logging.NullHandler) for h in hook_log.handlers):
+        hook_log.addHandler(logging.NullHandler())
     gauges = None
     if metrics_port is not None:
         from prometheus_client import start_http_server
@@ -376,8 +379,8 @@ def monitor_run(
     if fail_on_alert:
         store = default_client().store
         name = parse_model_spec(model).name
-        states = [store.get_alert(name, r.name) for r in rules]
-        firing = [s.rule for s in states if s is not None and s.firing]
+        now_firing = {a.rule for a in store.list_alerts(name, firing_only=True)}
+        firing = [r.name for r in rules if r.name in now_firing]
         if firing:
             err_console.print(f"alerts firing: {escape(', '.join(firing))}")
             raise typer.Exit(ALERT_EXIT_CODE)

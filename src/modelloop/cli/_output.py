@@ -91,8 +91,9 @@ def cli_client(*, writes: bool = True) -> Client:
     from modelloop._client import default_client
     from modelloop._config import Settings
 
-    tell_store(Settings.from_env(), writes=writes)  # not the cached client's: found afresh
-    return default_client()
+    settings = Settings.from_env()  # found afresh: a cached client's origin may be older
+    tell_store(settings, writes=writes)
+    return default_client(settings)
 
 
 def row(*values: object) -> list[Text]:

@@ -139,16 +139,14 @@ def gc_runs(
     as_json: JsonOpt = False,
 ) -> None:
     """End RUNNING runs whose process is gone (stale runs), with an end time and a reason tag."""
-    from modelloop._client import default_client
+    from modelloop.cli._output import cli_client
     from modelloop.exceptions import InvalidInput
 
-    try:
-        final = RunStatus(status.upper())
-    except ValueError:
-        final = RunStatus.RUNNING
-    if final not in (RunStatus.FAILED, RunStatus.KILLED):
+    if status.upper() not in (RunStatus.FAILED.value, RunStatus.KILLED.value):
         raise InvalidInput(f"--status must be FAILED or KILLED, got {status!r}")
-    ended = default_client().store.end_stale_runs(final, stale_after_ms=round(timeout * 1000))
+    ended = cli_client().store.end_stale_runs(
+        RunStatus(status.upper()), stale_after_ms=round(timeout * 1000)
+    )
     if as_json:
         print_json({"ended": ended})
         return

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from modelloop._client import Client
+    from modelloop.store import LoopEvent
 
 __all__ = ["LOOP_MODEL", "LoopDemoResult", "flights_model", "run_loop_demo"]
 
@@ -602,14 +603,10 @@ def _mean(values: dict[int, float]) -> float:
     return round(sum(values.values()) / len(values), 5) if values else float("nan")
 
 
-def _event_row(event: Any, day_starts: list[float], days: list[Any]) -> dict[str, Any]:
+def _event_row(event: LoopEvent, day_starts: list[float], days: list[Any]) -> dict[str, Any]:
     """A loop event with the simulated date it happened on."""
+    from modelloop.loop._notify import event_dict
+
     i = bisect.bisect_right(day_starts, event.timestamp / 1000) - 1
     date = str(days[i])[:10] if 0 <= i < len(days) else "before March"
-    return {
-        "date": date,
-        "kind": event.kind,
-        "state": event.state,
-        "message": event.message,
-        "evidence": dict(event.evidence),
-    }
+    return {"date": date, **event_dict(event)}

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import InvalidInput, ModelloopError
 from modelloop.loop._controller import ATTEMPT_TAG, RetrainOutcome
+from modelloop.loop._policy import REGRESSION_METRICS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,11 +114,9 @@ class PipelineActions:
 
     def _own_data(self) -> pd.DataFrame:
         """The pipeline's own data source, read as its load step reads it."""
-        from types import SimpleNamespace
-
         from modelloop.pipeline._steps import load_source
 
-        return load_source(SimpleNamespace(spec=self.spec, base_dir=self.file.resolve().parent))  # type: ignore[arg-type]
+        return load_source(self.spec, self.file.resolve().parent)
 
     def score(self, version: int, rows: pd.DataFrame, metric: str) -> float | None:
         import numpy as np
@@ -128,7 +127,7 @@ class PipelineActions:
         signature = model.signature
         X = rows[signature.columns] if signature is not None else rows
         y = rows["label"].to_numpy()
-        if metric in ("mae", "rmse"):
+        if metric in REGRESSION_METRICS:
             err = np.asarray(model.predict(X), dtype=float) - y.astype(float)
             value = np.abs(err).mean() if metric == "mae" else math.sqrt((err**2).mean())
             return float(value)

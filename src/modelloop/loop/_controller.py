@@ -144,7 +144,7 @@ class Controller(RolloutMixin):
         self.server = server
         self.holder = holder or default_holder()
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
-        self._notify = notify
+        self._notify: Callable[[LoopEvent], None] = notify or (lambda _event: None)
         self.lease_ttl_ms = max(ms(3 * policy.every_s), 60_000)
 
     # -- the tick ----------------------------------------------------------------------------
@@ -207,8 +207,7 @@ class Controller(RolloutMixin):
                 )
                 events.append(event)
                 message = step.message
-                if self._notify is not None:
-                    self._notify(event)
+                self._notify(event)
         return TickResult(
             self.model,
             bool(events) and not dry_run,
@@ -239,8 +238,7 @@ class Controller(RolloutMixin):
             evidence={"trigger": "manual", "reason": reason},
             now=now,
         )
-        if self._notify is not None:
-            self._notify(event)
+        self._notify(event)
         return event
 
     # -- helpers -----------------------------------------------------------------------------
@@ -285,8 +283,7 @@ class Controller(RolloutMixin):
             evidence=wait.evidence,
             now=self.clock(),
         )
-        if self._notify is not None:
-            self._notify(event)
+        self._notify(event)
         return event
 
     def _memo(self, state: LoopState) -> dict[str, Any]:

@@ -21,8 +21,9 @@ The intervals and tests come from statsmodels and scipy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -75,6 +76,18 @@ def _finite(x: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _no_labels(verdict: Callable[..., Verdict], n_challenger: int, n_champion: int) -> Verdict:
+    """The inconclusive verdict of a step with no labelled outcomes on a side yet."""
+    either = not n_challenger and not n_champion
+    return verdict(
+        "inconclusive",
+        statistic=None,
+        p_value=None,
+        interval=None,
+        reason=f"no labelled outcomes yet on {'either side' if either else 'one side'}",
+    )
+
+
 def judge_errors(
     errors_challenger: int,
     n_challenger: int,
@@ -94,26 +107,19 @@ def judge_errors(
             raise ValueError(f"{name}: {k} errors out of {n} labelled rows is impossible")
     rate_ch = errors_challenger / n_challenger if n_challenger else None
     rate_cp = errors_champion / n_champion if n_champion else None
-    base = {
-        "test": "error-rate difference (Newcombe interval, one-sided)",
-        "metric": "error_rate",
-        "n_challenger": n_challenger,
-        "n_champion": n_champion,
-        "challenger": rate_ch,
-        "champion": rate_cp,
-        "alpha": alpha,
-        "margin": margin,
-    }
+    verdict = partial(
+        Verdict,
+        test="error-rate difference (Newcombe interval, one-sided)",
+        metric="error_rate",
+        n_challenger=n_challenger,
+        n_champion=n_champion,
+        challenger=rate_ch,
+        champion=rate_cp,
+        alpha=alpha,
+        margin=margin,
+    )
     if not n_challenger or not n_champion:
-        return Verdict(
-            "inconclusive",
-            statistic=None,
-            p_value=None,
-            interval=None,
-            reason="no labelled outcomes yet on "
-            + ("either side" if not n_challenger and not n_champion else "one side"),
-            **base,  # type: ignore[arg-type]
-        )
+        return _no_labels(verdict, n_challenger, n_champion)
     from statsmodels.stats.proportion import (
         confint_proportions_2indep,
         test_proportions_2indep,
@@ -159,7 +165,7 @@ def judge_errors(
             if not enough
             else f"difference still unsure: upper bound {high:.4f} above the margin {margin:g}"
         )
-    return Verdict(outcome, statistic=stat, p_value=p, interval=interval, reason=reason, **base)  # type: ignore[arg-type]
+    return verdict(outcome, statistic=stat, p_value=p, interval=interval, reason=reason)
 
 
 def judge_losses(
@@ -180,25 +186,19 @@ def judge_losses(
         raise ValueError("losses must be finite numbers")
     mean_ch = float(ch.mean()) if ch.size else None
     mean_cp = float(cp.mean()) if cp.size else None
-    base = {
-        "test": "Mann-Whitney U on per-row losses (one-sided)",
-        "metric": "mean_loss",
-        "n_challenger": int(ch.size),
-        "n_champion": int(cp.size),
-        "challenger": mean_ch,
-        "champion": mean_cp,
-        "alpha": alpha,
-        "margin": margin,
-        "interval": None,
-    }
+    verdict = partial(
+        Verdict,
+        test="Mann-Whitney U on per-row losses (one-sided)",
+        metric="mean_loss",
+        n_challenger=int(ch.size),
+        n_champion=int(cp.size),
+        challenger=mean_ch,
+        champion=mean_cp,
+        alpha=alpha,
+        margin=margin,
+    )
     if not ch.size or not cp.size:
-        return Verdict(
-            "inconclusive",
-            statistic=None,
-            p_value=None,
-            reason="no labelled outcomes yet on one side",
-            **base,  # type: ignore[arg-type]
-        )
+        return _no_labels(verdict, int(ch.size), int(cp.size))
     res = mannwhitneyu(ch, cp, alternative="greater")
     stat, p = _finite(res.statistic), _finite(res.pvalue)
     enough = min(ch.size, cp.size) >= min_outcomes
@@ -216,7 +216,7 @@ def judge_losses(
             if not enough
             else f"mean loss {mean_ch:.4g} above {mean_cp:.4g} by more than {margin:g}"
         )
-    return Verdict(outcome, statistic=stat, p_value=p, reason=reason, **base)  # type: ignore[arg-type]
+    return verdict(outcome, statistic=stat, p_value=p, interval=None, reason=reason)
 
 
 def judge_step(

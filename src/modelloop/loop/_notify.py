@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from modelloop.store import LoopEvent, LoopState
 
-__all__ = ["STATES", "LoopGauges", "LoopNotice", "event_dict", "webhook_notifiers"]
+__all__ = [
+    "STATES",
+    "LoopGauges",
+    "LoopNotice",
+    "event_dict",
+    "state_dict",
+    "webhook_notifiers",
+]
 
 #: Every state a loop can be in, one gauge series each.
 STATES = (
@@ -34,6 +41,17 @@ def event_dict(e: LoopEvent) -> dict[str, Any]:
         "state": e.state,
         "message": e.message,
         "evidence": dict(e.evidence),
+    }
+
+
+def state_dict(s: LoopState) -> dict[str, Any]:
+    """A loop's state as plain JSON-ready data."""
+    return {
+        "model": s.model_name,
+        "state": s.state,
+        "revision": s.revision,
+        "updated_at": s.updated_at,
+        "data": dict(s.data),
     }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import NotFound
+from modelloop.loop._policy import REGRESSION_METRICS
 
 if TYPE_CHECKING:
     from modelloop.loop._policy import TriggerSpec
@@ -126,7 +127,7 @@ def check_triggers(
             value, first = metrics.get(name), seen.get(name)
             if value is None or first is None:
                 continue
-            change = (value - first) if name in ("mae", "rmse") else (first - value)
+            change = (value - first) if name in REGRESSION_METRICS else (first - value)
             if change > drop:
                 fired.append(
                     {
@@ -167,4 +168,4 @@ def check_triggers(
 
 def _below(name: str, value: float, floor: float) -> bool:
     """Past the floor: under it for scores, over it for errors (mae, rmse)."""
-    return value > floor if name in ("mae", "rmse") else value < floor
+    return value > floor if name in REGRESSION_METRICS else value < floor

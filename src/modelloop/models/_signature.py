@@ -198,7 +198,7 @@ class Signature:
             c.dtype == "string" and c.categories is not None for c in (*self.inputs, *self.outputs)
         )
         return {
-            "format_version": 2 if text_categories else 1,
+            "format_version": FORMAT_VERSION if text_categories else 1,
             "inputs": [c.to_dict() for c in self.inputs],
             "outputs": [c.to_dict() for c in self.outputs],
             "classes": None if self.classes is None else list(self.classes),

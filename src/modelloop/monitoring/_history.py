@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from modelloop.exceptions import InvalidInput
+from modelloop.monitoring._report import html_page
 
 if TYPE_CHECKING:
     from modelloop.store import AlertEventRecord, MonitoringRecord
@@ -15,8 +16,12 @@ if TYPE_CHECKING:
 __all__ = ["render_history_html"]
 
 
+def _datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return _datetime(ms).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _runs_table(records: Sequence[MonitoringRecord]) -> str:
@@ -63,13 +68,6 @@ def _alerts_table(events: Sequence[AlertEventRecord]) -> str:
     )
 
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px}
-tr.drifted td,tr.firing td{background:#fde2d0}
-"""
-
-
 def render_history_html(
     model: str,
     records: Sequence[MonitoringRecord],
@@ -78,12 +76,11 @@ def render_history_html(
     """Drift share and live metrics over time, one point per stored monitoring run, then a table
     of the runs (versions, drifted columns, metrics) and of the alert events; plotly.js is
     inlined from the installed package (no CDN)."""
-    from plotly.offline import get_plotlyjs
     from plotly.subplots import make_subplots
 
     if not records:
         raise InvalidInput(f"model {model!r} has no stored monitoring results")
-    when = [datetime.fromtimestamp(r.created_at / 1000, UTC) for r in records]
+    when = [_datetime(r.created_at) for r in records]
     fig = make_subplots(
         rows=2,
         cols=1,
@@ -132,9 +129,7 @@ def render_history_html(
     fig.update_yaxes(range=[0, 1], tickformat=".0%", row=1, col=1)
     fig.update_layout(height=700, title=f"{model}: monitoring history ({len(records)} runs)")
     body = fig.to_html(full_html=False, include_plotlyjs=False)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(model)} monitoring history</title><style>{_CSS}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>{body}"
-        f"{_alerts_table(alert_events)}{_runs_table(records)}</body></html>"
+    return html_page(
+        f"{model} monitoring history",
+        f"{body}{_alerts_table(alert_events)}{_runs_table(records)}",
     )

@@ -110,6 +110,7 @@ def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:
     if cur.count:
         sides.append(("current", CUR_COLOR, c_le, np.asarray(cur.lt), cur.count))
     beyond = []
+    xs = ref.edges[lo : hi + 1]
     for name, color, le, lt, n in sides:
         mass = np.diff(np.concatenate([[lt[idx[0]]], le[idx[1:]]]))[ok] / n
         fig.add_bar(
@@ -123,7 +124,6 @@ def _numeric_figure(ref: NumericProfile, cur: NumericSummary, bins: int) -> Any:
             row=1,
             col=1,
         )
-        xs = ref.edges[lo : hi + 1]
         fig.add_scatter(
             x=xs,
             y=le[lo : hi + 1] / n,
@@ -204,9 +204,14 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+def _has_p_values(drift: DriftResult) -> bool:
+    """Whether any column was judged by a test; distance scores alone have no p-value."""
+    return any(c.p_value is not None for c in drift.columns)
+
+
 def _table(drift: DriftResult, quality: QualityReport | None) -> str:
     issues = {c.column: ", ".join(c.issues) for c in quality.columns} if quality else {}
-    tests = any(c.p_value is not None for c in drift.columns)  # else no p-value column at all
+    tests = _has_p_values(drift)  # else no p-value column at all
     names = ["column", "kind", "method", "statistic"]
     names += ["p-value", f"p-value ({drift.correction})"] if tests else []
     names += ["threshold", "error bound", "drifted", "data quality"]
@@ -241,8 +246,20 @@ def _methods_note(results: Sequence[DriftResult]) -> str:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px}
-tr.drifted td{background:#fde2d0}.feature{margin-top:2em}
+tr.drifted td,tr.firing td{background:#fde2d0}.feature{margin-top:2em}
 """
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained page: the shared style, plotly.js inlined from the installed package
+    (nothing is fetched), then ``body``. The history page uses it too."""
+    from plotly.offline import get_plotlyjs
+
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>{body}</body></html>"
+    )
 
 
 def _groups_table(perf: PerformanceReport) -> str:
@@ -372,8 +389,6 @@ def render_html(
     version's outputs get a section; else ``prediction_drift`` is shown against ``profile``.
     plotly.js is taken from the installed plotly package and inlined once; nothing is fetched.
     """
-    from plotly.offline import get_plotlyjs
-
     outputs: tuple[ColumnDrift, ...] = ()
     output_html = ""
     if versions:
@@ -403,7 +418,7 @@ def render_html(
     share = f"{drift.share_drifted:.0%}"
     verdict = "DATASET DRIFT" if drift.dataset_drift else "no dataset drift"
     against = f" against v{reference_version}'s reference" if reference_version else ""
-    if any(c.p_value is not None for c in drift.columns):
+    if _has_p_values(drift):
         tested = f"p-values corrected over columns with {drift.correction}."
     else:
         tested = (
@@ -430,13 +445,11 @@ def render_html(
         [drift, *(v.prediction_drift for v in versions if v.prediction_drift)]
         + ([prediction_drift] if prediction_drift is not None and not versions else [])
     )
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
-        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body>"
+    return html_page(
+        title,
         f"<h1>{html.escape(title)}</h1>{summary_html}<h2>Drift of the inputs by column</h2>"
         f"{_table(drift, quality)}{notes}{output_html}{perf_html}"
         "<h2>Input distributions, reference vs current</h2>"
         f"{plots}"
-        f"<script type='application/json' id='report-data'>{data}</script></body></html>"
+        f"<script type='application/json' id='report-data'>{data}</script>",
     )

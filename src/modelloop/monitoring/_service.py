@@ -182,7 +182,8 @@ def run_monitor(
     # Inputs: every served row against the monitored version's reference. Outputs: each
     # version's own rows against its own reference (a retrain leaves older versions' rows in
     # the window, and their outputs say nothing about the new version).
-    acc = DriftMonitor(inputs).fit(profile).accumulator()
+    monitor = DriftMonitor(inputs).fit(profile)
+    acc = monitor.accumulator()
     per_version = _VersionPass(client, mv, profile, source.columns)
     rows = 0
     categorical = [c for c in inputs if isinstance(profile[c], CategoricalProfile)]
@@ -204,7 +205,7 @@ def run_monitor(
         raise NotFound(f"no rows of {ref.name} in window {window!r}")
     summary = acc.summary()
     # The dataset verdict is about the inputs; drift of the model's outputs is reported apart.
-    drift = DriftMonitor(inputs).fit(profile).test(summary)
+    drift = monitor.test(summary)
     quality = check_quality(profile, summary, columns=inputs)
     performance = _performance(
         client, ref.name, source, fixed, labels, task, segment, profile, mv.version
@@ -296,6 +297,7 @@ def _outputs_of(profile: ReferenceProfile, available: set[str]) -> list[str]:
 class _VersionPart:
     profile: ReferenceProfile | None
     columns: list[str]
+    monitor: DriftMonitor | None  # fitted on the version's outputs; None when none can be judged
     acc: WindowAccumulator | None
     note: str = ""
     rows: int = 0
@@ -313,15 +315,16 @@ class _VersionPass:
         self.available = set(columns)
         self.has_version = VERSION_COLUMN in self.available
         self.outputs = [c for c in columns if _is_output(c)]
-        own = _outputs_of(profile, self.available)
-        self.categorical = [c for c in own if isinstance(profile[c], CategoricalProfile)]
-        self.parts: dict[int, _VersionPart] = {monitored.version: self._part(profile, "")}
+        own = self._part(profile, "")
+        self.categorical = [c for c in own.columns if isinstance(profile[c], CategoricalProfile)]
+        self.parts: dict[int, _VersionPart] = {monitored.version: own}
         self._details: dict[int, tuple[ReferenceProfile, WindowSummary]] = {}
 
     def _part(self, profile: ReferenceProfile | None, note: str) -> _VersionPart:
         cols = _outputs_of(profile, self.available) if profile is not None else []
-        acc = DriftMonitor(cols).fit(profile).accumulator() if profile and cols else None
-        return _VersionPart(profile, cols, acc, note)
+        monitor = DriftMonitor(cols).fit(profile) if profile and cols else None
+        acc = monitor.accumulator() if monitor is not None else None
+        return _VersionPart(profile, cols, monitor, acc, note)
 
     def _lookup(self, version: int) -> _VersionPart:
         part = self.parts.get(version)
@@ -364,9 +367,9 @@ class _VersionPass:
         for version in sorted(v for v, p in self.parts.items() if p.rows):
             part = self.parts[version]
             drift = quality = None
-            if part.acc is not None and part.profile is not None:
+            if part.monitor is not None and part.acc is not None and part.profile is not None:
                 summary = part.acc.summary()
-                drift = DriftMonitor(part.columns).fit(part.profile).test(summary)
+                drift = part.monitor.test(summary)
                 quality = check_quality(part.profile, summary, columns=part.columns)
                 self._details[version] = (part.profile, summary)
             live = _version_row(performance, version)

@@ -471,7 +471,7 @@ def _plots(
             else [(str(_plain(c)), y == c, proba[:, k]) for k, c in enumerate(classes)]
         )
         roc, pr = go.Figure(), go.Figure()
-        aucs: list[tuple[str, float, float]] = []
+        areas: list[tuple[float, float]] = []  # (AUC, AP) of each curve drawn
         for label, truth, score in pairs:
             if truth.all() or not truth.any():
                 continue
@@ -483,13 +483,12 @@ def _plots(
             pr.add_trace(
                 go.Scatter(x=recall, y=precision, mode="lines", name=f"{label} (AP {ap:.3f})")
             )
-            aucs.append((label, auc, ap))
+            areas.append((auc, ap))
         roc.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line_dash="dash"))
-        # the area in the title too: one number is what most readers look for
-        roc_title = "ROC" + "".join(f", AUC {a:.3f}" for _, a, _ in aucs[:1] if len(aucs) == 1)
-        pr_title = "precision-recall" + "".join(
-            f", AP {ap:.3f}" for _, _, ap in aucs[:1] if len(aucs) == 1
-        )
+        roc_title, pr_title = "ROC", "precision-recall"
+        if len(areas) == 1:  # the area in the title too: one number is what most readers want
+            roc_title += f", AUC {areas[0][0]:.3f}"
+            pr_title += f", AP {areas[0][1]:.3f}"
         roc.update_layout(
             title=roc_title, xaxis_title="false positive rate", yaxis_title="true positive rate"
         )

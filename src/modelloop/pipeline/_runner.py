@@ -385,10 +385,9 @@ class Pipeline:
             ctx.tune_metric = spec.tune.metric or default
             ctx.tune_direction = spec.tune.direction or METRICS[ctx.tune_metric][1]
         reg = spec.register
-        compare = None if reg is None else (reg.compare_with or reg.alias)
-        if reg is not None and compare:
+        if reg is not None and reg.champion_alias:
             try:
-                ctx.champion = ctx.client.resolve(f"models:/{reg.model_name}@{compare}")
+                ctx.champion = ctx.client.resolve(f"models:/{reg.model_name}@{reg.champion_alias}")
             except NotFound:
                 ctx.champion = None
 
@@ -534,7 +533,7 @@ class Pipeline:
             json.loads(ctx.client.artifacts.read_bytes(item.digest))
         )
         reg = self.spec.register
-        alias = None if reg is None else (reg.compare_with or reg.alias)
+        alias = None if reg is None else reg.champion_alias
         ctx.reference_label = f"{champ.name} v{champ.version} ({alias})"
         ctx.reference_key = champ.tags.get("modelloop.schema_digest") or item.digest
 

@@ -285,6 +285,11 @@ class RegisterSpec(_Strict):
     #: extra tags for the registered version
     tags: dict[str, str] = Field(default_factory=dict)
 
+    @property
+    def champion_alias(self) -> str | None:
+        """The alias of the version to compare with: ``compare_with``, else ``alias``."""
+        return self.compare_with or self.alias
+
     @field_validator("model_name")
     @classmethod
     def _name(cls, v: str) -> str:
@@ -519,7 +524,7 @@ def _check_metric_names(data: Mapping[str, Any], source: str) -> list[str]:
     """Problems with the gates and the metric names of ``data`` (the raw spec, checked even
     when other fields are wrong so that every problem is reported at once)."""
     task = data.get("task") if data.get("task") in ("classification", "regression") else None
-    evaluation = data.get("evaluation")
+    evaluation, tune = data.get("evaluation"), data.get("tune")
     evaluation = evaluation if isinstance(evaluation, Mapping) else {}
     return metric_problems(
         task,
@@ -527,9 +532,7 @@ def _check_metric_names(data: Mapping[str, Any], source: str) -> list[str]:
         shown=evaluation.get("metrics"),
         segments=bool(evaluation.get("segments")),
         sensitive=bool(evaluation.get("sensitive")),
-        tune_metric=(data.get("tune") or {}).get("metric")
-        if isinstance(data.get("tune"), Mapping)
-        else None,
+        tune_metric=tune.get("metric") if isinstance(tune, Mapping) else None,
         source=source,
     )
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from modelloop.pipeline._runner import RunContext
+    from modelloop.pipeline._spec import PipelineSpec
 
 __all__ = ["STEPS"]
 
@@ -52,18 +53,19 @@ def _write_frame(path: Path, frame: pd.DataFrame) -> None:
     frame.reset_index(drop=True).to_parquet(path, index=False)
 
 
-def load_source(ctx: RunContext) -> pd.DataFrame:
-    """Read the data source of the spec into a DataFrame."""
+def load_source(spec: PipelineSpec, base_dir: Path) -> pd.DataFrame:
+    """Read the data source of ``spec`` into a DataFrame (relative paths and callables from
+    ``base_dir``, the pipeline file's folder)."""
     import pandas as pd
 
     from modelloop.pipeline._spec import resolve_callable
 
-    src = ctx.spec.data
+    src = spec.data
     if src.path:
         from modelloop._fs import url_suffix
         from modelloop.pipeline._preflight import data_location
 
-        path = data_location(ctx.base_dir, src.path)  # a URL stays a URL
+        path = data_location(base_dir, src.path)  # a URL stays a URL
         fmt = src.format or ("csv" if url_suffix(path) == ".csv" else "parquet")
         try:
             if fmt == "csv":
@@ -82,7 +84,7 @@ def load_source(ctx: RunContext) -> pd.DataFrame:
         finally:
             engine.dispose()
     else:
-        fn = resolve_callable(src.callable or "", ctx.base_dir)
+        fn = resolve_callable(src.callable or "", base_dir)
         frame = fn(**src.args)
         if not isinstance(frame, pd.DataFrame):
             raise InvalidInput(
@@ -97,7 +99,7 @@ def step_load(ctx: RunContext, out: Path) -> dict[str, Any]:
     ``modelloop.features``)."""
     from modelloop.data import dataset_digest
 
-    frame = load_source(ctx)
+    frame = load_source(ctx.spec, ctx.base_dir)
     frame.columns = [str(c) for c in frame.columns]
     tags: dict[str, Any] = {"modelloop.rows": len(frame)}
     if ctx.spec.features is None:

@@ -9,6 +9,7 @@ names and takes no state-changing request that a browser marks as coming from an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -200,34 +201,57 @@ class BearerAuthMiddleware:
                 await self.app(scope, receive, send)
                 return
             status, reason = 403, f"a {role!r} token may not call {scope.get('path')}"
-        if kind == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008, "reason": reason})
-            return
         if status == 401:
             challenge = 'Bearer realm="modelloop"'
             if reason == "invalid bearer token":
                 challenge += ', error="invalid_token"'
         else:
             challenge = 'Bearer realm="modelloop", error="insufficient_scope"'
-        body = json.dumps({"error": reason}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", challenge.encode()),
-                ],
-            }
+        await _refuse(
+            scope, receive, send, status, reason, [(b"www-authenticate", challenge.encode())]
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    reason: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
+    """Answer ``{"error": reason}`` with ``status``; a websocket is closed with 1008 instead,
+    its reason cut short (a close frame holds at most 123 bytes of it)."""
+    if scope["type"] == "websocket":
+        await receive()  # websocket.connect
+        await send({"type": "websocket.close", "code": 1008, "reason": reason[:120]})
+        return
+    body = json.dumps({"error": reason}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 # Methods a browser may send cross-site without asking first, and that change nothing here.
 _SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# How a refused state-changing request can get in.
+_HOW = (
+    "without tokens this server takes changes only from its own pages and from clients that "
+    "send no Origin (curl, SDKs); give tokens (--token) to let others in"
+)
+# Every request asks whether its Host and the server address are loopback, and they are almost
+# always the same few names: parsing them as IP addresses each time is most of the guard's cost.
+_loopback_name = functools.lru_cache(maxsize=256)(is_loopback)
 
 
 def _split_host(value: str) -> tuple[str, int | None] | None:
@@ -276,8 +300,8 @@ class OpenModeGuard:
         if hosts and host is None:
             return f"invalid Host header {hosts[0][:100]!r}"
         server = scope.get("server")
-        on_loopback = not server or is_loopback(str(server[0]))
-        if on_loopback and host is not None and not is_loopback(host[0]):
+        on_loopback = not server or _loopback_name(str(server[0]))
+        if on_loopback and host is not None and not _loopback_name(host[0]):
             return (
                 f"Host {hosts[0][:100]!r} is not a loopback name: without tokens this server "
                 "answers only requests addressed to localhost, 127.0.0.1 or [::1] (a web page "
@@ -286,11 +310,9 @@ class OpenModeGuard:
             )
         if scope["type"] == "http" and scope.get("method", "GET") in _SAFE_METHODS:
             return None
-        how = "without tokens this server takes changes only from its own pages and from "
-        how += "clients that send no Origin (curl, SDKs); give tokens (--token) to let others in"
         for site in _header(scope, b"sec-fetch-site"):
             if site.strip().lower() in ("cross-site", "same-site"):
-                return f"refused a request from another site (Sec-Fetch-Site: {site}): {how}"
+                return f"refused a request from another site (Sec-Fetch-Site: {site}): {_HOW}"
         origins = _header(scope, b"origin")
         if not origins:
             return None
@@ -305,7 +327,7 @@ class OpenModeGuard:
                 theirs = None
             if theirs is not None and theirs == (host[0], host[1] or default):
                 return None
-        return f"refused a request from another origin (Origin: {origin[:100]!r}): {how}"
+        return f"refused a request from another origin (Origin: {origin[:100]!r}): {_HOW}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -315,19 +337,4 @@ class OpenModeGuard:
         if reason is None:
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008, "reason": reason[:120]})
-            return
-        body = json.dumps({"error": reason}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _refuse(scope, receive, send, 403, reason)

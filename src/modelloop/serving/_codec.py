@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import SchemaMismatch
 from modelloop.models._dtypes import is_float
-from modelloop.serving._encode import input_datatype, output_names, v2_datatype
+from modelloop.serving._encode import input_datatype, output_names
 from modelloop.serving._errors import BadRequest, PayloadTooLarge
 
 if TYPE_CHECKING:
@@ -364,12 +364,6 @@ def _column_check(spec: ColumnSpec) -> _Check:
     return _datetime_check(name, dtype, spec.missing_allowed)
 
 
-def _v2_accepts(spec: ColumnSpec) -> frozenset[str]:
-    """The V2 datatypes whose tensors can feed this column: exactly the one the model metadata
-    advertises, as the protocol requires (an INT32 tensor does not feed an INT64 input)."""
-    return frozenset((input_datatype(spec),))
-
-
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What decoding needs from one signature, computed once."""
@@ -378,11 +372,12 @@ class _Plan:
     names: tuple[str, ...]
     name_set: frozenset[str]
     checks: tuple[tuple[str, _Check], ...]
-    # Single-row fast path: (name, type, lo, hi, check, V2 datatype); a value of exactly that
-    # type within [lo, hi] is valid as it is, anything else (NaN fails both bounds) goes through
-    # check. In V2 the tensor must have the column's own datatype (or any FP for floats).
-    quick: tuple[tuple[str, type, Any, Any, _Check, str], ...]
-    v2_accepts: dict[str, frozenset[str]]
+    # Single-row fast path: (name, type, lo, hi, check); a value of exactly that type within
+    # [lo, hi] is valid as it is, anything else (NaN fails both bounds) goes through check.
+    quick: tuple[tuple[str, type, Any, Any, _Check], ...]
+    # The V2 datatype of each column's tensor: exactly the one the model metadata advertises,
+    # as the protocol requires (an INT32 tensor does not feed an INT64 input).
+    v2_datatypes: dict[str, str]
     outputs: tuple[str, ...]
     texts: tuple[str, ...]  # the columns of free text, whose length is capped
     # (name, categories) of the string columns that accept unseen values, for unseen_counts
@@ -423,11 +418,8 @@ def _plan(signature: Signature) -> _Plan:
         names=names,
         name_set=frozenset(names),
         checks=checks,
-        quick=tuple(
-            (name, *_quick_bounds(spec), check, v2_datatype(spec.dtype))
-            for (name, check), spec in pairs
-        ),
-        v2_accepts={spec.name: _v2_accepts(spec) for spec in signature.inputs},
+        quick=tuple((name, *_quick_bounds(spec), check) for (name, check), spec in pairs),
+        v2_datatypes={spec.name: input_datatype(spec) for spec in signature.inputs},
         outputs=tuple(output_names(signature)),
         texts=tuple(spec.name for spec in signature.inputs if spec.dtype == "string"),
         open_categories=tuple(
@@ -586,7 +578,7 @@ def _from_records(records: Any, plan: _Plan, max_rows: int) -> tuple[dict[str, l
     if n == 1:
         record = records[0]
         columns = {}
-        for name, kind, lo, hi, check, _ in plan.quick:
+        for name, kind, lo, hi, check in plan.quick:
             v = record[name]
             columns[name] = [v] if type(v) is kind and lo <= v <= hi else check([v])
         return columns, 1
@@ -780,9 +772,8 @@ def _typed(values: list[Any], datatype: str, column: str) -> None:
 
 
 def _fits(plan: _Plan, column: str, datatype: str, tensor: str) -> None:
-    accepted = plan.v2_accepts[column]
-    if datatype not in accepted:
-        (expected,) = accepted
+    expected = plan.v2_datatypes[column]
+    if datatype != expected:
         raise SchemaMismatch(
             f"input {_show(tensor)}: datatype {datatype} does not match column {column!r}, "
             f"which takes {expected} (see the model metadata); convert the tensor to {expected}",
@@ -809,16 +800,12 @@ def _from_tensors(
             )
     _check_rows(n, max_rows, "inputs")
     columns: dict[str, list[Any]] = {}
-    accepts = plan.v2_accepts
-    for name, kind, lo, hi, check, native in plan.quick:
+    datatypes = plan.v2_datatypes
+    for name, kind, lo, hi, check in plan.quick:
         _, shape, datatype, data = by_name[name]
-        if datatype not in accepts[name]:
+        if datatype != datatypes[name]:
             _fits(plan, name, datatype, name)
-        if (
-            n == 1
-            and len(data) == 1
-            and (datatype == native or (kind is float and datatype in _V2_FLOATS))
-        ):
+        if n == 1 and len(data) == 1:  # the column's own datatype, checked above
             v = data[0]
             if type(v) is kind and lo <= v <= hi:
                 columns[name] = [v]
@@ -848,8 +835,8 @@ def _from_matrix(
         _fits(plan, column, datatype, name)
     columns: dict[str, list[Any]] = {}
     integers = datatype in _V2_INTS
-    for j, (column, kind, lo, hi, check, native) in enumerate(plan.quick):
-        if n == 1 and not integers and (datatype == native or kind is float):
+    for j, (column, kind, lo, hi, check) in enumerate(plan.quick):
+        if n == 1 and not integers:  # every column's own datatype, checked above
             v = flat[j]
             if type(v) is kind and lo <= v <= hi:
                 columns[column] = [v]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from modelloop.store import RunStatus, _owner
 
 if TYPE_CHECKING:
+    from modelloop.store import Store
     from modelloop.tracking._run import ActiveRun
 
 __all__ = ["open_runs"]
@@ -52,13 +53,13 @@ class _OpenRuns:
 
     def beat(self) -> None:
         """Refresh the heartbeat of every open run now, one statement per store."""
-        by_store: dict[int, tuple[object, list[str]]] = {}
+        by_store: dict[int, tuple[Store, list[str]]] = {}
         for run in self.snapshot():
             by_store.setdefault(id(run._store), (run._store, []))[1].append(run.run_id)
         for store, ids in by_store.values():
             # A failed beat is retried at the next one; readers wait ten beats before judging.
             with contextlib.suppress(Exception):
-                store.heartbeat_runs(ids)  # type: ignore[attr-defined]
+                store.heartbeat_runs(ids)
 
     def _beat_forever(self) -> None:
         wait = threading.Event().wait

@@ -56,6 +56,13 @@ def _event(row: Any) -> LoopEvent:
     )
 
 
+def _added_event(event_id: int, values: Mapping[str, Any]) -> LoopEvent:
+    """The event just inserted with ``values`` (from ``_event_values``)."""
+    return LoopEvent(
+        event_id=event_id, **{**values, "evidence": MappingProxyType(values["evidence"])}
+    )
+
+
 def _lease(row: Any) -> LoopLease:
     return LoopLease(
         model_name=row.model_name,
@@ -160,7 +167,7 @@ class LoopMixin(SqlCore):
             done = conn.execute(insert_first if expected == 0 else compare_and_set, values)
             if done.first() is None:
                 current = conn.execute(
-                    sa.select(ls.c.revision, ls.c.state).where(ls.c.model_name == model_name)
+                    sa.select(ls.c.revision).where(ls.c.model_name == model_name)
                 ).first()
                 found = "no state" if current is None else f"revision {current.revision}"
                 raise Conflict(
@@ -174,10 +181,7 @@ class LoopMixin(SqlCore):
                 revision=values["revision"],
                 data=MappingProxyType(values["data"]),
                 updated_at=now,
-            ), LoopEvent(
-                event_id=event_id,
-                **{**event, "evidence": MappingProxyType(event["evidence"])},
-            )
+            ), _added_event(event_id, event)
 
         return self._write(tx)
 
@@ -197,10 +201,7 @@ class LoopMixin(SqlCore):
         add_event = T.loop_events.insert().returning(T.loop_events.c.event_id)
 
         def tx(conn: Connection) -> LoopEvent:
-            event_id = conn.execute(add_event, event).scalar_one()
-            return LoopEvent(
-                event_id=event_id, **{**event, "evidence": MappingProxyType(event["evidence"])}
-            )
+            return _added_event(conn.execute(add_event, event).scalar_one(), event)
 
         return self._write(tx)
 
