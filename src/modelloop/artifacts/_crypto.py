@@ -59,7 +59,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import importlib.util
 import os
 import secrets
 from collections.abc import Iterator
@@ -225,10 +224,12 @@ class Keyring:
 
 def require_cryptography() -> None:
     """``InvalidInput`` naming the extra to install when ``cryptography`` is missing."""
-    if importlib.util.find_spec("cryptography") is None:
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
         raise InvalidInput(
             f"an encryption key is set, and encrypting artifacts needs cryptography: {_EXTRA_HINT}"
-        )
+        ) from None
 
 
 # -- the format --------------------------------------------------------------------------------
@@ -291,6 +292,7 @@ def _new_header(key: EncryptionKey) -> BlobHeader:
 
 def _cipher(key: EncryptionKey, header: BlobHeader) -> Any:
     """AES-256-GCM under this blob's own key: HKDF-SHA256 of the master key and the salt."""
+    require_cryptography()
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
