@@ -415,6 +415,8 @@ class ArtifactStore:
             try:
                 if self._fs is None:
                     return open(path, "rb")
+                # another process may have rewritten it (a key rotation): no cached size or ETag
+                self._fs.invalidate_cache(path)
                 return self._fs.open(path, "rb", block_size=_READ_BLOCK)  # type: ignore[no-any-return]
             except FileNotFoundError:
                 raise NotFound(
@@ -461,6 +463,7 @@ class ArtifactStore:
             if self._fs is None:
                 with open(path, "rb") as src:
                     return _hash_chunks(_read_chunks(src)).digest
+            self._fs.invalidate_cache(path)
             with self._fs.open(path, "rb", block_size=_READ_BLOCK) as src:
                 return _hash_chunks(_read_chunks(src)).digest
 

@@ -20,9 +20,11 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 
-#: Test hook: ``after:N`` kills the rotating process (SIGKILL) in the middle of the blob after
-#: the first N rotated ones, the way a crash or an OOM kill would stop it.
+#: Test hook: ``after:N`` kills the rotating process (SIGKILL), the way a crash or an OOM kill
+#: would stop it, once N blobs are rotated and three more chunks (3 MiB) have gone to the writer:
+#: in the middle of a blob of more than 3 MiB.
 FAULT_ENV = "MODELLOOP_KEYS_FAULT"
+_FAULT_CHUNKS = 3
 
 
 @keys_app.command("generate")
@@ -104,12 +106,13 @@ def rotate(
     require_cryptography()
     store = cli_client().artifacts
     kill_after = _fault_after()
-    done = {"rotated": 0}
-    armed = [False]
+    done = {"rotated": 0, "chunks": 0}
 
     def on_bytes(_: int) -> None:
-        if armed[0]:
-            _die()
+        if kill_after is not None and done["rotated"] >= kill_after:
+            done["chunks"] += 1
+            if done["chunks"] >= _FAULT_CHUNKS:
+                _die()
 
     show = console.is_terminal and not as_json
     progress = Progress(
@@ -125,7 +128,6 @@ def rotate(
             progress.advance(task)
             if outcome == "rotated":
                 done["rotated"] += 1
-                armed[0] = kill_after is not None and done["rotated"] >= kill_after
 
         report = rotate_keys(store, new_key, on_blob=on_blob, on_bytes=on_bytes)
     if as_json:
