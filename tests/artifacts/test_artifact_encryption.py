@@ -8,6 +8,7 @@ The blob layout these tests damage on purpose is the one documented in
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 
 from modelloop import Settings
 from modelloop.artifacts import ArtifactStore, BlobInfo, EncryptionKey, Keyring
+from modelloop.artifacts._crypto import Decryptor, Encryptor, parse_header
 from modelloop.exceptions import ArtifactCorrupted, EncryptionKeyError, InvalidInput
 
 if TYPE_CHECKING:
@@ -185,6 +187,38 @@ def test_s3_large_blob_stays_in_bounded_memory(
     # blocks and the HTTP layer's), well under the blob's size
     assert put_peak < 32 * MiB, f"encrypted S3 put_file peaked at {put_peak} bytes"
     assert get_peak < 32 * MiB, f"decrypting S3 get_file peaked at {get_peak} bytes"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [1, MiB - 1, MiB, 3, 2 * MiB + 5, 0, MiB],
+        [MiB, MiB, MiB],
+        [MiB, 0],
+        [7] * 1000,
+        [],
+    ],
+    ids=["irregular", "whole-chunks", "chunk-then-nothing", "many-small", "nothing"],
+)
+def test_encryptor_rechunks_any_write_pattern(key: EncryptionKey, pieces: list[int]) -> None:
+    data = os.urandom(sum(pieces))
+    out = io.BytesIO()
+    encryptor = Encryptor(key, out)
+    at = 0
+    for n in pieces:
+        encryptor.write(memoryview(data)[at : at + n])
+        at += n
+    encryptor.finish(sha(data))
+    raw = out.getvalue()
+
+    chunks = max(1, -(-len(data) // MiB))
+    assert len(raw) == HEADER + len(data) + chunks * TAG
+    header = parse_header(raw[:HEADER], "test blob")
+    assert header is not None and header.key_id == key.key_id
+    src = io.BytesIO(raw[HEADER:])
+    plain = list(Decryptor(key, header, sha(data), "test blob").chunks(src))
+    assert b"".join(plain) == data
+    assert [len(p) for p in plain[:-1]] == [MiB] * (chunks - 1)
 
 
 # -- wrong or missing keys -----------------------------------------------------------------------

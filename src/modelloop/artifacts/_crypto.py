@@ -322,22 +322,32 @@ class Encryptor:
         self._aead = _cipher(key, self._header)
         self._out = out
         self._buffer = bytearray()
+        self._held: bytes | None = None  # a whole chunk that arrived as one piece
         self._index = 0
         out.write(self._header.raw)
 
     def write(self, data: bytes | memoryview) -> None:
         """Encrypt ``data`` (of any length) on the way to ``out``."""
-        self._buffer += data
-        size = self._header.chunk_size
+        if not len(data):
+            return
         # A full chunk is kept back until more data comes: only finish() knows which is last.
+        if self._held is not None:
+            self._emit(self._held, final=False, digest="")
+            self._held = None
+        size = self._header.chunk_size
+        if not self._buffer and len(data) == size:  # the usual case: no copy into the buffer
+            self._held = bytes(data)
+            return
+        self._buffer += data
         while len(self._buffer) > size:
             self._emit(bytes(self._buffer[:size]), final=False, digest="")
             del self._buffer[:size]
 
     def finish(self, digest: str) -> None:
         """Write the final chunk, binding the plaintext's sha256 ``digest``."""
-        self._emit(bytes(self._buffer), final=True, digest=digest)
-        self._buffer = bytearray()
+        last = self._held if self._held is not None else bytes(self._buffer)
+        self._emit(last, final=True, digest=digest)
+        self._held, self._buffer = None, bytearray()
 
     def _emit(self, chunk: bytes, *, final: bool, digest: str) -> None:
         nonce = _nonce(self._header, self._index, final)
