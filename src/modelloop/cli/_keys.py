@@ -97,7 +97,13 @@ def rotate(
     key; run it again to finish. Afterwards, make the new key MODELLOOP_ENCRYPTION_KEY_FILE.
     Exits 1 when a blob could not be rotated (listed in the summary).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from modelloop.artifacts import EncryptionKey, rotate_keys
     from modelloop.artifacts._crypto import require_cryptography
@@ -116,9 +122,13 @@ def rotate(
 
     show = console.is_terminal and not as_json
     progress = Progress(
-        *Progress.get_default_columns()[:2], BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, disable=not show,
-    )  # fmt: skip
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show,
+    )
     with progress:
         task = progress.add_task(
             "rotating", total=sum(1 for _ in store.digests()) if show else None
