@@ -367,6 +367,25 @@ def test_plaintext_blob_is_read_with_a_key_configured(backend: Backend, key: Enc
         store.read_bytes(old.digest)
 
 
+def test_a_write_with_a_key_encrypts_a_blob_stored_in_plaintext(
+    backend: Backend, tmp_path: Path, key: EncryptionKey
+) -> None:
+    data = b"logged before and after encryption was turned on" * 50
+    source = tmp_path / "same.txt"
+    source.write_bytes(data)
+    info = backend.open().put_bytes(data)
+    store = keyed(backend, key)
+
+    assert store.put_file(source) == info
+    assert store.key_id(info.digest) == key.key_id
+    assert data[:40] not in backend.read_raw(rel(info.digest))
+    before = backend.read_raw(rel(info.digest))
+    store.put_bytes(data)  # already under the key: on S3 not uploaded again
+    if backend.s3 is not None:
+        assert backend.read_raw(rel(info.digest)) == before
+    assert store.read_bytes(info.digest) == data
+
+
 def test_plaintext_that_starts_like_an_encrypted_blob(
     backend: Backend, tmp_path: Path, key: EncryptionKey
 ) -> None:

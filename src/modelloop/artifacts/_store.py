@@ -31,6 +31,7 @@ from modelloop.exceptions import (
     ArtifactCorrupted,
     EncryptionKeyError,
     InvalidInput,
+    ModelloopError,
     NotFound,
     StoreError,
 )
@@ -166,7 +167,7 @@ class ArtifactStore:
         if self._fs is None:
             return self._write_local(chunks)
         info = BlobInfo(hashlib.sha256(view).hexdigest(), len(view))
-        if not self.exists(info.digest):
+        if not self._stored_as_wanted(info.digest):
             self._upload(chunks, info, "the given bytes")
         return info
 
@@ -189,10 +190,23 @@ class ArtifactStore:
         # what is sent so that a file changed in between is refused rather than misnamed.
         with _open_source(source, follow_symlinks) as src:
             info = _hash_chunks(_read_chunks(src))
-        if not self.exists(info.digest):
+        if not self._stored_as_wanted(info.digest):
             with _open_source(source, follow_symlinks) as src:
                 self._upload(_read_chunks(src), info, repr(source))
         return info
+
+    def _stored_as_wanted(self, digest: str) -> bool:
+        """Whether an object store already holds this blob as this store would write it: any
+        blob when writing plaintext, else one under the current key. (Locally every write
+        replaces the blob, which also re-encrypts a plaintext one.)"""
+        if not self.exists(digest):
+            return False
+        if self._keyring.current is None:
+            return True
+        try:
+            return self.key_id(digest) == self._keyring.current.key_id
+        except ModelloopError:  # a damaged header, or deleted since: write it again
+            return False
 
     def _write_local(self, chunks: Iterable[bytes | memoryview]) -> BlobInfo:
         tmp_dir = os.path.join(self._root, "tmp")
@@ -228,16 +242,11 @@ class ArtifactStore:
         return info
 
     def _upload(
-        self,
-        chunks: Iterable[bytes | memoryview],
-        expected: BlobInfo | None,
-        what: str,
-        *,
-        digest: str | None = None,
-    ) -> None:
-        """Upload to the blob's final key, visible only once complete. ``expected`` (when
-        given) is checked against what was sent; else ``digest`` names the blob."""
-        path = self.blob_path(expected.digest if expected is not None else str(digest))
+        self, chunks: Iterable[bytes | memoryview], expected: BlobInfo, what: str
+    ) -> BlobInfo:
+        """Upload to the blob's final key, where it appears only once complete, and only when
+        what was sent is ``expected`` (a size of -1 is not checked)."""
+        path = self.blob_path(expected.digest)
         with self._errors("write", path):
             # autocommit=False: parts are uploaded but the object appears only on commit(), so a
             # content mismatch or an error can still be thrown away with discard().
@@ -245,7 +254,7 @@ class ArtifactStore:
             try:
                 sent = self._write_stream(chunks, out)
                 out.close()
-                if expected is not None and sent != expected:
+                if sent.digest != expected.digest or expected.size not in (-1, sent.size):
                     raise InvalidInput(
                         f"{what} changed while it was being stored (sha256 {expected.digest} "
                         f"before, {sent.digest} during the upload); nothing was stored"
@@ -256,6 +265,7 @@ class ArtifactStore:
                     out.discard()
                 raise
             self._fs.invalidate_cache(path)
+        return sent
 
     def check_writable(self) -> None:
         """Write and remove a small probe under ``<root>/tmp/``, so that a root that cannot be
@@ -334,7 +344,7 @@ class ArtifactStore:
         every moment the blob is whole under its old or its new key. ``progress`` is called
         with the plaintext bytes of each chunk once it has been handed to the writer.
         """
-        path = self.blob_path(digest)
+        path = self.blob_path(digest)  # also checks the digest
 
         def store(chunks: Iterator[bytes]) -> BlobInfo:
             def counted() -> Iterator[bytes]:
@@ -345,15 +355,7 @@ class ArtifactStore:
 
             if self._fs is None:
                 return self._write_local(counted())
-            size = [0]
-
-            def sized() -> Iterator[bytes]:
-                for chunk in counted():
-                    size[0] += len(chunk)
-                    yield chunk
-
-            self._upload(sized(), None, path, digest=digest)
-            return BlobInfo(digest, size[0])
+            return self._upload(counted(), BlobInfo(digest, -1), path)
 
         return self._read(digest, store)
 
