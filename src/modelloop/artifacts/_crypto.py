@@ -78,8 +78,10 @@ __all__ = [
     "EncryptionKey",
     "Encryptor",
     "Keyring",
+    "missing_key",
     "parse_header",
     "read_exact",
+    "require_cryptography",
 ]
 
 MAGIC = b"\x89MLENC\r\n"

@@ -1,5 +1,11 @@
 """Content-addressed blob storage on a local directory or an S3-compatible object store,
-optionally encrypted at rest (format and key handling: :mod:`modelloop.artifacts._crypto`)."""
+optionally encrypted at rest.
+
+An encrypted blob is still named by the sha256 of its plaintext, so dedup, lineage and recorded
+digests do not depend on encryption or on the key, and a key rotation rewrites blobs in place
+without touching metadata; the cost is that a reader of the bucket listing can confirm a guessed
+file. The format, the key handling and that trade-off: :mod:`modelloop.artifacts._crypto`.
+"""
 
 from __future__ import annotations
 
