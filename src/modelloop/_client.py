@@ -64,14 +64,14 @@ class Client:
         store: Store | None = None,
         artifacts: ArtifactStore | None = None,
     ) -> None:
-        from modelloop.artifacts import ArtifactStore
+        from modelloop.artifacts import ArtifactStore, Keyring
 
         self.settings = settings or Settings.from_env()
         #: The metadata store (opened lazily, migrated on first use).
         self.store: Store = store or get_store(self.settings.resolved_store_url)
-        #: The content-addressed artifact store.
+        #: The content-addressed artifact store, encrypting when the settings hold a key.
         self.artifacts: ArtifactStore = artifacts or ArtifactStore(
-            self.settings.resolved_artifact_root
+            self.settings.resolved_artifact_root, keyring=Keyring.from_settings(self.settings)
         )
 
     def close(self) -> None:

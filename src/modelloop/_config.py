@@ -67,7 +67,9 @@ class Settings:
     ``Settings.from_env()`` reads ``MODELLOOP_HOME`` (default: the nearest ``.modelloop`` folder
     in the current folder or its parents, else ``./.modelloop``), ``MODELLOOP_STORE_URL``
     (default: a SQLite file in the home), ``MODELLOOP_ARTIFACT_ROOT`` (default:
-    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES`` and ``MODELLOOP_USER``. Without a
+    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES``, ``MODELLOOP_USER`` and the artifact
+    encryption keys (``MODELLOOP_ENCRYPTION_KEY`` or ``_KEY_FILE``; for reads also
+    ``MODELLOOP_ENCRYPTION_OLD_KEYS`` and ``_OLD_KEY_FILES``). Without a
     ``home``, ``Settings()`` chooses it the same way; ``home_origin`` says how it was chosen.
     """
 
@@ -77,6 +79,13 @@ class Settings:
     trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
     user: str = field(default_factory=lambda: os.environ.get("MODELLOOP_USER") or _login())
     home_origin: HomeOrigin = field(default="given", compare=False)
+    #: Encryption at rest of artifact blobs (see :mod:`modelloop.artifacts._crypto`): the key new
+    #: blobs are written with, as base64 text or a key file, and other keys accepted for reads.
+    #: Keys are never shown by ``repr``.
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_key_file: str | None = None
+    encryption_old_keys: tuple[str, ...] = field(default=(), repr=False)
+    encryption_old_key_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.home is None:
@@ -86,6 +95,8 @@ class Settings:
         # Accept a str (or any path-like) for home; keep everything downstream a Path.
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
         object.__setattr__(self, "trusted_types", tuple(self.trusted_types))
+        object.__setattr__(self, "encryption_old_keys", tuple(self.encryption_old_keys))
+        object.__setattr__(self, "encryption_old_key_files", tuple(self.encryption_old_key_files))
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -105,6 +116,12 @@ class Settings:
             artifact_root=os.environ.get("MODELLOOP_ARTIFACT_ROOT") or None,
             trusted_types=DEFAULT_TRUSTED_TYPES + extra,
             home_origin=origin,
+            encryption_key=os.environ.get("MODELLOOP_ENCRYPTION_KEY") or None,
+            encryption_key_file=os.environ.get("MODELLOOP_ENCRYPTION_KEY_FILE") or None,
+            encryption_old_keys=_split(os.environ.get("MODELLOOP_ENCRYPTION_OLD_KEYS"), ","),
+            encryption_old_key_files=_split(
+                os.environ.get("MODELLOOP_ENCRYPTION_OLD_KEY_FILES"), os.pathsep
+            ),
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -117,6 +134,10 @@ class Settings:
     def resolved_artifact_root(self) -> str:
         """The fsspec URL (or local path) under which artifacts are stored."""
         return self.artifact_root or str(self.home / "artifacts")
+
+
+def _split(value: str | None, sep: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(sep) if v.strip())
 
 
 def _login() -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactCorrupted",
     "Conflict",
+    "EncryptionKeyError",
     "Forbidden",
     "InvalidInput",
     "ModelloopError",
@@ -65,6 +66,13 @@ class ArtifactCorrupted(ModelloopError):
 
     http_status = 500
     exit_code = 5
+
+
+class EncryptionKeyError(ModelloopError):
+    """An encrypted artifact blob needs a key that is not configured (another key id, or none)."""
+
+    http_status = 500
+    exit_code = 14
 
 
 class UnsafeArtifact(ModelloopError):

@@ -41,6 +41,13 @@ class Backend:
         else:
             self.s3.client().put_object(Bucket=BUCKET, Key=self._key(rel), Body=data)
 
+    def read_raw(self, rel: str) -> bytes:
+        """The stored bytes at ``root/rel``, read directly."""
+        if self.s3 is None:
+            return Path(self.root, rel).read_bytes()
+        body = self.s3.client().get_object(Bucket=BUCKET, Key=self._key(rel))["Body"]
+        return bytes(body.read())
+
     def pending_uploads(self) -> dict[str, int]:
         """S3 multipart uploads begun under the root and neither completed nor aborted: the
         number of parts each has, by key."""

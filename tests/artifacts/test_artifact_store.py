@@ -24,7 +24,17 @@ def sha(data: bytes) -> str:
 
 
 def test_exported_names() -> None:
-    assert modelloop.artifacts.__all__ == ["ArtifactStore", "BlobInfo", "validate_artifact_path"]
+    assert modelloop.artifacts.__all__ == [
+        "ArtifactStore",
+        "BlobInfo",
+        "EncryptionKey",
+        "KeyStatus",
+        "Keyring",
+        "RotationReport",
+        "key_status",
+        "rotate_keys",
+        "validate_artifact_path",
+    ]
 
 
 # -- round trips ---------------------------------------------------------------------------------

@@ -1,21 +1,46 @@
-"""Content-addressed blob storage on a local directory or an S3-compatible object store."""
+"""Content-addressed blob storage on a local directory or an S3-compatible object store,
+optionally encrypted at rest.
+
+An encrypted blob is still named by the sha256 of its plaintext, so dedup, lineage and recorded
+digests do not depend on encryption or on the key, and a key rotation rewrites blobs in place
+without touching metadata; the cost is that a reader of the bucket listing can confirm a guessed
+file. The format, the key handling and that trade-off: :mod:`modelloop.artifacts._crypto`.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from modelloop._fs import fsync_dir
-from modelloop.exceptions import ArtifactCorrupted, InvalidInput, NotFound, StoreError
+from modelloop.artifacts._crypto import (
+    HEADER_LEN,
+    MAGIC,
+    Decryptor,
+    Encryptor,
+    Keyring,
+    missing_key,
+    parse_header,
+    read_exact,
+)
+from modelloop.exceptions import (
+    ArtifactCorrupted,
+    EncryptionKeyError,
+    InvalidInput,
+    ModelloopError,
+    NotFound,
+    StoreError,
+)
 
 __all__ = ["ArtifactStore", "BlobInfo"]
 
@@ -28,6 +53,7 @@ _LOCAL_PROTOCOLS = frozenset({"file", "local"})
 # supports ``autocommit=False`` + ``commit()``/``discard()``. Add a protocol here only together
 # with a test run against a real server for it.
 _OBJECT_STORE_PROTOCOLS = frozenset({"s3", "s3a"})
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +81,31 @@ class ArtifactStore:
       does not match.
     * **Bounded memory.** Files are streamed in chunks; only :meth:`read_bytes` and
       :meth:`put_bytes` hold a whole blob.
+    * **Encryption at rest.** With a ``keyring`` whose ``current`` key is set, every blob
+      written is AES-256-GCM encrypted, still named by the sha256 of its plaintext; reads
+      decrypt with the key whose id the blob names, authenticating every chunk before its
+      plaintext is used, and read plaintext blobs as before (their digest is verified).
+      :meth:`rewrite` moves a blob to the current key. Details in
+      :mod:`modelloop.artifacts._crypto`.
     * **Errors.** A malformed digest or argument raises ``InvalidInput``; a missing blob or
-      source file ``NotFound``; any other failure of the file system or object store
-      ``StoreError``.
+      source file ``NotFound``; a blob under a key the keyring lacks ``EncryptionKeyError``;
+      any other failure of the file system or object store ``StoreError``.
     """
 
-    def __init__(self, root: str, *, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        keyring: Keyring | None = None,
+    ) -> None:
         """Open the store at ``root``: a local path, a ``file://`` URL or an ``s3://bucket/prefix``.
 
         ``storage_options`` go to the fsspec file system of a remote root (for s3fs e.g.
         ``{"client_kwargs": {"endpoint_url": ...}}``); a local root does not use them.
+        ``keyring`` holds the encryption keys (default: none; blobs are written in plaintext).
         """
+        self._keyring = keyring if keyring is not None else Keyring()
         if not isinstance(root, str) or not root.strip():
             raise InvalidInput(f"artifact root must be a non-empty path or URL, not {root!r}")
         match = _PROTOCOL.match(root)
@@ -89,6 +129,17 @@ class ArtifactStore:
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self._root!r})"
+
+    @property
+    def keyring(self) -> Keyring:
+        """The key new blobs are encrypted with (if any) and the keys accepted for reads."""
+        return self._keyring
+
+    def with_keyring(self, keyring: Keyring) -> ArtifactStore:
+        """The same root (and file system) with other keys."""
+        other = copy.copy(self)
+        other._keyring = keyring
+        return other
 
     @property
     def root(self) -> str:
@@ -122,7 +173,7 @@ class ArtifactStore:
         if self._fs is None:
             return self._write_local(chunks)
         info = BlobInfo(hashlib.sha256(view).hexdigest(), len(view))
-        if not self.exists(info.digest):
+        if not self._stored_as_wanted(info.digest):
             self._upload(chunks, info, "the given bytes")
         return info
 
@@ -145,10 +196,23 @@ class ArtifactStore:
         # what is sent so that a file changed in between is refused rather than misnamed.
         with _open_source(source, follow_symlinks) as src:
             info = _hash_chunks(_read_chunks(src))
-        if not self.exists(info.digest):
+        if not self._stored_as_wanted(info.digest):
             with _open_source(source, follow_symlinks) as src:
                 self._upload(_read_chunks(src), info, repr(source))
         return info
+
+    def _stored_as_wanted(self, digest: str) -> bool:
+        """Whether an object store already holds this blob as this store would write it: any
+        blob when writing plaintext, else one under the current key. (Locally every write
+        replaces the blob, which also re-encrypts a plaintext one.)"""
+        if not self.exists(digest):
+            return False
+        if self._keyring.current is None:
+            return True
+        try:
+            return self.key_id(digest) == self._keyring.current.key_id
+        except ModelloopError:  # a damaged header, or deleted since: write it again
+            return False
 
     def _write_local(self, chunks: Iterable[bytes | memoryview]) -> BlobInfo:
         tmp_dir = os.path.join(self._root, "tmp")
@@ -158,7 +222,7 @@ class ArtifactStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    info = _hash_chunks(chunks, out)
+                    info = self._write_stream(chunks, out)
                     out.flush()
                     os.fsync(out.fileno())
                 final = self.blob_path(info.digest)
@@ -172,16 +236,31 @@ class ArtifactStore:
             fsync_dir(os.path.dirname(final))
         return info
 
-    def _upload(self, chunks: Iterable[bytes | memoryview], expected: BlobInfo, what: str) -> None:
+    def _write_stream(self, chunks: Iterable[bytes | memoryview], out: IO[bytes]) -> BlobInfo:
+        """Write the chunks to ``out``, encrypted under the current key if there is one; return
+        the digest and size of the plaintext."""
+        key = self._keyring.current
+        if key is None:
+            return _hash_chunks(chunks, out.write)
+        encryptor = Encryptor(key, out)
+        info = _hash_chunks(chunks, encryptor.write)
+        encryptor.finish(info.digest)
+        return info
+
+    def _upload(
+        self, chunks: Iterable[bytes | memoryview], expected: BlobInfo, what: str
+    ) -> BlobInfo:
+        """Upload to the blob's final key, where it appears only once complete, and only when
+        what was sent is ``expected`` (a size of -1 is not checked)."""
         path = self.blob_path(expected.digest)
         with self._errors("write", path):
             # autocommit=False: parts are uploaded but the object appears only on commit(), so a
             # content mismatch or an error can still be thrown away with discard().
             out = self._fs.open(path, "wb", autocommit=False)
             try:
-                sent = _hash_chunks(chunks, out)
+                sent = self._write_stream(chunks, out)
                 out.close()
-                if sent != expected:
+                if sent.digest != expected.digest or expected.size not in (-1, sent.size):
                     raise InvalidInput(
                         f"{what} changed while it was being stored (sha256 {expected.digest} "
                         f"before, {sent.digest} during the upload); nothing was stored"
@@ -191,6 +270,8 @@ class ArtifactStore:
                 with contextlib.suppress(Exception):
                     out.discard()
                 raise
+            self._fs.invalidate_cache(path)
+        return sent
 
     def check_writable(self) -> None:
         """Write and remove a small probe under ``<root>/tmp/``, so that a root that cannot be
@@ -226,64 +307,173 @@ class ArtifactStore:
     # -- reading -------------------------------------------------------------------------------
 
     def read_bytes(self, digest: str) -> bytes:
-        """The content of a blob, verified against its digest."""
-        src, path = self._open_blob(digest)
-        with src:
-            return b"".join(self._verify(src, digest, path))
+        """The content of a blob, verified against its digest (and decrypted)."""
+        return self._read(digest, lambda chunks: b"".join(chunks))
 
     def get_file(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Write a blob to the local file ``dest`` (replacing it) and return ``dest``.
 
-        The content is streamed to a temporary file beside ``dest`` and verified before it is
-        renamed into place: when verification fails, ``dest`` is left as it was.
+        The content is streamed to a temporary file beside ``dest`` and verified (every
+        encrypted chunk authenticated, the whole hashed) before it is renamed into place: when
+        verification fails, ``dest`` is left as it was.
         """
         target = Path(dest)
         _check_digest(digest)
         if target.is_dir():
             raise InvalidInput(f"destination {str(target)!r} is a directory")
-        src, path = self._open_blob(digest)
-        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
-        with src, self._errors("write", str(tmp)):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    for chunk in self._verify(src, digest, path):
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                raise
-        return target
 
-    def _open_blob(self, digest: str) -> tuple[IO[bytes], str]:
-        """The open blob and its path; ``NotFound`` if there is no such blob."""
+        def write(chunks: Iterator[bytes]) -> Path:
+            tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+            with self._errors("write", str(tmp)):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        for chunk in chunks:
+                            out.write(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    os.replace(tmp, target)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    raise
+            return target
+
+        return self._read(digest, write)
+
+    def rewrite(self, digest: str, *, progress: Callable[[int], None] | None = None) -> BlobInfo:
+        """Rewrite a stored blob under the current key (in plaintext when there is none).
+
+        The blob is read as :meth:`get_file` reads it, so a damaged blob or a missing key fails
+        before anything is replaced, and the new version replaces the old one atomically: at
+        every moment the blob is whole under its old or its new key. ``progress`` is called
+        with the plaintext bytes of each chunk once it has been handed to the writer.
+        """
+        path = self.blob_path(digest)  # also checks the digest
+
+        def store(chunks: Iterator[bytes]) -> BlobInfo:
+            def counted() -> Iterator[bytes]:
+                for chunk in chunks:
+                    yield chunk
+                    if progress is not None:
+                        progress(len(chunk))
+
+            if self._fs is None:
+                return self._write_local(counted())
+            return self._upload(counted(), BlobInfo(digest, -1), path)
+
+        return self._read(digest, store)
+
+    def key_id(self, digest: str) -> str | None:
+        """The id of the key a stored blob is encrypted under; None for a plaintext blob.
+
+        Only the header is read: the blob is not authenticated. ``ArtifactCorrupted`` for a
+        header this version cannot read.
+        """
         path = self.blob_path(digest)
+        src = self._open_blob(digest, path)
+        with src, self._errors("read", path):
+            head = read_exact(src, HEADER_LEN)
+        header = parse_header(head, f"blob {digest} at {path}")
+        return header.key_id if header is not None else None
+
+    def digests(self) -> Iterator[str]:
+        """The digests of every stored blob, in order (files that are not blobs are skipped)."""
+        base = f"{self._root}/blobs" if self._fs is not None else os.path.join(self._root, "blobs")
+        with self._errors("list", base):
+            if self._fs is not None:
+                self._fs.invalidate_cache(base)
+                try:
+                    names = self._fs.find(base)
+                except FileNotFoundError:
+                    return
+                found = sorted(
+                    n.rsplit("/", 1)[-1] for n in names if _is_blob_name(n.rsplit("/", 2)[-2:])
+                )
+                yield from found
+                return
+            if not os.path.isdir(base):
+                return
+            for prefix in sorted(os.listdir(base)):
+                folder = os.path.join(base, prefix)
+                if not os.path.isdir(folder):
+                    continue
+                yield from sorted(n for n in os.listdir(folder) if _is_blob_name([prefix, n]))
+
+    def _read(self, digest: str, consume: Callable[[Iterator[bytes]], _T]) -> _T:
+        """``consume(verified plaintext chunks)``, retried as plaintext for a blob that merely
+        starts like an encrypted one (content that hashes to its digest is what was stored)."""
+        path = self.blob_path(digest)
+        try:
+            return self._read_once(digest, path, consume, decrypt=True)
+        except _PlaintextAfterAll:
+            return self._read_once(digest, path, consume, decrypt=False)
+
+    def _read_once(
+        self, digest: str, path: str, consume: Callable[[Iterator[bytes]], _T], *, decrypt: bool
+    ) -> _T:
+        src = self._open_blob(digest, path)
+        with src:
+            return consume(self._verify(src, digest, path, decrypt))
+
+    def _open_blob(self, digest: str, path: str) -> IO[bytes]:
+        """The open blob; ``NotFound`` if there is no such blob."""
         with self._errors("read", path):
             try:
                 if self._fs is None:
-                    return open(path, "rb"), path
-                return self._fs.open(path, "rb", block_size=_READ_BLOCK), path
+                    return open(path, "rb")
+                # another process may have rewritten it (a key rotation): no cached size or ETag
+                self._fs.invalidate_cache(path)
+                return self._fs.open(path, "rb", block_size=_READ_BLOCK)  # type: ignore[no-any-return]
             except FileNotFoundError:
                 raise NotFound(
                     f"no blob {digest} in the artifact store {self._root} (looked at {path})"
                 ) from None
 
-    def _verify(self, src: IO[bytes], digest: str, path: str) -> Iterator[bytes]:
-        """Yield the chunks of ``src``; after the last, ``ArtifactCorrupted`` if they do not
-        hash to ``digest``."""
+    def _verify(self, src: IO[bytes], digest: str, path: str, decrypt: bool) -> Iterator[bytes]:
+        """Yield the plaintext chunks of ``src``; after the last, ``ArtifactCorrupted`` if they
+        do not hash to ``digest``."""
         hasher = hashlib.sha256()
         with self._errors("read", path):
-            for chunk in _read_chunks(src):
+            for chunk in self._plaintext(src, digest, path, decrypt):
                 hasher.update(chunk)
                 yield chunk
         if hasher.hexdigest() != digest:
             raise ArtifactCorrupted(
                 f"blob {digest} at {path} is corrupted: its content has sha256 {hasher.hexdigest()}"
             )
+
+    def _plaintext(self, src: IO[bytes], digest: str, path: str, decrypt: bool) -> Iterator[bytes]:
+        head = read_exact(src, HEADER_LEN)
+        if not decrypt or not head.startswith(MAGIC):
+            if head:
+                yield head
+            yield from _read_chunks(src)
+            return
+        where = f"blob {digest} at {path}"
+        try:
+            header = parse_header(head, where)
+            if header is None:  # shorter than a header: only plaintext can be that short
+                raise ArtifactCorrupted(f"{where} is corrupted: cut short inside its header")
+            key = self._keyring.find(header.key_id)
+            if key is None:
+                raise missing_key(header, self._keyring, where)
+            yield from Decryptor(key, header, digest, where).chunks(src)
+        except (ArtifactCorrupted, EncryptionKeyError):
+            if self._raw_digest(path) == digest:
+                raise _PlaintextAfterAll from None
+            raise
+
+    def _raw_digest(self, path: str) -> str:
+        """The sha256 of the stored bytes as they are."""
+        with self._errors("read", path):
+            if self._fs is None:
+                with open(path, "rb") as src:
+                    return _hash_chunks(_read_chunks(src)).digest
+            self._fs.invalidate_cache(path)
+            with self._fs.open(path, "rb", block_size=_READ_BLOCK) as src:
+                return _hash_chunks(_read_chunks(src)).digest
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -367,16 +557,28 @@ def _read_chunks(src: IO[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _hash_chunks(chunks: Iterable[bytes | memoryview], out: IO[bytes] | None = None) -> BlobInfo:
-    """Digest and size of the chunks, copying them to ``out`` on the way if given."""
+def _hash_chunks(
+    chunks: Iterable[bytes | memoryview],
+    write: Callable[[bytes | memoryview], object] | None = None,
+) -> BlobInfo:
+    """Digest and size of the chunks, passing them to ``write`` on the way if given."""
     hasher = hashlib.sha256()
     size = 0
     for chunk in chunks:
         hasher.update(chunk)
         size += len(chunk)
-        if out is not None:
-            out.write(chunk)
+        if write is not None:
+            write(chunk)
     return BlobInfo(hasher.hexdigest(), size)
+
+
+def _is_blob_name(parts: list[str]) -> bool:
+    """Whether ``[folder, name]`` is ``[<first two hex digits>, <digest>]``."""
+    return len(parts) == 2 and bool(_DIGEST.fullmatch(parts[1])) and parts[1][:2] == parts[0]
+
+
+class _PlaintextAfterAll(Exception):
+    """A blob that starts like an encrypted one but whose stored bytes hash to its digest."""
 
 
 def _ensure_dir(path: str) -> None:

@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from modelloop._config import redact_url
 from modelloop.cli._demo import demo_app
+from modelloop.cli._keys import keys_app
 from modelloop.cli._loop import loop_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
@@ -47,6 +48,7 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(loop_app, name="loop")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 app.command("serve")(serve_command)
 
 
