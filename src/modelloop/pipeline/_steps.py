@@ -207,7 +207,12 @@ def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
         by_chance = {"nulls"}
         if ctx.spec.split.method != "time":
             by_chance |= {"min", "max", "categories"}
-        kept = [v for v in report.violations if v.rule not in by_chance]
+        split_column = ctx.spec.split.column  # later by construction: not a finding
+        kept = [
+            v
+            for v in report.violations
+            if v.rule not in by_chance and not (v.column == split_column and v.rule != "dtype")
+        ]
         report = ValidationReport((*extra, *kept), report.n_rows)
     _write_json(
         out / "validation.json",
