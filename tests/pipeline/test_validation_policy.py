@@ -146,7 +146,15 @@ def test_soft_problems_under_warn_are_shown_tagged_and_the_model_promoted(
         assert report["violations"][0]["count"] == 569
     finally:
         client.close()
-    # the plain summary lists the problem too (everything cached now)
+    # rerun unchanged: v2 is champion now and was trained on exactly this data, so the data is
+    # checked as v2's was (against v1's schema), every step a cache hit, the same verdict
+    again = _invoke(cli, str(path), "--json")
+    assert again.exit_code == 0, again.output
+    cached = json.loads(again.stdout)
+    assert all(s["cache_hit"] for s in cached["steps"])
+    assert cached["registered_version"] == 2 and cached["validation"]["soft"] == soft
+    assert cached["validation"]["reference"] == "cancer v1 (champion)"
+    # the plain summary lists the problem too
     text = _invoke(cli, str(path))
     assert text.exit_code == 0
     flat = " ".join(text.stdout.split())
