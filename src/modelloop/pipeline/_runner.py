@@ -553,12 +553,12 @@ class Pipeline:
             self._use_schema(ctx, DataSchema.from_dict(json.loads(text)), ref, None)
             return
         ctx.reference_mode, ctx.reference_key = "self", SELF_REFERENCE
-        ctx.reference_label = "the training part of this run's data (no champion yet)"
+        ctx.reference_label = "the training part of this run's data"
         champ = ctx.champion
         if champ is None:
+            ctx.reference_label += " (no champion yet)"
             return
         if "modelloop.schema_run" not in champ.tags:
-            ctx.reference_label = "the training part of this run's data"
             ctx.notes.append(
                 f"data not validated against the champion: {champ.name} v{champ.version} has no "
                 "stored schema (registered outside a pipeline), so the test part was checked "

@@ -167,6 +167,7 @@ def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
         early = type_violations(data)
     if early.violations:  # no schema can be inferred: stop here, with the report stored
         _write_json(out / "validation.json", {"reference": None, "report": early.to_dict()})
+        ctx.pending_tags["modelloop.violations"] = str(len(early.violations))
         enforce(early, policy)
     frame = data
     schema = infer_schema(frame)
