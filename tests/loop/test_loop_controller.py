@@ -265,8 +265,10 @@ def test_a_crash_after_registering_resumes_with_the_same_challenger(world) -> No
     ctl = _controller(world, _policy())
     ctl.tick(max_steps=1)  # the trigger is committed; the controller "dies" before retraining
     assert client.store.get_loop_state(MODEL).state == "retraining"  # type: ignore[union-attr]
-    # the crashed controller's retrain had registered its challenger before dying
-    PipelineActions(client, world["file"]).retrain(attempt=f"{MODEL}:1", data=None)
+    # the crashed controller's retrain had registered its challenger before dying (one tree
+    # more: retrained on the champion's own rows, the same model would not be registered again)
+    crashed = PipelineActions(client, world["file"], overrides={"model.params.n_estimators": 26})
+    crashed.retrain(attempt=f"{MODEL}:1", data=None)
     assert len(client.store.list_model_versions(MODEL)) == 2
     restarted = _controller(world, _policy(), holder="ctl-a")
     assert restarted.tick().state == "rollout"

@@ -99,6 +99,7 @@ def test_help_documents_the_exit_codes(cli: typer.Typer) -> None:
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())
     assert "10 when a gate failed" in text and "11 when data validation" in text
+    assert "12 when the model was registered but its alias not moved" in text
     assert "--set" in text and "--no-cache" in text and "--workers" in text
 
 

@@ -172,3 +172,62 @@ def test_bad_arguments_name_what_is_wrong(cancer) -> None:
         evaluate(model, X, y, task="ranking")
     with pytest.raises(InvalidInput, match="y has 3"):
         evaluate(model, X, y[:3], task="binary")
+
+
+def test_fairness_counts_only_groups_of_min_segment_rows(cancer) -> None:
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    model, X, y = cancer
+    n = len(X)  # 228 test rows
+    pred = model.predict(X)
+    group = np.where(np.arange(n) % 2 == 0, "a", "b").astype(object)
+    # two small groups where the model is always right, or always wrong: extreme rates
+    small_right = np.flatnonzero(pred == y)[:14]
+    small_wrong = np.flatnonzero(pred != y)[:8]
+    group[small_right], group[small_wrong] = "c", "d"
+    y = y.copy()
+    seg = pd.DataFrame({"carrier": group})
+    ev, _ = evaluate(
+        model,
+        X,
+        y,
+        task="binary",
+        segment_frame=seg,
+        sensitive=["carrier"],
+        min_segment_rows=30,
+        latency_batch_rows=50,
+        latency_repeats=2,
+    )
+    big = np.isin(group, ["a", "b"])
+    expected = {
+        "demographic_parity_difference": demographic_parity_difference(
+            y[big], pred[big], sensitive_features=group[big]
+        ),
+        "equalized_odds_difference": equalized_odds_difference(
+            y[big], pred[big], sensitive_features=group[big]
+        ),
+    }
+    for name, value in expected.items():
+        assert ev.fairness["carrier"][name] == pytest.approx(value, abs=1e-12)
+        assert ev.metrics[name] == pytest.approx(value, abs=1e-12)
+    # with every group counted, the small ones decide the figure
+    unfiltered = equalized_odds_difference(y, pred, sensitive_features=group)
+    assert unfiltered > expected["equalized_odds_difference"] + 0.1
+    groups = ev.fairness_groups["carrier"]
+    assert {g["value"]: g["n"] for g in groups["small"]} == {"c": 14, "d": len(small_wrong)}
+    assert sorted(g["value"] for g in groups["included"]) == ["a", "b"]
+    assert ev.to_dict()["fairness_groups"]["carrier"]["small"] == groups["small"]
+    # fewer than two groups large enough: no fairness value, so a gate on it cannot pass
+    lone, _ = evaluate(
+        model,
+        X,
+        y,
+        task="binary",
+        segment_frame=seg,
+        sensitive=["carrier"],
+        min_segment_rows=n,
+        latency_batch_rows=50,
+        latency_repeats=2,
+    )
+    assert lone.fairness["carrier"] == {} and "equalized_odds_difference" not in lone.metrics
+    assert len(lone.fairness_groups["carrier"]["small"]) == 4

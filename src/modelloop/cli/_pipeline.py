@@ -24,12 +24,17 @@ if TYPE_CHECKING:
     from modelloop._client import Client
     from modelloop.pipeline import Pipeline, PipelineResult, StepEvent
 
-__all__ = ["EXIT_GATE_FAILED", "EXIT_VALIDATION_FAILED", "pipeline_app"]
+__all__ = ["EXIT_ALIAS_HELD", "EXIT_GATE_FAILED", "EXIT_VALIDATION_FAILED", "pipeline_app"]
 
 #: Exit code when the pipeline finished but a gate failed (nothing registered).
 EXIT_GATE_FAILED = 10
-#: Exit code when data validation found a hard violation (the pipeline stopped before training).
+#: Exit code when data validation stopped the run before training: a hard violation (a missing
+#: column included), or a soft one under ``validation.on_soft: fail``. The value is
+#: ``DataValidationError.exit_code``, its one definition.
 EXIT_VALIDATION_FAILED = 11
+#: Exit code when the model was registered but the alias was held where it was: soft
+#: validation problems under ``validation.on_soft: hold``.
+EXIT_ALIAS_HELD = 12
 
 pipeline_app = typer.Typer(
     help="Training pipelines declared in modelloop.yaml.", no_args_is_help=True
@@ -71,10 +76,14 @@ def run_pipeline(
     """Run load → validate → split → (tune →) train → evaluate → explain → gate → register.
 
     Unchanged steps are reused from the cache. Exit codes: 0 when every gate passed (and the
-    model was registered if the file has a register section); 10 when a gate failed (nothing
-    registered); 11 when data validation found a hard violation (stopped before training);
-    2 for an invalid pipeline file or --set value (every problem found is listed before any step
-    runs); 7 when the artifact root cannot be written; other errors use the usual codes.
+    model was registered if the file has a register section, or found to be a version the
+    registry already holds: nothing registered, no alias moved); 10 when a gate failed (nothing
+    registered); 11 when data validation stopped the run before training (a hard violation such
+    as a missing column, or a soft one under validation.on_soft: fail); 12 when the model was
+    registered but its alias not moved (soft validation problems under validation.on_soft:
+    hold); 2 for an invalid pipeline file or --set value (every problem found is listed before
+    any step runs); 7 when the artifact root cannot be written; other errors use the usual
+    codes. Soft validation problems are listed in the summary and in --json.
     """
     from modelloop.cli._output import require_extra
 
@@ -89,7 +98,7 @@ def run_pipeline(
     except DataValidationError as exc:
         text = str(exc).removeprefix("data validation failed:").lstrip()
         err_console.print(f"[bold red]data validation failed:[/] {escape(text)}", highlight=False)
-        raise typer.Exit(EXIT_VALIDATION_FAILED) from None
+        raise typer.Exit(exc.exit_code) from None
     except ModelloopError as exc:
         raise fail(exc) from None
     if as_json:
@@ -100,6 +109,8 @@ def run_pipeline(
             err_console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if result.gates_passed is False:
         raise typer.Exit(EXIT_GATE_FAILED)
+    if result.status == "held":
+        raise typer.Exit(EXIT_ALIAS_HELD)
 
 
 def _run_with_progress(
@@ -176,12 +187,24 @@ def _summary(result: PipelineResult, shown: list[str]) -> None:
             ok = "[green]yes[/]" if g["passed"] else "[red]NO[/]"
             gates.add_row(*row(g["expr"], value, bound), ok, *row(g.get("reason", "")))
         console.print(gates)
-    if result.registered_version is not None:
+    _validation(result)
+    if result.status == "held":
+        console.print(
+            f"[bold yellow]registered {escape(str(result.model_name))} version "
+            f"{result.registered_version}, alias held:[/] {escape(result.reason or '')}  "
+            f"({result.seconds:.1f} s)"
+        )
+    elif result.status == "unchanged":
+        console.print(
+            f"[bold]nothing registered:[/] {escape(result.reason or '')}  ({result.seconds:.1f} s)"
+        )
+    elif result.registered_version is not None:
         alias = f" as @{result.alias}" if result.alias else ""
         console.print(
             f"[bold green]registered {escape(str(result.model_name))} version "
             f"{result.registered_version}{escape(alias)}[/]  ({result.seconds:.1f} s)"
         )
+    if result.registered_version is not None:
         if result.onnx is not None and result.onnx["converted"]:
             console.print(
                 f"ONNX form attached (agrees with scikit-learn on {result.onnx['check_rows']} "
@@ -192,8 +215,29 @@ def _summary(result: PipelineResult, shown: list[str]) -> None:
                 f"[yellow]not converted to ONNX:[/] {escape(result.onnx['reason'])} "
                 "(served by scikit-learn)"
             )
-    else:
+    elif result.status != "unchanged":
         console.print(
             f"[bold yellow]not registered:[/] {escape(result.reason or '')}  "
             f"({result.seconds:.1f} s)"
         )
+
+
+def _validation(result: PipelineResult) -> None:
+    """What the data was checked against, and each soft problem it had."""
+    v = result.validation
+    if not v:
+        return
+    reference = v.get("reference")
+    soft = result.soft_problems
+    if reference is None:
+        console.print("[dim]data not validated (validation.reference: none or disabled)[/]")
+        return
+    if not soft:
+        console.print(f"data validated against {escape(str(reference))}: no problems")
+        return
+    console.print(
+        f"[bold yellow]data validated against {escape(str(reference))}: {len(soft)} soft "
+        f"problem(s)[/] (validation.on_soft: {escape(str(v.get('policy')))})"
+    )
+    for line in soft:
+        console.print(f"  [yellow]-[/] {escape(line)}", highlight=False)

@@ -20,7 +20,10 @@ multiclass from the labels — or ``"regression"``):
   ``min_segment_rows`` rows; 0.0 when fewer than two segments qualify);
 - fairness when sensitive columns are named, the largest value over them of
   ``demographic_parity_difference`` and ``equalized_odds_difference`` (binary, fairlearn),
-  ``accuracy_difference`` (multiclass) or ``mae_difference`` (regression).
+  ``accuracy_difference`` (multiclass) or ``mae_difference`` (regression), computed over the
+  groups of at least ``min_segment_rows`` rows, as the segment gap is (a rate of a dozen rows
+  says little); smaller groups are listed apart (``fairness_groups``), and a column with fewer
+  than two groups that large reports no fairness value.
 
 A metric that is undefined on the data (e.g. AUC with one class present) is left out, so a gate
 on it fails naming it. The primary metric is ``auc`` for classifiers with ``predict_proba``,
@@ -90,6 +93,9 @@ class Evaluation:
     segments: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     segment_gaps: dict[str, float] = field(default_factory=dict)
     fairness: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: per sensitive column: ``included`` and ``small`` groups (``value``, ``n``); fairness is
+    #: computed over the included ones
+    fairness_groups: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
     primary_metric: str = "auc"
     n_rows: int = 0
@@ -103,6 +109,10 @@ class Evaluation:
             "segments": {k: list(v) for k, v in self.segments.items()},
             "segment_gaps": dict(self.segment_gaps),
             "fairness": {k: dict(v) for k, v in self.fairness.items()},
+            "fairness_groups": {
+                k: {part: list(rows) for part, rows in v.items()}
+                for k, v in self.fairness_groups.items()
+            },
             "calibration": self.calibration,
         }
 
@@ -300,7 +310,9 @@ def evaluate(
     )
     if segments:
         metrics[SEGMENT_GAP_METRIC] = max(gaps.values(), default=0.0)
-    fairness = _fairness(X, segment_frame, sensitive, y_arr, pred, classes, kind)
+    fairness, fairness_groups = _fairness(
+        X, segment_frame, sensitive, y_arr, pred, classes, kind, min_segment_rows
+    )
     for per_column in fairness.values():
         for name, value in per_column.items():
             metrics[name] = max(metrics.get(name, -math.inf), value)
@@ -315,6 +327,7 @@ def evaluate(
         segments=seg_rows,
         segment_gaps=gaps,
         fairness=fairness,
+        fairness_groups=fairness_groups,
         calibration=calibration,
         primary_metric=primary,
         n_rows=len(X),
@@ -365,13 +378,17 @@ def _fairness(
     X: pd.DataFrame,
     segment_frame: pd.DataFrame | None,
     sensitive: Sequence[str],
-    y: np.ndarray,
-    pred: np.ndarray,
+    y_all: np.ndarray,
+    pred_all: np.ndarray,
     classes: list[Any],
     kind: str,
-) -> dict[str, dict[str, float]]:
+    min_rows: int = 1,
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[dict[str, Any]]]]]:
+    """Fairness differences per sensitive column over its groups of at least ``min_rows`` rows,
+    and those groups and the smaller ones, listed apart."""
     if not sensitive:
-        return {}
+        return {}, {}
+    import pandas as pd
     from fairlearn.metrics import (
         MetricFrame,
         demographic_parity_difference,
@@ -380,8 +397,20 @@ def _fairness(
     from sklearn.metrics import accuracy_score, mean_absolute_error
 
     out: dict[str, dict[str, float]] = {}
+    listed: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for col in sensitive:
-        groups = _column(col, X, segment_frame).astype(str)
+        all_groups = _column(col, X, segment_frame).astype(str)
+        counts = pd.Series(all_groups).value_counts()
+        big = counts[counts >= min_rows]
+        listed[col] = {
+            "included": [{"value": str(v), "n": int(n)} for v, n in big.items()],
+            "small": [{"value": str(v), "n": int(n)} for v, n in counts[counts < min_rows].items()],
+        }
+        if len(big) < 2:  # no difference between groups large enough to measure
+            out[col] = {}
+            continue
+        keep = np.isin(all_groups, big.index.to_numpy())
+        groups, y, pred = all_groups[keep], y_all[keep], pred_all[keep]
         if kind == "binary":
             yt, yp = (y == classes[1]).astype(int), (pred == classes[1]).astype(int)
             values = {
@@ -405,7 +434,7 @@ def _fairness(
         out[col] = {
             k: v for k, v in ((k, finite_or_none(v)) for k, v in values.items()) if v is not None
         }
-    return out
+    return out, listed
 
 
 def _calibration(

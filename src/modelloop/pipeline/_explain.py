@@ -6,11 +6,20 @@ linear models, on all-numeric frames, also as the last step of a ``Pipeline`` wh
 keep the input columns one-to-one (scalers, imputers). Its values are checked: the contributions
 of every row plus the base value must give the model's own output, or the library's values are
 not used. Everything else (string or categorical columns, encoders, native categorical splits,
-other models) takes the batched permutation estimate: for each row, features are switched from a
-background sample to the row's values in a random order and again in the reverse order (an
-antithetic pair); each feature is credited with the change of the model's output when it
-switched. Its contributions of a row also sum exactly to the row's output minus the mean output
-on the background. Rows are evaluated together in large batches, which keeps 500 rows of a
+other models) is computed here, on the model's raw input columns, with the same definition as
+``shap.ExactExplainer`` over an independent masker: the value of a set of columns is the mean
+output when those columns hold the row's values and the others a background row's.
+
+- With at most :data:`EXACT_MAX_FEATURES` (12) columns, the values are exact: every one of the
+  2^k sets of columns is evaluated, all rows of a set in one batched prediction (7 columns: 128
+  sets), and each column gets its Shapley-weighted marginal contributions.
+- With more, a permutation estimate: for each row, columns are switched from the background to
+  the row's values in :data:`PERMUTATION_PAIRS` random orders and in each one's reverse (antithetic
+  pairs); each column is credited with the change of the output when it switched. The spread of
+  the pairs gives each value's standard error, reported in ``Explanation.error``.
+
+Either way a row's contributions sum exactly to its output minus the mean output on the
+background. Rows are evaluated together in large batches, which keeps 500 rows of a
 gradient-boosted pipeline within seconds where a row-by-row explainer takes minutes.
 ``Explanation.explainer`` names the route and ``note`` says why the library was not used.
 
@@ -40,6 +49,11 @@ __all__ = ["Explanation", "explain"]
 
 _MAX_BATCH_ROWS = 200_000
 _OWN = "batched permutation Shapley estimate"
+_EXACT = "exact Shapley values"
+#: Up to this many columns the Shapley values are computed exactly (2**k sets of columns).
+EXACT_MAX_FEATURES = 12
+#: Antithetic pairs of column orders per row of the permutation estimate.
+PERMUTATION_PAIRS = 4
 # a library value is used only when base + contributions give the model's output to this
 # relative precision (trees are evaluated in float32 by scikit-learn, hence not tighter)
 _ADDITIVITY_RTOL = 1e-6
@@ -50,9 +64,13 @@ class Explanation:
     """Global importance per input column (sorted, largest first) and a sample of rows.
 
     ``explainer`` names what computed the values ("shap.TreeExplainer", "shap.LinearExplainer",
-    "batched permutation Shapley estimate" or "sklearn.inspection.permutation_importance");
-    ``output`` is the model output SHAP values explain ("probability", "log-odds", "decision
-    function" or "prediction"); ``note`` says why the ``shap`` library or SHAP was not used.
+    "exact Shapley values", "batched permutation Shapley estimate" or
+    "sklearn.inspection.permutation_importance"); ``output`` is the model output SHAP values
+    explain ("probability", "log-odds", "decision function" or "prediction"); ``note`` says why
+    the ``shap`` library or SHAP was not used. ``exact`` says whether the values are exact
+    (the library's explainers and the exact route) or estimated; for an estimate, ``error``
+    gives the standard error of the values (``mean`` and ``max`` over rows and columns,
+    ``relative``: the mean over the mean absolute value) and the ``pairs`` of orders used.
     """
 
     method: Literal["shap", "permutation"]
@@ -63,12 +81,19 @@ class Explanation:
     n_rows: int = 0
     explainer: str | None = None
     output: str | None = None
+    exact: bool | None = None
+    error: dict[str, Any] | None = None
+    #: positions in the explained frame of the background rows SHAP values are relative to
+    background_rows: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "explainer": self.explainer,
             "output": self.output,
+            "exact": self.exact,
+            "error": self.error,
+            "background_rows": list(self.background_rows),
             "global_importance": dict(self.global_importance),
             "local": list(self.local),
             "note": self.note,
@@ -87,6 +112,7 @@ class _Shapley:
     explainer: str
     output: str
     note: str | None = None
+    error: dict[str, Any] | None = None
 
 
 def _is_classification(task: str) -> bool:
@@ -288,50 +314,116 @@ def _rebuild(columns: dict[str, np.ndarray], dtypes: dict[str, Any]) -> pd.DataF
     return frame.astype(changed) if changed else frame
 
 
-def _shap_values(
-    f: Any, X: pd.DataFrame, background: pd.DataFrame, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
-    """Shapley value estimates (rows, features[, outputs]), the outputs and the base value."""
-    n, m = X.shape
-    b = len(background)
+def _columns(X: pd.DataFrame, background: pd.DataFrame) -> tuple[Any, ...]:
     cols = list(X.columns)
     dtypes = {c: X[c].dtype for c in cols}
     xv = {c: X[c].to_numpy() for c in cols}
     bv = {c: background[c].to_numpy() for c in cols}
+    return cols, dtypes, xv, bv
+
+
+def _ends(f: Any, X: pd.DataFrame, background: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The outputs on the rows and the base value (the mean output on the background)."""
     out_x = f(X)
     out_bg = f(background)
     if not np.all(np.isfinite(out_x)) or not np.all(np.isfinite(out_bg)):
         raise ValueError("the model's output has non-finite values")
-    base = out_bg.mean(axis=0)
-    perm = np.argsort(rng.random((n, m)), axis=1)
-    orders = [perm, perm[:, ::-1]]  # an antithetic pair
+    return out_x, out_bg.mean(axis=0)
+
+
+def exact_shapley_values(
+    f: Any, X: pd.DataFrame, background: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, float | np.ndarray]:
+    """Exact Shapley values (rows, features[, outputs]) of ``f`` on the rows of ``X``, with the
+    value of a set of columns the mean of ``f`` over the ``background`` rows with those columns
+    set to the row's values; also the outputs on ``X`` and the base value. Evaluates every one
+    of the 2^k sets of columns (all rows of a set, or of several sets, in one call of ``f``)."""
+    n, m = X.shape
+    b = len(background)
+    cols, dtypes, xv, bv = _columns(X, background)
+    out_x, base = _ends(f, X, background)
+    n_sets = 1 << m
+    value = np.empty((n_sets, *out_x.shape))
+    value[0] = base  # no column from the row: the background's mean
+    value[n_sets - 1] = out_x  # every column from the row
+    inner = list(range(1, n_sets - 1))
+    if n * b <= _MAX_BATCH_ROWS:
+        row_parts, sets_per_call = [(0, n)], max(1, _MAX_BATCH_ROWS // (n * b))
+    else:
+        step = max(1, _MAX_BATCH_ROWS // b)
+        row_parts, sets_per_call = [(i, min(n, i + step)) for i in range(0, n, step)], 1
+    for start, stop in row_parts:
+        nn = stop - start
+        from_x = {c: np.repeat(xv[c][start:stop], b) for c in cols}
+        from_bg = {c: np.tile(bv[c], nn) for c in cols}
+        for i in range(0, len(inner), sets_per_call):
+            sets = inner[i : i + sets_per_call]
+            batch = {
+                c: np.concatenate([from_x[c] if s >> j & 1 else from_bg[c] for s in sets])
+                for j, c in enumerate(cols)
+            }
+            y = f(_rebuild(batch, dtypes))
+            value[sets, start:stop] = y.reshape(len(sets), nn, b, *y.shape[1:]).mean(axis=2)
+    # phi_j = sum over sets S without j of |S|! (m - |S| - 1)! / m! * (v(S + j) - v(S))
+    weights = np.array(
+        [math.factorial(k) * math.factorial(m - k - 1) / math.factorial(m) for k in range(m)]
+    )
+    sets_all = np.arange(n_sets)
+    sizes = np.array([bin(s).count("1") for s in range(n_sets)])
     phi = np.zeros((n, m, *out_x.shape[1:]))
-    rows_per_batch = max(1, _MAX_BATCH_ROWS // b)
-    for order in orders:
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.arange(m)[None, :].repeat(n, axis=0), axis=1)
-        prev = np.broadcast_to(base, out_x.shape).copy()
-        for k in range(1, m + 1):
-            if k == m:
-                cur = out_x
-            else:
-                cur = np.empty_like(out_x)
-                for start in range(0, n, rows_per_batch):
-                    stop = min(n, start + rows_per_batch)
-                    nn = stop - start
-                    batch = {}
-                    for j, c in enumerate(cols):
-                        use_x = np.repeat(rank[start:stop, j] < k, b)
-                        batch[c] = np.where(
-                            use_x, np.repeat(xv[c][start:stop], b), np.tile(bv[c], nn)
-                        )
-                    y = f(_rebuild(batch, dtypes))
-                    cur[start:stop] = y.reshape(nn, b, *y.shape[1:]).mean(axis=1)
-            feature = order[:, k - 1]
-            phi[np.arange(n), feature] += cur - prev
-            prev = cur
-    phi /= len(orders)
+    for j in range(m):
+        without = sets_all[(sets_all >> j & 1) == 0]
+        gain = value[without | (1 << j)] - value[without]
+        phi[:, j] = np.tensordot(weights[sizes[without]], gain, axes=(0, 0))
     return phi, out_x, base
+
+
+def _shap_values(
+    f: Any,
+    X: pd.DataFrame,
+    background: pd.DataFrame,
+    rng: np.random.Generator,
+    pairs: int = PERMUTATION_PAIRS,
+) -> tuple[np.ndarray, np.ndarray, float | np.ndarray, np.ndarray | None]:
+    """Shapley value estimates (rows, features[, outputs]) from ``pairs`` antithetic pairs of
+    column orders per row, the outputs, the base value and each value's standard error (from
+    the spread of the pairs; None with one pair)."""
+    n, m = X.shape
+    b = len(background)
+    cols, dtypes, xv, bv = _columns(X, background)
+    out_x, base = _ends(f, X, background)
+    rows_per_batch = max(1, _MAX_BATCH_ROWS // b)
+    estimates = []
+    for _ in range(pairs):
+        perm = np.argsort(rng.random((n, m)), axis=1)
+        phi = np.zeros((n, m, *out_x.shape[1:]))
+        for order in (perm, perm[:, ::-1]):  # an antithetic pair
+            rank = np.empty_like(order)
+            np.put_along_axis(rank, order, np.arange(m)[None, :].repeat(n, axis=0), axis=1)
+            prev = np.broadcast_to(base, out_x.shape).copy()
+            for k in range(1, m + 1):
+                if k == m:
+                    cur = out_x
+                else:
+                    cur = np.empty_like(out_x)
+                    for start in range(0, n, rows_per_batch):
+                        stop = min(n, start + rows_per_batch)
+                        nn = stop - start
+                        batch = {}
+                        for j, c in enumerate(cols):
+                            use_x = np.repeat(rank[start:stop, j] < k, b)
+                            batch[c] = np.where(
+                                use_x, np.repeat(xv[c][start:stop], b), np.tile(bv[c], nn)
+                            )
+                        y = f(_rebuild(batch, dtypes))
+                        cur[start:stop] = y.reshape(nn, b, *y.shape[1:]).mean(axis=1)
+                feature = order[:, k - 1]
+                phi[np.arange(n), feature] += cur - prev
+                prev = cur
+        estimates.append(phi / 2)
+    stacked = np.stack(estimates)
+    se = stacked.std(axis=0, ddof=1) / math.sqrt(pairs) if pairs > 1 else None
+    return stacked.mean(axis=0), out_x, base, se
 
 
 def _importance_plot(importance: dict[str, float], title: str, path: Path) -> Path:
@@ -409,15 +501,14 @@ def explain(
             except Exception as exc:  # the own estimator may still explain the model
                 result = f"shap could not be used ({type(exc).__name__}: {exc})"
             if isinstance(result, str):
-                f, output = _output_fn(model, task)
-                phi, out, base = _shap_values(f, Xs, background, rng)
-                result = _Shapley(phi, out, base, _OWN, output, f"{_OWN}: {result}")
+                result = _own_values(model, task, Xs, background, rng, result)
         except Exception as exc:  # any failure of the model on mixed rows means: fall back
             reason = f"SHAP could not explain the model ({type(exc).__name__}: {exc})"
             if method == "shap":
                 raise InvalidInput(f"explain: {reason}") from exc
         else:
-            return _shap_result(result, Xs, pos, model, n_local, rng, out_dir)
+            background_at = [int(p) for p in pos[np.sort(bg_pos)]]
+            return _shap_result(result, Xs, pos, model, n_local, rng, out_dir, background_at)
 
     importance, how = _permutation(model, Xs, ys, task, random_state)
     importance = dict(sorted(importance.items(), key=lambda kv: -kv[1]))
@@ -441,6 +532,45 @@ def explain(
     return explanation, files
 
 
+def _own_values(
+    model: Any,
+    task: str,
+    X: pd.DataFrame,
+    background: pd.DataFrame,
+    rng: np.random.Generator,
+    why: str,
+) -> _Shapley:
+    """Shapley values computed here: exact up to :data:`EXACT_MAX_FEATURES` columns, else the
+    permutation estimate with its standard error."""
+    f, output = _output_fn(model, task)
+    m, b = X.shape[1], len(background)
+    if m <= EXACT_MAX_FEATURES:
+        phi, out, base = exact_shapley_values(f, X, background)
+        note = (
+            f"{_EXACT} over all 2^{m} = {1 << m} sets of the {m} columns against {b} "
+            f"background rows: {why}"
+        )
+        return _Shapley(phi, out, base, _EXACT, output, note)
+    phi, out, base, se = _shap_values(f, X, background, rng)
+    assert se is not None
+    mean_abs = float(np.mean(np.abs(phi)))
+    error = {
+        "kind": "standard error",
+        "mean": float(np.mean(se)),
+        "max": float(np.max(se)),
+        "relative": float(np.mean(se)) / mean_abs if mean_abs > 0 else None,
+        "pairs": PERMUTATION_PAIRS,
+    }
+    relative = f" ({error['relative']:.1%} of the mean |value|)" if error["relative"] else ""
+    note = (
+        f"{_OWN} ({m} columns: more than {EXACT_MAX_FEATURES} for exact values) from "
+        f"{PERMUTATION_PAIRS} antithetic pairs of column orders per row against {b} background "
+        f"rows; standard error of a value: mean {error['mean']:.3g}{relative}, largest "
+        f"{error['max']:.3g}: {why}"
+    )
+    return _Shapley(phi, out, base, _OWN, output, note, error)
+
+
 def _shap_result(
     result: _Shapley,
     Xs: pd.DataFrame,
@@ -449,6 +579,7 @@ def _shap_result(
     n_local: int,
     rng: np.random.Generator,
     out_dir: Path | None,
+    background_rows: list[int],
 ) -> tuple[Explanation, dict[str, Path]]:
     phi, out, base = result.phi, result.out, result.base
     cols = [str(c) for c in Xs.columns]
@@ -489,6 +620,9 @@ def _shap_result(
         len(Xs),
         explainer=result.explainer,
         output=result.output,
+        exact=result.explainer != _OWN,
+        error=result.error,
+        background_rows=background_rows,
     )
     return explanation, files
 

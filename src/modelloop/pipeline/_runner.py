@@ -26,11 +26,14 @@ from modelloop.pipeline._spec import (
     spec_document,
 )
 from modelloop.pipeline._steps import (
+    SOFT_COUNT_TAG,
+    SOFT_TAG,
     STEPS,
     gate_failure_reason,
     jsonable,
     metric_list,
     read_frame_bytes,
+    soft_problems,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
     from modelloop.store import ModelVersion
 
 __all__ = ["Pipeline", "PipelineResult", "StepEvent", "StepRecord"]
+
+#: Cache key of validation against the run's own training part (no champion yet).
+SELF_REFERENCE = "self"
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,11 @@ class PipelineResult:
     name: str
     run_id: str
     experiment: str
-    status: str  # "registered" | "gates_passed" | "gate_failed" | "validation_failed" | "failed"
+    #: "registered"; "held" (registered, the alias not moved: soft validation problems under
+    #: ``validation.on_soft: hold``); "unchanged" (the registry already holds this model:
+    #: ``duplicate_of``); "gates_passed" (no register section); "gate_failed";
+    #: "validation_failed"; "failed"
+    status: str
     steps: tuple[StepRecord, ...]
     metrics: dict[str, float] = field(default_factory=dict)
     gates: tuple[dict[str, Any], ...] = ()
@@ -79,11 +89,23 @@ class PipelineResult:
     reason: str | None = None
     seconds: float = 0.0
     notes: tuple[str, ...] = ()
+    #: the registered version this model is the same as (status "unchanged")
+    duplicate_of: int | None = None
+    #: whether the alias now points at ``registered_version``
+    alias_moved: bool = False
+    #: the data validation: ``reference`` (what the data was checked against, None when not
+    #: checked), ``policy`` (``validation.on_soft``) and ``soft`` (one line per soft problem)
+    validation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """True when the pipeline finished and every gate passed."""
-        return self.status in ("registered", "gates_passed")
+        return self.status in ("registered", "held", "unchanged", "gates_passed")
+
+    @property
+    def soft_problems(self) -> tuple[str, ...]:
+        """The soft validation problems of the data, one line each."""
+        return tuple(self.validation.get("soft", ()))
 
     def step(self, name: str) -> StepRecord:
         """The record of one step (``KeyError`` if it did not run)."""
@@ -138,6 +160,8 @@ class RunContext:
             roles.setdefault(spec.split.column, "split.column")
         self.column_roles = roles
         self.reference_schema: DataSchema | None = None
+        #: "schema" (declared or the champion's), "self" (no champion) or "off"
+        self.reference_mode = "off"
         self.reference_label: str | None = None
         self.reference_key: str | None = None
         self.champion: ModelVersion | None = None
@@ -289,27 +313,39 @@ class Pipeline:
                 for k, v in evaluation.get("metrics", {}).items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
-            version = None
+            version = duplicate = None
             onnx = None
+            moved = False
+            validation = _validation_summary(ctx)
             if gates["passed"]:
                 status = "gates_passed"
                 if spec.register is not None:
                     reg = ctx.json("register", "register.json", "register")
-                    version = reg.get("version")
                     onnx = reg.get("onnx")
-                    status = "registered"
-                    if records[-1].cache_hit:
-                        self._reapply_alias(ctx, version)
+                    if reg.get("registered"):
+                        version = reg.get("version")
+                        status = "held" if reg.get("held") else "registered"
+                        reason = reg.get("held")
+                        moved = bool(reg.get("alias_moved", reg.get("alias")))
+                        if records[-1].cache_hit and moved:
+                            self._reapply_alias(ctx, version)
+                    else:
+                        status, reason = "unchanged", reg.get("reason")
+                        duplicate = reg.get("duplicate_of")
                 else:
                     reason = "no register section: nothing registered"
             else:
                 status = "gate_failed"
                 reason = gate_failure_reason(gates)
+            soft = validation.get("soft", [])
             parent.set_tags(
                 {
                     "modelloop.pipeline_status": status,
                     **({"modelloop.registered_version": version} if version else {}),
+                    **({"modelloop.duplicate_of": duplicate} if duplicate else {}),
                     **({"modelloop.pipeline_notes": "\n".join(ctx.notes)} if ctx.notes else {}),
+                    SOFT_COUNT_TAG: str(len(soft)),
+                    **({SOFT_TAG: "\n".join(soft[:20])} if soft else {}),
                 }
             )
             client.store.log_metrics(parent.run_id, metric_list(metrics))
@@ -329,6 +365,9 @@ class Pipeline:
             reason=reason,
             seconds=time.perf_counter() - started,
             notes=tuple(ctx.notes),
+            duplicate_of=duplicate,
+            alias_moved=moved,
+            validation=validation,
         )
 
     def _log_spec(self, ctx: RunContext) -> None:
@@ -414,7 +453,10 @@ class Pipeline:
                 "validation": s.validation.model_dump(),
                 "columns": ctx.used_columns,
                 "reference": ctx.reference_key,
+                "mode": ctx.reference_mode,
             }
+            if ctx.reference_mode == "self":  # the test part is checked against the train part
+                p["split"] = {"split": s.split.model_dump(), "target": s.target}
             return p, {"load": up["load"]}
         if name == "split":
             p = {"split": s.split.model_dump(), "columns": ctx.used_columns, **cols}
@@ -461,7 +503,7 @@ class Pipeline:
             return p, {"evaluate": up["evaluate"], "split": up["split"]}
         if name == "register":
             assert s.register is not None
-            p = {"register": s.register.model_dump()}
+            p = {"register": s.register.model_dump(), "on_soft": s.validation.on_soft}
             inputs = {k: up[k] for k in ("load", "validate", "train", "gate")}
             return p, inputs
         raise InvalidInput(f"unknown step {name!r}")
@@ -494,48 +536,65 @@ class Pipeline:
             self._champion_key(ctx)
 
     def _reference(self, ctx: RunContext) -> None:
-        """The schema new data is checked against, and its cache key."""
+        """What new data is checked against (``ctx.reference_mode``: ``schema`` — a declared
+        schema or the champion's —, ``self`` — no champion: this run's test part against its
+        own training part — or ``off``), and its cache key."""
         from modelloop.pipeline._schema import DataSchema
 
         ref = self.spec.validation.reference
         if not self.spec.validation.enabled or ref == "none":
+            ctx.reference_mode = "off"
             return
         if ref != "champion":
             path = self.base_dir / ref
             if not path.is_file():
                 raise InvalidInput(f"{self.source}: validation.reference: no such file {path}")
             text = path.read_text(encoding="utf-8")
-            ctx.reference_schema = DataSchema.from_dict(json.loads(text))
-            ctx.reference_label = ref
-            ctx.reference_key = ctx.reference_schema.digest()
+            self._use_schema(ctx, DataSchema.from_dict(json.loads(text)), ref, None)
             return
+        ctx.reference_mode, ctx.reference_key = "self", SELF_REFERENCE
+        ctx.reference_label = "the training part of this run's data"
         champ = ctx.champion
         if champ is None:
+            ctx.reference_label += " (no champion yet)"
             return
         if "modelloop.schema_run" not in champ.tags:
             ctx.notes.append(
-                f"data not validated: the champion {champ.name} v{champ.version} has no stored "
-                "schema (registered outside a pipeline); set validation.reference to a schema file"
+                f"data not validated against the champion: {champ.name} v{champ.version} has no "
+                "stored schema (registered outside a pipeline), so the test part was checked "
+                "against the training part instead; set validation.reference to a schema file"
             )
-            return
-        if champ.tags.get("modelloop.schema_data_digest") == ctx.output_digests["load"]:
-            # the champion was trained on exactly this data: checking it against the schema
-            # inferred from it tells nothing new; keep the key the champion was validated with
-            key = champ.tags.get("modelloop.validate_reference_key", "none")
-            ctx.reference_key = None if key == "none" else key
             return
         run_id = champ.tags["modelloop.schema_run"]
         items = {a.path: a for a in ctx.client.list_artifacts(run_id, "outputs")}
+        if champ.tags.get("modelloop.schema_data_digest") == ctx.output_digests["load"]:
+            # the champion was trained on exactly this data: check it as the champion's was
+            # checked (same reference, same cache key), not against the schema inferred from it
+            key = champ.tags.get("modelloop.validate_reference_key", "none")
+            if key in ("none", SELF_REFERENCE):
+                return
+            item = items.get("outputs/validation.json")
+            stored = json.loads(ctx.client.artifacts.read_bytes(item.digest)) if item else {}
+            if stored.get("reference_schema"):
+                schema = DataSchema.from_dict(stored["reference_schema"])
+                self._use_schema(ctx, schema, str(stored.get("reference")), key)
+            return
         item = items.get("outputs/schema.json")
         if item is None:
             return
-        ctx.reference_schema = DataSchema.from_dict(
-            json.loads(ctx.client.artifacts.read_bytes(item.digest))
-        )
         reg = self.spec.register
         alias = None if reg is None else reg.champion_alias
-        ctx.reference_label = f"{champ.name} v{champ.version} ({alias})"
-        ctx.reference_key = champ.tags.get("modelloop.schema_digest") or item.digest
+        schema = DataSchema.from_dict(json.loads(ctx.client.artifacts.read_bytes(item.digest)))
+        label = f"{champ.name} v{champ.version} ({alias})"
+        key = champ.tags.get("modelloop.schema_digest") or item.digest
+        self._use_schema(ctx, schema, label, key)
+
+    @staticmethod
+    def _use_schema(ctx: RunContext, schema: DataSchema, label: str, key: str | None) -> None:
+        ctx.reference_mode = "schema"
+        ctx.reference_schema = schema
+        ctx.reference_label = label
+        ctx.reference_key = key or schema.digest()
 
     def _champion_key(self, ctx: RunContext) -> None:
         """The champion's identity for the gate's cache key: its package digest, or — when the
@@ -658,8 +717,18 @@ _STEP_MODULES: dict[str, tuple[str, ...]] = {
     "evaluate": ("modelloop.pipeline._evaluate",),
     "explain": ("modelloop.pipeline._explain",),
     "gate": ("modelloop.pipeline._gates", "modelloop.pipeline._evaluate"),
-    "register": ("modelloop.registry",),
+    "register": ("modelloop.registry", "modelloop.pipeline._identity"),
 }
+
+
+def _validation_summary(ctx: RunContext) -> dict[str, Any]:
+    """What the validate step checked the data against and the soft problems it found."""
+    stored = ctx.json("validate", "validation.json", "validation")
+    return {
+        "reference": stored.get("reference"),
+        "policy": ctx.spec.validation.on_soft,
+        "soft": soft_problems(stored),
+    }
 
 
 def _importable(obj: Any, *, needed: bool, source: str) -> Any:

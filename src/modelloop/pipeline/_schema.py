@@ -16,7 +16,8 @@ Hard violations (the pipeline stops, see :func:`raise_for_hard`):
 - ``categories``: values never seen in training make up more than
   ``unknown_category_tolerance`` of the column's non-null values.
 
-Soft violations (reported, the pipeline goes on):
+Soft violations (reported; what they do to registration is the pipeline's
+``validation.on_soft``: ``warn``, ``hold`` or ``fail``, applied by :func:`enforce`):
 
 - ``min`` / ``max``: numbers outside the training range widened by ``range_tolerance`` times
   its width;
@@ -48,8 +49,12 @@ __all__ = [
     "ValidationReport",
     "Violation",
     "check_frame",
+    "enforce",
     "infer_schema",
+    "missing_columns",
+    "null_share_violations",
     "raise_for_hard",
+    "type_violations",
 ]
 
 DTYPES = ("int", "float", "bool", "string", "category", "datetime")
@@ -180,7 +185,12 @@ class ValidationReport:
 
 
 class DataValidationError(InvalidInput):
-    """New data broke hard rules of the training schema; the message lists each one."""
+    """The data broke rules of the reference schema (hard ones, or soft ones under
+    ``validation.on_soft: fail``); the message lists each one. Every validation failure of a
+    pipeline, a missing column included, is this error: the CLI exits with ``exit_code``."""
+
+    http_status = 422
+    exit_code = 11
 
     def __init__(self, message: str, report: ValidationReport) -> None:
         super().__init__(message)
@@ -477,9 +487,86 @@ def _null_violations(rule: ColumnRule, s: pd.Series, n: int, tol: float) -> list
 
 def raise_for_hard(report: ValidationReport) -> None:
     """Raise :class:`DataValidationError` listing each hard violation; do nothing if none."""
+    enforce(report, "warn")
+
+
+#: What soft violations do to a pipeline run (``validation.on_soft``).
+SOFT_POLICIES = ("warn", "hold", "fail")
+
+
+def enforce(report: ValidationReport, on_soft: str) -> None:
+    """The one place that decides whether a validation report stops a run: hard violations
+    always do; soft ones when ``on_soft`` is ``fail`` (under ``warn`` and ``hold`` the run goes
+    on and registration reads the report). Raises :class:`DataValidationError` listing what
+    stopped it."""
+    if on_soft not in SOFT_POLICIES:
+        raise InvalidInput(f"validation.on_soft: {on_soft!r} is not one of {SOFT_POLICIES}")
     hard = report.hard
-    if not hard:
+    soft = report.soft if on_soft == "fail" else ()
+    if not hard and not soft:
         return
-    lines = [f"data validation failed: {len(hard)} hard violation(s) in {report.n_rows} rows"]
-    lines += [f"- [{v.rule}] {v.message}" for v in hard]
+    parts = []
+    if hard:
+        parts.append(f"{len(hard)} hard violation(s)")
+    if soft:
+        parts.append(f"{len(soft)} soft violation(s) (validation.on_soft: fail)")
+    lines = [f"data validation failed: {' and '.join(parts)} in {report.n_rows} rows"]
+    lines += [f"- [{v.rule}] {v.message}" for v in (*hard, *soft)]
     raise DataValidationError("\n".join(lines), report)
+
+
+def missing_columns(frame_columns: Any, wanted: dict[str, str], n_rows: int) -> ValidationReport:
+    """A report with one hard ``missing_column`` violation per column of ``wanted`` (name →
+    the spec field naming it) that ``frame_columns`` lacks."""
+    have = [str(c) for c in frame_columns]
+    found = [
+        Violation(
+            name,
+            "missing_column",
+            "hard",
+            f"column {name!r}: missing (named in {role}); the data has: {', '.join(have)}",
+            n_rows,
+        )
+        for name, role in wanted.items()
+        if name not in have
+    ]
+    return ValidationReport(tuple(found), n_rows)
+
+
+def type_violations(frame: pd.DataFrame) -> ValidationReport:
+    """A hard ``dtype`` violation per column holding values of mixed or unsupported types (no
+    schema can be inferred for it)."""
+    found = []
+    for name in frame.columns:
+        s = frame[name]
+        try:
+            _kind(str(name), s)
+        except InvalidInput as exc:
+            ex = _examples(s.dropna().head(50))
+            found.append(Violation(str(name), "dtype", "hard", str(exc), int(s.notna().sum()), ex))
+    return ValidationReport(tuple(found), len(frame))
+
+
+def null_share_violations(
+    frame: pd.DataFrame, max_null_rate: float, where: str
+) -> tuple[Violation, ...]:
+    """A hard ``nulls`` violation per column of ``frame`` whose share of nulls exceeds
+    ``max_null_rate`` (used when no reference schema says what rate a column may have)."""
+    n = len(frame)
+    found = []
+    for name in frame.columns:
+        nulls = int(frame[name].isna().sum())
+        if not n or nulls / n <= max_null_rate:
+            continue
+        found.append(
+            Violation(
+                str(name),
+                "nulls",
+                "hard",
+                f"column {str(name)!r}: {nulls} null values ({nulls / n:.2%}) in {where}, above "
+                f"validation.max_null_rate ({max_null_rate:.2%}); raise it, or declare the "
+                "column's null rate in a schema file (validation.reference)",
+                nulls,
+            )
+        )
+    return tuple(found)

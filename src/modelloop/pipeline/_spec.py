@@ -155,13 +155,22 @@ class SplitSpec(_Strict):
 
 class ValidationSpec(_Strict):
     """Data validation of the loaded data. ``reference``: ``champion`` (the schema stored with the
-    current champion of ``register.model_name``), a schema JSON file relative to the pipeline
-    file, or ``none`` (only infer and store the schema)."""
+    current champion of ``register.model_name``; with no champion yet, the schema of this run's
+    own training part, checked on its test part), a schema JSON file relative to the pipeline
+    file, or ``none`` (only infer and store the schema).
+
+    Hard violations always stop the run (exit 11). ``on_soft`` says what soft ones do:
+    ``warn`` (default) registers and moves the alias, listing them in the summary and tagging
+    the version; ``hold`` registers without moving the alias; ``fail`` stops the run before
+    training, as a hard violation does. ``max_null_rate``: with no reference schema (a first
+    run), a column with a larger share of nulls is a hard violation."""
 
     enabled: bool = True
     reference: str = "champion"
     range_tolerance: float | None = Field(None, ge=0)
     null_rate_tolerance: float | None = Field(None, ge=0)
+    on_soft: Literal["warn", "hold", "fail"] = "warn"
+    max_null_rate: float = Field(0.05, ge=0, le=1)
 
 
 class ModelSpec(_Strict):

@@ -45,8 +45,9 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=True), encoding="utf-8")
+def _write_json(path: Path, obj: Any, *, sort_keys: bool = True) -> None:
+    text = json.dumps(jsonable(obj), indent=2, sort_keys=sort_keys)
+    path.write_text(text, encoding="utf-8")
 
 
 def _write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -113,52 +114,121 @@ def step_load(ctx: RunContext, out: Path) -> dict[str, Any]:
 
 
 def used_frame(ctx: RunContext) -> pd.DataFrame:
-    """The loaded data restricted to the columns the spec uses; ``InvalidInput`` names each
-    missing column and the field that names it."""
+    """The loaded data restricted to the columns the spec uses. A missing column is a hard
+    validation failure (:class:`~modelloop.pipeline._schema.DataValidationError`, exit 11)
+    naming each missing column and the field that names it."""
+    from modelloop.pipeline._schema import enforce, missing_columns
+
     frame = ctx.frame("load", "data.parquet", "data")
-    missing = [c for c in ctx.used_columns if c not in frame.columns]
-    if missing:
-        raise InvalidInput(
-            "the data has no column "
-            + ", ".join(f"{c!r} (named in {ctx.column_roles.get(c, 'features')})" for c in missing)
-            + f"; it has: {', '.join(map(str, frame.columns))}"
-        )
+    roles = {c: ctx.column_roles.get(c, "features") for c in ctx.used_columns}
+    enforce(missing_columns(frame.columns, roles, len(frame)), "warn")
     return frame[ctx.used_columns]
+
+
+def split_parts(ctx: RunContext, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The (train, test) parts of ``frame`` as the split step cuts them; ``InvalidInput`` when
+    one is empty."""
+    split = ctx.spec.split
+    size = split.fraction if split.method == "time" and split.fraction else split.test_size
+    train, test = split_frame(frame, split, ctx.spec.target, size, by_fraction=split.cutoff is None)
+    for name, part in (("train", train), ("test", test)):
+        if len(part) == 0:
+            raise InvalidInput(f"split: the {name} part is empty ({_describe_split(split)})")
+    return train, test
 
 
 def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
     """Infer the schema of the data (stored as ``schema.json``) and check the data against the
-    reference schema; hard violations stop the pipeline after the report is stored."""
-    from modelloop.pipeline._schema import check_frame, infer_schema, raise_for_hard
+    reference schema: the champion's or a declared one. With neither (a first run), the null
+    share of every column in the training and test parts is held to
+    ``validation.max_null_rate`` and, under a time split, the test part (later data) is checked
+    against the schema of the training part: types, ranges and categories. (Under a random split
+    both parts are draws of the same rows: their ranges and rare categories differ by chance, so
+    only types and null shares are checked.) ``validation.json`` holds the report; what stops
+    the run is decided by :func:`~modelloop.pipeline._schema.enforce`."""
+    import dataclasses
 
-    frame = used_frame(ctx)
+    from modelloop.pipeline._schema import (
+        ValidationReport,
+        check_frame,
+        enforce,
+        infer_schema,
+        missing_columns,
+        null_share_violations,
+        type_violations,
+    )
+
+    policy = ctx.spec.validation.on_soft
+    data = ctx.frame("load", "data.parquet", "data")
+    roles = {c: ctx.column_roles.get(c, "features") for c in ctx.used_columns}
+    early = missing_columns(data.columns, roles, len(data))
+    if not early.violations:
+        data = data[ctx.used_columns]
+        early = type_violations(data)
+    if early.violations:  # no schema can be inferred: stop here, with the report stored
+        _write_json(out / "validation.json", {"reference": None, "report": early.to_dict()})
+        ctx.pending_tags["modelloop.violations"] = str(len(early.violations))
+        enforce(early, policy)
+    frame = data
     schema = infer_schema(frame)
     _write_json(out / "schema.json", schema.to_dict())
     tags = {"modelloop.schema_digest": schema.digest()}
-    reference = ctx.reference_schema
-    if reference is None:
+    mode = ctx.reference_mode
+    if mode == "off":
         _write_json(out / "validation.json", {"reference": None, "report": None})
         return tags
-    import dataclasses
-
-    # only the columns this spec uses: a feature dropped since the reference is not missing
-    used = set(frame.columns)
-    reference = dataclasses.replace(
-        reference, columns=tuple(c for c in reference.columns if c.name in used)
-    )
+    extra: tuple[Any, ...] = ()
+    if mode == "self":
+        train, checked = split_parts(ctx, frame)
+        reference = infer_schema(train)
+        label = ctx.reference_label or "the training part of this run's data"
+        # null shares against the pipeline's limit, in each part: the rates of two parts of
+        # one data set differ by chance, so a rise from one to the other proves nothing
+        limit = ctx.spec.validation.max_null_rate
+        extra = (
+            *null_share_violations(train, limit, "the training part of the data"),
+            *null_share_violations(checked, limit, "the test part of the data"),
+        )
+    else:
+        assert ctx.reference_schema is not None
+        checked, label = frame, ctx.reference_label or "the reference schema"
+        # only the columns this spec uses: a feature dropped since the reference is not missing
+        used = set(frame.columns)
+        reference = dataclasses.replace(
+            ctx.reference_schema,
+            columns=tuple(c for c in ctx.reference_schema.columns if c.name in used),
+        )
     kwargs = {}
     if ctx.spec.validation.range_tolerance is not None:
         kwargs["range_tolerance"] = ctx.spec.validation.range_tolerance
     if ctx.spec.validation.null_rate_tolerance is not None:
         kwargs["null_rate_tolerance"] = ctx.spec.validation.null_rate_tolerance
-    report = check_frame(frame, reference, **kwargs)
+    report = check_frame(checked, reference, **kwargs)
+    if mode == "self":
+        by_chance = {"nulls"}
+        if ctx.spec.split.method != "time":
+            by_chance |= {"min", "max", "categories"}
+        split_column = ctx.spec.split.column  # later by construction: not a finding
+        kept = [
+            v
+            for v in report.violations
+            if v.rule not in by_chance and not (v.column == split_column and v.rule != "dtype")
+        ]
+        report = ValidationReport((*extra, *kept), report.n_rows)
     _write_json(
         out / "validation.json",
-        {"reference": ctx.reference_label, "report": report.to_dict()},
+        {
+            "reference": label,
+            "checked": "test part" if mode == "self" else "data",
+            "policy": policy,
+            "reference_schema": reference.to_dict(),
+            "report": report.to_dict(),
+        },
     )
     tags["modelloop.violations"] = str(len(report.violations))
+    tags["modelloop.violations_soft"] = str(len(report.soft))
     ctx.pending_tags.update(tags)
-    raise_for_hard(report)
+    enforce(report, policy)
     return tags
 
 
@@ -209,13 +279,7 @@ def split_frame(
 
 def step_split(ctx: RunContext, out: Path) -> dict[str, Any]:
     """Held-out test data: ``train.parquet`` and ``test.parquet``."""
-    frame = used_frame(ctx)
-    split = ctx.spec.split
-    size = split.fraction if split.method == "time" and split.fraction else split.test_size
-    train, test = split_frame(frame, split, ctx.spec.target, size, by_fraction=split.cutoff is None)
-    for name, part in (("train", train), ("test", test)):
-        if len(part) == 0:
-            raise InvalidInput(f"split: the {name} part is empty ({_describe_split(split)})")
+    train, test = split_parts(ctx, used_frame(ctx))
     _write_frame(out / "train.parquet", train)
     _write_frame(out / "test.parquet", test)
     ctx.memory["train"], ctx.memory["test"] = (
@@ -390,7 +454,8 @@ def step_explain(ctx: RunContext, out: Path) -> dict[str, Any]:
         random_state=spec.seed,
         out_dir=out,
     )
-    _write_json(out / "explanation.json", explanation.to_dict())
+    # key order is meaning here: global importance is listed largest first
+    _write_json(out / "explanation.json", explanation.to_dict(), sort_keys=False)
     return {"modelloop.explain_method": explanation.method}
 
 
@@ -454,7 +519,11 @@ def gate_failure_reason(gates: Mapping[str, Any]) -> str:
 
 
 def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
-    """Register the candidate and move the alias, only when every gate passed."""
+    """Register the candidate and move the alias, only when every gate passed; not at all when
+    the registry already holds the same model; without moving the alias when the data had soft
+    validation problems and ``validation.on_soft`` is ``hold``."""
+    from modelloop.pipeline._identity import FITTED_TAG, fitted_digest
+
     reg = ctx.spec.register
     assert reg is not None
     gates = ctx.json("gate", "gates.json", "gates")
@@ -462,6 +531,26 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
         reason = gate_failure_reason(gates)
         _write_json(out / "register.json", {"registered": False, "reason": reason})
         return {"modelloop.registered": "false"}
+    fitted = fitted_digest(ctx.model())
+    duplicate = _same_model_version(ctx, fitted)
+    if duplicate is not None:
+        reason = (
+            f"the trained model is {reg.model_name} v{duplicate} again (the same fitted state, "
+            "the same outputs on the test split): nothing registered, no alias moved"
+        )
+        _write_json(
+            out / "register.json",
+            {
+                "registered": False,
+                "model_name": reg.model_name,
+                "duplicate_of": duplicate,
+                "reason": reason,
+            },
+        )
+        return {"modelloop.registered": "false", "modelloop.duplicate_of": duplicate}
+    soft = soft_problems(ctx.json("validate", "validation.json", "validation"))
+    policy = ctx.spec.validation.on_soft
+    hold = bool(soft) and policy == "hold" and reg.alias is not None
     train_run = ctx.step_runs["train"]
     train = ctx.frame("split", "train.parquet", "train")
     reference = train[ctx.features]
@@ -475,6 +564,9 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
         "modelloop.schema_data_digest": ctx.output_digests["load"],
         "modelloop.validate_reference_key": ctx.reference_key or "none",
         "modelloop.gate_champion_key": ctx.champion_key or "none",
+        FITTED_TAG: fitted,
+        SOFT_COUNT_TAG: str(len(soft)),
+        **({SOFT_TAG: "\n".join(soft[:_MAX_LISTED]), SOFT_POLICY_TAG: policy} if soft else {}),
         **reg.tags,
     }
     mv = ctx.client.register_model(
@@ -497,7 +589,13 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
         except Exception as e:  # the version exists: an optional form must not fail the step
             onnx = {"converted": False, "reason": f"{type(e).__name__}: {e}", "check_rows": 0}
     previous = None
-    if reg.alias:
+    held = None
+    if hold:
+        held = (
+            f"@{reg.alias} not moved to v{mv.version}: {len(soft)} soft validation problem(s) "
+            "and validation.on_soft is hold"
+        )
+    elif reg.alias:
         previous = ctx.client.set_alias(reg.model_name, reg.alias, mv.version)
     _write_json(
         out / "register.json",
@@ -506,6 +604,8 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
             "model_name": reg.model_name,
             "version": mv.version,
             "alias": reg.alias,
+            "alias_moved": bool(reg.alias) and not hold,
+            "held": held,
             "previous": previous,
             "onnx": onnx,
         },
@@ -514,9 +614,57 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
         "modelloop.registered": "true",
         "modelloop.registered_version": mv.version,
     }
+    if held:
+        step_tags["modelloop.alias_held"] = "true"
     if onnx is not None:
         step_tags["modelloop.onnx"] = "converted" if onnx["converted"] else "declined"
     return step_tags
+
+
+#: Version and run tags: how many soft validation problems the data had, what they were (one a
+#: line), and the ``validation.on_soft`` policy they were registered under.
+SOFT_COUNT_TAG = "modelloop.validation_soft"
+SOFT_TAG = "modelloop.validation_problems"
+SOFT_POLICY_TAG = "modelloop.validation_policy"
+_MAX_LISTED = 20
+
+
+def soft_problems(validation: Mapping[str, Any]) -> list[str]:
+    """The soft problems of a validate step's ``validation.json``, one line each."""
+    report = validation.get("report") or {}
+    return [
+        f"[{v['rule']}] {v['message']}"
+        for v in report.get("violations", [])
+        if v.get("severity") == "soft"
+    ]
+
+
+def _same_model_version(ctx: RunContext, fitted: str) -> int | None:
+    """The registered version of ``register.model_name`` that is the candidate again: the same
+    fitted state (version tag) and the same outputs on the test split and its probe rows."""
+    from modelloop.exceptions import NotFound
+    from modelloop.pipeline._identity import FITTED_TAG, same_behaviour
+
+    reg = ctx.spec.register
+    assert reg is not None
+    try:
+        versions = ctx.client.list_model_versions(reg.model_name)
+    except NotFound:
+        return None
+    from modelloop._client import PACKAGE_TAG, _manifest_digest
+
+    items = ctx.client.list_artifacts(ctx.step_runs["train"], "model")
+    package_digest = _manifest_digest("model", items) if items else None
+    test = ctx.frame("split", "test.parquet", "test")[ctx.features]
+    for mv in reversed(versions):  # the newest first
+        if package_digest is not None and mv.tags.get(PACKAGE_TAG) == package_digest:
+            return int(mv.version)  # the very same package (versions from before FITTED_TAG)
+        if mv.tags.get(FITTED_TAG) != fitted:
+            continue
+        package = ctx.client.load_model(f"models:/{mv.name}/{mv.version}")
+        if same_behaviour(ctx.model(), package.model, test):
+            return int(mv.version)
+    return None
 
 
 def read_frame_bytes(data: bytes) -> pd.DataFrame:
