@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelloop.access import Role, TokenInfo, User
 from modelloop.exceptions import ModelloopError
-from modelloop.server._auth import Principal, check_model, require, route_of
+from modelloop.server._auth import Principal, check_model, forbidden, require, route_of
 from modelloop.store import AuditEvent
 
 __all__ = [
@@ -183,7 +183,7 @@ def create_user(request: Request, body: UserCreate, principal: Admin) -> UserOut
 def get_user(request: Request, name: str, principal: Viewer) -> UserOut:
     """One user: any user for an admin, oneself for everyone else."""
     if name != principal.name and not principal.may(Role.ADMIN):
-        raise HTTPException(status_code=403, detail="only an admin may read other users")
+        raise forbidden("only an admin may read other users")
     with _errors():
         return _user(_store(request).get_user(name))
 
@@ -221,7 +221,7 @@ def list_tokens(
     """Tokens (never their secrets): an admin's choice of user or all; one's own otherwise."""
     if not principal.may(Role.ADMIN):
         if user is not None and user != principal.name:
-            raise HTTPException(status_code=403, detail="only an admin may list others' tokens")
+            raise forbidden("only an admin may list others' tokens")
         user = principal.name
     with _errors():
         return [_token(t) for t in _store(request).list_tokens(user)]
@@ -243,7 +243,7 @@ def revoke_token(request: Request, token_id: str, principal: Viewer) -> TokenOut
     store = _store(request)
     with _errors():
         if not principal.may(Role.ADMIN) and store.get_token(token_id).user != principal.name:
-            raise HTTPException(status_code=403, detail="only an admin may revoke others' tokens")
+            raise forbidden("only an admin may revoke others' tokens")
         return _token(store.revoke_token(token_id, actor=principal.name, route=route_of(request)))
 
 
@@ -261,8 +261,9 @@ def list_audit(
     """The newest ``limit`` audit events, oldest first. Non-admins must name a model."""
     if not principal.may(Role.ADMIN):
         if model is None:
-            raise HTTPException(
-                status_code=403, detail="only an admin may read the whole audit log; name a model"
+            raise forbidden(
+                f"user {principal.name!r} has role {principal.role.value!r}; the whole audit "
+                "log needs 'admin' or higher: name a model of yours"
             )
         check_model(principal, model)
     with _errors():

@@ -23,7 +23,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelloop.access import Role, User
 
-__all__ = ["OPEN_MODE_PRINCIPAL", "Principal", "audit", "check_model", "principal_of", "require"]
+__all__ = [
+    "OPEN_MODE_PRINCIPAL",
+    "Principal",
+    "audit",
+    "check_model",
+    "forbidden",
+    "principal_of",
+    "require",
+    "route_of",
+]
 
 _REALM = 'Bearer realm="modelloop"'
 # Declares the bearer scheme in the OpenAPI document; the header is parsed by ``_credentials``.
@@ -52,6 +61,15 @@ OPEN_MODE_PRINCIPAL = Principal("local", Role.ADMIN, None)
 def principal_of(user: User) -> Principal:
     """The principal acting for ``user``."""
     return Principal(user.name, user.role, None if user.models is None else frozenset(user.models))
+
+
+def forbidden(detail: str) -> HTTPException:
+    """A 403 with the ``insufficient_scope`` challenge (RFC 6750)."""
+    return HTTPException(
+        status_code=403,
+        detail=detail,
+        headers={"WWW-Authenticate": _REALM + ', error="insufficient_scope"'},
+    )
 
 
 def _unauthorized(reason: str, *, invalid: bool) -> HTTPException:
@@ -95,11 +113,9 @@ def require(role: Role) -> Callable[..., Principal]:
     ) -> Principal:
         principal = _authenticate(request)
         if not principal.may(role):
-            raise HTTPException(
-                status_code=403,
-                detail=f"user {principal.name!r} has role {principal.role.value!r}; "
-                f"this needs {role.value!r} or higher",
-                headers={"WWW-Authenticate": _REALM + ', error="insufficient_scope"'},
+            raise forbidden(
+                f"user {principal.name!r} has role {principal.role.value!r}; "
+                f"this needs {role.value!r} or higher"
             )
         request.state.principal = principal
         return principal
@@ -111,19 +127,38 @@ def require(role: Role) -> Callable[..., Principal]:
 def check_model(principal: Principal, model: str) -> None:
     """403 when ``principal`` is limited to other models than ``model``."""
     if principal.models is not None and model not in principal.models:
-        raise HTTPException(
-            status_code=403,
-            detail=f"user {principal.name!r} may not act on model {model!r}",
-            headers={"WWW-Authenticate": _REALM + ', error="insufficient_scope"'},
-        )
+        raise forbidden(f"user {principal.name!r} may not act on model {model!r}")
 
 
 def route_of(request: Request) -> str:
     """``METHOD /route/template`` of the request (the template, not the concrete path, so the
-    log groups by route and never holds a query string)."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None) or request.url.path
-    return f"{request.method} {path}"
+    log groups by route and never holds ids or a query string)."""
+    path = request.scope.get("path") or request.url.path
+    template = getattr(request.scope.get("route"), "path", None)
+    if not template:
+        return f"{request.method} {path}"
+    return f"{request.method} {_full_template(path, template)}"
+
+
+def _full_template(path: str, template: str) -> str:
+    """``template`` with the prefixes it was included under, taken from the concrete ``path``.
+
+    FastAPI keeps the route of an included router with its own path ("/users/{name}"); the
+    prefixes ("/api/v1") are the leading segments of the concrete path that the template does
+    not account for. A ``{...:path}`` parameter spans any number of segments: then the prefix
+    ends where the template's fixed head first appears."""
+    if path == template or (path.endswith(template) and "{" not in template):
+        return path
+    if ":path}" in template:
+        head = template[: template.find("{")]
+        at = path.find(head)
+        return path[:at] + template if at > 0 else template
+    segments = path.strip("/").split("/")
+    own = template.strip("/").split("/") if template.strip("/") else []
+    extra = len(segments) - len(own)
+    if extra <= 0:
+        return template
+    return "/" + "/".join(segments[:extra] + own)
 
 
 def audit(
