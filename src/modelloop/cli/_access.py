@@ -245,10 +245,10 @@ def audit_list(
         print_json({"events": events})
         return
     table = Table(title=f"{len(events)} audit event(s)")
-    for col in ("id", "time", "user", "action", "object", "route", "change"):
-        table.add_column(col, overflow="fold")
+    for col in ("id", "time", "user", "action", "object", "route"):
+        table.add_column(col, no_wrap=col in ("id", "action"))
+    table.add_column("change", overflow="fold")
     for e in events:
-        change = _change(e.before, e.after)
         table.add_row(
             *row(
                 e.event_id,
@@ -257,16 +257,27 @@ def audit_list(
                 e.action,
                 f"{e.entity_type} {e.entity_id}",
                 e.route or "-",
-                change,
+                _change(e.before, e.after),
             )
         )
     console.print(table)
 
 
 def _change(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str:
+    """What changed, briefly: ``key: old → new`` for each key that differs."""
     import json
 
-    def show(value: Mapping[str, Any] | None) -> str:
-        return "-" if value is None else json.dumps(dict(value), sort_keys=True)[:200]
+    def show(value: Any) -> str:
+        text = json.dumps(value, sort_keys=True)
+        return text if len(text) <= 60 else text[:57] + "..."
 
-    return f"{show(before)} → {show(after)}"
+    old, new = dict(before or {}), dict(after or {})
+    parts = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            parts.append(f"{key}={show(new[key])}")
+        elif key not in new:
+            parts.append(f"{key}: {show(old[key])} → -")
+        elif old[key] != new[key]:
+            parts.append(f"{key}: {show(old[key])} → {show(new[key])}")
+    return "; ".join(parts) or "-"
