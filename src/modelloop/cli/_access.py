@@ -234,7 +234,9 @@ def audit_list(
     since: Annotated[
         str | None, typer.Option("--since", help="30m, 1h, 2d, 1w ago, or an ISO date/time.")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="Most events shown (the newest).")
+    ] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """The newest audit events, oldest first: who, when, which route, before and after."""
