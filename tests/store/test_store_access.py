@@ -127,6 +127,18 @@ def test_token_lifecycle(store: SqlStore, store_url: str) -> None:
     with pytest.raises(NotFound):
         store.revoke_token("0123456789abcdef")
 
+    # guessing at an id: wrong secrets are refused (after a few, without scrypt: see
+    # test_wrong_secrets_for_an_unverified_id_stop_costing_scrypt), and the right one still
+    # works for a store object that was not guessed at
+    _, token2 = store.create_token("bob", "second")
+    third = SqlStore(store_url)
+    try:
+        wrong2 = token2[:-4] + ("AAAA" if not token2.endswith("AAAA") else "BBBB")
+        assert [third.authenticate(wrong2) for _ in range(5)] == [None] * 5
+        assert store.authenticate(token2) is not None
+    finally:
+        third.close()
+
 
 def _all_rows_as_text(url: str) -> str:
     """Every row of every table, as the database renders it."""
