@@ -315,3 +315,24 @@ def test_a_0004_database_upgrades_and_files_old_registry_events(store_url: str) 
         assert store.has_users() is False
     finally:
         store.close()
+
+
+def test_0005_downgrades_to_0004_and_upgrades_again(store: SqlStore) -> None:
+    from alembic import command
+
+    from modelloop.store._sql import HEAD_REVISION
+
+    store.create_user("alice", "admin")
+    store.create_registered_model("m", actor="alice")
+    with store._engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0004")
+    with store._engine.begin() as conn:
+        assert current_revision(conn) == "0004"
+        inspector = sa.inspect(conn)
+        assert not {"users", "api_tokens"} & set(inspector.get_table_names())
+        columns = {c["name"] for c in inspector.get_columns("audit_events")}
+        assert not {"route", "model_name"} & columns
+        conn.execute(sa.text("UPDATE audit_events SET actor = 'x' WHERE actor = 'nobody'"))
+    assert store.upgrade() == HEAD_REVISION
+    assert store.list_users() == []
+    assert [e.model for e in store.list_audit_events()] == [None, "m"]  # user.create, model
