@@ -47,6 +47,8 @@ EXPECTED = {
     "InMemoryAlertStateStore",
     "JensenShannonDetector",
     "KSDetector",
+    "KSEffectDetector",
+    "TVEffectDetector",
     "LastDuration",
     "LastRows",
     "LogNotifier",

@@ -32,18 +32,27 @@ BULK = (0.005, 0.995)
 
 #: One sentence per method: what the statistic measures and when it says "drifted".
 METHOD_TEXT = {
-    "ks": "Kolmogorov-Smirnov (numeric, windows of up to 2,000 rows): the largest vertical gap "
+    "ks_effect": "Kolmogorov-Smirnov distance beyond a negligible effect (numeric, the default at "
+    "every window size): the largest vertical gap between the reference and current ECDFs, i.e. "
+    "the share of the mass that moved; drifted when its 1 - alpha lower confidence bound "
+    "(Dvoretzky-Kiefer-Wolfowitz) lies above the negligible effect, i.e. when the corrected "
+    "p-value of 'distance <= negligible effect' is below alpha. Small windows give wide bounds "
+    "(only clear shifts are flagged), large ones narrow bounds (tiny shifts are never flagged).",
+    "tv_effect": "Total variation distance beyond a negligible effect (categorical, the default "
+    "at every window size): half the sum of the absolute differences of the category shares; "
+    "drifted when its 1 - alpha lower confidence bound lies above the negligible effect.",
+    "ks": "Kolmogorov-Smirnov test (numeric): the largest vertical gap "
     "between the reference and current ECDFs; drifted when its corrected p-value is below the "
     "threshold (alpha).",
-    "wasserstein": "Wasserstein distance (numeric, larger windows): the area between the two "
+    "wasserstein": "Wasserstein distance (numeric): the area between the two "
     "ECDFs, i.e. how far values moved on average, in reference standard deviations; a score "
     "without p-value, drifted when it reaches the threshold.",
     "psi": "Population stability index (numeric): the sum over reference-quantile bins of "
     "(current share - reference share) x ln(current share / reference share); drifted when it "
     "reaches the threshold.",
-    "chi2": "Chi-squared test (categorical, windows of up to 2,000 rows) on the 2 x k table of "
+    "chi2": "Chi-squared test (categorical) on the 2 x k table of "
     "category counts; drifted when its corrected p-value is below the threshold (alpha).",
-    "jensenshannon": "Jensen-Shannon distance (categorical, larger windows) between the two "
+    "jensenshannon": "Jensen-Shannon distance (categorical) between the two "
     "category distributions, from 0 (same) to 1 (disjoint); a score without p-value, drifted "
     "when it reaches the threshold.",
 }
@@ -212,18 +221,22 @@ def _has_p_values(drift: DriftResult) -> bool:
 def _table(drift: DriftResult, quality: QualityReport | None) -> str:
     issues = {c.column: ", ".join(c.issues) for c in quality.columns} if quality else {}
     tests = _has_p_values(drift)  # else no p-value column at all
+    effects = any(c.min_effect is not None for c in drift.columns)
     names = ["column", "kind", "method", "statistic"]
+    names += ["lower bound", "negligible effect"] if effects else []
     names += ["p-value", f"p-value ({drift.correction})"] if tests else []
-    names += ["threshold", "error bound", "drifted", "data quality"]
+    names += ["threshold", "error bound", "verdict", "why", "data quality"]
     head = "<tr>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
     body = []
     for c in drift.columns:
-        cls = ' class="drifted"' if c.drifted else ""
+        cls = ' class="drifted"' if c.drifted or c.status == "out of range" else ""
         ps = f"<td>{_fmt(c.p_value, 3)}</td><td>{_fmt(c.adjusted_p_value, 3)}</td>" if tests else ""
+        es = f"<td>{_fmt(c.ci_low)}</td><td>{_fmt(c.min_effect)}</td>" if effects else ""
         body.append(
             f"<tr{cls}><td>{html.escape(c.column)}</td><td>{c.kind}</td><td>{c.method}</td>"
-            f"<td>{_fmt(c.statistic)}</td>{ps}<td>{_fmt(c.threshold)}</td>"
-            f"<td>{_fmt(c.error_bound, 2)}</td><td>{'yes' if c.drifted else 'no'}</td>"
+            f"<td>{_fmt(c.statistic)}</td>{es}{ps}<td>{_fmt(c.threshold)}</td>"
+            f"<td>{_fmt(c.error_bound, 2)}</td><td>{html.escape(c.verdict)}</td>"
+            f"<td>{html.escape(c.rule)}</td>"
             f"<td>{html.escape(issues.get(c.column, ''))}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
@@ -422,8 +435,8 @@ def render_html(
         tested = f"p-values corrected over columns with {drift.correction}."
     else:
         tested = (
-            "Every column was judged by a distance score (windows above 2,000 rows), which has "
-            "no p-value: no correction applies."
+            "Every column was judged by a distance score, which has no p-value: no correction "
+            "applies."
         )
     summary_html = (
         f"<p><b>{verdict}</b> in the inputs{against}: {len(drift.drifted_columns)} of "
