@@ -123,7 +123,7 @@ def test_categorical_rule_is_continuous_and_finds_real_shifts() -> None:
         for _ in range(150):
             counts = rng.multinomial(n, q)
             hits += det.test(
-                CategoricalSummary("c", n, 0, dict(zip("abcd", counts.tolist())))
+                CategoricalSummary("c", n, 0, dict(zip("abcd", counts.tolist(), strict=True)))
             ).drifted
         return hits / 150
 
