@@ -93,7 +93,7 @@ def test_drift_live_accuracy_and_alert_lifecycle(mclient: Client) -> None:
     assert perf.overall.metrics["accuracy"] == pytest.approx(
         accuracy_score(logged["label"], logged["prediction"])
     )
-    # streamed AUC from a score sketch, exact below 8,192 distinct scores (modelloop.monitoring._auc)
+    # streamed AUC: a score sketch, exact below 8,192 distinct scores (monitoring._auc)
     assert perf.overall.metrics["auc"] == pytest.approx(
         roc_auc_score(logged["label"], logged["proba_1"]), abs=1e-12
     )
