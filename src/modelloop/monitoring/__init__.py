@@ -72,6 +72,8 @@ from modelloop.monitoring._performance import (
 from modelloop.monitoring._profile import (
     DEFAULT_BINS,
     CategoricalProfile,
+    DatetimeProfile,
+    IdentifierProfile,
     NumericProfile,
     ReferenceProfile,
 )
@@ -95,6 +97,8 @@ from modelloop.monitoring._service import (
 )
 from modelloop.monitoring._summary import (
     CategoricalSummary,
+    DatetimeSummary,
+    IdentifierSummary,
     NumericSummary,
     WindowAccumulator,
     WindowSummary,
@@ -128,10 +132,14 @@ __all__ = [
     "ColumnDrift",
     "ColumnQuality",
     "Condition",
+    "DatetimeProfile",
+    "DatetimeSummary",
     "DriftMonitor",
     "DriftResult",
     "DriftShareAbove",
     "FeatureDrifted",
+    "IdentifierProfile",
+    "IdentifierSummary",
     "InMemoryAlertStateStore",
     "JensenShannonDetector",
     "KSDetector",

@@ -44,9 +44,17 @@ import numpy as np
 
 from modelloop.exceptions import InvalidInput
 from modelloop.monitoring._detectors import MIN_EFFECT, _Detector, make_detector
-from modelloop.monitoring._profile import DEFAULT_BINS, ReferenceProfile
+from modelloop.monitoring._profile import (
+    DEFAULT_BINS,
+    DatetimeProfile,
+    IdentifierProfile,
+    ReferenceProfile,
+    iso_ns,
+)
 from modelloop.monitoring._result import ColumnDrift, DriftResult
 from modelloop.monitoring._summary import (
+    DatetimeSummary,
+    IdentifierSummary,
     WindowAccumulator,
     WindowSummary,
     as_summary,
@@ -151,6 +159,11 @@ class DriftMonitor:
         for c in self.methods or {}:
             if c not in cols:
                 raise InvalidInput(f"methods names column {c!r}, which is not monitored")
+            if profile[c].kind in ("datetime", "identifier"):
+                raise InvalidInput(
+                    f"methods names column {c!r}, a {profile[c].kind} column, which is not "
+                    "tested for drift"
+                )
         self.profile_ = profile
         self.columns_ = cols
         return self
@@ -189,8 +202,13 @@ class DriftMonitor:
         summary: WindowSummary = as_summary(profile, current, self.columns_)
         results: list[ColumnDrift] = []
         for name in self.columns_:
-            col = summary.columns[name]
-            results.append(self._detector(name).test(col))
+            col, ref = summary.columns[name], profile[name]
+            if isinstance(ref, DatetimeProfile) and isinstance(col, DatetimeSummary):
+                results.append(datetime_range(ref, col))
+            elif isinstance(ref, IdentifierProfile) and isinstance(col, IdentifierSummary):
+                results.append(identifier_note(ref, col))
+            else:
+                results.append(self._detector(name).test(col))
         tested = [i for i, r in enumerate(results) if r.p_value is not None]
         adjusted = adjust_p_values([results[i].p_value or 0.0 for i in tested], self.correction)
         for i, adj in zip(tested, adjusted, strict=True):
@@ -204,6 +222,72 @@ class DriftMonitor:
             correction=CORRECTIONS[self.correction],
             drift_share=self.drift_share,
         )
+
+
+DAY_NS = 86_400 * 10**9
+
+
+def datetime_range(ref: DatetimeProfile, cur: DatetimeSummary) -> ColumnDrift:
+    """A datetime column judged by range and recency: the share of the window outside the
+    reference's range (statistic), and a note with the ranges and how far the newest value lies
+    past the reference's newest. Status: ``in range``, ``partly out of range``, ``out of range``.
+    Not a drift test: time moves on, so new timestamps are expected to differ."""
+
+    def result(share: float | None, status: str, note: str) -> ColumnDrift:
+        return ColumnDrift(
+            column=ref.name or cur.name,
+            kind="datetime",
+            method="range",
+            statistic=share,
+            p_value=None,
+            threshold=0.0,
+            drifted=False,
+            n_reference=ref.count,
+            n_current=cur.count,
+            status=status,
+            note=note,
+        )
+
+    if ref.count == 0 or cur.count == 0 or ref.max is None or cur.max is None:
+        return result(None, "no data", "no datetimes on one side: range not checked")
+    outside = cur.before + cur.after
+    share = outside / cur.count
+    if outside == 0:
+        status = "in range"
+    elif outside == cur.count:
+        status = "out of range"
+    else:
+        status = "partly out of range"
+    lag = (cur.max - ref.max) / DAY_NS
+    note = (
+        f"{status}: {share:.1%} of {cur.count:,} timestamps outside the reference's range "
+        f"({cur.before:,} before, {cur.after:,} after); reference {iso_ns(ref.min)} .. "
+        f"{iso_ns(ref.max)}, window {iso_ns(cur.min)} .. {iso_ns(cur.max)}; newest "
+        f"{abs(lag):.1f} days {'after' if lag >= 0 else 'before'} the reference's newest. "
+        "Datetimes are judged by range and recency, not tested for drift of their values."
+    )
+    return result(share, status, note)
+
+
+def identifier_note(ref: IdentifierProfile, cur: IdentifierSummary) -> ColumnDrift:
+    """An identifier column: left out of drift, with a note saying why."""
+    note = (
+        f"excluded: a near-unique identifier ({ref.distinct_share:.1%} distinct values in the "
+        "reference); identifiers have no distribution to drift"
+    )
+    return ColumnDrift(
+        column=ref.name or cur.name,
+        kind="identifier",
+        method="excluded",
+        statistic=None,
+        p_value=None,
+        threshold=0.0,
+        drifted=False,
+        n_reference=ref.count,
+        n_current=cur.count,
+        status="excluded",
+        note=note,
+    )
 
 
 def detect_drift(reference: ReferenceProfile | Any, current: Any, **settings: Any) -> DriftResult:

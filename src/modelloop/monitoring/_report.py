@@ -315,14 +315,18 @@ def _feature_plots(
         cur = summary.columns.get(name)
         if cur is None:
             raise InvalidInput(f"the window summary has no column {name!r}")
+        if col.status:  # datetimes and identifiers: what was found instead of a plot
+            parts.append(
+                f"<div class='feature'><b>{html.escape(name)}</b>: {html.escape(col.note)}</div>"
+            )
+            continue
         if isinstance(ref, NumericProfile) and isinstance(cur, NumericSummary):
             fig = _numeric_figure(ref, cur, bins)
         elif isinstance(ref, CategoricalProfile) and isinstance(cur, CategoricalSummary):
             fig = _categorical_figure(ref, cur, top)
         else:
             raise InvalidInput(f"column {name!r} has a different kind in profile and summary")
-        verdict = "drifted" if col.drifted else "no drift"
-        title = f"{name}: {col.method} {_fmt(col.statistic)} ({verdict})"
+        title = f"{name}: {col.method} {_fmt(col.statistic)} ({col.verdict})"
         meta = fig.layout.meta
         if isinstance(meta, dict) and meta.get("clip"):
             title += f"<br><sup>{html.escape(meta['clip'])}</sup>"

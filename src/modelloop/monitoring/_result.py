@@ -132,7 +132,13 @@ class DriftResult:
 
     @property
     def n_tested(self) -> int:
-        return sum(1 for c in self.columns if c.statistic is not None)
+        """Columns tested for drift with data on both sides (datetimes and identifiers are not)."""
+        return sum(1 for c in self.columns if c.statistic is not None and not c.status)
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """Columns not tested for drift, each with why and what was found instead."""
+        return {c.column: c.note for c in self.columns if c.status}
 
     @property
     def share_drifted(self) -> float:
@@ -158,6 +164,7 @@ class DriftResult:
             "correction": self.correction,
             "drift_share": self.drift_share,
             # derived, for readers of the JSON; ignored by from_dict
+            "notes": self.notes,
             "drifted_columns": list(self.drifted_columns),
             "share_drifted": self.share_drifted,
             "dataset_drift": self.dataset_drift,
