@@ -13,6 +13,10 @@ Typical run (the reference data is read once, when the profile is built)::
     html = render_html(profile, summary, drift, quality=quality)
     events = AlertManager(rules).evaluate(MonitorResult("flights", drift, quality))
 
+History-calibrated drift (opt-in): :func:`calibrate_model` learns each input's normal distance
+from the reference on the model's own past windows (season-aligned when asked) and attaches it to
+the version; :func:`run_monitor` then adds the calibrated verdict (``result.calibrated``).
+
 For a registered model, :func:`run_monitor` does all of this over its prediction log, with the
 outputs and live metrics of each served version judged against that version's own reference
 (``outcome.result.versions``); :func:`version_metrics` reads them back from the latest stored run.
@@ -38,6 +42,17 @@ from modelloop.monitoring._alerts import (
     MetricBelow,
     MonitorResult,
     QualityBreach,
+)
+from modelloop.monitoring._calibration import (
+    CALIBRATION_TAG,
+    CalibratedColumn,
+    CalibratedDrift,
+    DriftCalibration,
+    calibrate,
+    calibrate_frame,
+    calibrate_model,
+    load_calibration,
+    save_calibration,
 )
 from modelloop.monitoring._detectors import (
     ChiSquareDetector,
@@ -116,6 +131,7 @@ from modelloop.monitoring._windows import (
 )
 
 __all__ = [
+    "CALIBRATION_TAG",
     "DEFAULT_BINS",
     "PREDICTION_COLUMNS",
     "REFERENCE_TAG",
@@ -126,6 +142,8 @@ __all__ = [
     "AlertState",
     "AlertStateStore",
     "CalendarWindow",
+    "CalibratedColumn",
+    "CalibratedDrift",
     "CategoricalProfile",
     "CategoricalSummary",
     "ChiSquareDetector",
@@ -134,6 +152,7 @@ __all__ = [
     "Condition",
     "DatetimeProfile",
     "DatetimeSummary",
+    "DriftCalibration",
     "DriftMonitor",
     "DriftResult",
     "DriftShareAbove",
@@ -174,12 +193,16 @@ __all__ = [
     "adjust_p_values",
     "append_feedback",
     "append_predictions",
+    "calibrate",
+    "calibrate_frame",
+    "calibrate_model",
     "check_quality",
     "describe_versions",
     "detect_drift",
     "feedback_dir",
     "join_labels",
     "live_performance",
+    "load_calibration",
     "load_reference",
     "make_detector",
     "parse_window",
@@ -190,6 +213,7 @@ __all__ = [
     "render_html",
     "report_json",
     "run_monitor",
+    "save_calibration",
     "save_reference",
     "set_reference",
     "summarize",

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelloop.exceptions import InvalidInput
+from modelloop.monitoring._calibration import CalibratedDrift
 from modelloop.monitoring._performance import PerformanceReport
 from modelloop.monitoring._profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from modelloop.monitoring._quality import QualityReport
@@ -242,6 +243,34 @@ def _table(drift: DriftResult, quality: QualityReport | None) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _calibrated_html(cal: CalibratedDrift | None) -> str:
+    """The history-calibrated verdict: distance, learned normal range and verdict per column."""
+    if cal is None:
+        return ""
+    season = f", season {cal.season} slot {cal.slot}" if cal.season else ""
+    verdict = "OUTSIDE ITS NORMAL RANGE" if cal.dataset_drift else "within its normal range"
+    head = "".join(
+        f"<th>{n}</th>"
+        for n in ("column", "distance", "learned normal range", "past windows", "verdict", "note")
+    )
+    body = []
+    for c in cal.columns:
+        cls = ' class="drifted"' if c.flagged else ""
+        rng = "—" if c.low is None else f"{_fmt(c.low)} .. {_fmt(c.high)}"
+        body.append(
+            f"<tr{cls}><td>{html.escape(c.column)}</td><td>{_fmt(c.distance)}</td>"
+            f"<td>{rng}</td><td>{c.n_windows}</td><td>{html.escape(c.verdict)}</td>"
+            f"<td>{html.escape(c.note)}</td></tr>"
+        )
+    return (
+        "<h2>History-calibrated verdict</h2>"
+        f"<p><b>{verdict}</b>: {len(cal.flagged_columns)} of {cal.n_judged} columns outside the "
+        f"range their distance from the reference takes in healthy past windows (median +- "
+        f"{cal.k:g} robust sd{season}; threshold {cal.drift_share:.0%} of columns).</p>"
+        f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    )
+
+
 def _methods_note(results: Sequence[DriftResult]) -> str:
     """How to read the statistics the tables hold, one sentence per method used."""
     used = dict.fromkeys(c.method for d in results for c in d.columns)
@@ -398,13 +427,16 @@ def render_html(
     versions: Sequence[VersionWindow] = (),
     version_details: Mapping[int, tuple[ReferenceProfile, WindowSummary]] | None = None,
     reference_version: int | None = None,
+    calibrated: CalibratedDrift | None = None,
 ) -> str:
     """One self-contained HTML page: verdict, drift table, one plot per feature, performance.
 
     ``profile`` and ``summary`` cover the inputs (of ``reference_version`` when given). With
     ``versions`` (and their profiles and output summaries in ``version_details``), each served
     version's outputs get a section; else ``prediction_drift`` is shown against ``profile``.
-    plotly.js is taken from the installed plotly package and inlined once; nothing is fetched.
+    With ``calibrated`` (the history-calibrated verdict), each column's distance is shown beside
+    its learned normal range. plotly.js is taken from the installed plotly package and inlined
+    once; nothing is fetched.
     """
     outputs: tuple[ColumnDrift, ...] = ()
     output_html = ""
@@ -465,7 +497,7 @@ def render_html(
     return html_page(
         title,
         f"<h1>{html.escape(title)}</h1>{summary_html}<h2>Drift of the inputs by column</h2>"
-        f"{_table(drift, quality)}{notes}{output_html}{perf_html}"
+        f"{_table(drift, quality)}{notes}{_calibrated_html(calibrated)}{output_html}{perf_html}"
         "<h2>Input distributions, reference vs current</h2>"
         f"{plots}"
         f"<script type='application/json' id='report-data'>{data}</script>",
