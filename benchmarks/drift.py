@@ -276,7 +276,7 @@ def seasonal(quick: bool) -> dict[str, object]:
     s = _load("drift_seasonal")
     n, seeds = 1_000, (range(2) if quick else range(5))
     out: dict[str, object] = {"rows_per_window": n, "seeds": len(seeds)}
-    for drift in (0.3, 0.15):
+    for drift in (0.3, 0.15, 0.1):
         fixed, cal_runs = [], []
         for seed in seeds:
             profile = ReferenceProfile.from_frame(s.reference(100 * seed))

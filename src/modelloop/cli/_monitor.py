@@ -596,7 +596,7 @@ def monitor_calibrate(
     ] = "timestamp",
     k: Annotated[
         float, typer.Option("--k", help="Width of the normal range in robust sd.", min=0.1)
-    ] = 4.0,
+    ] = 3.5,
     as_json: JsonOpt = False,
 ) -> None:
     """Learn each input's normal distance from the reference on past healthy windows (opt-in
