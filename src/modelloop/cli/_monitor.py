@@ -197,7 +197,14 @@ def _print_outcome(o: MonitorOutcome) -> None:
             parts.append(v.note)
         console.print(escape("; ".join(parts)), soft_wrap=True)
     table = Table(show_lines=False)
-    for col in ("column", "method", "statistic", "p / threshold", "drifted"):
+    for col in (
+        "column",
+        "method",
+        "statistic",
+        "lower bound / negligible",
+        "p / alpha",
+        "drifted",
+    ):
         table.add_column(col)
     shown = [(c.column, c) for c in drift.columns]
     for v in o.result.versions:
@@ -206,8 +213,11 @@ def _print_outcome(o: MonitorOutcome) -> None:
     for name, c in shown:
         p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
         stat = "-" if c.statistic is None else f"{c.statistic:.4g}"
-        drifted = Text("yes", style="red") if c.drifted else Text("no")
-        table.add_row(*row(name, c.method, stat, f"{p} / {c.threshold:g}", drifted))
+        bound = "-"
+        if c.ci_low is not None and c.min_effect is not None:
+            bound = f"{c.ci_low:.4g} / {c.min_effect:g}"
+        drifted = Text("yes", style="red") if c.drifted else Text(c.verdict)
+        table.add_row(*row(name, c.method, stat, bound, f"{p} / {c.threshold:g}", drifted))
     console.print(table)
     for name, note in drift.notes.items():  # datetimes and identifiers: not tested for drift
         console.print(f"{escape(name)}: {escape(note)}", soft_wrap=True)

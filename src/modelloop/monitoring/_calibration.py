@@ -27,6 +27,9 @@ it flagged 0.2% of healthy windows and found a 0.15 sd shift within one window; 
 none but took up to 3 windows, ``k = 3`` flagged 1.9%.
 The dataset is flagged when the share of flagged columns reaches ``drift_share``.
 
+Distances shrink as windows grow (less sampling noise), so calibrate on windows of the length the
+model is monitored with: ``monitor calibrate --window 1h`` for ``monitor run --window 1h``.
+
 A calibration is stored as a JSON blob in the artifact store, tagged on the model version
 (:data:`CALIBRATION_TAG`); :func:`~modelloop.monitoring.run_monitor` then adds the calibrated
 verdict to every result, where the loop's ``calibrated_drift`` trigger reads it.
