@@ -43,16 +43,18 @@ from modelloop.monitoring._alerts import (
     MonitorResult,
     QualityBreach,
 )
-from modelloop.monitoring._calibration import (
+from modelloop.monitoring._calibrate_model import (
     CALIBRATION_TAG,
+    calibrate_model,
+    load_calibration,
+    save_calibration,
+)
+from modelloop.monitoring._calibration import (
     CalibratedColumn,
     CalibratedDrift,
     DriftCalibration,
     calibrate,
     calibrate_frame,
-    calibrate_model,
-    load_calibration,
-    save_calibration,
 )
 from modelloop.monitoring._detectors import (
     ChiSquareDetector,

@@ -22,7 +22,7 @@ from modelloop.monitoring._alerts import (
     MetricBelow,
     MonitorResult,
 )
-from modelloop.monitoring._calibration import load_calibration
+from modelloop.monitoring._calibrate_model import load_calibration
 from modelloop.monitoring._drift import DriftMonitor
 from modelloop.monitoring._logfiles import log_folder
 from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
