@@ -34,10 +34,15 @@ def _healthy(frame: Any, n: int, seed: int) -> Any:
 
 
 @pytest.fixture
-def served(client: Any, tmp_path: Path) -> dict[str, Any]:
-    """Champion v1 trained on 400 rows; 8 days of healthy traffic, 150 rows per 6 hours."""
+def served(
+    any_client: Any, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Champion v1 trained on 400 rows; 8 days of healthy traffic, 150 rows per 6 hours; on
+    every store backend (the CLI below uses the same store)."""
     from modelloop.pipeline import Pipeline
 
+    client = any_client
+    monkeypatch.setenv("MODELLOOP_STORE_URL", store_url)
     frame = breast_cancer()
     pipeline_file = write_pipeline(tmp_path, frame.iloc[:400])
     assert Pipeline.from_file(pipeline_file).run(client).registered_version == 1
