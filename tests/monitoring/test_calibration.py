@@ -80,6 +80,11 @@ def test_calibrate_frame_cuts_a_historical_dataset_by_time(profile) -> None:
     cal = calibrate_frame(profile, history, timestamp="ts", freq="1h", season="hour")
     assert cal.n_windows == 96 and cal.window == "1h"
     assert cal.columns["x0"].slots[5].n_windows == 4
+    # calendar months: windows start on the first of each month, whatever its length
+    spread = history.assign(ts=pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(
+        np.arange(len(history)) * 3_000, unit="s"))  # fmt: skip
+    months = calibrate_frame(profile, spread, timestamp="ts", freq="MS", min_windows=2)
+    assert months.n_windows == spread.ts.dt.strftime("%Y-%m").nunique() >= 3
 
 
 def test_bad_settings_are_refused(profile) -> None:

@@ -424,7 +424,10 @@ def calibrate_frame(
     names = list(columns) if columns is not None else [c for c in profile.columns if c in frame]
     ts = pd.to_datetime(frame[timestamp], utc=True)
     try:
-        keys = ts.dt.to_period(freq).dt.start_time if freq.endswith("S") else ts.dt.floor(freq)
+        if freq in ("MS", "month"):  # calendar months: a fixed length would not align
+            keys = ts.dt.tz_localize(None).dt.to_period("M").dt.start_time
+        else:
+            keys = ts.dt.floor(freq)
     except ValueError as exc:
         raise InvalidInput(f"bad freq {freq!r}: {exc}") from exc
     parts = (
