@@ -1,13 +1,31 @@
-"""Drift benchmark of issue 4: prints ONE JSON line.
+"""Drift benchmark of issues 4 and 16: prints ONE JSON line.
 
-Workload: benchmarks/drift_workload.py beside this script (the workload peers were measured on),
-imported as-is. Each measurement runs in a fresh subprocess so its peak memory is its own:
-the peak resident set (VmHWM) is reset through /proc/self/clear_refs right before the measured
-step, so `peak_rss_mb` is the process's resident peak during that step (data, interpreter and
-libraries included) and `delta_mb` is that peak minus the resident size just before the step.
+Speed and memory. Workload: benchmarks/drift_workload.py beside this script (the workload peers
+were measured on), imported as-is. Each measurement runs in a fresh subprocess so its peak memory is
+its own: the peak resident set (VmHWM) is reset through /proc/self/clear_refs right before the
+measured step, so `peak_rss_mb` is the process's resident peak during that step (data, interpreter
+and libraries included) and `delta_mb` is that peak minus the resident size just before the step.
 
-    python benchmarks/drift.py            # 100k, 1M and the 10M-row Parquet streaming pass
-    python benchmarks/drift.py --quick    # 100k and 1M only
+Decisions (issue 16):
+- `power`: detection rate of a mean shift (in sd) of a normal column against a 100k-row normal
+  reference, per window size n, for the rule before issue 16 ("before": KS at alpha 0.05 up to
+  2,000 rows, Wasserstein >= 0.1 sd above) and the default rule now ("after": the 95% lower bound
+  of the KS distance above 0.02). Shift 0 is the null false-alarm rate. Repetitions per n in
+  `power.repeats`.
+- `seasonal`: a generated stream (benchmarks/drift_seasonal.py) of hourly windows of 1,000 rows
+  whose 10 inputs move with the hour of day; reference: two days pooled; calibration: the next 7
+  days (season "hour"); judged: 4 healthy days, then 2 days with x0, x1 shifted and c0 tilted.
+  A window is flagged when any column is flagged. Reported: share of healthy windows flagged and
+  the delay (windows after the change until the first flag), for the fixed default rule and the
+  calibrated mode, over several seeds.
+- `flights`: NYC flights 2013, daily windows of March-December against a January-February
+  reference (the data `modelloop demo replay` logs, windowed by flight date); calibration on the
+  daily windows of January-February (season "weekday"); injected change: from October 1 the
+  `distance` column arrives in kilometres instead of miles. Share of March-September windows
+  flagged, and the delay after October 1.
+
+    python benchmarks/drift.py            # everything, with the 10M-row Parquet streaming pass
+    python benchmarks/drift.py --quick    # no 10M pass, fewer repetitions
 """
 
 from __future__ import annotations
@@ -184,6 +202,154 @@ def child_stream(folder: str) -> dict[str, object]:
     }
 
 
+# -- decisions: power curve, seasonal stream, flights ---------------------------------------------
+
+SHIFTS = (0.0, 0.02, 0.05, 0.08, 0.1, 0.15, 0.2)
+SIZES = (500, 1_000, 2_000, 5_000, 10_000, 100_000, 1_000_000)
+
+
+def _load(name: str) -> ModuleType:
+    path = Path(__file__).resolve().parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def power_curve(quick: bool) -> dict[str, object]:
+    import numpy as np
+
+    from modelloop.monitoring import (
+        KSDetector,
+        KSEffectDetector,
+        NumericProfile,
+        WassersteinDetector,
+    )
+    from modelloop.monitoring._summary import NumericSummary
+
+    rng = np.random.default_rng(16)
+    ref = NumericProfile.from_values(rng.normal(size=100_000), "x")
+    ks, wd = KSDetector().fit(ref), WassersteinDetector().fit(ref)
+    new = KSEffectDetector().fit(ref)
+    before: dict[str, dict[str, float]] = {}
+    after: dict[str, dict[str, float]] = {}
+    repeats: dict[str, int] = {}
+    for n in SIZES:
+        reps = 200 if n <= 10_000 else 100 if n <= 100_000 else 20
+        reps = max(reps // 4, 10) if quick else reps
+        hits_old = dict.fromkeys(SHIFTS, 0)
+        hits_new = dict.fromkeys(SHIFTS, 0)
+        for _ in range(reps):
+            base = np.sort(rng.normal(size=n))
+            for shift in SHIFTS:
+                summary = NumericSummary.from_values(base + shift, ref)
+                old = ks if n <= 2_000 else wd
+                hits_old[shift] += old.test(summary).drifted
+                hits_new[shift] += new.test(summary).drifted
+        before[str(n)] = {str(s): round(h / reps, 3) for s, h in hits_old.items()}
+        after[str(n)] = {str(s): round(h / reps, 3) for s, h in hits_new.items()}
+        repeats[str(n)] = reps
+    return {
+        "reference_rows": 100_000,
+        "shifts_sd": list(SHIFTS),
+        "repeats": repeats,
+        "before": before,
+        "after": after,
+        "null_false_alarm": {
+            "before": {n: row["0.0"] for n, row in before.items()},
+            "after": {n: row["0.0"] for n, row in after.items()},
+        },
+    }
+
+
+def _flag_runs(flags: list[bool], change: int) -> dict[str, object]:
+    healthy = flags[:change]
+    after = flags[change:]
+    delay = after.index(True) if True in after else None
+    return {"healthy_flagged": round(sum(healthy) / len(healthy), 4), "delay": delay}
+
+
+def seasonal(quick: bool) -> dict[str, object]:
+    from modelloop.monitoring import DriftMonitor, ReferenceProfile, calibrate
+
+    s = _load("drift_seasonal")
+    n, seeds = 1_000, (range(2) if quick else range(5))
+    out: dict[str, object] = {"rows_per_window": n, "seeds": len(seeds)}
+    for drift in (0.3, 0.15, 0.1):
+        fixed, cal_runs = [], []
+        for seed in seeds:
+            profile = ReferenceProfile.from_frame(s.reference(100 * seed))
+            cal = calibrate(
+                profile, s.stream(100 * seed + 1, 7 * 24, n, start_hour=48), season="hour"
+            )
+            monitor = DriftMonitor().fit(profile)
+            start = 9 * 24
+            test = s.stream(100 * seed + 2, 6 * 24, n, start_hour=start, change=start + 96,
+                            drift=drift)  # fmt: skip
+            f, c = [], []
+            for t, data in test:
+                result = monitor.test(data)
+                f.append(bool(result.drifted_columns))
+                c.append(bool(cal.judge(result, t).flagged_columns))
+            fixed.append(_flag_runs(f, 96))
+            cal_runs.append(_flag_runs(c, 96))
+        out[f"drift_{drift}sd"] = {
+            mode: {
+                "healthy_flagged": round(
+                    sum(float(r["healthy_flagged"]) for r in runs) / len(runs),
+                    4,  # type: ignore[arg-type]
+                ),
+                "delays": [r["delay"] for r in runs],
+            }
+            for mode, runs in (("fixed", fixed), ("calibrated", cal_runs))
+        }
+    return out
+
+
+def flights() -> dict[str, object]:
+    from datetime import UTC, datetime
+
+    from modelloop.data import FLIGHTS_FEATURES, load_flights
+    from modelloop.monitoring import DriftMonitor, ReferenceProfile, calibrate
+
+    data = load_flights()
+    cols = list(FLIGHTS_FEATURES)
+    jan_feb = data[data.month <= 2]
+    profile = ReferenceProfile.from_frame(jan_feb[cols])
+    days = [(d, part[cols]) for d, part in jan_feb.groupby("date")]
+    when = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d, _ in days]
+    cal = calibrate(profile, zip(when, (p for _, p in days), strict=True), season="weekday")
+    monitor = DriftMonitor().fit(profile)
+    later = data[data.month >= 3]
+    change = datetime(2013, 10, 1, tzinfo=UTC)
+    fixed, calibrated, fixed_cols, cal_cols = [], [], {}, {}
+    n_healthy = 0
+    for d, part in later.groupby("date"):
+        t = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        window = part[cols].copy()
+        if t >= change:  # a unit bug upstream: kilometres instead of miles
+            window["distance"] = window["distance"] * 1.609344
+        else:
+            n_healthy += 1
+        result = monitor.test(window)
+        judged = cal.judge(result, t)
+        fixed.append(bool(result.drifted_columns))
+        calibrated.append(bool(judged.flagged_columns))
+        if t < change:
+            for c in result.drifted_columns:
+                fixed_cols[c] = fixed_cols.get(c, 0) + 1
+            for c in judged.flagged_columns:
+                cal_cols[c] = cal_cols.get(c, 0) + 1
+    return {
+        "windows": "daily",
+        "calibration_windows": cal.n_windows,
+        "healthy_windows": n_healthy,
+        "fixed": {**_flag_runs(fixed, n_healthy), "healthy_flags_by_column": fixed_cols},
+        "calibrated": {**_flag_runs(calibrated, n_healthy), "healthy_flags_by_column": cal_cols},
+    }
+
+
 def _run_child(*args: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
@@ -193,7 +359,10 @@ def _run_child(*args: str) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="skip the 10M-row Parquet pass")
+    ap.add_argument(
+        "--quick", action="store_true", help="skip the 10M-row Parquet pass; fewer repetitions"
+    )
+    ap.add_argument("--only", choices=["speed", "decisions"], help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -207,9 +376,16 @@ def main() -> None:
         print(json.dumps(out))
         return
     report: dict[str, object] = {"benchmark": "drift", "columns": 25, "cpus": os.cpu_count()}
-    for n, label in ((100_000, "100k"), (1_000_000, "1M")):
-        report[label] = _run_child("size", str(n))
-    if not args.quick:
+    if args.only != "decisions":
+        for n, label in ((100_000, "100k"), (1_000_000, "1M")):
+            report[label] = _run_child("size", str(n))
+    if args.only != "speed":
+        t0 = time.perf_counter()
+        report["power"] = power_curve(args.quick)
+        report["seasonal"] = seasonal(args.quick)
+        report["flights"] = flights()
+        report["decisions_s"] = round(time.perf_counter() - t0, 1)
+    if not args.quick and args.only is None:
         with tempfile.TemporaryDirectory(prefix="modelloop-bench-") as tmp:
             written = _run_child("write", tmp, str(10_000_000), str(1_000_000))
             report["10M_parquet"] = {**written, **_run_child("stream", tmp)}

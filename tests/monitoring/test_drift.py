@@ -28,7 +28,10 @@ def test_defaults_find_exactly_the_four_drifted_columns(workload, workload_frame
     ref, cur = workload_frames
     result = DriftMonitor().fit(ReferenceProfile.from_frame(ref)).test(cur)
     assert set(result.drifted_columns) == workload.DRIFTED
-    assert {c.method for c in result.columns} == {"wasserstein", "jensenshannon"}
+    assert {c.method for c in result.columns} == {"ks_effect", "tv_effect"}
+    num_0 = result["num_0"]  # each verdict states its rule, threshold and numbers
+    assert num_0.min_effect == 0.02 and num_0.ci_low > 0.02 and num_0.verdict == "drifted"
+    assert "lower bound" in num_0.rule and "negligible effect 0.02" in num_0.rule
     assert result.share_drifted == pytest.approx(4 / 25) and not result.dataset_drift
     assert DriftMonitor(drift_share=0.1).fit(ref).test(cur).dataset_drift
 
@@ -56,7 +59,7 @@ def test_result_round_trips_through_json(workload_frames) -> None:
 
 
 def test_no_drift_between_halves_false_positive_rate(workload) -> None:
-    """Halves of one shuffled sample: small halves use the tests (KS, chi²) with BH at 0.05.
+    """Halves of one shuffled sample: the default minimum-effect tests with BH at 0.05.
 
     Under no drift, BH keeps P(any column flagged) <= alpha per run. Over 50 runs the number of
     runs with a flag is Binomial(50, <=0.05): P(X >= 9) < 0.002, so we assert at most 8.
@@ -69,7 +72,7 @@ def test_no_drift_between_halves_false_positive_rate(workload) -> None:
         idx = rng.permutation(len(pool))[:4_000]
         a, b = pool.iloc[idx[:2_000]], pool.iloc[idx[2_000:]]
         r = DriftMonitor().fit(a).test(b)
-        assert {c.method for c in r.columns} == {"ks", "chi2"}
+        assert {c.method for c in r.columns} == {"ks_effect", "tv_effect"}
         runs_with_flags += bool(r.drifted_columns)
         raw_flags += sum(c.p_value < 0.05 for c in r.columns)
     assert runs_with_flags <= 8

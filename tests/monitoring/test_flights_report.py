@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import re
@@ -113,9 +114,17 @@ def test_heavy_tailed_columns_are_plotted_on_the_bulk_with_ecdfs(flights: pd.Dat
         assert all(0 <= y <= 1 for t in ecdf for y in t.y)
         assert all(np.all(np.diff(t.y) >= 0) for t in ecdf)  # cumulative: never decreasing
 
-    # 57,668 rows: every column is judged by a distance score, so no empty p-value columns
+    # the default rule at any size: distance, its lower bound, the negligible effect, the why
     drift = DriftMonitor().fit(prof).test(summary)
     page = render_html(prof, summary, drift, title="flights")
+    table = page.split("<h2>Drift of the inputs by column</h2>")[1].split("</table>")[0]
+    assert "lower bound" in table and "negligible effect" in table and "p-value" in table
+    assert "Kolmogorov-Smirnov distance beyond a negligible effect" in page
+    assert "Total variation distance beyond a negligible effect" in page
+    assert drift["dep_delay"].rule in html.unescape(table)
+    # scores alone have no p-value: then no empty p-value columns
+    scored = DriftMonitor(numeric_method="wasserstein", categorical_method="jensenshannon")
+    page = render_html(prof, summary, scored.fit(prof).test(summary), title="flights")
     table = page.split("<h2>Drift of the inputs by column</h2>")[1].split("</table>")[0]
     assert "p-value" not in table and "no correction applies" in page
     assert "Wasserstein distance" in page and "Jensen-Shannon distance" in page

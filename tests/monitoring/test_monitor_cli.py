@@ -126,10 +126,11 @@ def test_report_explains_its_statistics(two_versions, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["monitor", "report", MODEL, "-w", "2h", "--out", str(out)])
     assert res.exit_code == 0, res.output
     page = out.read_text()
-    # 400 and 169 rows: tests with p-values, so the corrected column is there and explained
+    # the default minimum-effect tests: p-values corrected, and the rule explained
     assert "<th>p-value (benjamini-hochberg)</th>" in page
+    assert "<th>lower bound</th><th>negligible effect</th>" in page
     assert "largest vertical gap between the reference and current ECDFs" in page
-    assert "Chi-squared test" in page
+    assert "Total variation distance beyond a negligible effect" in page
 
 
 def test_data_and_labels_as_s3_urls_are_read_there(two_versions, s3_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]

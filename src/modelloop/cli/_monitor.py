@@ -197,7 +197,14 @@ def _print_outcome(o: MonitorOutcome) -> None:
             parts.append(v.note)
         console.print(escape("; ".join(parts)), soft_wrap=True)
     table = Table(show_lines=False)
-    for col in ("column", "method", "statistic", "p / threshold", "drifted"):
+    for col in (
+        "column",
+        "method",
+        "statistic",
+        "lower bound / negligible",
+        "p / alpha",
+        "drifted",
+    ):
         table.add_column(col)
     shown = [(c.column, c) for c in drift.columns]
     for v in o.result.versions:
@@ -206,9 +213,16 @@ def _print_outcome(o: MonitorOutcome) -> None:
     for name, c in shown:
         p = f"{c.adjusted_p_value:.3g}" if c.adjusted_p_value is not None else "-"
         stat = "-" if c.statistic is None else f"{c.statistic:.4g}"
-        drifted = Text("yes", style="red") if c.drifted else Text("no")
-        table.add_row(*row(name, c.method, stat, f"{p} / {c.threshold:g}", drifted))
+        bound = "-"
+        if c.ci_low is not None and c.min_effect is not None:
+            bound = f"{c.ci_low:.4g} / {c.min_effect:g}"
+        drifted = Text("yes", style="red") if c.drifted else Text(c.verdict)
+        table.add_row(*row(name, c.method, stat, bound, f"{p} / {c.threshold:g}", drifted))
     console.print(table)
+    for name, note in drift.notes.items():  # datetimes and identifiers: not tested for drift
+        console.print(f"{escape(name)}: {escape(note)}", soft_wrap=True)
+    if o.result.calibrated is not None:
+        _print_calibrated(o.result.calibrated)
     if o.result.quality and o.result.quality.breaches:
         issues = ", ".join(f"{c}: {i}" for c, i in o.result.quality.breaches)
         console.print(f"[yellow]data quality:[/] {escape(issues)}")
@@ -218,6 +232,24 @@ def _print_outcome(o: MonitorOutcome) -> None:
     for e in o.events:
         colour = "red" if e.status == "firing" else "green"
         console.print(f"[{colour}]alert {e.status}:[/] {escape(e.rule)}: {escape(e.message)}")
+
+
+def _print_calibrated(cal: Any) -> None:
+    verdict = "[bold red]outside[/]" if cal.dataset_drift else "[green]within[/]"
+    season = f" ({cal.season} slot {cal.slot})" if cal.season else ""
+    console.print(
+        f"history-calibrated{season}: {verdict} the normal range, {len(cal.flagged_columns)}/"
+        f"{cal.n_judged} columns flagged"
+    )
+    table = Table(show_lines=False)
+    for col in ("column", "distance", "normal range", "verdict"):
+        table.add_column(col)
+    for c in cal.columns:
+        dist = "-" if c.distance is None else f"{c.distance:.4g}"
+        rng = "-" if c.low is None else f"{c.low:.4g} .. {c.high:.4g}"
+        mark = Text(c.verdict, style="red") if c.flagged else Text(c.verdict)
+        table.add_row(*row(c.column, dist, rng, mark))
+    console.print(table)
 
 
 def _monitor_once(
@@ -411,6 +443,7 @@ def monitor_report(
         versions=o.result.versions,
         version_details=o.version_details,
         reference_version=o.version,
+        calibrated=o.result.calibrated,
     )
     _write_atomic(out, html)
     if as_json:
@@ -545,6 +578,73 @@ def monitor_reference(
         f"{mv.name} v{mv.version}: reference profile from {len(frame)} rows "
         f"(sha256 {mv.tags[REFERENCE_TAG][:16]}…)"
     )
+
+
+@monitor_app.command("calibrate")
+def monitor_calibrate(
+    model: ModelArg,
+    history: Annotated[
+        str, typer.Option("--history", help="How far back the prediction log is read: 14d, 8w.")
+    ] = "14d",
+    window: Annotated[
+        str, typer.Option("--window", "-w", help="Length of each past window: 30m, 1h, 1d.")
+    ] = "1h",
+    season: Annotated[
+        str | None,
+        typer.Option("--season", help="Align on hour, weekday or month (default: none)."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Historical data (.parquet/.csv with a timestamp column) instead of "
+            "the prediction log.",
+        ),
+    ] = None,
+    timestamp: Annotated[
+        str, typer.Option("--timestamp", help="The timestamp column of --data.")
+    ] = "timestamp",
+    k: Annotated[
+        float, typer.Option("--k", help="Width of the normal range in robust sd.", min=0.1)
+    ] = 3.5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Learn each input's normal distance from the reference on past healthy windows (opt-in
+    history-calibrated drift); later `monitor run` results show the calibrated verdict."""
+    from modelloop._client import default_client
+    from modelloop.monitoring import CALIBRATION_TAG, calibrate_model
+
+    mv, cal = calibrate_model(
+        default_client(),
+        model,
+        history=history,
+        window=window,
+        season=season,
+        data=data,
+        timestamp=timestamp,
+        k=k,
+    )
+    if as_json:
+        print_json(
+            {
+                "name": mv.name,
+                "version": mv.version,
+                "calibration": mv.tags[CALIBRATION_TAG],
+                **cal.to_dict(),
+            }
+        )
+        return
+    console.print(
+        f"{mv.name} v{mv.version}: calibrated on {cal.n_windows} past windows of {window}"
+        + (f", aligned by {season}" if season else "")
+    )
+    table = Table(show_lines=False)
+    for col in ("column", "method", "median distance", "robust sd", "windows"):
+        table.add_column(col)
+    for c in cal.columns.values():
+        r = c.pooled
+        table.add_row(*row(c.column, c.method, f"{r.center:.4g}", f"{r.spread:.4g}", r.n_windows))
+    console.print(table)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ Declared as a ``loop:`` section of ``modelloop.yaml`` or as a file of its own::
       max_retrains_per_day: 2
       triggers:
         drift_share: 0.5            # dataset drift share at or above
+        calibrated_drift: 0.2       # share of inputs outside their history-calibrated range
         drifted_features: [dep_delay]
         prediction_drift: true
         metric_floor: {auc: 0.80}   # live metric below a floor
@@ -102,6 +103,8 @@ class TriggerSpec(_Strict):
     """What starts a retrain; any one trigger is enough. ``modelloop loop retrain`` always can."""
 
     drift_share: float | None = Field(default=None, gt=0, le=1)
+    #: share of inputs outside their learned normal range (``modelloop monitor calibrate``)
+    calibrated_drift: float | None = Field(default=None, gt=0, le=1)
     drifted_features: tuple[str, ...] = ()
     prediction_drift: bool = False
     metric_floor: dict[str, float] = Field(default_factory=dict)

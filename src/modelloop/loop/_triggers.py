@@ -1,5 +1,8 @@
 """The loop's triggers, read from what monitoring stored, the registry and the feedback log.
 
+``calibrated_drift`` reads the history-calibrated verdict a monitoring result holds when the model
+version was calibrated (``modelloop monitor calibrate``); results without one never fire it.
+
 Monitoring-based triggers look only at results stored after the last retrain began and newer than
 the last result that fired, so one drifted window starts one retrain, not one per tick. Live
 metrics are the champion's own (its rows of the window, when the result holds per-version figures),
@@ -90,6 +93,22 @@ def check_triggers(
                     "message": f"drift share {share:.2f} >= {spec.drift_share:g}",
                     "value": share,
                     "threshold": spec.drift_share,
+                }
+            )
+        calibrated = dict(record.payload).get("calibrated") or {}
+        cal_share = calibrated.get("share_flagged")
+        limit = spec.calibrated_drift
+        if limit is not None and cal_share is not None and cal_share >= limit:
+            flagged = list(calibrated.get("flagged_columns") or [])
+            fired.append(
+                {
+                    **base,
+                    "trigger": "calibrated_drift",
+                    "message": f"{cal_share:.2f} of inputs outside their history-calibrated "
+                    f"range >= {limit:g}: {', '.join(flagged)}",
+                    "value": cal_share,
+                    "threshold": limit,
+                    "columns": flagged,
                 }
             )
         hit = sorted(set(spec.drifted_features) & set(record.drifted_columns))

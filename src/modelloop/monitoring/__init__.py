@@ -13,6 +13,10 @@ Typical run (the reference data is read once, when the profile is built)::
     html = render_html(profile, summary, drift, quality=quality)
     events = AlertManager(rules).evaluate(MonitorResult("flights", drift, quality))
 
+History-calibrated drift (opt-in): :func:`calibrate_model` learns each input's normal distance
+from the reference on the model's own past windows (season-aligned when asked) and attaches it to
+the version; :func:`run_monitor` then adds the calibrated verdict (``result.calibrated``).
+
 For a registered model, :func:`run_monitor` does all of this over its prediction log, with the
 outputs and live metrics of each served version judged against that version's own reference
 (``outcome.result.versions``); :func:`version_metrics` reads them back from the latest stored run.
@@ -39,11 +43,26 @@ from modelloop.monitoring._alerts import (
     MonitorResult,
     QualityBreach,
 )
+from modelloop.monitoring._calibrate_model import (
+    CALIBRATION_TAG,
+    calibrate_model,
+    load_calibration,
+    save_calibration,
+)
+from modelloop.monitoring._calibration import (
+    CalibratedColumn,
+    CalibratedDrift,
+    DriftCalibration,
+    calibrate,
+    calibrate_frame,
+)
 from modelloop.monitoring._detectors import (
     ChiSquareDetector,
     JensenShannonDetector,
     KSDetector,
+    KSEffectDetector,
     PSIDetector,
+    TVEffectDetector,
     WassersteinDetector,
     make_detector,
 )
@@ -70,6 +89,8 @@ from modelloop.monitoring._performance import (
 from modelloop.monitoring._profile import (
     DEFAULT_BINS,
     CategoricalProfile,
+    DatetimeProfile,
+    IdentifierProfile,
     NumericProfile,
     ReferenceProfile,
 )
@@ -93,6 +114,8 @@ from modelloop.monitoring._service import (
 )
 from modelloop.monitoring._summary import (
     CategoricalSummary,
+    DatetimeSummary,
+    IdentifierSummary,
     NumericSummary,
     WindowAccumulator,
     WindowSummary,
@@ -110,6 +133,7 @@ from modelloop.monitoring._windows import (
 )
 
 __all__ = [
+    "CALIBRATION_TAG",
     "DEFAULT_BINS",
     "PREDICTION_COLUMNS",
     "REFERENCE_TAG",
@@ -120,19 +144,27 @@ __all__ = [
     "AlertState",
     "AlertStateStore",
     "CalendarWindow",
+    "CalibratedColumn",
+    "CalibratedDrift",
     "CategoricalProfile",
     "CategoricalSummary",
     "ChiSquareDetector",
     "ColumnDrift",
     "ColumnQuality",
     "Condition",
+    "DatetimeProfile",
+    "DatetimeSummary",
+    "DriftCalibration",
     "DriftMonitor",
     "DriftResult",
     "DriftShareAbove",
     "FeatureDrifted",
+    "IdentifierProfile",
+    "IdentifierSummary",
     "InMemoryAlertStateStore",
     "JensenShannonDetector",
     "KSDetector",
+    "KSEffectDetector",
     "LastDuration",
     "LastRows",
     "LogNotifier",
@@ -152,6 +184,7 @@ __all__ = [
     "ReferenceProfile",
     "SegmentGap",
     "StoreAlertStates",
+    "TVEffectDetector",
     "TimeRange",
     "VersionWindow",
     "WassersteinDetector",
@@ -162,12 +195,16 @@ __all__ = [
     "adjust_p_values",
     "append_feedback",
     "append_predictions",
+    "calibrate",
+    "calibrate_frame",
+    "calibrate_model",
     "check_quality",
     "describe_versions",
     "detect_drift",
     "feedback_dir",
     "join_labels",
     "live_performance",
+    "load_calibration",
     "load_reference",
     "make_detector",
     "parse_window",
@@ -178,6 +215,7 @@ __all__ = [
     "render_html",
     "report_json",
     "run_monitor",
+    "save_calibration",
     "save_reference",
     "set_reference",
     "summarize",

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from modelloop.exceptions import InvalidInput
+from modelloop.monitoring._calibration import CalibratedDrift
 from modelloop.monitoring._performance import CLASSIFICATION, REGRESSION, PerformanceReport
 from modelloop.monitoring._quality import QualityReport
 from modelloop.monitoring._result import DriftResult
@@ -69,6 +70,8 @@ class MonitorResult:
     timestamp: int = 0  # epoch milliseconds
     prediction_drift: DriftResult | None = None  # of the monitored version's outputs
     versions: tuple[VersionWindow, ...] = ()
+    #: the inputs judged against the version's history-calibrated normal ranges (opt-in)
+    calibrated: CalibratedDrift | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", MappingProxyType(dict(self.window)))
@@ -92,6 +95,7 @@ class MonitorResult:
             "quality": self.quality.to_dict() if self.quality else None,
             "performance": self.performance.to_dict() if self.performance else None,
             "versions": [v.to_dict() for v in self.versions],
+            "calibrated": self.calibrated.to_dict() if self.calibrated else None,
         }
 
     @classmethod
@@ -109,6 +113,9 @@ class MonitorResult:
                 PerformanceReport.from_dict(d["performance"]) if d.get("performance") else None
             ),
             versions=tuple(VersionWindow.from_dict(v) for v in d.get("versions") or ()),
+            calibrated=(
+                CalibratedDrift.from_dict(d["calibrated"]) if d.get("calibrated") else None
+            ),
         )
 
 

@@ -20,10 +20,14 @@ __all__ = [
     "column_names",
     "count_categories",
     "decode_array",
+    "distinct_share",
     "encode_array",
     "get_column",
+    "is_datetime_column",
+    "is_integer_column",
     "is_numeric_column",
     "num_rows",
+    "to_epoch_ns",
     "to_float_array",
 ]
 
@@ -78,6 +82,67 @@ def is_numeric_column(values: Any) -> bool:
         dtype = np.asarray(values).dtype
     kind = getattr(dtype, "kind", "O")
     return kind in "iuf"
+
+
+def is_integer_column(values: Any) -> bool:
+    """True for integer columns (candidates for identifiers)."""
+    if _is_arrow(values):
+        import pyarrow.types as pat
+
+        return bool(pat.is_integer(values.type))
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(values).dtype
+    return getattr(dtype, "kind", "O") in "iu"
+
+
+def is_datetime_column(values: Any) -> bool:
+    """True for timestamp and date columns (pandas, numpy datetime64, pyarrow timestamp/date)."""
+    if _is_arrow(values):
+        import pyarrow.types as pat
+
+        t = values.type
+        return bool(pat.is_timestamp(t) or pat.is_date(t))
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        if isinstance(values, list | tuple) and values:
+            import datetime as dt
+
+            return all(isinstance(v, dt.date) or v is None for v in values) and any(
+                v is not None for v in values
+            )
+        dtype = np.asarray(values).dtype
+    return getattr(dtype, "kind", "O") == "M"
+
+
+def to_epoch_ns(values: Any, column: str = "") -> tuple[np.ndarray, int]:
+    """Present datetimes as int64 nanoseconds since the epoch (naive values read as UTC), and the
+    number of missing ones. ``SchemaMismatch`` if the column holds no datetimes."""
+    import pandas as pd
+
+    try:
+        if _is_arrow(values):
+            values = values.to_pandas()
+        stamps = pd.to_datetime(pd.Series(values), utc=True)
+    except (TypeError, ValueError) as exc:
+        raise SchemaMismatch(f"column {column!r} is not a datetime: {exc}", column=column) from exc
+    present = stamps.notna().to_numpy()
+    ns = stamps.dt.as_unit("ns").array.asi8  # whatever unit the data came in
+    return np.asarray(ns[present], dtype=np.int64), int((~present).sum())
+
+
+def distinct_share(values: Any) -> tuple[float, int]:
+    """The share of distinct values among the present ones, and the number present."""
+    import pandas as pd
+
+    if _is_arrow(values):
+        import pyarrow.compute as pc
+
+        present = len(values) - values.null_count
+        return (len(pc.unique(values.drop_null())) / present if present else 0.0), present
+    s = values if isinstance(values, pd.Series) else pd.Series(values)
+    present = int(s.notna().sum())
+    return (s.nunique(dropna=True) / present if present else 0.0), present
 
 
 def to_float_array(values: Any, column: str = "") -> np.ndarray:

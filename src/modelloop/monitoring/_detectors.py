@@ -10,6 +10,7 @@ bounds in :mod:`modelloop.monitoring._profile`), never from the raw reference ag
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,13 +21,21 @@ from modelloop.monitoring._result import ColumnDrift
 from modelloop.monitoring._summary import CategoricalSummary, NumericSummary
 
 __all__ = [
+    "MIN_EFFECT",
     "ChiSquareDetector",
     "JensenShannonDetector",
     "KSDetector",
+    "KSEffectDetector",
     "PSIDetector",
+    "TVEffectDetector",
     "WassersteinDetector",
+    "effect_p_value",
     "make_detector",
 ]
+
+#: The default negligible effect: a distance (KS, total variation) of at most 0.02 — at most 2% of
+#: the probability mass moved, which a mean shift of 0.05 sd gives on a normal column — is no drift.
+MIN_EFFECT = 0.02
 
 
 class _Detector:
@@ -80,6 +89,8 @@ class _Detector:
         p: float | None = None,
         bound: float | None = None,
         threshold: float,
+        interval: tuple[float, float] | None = None,
+        min_effect: float | None = None,
     ) -> ColumnDrift:
         """A per-column result: drifted when p < threshold (tests) or stat >= threshold."""
         if stat is None:
@@ -99,6 +110,9 @@ class _Detector:
             error_bound=bound,
             n_reference=ref.count,
             n_current=cur.count,
+            ci_low=None if interval is None else interval[0],
+            ci_high=None if interval is None else interval[1],
+            min_effect=min_effect,
         )
 
 
@@ -202,6 +216,76 @@ def wasserstein_distance(ref: NumericProfile, cur: NumericSummary) -> tuple[floa
     p_open = r_lt[1:] - r_le[:-1]
     q_open = c_lt[1:] - c_le[:-1]
     return estimate, float((w * (p_open + q_open)).sum())
+
+
+def effect_p_value(excess: float, scale: float, factor: float) -> float:
+    """p-value of "distance <= min_effect" given ``excess = observed - min_effect``.
+
+    The deviation of the observed distance from the true one exceeds ``t`` with probability at most
+    ``factor * exp(-2 t**2 / scale**2)`` (see :class:`KSEffectDetector` and
+    :class:`TVEffectDetector` for ``scale`` and ``factor``); the p-value is that bound at
+    ``t = excess``, capped at 1.
+    """
+    if not excess > 0 or scale <= 0:
+        return 1.0 if not excess > 0 else 0.0
+    return float(min(1.0, factor * math.exp(-2.0 * (excess / scale) ** 2)))
+
+
+def effect_margin(alpha: float, scale: float, factor: float) -> float:
+    """Half-width ``t`` at which :func:`effect_p_value` reaches ``alpha``."""
+    return scale * math.sqrt(max(math.log(factor / alpha), 0.0) / 2.0)
+
+
+class KSEffectDetector(_NumericDetector):
+    """Kolmogorov-Smirnov distance beyond a negligible effect, with confidence (the default).
+
+    **Rule.** Drifted when the one-sided ``1 - alpha`` confidence bound on the KS distance ``D``
+    between the reference and current distributions lies above ``min_effect``: with confidence
+    ``1 - alpha``, more than ``min_effect`` of the probability mass has moved.
+
+    **Interval.** By the Dvoretzky-Kiefer-Wolfowitz inequality with Massart's constant, each
+    empirical CDF is within ``e`` of its true CDF everywhere with probability at least
+    ``1 - 2 exp(-2 n e**2)``; the observed distance is then within ``e_r + e_c`` of the true one.
+    Splitting the error so that both sides carry the same probability gives
+    ``P(|D_obs - D| > t) <= 4 exp(-2 t**2 / s**2)`` with ``s = 1/sqrt(n_r) + 1/sqrt(n_c)``: a
+    finite-sample bound for any continuous or discrete distributions, no asymptotics. The p-value of
+    "``D <= min_effect``" is that bound at ``t = D_obs - min_effect``. The binned ``D_edges`` never
+    exceeds the raw ``D_obs``, so binning errs on the side of not flagging.
+
+    **Why.** One rule for every window size: at small n the interval is wide and only clear shifts
+    are flagged (false alarms stay below alpha, as for a test); at large n it is narrow and the
+    verdict converges to "``D > min_effect``", so shifts too small to matter are never flagged, as
+    for a score. The detection rate grows smoothly with n; there is no method switch.
+    """
+
+    method = "ks_effect"
+
+    def __init__(
+        self, alpha: float = 0.05, min_effect: float = MIN_EFFECT, profile_bins: int = DEFAULT_BINS
+    ) -> None:
+        self.alpha = alpha
+        self.min_effect = min_effect
+        self.profile_bins = profile_bins
+
+    def test(self, current: Any) -> ColumnDrift:
+        ref, cur = self._summary(current)
+        if ref.count == 0 or cur.count == 0:
+            return self._result(ref, cur, None, threshold=self.alpha, min_effect=self.min_effect)
+        d, bound = ks_statistic(ref, cur)
+        scale = 1 / math.sqrt(ref.count) + 1 / math.sqrt(cur.count)
+        p = effect_p_value(d - self.min_effect, scale, 4.0)
+        half = effect_margin(self.alpha, scale, 4.0)
+        interval = (max(d - half, 0.0), min(d + bound + half, 1.0))
+        return self._result(
+            ref,
+            cur,
+            d,
+            p=p,
+            bound=bound,
+            threshold=self.alpha,
+            interval=interval,
+            min_effect=self.min_effect,
+        )
 
 
 class WassersteinDetector(_NumericDetector):
@@ -342,7 +426,58 @@ class JensenShannonDetector(_CategoricalDetector):
         return self._result(ref, cur, d, threshold=self.threshold)
 
 
+class TVEffectDetector(_CategoricalDetector):
+    """Total variation distance beyond a negligible effect, with confidence (the default).
+
+    ``TV = 1/2 sum |p_k - q_k|`` over categories (the share of the mass that moved; equal to the
+    KS distance for a location shift, so one ``min_effect`` serves both kinds). **Rule:** drifted
+    when the ``1 - alpha`` lower confidence bound on TV lies above ``min_effect``.
+
+    **Interval.** For one sample of size n, ``TV(p_obs, p)`` has mean at most
+    ``m = 1/2 sum_k sqrt(p_k (1 - p_k) / n)`` and, changing one value moving it by at most
+    ``1/n``, exceeds ``m + t`` with probability at most ``exp(-2 n t**2)`` (McDiarmid). ``m`` is
+    taken with the observed shares of each side (a plug-in: with very many rare categories it
+    under-estimates a little). Both sides together: the observed TV exceeds the true one by more
+    than ``m_r + m_c + t`` with probability at most ``2 exp(-2 t**2 / s**2)``,
+    ``s = 1/sqrt(n_r) + 1/sqrt(n_c)``; the p-value of "``TV <= min_effect``" is that bound at
+    ``t = TV_obs - m_r - m_c - min_effect``. Categories seen on one side only count fully.
+    """
+
+    method = "tv_effect"
+
+    def __init__(self, alpha: float = 0.05, min_effect: float = MIN_EFFECT) -> None:
+        self.alpha = alpha
+        self.min_effect = min_effect
+
+    def test(self, current: Any) -> ColumnDrift:
+        ref, cur, table = self._tables(current)
+        if ref.count == 0 or cur.count == 0:
+            return self._result(ref, cur, None, threshold=self.alpha, min_effect=self.min_effect)
+        p_r, p_c = table[0] / ref.count, table[1] / cur.count
+        tv = float(0.5 * np.abs(p_r - p_c).sum())
+        bias = 0.5 * float(
+            np.sqrt(p_r * (1 - p_r)).sum() / math.sqrt(ref.count)
+            + np.sqrt(p_c * (1 - p_c)).sum() / math.sqrt(cur.count)
+        )
+        scale = 1 / math.sqrt(ref.count) + 1 / math.sqrt(cur.count)
+        p = effect_p_value(tv - bias - self.min_effect, scale, 2.0)
+        half = bias + effect_margin(self.alpha, scale, 2.0)
+        interval = (max(tv - half, 0.0), min(tv + half, 1.0))
+        return self._result(
+            ref,
+            cur,
+            tv,
+            p=p,
+            bound=0.0,
+            threshold=self.alpha,
+            interval=interval,
+            min_effect=self.min_effect,
+        )
+
+
 _METHODS: dict[str, type[_Detector]] = {
+    "ks_effect": KSEffectDetector,
+    "tv_effect": TVEffectDetector,
     "ks": KSDetector,
     "wasserstein": WassersteinDetector,
     "psi": PSIDetector,
@@ -352,7 +487,8 @@ _METHODS: dict[str, type[_Detector]] = {
 
 
 def make_detector(method: str, **params: Any) -> _Detector:
-    """A detector by method name: ks, wasserstein, psi, chi2, jensenshannon."""
+    """A detector by method name: ks_effect, tv_effect, ks, wasserstein, psi, chi2,
+    jensenshannon."""
     try:
         cls = _METHODS[method]
     except KeyError:

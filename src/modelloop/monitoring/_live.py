@@ -2,11 +2,11 @@
 
 Per group (overall, per segment, per model version, per time bucket and version) it keeps counts,
 not rows: for classification the per-class true/false positives and negatives (accuracy and F1
-are then exact) and, for binary models, histograms of the positive-class score on
-:data:`AUC_BINS` equal bins of [0, 1] for each true class. AUC is computed from the histograms,
-counting pairs in the same bin as half-ordered, so it differs from the exact AUC by at most half
-the share of (positive, negative) pairs that share a bin. For regression it keeps sums of absolute
-and squared errors (MAE and RMSE are exact).
+are then exact) and, for binary models, a :class:`~modelloop.monitoring._auc.ScoreSketch` of the
+positive-class score per true class: exact while a group has at most 8,192 distinct scores, then
+intervals that adapt to where the scores are, with a stated error
+(:meth:`LiveMetricsAccumulator.auc_error_bound`). For regression it keeps sums of absolute and
+squared errors (MAE and RMSE are exact).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from modelloop.exceptions import InvalidInput
+from modelloop.monitoring._auc import ScoreSketch
 from modelloop.monitoring._performance import (
     CLASSIFICATION,
     REGRESSION,
@@ -29,10 +30,8 @@ from modelloop.monitoring._performance import (
     _class_key,
 )
 
-__all__ = ["AUC_BINS", "LiveMetricsAccumulator"]
+__all__ = ["LiveMetricsAccumulator"]
 
-#: Resolution of the score histograms behind streamed AUC.
-AUC_BINS = 10_000
 _VERSION = "model_version"
 
 
@@ -43,8 +42,7 @@ class _Counts:
     fp: np.ndarray | None = None
     fn: np.ndarray | None = None
     correct: int = 0
-    pos_hist: np.ndarray | None = None
-    neg_hist: np.ndarray | None = None
+    scores: ScoreSketch | None = None
     abs_err: float = 0.0
     sq_err: float = 0.0
 
@@ -128,9 +126,8 @@ class LiveMetricsAccumulator:
             finite = np.isfinite(s)  # rows without a score stay out of the AUC only
             if ((s[finite] < 0) | (s[finite] > 1)).any():
                 raise InvalidInput("the score column must hold probabilities in [0, 1]")
-            bins = np.full(len(s), -1, dtype=np.int64)
-            bins[finite] = np.minimum((s[finite] * AUC_BINS).astype(np.int64), AUC_BINS - 1)
-            out["bin"] = bins
+            out["score"] = s
+            out["scored"] = finite
         return out
 
     def _code(self, values: Any) -> np.ndarray:
@@ -167,13 +164,11 @@ class LiveMetricsAccumulator:
         c.tp = tp if c.tp is None else c.tp + tp
         c.fp = fp if c.fp is None else c.fp + fp
         c.fn = fn if c.fn is None else c.fn + fn
-        if "bin" in data:
-            b = data["bin"][m]
-            scored = b >= 0
-            pos = np.bincount(b[scored & (y == k - 1)], minlength=AUC_BINS)
-            neg = np.bincount(b[scored & y_known & (y != k - 1)], minlength=AUC_BINS)
-            c.pos_hist = pos if c.pos_hist is None else c.pos_hist + pos
-            c.neg_hist = neg if c.neg_hist is None else c.neg_hist + neg
+        if "score" in data:
+            keep = data["scored"][m] & y_known
+            if c.scores is None:
+                c.scores = ScoreSketch()
+            c.scores.update(data["score"][m][keep], y[keep] == k - 1)
 
     def _metrics(self, c: _Counts) -> dict[str, float | None]:
         if self.task == "regression":
@@ -182,14 +177,17 @@ class LiveMetricsAccumulator:
         denom = 2 * c.tp + c.fp + c.fn
         f1s = np.divide(2 * c.tp, denom, out=np.zeros(len(denom)), where=denom > 0)
         f1 = float(f1s[-1]) if self.binary else float(f1s.mean())
-        auc = None
-        if c.pos_hist is not None and c.neg_hist is not None:
-            n_pos, n_neg = c.pos_hist.sum(), c.neg_hist.sum()
-            if n_pos and n_neg:
-                below = np.cumsum(c.neg_hist) - c.neg_hist  # negatives in lower bins
-                pairs = (c.pos_hist * below).sum() + 0.5 * (c.pos_hist * c.neg_hist).sum()
-                auc = float(pairs / (n_pos * n_neg))
+        auc = c.scores.auc() if c.scores is not None else None
         return {"accuracy": c.correct / c.n, "f1": f1, "auc": auc}
+
+    def auc_error_bound(self, **group: str) -> float | None:
+        """The most the streamed AUC of ``group`` (overall when empty, else e.g.
+        ``model_version="2"``) can differ from the exact AUC of its rows; None without scores."""
+        key = tuple(sorted(group.items()))
+        for k, c in self.groups.items():
+            if tuple(sorted(k)) == key:
+                return None if c.scores is None else c.scores.error_bound()
+        raise InvalidInput(f"no group {group} in these live metrics")
 
     @property
     def empty(self) -> bool:

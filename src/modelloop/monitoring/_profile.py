@@ -21,12 +21,22 @@ is integrated with both CDFs linear inside each open cell, and its error is at m
 integrated exactly). With ``n_bins`` edges at equal reference ranks, ``p_j <= 1/n_bins`` (ties fall
 into point cells, which carry no error), so with the default 2048 bins the KS error on data like the
 reference is about 0.0005. PSI uses coarse bins made of whole fine cells and is therefore exact.
+
+**Datetimes and identifiers.** A timestamp or date column is its own kind: its profile keeps the
+count, the range and a few quantiles (never every timestamp), and a window is judged by range and
+recency, not by drift of its values (time moves on). A column whose values are nearly all distinct
+— text with at least 95% distinct values, or integers with at least 99% distinct values that are
+named like an identifier (``id``, ``*_id``, ``uuid``, ``key``) or form a dense run — is an
+identifier: it is profiled by counts only and left out of drift with a note. Both need at least
+:data:`MIN_IDENTIFIER_ROWS` values to be recognised; ``identifiers=`` names them explicitly.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -38,18 +48,25 @@ from modelloop.monitoring._columns import (
     column_names,
     count_categories,
     decode_array,
+    distinct_share,
     encode_array,
     get_column,
+    is_datetime_column,
+    is_integer_column,
     is_numeric_column,
     num_rows,
+    to_epoch_ns,
     to_float_array,
 )
 
 __all__ = [
     "DEFAULT_BINS",
+    "MIN_IDENTIFIER_ROWS",
     "QUANTILES",
     "CategoricalProfile",
     "ColumnProfile",
+    "DatetimeProfile",
+    "IdentifierProfile",
     "NumericProfile",
     "ReferenceProfile",
 ]
@@ -59,6 +76,9 @@ DEFAULT_BINS = 2048
 #: Quantiles kept in every numeric profile, for display and data-quality checks.
 QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 FORMAT_VERSION = 1
+#: Fewer present values than this never make an identifier (a small sample is often all distinct).
+MIN_IDENTIFIER_ROWS = 200
+_ID_NAME = re.compile(r"(^|[_\-.])(id|uuid|guid|key)$|^id[_\-.]|[a-z]Id$", re.IGNORECASE)
 
 
 def finite_sorted(x: np.ndarray) -> tuple[np.ndarray, int]:
@@ -233,7 +253,146 @@ class CategoricalProfile(Counted):
         return hash((self.name, self.count, self.missing, tuple(self.categories.items())))
 
 
-ColumnProfile = NumericProfile | CategoricalProfile
+def iso_ns(ns: int | None) -> str:
+    """An epoch-nanosecond instant as ISO 8601 UTC text (seconds precision)."""
+    if ns is None:
+        return "—"
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class DatetimeProfile(Counted):
+    """A datetime reference column: count, missing, range and quantiles, as epoch nanoseconds
+    (UTC; naive values are read as UTC). Never every timestamp."""
+
+    name: str
+    count: int
+    missing: int
+    min: int | None
+    max: int | None
+    quantiles: Mapping[float, int] = field(default_factory=dict)
+
+    kind = "datetime"
+
+    @classmethod
+    def from_values(cls, values: Any, name: str = "") -> DatetimeProfile:
+        ns, missing = to_epoch_ns(values, name)
+        if len(ns) == 0:
+            return cls(name, 0, missing, None, None, {})
+        qs = np.quantile(ns, QUANTILES, method="inverted_cdf")
+        return cls(
+            name=name,
+            count=len(ns),
+            missing=missing,
+            min=int(ns.min()),
+            max=int(ns.max()),
+            quantiles={q: int(v) for q, v in zip(QUANTILES, qs, strict=True)},
+        )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quantiles", MappingProxyType(dict(self.quantiles)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "count": self.count,
+            "missing": self.missing,
+            "min": self.min,
+            "max": self.max,
+            "quantiles": {repr(q): v for q, v in self.quantiles.items()},
+            "range": [iso_ns(self.min), iso_ns(self.max)],  # for readers; ignored by from_dict
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DatetimeProfile:
+        try:
+            return cls(
+                name=d["name"],
+                count=int(d["count"]),
+                missing=int(d["missing"]),
+                min=None if d["min"] is None else int(d["min"]),
+                max=None if d["max"] is None else int(d["max"]),
+                quantiles={float(q): int(v) for q, v in d["quantiles"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InvalidInput(f"malformed datetime profile: {exc!r}") from exc
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.count, self.missing, self.min, self.max))
+
+
+@dataclass(frozen=True)
+class IdentifierProfile(Counted):
+    """A near-unique identifier column: counts only; it is left out of drift."""
+
+    name: str
+    count: int
+    missing: int
+    distinct_share: float
+
+    kind = "identifier"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "count": self.count,
+            "missing": self.missing,
+            "distinct_share": self.distinct_share,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> IdentifierProfile:
+        try:
+            return cls(d["name"], int(d["count"]), int(d["missing"]), float(d["distinct_share"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"malformed identifier profile: {exc!r}") from exc
+
+
+def _integer_identifier(name: str, values: Any) -> IdentifierProfile | None:
+    """An integer column that is an identifier: >= 99% distinct, and named like one or a dense
+    run of numbers (an auto-increment key). A near-unique integer measure (amounts in cents)
+    stays numeric unless its name says otherwise."""
+    f, missing = finite_sorted(to_float_array(values, name))
+    n = len(f)
+    if n < MIN_IDENTIFIER_ROWS:
+        return None
+    share = (1 + int(np.count_nonzero(np.diff(f)))) / n
+    dense = (f[-1] - f[0] + 1) <= 1.1 * n
+    if share >= 0.99 and (dense or _ID_NAME.search(name)):
+        return IdentifierProfile(name, n, missing, share)
+    return None
+
+
+def _column_profile(
+    name: str, values: Any, categorical: bool, identifier: bool | None, n_bins: int
+) -> ColumnProfile:
+    """The profile of one column; ``identifier`` None means "detect"."""
+    if identifier:  # named by the caller
+        if is_datetime_column(values):
+            raise InvalidInput(f"column {name!r} holds datetimes; it cannot be an identifier")
+        share, present = distinct_share(values)
+        return IdentifierProfile(name, present, num_rows({name: values}) - present, share)
+    if categorical:
+        cat = CategoricalProfile.from_values(values, name)
+    elif is_datetime_column(values):
+        return DatetimeProfile.from_values(values, name)
+    elif is_numeric_column(values):
+        if identifier is None and is_integer_column(values):
+            found = _integer_identifier(name, values)
+            if found is not None:
+                return found
+        return NumericProfile.from_values(values, name, n_bins)
+    else:
+        cat = CategoricalProfile.from_values(values, name)
+    share = len(cat.categories) / cat.count if cat.count else 0.0
+    if identifier is None and cat.count >= MIN_IDENTIFIER_ROWS and share >= 0.95:
+        return IdentifierProfile(name, cat.count, cat.missing, share)
+    return cat
+
+
+ColumnProfile = NumericProfile | CategoricalProfile | DatetimeProfile | IdentifierProfile
 
 
 @dataclass(frozen=True, eq=False)
@@ -254,12 +413,15 @@ class ReferenceProfile:
         columns: Iterable[str] | None = None,
         *,
         categorical: Iterable[str] = (),
+        identifiers: Iterable[str] | None = None,
         n_bins: int = DEFAULT_BINS,
     ) -> ReferenceProfile:
         """Profile ``columns`` (default: all) of a DataFrame, pyarrow Table or mapping of columns.
 
-        Integer and float columns are numeric unless named in ``categorical``; every other column
-        (strings, booleans, pandas categoricals) is categorical.
+        Timestamp and date columns are datetimes. Integer and float columns are numeric unless
+        named in ``categorical``; every other column (strings, booleans, pandas categoricals) is
+        categorical. Near-unique identifier columns are detected (see the module docs) unless
+        ``identifiers`` names them (an empty list: none).
         """
         names = list(columns) if columns is not None else column_names(data)
         if not names:
@@ -270,13 +432,16 @@ class ReferenceProfile:
             raise InvalidInput(
                 f"categorical names columns that are not profiled: {sorted(unknown)}"
             )
+        ids = None if identifiers is None else set(identifiers)
+        if ids is not None and ids - set(names):
+            raise InvalidInput(
+                f"identifiers names columns that are not profiled: {sorted(ids - set(names))}"
+            )
         profiles: dict[str, ColumnProfile] = {}
         for name in names:
             values = get_column(data, name)
-            if name not in forced and is_numeric_column(values):
-                profiles[name] = NumericProfile.from_values(values, name, n_bins)
-            else:
-                profiles[name] = CategoricalProfile.from_values(values, name)
+            is_id = None if ids is None else name in ids
+            profiles[name] = _column_profile(name, values, name in forced, is_id, n_bins)
         return cls(columns=profiles, n_rows=num_rows(data), n_bins=n_bins)
 
     @property
@@ -286,6 +451,14 @@ class ReferenceProfile:
     @property
     def categorical(self) -> list[str]:
         return [n for n, p in self.columns.items() if p.kind == "categorical"]
+
+    @property
+    def datetimes(self) -> list[str]:
+        return [n for n, p in self.columns.items() if p.kind == "datetime"]
+
+    @property
+    def identifiers(self) -> list[str]:
+        return [n for n, p in self.columns.items() if p.kind == "identifier"]
 
     def __getitem__(self, name: str) -> ColumnProfile:
         try:
@@ -312,6 +485,10 @@ class ReferenceProfile:
                 p: ColumnProfile = NumericProfile.from_dict(c)
             elif kind == "categorical":
                 p = CategoricalProfile.from_dict(c)
+            elif kind == "datetime":
+                p = DatetimeProfile.from_dict(c)
+            elif kind == "identifier":
+                p = IdentifierProfile.from_dict(c)
             else:
                 raise InvalidInput(f"unknown column kind in profile: {kind!r}")
             cols[p.name] = p

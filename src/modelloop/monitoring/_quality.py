@@ -13,8 +13,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from modelloop.exceptions import InvalidInput
-from modelloop.monitoring._profile import CategoricalProfile, NumericProfile, ReferenceProfile
-from modelloop.monitoring._summary import CategoricalSummary, NumericSummary, as_summary
+from modelloop.monitoring._profile import (
+    CategoricalProfile,
+    DatetimeProfile,
+    NumericProfile,
+    ReferenceProfile,
+)
+from modelloop.monitoring._summary import (
+    CategoricalSummary,
+    DatetimeSummary,
+    NumericSummary,
+    as_summary,
+)
 
 __all__ = ["ColumnQuality", "QualityReport", "check_quality"]
 
@@ -127,6 +137,10 @@ def check_quality(
             oor = (cur.below_count + cur.above_count) / cur.count if cur.count else 0.0
             if ref.count == 0:
                 oor = 1.0 if cur.count else 0.0
+            if oor > out_of_range:
+                issues.append(OUT_OF_RANGE)
+        elif isinstance(ref, DatetimeProfile) and isinstance(cur, DatetimeSummary):
+            oor = (cur.before + cur.after) / cur.count if cur.count else 0.0
             if oor > out_of_range:
                 issues.append(OUT_OF_RANGE)
         elif isinstance(ref, CategoricalProfile) and isinstance(cur, CategoricalSummary):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from modelloop.exceptions import InvalidInput
+from modelloop.monitoring._calibration import CalibratedDrift
 from modelloop.monitoring._performance import PerformanceReport
 from modelloop.monitoring._profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from modelloop.monitoring._quality import QualityReport
@@ -32,18 +33,27 @@ BULK = (0.005, 0.995)
 
 #: One sentence per method: what the statistic measures and when it says "drifted".
 METHOD_TEXT = {
-    "ks": "Kolmogorov-Smirnov (numeric, windows of up to 2,000 rows): the largest vertical gap "
+    "ks_effect": "Kolmogorov-Smirnov distance beyond a negligible effect (numeric, the default at "
+    "every window size): the largest vertical gap between the reference and current ECDFs, i.e. "
+    "the share of the mass that moved; drifted when its 1 - alpha lower confidence bound "
+    "(Dvoretzky-Kiefer-Wolfowitz) lies above the negligible effect, i.e. when the corrected "
+    "p-value of 'distance <= negligible effect' is below alpha. Small windows give wide bounds "
+    "(only clear shifts are flagged), large ones narrow bounds (tiny shifts are never flagged).",
+    "tv_effect": "Total variation distance beyond a negligible effect (categorical, the default "
+    "at every window size): half the sum of the absolute differences of the category shares; "
+    "drifted when its 1 - alpha lower confidence bound lies above the negligible effect.",
+    "ks": "Kolmogorov-Smirnov test (numeric): the largest vertical gap "
     "between the reference and current ECDFs; drifted when its corrected p-value is below the "
     "threshold (alpha).",
-    "wasserstein": "Wasserstein distance (numeric, larger windows): the area between the two "
+    "wasserstein": "Wasserstein distance (numeric): the area between the two "
     "ECDFs, i.e. how far values moved on average, in reference standard deviations; a score "
     "without p-value, drifted when it reaches the threshold.",
     "psi": "Population stability index (numeric): the sum over reference-quantile bins of "
     "(current share - reference share) x ln(current share / reference share); drifted when it "
     "reaches the threshold.",
-    "chi2": "Chi-squared test (categorical, windows of up to 2,000 rows) on the 2 x k table of "
+    "chi2": "Chi-squared test (categorical) on the 2 x k table of "
     "category counts; drifted when its corrected p-value is below the threshold (alpha).",
-    "jensenshannon": "Jensen-Shannon distance (categorical, larger windows) between the two "
+    "jensenshannon": "Jensen-Shannon distance (categorical) between the two "
     "category distributions, from 0 (same) to 1 (disjoint); a score without p-value, drifted "
     "when it reaches the threshold.",
 }
@@ -212,21 +222,53 @@ def _has_p_values(drift: DriftResult) -> bool:
 def _table(drift: DriftResult, quality: QualityReport | None) -> str:
     issues = {c.column: ", ".join(c.issues) for c in quality.columns} if quality else {}
     tests = _has_p_values(drift)  # else no p-value column at all
+    effects = any(c.min_effect is not None for c in drift.columns)
     names = ["column", "kind", "method", "statistic"]
+    names += ["lower bound", "negligible effect"] if effects else []
     names += ["p-value", f"p-value ({drift.correction})"] if tests else []
-    names += ["threshold", "error bound", "drifted", "data quality"]
+    names += ["threshold", "error bound", "verdict", "why", "data quality"]
     head = "<tr>" + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>"
     body = []
     for c in drift.columns:
-        cls = ' class="drifted"' if c.drifted else ""
+        cls = ' class="drifted"' if c.drifted or c.status == "out of range" else ""
         ps = f"<td>{_fmt(c.p_value, 3)}</td><td>{_fmt(c.adjusted_p_value, 3)}</td>" if tests else ""
+        es = f"<td>{_fmt(c.ci_low)}</td><td>{_fmt(c.min_effect)}</td>" if effects else ""
         body.append(
             f"<tr{cls}><td>{html.escape(c.column)}</td><td>{c.kind}</td><td>{c.method}</td>"
-            f"<td>{_fmt(c.statistic)}</td>{ps}<td>{_fmt(c.threshold)}</td>"
-            f"<td>{_fmt(c.error_bound, 2)}</td><td>{'yes' if c.drifted else 'no'}</td>"
+            f"<td>{_fmt(c.statistic)}</td>{es}{ps}<td>{_fmt(c.threshold)}</td>"
+            f"<td>{_fmt(c.error_bound, 2)}</td><td>{html.escape(c.verdict)}</td>"
+            f"<td>{html.escape(c.rule)}</td>"
             f"<td>{html.escape(issues.get(c.column, ''))}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
+
+
+def _calibrated_html(cal: CalibratedDrift | None) -> str:
+    """The history-calibrated verdict: distance, learned normal range and verdict per column."""
+    if cal is None:
+        return ""
+    season = f", season {cal.season} slot {cal.slot}" if cal.season else ""
+    verdict = "OUTSIDE ITS NORMAL RANGE" if cal.dataset_drift else "within its normal range"
+    head = "".join(
+        f"<th>{n}</th>"
+        for n in ("column", "distance", "learned normal range", "past windows", "verdict", "note")
+    )
+    body = []
+    for c in cal.columns:
+        cls = ' class="drifted"' if c.flagged else ""
+        rng = "—" if c.low is None else f"{_fmt(c.low)} .. {_fmt(c.high)}"
+        body.append(
+            f"<tr{cls}><td>{html.escape(c.column)}</td><td>{_fmt(c.distance)}</td>"
+            f"<td>{rng}</td><td>{c.n_windows}</td><td>{html.escape(c.verdict)}</td>"
+            f"<td>{html.escape(c.note)}</td></tr>"
+        )
+    return (
+        "<h2>History-calibrated verdict</h2>"
+        f"<p><b>{verdict}</b>: {len(cal.flagged_columns)} of {cal.n_judged} columns outside the "
+        f"range their distance from the reference takes in healthy past windows (median +- "
+        f"{cal.k:g} robust sd{season}; threshold {cal.drift_share:.0%} of columns).</p>"
+        f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    )
 
 
 def _methods_note(results: Sequence[DriftResult]) -> str:
@@ -302,14 +344,18 @@ def _feature_plots(
         cur = summary.columns.get(name)
         if cur is None:
             raise InvalidInput(f"the window summary has no column {name!r}")
+        if col.status:  # datetimes and identifiers: what was found instead of a plot
+            parts.append(
+                f"<div class='feature'><b>{html.escape(name)}</b>: {html.escape(col.note)}</div>"
+            )
+            continue
         if isinstance(ref, NumericProfile) and isinstance(cur, NumericSummary):
             fig = _numeric_figure(ref, cur, bins)
         elif isinstance(ref, CategoricalProfile) and isinstance(cur, CategoricalSummary):
             fig = _categorical_figure(ref, cur, top)
         else:
             raise InvalidInput(f"column {name!r} has a different kind in profile and summary")
-        verdict = "drifted" if col.drifted else "no drift"
-        title = f"{name}: {col.method} {_fmt(col.statistic)} ({verdict})"
+        title = f"{name}: {col.method} {_fmt(col.statistic)} ({col.verdict})"
         meta = fig.layout.meta
         if isinstance(meta, dict) and meta.get("clip"):
             title += f"<br><sup>{html.escape(meta['clip'])}</sup>"
@@ -381,13 +427,16 @@ def render_html(
     versions: Sequence[VersionWindow] = (),
     version_details: Mapping[int, tuple[ReferenceProfile, WindowSummary]] | None = None,
     reference_version: int | None = None,
+    calibrated: CalibratedDrift | None = None,
 ) -> str:
     """One self-contained HTML page: verdict, drift table, one plot per feature, performance.
 
     ``profile`` and ``summary`` cover the inputs (of ``reference_version`` when given). With
     ``versions`` (and their profiles and output summaries in ``version_details``), each served
     version's outputs get a section; else ``prediction_drift`` is shown against ``profile``.
-    plotly.js is taken from the installed plotly package and inlined once; nothing is fetched.
+    With ``calibrated`` (the history-calibrated verdict), each column's distance is shown beside
+    its learned normal range. plotly.js is taken from the installed plotly package and inlined
+    once; nothing is fetched.
     """
     outputs: tuple[ColumnDrift, ...] = ()
     output_html = ""
@@ -422,8 +471,8 @@ def render_html(
         tested = f"p-values corrected over columns with {drift.correction}."
     else:
         tested = (
-            "Every column was judged by a distance score (windows above 2,000 rows), which has "
-            "no p-value: no correction applies."
+            "Every column was judged by a distance score, which has no p-value: no correction "
+            "applies."
         )
     summary_html = (
         f"<p><b>{verdict}</b> in the inputs{against}: {len(drift.drifted_columns)} of "
@@ -448,7 +497,7 @@ def render_html(
     return html_page(
         title,
         f"<h1>{html.escape(title)}</h1>{summary_html}<h2>Drift of the inputs by column</h2>"
-        f"{_table(drift, quality)}{notes}{output_html}{perf_html}"
+        f"{_table(drift, quality)}{notes}{_calibrated_html(calibrated)}{output_html}{perf_html}"
         "<h2>Input distributions, reference vs current</h2>"
         f"{plots}"
         f"<script type='application/json' id='report-data'>{data}</script>",

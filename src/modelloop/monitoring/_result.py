@@ -28,12 +28,16 @@ def _num(x: float | None) -> float | None:
 class ColumnDrift:
     """Drift of one column.
 
-    ``statistic`` is the method's value (KS D, PSI, normalised Wasserstein, chi², JS distance);
-    tests (``ks``, ``chi2``) also give ``p_value`` and, inside a dataset run, ``adjusted_p_value``
-    after the multiple-testing correction, and are compared with ``threshold`` = alpha; scores are
-    compared with ``threshold`` directly (``statistic >= threshold`` means drifted).
-    ``error_bound`` bounds ``|statistic - exact value on raw data|`` for binned statistics (None
-    when exact). ``statistic`` is None when either side had no usable values.
+    ``statistic`` is the method's value (KS D, total variation, PSI, normalised Wasserstein,
+    chi², JS distance); tests (``ks_effect``, ``tv_effect``, ``ks``, ``chi2``) also give
+    ``p_value`` and, inside a dataset run, ``adjusted_p_value`` after the multiple-testing
+    correction, and are compared with ``threshold`` = alpha; scores are compared with
+    ``threshold`` directly (``statistic >= threshold`` means drifted). The minimum-effect tests
+    (the defaults) also give ``min_effect`` (the negligible distance) and ``ci_low``/``ci_high``,
+    bounds on the true distance each holding with confidence 1 - alpha. ``error_bound`` bounds
+    ``|statistic - exact value on raw data|`` for binned statistics (None when exact).
+    ``statistic`` is None when either side had no usable values, or when the column is not tested
+    for drift (``status`` and ``note`` then say why: a datetime column, an identifier).
     """
 
     column: str
@@ -47,15 +51,54 @@ class ColumnDrift:
     n_reference: int = 0
     n_current: int = 0
     adjusted_p_value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    min_effect: float | None = None
+    #: "" for tested columns (the verdict is ``drifted``), else e.g. "out of range", "excluded"
+    status: str = ""
+    note: str = ""
 
     @property
     def is_test(self) -> bool:
         return self.p_value is not None
 
+    @property
+    def verdict(self) -> str:
+        """``drifted``, ``no drift``, ``no data`` or the status of an untested column."""
+        if self.status:
+            return self.status
+        if self.statistic is None:
+            return "no data"
+        return "drifted" if self.drifted else "no drift"
+
+    @property
+    def rule(self) -> str:
+        """The decision in words: the test, its threshold and the numbers it was taken on."""
+        if self.status or self.statistic is None:
+            return self.note
+        p = self.adjusted_p_value if self.adjusted_p_value is not None else self.p_value
+        if self.min_effect is not None and self.ci_low is not None:
+            level = 1 - self.threshold
+            side = "above" if self.drifted else "not above"
+            return (
+                f"{self.method}: distance {self.statistic:.4g}, {level:.0%} lower bound "
+                f"{self.ci_low:.4g} {side} the negligible effect {self.min_effect:g}"
+                f" (p = {p:.3g} vs alpha {self.threshold:g})"
+            )
+        if p is not None:
+            cmp = "<" if self.drifted else ">="
+            return f"{self.method}: p = {p:.3g} {cmp} alpha {self.threshold:g}"
+        cmp = ">=" if self.drifted else "<"
+        return f"{self.method}: {self.statistic:.4g} {cmp} threshold {self.threshold:g}"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for k in ("statistic", "p_value", "threshold", "error_bound", "adjusted_p_value"):
             d[k] = _num(d[k])
+        for k in ("ci_low", "ci_high", "min_effect"):
+            d[k] = _num(d[k])
+        d["verdict"] = self.verdict  # derived, for readers of the JSON; ignored by from_dict
+        d["rule"] = self.rule
         return d
 
     @classmethod
@@ -89,7 +132,13 @@ class DriftResult:
 
     @property
     def n_tested(self) -> int:
-        return sum(1 for c in self.columns if c.statistic is not None)
+        """Columns tested for drift with data on both sides (datetimes and identifiers are not)."""
+        return sum(1 for c in self.columns if c.statistic is not None and not c.status)
+
+    @property
+    def notes(self) -> dict[str, str]:
+        """Columns not tested for drift, each with why and what was found instead."""
+        return {c.column: c.note for c in self.columns if c.status}
 
     @property
     def share_drifted(self) -> float:
@@ -115,6 +164,7 @@ class DriftResult:
             "correction": self.correction,
             "drift_share": self.drift_share,
             # derived, for readers of the JSON; ignored by from_dict
+            "notes": self.notes,
             "drifted_columns": list(self.drifted_columns),
             "share_drifted": self.share_drifted,
             "dataset_drift": self.dataset_drift,

@@ -22,6 +22,7 @@ from modelloop.monitoring._alerts import (
     MetricBelow,
     MonitorResult,
 )
+from modelloop.monitoring._calibrate_model import load_calibration
 from modelloop.monitoring._drift import DriftMonitor
 from modelloop.monitoring._logfiles import log_folder
 from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
@@ -150,6 +151,10 @@ def run_monitor(
     with them, live accuracy/AUC/F1 (or MAE/RMSE) is computed per hour, per version and per
     ``segment``. The result is stored, then ``rules`` are evaluated and ``notifiers`` told.
 
+    When the version has a drift calibration (:func:`calibrate_model`), the inputs are also
+    judged against their learned normal ranges (``result.calibrated``); the window's start
+    places it in its season (windows without a time range are placed at ``now``).
+
     Inputs are compared with the reference of the version ``model`` names. Each version that
     served rows of the window gets a :class:`VersionWindow` in ``result.versions``: its rows,
     its outputs against its own reference, live metrics of its own labelled rows. Metric rules
@@ -207,6 +212,11 @@ def run_monitor(
     # The dataset verdict is about the inputs; drift of the model's outputs is reported apart.
     drift = monitor.test(summary)
     quality = check_quality(profile, summary, columns=inputs)
+    calibration = load_calibration(client, mv)
+    calibrated = None
+    if calibration is not None:  # opt-in: the version was calibrated on its own history
+        start = fixed.start if isinstance(fixed, TimeRange) and fixed.start else now
+        calibrated = calibration.judge(drift, start)
     performance = _performance(
         client, ref.name, source, fixed, labels, task, segment, profile, mv.version
     )
@@ -228,6 +238,7 @@ def run_monitor(
         },
         timestamp=int(now.timestamp() * 1000),
         versions=versions,
+        calibrated=calibrated,
     )
     record = None
     if store_result:

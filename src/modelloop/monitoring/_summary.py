@@ -19,12 +19,15 @@ from modelloop.monitoring._columns import (
     count_categories,
     get_column,
     num_rows,
+    to_epoch_ns,
     to_float_array,
 )
 from modelloop.monitoring._profile import (
     CategoricalProfile,
     ColumnProfile,
     Counted,
+    DatetimeProfile,
+    IdentifierProfile,
     NumericProfile,
     ReferenceProfile,
     finite_sorted,
@@ -33,6 +36,8 @@ from modelloop.monitoring._profile import (
 __all__ = [
     "CategoricalSummary",
     "ColumnSummary",
+    "DatetimeSummary",
+    "IdentifierSummary",
     "NumericSummary",
     "WindowAccumulator",
     "WindowSummary",
@@ -156,12 +161,85 @@ class CategoricalSummary(Counted):
         )
 
 
-ColumnSummary = NumericSummary | CategoricalSummary
+def _min(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+@dataclass(frozen=True)
+class DatetimeSummary(Counted):
+    """A datetime column of the current window: its range and how many values lie before the
+    reference's first or after its last instant (epoch nanoseconds, UTC)."""
+
+    name: str
+    count: int
+    missing: int
+    min: int | None = None
+    max: int | None = None
+    before: int = 0
+    after: int = 0
+
+    kind = "datetime"
+
+    @classmethod
+    def from_values(cls, values: Any, reference: DatetimeProfile) -> DatetimeSummary:
+        ns, missing = to_epoch_ns(values, reference.name)
+        if len(ns) == 0:
+            return cls(reference.name, 0, missing)
+        before = int((ns < reference.min).sum()) if reference.min is not None else 0
+        after = int((ns > reference.max).sum()) if reference.max is not None else len(ns)
+        return cls(reference.name, len(ns), missing, int(ns.min()), int(ns.max()), before, after)
+
+    def merge(self, other: DatetimeSummary) -> DatetimeSummary:
+        return DatetimeSummary(
+            self.name,
+            self.count + other.count,
+            self.missing + other.missing,
+            _min(self.min, other.min),
+            _max(self.max, other.max),
+            self.before + other.before,
+            self.after + other.after,
+        )
+
+
+@dataclass(frozen=True)
+class IdentifierSummary(Counted):
+    """An identifier column of the current window: counts only."""
+
+    name: str
+    count: int
+    missing: int
+
+    kind = "identifier"
+
+    @classmethod
+    def from_values(cls, values: Any, reference: IdentifierProfile) -> IdentifierSummary:
+        n = num_rows({reference.name: values})
+        if hasattr(values, "null_count"):  # pyarrow
+            missing = int(values.null_count)
+        else:
+            import pandas as pd
+
+            missing = int(pd.Series(values).isna().sum())
+        return cls(reference.name, n - missing, missing)
+
+    def merge(self, other: IdentifierSummary) -> IdentifierSummary:
+        return IdentifierSummary(self.name, self.count + other.count, self.missing + other.missing)
+
+
+ColumnSummary = NumericSummary | CategoricalSummary | DatetimeSummary | IdentifierSummary
 
 
 def _summarize_column(values: Any, reference: ColumnProfile) -> ColumnSummary:
     if isinstance(reference, NumericProfile):
         return NumericSummary.from_values(values, reference)
+    if isinstance(reference, DatetimeProfile):
+        return DatetimeSummary.from_values(values, reference)
+    if isinstance(reference, IdentifierProfile):
+        return IdentifierSummary.from_values(values, reference)
     return CategoricalSummary.from_values(values, reference)
 
 
@@ -226,6 +304,10 @@ class WindowAccumulator:
                 if isinstance(ref, NumericProfile):
                     z = np.zeros(len(ref.edges), dtype=np.int64)
                     part = NumericSummary(name, 0, 0, z, z.copy())
+                elif isinstance(ref, DatetimeProfile):
+                    part = DatetimeSummary(name, 0, 0)
+                elif isinstance(ref, IdentifierProfile):
+                    part = IdentifierSummary(name, 0, 0)
                 else:
                     part = CategoricalSummary(name, 0, 0, {})
             cols[name] = part
