@@ -482,19 +482,46 @@ def training_data(facts: VersionFacts) -> dict[str, Any]:
     return out
 
 
+def _columns(facts: VersionFacts) -> set[str]:
+    if facts.signature is not None:
+        return set(facts.signature.columns)
+    return set((facts.spec or {}).get("features") or [])
+
+
+def _shared_split(
+    client: Client, fa: VersionFacts, fb: VersionFacts
+) -> tuple[VersionFacts, pd.DataFrame] | str:
+    """The recorded test split both versions can be scored on: ``b``'s, else ``a``'s (one
+    holding every column either model needs); or why there is none."""
+    tried = []
+    for source in (fb, fa):
+        if source.spec is None or "split" not in source.step_runs:
+            continue
+        test = source.test_split(client)
+        if test is None:
+            continue
+        need = _columns(fa) | _columns(fb) | {source.spec.get("target")}
+        missing = sorted(str(c) for c in need - set(test.columns))
+        if not missing:
+            return source, test
+        tried.append(f"the test split of {source.label} lacks {missing}")
+    if not tried:
+        return "neither version has a test split recorded by a pipeline: metrics not compared"
+    return "metrics not compared: " + "; ".join(tried)
+
+
 def compare_facts(client: Client, fa: VersionFacts, fb: VersionFacts) -> ModelDiff:
     """Compare two versions from their gathered facts (see :func:`diff_versions`)."""
     notes: list[str] = []
     metrics: list[MetricChange] = []
     segments: list[SegmentChange] = []
     test_data: dict[str, Any] = {}
-    source = fb if fb.step_runs.get("split") else fa if fa.step_runs.get("split") else None
-    if source is None or source.spec is None:
-        notes.append(
-            "neither version has a test split recorded by a pipeline: metrics not compared"
-        )
+    found = _shared_split(client, fa, fb)
+    if isinstance(found, str):
+        notes.append(found)
     else:
-        test = source.test_split(client)
+        source, test = found
+        assert source.spec is not None
         task = source.task or "classification"
         digest = source.test_split_digest(client)
         other = fa if source is fb else fb
@@ -502,19 +529,18 @@ def compare_facts(client: Client, fa: VersionFacts, fb: VersionFacts) -> ModelDi
             "from": source.label,
             "split_run": source.step_runs["split"].run_id,
             "digest": digest,
-            "rows": 0 if test is None else len(test),
+            "rows": len(test),
             "shared": other.test_split_digest(client) == digest,
         }
-        if test is not None:
-            try:
-                sa = _score(client, fa, test, source.spec, task)
-                sb = _score(client, fb, test, source.spec, task)
-            except InvalidInput as exc:
-                notes.append(f"metrics not compared: {exc}")
-            else:
-                y = np.asarray(test[source.spec["target"]])
-                metrics = _metric_changes(sa, sb, y)
-                segments = _segment_changes(sa, sb)
+        try:
+            sa = _score(client, fa, test, source.spec, task)
+            sb = _score(client, fb, test, source.spec, task)
+        except InvalidInput as exc:
+            notes.append(f"metrics not compared: {exc}")
+        else:
+            y = np.asarray(test[source.spec["target"]])
+            metrics = _metric_changes(sa, sb, y)
+            segments = _segment_changes(sa, sb)
     libs_a = dict(fa.metadata.get("libraries") or {})
     libs_b = dict(fb.metadata.get("libraries") or {})
     libs_a["model class"] = fa.metadata.get("model_class")
