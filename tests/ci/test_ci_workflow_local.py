@@ -20,7 +20,7 @@ import pytest
 import yaml
 from ci_support import copy_example, edit_pipeline, modelloop, source_env
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 _EXPR = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
 

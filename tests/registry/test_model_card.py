@@ -36,6 +36,7 @@ QUICK = {
     "gates.2": "segment_gap <= 0.5",  # per-carrier AUC on a few hundred test flights is noisy
 }
 NAME = "flights-delay"
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
