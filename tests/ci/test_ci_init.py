@@ -152,3 +152,18 @@ def test_bad_options_are_named_before_anything_is_written(repo: Path, tmp_path: 
         assert done.returncode == 2, (args, done.stderr)
         assert named in done.stderr, (args, done.stderr)
     assert not (repo / ".github").exists() and not (repo / "Jenkinsfile").exists()
+
+
+def test_readme_shows_the_workflow_ci_init_writes() -> None:
+    import re
+
+    from ci_support import ROOT
+
+    from modelloop.ci import CiOptions, render_ci
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Run it in CI") :]
+    shown = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert shown is not None
+    options = CiOptions("examples/flights/modelloop.yaml", "flights-delay", python="3.11")
+    assert shown.group(1) == render_ci("github", options)
