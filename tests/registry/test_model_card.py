@@ -257,3 +257,23 @@ def test_cli_card_and_diff(flights: tuple[Client, Path], tmp_path: Path) -> None
     assert missing.returncode == 3 and "9" in missing.stderr
     bad = _cli(["models", "card", f"{NAME}/2", "--format", "pdf"], home)
     assert bad.returncode == 2 and "pdf" in bad.stderr
+
+
+def test_card_shows_the_onnx_form(flights: tuple[Client, Path]) -> None:
+    pytest.importorskip("skl2onnx")
+    client, _ = flights
+    done = client.convert_model(f"models:/{NAME}/3")
+    assert done.converted, done.reason
+    mv = client.get_model_version(NAME, 3)
+    description = json.loads(client.artifacts.read_bytes(mv.tags["modelloop.onnx"]))
+    card = build_card(client, NAME, 3, compare=False)
+    assert card.to_dict()["onnx"] == {
+        "attached": True,
+        "onnx_sha256": description["onnx_sha256"],
+        "check_rows": description["check_rows"],
+        "libraries": description["libraries"],
+    }
+    assert card.to_dict()["comparison"] is None
+    md = card.to_markdown()
+    assert f"Attached: onnx sha256 {description['onnx_sha256']}" in md
+    assert "No champion" not in md  # it had one; the comparison was just not asked for

@@ -181,7 +181,7 @@ def build_card(client: Client, name: str, version: int, *, compare: bool = True)
             "attached": True,
             "onnx_sha256": facts.onnx.get("onnx_sha256"),
             "check_rows": facts.onnx.get("check_rows"),
-            "opset": facts.onnx.get("opset"),
+            "libraries": dict(facts.onnx.get("libraries") or {}),
         },
         "lineage": _lineage(facts),
         "notes": notes,
@@ -461,7 +461,12 @@ def _sections(d: Mapping[str, Any]) -> list[_Section]:
             "ONNX form",
             [
                 f"Attached: onnx sha256 {onnx['onnx_sha256']}, agrees with scikit-learn on "
-                f"{fmt(onnx['check_rows'])} check rows; served with onnxruntime."
+                f"{fmt(onnx['check_rows'])} check rows; served with onnxruntime"
+                + (
+                    f" (converted by skl2onnx {v})."
+                    if (v := onnx["libraries"].get("skl2onnx"))
+                    else "."
+                )
                 if onnx
                 else "None: served with scikit-learn (`modelloop models convert` attaches one)."
             ],
