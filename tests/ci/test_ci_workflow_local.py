@@ -16,9 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from ci_support import copy_example, edit_pipeline, modelloop, source_env
+
+from modelloop.data import load_flights
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -33,8 +36,8 @@ def _resolve(value: str, contexts: dict[str, str]) -> str:
         expr = m.group(1)
         if expr in contexts:
             return contexts[expr]
-        if expr.startswith("secrets."):
-            return ""  # an unset secret is the empty string
+        if expr.startswith(("secrets.", "vars.")):
+            return ""  # an unset secret or variable is the empty string
         raise AssertionError(f"unexpected expression ${{{{ {expr} }}}} in a workflow value")
 
     return _EXPR.sub(one, str(value))
@@ -50,14 +53,24 @@ def _shims(folder: Path) -> Path:
     return folder
 
 
-def _run_steps(repo: Path, secrets: dict[str, str], tmp: Path) -> tuple[int, str, list[str]]:
-    """Run the pipeline job's run steps in order; (exit code of the last one run, their output,
-    the step names run)."""
+def _run_steps(
+    repo: Path,
+    secrets: dict[str, str],
+    tmp: Path,
+    job_name: str = "pipeline",
+    variables: dict[str, str] | None = None,
+) -> tuple[int, str, list[str]]:
+    """Run a job's run steps in order; (exit code of the last one run, their output, the step
+    names run)."""
     import subprocess
 
     doc = yaml.safe_load((repo / ".github/workflows/modelloop.yml").read_text())
-    contexts = {"github.workspace": str(repo), **{f"secrets.{k}": v for k, v in secrets.items()}}
-    job = doc["jobs"]["pipeline"]
+    contexts = {
+        "github.workspace": str(repo),
+        **{f"secrets.{k}": v for k, v in secrets.items()},
+        **{f"vars.{k}": v for k, v in (variables or {}).items()},
+    }
+    job = doc["jobs"][job_name]
     env = {k: _resolve(v, contexts) for k, v in {**doc["env"], **job.get("env", {})}.items()}
     tmp.mkdir()
     summary = tmp / "step-summary.md"
@@ -131,7 +144,7 @@ def test_github_steps_pass_a_good_change_and_fail_a_gate_breaking_one(
         reason = re.search(r"reason: (gate failed: auc >= 0\.99 \(auc = [0-9.]+.*failed\))", out)
         assert reason is not None, out
         assert f"::error title=modelloop::{reason.group(1)}" in out
-        assert "FAILED  auc = " in out
+        assert "FAILED  auc >= 0.99: auc = " in out
         result = json.loads((report / "pipeline.json").read_text())
         assert result["status"] == "gate_failed" and result["registered_version"] is None
         # unchanged data and code: every step before the gate came from the team store's cache
@@ -143,5 +156,33 @@ def test_github_steps_pass_a_good_change_and_fail_a_gate_breaking_one(
         assert client.resolve("models:/flights-delay@champion").version == 1
         assert [v.version for v in client.list_model_versions("flights-delay")] == [1]
         assert "a gate failed" in (tmp_path / "second" / "step-summary.md").read_text()
+
+        # the scheduled job: the champion's inputs as trained pass; July's flights (new
+        # destinations) fire an alert and fail it with the alert's exit code
+        split = _steps_of(client, result["run_id"])["split"]
+        trained = tmp_path / "as-trained.parquet"
+        pd.read_parquet(client.download_artifacts(split, "outputs/train.parquet")).to_parquet(
+            trained
+        )
+        july = tmp_path / "july.parquet"
+        load_flights([7]).sample(2000, random_state=0).to_parquet(july)
+        monitor = ("monitor", {"MODELLOOP_MONITOR_DATA": str(trained)})
+        code, out, names = _run_steps(repo, secrets, tmp_path / "quiet", *monitor)
+        assert names == ["Install", "Monitor"]
+        assert code == 0, out
+        assert "flights-delay: v1 (2,222 rows)" in (report / "monitor.html").read_text()
+        (report / "monitor.html").unlink()
+        monitor = ("monitor", {"MODELLOOP_MONITOR_DATA": str(july)})
+        code, out, names = _run_steps(repo, secrets, tmp_path / "july", *monitor)
+        assert code == 10, out
+        assert "alerts firing: quality_breach" in out and "dest: unseen_categories" in out
+        assert (report / "monitor.html").is_file()  # the report is kept when the job fails
     finally:
         client.close()
+
+
+def _steps_of(client: Any, parent: str) -> dict[str, str]:
+    page = client.search_runs(
+        "flights-pipeline", filter=f"tags.`modelloop.parent_run_id` = '{parent}'"
+    )
+    return {r.tags["modelloop.step"]: r.run_id for r in page.items}

@@ -66,13 +66,18 @@ _PIPELINE = "\n".join(
     ]
 )
 
+# The prediction log the serving replicas write is read from MODELLOOP_MONITOR_DATA (a Parquet
+# file, a folder of segments or a URL such as s3://bucket/predictions/model/) when it is set;
+# else from the job's own home, which only a self-hosted runner beside the server has.
 _MONITOR = "\n".join(
     [
         'mkdir -p "$MODELLOOP_REPORT"',
+        "set --",
+        'if [ -n "${MODELLOOP_MONITOR_DATA:-}" ]; then set -- --data "$MODELLOOP_MONITOR_DATA"; fi',
         "status=0",
-        'modelloop monitor run "$MODELLOOP_MODEL@champion" --window <<WINDOW>> --fail-on-alert'
-        " || status=$?",
-        'modelloop monitor report "$MODELLOOP_MODEL@champion" --window <<WINDOW>>'
+        'modelloop monitor run "$MODELLOOP_MODEL@champion" --window <<WINDOW>> "$@"'
+        " --fail-on-alert || status=$?",
+        'modelloop monitor report "$MODELLOOP_MODEL@champion" --window <<WINDOW>> "$@"'
         ' --out "$MODELLOOP_REPORT/monitor.html" || echo "no monitoring report written"',
         'exit "$status"',
     ]
@@ -169,6 +174,7 @@ def render_ci(provider: str, options: CiOptions) -> str:
     spaces = {"github": 10, "gitlab": 6, "jenkins": 0}[provider]
     values = {
         "VERSION": __version__,
+        "MODEL": options.model,
         "PIPELINE": options.pipeline,
         "BRANCH": options.branch,
         "CRON": options.schedule,

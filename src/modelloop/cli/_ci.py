@@ -168,6 +168,7 @@ def ci_verdict(
             typer.echo(f"::error title=modelloop::{verdict.reason}")
     for g in (verdict.result or {}).get("gates") or []:
         mark = "passed" if g.get("passed") else "FAILED"
-        console.print(f"  {mark:6}  {escape(str(g.get('reason', g.get('expr'))))}", highlight=False)
+        line = f"{g.get('expr')}: {g.get('reason', '')}"
+        console.print(f"  {mark:6}  {escape(line)}", highlight=False)
     for path in written:
         err_console.print(f"wrote {escape(path)}", highlight=False)
