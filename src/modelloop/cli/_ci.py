@@ -148,6 +148,12 @@ def ci_verdict(
             (out / "card.md").write_text(card_md, encoding="utf-8")
             (out / "card.html").write_text(card.to_html(), encoding="utf-8")
             written += [str(out / "card.md"), str(out / "card.html")]
+    comparison = None
+    run_id = (verdict.result or {}).get("run_id")
+    if registered is None and run_id and (verdict.result or {}).get("gates_passed") is False:
+        comparison = _comparison(str(run_id))
+        if comparison is not None:
+            text += "\n" + comparison
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "verdict.md").write_text(text, encoding="utf-8")
@@ -170,5 +176,22 @@ def ci_verdict(
         mark = "passed" if g.get("passed") else "FAILED"
         line = f"{g.get('expr')}: {g.get('reason', '')}"
         console.print(f"  {mark:6}  {escape(line)}", highlight=False)
+    if comparison is not None:
+        typer.echo("\n" + comparison)
     for path in written:
         err_console.print(f"wrote {escape(path)}", highlight=False)
+
+
+def _comparison(pipeline_run_id: str) -> str | None:
+    """The failed candidate against the champion of its gates, as Markdown; None without a
+    champion. A comparison that cannot be made is said, never an error of the verdict."""
+    from modelloop.cli._output import cli_client
+    from modelloop.exceptions import ModelloopError
+    from modelloop.registry._card import diff_markdown
+    from modelloop.registry._diff import candidate_comparison
+
+    try:
+        diff = candidate_comparison(cli_client(writes=False), pipeline_run_id)
+    except ModelloopError as exc:
+        return f"(no comparison with the champion: {exc})"
+    return None if diff is None else diff_markdown(diff.to_dict())

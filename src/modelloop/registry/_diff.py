@@ -37,6 +37,7 @@ __all__ = [
     "ModelDiff",
     "SegmentChange",
     "ValueChange",
+    "candidate_comparison",
     "compare_facts",
     "diff_versions",
     "signature_changes",
@@ -157,8 +158,7 @@ def _score(
 ) -> _Scored:
     from modelloop.pipeline._evaluate import evaluate
 
-    mv = facts.version
-    package = client.load_model(f"models:/{mv.name}/{mv.version}")
+    package = client.load_model(facts.uri)
     columns = package.signature.columns if package.signature else list(spec.get("features") or [])
     missing = [c for c in columns if c not in test.columns]
     if missing:
@@ -559,4 +559,18 @@ def compare_facts(client: Client, fa: VersionFacts, fb: VersionFacts) -> ModelDi
         training_data={"a": training_data(fa), "b": training_data(fb)},
         latency=_latency(fa, fb),
         notes=tuple(notes),
+    )
+
+
+def candidate_comparison(client: Client, pipeline_run_id: str) -> ModelDiff | None:
+    """The model a pipeline run trained compared with the champion its gates compared it with
+    (None when there was no champion): what a reviewer of a change that failed a gate reads."""
+    from modelloop.registry._facts import candidate_facts, version_facts
+
+    candidate = candidate_facts(client, pipeline_run_id)
+    champion = (candidate.gates or {}).get("champion")
+    if not champion:
+        return None
+    return compare_facts(
+        client, version_facts(client, str(champion["name"]), int(champion["version"])), candidate
     )

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from modelloop.models import Signature
     from modelloop.store import Dataset, ModelVersion, Run
 
-__all__ = ["VersionFacts", "version_facts"]
+__all__ = ["VersionFacts", "candidate_facts", "version_facts"]
 
 #: The JSON outputs read from the pipeline's step runs: (step, file) by the name kept here.
 _STEP_JSON = {
@@ -42,6 +42,7 @@ class VersionFacts:
     """Everything stored about one registered version (None or empty where nothing was)."""
 
     version: ModelVersion
+    uri: str  # what loads its package: models:/NAME/VERSION, or runs:/RUN/model for a candidate
     signature: Signature | None
     metadata: Mapping[str, Any]
     run: Run | None
@@ -55,7 +56,9 @@ class VersionFacts:
 
     @property
     def label(self) -> str:
-        """``name vN``."""
+        """``name vN``, or ``name candidate`` for a model no version holds."""
+        if self.version.version == 0:
+            return f"{self.version.name} candidate"
         return f"{self.version.name} v{self.version.version}"
 
     @property
@@ -120,12 +123,56 @@ def _read_json(client: Client, run_id: str, path: str) -> Any:
 def version_facts(client: Client, name: str, version: int) -> VersionFacts:
     """Gather what is stored about ``name`` version ``version`` (``NotFound`` if it does not
     exist). Parts that cannot be read are left out and named in ``notes``."""
+    mv = client.get_model_version(name, version)
+    return _gather(
+        client, mv, f"models:/{name}/{version}", mv.tags.get("modelloop.pipeline_run_id")
+    )
+
+
+def candidate_facts(client: Client, pipeline_run_id: str) -> VersionFacts:
+    """What a pipeline run stored about the model it trained, registered or not (a gate may have
+    stopped it): its ``version`` is a stand-in numbered 0 whose source is the train step's
+    package. ``NotFound`` when the run trained nothing."""
+    from modelloop.store import ModelVersion
+
+    parent = client.get_run(pipeline_run_id)
+    steps = _step_runs(client, parent.experiment_id, pipeline_run_id)
+    if "train" not in steps:
+        raise NotFound(f"pipeline run {pipeline_run_id} has no train step")
+    train = steps["train"]
+    origin = train.tags.get("modelloop.cached_from") or train.run_id  # where its dataset is
+    spec = _read_json(client, pipeline_run_id, "spec.json") or {}
+    name = (spec.get("register") or {}).get("model_name") or parent.tags.get(
+        "modelloop.pipeline", "candidate"
+    )
+    mv = ModelVersion(
+        name=name,
+        version=0,
+        run_id=origin,
+        source=f"runs:/{train.run_id}/model",
+        created_at=train.start_time,
+        user=train.user,
+        description=f"candidate of pipeline run {pipeline_run_id}",
+        tags={"modelloop.task": train.tags.get("modelloop.task", "")},
+    )
+    return _gather(client, mv, mv.source, pipeline_run_id)
+
+
+def _step_runs(client: Client, experiment_id: int, parent: str) -> dict[str, Run]:
+    page = client.store.search_runs(
+        [experiment_id], filter=f"tags.`modelloop.parent_run_id` = '{parent}'", max_results=100
+    )
+    return {r.tags["modelloop.step"]: r for r in page.items if r.tags.get("modelloop.step")}
+
+
+def _gather(
+    client: Client, mv: ModelVersion, uri: str, pipeline_run_id: str | None
+) -> VersionFacts:
     from modelloop.models._package import METADATA_FILE, read_signature
     from modelloop.registry._onnx import ONNX_TAG
 
-    mv = client.get_model_version(name, version)
     notes: list[str] = []
-    folder = client.fetch_model(mv)
+    folder = client.fetch_model(mv if mv.version else uri)
     signature = read_signature(folder)
     metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
     run = dataset = None
@@ -139,7 +186,6 @@ def version_facts(client: Client, name: str, version: int) -> VersionFacts:
             onnx = json.loads(client.artifacts.read_bytes(mv.tags[ONNX_TAG]))
         except (ModelloopError, ValueError) as exc:
             notes.append(f"the ONNX description is unreadable: {exc}")
-    pipeline_run_id = mv.tags.get("modelloop.pipeline_run_id")
     spec = None
     step_runs: dict[str, Run] = {}
     outputs: dict[str, Any] = {}
@@ -150,15 +196,7 @@ def version_facts(client: Client, name: str, version: int) -> VersionFacts:
             notes.append(f"the pipeline run {pipeline_run_id} that registered it is gone")
         else:
             spec = _read_json(client, pipeline_run_id, "spec.json")
-            page = client.store.search_runs(
-                [parent.experiment_id],
-                filter=f"tags.`modelloop.parent_run_id` = '{pipeline_run_id}'",
-                max_results=100,
-            )
-            for r in page.items:
-                step = r.tags.get("modelloop.step")
-                if step:
-                    step_runs[step] = r
+            step_runs = _step_runs(client, parent.experiment_id, pipeline_run_id)
             for key, (step, file) in _STEP_JSON.items():
                 if step in step_runs:
                     value = _read_json(client, step_runs[step].run_id, f"outputs/{file}")
@@ -166,6 +204,7 @@ def version_facts(client: Client, name: str, version: int) -> VersionFacts:
                         outputs[key] = value
     return VersionFacts(
         version=mv,
+        uri=uri,
         signature=signature,
         metadata=metadata,
         run=run,
