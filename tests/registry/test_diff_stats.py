@@ -116,3 +116,19 @@ def test_signature_rules() -> None:
     assert _changes(_sig(x32, colour), _sig(x32)) == [("colour", "removed", True)]
     assert _changes(_sig(x32), _sig(x32, classes=(0, 1, 2))) == [("classes", "classes", True)]
     assert _changes(_sig(x32, colour), _sig(colour, x32)) == []  # order: requests are by name
+
+
+def test_paired_bootstrap_of_many_rows_goes_through_a_subsample(scores) -> None:
+    y, good, weak = scores
+    ya, yb = (weak > 0.5).astype(int), (good > 0.5).astype(int)
+    full = paired_bootstrap("binary", y, (ya, None), (yb, None), [0, 1], resamples=2000)
+    part = paired_bootstrap(
+        "binary", y, (ya, None), (yb, None), [0, 1], resamples=2000, max_rows=500
+    )
+    point, whole = full["accuracy"]
+    same_point, scaled = part["accuracy"]
+    assert same_point == point  # the difference itself is always on every row
+    assert scaled.method == "paired bootstrap (500-row subsample, scaled)"
+    assert scaled.low < point < scaled.high
+    # the scaled interval is about as wide as the one from every row
+    assert (scaled.high - scaled.low) == pytest.approx(whole.high - whole.low, rel=0.25)
