@@ -167,3 +167,20 @@ def test_readme_shows_the_workflow_ci_init_writes() -> None:
     assert shown is not None
     options = CiOptions("examples/flights/modelloop.yaml", "flights-delay", python="3.11")
     assert shown.group(1) == render_ci("github", options)
+
+
+def test_every_provider_runs_the_steps_the_local_test_runs(repo: Path) -> None:
+    """The GitHub steps are the ones run locally (test_ci_workflow_local); GitLab and Jenkins
+    run the very same scripts."""
+    for provider in FILES:
+        assert modelloop(["ci", "init", "--provider", provider], cwd=repo).returncode == 0
+    github = yaml.safe_load((repo / FILES["github"]).read_text())["jobs"]
+    install, pipeline = (s["run"] for s in github["pipeline"]["steps"] if "run" in s)
+    monitor = next(s["run"] for s in github["monitor"]["steps"] if s.get("name") == "Monitor")
+    gitlab = yaml.safe_load((repo / FILES["gitlab"]).read_text())
+    assert gitlab["default"]["before_script"] == [install]
+    assert gitlab["modelloop-pipeline"]["script"] == [pipeline]
+    assert gitlab["modelloop-monitor"]["script"] == [monitor]
+    jenkins = (repo / "Jenkinsfile").read_text()
+    for script in (install, pipeline, monitor):
+        assert f"sh '''\n. .venv/bin/activate\n{script}'''" in jenkins
