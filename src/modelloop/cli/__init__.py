@@ -9,6 +9,7 @@ from typer.core import TyperGroup
 
 from modelloop._config import redact_url
 from modelloop.cli._access import audit_app, tokens_app, users_app
+from modelloop.cli._ci import ci_app
 from modelloop.cli._demo import demo_app
 from modelloop.cli._keys import keys_app
 from modelloop.cli._loop import loop_app
@@ -48,6 +49,7 @@ app.add_typer(monitor_app, name="monitor")
 app.add_typer(demo_app, name="demo")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(loop_app, name="loop")
+app.add_typer(ci_app, name="ci")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import JsonOpt, cli_client, console, fmt_time, print_json, row
+from modelloop.cli._output import (
+    JsonOpt,
+    cli_client,
+    console,
+    err_console,
+    fmt_time,
+    print_json,
+    row,
+)
 from modelloop.registry._onnx import ONNX_TAG
 
 models_app = typer.Typer(help="Registered models, versions and aliases.", no_args_is_help=True)
@@ -142,3 +151,65 @@ def convert_model(
         )
     if not result.converted:
         raise typer.Exit(1)
+
+
+def _version_of(client: Any, spec: str) -> tuple[str, int]:
+    """(name, number) of NAME/VERSION or NAME@ALIAS (NAME alone: the latest version)."""
+    from modelloop.registry._uri import parse_model_spec
+
+    mv = client.resolve(parse_model_spec(spec))
+    return mv.name, mv.version
+
+
+@models_app.command("card")
+def model_card(
+    model: Annotated[str, typer.Argument(help="NAME/VERSION or NAME@ALIAS.")],
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="md (Markdown) or html (one self-contained page).")
+    ] = "md",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the card to this file.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The model card of a version: what it predicts, gates, comparison with the champion it
+    was gated against, metrics (overall, per segment, fairness), top features, training data,
+    signature, ONNX form and lineage — every figure as the registry stored it."""
+    from modelloop.exceptions import InvalidInput
+    from modelloop.registry._card import build_card
+
+    if fmt not in ("md", "html"):
+        raise InvalidInput(f"--format {fmt!r}: use md or html")
+    client = cli_client(writes=False)
+    card = build_card(client, *_version_of(client, model))
+    if as_json:
+        print_json(card.to_dict())
+        return
+    text = card.to_markdown() if fmt == "md" else card.to_html()
+    if out is None:
+        typer.echo(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"card of {escape(card.data['title'])} written to {escape(str(out))}")
+
+
+@models_app.command("diff")
+def model_diff(
+    a: Annotated[str, typer.Argument(help="The old version: NAME/VERSION or NAME@ALIAS.")],
+    b: Annotated[str, typer.Argument(help="The new version: NAME/VERSION or NAME@ALIAS.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare version B with version A for review: metric deltas with 95% intervals on one
+    shared test split (DeLong for AUC, a paired bootstrap otherwise), segment changes,
+    signature changes (a breaking one called out), dependency and parameter changes."""
+    from modelloop.registry._card import diff_markdown
+    from modelloop.registry._diff import diff_versions
+
+    client = cli_client(writes=False)
+    with err_console.status("scoring both versions on the shared test split…"):
+        diff = diff_versions(client, _version_of(client, a), _version_of(client, b))
+    if as_json:
+        print_json(diff.to_dict())
+        return
+    typer.echo(diff_markdown(diff.to_dict()))

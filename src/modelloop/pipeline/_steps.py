@@ -610,6 +610,9 @@ def step_register(ctx: RunContext, out: Path) -> dict[str, Any]:
             "onnx": onnx,
         },
     )
+    from modelloop.registry._card import write_card  # card.md and card.html, never fatal
+
+    write_card(ctx.client, mv.name, mv.version, out)
     step_tags: dict[str, Any] = {
         "modelloop.registered": "true",
         "modelloop.registered_version": mv.version,
