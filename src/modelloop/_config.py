@@ -67,7 +67,9 @@ class Settings:
     ``Settings.from_env()`` reads ``MODELLOOP_HOME`` (default: the nearest ``.modelloop`` folder
     in the current folder or its parents, else ``./.modelloop``), ``MODELLOOP_STORE_URL``
     (default: a SQLite file in the home), ``MODELLOOP_ARTIFACT_ROOT`` (default:
-    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES`` and ``MODELLOOP_USER``. Without a
+    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES``, ``MODELLOOP_USER``, and for a store URL
+    that names a modelloop server (``http(s)://``) ``MODELLOOP_TOKEN`` (the bearer token) and
+    ``MODELLOOP_CA_BUNDLE`` (a PEM file of a private CA to trust). Without a
     ``home``, ``Settings()`` chooses it the same way; ``home_origin`` says how it was chosen.
     """
 
@@ -77,6 +79,10 @@ class Settings:
     trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
     user: str = field(default_factory=lambda: os.environ.get("MODELLOOP_USER") or _login())
     home_origin: HomeOrigin = field(default="given", compare=False)
+    #: bearer token for a modelloop server (never shown in a repr)
+    token: str | None = field(default=None, repr=False)
+    #: PEM file of the CA that signed a modelloop server's certificate (default: system CAs)
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         if self.home is None:
@@ -105,6 +111,8 @@ class Settings:
             artifact_root=os.environ.get("MODELLOOP_ARTIFACT_ROOT") or None,
             trusted_types=DEFAULT_TRUSTED_TYPES + extra,
             home_origin=origin,
+            token=os.environ.get("MODELLOOP_TOKEN") or None,
+            ca_bundle=os.environ.get("MODELLOOP_CA_BUNDLE") or None,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -112,6 +120,12 @@ class Settings:
     def resolved_store_url(self) -> str:
         """The SQLAlchemy URL of the metadata store."""
         return self.store_url or f"sqlite:///{self.home / 'modelloop.db'}"
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store is a modelloop server (``http(s)://``): artifacts then go through
+        it too, and ``artifact_root`` is not used."""
+        return (self.store_url or "").lower().startswith(("http://", "https://"))
 
     @property
     def resolved_artifact_root(self) -> str:

@@ -16,6 +16,7 @@ from modelloop.cli._output import JsonOpt, cli_client, console, fail, print_json
 from modelloop.cli._pipeline import pipeline_app
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.cli._serve import serve_command
+from modelloop.cli._server import server_command
 from modelloop.exceptions import ModelloopError
 
 __all__ = ["app", "main"]
@@ -48,6 +49,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(loop_app, name="loop")
 app.add_typer(db_app, name="db")
 app.command("serve")(serve_command)
+app.command("server")(server_command)
 
 
 def _version(value: bool) -> None:
