@@ -23,27 +23,30 @@ Deployer = Annotated[Principal, Depends(require(Role.DEPLOYER))]
 ROUTING_TAG_PREFIXES = ("modelloop.loop.",)
 
 
+# Values the store checks itself are typed ``Any``: a bad one gets the store's own error.
+
+
 class ModelIn(BaseModel):
-    name: str
-    description: str = ""
+    name: Any
+    description: Any = ""
     actor: str = "unknown"
 
 
 class VersionIn(BaseModel):
-    source: str
-    run_id: str | None = None
-    description: str = ""
-    tags: dict[str, str] | None = None
+    source: Any
+    run_id: Any = None
+    description: Any = ""
+    tags: Any = None
     actor: str = "unknown"
 
 
 class AliasIn(BaseModel):
-    version: int
+    version: Any
     actor: str = "unknown"
 
 
 class VersionTagsIn(BaseModel):
-    tags: dict[str, str]
+    tags: Any
     actor: str = "unknown"
 
 
@@ -57,7 +60,7 @@ def list_registered_models(request: Request, principal: Viewer) -> Response:
 
 @router.post("/models", summary="Create a registered model")
 def create_registered_model(request: Request, body: ModelIn, principal: Editor) -> Response:
-    check_model(principal, body.name)
+    check_model(principal, str(body.name))
 
     def work() -> Any:
         model = store_of(request).create_registered_model(
@@ -125,7 +128,7 @@ def set_model_version_tags(
 
     def work() -> Any:
         store = store_of(request)
-        before = dict(store.get_model_version(name, version).tags)
+        before = dict(store.get_model_version(name, version).tags) if version >= 1 else {}
         mv = store.set_model_version_tags(
             name, version, body.tags, actor=actor(request, principal, body.actor)
         )
@@ -194,7 +197,9 @@ def delete_alias(
     return write(request, principal, work)
 
 
-def _check_routing_tags(principal: Principal, name: str, tags: dict[str, str]) -> None:
-    routing = sorted(k for k in tags if k.startswith(ROUTING_TAG_PREFIXES))
+def _check_routing_tags(principal: Principal, name: str, tags: Any) -> None:
+    if not isinstance(tags, dict):
+        return  # the store refuses it
+    routing = sorted(str(k) for k in tags if str(k).startswith(ROUTING_TAG_PREFIXES))
     if routing and not principal.may(Role.DEPLOYER, name):
         raise Forbidden(f"setting the tags {routing} needs the deployer role")

@@ -19,71 +19,70 @@ Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
 
 
+# Request bodies. Values the store checks itself are typed ``Any`` here, so that a bad value
+# gets the store's own error (naming the field), exactly as in-process.
+
+
 class ExperimentIn(BaseModel):
-    name: str
-
-
-class OwnerIn(BaseModel):
-    host: str
-    pid: int
-    process_key: str = ""
+    name: Any
 
 
 class RunIn(BaseModel):
-    experiment_id: int
-    name: str | None = None
-    user: str = "unknown"
-    tags: dict[str, str] | None = None
-    start_time: int | None = None
-    owner: OwnerIn | None = None
+    experiment_id: Any
+    name: Any = None
+    user: Any = "unknown"
+    tags: Any = None
+    start_time: Any = None
+    #: ``{"host", "pid", "process_key"}`` or null
+    owner: Any = None
 
 
 class HeartbeatIn(BaseModel):
-    run_ids: list[str]
-    now: int | None = None
+    run_ids: Any
+    now: Any = None
 
 
 class EndStaleIn(BaseModel):
-    status: RunStatus = RunStatus.FAILED
-    stale_after_ms: int | None = None
-    now: int | None = None
+    status: Any = RunStatus.FAILED.value
+    stale_after_ms: Any = None
+    now: Any = None
 
 
 class EndRunIn(BaseModel):
-    status: RunStatus
-    end_time: int | None = None
+    status: Any
+    end_time: Any = None
 
 
 class ParamsIn(BaseModel):
-    params: dict[str, str]
+    params: Any
 
 
 class TagsIn(BaseModel):
-    tags: dict[str, str]
+    tags: Any
 
 
 class MetricsIn(BaseModel):
     """A batch of metric values as columns: one entry per value in each list."""
 
-    keys: list[str]
-    values: list[float]
-    steps: list[int]
-    timestamps: list[int]
+    keys: list[Any]
+    values: list[Any]
+    steps: list[Any]
+    timestamps: list[Any]
 
 
 class SearchIn(BaseModel):
-    experiment_ids: list[int]
-    filter: str = ""
-    order_by: list[str] = Field(default_factory=list)
-    max_results: int = 100
-    page_token: str | None = None
+    experiment_ids: Any
+    filter: Any = ""
+    order_by: Any = Field(default_factory=list)
+    max_results: Any = 100
+    page_token: Any = None
 
 
 class ArtifactIn(BaseModel):
-    run_id: str
-    path: str
-    digest: str
-    size: int
+    run_id: Any
+    path: Any
+    digest: Any
+    size: Any
 
 
 class ArtifactsIn(BaseModel):
@@ -93,17 +92,17 @@ class ArtifactsIn(BaseModel):
 
 
 class DatasetIn(BaseModel):
-    name: str
-    digest: str
-    source: str
-    num_rows: int
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    profile: dict[str, Any] | None = None
+    name: Any
+    digest: Any
+    source: Any
+    num_rows: Any
+    schema_: Any = Field(default=None, alias="schema")
+    profile: Any = None
 
 
 class LinkIn(BaseModel):
-    dataset_id: int
-    role: str
+    dataset_id: Any
+    role: Any
 
 
 # -- experiments ---------------------------------------------------------------------------
@@ -152,7 +151,7 @@ def get_experiment(request: Request, experiment_id: int, principal: Viewer) -> R
 @router.post("/runs", summary="Start a run")
 def create_run(request: Request, body: RunIn, principal: Editor) -> Response:
     def work() -> Any:
-        owner = RunOwner(**body.owner.model_dump()) if body.owner else None
+        owner = _owner(body.owner)
         run = store_of(request).create_run(
             body.experiment_id,
             name=body.name,
@@ -237,7 +236,7 @@ def end_run(request: Request, run_id: str, body: EndRunIn, principal: Editor) ->
 def log_params(request: Request, run_id: str, body: ParamsIn, principal: Editor) -> Response:
     def work() -> Any:
         store_of(request).log_params(run_id, body.params)
-        audit(request, principal, "run.params", "run", run_id, after=body.params)
+        audit(request, principal, "run.params", "run", run_id, after=dict(body.params))
         return None
 
     return write(request, principal, work)
@@ -247,7 +246,7 @@ def log_params(request: Request, run_id: str, body: ParamsIn, principal: Editor)
 def set_tags(request: Request, run_id: str, body: TagsIn, principal: Editor) -> Response:
     def work() -> Any:
         store_of(request).set_tags(run_id, body.tags)
-        audit(request, principal, "run.tags", "run", run_id, after=body.tags)
+        audit(request, principal, "run.tags", "run", run_id, after=dict(body.tags))
         return None
 
     return write(request, principal, work)
@@ -348,3 +347,13 @@ def find_datasets(
 @router.get("/datasets/{dataset_id}", summary="One dataset")
 def get_dataset(request: Request, dataset_id: int, principal: Viewer) -> Response:
     return json_response(store_of(request).get_dataset(dataset_id))
+
+
+def _owner(value: Any) -> Any:
+    """The RunOwner a body names; anything else is passed on for the store to refuse."""
+    if isinstance(value, dict) and set(value) <= {"host", "pid", "process_key"} and value:
+        try:
+            return RunOwner(**value)
+        except TypeError:
+            return value
+    return value

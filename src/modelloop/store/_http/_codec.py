@@ -47,6 +47,8 @@ def encode(value: Any) -> Any:
         return {str(k): encode(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [encode(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # NumPy, without numpy
+        return value.tolist()
     return value
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+from modelloop._names import check_alias, check_model_name
+from modelloop.exceptions import InvalidInput
 from modelloop.store._base import Store
 from modelloop.store._http._codec import decode
 from modelloop.store._http._transport import Transport
@@ -47,15 +48,18 @@ def _json(value: Any, what: str) -> Any:
     return to_json(value, what)
 
 
-def _float(value: Any) -> float:
-    return float(value)
+def _record(value: Any, cls: type, what: str) -> Any:
+    """``value`` if it is a ``cls`` record; ``InvalidInput`` as the SQL store words it."""
+    if not isinstance(value, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise InvalidInput(f"{what} must be {article} {cls.__name__}, got {type(value).__name__}")
+    return value
 
 
-def _opt_float(value: Any) -> float | None:
-    if value is None:
-        return None
-    f = float(value)
-    return f if math.isfinite(f) else None
+def _json_or_raw(value: Any, what: str) -> Any:
+    """Mappings and lists made JSON-ready as the SQL store stores them; other values are sent
+    as they are, for the store to accept or refuse."""
+    return _json(value, what) if isinstance(value, Mapping | list | tuple) else value
 
 
 class HttpStore(Store):
@@ -131,9 +135,9 @@ class HttpStore(Store):
             "experiment_id": experiment_id,
             "name": name,
             "user": user,
-            "tags": dict(tags) if tags is not None else None,
+            "tags": tags,
             "start_time": start_time,
-            "owner": owner,
+            "owner": None if owner is None else _record(owner, RunOwner, "owner"),
         }
         return decode(Run, self._t.write("POST", "/runs", body))
 
@@ -141,7 +145,7 @@ class HttpStore(Store):
         return decode(Run, self._t.get(f"/runs/{_seg(run_id)}"))
 
     def heartbeat_runs(self, run_ids: Sequence[str], *, now: int | None = None) -> int:
-        body = {"run_ids": list(run_ids), "now": now}
+        body = {"run_ids": run_ids, "now": now}
         return int(self._t.write("POST", "/runs/heartbeat", body)["refreshed"])
 
     def end_stale_runs(
@@ -159,16 +163,23 @@ class HttpStore(Store):
         return decode(Run, self._t.write("POST", f"/runs/{_seg(run_id)}/end", body))
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        body = {"params": {k: str(v) for k, v in params.items()}}
+        # values are stored as str(value): converted here, where the value's type is known
+        body = {
+            "params": {k: str(v) for k, v in params.items()}
+            if isinstance(params, Mapping)
+            else params
+        }
         self._t.write("POST", f"/runs/{_seg(run_id)}/params", body)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        self._t.write("POST", f"/runs/{_seg(run_id)}/tags", {"tags": dict(tags)})
+        self._t.write("POST", f"/runs/{_seg(run_id)}/tags", {"tags": tags})
 
     def log_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        for m in metrics:
+            _record(m, Metric, "metrics")
         body = {
             "keys": [m.key for m in metrics],
-            "values": [_float(m.value) for m in metrics],
+            "values": [m.value for m in metrics],
             "steps": [m.step for m in metrics],
             "timestamps": [m.timestamp for m in metrics],
         }
@@ -191,9 +202,9 @@ class HttpStore(Store):
         page_token: str | None = None,
     ) -> Page[Run]:
         body = {
-            "experiment_ids": list(experiment_ids),
+            "experiment_ids": experiment_ids,
             "filter": filter,
-            "order_by": list(order_by),
+            "order_by": order_by,
             "max_results": max_results,
             "page_token": page_token,
         }
@@ -204,9 +215,14 @@ class HttpStore(Store):
     # -- run artifacts -----------------------------------------------------------------------
 
     def log_run_artifact(self, artifact: RunArtifact) -> None:
+        _record(artifact, RunArtifact, "artifacts")
         self._t.write("POST", "/runs/artifacts", {"artifacts": [artifact], "single": True})
 
     def log_run_artifacts(self, artifacts: Sequence[RunArtifact]) -> None:
+        if not isinstance(artifacts, list | tuple):
+            raise InvalidInput(f"artifacts must be a list of RunArtifact, got {artifacts!r}")
+        for a in artifacts:
+            _record(a, RunArtifact, "artifacts")
         self._t.write("POST", "/runs/artifacts", {"artifacts": list(artifacts)})
 
     def list_run_artifacts(self, run_id: str, prefix: str = "") -> list[RunArtifact]:
@@ -230,8 +246,8 @@ class HttpStore(Store):
             "digest": digest,
             "source": source,
             "num_rows": num_rows,
-            "schema": _json(schema, "schema"),
-            "profile": _json(profile, "profile"),
+            "schema": _json_or_raw(schema, "schema"),
+            "profile": _json_or_raw(profile, "profile"),
         }
         return decode(Dataset, self._t.write("POST", "/datasets", body))
 
@@ -273,11 +289,12 @@ class HttpStore(Store):
         tags: Mapping[str, str] | None = None,
         actor: str = "unknown",
     ) -> ModelVersion:
+        check_model_name(name)  # the name is part of the route: checked before it is sent
         body = {
             "source": source,
             "run_id": run_id,
             "description": description,
-            "tags": dict(tags) if tags is not None else None,
+            "tags": tags,
             "actor": actor,
         }
         return decode(ModelVersion, self._t.write("POST", f"/models/{_seg(name)}/versions", body))
@@ -291,11 +308,13 @@ class HttpStore(Store):
     def set_alias(
         self, name: str, alias: str, version: int, *, actor: str = "unknown"
     ) -> int | None:
+        check_alias(alias)  # part of the route: checked before it is sent
         path = f"/models/{_seg(name)}/aliases/{_seg(alias)}"
         previous = self._t.write("PUT", path, {"version": version, "actor": actor})["previous"]
         return None if previous is None else int(previous)
 
     def delete_alias(self, name: str, alias: str, *, actor: str = "unknown") -> int:
+        check_alias(alias)
         path = f"/models/{_seg(name)}/aliases/{_seg(alias)}"
         return int(self._t.write("DELETE", path, params={"by": actor})["version"])
 
@@ -307,7 +326,7 @@ class HttpStore(Store):
         self, name: str, version: int, tags: Mapping[str, str], *, actor: str = "unknown"
     ) -> ModelVersion:
         path = f"/models/{_seg(name)}/versions/{_seg(version)}/tags"
-        body = {"tags": dict(tags), "actor": actor}
+        body = {"tags": tags, "actor": actor}
         return decode(ModelVersion, self._t.write("PATCH", path, body))
 
     # -- monitoring --------------------------------------------------------------------------
@@ -333,11 +352,11 @@ class HttpStore(Store):
             "window_start": window_start,
             "window_end": window_end,
             "num_rows": num_rows,
-            "share_drifted": _opt_float(share_drifted),
-            "dataset_drift": None if dataset_drift is None else bool(dataset_drift),
-            "drifted_columns": list(drifted_columns),
-            "metrics": _json(metrics, "metrics"),
-            "payload": _json(payload, "payload"),
+            "share_drifted": share_drifted,
+            "dataset_drift": dataset_drift,
+            "drifted_columns": drifted_columns,
+            "metrics": _json_or_raw(metrics, "metrics"),
+            "payload": _json_or_raw(payload, "payload"),
             "created_at": created_at,
         }
         return decode(MonitoringRecord, self._t.write("POST", "/monitoring/results", body))
@@ -355,12 +374,13 @@ class HttpStore(Store):
     def put_alert(
         self, alert: AlertRecord, *, event_status: str | None = None
     ) -> AlertEventRecord | None:
-        body = {"alert": alert, "event_status": event_status}
+        body = {"alert": _record(alert, AlertRecord, "alert"), "event_status": event_status}
         event = self._t.write("PUT", "/alerts", body)["event"]
         return None if event is None else decode(AlertEventRecord, event)
 
     def transition_alert(self, alert: AlertRecord) -> AlertEventRecord | None:
-        event = self._t.write("POST", "/alerts/transition", alert)["event"]
+        body = _record(alert, AlertRecord, "alert")
+        event = self._t.write("POST", "/alerts/transition", body)["event"]
         return None if event is None else decode(AlertEventRecord, event)
 
     def list_alerts(
@@ -400,10 +420,10 @@ class HttpStore(Store):
         body = {
             "expected_revision": expected_revision,
             "state": state,
-            "data": _json(data, "data"),
+            "data": _json_or_raw(data, "data"),
             "kind": kind,
             "message": message,
-            "evidence": _json(evidence, "evidence"),
+            "evidence": _json_or_raw(evidence, "evidence"),
             "holder": holder,
             "now": now,
         }
@@ -424,7 +444,7 @@ class HttpStore(Store):
             "kind": kind,
             "state": state,
             "message": message,
-            "evidence": _json(evidence, "evidence"),
+            "evidence": _json_or_raw(evidence, "evidence"),
             "now": now,
         }
         return decode(LoopEvent, self._t.write("POST", f"/loop/events/{_seg(model_name)}", body))

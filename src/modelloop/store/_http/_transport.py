@@ -90,7 +90,10 @@ class Transport:
     ) -> Any:
         """A write with a fresh idempotency key (kept across its retries); the decoded JSON."""
         headers = {KEY_HEADER: uuid.uuid4().hex, "Content-Type": "application/json"}
-        content = dumps(body) if body is not None else b"{}"
+        try:
+            content = dumps(body) if body is not None else b"{}"
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"cannot send this to the server as JSON: {exc}") from None
         response = self.send(method, path, content=content, headers=headers, params=_params(params))
         return loads(response.content) if response.content else None
 
