@@ -8,6 +8,7 @@ import typer
 from typer.core import TyperGroup
 
 from modelloop._config import redact_url
+from modelloop.cli._access import audit_app, tokens_app, users_app
 from modelloop.cli._demo import demo_app
 from modelloop.cli._loop import loop_app
 from modelloop.cli._models import models_app
@@ -48,6 +49,9 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(loop_app, name="loop")
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
 app.command("serve")(serve_command)
 app.command("server")(server_command)
 

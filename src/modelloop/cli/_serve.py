@@ -58,6 +58,16 @@ def serve_command(
     token_file: Annotated[
         Path | None, typer.Option("--token-file", help="File of tokens, one per line.")
     ] = None,
+    users: Annotated[
+        bool | None,
+        typer.Option(
+            "--users/--no-users",
+            help="Also accept the tokens of the store's users (modelloop tokens create): "
+            "viewers and editors may predict, deployers and admins also call the admin routes. "
+            "Default: on when the store has users.",
+            show_default=False,
+        ),
+    ] = None,
     allow_unauthenticated: Annotated[
         bool,
         typer.Option(
@@ -175,6 +185,11 @@ def serve_command(
     )
     settings = Settings.from_env()
     tell_store(settings)
+    from dataclasses import replace
+
+    from modelloop.access._serve import user_check_for
+
+    config = replace(config, users=user_check_for(settings.resolved_store_url, users))
     serve(
         models,
         host=host,

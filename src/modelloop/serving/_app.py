@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from modelloop._client import Client
     from modelloop._config import Settings
-    from modelloop.serving._auth import Token
+    from modelloop.serving._auth import Token, UserCheck
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -61,6 +61,8 @@ class ServeConfig:
     reload_interval_s: float = 5.0
     grace_s: float = 30.0
     tokens: tuple[Token, ...] = ()
+    #: checks tokens that are none of ``tokens`` against the store's users (None: no users)
+    users: UserCheck | None = field(default=None, repr=False, compare=False)
     canary: tuple[tuple[str, str, float], ...] = ()  # (model, challenger, share)
     shadow: tuple[tuple[str, str], ...] = ()  # (model, challenger)
 
@@ -202,11 +204,13 @@ def create_app(
     from modelloop.serving._routes import add_routes
 
     add_routes(app, state)
-    install_openapi(app, auth=bool(config.tokens))
-    if config.tokens:
+    install_openapi(app, auth=bool(config.tokens) or config.users is not None)
+    if config.tokens or config.users is not None:
         from modelloop.serving._auth import BearerAuthMiddleware
 
-        app.add_middleware(BearerAuthMiddleware, tokens=list(config.tokens))
+        app.add_middleware(
+            BearerAuthMiddleware, tokens=list(config.tokens), users=config.users, served=names
+        )
     else:
         from modelloop.serving._auth import OpenModeGuard
 

@@ -2,6 +2,10 @@
 
 Loopback stays open for local work; any other address needs tokens, or an explicit opt-out.
 Tokens have a role: ``admin`` may call everything, ``predict`` everything but the admin routes.
+Besides the tokens given to the server, the tokens of the users in the metadata store can be
+accepted (a :data:`UserCheck`, see ``modelloop.access._serve``): one identity for the control
+plane and the model server. A user's token is looked up on every request, so revocation and
+disabling take effect at once; a user limited to some models reaches only those.
 Without tokens, :class:`OpenModeGuard` keeps web pages out: a browser can reach a loopback
 port from any site (and through DNS rebinding), so open mode answers only loopback ``Host``
 names and takes no state-changing request that a browser marks as coming from another origin.
@@ -29,8 +33,10 @@ __all__ = [
     "MIN_TOKEN_LENGTH",
     "TOKENS_ENV",
     "BearerAuthMiddleware",
+    "Identity",
     "OpenModeGuard",
     "Token",
+    "UserCheck",
     "check_bind",
     "is_loopback",
     "load_tokens",
@@ -59,6 +65,22 @@ class Token:
 
     value: str = field(repr=False)
     role: Literal["predict", "admin"] = "admin"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user of the metadata store, as the model server sees them: their name, the serving
+    role their role gives (deployer and admin: ``admin``; viewer and editor: ``predict``) and
+    the models they are limited to (None: every model)."""
+
+    name: str
+    role: Literal["predict", "admin"]
+    models: frozenset[str] | None = None
+
+
+#: Checks a presented token against the user store: the user's identity, or None. Blocking
+#: (a database read); the middleware calls it on a worker thread.
+UserCheck = Callable[[str], "Identity | None"]
 
 
 def _parse(spec: str, where: str) -> Token:
@@ -127,9 +149,12 @@ def is_loopback(host: str) -> bool:
     return address.is_loopback
 
 
-def check_bind(host: str, tokens: Sequence[Token], *, allow_unauthenticated: bool) -> None:
-    """Refuse to serve a non-loopback ``host`` without tokens unless explicitly allowed."""
-    if tokens or is_loopback(host):
+def check_bind(
+    host: str, tokens: Sequence[Token], *, allow_unauthenticated: bool, users: bool = False
+) -> None:
+    """Refuse to serve a non-loopback ``host`` without tokens (given ones or ``users``' ones)
+    unless explicitly allowed."""
+    if tokens or users or is_loopback(host):
         return
     if allow_unauthenticated:
         logger.warning("serving on %s without authentication (--allow-unauthenticated)", host)
@@ -145,23 +170,41 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
+# The paths that name one model: /v1/models/{name}..., /v2/models/{name}...,
+# /v1/admin/models/{name}... (matched on the normalised, lower-cased path).
+_MODEL_PATH = re.compile(r"/v[12]/(?:admin/)?models/([^/]+)")
+
+
 class BearerAuthMiddleware:
     """Pure ASGI middleware: every HTTP request and websocket needs a valid bearer token.
 
     The presented token is hashed and compared with ``hmac.compare_digest`` against every
     configured token (no early exit), so timing tells neither which token nor how much of it
     matched. A ``predict`` token on ``admin_prefix`` gets 403. Lifespan passes through.
+
+    With ``users``, a token that is none of ``tokens`` is checked against the user store (on a
+    worker thread). A user limited to some models gets 403 on a path naming another model, and
+    on the paths that act on every model (the admin routes without a model, ``/v1/models``)
+    unless ``served`` models are all theirs.
     """
 
     def __init__(
-        self, app: ASGIApp, tokens: Sequence[Token], *, admin_prefix: str = "/v1/admin"
+        self,
+        app: ASGIApp,
+        tokens: Sequence[Token],
+        *,
+        admin_prefix: str = "/v1/admin",
+        users: UserCheck | None = None,
+        served: Sequence[str] = (),
     ) -> None:
         self.app = app
         self._tokens = [(_digest(t.value.encode()), t.role) for t in tokens]
         self._admin = "/" + admin_prefix.strip("/").lower()
+        self._users = users
+        self._served = frozenset(served)
 
-    def _role(self, scope: Scope) -> tuple[str | None, str]:
-        """The caller's role, or None and the reason."""
+    def _credentials(self, scope: Scope) -> tuple[bytes | None, str]:
+        """The presented token, or None and the reason."""
         values = [v for k, v in scope.get("headers") or () if k.lower() == b"authorization"]
         if not values:
             return None, "missing bearer token"
@@ -170,14 +213,41 @@ class BearerAuthMiddleware:
         scheme, _, credentials = values[0].strip().partition(b" ")
         if scheme.lower() != b"bearer" or not credentials.strip():
             return None, "Authorization must be 'Bearer <token>'"
-        presented = _digest(credentials.strip())
+        return credentials.strip(), ""
+
+    def _static_role(self, credentials: bytes) -> str | None:
+        presented = _digest(credentials)
         role = None
         for digest, token_role in self._tokens:
             if hmac.compare_digest(presented, digest):
                 role = token_role
-        return role, "" if role is not None else "invalid bearer token"
+        return role
 
-    def _is_admin(self, scope: Scope) -> bool:
+    async def _identity(self, scope: Scope) -> tuple[Identity | None, int, str]:
+        """Who is calling, or None with the status and reason of the refusal."""
+        credentials, reason = self._credentials(scope)
+        if credentials is None:
+            return None, 401, reason
+        role = self._static_role(credentials)
+        if role is not None:
+            return Identity("token", role), 200, ""  # type: ignore[arg-type]
+        if self._users is not None:
+            import anyio.to_thread
+
+            try:
+                token = credentials.decode("ascii")
+            except UnicodeDecodeError:
+                return None, 401, "invalid bearer token"
+            try:
+                found = await anyio.to_thread.run_sync(self._users, token)
+            except Exception as e:  # the store is down: refuse, never let through
+                logger.error("could not check a user token: %s", type(e).__name__)
+                return None, 503, "the user store could not be reached to check the token"
+            if found is not None:
+                return found, 200, ""
+        return None, 401, "invalid bearer token"
+
+    def _normalised(self, scope: Scope) -> str:
         # Decide on a normalised path, so '//v1/admin' or '/v1/x/../admin' cannot slip by.
         parts: list[str] = []
         for part in str(scope.get("path", "")).lower().split("/"):
@@ -186,21 +256,45 @@ class BearerAuthMiddleware:
                     parts.pop()
             elif part and part != ".":
                 parts.append(part)
-        path = "/" + "/".join(parts)
+        return "/" + "/".join(parts)
+
+    def _is_admin(self, path: str) -> bool:
         return path == self._admin or path.startswith(self._admin + "/")
+
+    def _out_of_scope(self, identity: Identity, path: str, admin: bool) -> str | None:
+        """Why a user limited to some models may not call ``path``, or None."""
+        if identity.models is None:
+            return None
+        allowed = {m.lower() for m in identity.models}
+        m = _MODEL_PATH.match(path)
+        if m:
+            if m.group(1) in allowed:
+                return None
+            return f"user {identity.name!r} may not use model {m.group(1)!r}"
+        if (admin or path == "/v1/models") and not {s.lower() for s in self._served} <= allowed:
+            return f"user {identity.name!r} may not act on every served model"
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        role, reason = self._role(scope)
-        status = 401
-        if role is not None:
-            if role == "admin" or not self._is_admin(scope):
-                await self.app(scope, receive, send)
-                return
-            status, reason = 403, f"a {role!r} token may not call {scope.get('path')}"
+        identity, status, reason = await self._identity(scope)
+        if identity is not None:
+            path = self._normalised(scope)
+            admin = self._is_admin(path)
+            if admin and identity.role != "admin":
+                status, reason = 403, f"a {identity.role!r} token may not call {scope.get('path')}"
+            else:
+                refusal = self._out_of_scope(identity, path, admin)
+                if refusal is None:
+                    await self.app(scope, receive, send)
+                    return
+                status, reason = 403, refusal
+        if status == 503:
+            await _refuse(scope, receive, send, 503, reason, [(b"retry-after", b"5")])
+            return
         if status == 401:
             challenge = 'Bearer realm="modelloop"'
             if reason == "invalid bearer token":

@@ -66,7 +66,12 @@ def serve(
     # Requests and the prediction log's buffer make many short-lived containers; collecting the
     # young generation less often keeps full passes over the buffer rare.
     gc.set_threshold(50_000, 20, 20)
-    check_bind(host, list(config.tokens), allow_unauthenticated=allow_unauthenticated)
+    check_bind(
+        host,
+        list(config.tokens),
+        allow_unauthenticated=allow_unauthenticated,
+        users=config.users is not None,
+    )
     app = create_app(models, config=config, settings=settings)
     state = app.state.modelloop
 

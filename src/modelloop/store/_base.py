@@ -451,7 +451,11 @@ class Store(abc.ABC):
         *,
         entity_type: str | None = None,
         entity_id: str | None = None,
+        actor: str | None = None,
+        model: str | None = None,
+        since: int | None = None,
         limit: int = 1000,
     ) -> list[AuditEvent]:
-        """The newest ``limit`` audit events (optionally for one entity type and/or id),
-        returned oldest first."""
+        """The newest ``limit`` audit events, returned oldest first; optionally only those of
+        one entity type and/or id, one actor, one registered model, or at or after ``since``
+        (ms since the epoch)."""

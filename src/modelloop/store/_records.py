@@ -163,6 +163,8 @@ class AuditEvent:
     entity_id: str  # e.g. "flights", "flights/3", "flights@champion", a run id
     before: Mapping[str, Any] | None = None
     after: Mapping[str, Any] | None = None
+    route: str | None = None  # "POST /api/v1/..." for a change made through the server
+    model: str | None = None  # the registered model the event concerns, if any
 
 
 @dataclass(frozen=True, slots=True)

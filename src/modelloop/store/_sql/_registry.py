@@ -23,7 +23,7 @@ from modelloop.store._sql import _schema as T
 from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms
 from modelloop.store._sql._engine import to_json
 
-__all__ = ["RegistryMixin"]
+__all__ = ["RegistryMixin", "audit_event", "model_of"]
 
 
 def _version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
@@ -56,18 +56,26 @@ class RegistryMixin(SqlCore):
         before: Mapping[str, Any] | None = None,
         after: Mapping[str, Any] | None = None,
         at: int | None = None,
-    ) -> None:
-        conn.execute(
-            T.audit_events.insert(),
-            {
-                "timestamp": now_ms() if at is None else at,
-                "actor": actor,
-                "action": action,
-                "entity_type": entity_type,
-                "entity_id": entity_id,
-                "before": None if before is None else to_json(before, "audit before"),
-                "after": None if after is None else to_json(after, "audit after"),
-            },
+        route: str | None = None,
+        model: str | None = None,
+    ) -> int:
+        """Append one audit row in the caller's transaction; return its id. Audit rows are
+        only ever inserted: no method updates or deletes one (and triggers refuse it)."""
+        return int(
+            conn.execute(
+                T.audit_events.insert().returning(T.audit_events.c.event_id),
+                {
+                    "timestamp": now_ms() if at is None else at,
+                    "actor": actor,
+                    "action": action,
+                    "entity_type": entity_type,
+                    "entity_id": entity_id,
+                    "before": None if before is None else to_json(before, "audit before"),
+                    "after": None if after is None else to_json(after, "audit after"),
+                    "route": route,
+                    "model_name": model if model is not None else model_of(entity_type, entity_id),
+                },
+            ).scalar_one()
         )
 
     def _lock_model(self, conn: Connection, name: str) -> Any:
@@ -410,6 +418,9 @@ class RegistryMixin(SqlCore):
         *,
         entity_type: str | None = None,
         entity_id: str | None = None,
+        actor: str | None = None,
+        model: str | None = None,
+        since: int | None = None,
         limit: int = 1000,
     ) -> list[AuditEvent]:
         limit = check_int(limit, "limit")
@@ -421,20 +432,40 @@ class RegistryMixin(SqlCore):
             stmt = stmt.where(ae.c.entity_type == entity_type)
         if entity_id is not None:
             stmt = stmt.where(ae.c.entity_id == entity_id)
+        if actor is not None:
+            stmt = stmt.where(ae.c.actor == actor)
+        if model is not None:
+            stmt = stmt.where(ae.c.model_name == model)
+        if since is not None:
+            stmt = stmt.where(ae.c.timestamp >= check_int(since, "since"))
 
         def tx(conn: Connection) -> list[AuditEvent]:
-            return [
-                AuditEvent(
-                    event_id=r.event_id,
-                    timestamp=r.timestamp,
-                    actor=r.actor,
-                    action=r.action,
-                    entity_type=r.entity_type,
-                    entity_id=r.entity_id,
-                    before=None if r.before is None else MappingProxyType(r.before),
-                    after=None if r.after is None else MappingProxyType(r.after),
-                )
-                for r in reversed(conn.execute(stmt).all())
-            ]
+            return [audit_event(r) for r in reversed(conn.execute(stmt).all())]
 
         return self._read(tx)
+
+
+def audit_event(r: Any) -> AuditEvent:
+    """The record of an ``audit_events`` row."""
+    return AuditEvent(
+        event_id=r.event_id,
+        timestamp=r.timestamp,
+        actor=r.actor,
+        action=r.action,
+        entity_type=r.entity_type,
+        entity_id=r.entity_id,
+        before=None if r.before is None else MappingProxyType(r.before),
+        after=None if r.after is None else MappingProxyType(r.after),
+        route=r.route,
+        model=r.model_name,
+    )
+
+
+def model_of(entity_type: str, entity_id: str) -> str | None:
+    """The registered model a registry entity belongs to: ``m`` (registered_model), ``m/3``
+    (model_version), ``m@champion`` (alias); None for other entity types. Model names hold
+    neither ``/`` nor ``@``."""
+    if entity_type in ("registered_model", "model"):
+        return entity_id
+    sep = {"model_version": "/", "alias": "@"}.get(entity_type)
+    return entity_id.split(sep, 1)[0] if sep and sep in entity_id else None

@@ -13,6 +13,7 @@ __all__ = [
     "alert_events",
     "alerts",
     "aliases",
+    "api_tokens",
     "audit_events",
     "datasets",
     "experiments",
@@ -30,11 +31,12 @@ __all__ = [
     "run_datasets",
     "runs",
     "tags",
+    "users",
 ]
 
 #: The newest migration. Opening a store compares the database against it with one query, so
 #: opening an up-to-date store never loads Alembic. A test keeps it equal to the script head.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 #: Alembic's bookkeeping table. Not the default name: Optuna studies share the PostgreSQL
 #: database and keep their own ``alembic_version``.
@@ -233,7 +235,14 @@ audit_events = sa.Table(
     sa.Column("entity_id", sa.String(1024), nullable=False),
     sa.Column("before", Json, nullable=True),
     sa.Column("after", Json, nullable=True),
+    # Revision 0005: the route of a change made through the server ("POST /api/v1/..."), and the
+    # registered model an event concerns, so the log can be read per model.
+    sa.Column("route", sa.String(NAME_LEN), nullable=True),
+    sa.Column("model_name", sa.String(NAME_LEN), nullable=True),
     sa.Index("ix_audit_entity", "entity_type", "entity_id", "event_id"),
+    sa.Index("ix_audit_events_actor", "actor", "event_id"),
+    sa.Index("ix_audit_events_model_name", "model_name", "event_id"),
+    sa.Index("ix_audit_events_timestamp", "timestamp"),
 )
 
 # -- monitoring (revision 0002) ---------------------------------------------------------------
@@ -316,4 +325,33 @@ loop_events = sa.Table(
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("evidence", Json, nullable=True),
     sa.Index("ix_loop_events_model", "model_name", "event_id"),
+)
+
+# -- users and tokens (revision 0005) ----------------------------------------------------------
+# Users are disabled, never deleted: the audit log keeps naming people who existed. ``models``
+# is a JSON list of the model names an editor or deployer is limited to (NULL: every model).
+# A token row keeps only the scrypt hash of its secret (see modelloop.access._tokens).
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("name", sa.String(NAME_LEN), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("models", Json, nullable=True),
+    sa.Column("created_at", Millis, nullable=False),
+    sa.Column("updated_at", Millis, nullable=False),
+    sa.Column("disabled", sa.Boolean, nullable=False),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(32), primary_key=True),
+    sa.Column("user_name", sa.String(NAME_LEN), sa.ForeignKey("users.name"), nullable=False),
+    sa.Column("secret_hash", sa.String(256), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("created_at", Millis, nullable=False),
+    sa.Column("revoked_at", Millis, nullable=True),
+    sa.Column("last_used_at", Millis, nullable=True),
+    sa.Index("ix_api_tokens_user_name", "user_name"),
 )

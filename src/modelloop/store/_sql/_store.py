@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from modelloop.store._base import Store
+from modelloop.store._sql._access import AccessMixin
 from modelloop.store._sql._datasets import DatasetsMixin
 from modelloop.store._sql._loop import LoopMixin
 from modelloop.store._sql._monitoring import MonitoringMixin
@@ -14,7 +15,14 @@ __all__ = ["SqlStore"]
 
 
 class SqlStore(
-    TrackingMixin, SearchMixin, DatasetsMixin, RegistryMixin, MonitoringMixin, LoopMixin, Store
+    TrackingMixin,
+    SearchMixin,
+    DatasetsMixin,
+    AccessMixin,
+    RegistryMixin,
+    MonitoringMixin,
+    LoopMixin,
+    Store,
 ):
     """The metadata store on SQLite (``sqlite:///path/to/file.db``) or PostgreSQL
     (``postgresql+psycopg://user@host/db``).

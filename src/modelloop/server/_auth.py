@@ -1,0 +1,184 @@
+"""Authentication, authorisation and auditing for the routes of the control-plane server.
+
+Every route declares the least role it needs with ``Depends(require(Role.X))``; routes that
+name a model call :func:`check_model`; every write calls :func:`audit`. The store comes from
+``request.app.state.store`` (a ``SqlStore``).
+
+While the store has no user, the server is in open mode: every request acts as ``local`` with
+role admin (the server refuses non-loopback binds then). From the first user on, every route
+needs ``Authorization: Bearer <token>``, on loopback too: 401 for a missing, malformed, unknown,
+revoked or disabled token (with ``WWW-Authenticate``), 403 for a role too low or a model out of
+scope. No error body echoes the token.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from modelloop.access import Role, User
+
+__all__ = [
+    "OPEN_MODE_PRINCIPAL",
+    "Principal",
+    "audit",
+    "check_model",
+    "forbidden",
+    "principal_of",
+    "require",
+    "route_of",
+]
+
+_REALM = 'Bearer realm="modelloop"'
+# Declares the bearer scheme in the OpenAPI document; the header is parsed by ``_credentials``.
+_bearer = HTTPBearer(auto_error=False, description="An API token: modelloop tokens create")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user's name, role and model scope (None: every model)."""
+
+    name: str
+    role: Role
+    models: frozenset[str] | None
+
+    def may(self, role: Role, model: str | None = None) -> bool:
+        """Whether this principal has at least ``role`` (on ``model``, when one is named)."""
+        if self.role < role:
+            return False
+        return model is None or self.models is None or model in self.models
+
+
+#: The principal of every request while the store has no user.
+OPEN_MODE_PRINCIPAL = Principal("local", Role.ADMIN, None)
+
+
+def principal_of(user: User) -> Principal:
+    """The principal acting for ``user``."""
+    return Principal(user.name, user.role, None if user.models is None else frozenset(user.models))
+
+
+def forbidden(detail: str) -> HTTPException:
+    """A 403 with the ``insufficient_scope`` challenge (RFC 6750)."""
+    return HTTPException(
+        status_code=403,
+        detail=detail,
+        headers={"WWW-Authenticate": _REALM + ', error="insufficient_scope"'},
+    )
+
+
+def _unauthorized(reason: str, *, invalid: bool) -> HTTPException:
+    challenge = _REALM + (', error="invalid_token"' if invalid else "")
+    return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": challenge})
+
+
+def _credentials(request: Request) -> str:
+    """The bearer token of the request, or a 401 saying what is wrong with the header."""
+    values = request.headers.getlist("authorization")
+    if not values:
+        raise _unauthorized("missing bearer token", invalid=False)
+    if len(values) > 1:
+        raise _unauthorized("more than one Authorization header", invalid=True)
+    scheme, _, token = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _unauthorized("Authorization must be 'Bearer <token>'", invalid=True)
+    return token.strip()
+
+
+def _authenticate(request: Request) -> Principal:
+    store: Any = request.app.state.store
+    if not store.has_users():
+        return OPEN_MODE_PRINCIPAL
+    user = store.authenticate(_credentials(request))
+    if user is None:
+        raise _unauthorized("invalid, revoked or disabled token", invalid=True)
+    return principal_of(user)
+
+
+@functools.cache
+def require(role: Role) -> Callable[..., Principal]:
+    """A FastAPI dependency giving the caller's :class:`Principal` when it has at least
+    ``role``: ``principal: Principal = Depends(require(Role.EDITOR))``. The same role gives
+    the same dependency, so FastAPI resolves it once per request."""
+    role = Role.parse(role)
+
+    def dependency(
+        request: Request,
+        _declared: HTTPAuthorizationCredentials | None = Security(_bearer),  # noqa: B008
+    ) -> Principal:
+        principal = _authenticate(request)
+        if not principal.may(role):
+            raise forbidden(
+                f"user {principal.name!r} has role {principal.role.value!r}; "
+                f"this needs {role.value!r} or higher"
+            )
+        request.state.principal = principal
+        return principal
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+def check_model(principal: Principal, model: str) -> None:
+    """403 when ``principal`` is limited to other models than ``model``."""
+    if principal.models is not None and model not in principal.models:
+        raise forbidden(f"user {principal.name!r} may not act on model {model!r}")
+
+
+def route_of(request: Request) -> str:
+    """``METHOD /route/template`` of the request (the template, not the concrete path, so the
+    log groups by route and never holds ids or a query string)."""
+    path = request.scope.get("path") or request.url.path
+    template = getattr(request.scope.get("route"), "path", None)
+    if not template:
+        return f"{request.method} {path}"
+    return f"{request.method} {_full_template(path, template)}"
+
+
+def _full_template(path: str, template: str) -> str:
+    """``template`` with the prefixes it was included under, taken from the concrete ``path``.
+
+    FastAPI keeps the route of an included router with its own path ("/users/{name}"); the
+    prefixes ("/api/v1") are the leading segments of the concrete path that the template does
+    not account for. A ``{...:path}`` parameter spans any number of segments: then the prefix
+    ends where the template's fixed head first appears."""
+    if path == template or (path.endswith(template) and "{" not in template):
+        return path
+    if ":path}" in template:
+        head = template[: template.find("{")]
+        at = path.find(head)
+        return path[:at] + template if at > 0 else template
+    segments = path.strip("/").split("/")
+    own = template.strip("/").split("/") if template.strip("/") else []
+    extra = len(segments) - len(own)
+    if extra <= 0:
+        return template
+    return "/" + "/".join(segments[:extra] + own)
+
+
+def audit(
+    request: Request,
+    principal: Principal,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+) -> None:
+    """Record a change in the audit log with the authenticated user and the route (never a
+    name the client supplied). Registry entity ids (``m``, ``m/3``, ``m@alias``) also file the
+    event under their model."""
+    request.app.state.store.add_audit_event(
+        actor=principal.name,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        before=before,
+        after=after,
+        route=route_of(request),
+    )
