@@ -84,7 +84,9 @@ def create_app(
 
     for module in (_tracking_routes, _registry_routes, _ops_routes, _artifact_routes):
         app.include_router(module.router, prefix=API_PREFIX)
-    _include_access_routes(app)
+    from modelloop.server._access_routes import router as access_router
+
+    app.include_router(access_router, prefix=API_PREFIX)
 
     @app.get("/healthz", tags=["health"], summary="Liveness: the process answers")
     def healthz() -> dict[str, str]:
@@ -95,14 +97,6 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
-
-
-def _include_access_routes(app: FastAPI) -> None:
-    try:
-        from modelloop.server._access_routes import router
-    except ImportError:  # the users/tokens/audit routes are not installed in this build
-        return
-    app.include_router(router, prefix=API_PREFIX)
 
 
 def _system_tmp() -> str:

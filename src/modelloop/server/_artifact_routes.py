@@ -21,8 +21,9 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
+from modelloop.access import Role
 from modelloop.exceptions import InvalidInput, ModelloopError
-from modelloop.server._auth import Principal, Role, audit, require
+from modelloop.server._auth import Principal, audit, require
 from modelloop.server._common import json_response
 
 __all__ = ["PayloadTooLarge", "router"]

@@ -43,8 +43,7 @@ def write(request: Request, principal: Principal, work: Callable[[], Any]) -> Re
 
 def open_mode(request: Request) -> bool:
     """Whether the server runs without users (loopback only): then nobody is authenticated."""
-    has_users = getattr(request.app.state.store, "has_users", None)
-    return has_users is None or not has_users()
+    return not store_of(request).has_users()
 
 
 def actor(request: Request, principal: Principal, supplied: str) -> str:

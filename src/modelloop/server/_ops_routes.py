@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
-from modelloop.server._auth import Principal, Role, audit, check_model, require
+from modelloop.access import Role
+from modelloop.server._auth import Principal, audit, check_model, require
 from modelloop.server._common import json_response, store_of, write
 from modelloop.store._records import AlertRecord
 
@@ -308,23 +309,6 @@ def release_loop_lease(
         return {"released": released}
 
     return write(request, principal, work)
-
-
-# -- audit -----------------------------------------------------------------------------------
-
-
-@router.get("/audit/events", tags=["audit"], summary="The newest audit events")
-def list_audit_events(
-    request: Request,
-    principal: Viewer,
-    entity_type: Annotated[str | None, Query()] = None,
-    entity_id: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query()] = 1000,
-) -> Response:
-    events = store_of(request).list_audit_events(
-        entity_type=entity_type, entity_id=entity_id, limit=limit
-    )
-    return json_response(events)
 
 
 def _in_scope(principal: Principal, records: list[Any]) -> list[Any]:

@@ -1,4 +1,8 @@
-"""Registered models, versions, aliases and version tags."""
+"""Registered models, versions, aliases and version tags.
+
+The store audits every registry change itself, in the transaction of the change, under the
+actor it is given: here the authenticated user (see :func:`~modelloop.server._common.actor`).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
+from modelloop.access import Role
 from modelloop.exceptions import Forbidden
-from modelloop.server._auth import Principal, Role, audit, check_model, require
+from modelloop.server._auth import Principal, check_model, require
 from modelloop.server._common import actor, json_response, store_of, write
 
 __all__ = ["ROUTING_TAG_PREFIXES", "router"]
@@ -63,11 +68,9 @@ def create_registered_model(request: Request, body: ModelIn, principal: Editor) 
     check_model(principal, str(body.name))
 
     def work() -> Any:
-        model = store_of(request).create_registered_model(
+        return store_of(request).create_registered_model(
             body.name, description=body.description, actor=actor(request, principal, body.actor)
         )
-        audit(request, principal, "registered_model.create", "registered_model", body.name)
-        return model
 
     return write(request, principal, work)
 
@@ -86,7 +89,7 @@ def create_model_version(
     _check_routing_tags(principal, name, body.tags or {})
 
     def work() -> Any:
-        mv = store_of(request).create_model_version(
+        return store_of(request).create_model_version(
             name,
             source=body.source,
             run_id=body.run_id,
@@ -94,15 +97,6 @@ def create_model_version(
             tags=body.tags,
             actor=actor(request, principal, body.actor),
         )
-        audit(
-            request,
-            principal,
-            "model_version.create",
-            "model_version",
-            f"{name}/{mv.version}",
-            after={"source": mv.source, "run_id": mv.run_id},
-        )
-        return mv
 
     return write(request, principal, work)
 
@@ -127,21 +121,9 @@ def set_model_version_tags(
     _check_routing_tags(principal, name, body.tags)
 
     def work() -> Any:
-        store = store_of(request)
-        before = dict(store.get_model_version(name, version).tags) if version >= 1 else {}
-        mv = store.set_model_version_tags(
+        return store_of(request).set_model_version_tags(
             name, version, body.tags, actor=actor(request, principal, body.actor)
         )
-        audit(
-            request,
-            principal,
-            "model_version.tags",
-            "model_version",
-            f"{name}/{version}",
-            before=before,
-            after=dict(mv.tags),
-        )
-        return mv
 
     return write(request, principal, work)
 
@@ -162,15 +144,6 @@ def set_alias(
         previous = store_of(request).set_alias(
             name, alias, body.version, actor=actor(request, principal, body.actor)
         )
-        audit(
-            request,
-            principal,
-            "alias.set",
-            "alias",
-            f"{name}@{alias}",
-            before={"version": previous},
-            after={"version": body.version},
-        )
         return {"previous": previous}
 
     return write(request, principal, work)
@@ -184,14 +157,6 @@ def delete_alias(
 
     def work() -> Any:
         version = store_of(request).delete_alias(name, alias, actor=actor(request, principal, by))
-        audit(
-            request,
-            principal,
-            "alias.delete",
-            "alias",
-            f"{name}@{alias}",
-            before={"version": version},
-        )
         return {"version": version}
 
     return write(request, principal, work)

@@ -49,15 +49,13 @@ def build_app(settings: Settings, options: ServerOptions) -> Any:
     if options.max_upload_mb < 1:
         raise InvalidInput(f"--max-upload-mb must be at least 1, not {options.max_upload_mb}")
     store = SqlStore(url)
-    if not is_loopback(options.host):
-        has_users = getattr(store, "has_users", None)
-        if has_users is None or not has_users():
-            store.close()
-            raise InvalidInput(
-                f"refusing to listen on {options.host}: the store has no users, so every "
-                "request would be allowed. Create an admin first (modelloop users add NAME "
-                "--role admin, then modelloop tokens create NAME), or bind 127.0.0.1"
-            )
+    if not is_loopback(options.host) and not store.has_users():
+        store.close()
+        raise InvalidInput(
+            f"refusing to listen on {options.host}: the store has no users, so every "
+            "request would be allowed. Create an admin first (modelloop users add NAME "
+            "--role admin, then modelloop tokens create NAME), or bind 127.0.0.1"
+        )
     artifacts = ArtifactStore(settings.resolved_artifact_root)
     return create_app(store, artifacts, settings, max_upload_bytes=options.max_upload_mb << 20)
 

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from modelloop.server._auth import Principal, Role, audit, require
+from modelloop.access import Role
+from modelloop.server._auth import Principal, audit, require
 from modelloop.server._common import actor, json_response, store_of, write
 from modelloop.store._records import Metric, RunArtifact, RunOwner, RunStatus
 

@@ -474,7 +474,17 @@ class HttpStore(Store):
         *,
         entity_type: str | None = None,
         entity_id: str | None = None,
+        actor: str | None = None,
+        model: str | None = None,
+        since: int | None = None,
         limit: int = 1000,
     ) -> list[AuditEvent]:
-        params = {"entity_type": entity_type, "entity_id": entity_id, "limit": limit}
-        return [decode(AuditEvent, e) for e in self._t.get("/audit/events", params)]
+        params = {
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "user": actor,
+            "model": model,
+            "since": since,
+            "limit": limit,
+        }
+        return [decode(AuditEvent, e) for e in self._t.get("/audit", params)]
