@@ -3,6 +3,7 @@ retry after the connection dropped mid-request (nothing may be written twice).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -142,10 +143,8 @@ class CuttingProxy:
 
 
 def _close(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     sock.close()
 
 
