@@ -68,7 +68,7 @@ def test_https_is_verified_by_default_and_a_ca_bundle_makes_it_pass(tmp_path: Pa
     args = ("--tls-cert", str(cert), "--tls-key", str(key), "--max-upload-mb", "1")
     with start_cli_server(env, *args, scheme="https") as (url, _proc):
         untrusted = Client(Settings(home=tmp_path / "c1", store_url=url))
-        with pytest.raises(StoreError, match="TLS certificate.*MODELLOOP_CA_BUNDLE"):
+        with pytest.raises(StoreError, match=r"TLS certificate.*MODELLOOP_CA_BUNDLE"):
             untrusted.store.list_experiments()
         untrusted.close()
 
