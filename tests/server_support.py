@@ -76,8 +76,16 @@ class Launcher:
         self._proc.wait(timeout=30)
 
 
-def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Wait until ``url`` answers (any status), failing if ``proc`` exits first."""
+def wait_for_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float = 60,
+    *,
+    need_ok: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Wait until ``url`` answers (any status; with ``need_ok``, 200), failing if ``proc``
+    exits first."""
     import ssl
 
     ctx = ssl.create_default_context()
@@ -86,16 +94,20 @@ def wait_for_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2, context=ctx):
+            request = urllib.request.Request(url, headers=dict(headers or {}))
+            with urllib.request.urlopen(request, timeout=2, context=ctx):
                 return
         except urllib.error.HTTPError:
-            return
+            if not need_ok:
+                return
         except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited with {proc.returncode}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer at {url} within {timeout} s")
-            time.sleep(0.1)
+            pass
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else b""
+            pytest.fail(f"the server exited with {proc.returncode}: {err[-2000:]!r}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"the server did not answer at {url} within {timeout} s")
+        time.sleep(0.1)
 
 
 @contextmanager
