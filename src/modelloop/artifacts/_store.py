@@ -259,6 +259,18 @@ class ArtifactStore:
                 raise
         return target
 
+    def iter_blob(self, digest: str) -> Iterator[bytes]:
+        """The content of a blob as chunks, verified as it streams: after the last chunk,
+        ``ArtifactCorrupted`` if they do not hash to ``digest``. ``NotFound`` is raised now,
+        before the first chunk (for streaming a blob on, e.g. as an HTTP response)."""
+        src, path = self._open_blob(digest)
+
+        def chunks() -> Iterator[bytes]:
+            with src:
+                yield from self._verify(src, digest, path)
+
+        return chunks()
+
     def _open_blob(self, digest: str) -> tuple[IO[bytes], str]:
         """The open blob and its path; ``NotFound`` if there is no such blob."""
         path = self.blob_path(digest)

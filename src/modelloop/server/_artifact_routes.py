@@ -3,8 +3,8 @@
 An upload is streamed to a temporary file while it is hashed and counted: past the size limit it
 is cut off with 413, and a body whose sha256 is not the one in the URL is refused with 400; only
 then is the file handed to the artifact store (which hashes it again as it stores it). A
-download is verified by the artifact store as it is copied to a temporary file, which is then
-streamed. Memory stays bounded by the chunk size either way.
+download is streamed from the artifact store, which verifies it as it reads. Memory stays
+bounded by the chunk size either way.
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import hashlib
 import os
 import re
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from modelloop.access import Role
@@ -116,18 +115,11 @@ async def put_blob(request: Request, sha256: str, principal: Editor) -> Response
 )
 def get_blob(request: Request, sha256: str, principal: Viewer) -> Response:
     digest = _digest(sha256)
-    tmp = _temp_path(request, "download")
-    try:
-        request.app.state.artifacts.get_file(digest, tmp)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return FileResponse(
-        tmp,
-        media_type="application/octet-stream",
-        headers={"X-Content-SHA256": digest},
-        background=BackgroundTask(_unlink, tmp),
+    chunks = request.app.state.artifacts.iter_blob(digest)  # NotFound now, before any byte
+    # A blob found corrupted while it streams ends the response early: the client, which
+    # verifies the digest too, refuses what it got.
+    return StreamingResponse(
+        chunks, media_type="application/octet-stream", headers={"X-Content-SHA256": digest}
     )
 
 
@@ -141,8 +133,3 @@ def head_blob(request: Request, sha256: str, principal: Viewer) -> Response:
 def check_writable(request: Request, principal: Editor) -> Response:
     request.app.state.artifacts.check_writable()
     return json_response(None)
-
-
-def _unlink(path: str) -> Any:
-    with contextlib.suppress(OSError):
-        os.unlink(path)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from modelloop.exceptions import Conflict, InvalidInput
@@ -66,11 +67,20 @@ class IdempotencyKeys:
         _metadata.create_all(self._store._engine, checkfirst=True)
 
     def run(
-        self, scope: str, key: str | None, work: Callable[[], StoredResponse]
+        self,
+        scope: str,
+        key: str | None,
+        work: Callable[[], StoredResponse],
+        finish: Callable[[Connection], None] | None = None,
     ) -> StoredResponse:
-        """``work()`` once per (scope, key); a repeated key returns the first response."""
+        """``work()`` once per (scope, key); a repeated key returns the first response.
+        ``finish(conn)`` runs after ``work`` in the transaction that records the response
+        (without a key: in a transaction of its own), e.g. to write audit events."""
         if key is None:
-            return work()
+            response = work()
+            if finish is not None:
+                self._store._write(finish)
+            return response
         if not _KEY.fullmatch(key):
             raise InvalidInput(f"the {KEY_HEADER} header must be 8-128 letters, digits, '_' or '-'")
         full = f"{scope}\n{key}"
@@ -82,13 +92,17 @@ class IdempotencyKeys:
         except BaseException:
             self._store._write(lambda c: c.execute(sa.delete(_keys).where(_keys.c.key == full)))
             raise
-        self._store._write(
-            lambda c: c.execute(
+
+        def done(conn: Connection) -> None:
+            conn.execute(
                 sa.update(_keys)
                 .where(_keys.c.key == full)
                 .values(state="done", status=response.status, body=response.body)
             )
-        )
+            if finish is not None:
+                finish(conn)
+
+        self._store._write(done)
         return response
 
     def _claim(self, full: str) -> StoredResponse | None:

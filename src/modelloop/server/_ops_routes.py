@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel
 
 from modelloop.access import Role
-from modelloop.server._auth import Principal, audit, check_model, require
-from modelloop.server._common import json_response, store_of, write
+from modelloop.server._auth import Principal, check_model, require
+from modelloop.server._common import audit, json_response, store_of, write
 from modelloop.store._records import AlertRecord
 
 __all__ = ["router"]
@@ -172,7 +172,7 @@ def transition_alert(request: Request, body: AlertIn, principal: Editor) -> Resp
         )
         return {"event": event}
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.get("/alerts/state", tags=["monitoring"], summary="The state of one rule for one model")
@@ -294,7 +294,7 @@ def acquire_loop_lease(
         audit(request, principal, "loop.lease", "loop", model_name, after={"holder": lease.holder})
         return lease
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.delete("/loop/leases/{model_name}", tags=["loop"], summary="Give a loop lease up")

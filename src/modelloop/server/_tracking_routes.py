@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from modelloop.access import Role
-from modelloop.server._auth import Principal, audit, require
-from modelloop.server._common import actor, json_response, store_of, write
+from modelloop.server._auth import Principal, require
+from modelloop.server._common import actor, audit, json_response, store_of, write
 from modelloop.store._records import Metric, RunArtifact, RunOwner, RunStatus
 
 __all__ = ["router"]
@@ -131,7 +131,7 @@ def get_or_create_experiment(request: Request, body: ExperimentIn, principal: Ed
         audit(request, principal, "experiment.get_or_create", "experiment", str(exp.experiment_id))
         return exp
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.get("/experiments/by-name", summary="The experiment with a name")
@@ -184,7 +184,7 @@ def heartbeat_runs(request: Request, body: HeartbeatIn, principal: Editor) -> Re
     def work() -> Any:
         return {"refreshed": store_of(request).heartbeat_runs(body.run_ids, now=body.now)}
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.post("/runs/end-stale", summary="End every stale run")
@@ -215,7 +215,7 @@ def log_run_artifacts(request: Request, body: ArtifactsIn, principal: Editor) ->
             audit(request, principal, "run.artifacts", "run", run_id, after={"paths": paths})
         return None
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.get("/runs/{run_id}", summary="One run with params, latest metrics and tags")
@@ -230,7 +230,7 @@ def end_run(request: Request, run_id: str, body: EndRunIn, principal: Editor) ->
         audit(request, principal, "run.end", "run", run_id, after={"status": run.status.value})
         return run
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.post("/runs/{run_id}/params", summary="Log params")
@@ -240,7 +240,7 @@ def log_params(request: Request, run_id: str, body: ParamsIn, principal: Editor)
         audit(request, principal, "run.params", "run", run_id, after=dict(body.params))
         return None
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.post("/runs/{run_id}/tags", summary="Set tags")
@@ -250,7 +250,7 @@ def set_tags(request: Request, run_id: str, body: TagsIn, principal: Editor) -> 
         audit(request, principal, "run.tags", "run", run_id, after=dict(body.tags))
         return None
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.post("/runs/{run_id}/metrics", summary="Log a batch of metric values (one transaction)")
@@ -307,7 +307,7 @@ def link_dataset(request: Request, run_id: str, body: LinkIn, principal: Editor)
         audit(request, principal, "run.dataset", "run", run_id, after=after)
         return None
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.get("/runs/{run_id}/datasets", summary="The datasets a run used")
@@ -332,7 +332,7 @@ def create_dataset(request: Request, body: DatasetIn, principal: Editor) -> Resp
         audit(request, principal, "dataset.create", "dataset", str(ds.dataset_id))
         return ds
 
-    return write(request, principal, work)
+    return write(request, principal, work, keyed=False)
 
 
 @router.get("/datasets", summary="Datasets by name and/or digest")

@@ -80,6 +80,7 @@ class HttpStore(Store):
         transport: Transport | None = None,
     ) -> None:
         self._t = transport or Transport(url, token=token, ca_bundle=ca_bundle)
+        self._experiments: dict[str, Experiment] = {}
 
     def __repr__(self) -> str:
         return f"HttpStore({self._t.url!r})"
@@ -113,8 +114,15 @@ class HttpStore(Store):
         return decode(Experiment, self._t.get("/experiments/by-name", {"name": name}))
 
     def get_or_create_experiment(self, name: str) -> Experiment:
+        # Experiments are never renamed or deleted, so one answer per name holds for good:
+        # every start_run of this client after the first saves a round trip.
+        known = self._experiments.get(name) if isinstance(name, str) else None
+        if known is not None:
+            return known
         body = {"name": name}
-        return decode(Experiment, self._t.write("POST", "/experiments/get-or-create", body))
+        exp = decode(Experiment, self._t.write("POST", "/experiments/get-or-create", body))
+        self._experiments[name] = exp
+        return exp
 
     def list_experiments(self) -> list[Experiment]:
         return [decode(Experiment, e) for e in self._t.get("/experiments")]
