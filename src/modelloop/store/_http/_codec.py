@@ -37,8 +37,16 @@ _NESTED: dict[tuple[type, str], Any] = {
 }
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def encode(value: Any) -> Any:
     """A JSON-ready form of a record, a list of records, a mapping or a plain value."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is list or kind is tuple:  # the hot path: columns of metric values
+        return [v if type(v) in _PLAIN else encode(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
