@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,3 +194,27 @@ def test_malformed_json_on_every_route_with_a_body_is_a_4xx(srv: Srv) -> None:
     assert store.list_users() == []
     store.close()
     assert blobs(srv) == []
+
+
+def test_a_blob_corrupted_on_the_server_never_reaches_the_destination(
+    srv: Srv, tmp_path: Path
+) -> None:
+    from modelloop.exceptions import ArtifactCorrupted, StoreError
+    from modelloop.store._http import HttpArtifactStore, Transport
+
+    artifacts = HttpArtifactStore(Transport(srv.url))
+    data = os.urandom(LIMIT - 1)
+    info = artifacts.put_bytes(data)
+    assert artifacts.read_bytes(info.digest) == data and blobs(srv)[0].name == info.digest
+    stored = blobs(srv)[0]
+    damaged = bytearray(stored.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    stored.write_bytes(bytes(damaged))
+    dest = tmp_path / "copy.bin"
+    dest.write_bytes(b"before")
+    with pytest.raises((ArtifactCorrupted, StoreError), match="corrupted"):
+        artifacts.get_file(info.digest, dest)
+    assert dest.read_bytes() == b"before" and list(tmp_path.glob(".copy.bin.*")) == []
+    with pytest.raises((ArtifactCorrupted, StoreError), match="corrupted"):
+        artifacts.read_bytes(info.digest)
+    artifacts._t.close()

@@ -152,7 +152,10 @@ class Transport:
                 if _is_tls_failure(exc) or attempt >= _ATTEMPTS:
                     raise self._unreachable(exc) from None
             except httpx.TransportError as exc:
-                raise self._unreachable(exc) from None
+                raise StoreError(
+                    f"the download {path} from {self.url} broke off ({type(exc).__name__}); the "
+                    "server ends a download this way when it finds the stored blob corrupted"
+                ) from None
             time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
     def _unreachable(self, exc: Exception) -> StoreError:
