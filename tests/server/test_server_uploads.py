@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +219,35 @@ def test_a_blob_corrupted_on_the_server_never_reaches_the_destination(
     with pytest.raises((ArtifactCorrupted, StoreError), match="corrupted"):
         artifacts.read_bytes(info.digest)
     artifacts._t.close()
+
+
+def test_json_bodies_are_bounded_and_must_declare_their_length(srv: Srv) -> None:
+    from modelloop.server._app import MAX_JSON_BYTES
+
+    path = "/api/v1/runs/" + "0" * 32 + "/metrics"
+    host, port = srv.url.rsplit("//", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        # Only the headers are sent: the refusal must come before the body is read.
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {MAX_JSON_BYTES + 1}\r\n\r\n".encode()
+        )
+        reply = b""
+        while b"}" not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert json.loads(body)["error"] == "PayloadTooLarge"
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"keys": [], '
+        yield b'"values": [], "steps": [], "timestamps": []}'
+
+    r = httpx.post(
+        f"{srv.url}{path}", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 411 and r.json()["error"] == "InvalidInput"
+    assert SqlStore(srv.store_url).list_experiments() == []

@@ -24,6 +24,9 @@ log = logging.getLogger("modelloop.server")
 
 API_PREFIX = "/api/v1"
 DEFAULT_MAX_UPLOAD_MB = 2048
+#: The largest JSON request body (a metric batch of 10,000 values is about 0.5 MB).
+MAX_JSON_BYTES = 32 << 20
+_BLOBS = f"{API_PREFIX}/artifacts/blobs/"
 
 _HTTP_KINDS = {
     400: "InvalidInput",
@@ -92,6 +95,7 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    app.add_middleware(_JsonBodyLimit, limit=MAX_JSON_BYTES)
     app.add_exception_handler(ModelloopError, _library_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -140,3 +144,35 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # The trace goes to the server's log, never into the response.
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     return error_body("ServerError", "internal server error", 500)
+
+
+class _JsonBodyLimit:
+    """Requests other than blob uploads are read whole (JSON), so their size is bounded: a
+    body must declare its length (411 without), and a length past ``limit`` is refused with
+    413 before it is read. Blob uploads stream and check their own limit."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(_BLOBS):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        status, message = 0, ""
+        if length is None:
+            if b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+                status, message = 411, "send a Content-Length with a request body"
+        elif not length.isdigit():
+            status, message = 400, "Content-Length must be a number of bytes"
+        elif int(length) > self.limit:
+            status, message = 413, f"the request body is larger than {self.limit} bytes"
+        if not status:
+            await self.app(scope, receive, send)
+            return
+        kind = {400: "InvalidInput", 411: "InvalidInput", 413: "PayloadTooLarge"}[status]
+        response = error_body(kind, message, status)
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
