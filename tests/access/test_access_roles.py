@@ -53,3 +53,21 @@ def test_a_scoped_principal_acts_only_on_its_models() -> None:
     assert not p.may(Role.ADMIN, "m1")
     assert p.may(Role.EDITOR)  # a write that names no model (e.g. a run)
     assert Principal("local", Role.ADMIN, None) == OPEN_MODE_PRINCIPAL
+
+
+def test_the_access_package_surface_is_locked_and_light() -> None:
+    import json
+    import subprocess
+    import sys
+
+    import modelloop.access
+
+    assert sorted(modelloop.access.__all__) == [
+        "Role", "TOKEN_PREFIX", "TokenInfo", "User", "parse_token",
+    ]  # fmt: skip
+    code = (
+        "import sys, json, modelloop.access; "
+        "print(json.dumps([m for m in ('fastapi', 'httpx', 'sqlalchemy') if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == []

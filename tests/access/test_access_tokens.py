@@ -8,6 +8,8 @@ import threading
 import pytest
 
 from modelloop.access._tokens import (
+    FAILURE_WINDOW_S,
+    MAX_FAILURES,
     TOKEN_PREFIX,
     VerifiedCache,
     hash_secret,
@@ -93,3 +95,18 @@ def test_the_cache_is_safe_under_threads() -> None:
     for t in threads:
         t.join()
     assert errors == [] and len(cache._entries) == 64
+
+
+def test_wrong_secrets_for_an_unverified_id_stop_costing_scrypt() -> None:
+    cache = VerifiedCache()
+    t0 = 100.0
+    for i in range(MAX_FAILURES):
+        assert cache.may_verify("a", now=t0 + i * 0.1)
+        cache.failed("a", now=t0 + i * 0.1)
+    assert not cache.may_verify("a", now=t0 + 0.5)  # refused without scrypt
+    assert cache.may_verify("b", now=t0 + 0.5)  # other ids are not affected
+    assert cache.may_verify("a", now=t0 + FAILURE_WINDOW_S)  # a new window
+    cache.failed("a", now=t0 + FAILURE_WINDOW_S)
+    assert cache.may_verify("a", now=t0 + FAILURE_WINDOW_S + 0.1)  # one failure in it so far
+    cache.add("a", "h", "s")  # verified: failures are forgotten
+    assert cache._failures.get("a") is None

@@ -16,6 +16,14 @@ each secret that passed scrypt, so every later request costs one SHA-256 and one
 comparison. The cache never decides alone: every request still reads the token's row and its
 user (revocation and disabling take effect at once), and an entry is used only while the stored
 hash it was verified against is unchanged.
+
+scrypt is what an attacker could make the server spend: a token id that is unknown costs one
+read and no scrypt; a wrong secret for an id verified before costs no scrypt either (the cache
+knows the one right secret); and an id not yet verified in this process gets no scrypt for the
+rest of a :data:`FAILURE_WINDOW_S` window once :data:`MAX_FAILURES` wrong secrets were tried in
+it, so guessing at a known id cannot keep a core busy (the holder of the right secret is then
+refused until the window ends, and only if nobody verified it here before). Token ids are not
+secret (they are listed and audited); the secrets are.
 """
 
 from __future__ import annotations
@@ -26,12 +34,15 @@ import hmac
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from modelloop.exceptions import InvalidInput
 
 __all__ = [
+    "FAILURE_WINDOW_S",
+    "MAX_FAILURES",
     "TOKEN_PREFIX",
     "ParsedToken",
     "VerifiedCache",
@@ -48,6 +59,10 @@ _TOKEN = re.compile(rf"{TOKEN_PREFIX}([0-9a-f]{{{_ID_HEX}}})_([A-Za-z0-9_\-]{{43
 # scrypt cost: n=2**14, r=8 uses 16 MiB and ~50 ms, OWASP's minimum for interactive use.
 _LOG2_N, _R, _P, _DKLEN = 14, 8, 1, 32
 _SCHEME = "scrypt"
+#: Wrong secrets tried for a token id never verified here, within a window of this many seconds,
+#: after which its further secrets are refused without running scrypt until the window ends.
+MAX_FAILURES = 3
+FAILURE_WINDOW_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +140,31 @@ class VerifiedCache:
             raise InvalidInput(f"max_entries must be at least 1, got {max_entries}")
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        # token id -> (start of its failure window, wrong secrets in it)
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def may_verify(self, token_id: str, now: float | None = None) -> bool:
+        """False while :data:`MAX_FAILURES` wrong secrets for this (unverified) id were tried
+        in the current window: refuse without spending scrypt."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            entry = self._failures.get(token_id)
+        if entry is None or now - entry[0] >= FAILURE_WINDOW_S:
+            return True
+        return entry[1] < MAX_FAILURES
+
+    def failed(self, token_id: str, now: float | None = None) -> None:
+        """Note a wrong secret for ``token_id`` (see :meth:`may_verify`)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            start, count = self._failures.get(token_id, (now, 0))
+            if now - start >= FAILURE_WINDOW_S:
+                start, count = now, 0
+            self._failures[token_id] = (start, count + 1)
+            self._failures.move_to_end(token_id)
+            while len(self._failures) > self._max:
+                self._failures.popitem(last=False)
 
     def check(self, token_id: str, stored: str, secret: str) -> bool | None:
         with self._lock:
@@ -138,6 +177,7 @@ class VerifiedCache:
 
     def add(self, token_id: str, stored: str, secret: str) -> None:
         with self._lock:
+            self._failures.pop(token_id, None)
             self._entries[token_id] = (stored, _fingerprint(secret))
             self._entries.move_to_end(token_id)
             while len(self._entries) > self._max:

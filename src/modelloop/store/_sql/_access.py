@@ -9,6 +9,7 @@ revoked token or a disabled user fails the next request; scrypt runs once per to
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from types import EllipsisType
@@ -27,13 +28,15 @@ from modelloop.access._tokens import (
     parse_token,
     verify_secret,
 )
-from modelloop.exceptions import Conflict, InvalidInput, NotFound
+from modelloop.exceptions import Conflict, InvalidInput, ModelloopError, NotFound
 from modelloop.store._records import AuditEvent
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._core import check_text, now_ms
 from modelloop.store._sql._registry import RegistryMixin, audit_event
 
 __all__ = ["AccessMixin", "check_user_name"]
+
+logger = logging.getLogger("modelloop.access")
 
 _USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,127}")
 #: ``last_used_at`` is written at most this often per token (ms): a write per request would
@@ -393,9 +396,13 @@ class AccessMixin(RegistryMixin):
         cache = self._verified
         known = cache.check(parsed.token_id, row.secret_hash, parsed.secret)
         if known is None:
+            if not cache.may_verify(parsed.token_id):
+                return None  # a wrong secret for this id just failed: no scrypt for a while
             known = verify_secret(parsed.secret, row.secret_hash)
             if known:
                 cache.add(parsed.token_id, row.secret_hash, parsed.secret)
+            else:
+                cache.failed(parsed.token_id)
         if not known or row.revoked_at is not None or row.disabled:
             return None
         now = now_ms()
@@ -404,6 +411,7 @@ class AccessMixin(RegistryMixin):
         return _user(row)
 
     def _touch_token(self, token_id: str, now: int) -> None:
+        """Best effort: a busy database delays ``last_used_at``, never a request."""
         at = T.api_tokens
         stmt = (
             sa.update(at)
@@ -411,7 +419,10 @@ class AccessMixin(RegistryMixin):
             .where(sa.or_(at.c.last_used_at.is_(None), at.c.last_used_at < now))
             .values(last_used_at=now)
         )
-        self._write(lambda conn: conn.execute(stmt))
+        try:
+            self._write(lambda conn: conn.execute(stmt))
+        except ModelloopError as e:
+            logger.warning("could not record the use of token %s: %s", token_id, e)
 
     # -- audit -------------------------------------------------------------------------------
 
