@@ -117,6 +117,17 @@ def any_client(home: Path, store_url: str) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
+def server_launcher() -> Iterator[object]:
+    """Forks a real modelloop server per test (``server_support.Launcher``)."""
+    pytest.importorskip("fastapi")
+    from server_support import Launcher
+
+    launcher = Launcher()
+    yield launcher
+    launcher.close()
+
+
+@pytest.fixture(scope="session")
 def breast_cancer():
     """scikit-learn's bundled breast cancer data as (X frame, y series)."""
     from sklearn.datasets import load_breast_cancer

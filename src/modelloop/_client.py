@@ -67,6 +67,8 @@ class Client:
         from modelloop.artifacts import ArtifactStore, Keyring
 
         self.settings = settings or Settings.from_env()
+        if self.settings.remote and (store is None or artifacts is None):
+            store, artifacts = _server_stores(self.settings, store, artifacts)
         #: The metadata store (opened lazily, migrated on first use).
         self.store: Store = store or get_store(self.settings.resolved_store_url)
         #: The content-addressed artifact store, encrypting when the settings hold a key.
@@ -463,6 +465,30 @@ class Client:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return cache
+
+
+def _server_stores(
+    settings: Settings, store: Store | None, artifacts: ArtifactStore | None
+) -> tuple[Store, ArtifactStore]:
+    """The store and artifact store of a modelloop server, sharing one connection pool."""
+    from typing import cast
+
+    from modelloop.store._http import HttpArtifactStore, HttpStore, Transport
+
+    url = settings.resolved_store_url
+    if settings.artifact_root and artifacts is None:
+        import logging
+
+        logging.getLogger("modelloop").warning(
+            "MODELLOOP_ARTIFACT_ROOT is ignored: with a modelloop server as the store, "
+            "artifacts are stored by the server"
+        )
+    transport = Transport(url, token=settings.token, ca_bundle=settings.ca_bundle)
+    # HttpArtifactStore has the public methods of ArtifactStore that the client calls.
+    return (
+        store or HttpStore(url, transport=transport),
+        artifacts or cast("ArtifactStore", HttpArtifactStore(transport)),
+    )
 
 
 def _relative(prefix: str, path: str) -> str:

@@ -67,9 +67,11 @@ class Settings:
     ``Settings.from_env()`` reads ``MODELLOOP_HOME`` (default: the nearest ``.modelloop`` folder
     in the current folder or its parents, else ``./.modelloop``), ``MODELLOOP_STORE_URL``
     (default: a SQLite file in the home), ``MODELLOOP_ARTIFACT_ROOT`` (default:
-    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES``, ``MODELLOOP_USER`` and the artifact
+    ``<home>/artifacts``), ``MODELLOOP_TRUSTED_TYPES``, ``MODELLOOP_USER``, the artifact
     encryption keys (``MODELLOOP_ENCRYPTION_KEY`` or ``_KEY_FILE``; for reads also
-    ``MODELLOOP_ENCRYPTION_OLD_KEYS`` and ``_OLD_KEY_FILES``). Without a
+    ``MODELLOOP_ENCRYPTION_OLD_KEYS`` and ``_OLD_KEY_FILES``), and for a store URL that names a
+    modelloop server (``http(s)://``) ``MODELLOOP_TOKEN`` (the bearer token) and
+    ``MODELLOOP_CA_BUNDLE`` (a PEM file of a private CA to trust). Without a
     ``home``, ``Settings()`` chooses it the same way; ``home_origin`` says how it was chosen.
     """
 
@@ -86,6 +88,10 @@ class Settings:
     encryption_key_file: str | None = None
     encryption_old_keys: tuple[str, ...] = field(default=(), repr=False)
     encryption_old_key_files: tuple[str, ...] = ()
+    #: bearer token for a modelloop server (never shown in a repr)
+    token: str | None = field(default=None, repr=False)
+    #: PEM file of the CA that signed a modelloop server's certificate (default: system CAs)
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         if self.home is None:
@@ -122,6 +128,8 @@ class Settings:
             encryption_old_key_files=_split(
                 os.environ.get("MODELLOOP_ENCRYPTION_OLD_KEY_FILES"), os.pathsep
             ),
+            token=os.environ.get("MODELLOOP_TOKEN") or None,
+            ca_bundle=os.environ.get("MODELLOOP_CA_BUNDLE") or None,
         )
         return replace(base, **overrides)  # type: ignore[arg-type]
 
@@ -129,6 +137,12 @@ class Settings:
     def resolved_store_url(self) -> str:
         """The SQLAlchemy URL of the metadata store."""
         return self.store_url or f"sqlite:///{self.home / 'modelloop.db'}"
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store is a modelloop server (``http(s)://``): artifacts then go through
+        it too, and ``artifact_root`` is not used."""
+        return (self.store_url or "").lower().startswith(("http://", "https://"))
 
     @property
     def resolved_artifact_root(self) -> str:

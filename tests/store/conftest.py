@@ -4,20 +4,45 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from modelloop.store import Experiment, Run
+from modelloop.store import Experiment, Run, Store
 from modelloop.store._sql import SqlStore
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test of the shared suite runs on the SQL store itself and on ``HttpStore`` through a
+    real server over the same database, except those marked ``sql_only`` (about SQL internals:
+    the schema, the engine, what a second process opening the database sees)."""
+    if "store_via" in metafunc.fixturenames:
+        sql_only = metafunc.definition.get_closest_marker("sql_only") is not None
+        metafunc.parametrize("store_via", ["sql"] if sql_only else ["sql", "http"])
+
+
 @pytest.fixture
-def store(store_url: str) -> Iterator[SqlStore]:
-    """A store on a brand-new database of the backend under test."""
-    s = SqlStore(store_url)
-    yield s
-    s.close()
+def store(
+    store_url: str, store_via: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Store]:
+    """A store on a brand-new database of the backend under test: the SQL store, or the HTTP
+    store of a server process forked for this test on that database."""
+    if store_via == "sql":
+        s = SqlStore(store_url)
+        yield s
+        s.close()
+        return
+    from modelloop.store._http import HttpStore
+
+    launcher = request.getfixturevalue("server_launcher")
+    server = launcher.start(store_url, tmp_path / "server-artifacts", tmp_path / "server-home")
+    h = HttpStore(server.url)
+    try:
+        yield h
+    finally:
+        h.close()
+        launcher.stop(server)
 
 
 @pytest.fixture

@@ -14,6 +14,10 @@ from modelloop.store._sql import SqlStore
 from modelloop.store._sql import _schema as T
 from modelloop.store._sql._migrate import alembic_config, current_revision
 
+# Users, tokens and audit writes are SqlStore methods (the server's own), not the Store contract
+# that HttpStore implements; over HTTP they are the access routes, tested in tests/server.
+pytestmark = pytest.mark.sql_only
+
 # -- users -------------------------------------------------------------------------------------
 
 

@@ -343,6 +343,7 @@ def test_a_0001_database_upgrades_and_keeps_its_data(store_url: str) -> None:
         store.close()
 
 
+@pytest.mark.sql_only  # reads the SQL engine itself
 def test_0002_downgrades_to_0001_and_upgrades_again(store: SqlStore, run: Run) -> None:
     from alembic import command
 

@@ -366,6 +366,7 @@ def test_bad_filters_name_the_token(store: SqlStore, exp: Experiment) -> None:
     assert wrong == {}
 
 
+@pytest.mark.sql_only  # reads the SQL engine itself
 def test_search_runs_a_fixed_number_of_queries(store: SqlStore, exp: Experiment) -> None:
     for i in range(40):
         r = store.create_run(exp.experiment_id)

@@ -342,6 +342,20 @@ class ArtifactStore:
 
         return self._read(digest, write)
 
+    def iter_blob(self, digest: str) -> Iterator[bytes]:
+        """The content of a blob as verified plaintext chunks (decrypted when it is encrypted):
+        after the last chunk, ``ArtifactCorrupted`` if they do not hash to ``digest``.
+        ``NotFound`` is raised now, before the first chunk (for streaming a blob on, e.g. as an
+        HTTP response)."""
+        path = self.blob_path(digest)
+        src = self._open_blob(digest, path)
+
+        def chunks() -> Iterator[bytes]:
+            with src:
+                yield from self._verify(src, digest, path, True)
+
+        return chunks()
+
     def rewrite(self, digest: str, *, progress: Callable[[int], None] | None = None) -> BlobInfo:
         """Rewrite a stored blob under the current key (in plaintext when there is none).
 

@@ -48,11 +48,24 @@ __all__ = [
 ]
 
 
-def get_store(url: str) -> Store:
-    """Open the store at a SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+def get_store(url: str, *, token: str | None = None, ca_bundle: str | None = None) -> Store:
+    """Open the store at a SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``),
+    or on a modelloop server (``http(s)://host:port``, with ``token``; default
+    ``MODELLOOP_TOKEN``, and ``MODELLOOP_CA_BUNDLE`` for a private CA).
 
-    The schema is created or upgraded on first use.
+    A SQL schema is created or upgraded on first use.
     """
     from modelloop.store._sql import SqlStore
+
+    if url.lower().startswith(("http://", "https://")):
+        import os
+
+        from modelloop.store._http import HttpStore
+
+        return HttpStore(
+            url,
+            token=token or os.environ.get("MODELLOOP_TOKEN") or None,
+            ca_bundle=ca_bundle or os.environ.get("MODELLOOP_CA_BUNDLE") or None,
+        )
 
     return SqlStore(url)

@@ -1,0 +1,135 @@
+"""Artifact blobs over HTTP: streamed up and down, named and verified by their sha256.
+
+An upload is streamed to a temporary file while it is hashed and counted: past the size limit it
+is cut off with 413, and a body whose sha256 is not the one in the URL is refused with 400; only
+then is the file handed to the artifact store (which hashes it again as it stores it). A
+download is streamed from the artifact store, which verifies it as it reads. Memory stays
+bounded by the chunk size either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from modelloop.access import Role
+from modelloop.exceptions import InvalidInput, ModelloopError
+from modelloop.server._auth import Principal, audit, require
+from modelloop.server._common import json_response
+
+__all__ = ["PayloadTooLarge", "router"]
+
+router = APIRouter(tags=["artifacts"])
+
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Editor = Annotated[Principal, Depends(require(Role.EDITOR))]
+
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+_BUFFER = 1 << 20
+
+
+class PayloadTooLarge(ModelloopError):
+    """A request body is larger than the server accepts."""
+
+    http_status = 413
+    exit_code = 2
+
+
+def _digest(value: str) -> str:
+    if not _DIGEST.fullmatch(value):
+        raise InvalidInput("the blob name must be its sha256: 64 lowercase hex characters")
+    return value
+
+
+def _temp_path(request: Request, what: str) -> str:
+    folder: str = request.app.state.tmp_dir
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{what}-{secrets.token_hex(12)}.part")
+
+
+@router.put(
+    "/artifacts/blobs/{sha256}",
+    summary="Upload a blob (the body) under its sha256",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def put_blob(request: Request, sha256: str, principal: Editor) -> Response:
+    digest = _digest(sha256)
+    limit: int = request.app.state.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput("Content-Length must be a number of bytes")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"the blob is larger than this server's limit of {limit} bytes")
+    tmp = _temp_path(request, "upload")
+    try:
+        hasher = hashlib.sha256()
+        size = 0
+        with open(tmp, "xb") as out:
+            buffer = bytearray()
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"the blob is larger than this server's limit of {limit} bytes"
+                    )
+                hasher.update(chunk)
+                buffer += chunk
+                if len(buffer) >= _BUFFER:
+                    out.write(buffer)
+                    buffer.clear()
+            out.write(buffer)
+        if hasher.hexdigest() != digest:
+            raise InvalidInput(
+                f"the body has sha256 {hasher.hexdigest()}, not {digest} as named; nothing stored"
+            )
+        info = await run_in_threadpool(request.app.state.artifacts.put_file, tmp)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    await run_in_threadpool(
+        audit, request, principal, "artifact.put", "blob", digest, None, {"size": info.size}
+    )
+    return json_response({"digest": info.digest, "size": info.size}, status=201)
+
+
+@router.get(
+    "/artifacts/blobs/{sha256}",
+    summary="Download a blob, verified against its sha256",
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_blob(request: Request, sha256: str, principal: Viewer) -> Response:
+    digest = _digest(sha256)
+    chunks = request.app.state.artifacts.iter_blob(digest)  # NotFound now, before any byte
+    # A blob found corrupted while it streams ends the response early: the client, which
+    # verifies the digest too, refuses what it got.
+    return StreamingResponse(
+        chunks, media_type="application/octet-stream", headers={"X-Content-SHA256": digest}
+    )
+
+
+@router.head("/artifacts/blobs/{sha256}", summary="Whether a blob is stored")
+def head_blob(request: Request, sha256: str, principal: Viewer) -> Response:
+    exists = request.app.state.artifacts.exists(_digest(sha256))
+    return Response(status_code=200 if exists else 404)
+
+
+@router.post("/artifacts/check", summary="Check that the server's artifact store is writable")
+def check_writable(request: Request, principal: Editor) -> Response:
+    request.app.state.artifacts.check_writable()
+    return json_response(None)

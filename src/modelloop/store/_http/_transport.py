@@ -1,0 +1,216 @@
+"""One connection pool to a modelloop server: bearer token, TLS verification, bounded retries,
+and the server's JSON errors turned back into modelloop's exceptions."""
+
+from __future__ import annotations
+
+import os
+import random
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from modelloop import exceptions as errors
+from modelloop.exceptions import InvalidInput, ModelloopError, StoreError
+from modelloop.store._http._codec import dumps, loads
+
+__all__ = ["API_PREFIX", "Transport"]
+
+API_PREFIX = "/api/v1"
+KEY_HEADER = "Idempotency-Key"
+_RETRY_STATUS = frozenset({502, 503, 504})
+_ATTEMPTS = 5
+_BACKOFF_S = 0.1
+# Error kinds the server sends that are not classes of modelloop.exceptions.
+_EXTRA_KINDS: dict[str, type[ModelloopError]] = {
+    "PayloadTooLarge": InvalidInput,
+    "MethodNotAllowed": InvalidInput,
+}
+
+
+class Transport:
+    """HTTP(S) to one server: a pooled, thread-safe :class:`httpx.Client`.
+
+    Requests that fail to connect, lose their connection, or get 502/503/504 are retried a
+    bounded number of times with backoff; writes are retried only because each carries an
+    ``Idempotency-Key`` the server deduplicates on. Certificates are verified by default;
+    ``ca_bundle`` names a PEM file of a private CA to trust.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidInput(f"a modelloop server URL starts with http:// or https://: {url!r}")
+        self.url = url.rstrip("/")
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle:
+            if not os.path.isfile(ca_bundle):
+                raise InvalidInput(f"MODELLOOP_CA_BUNDLE {ca_bundle!r} is not a file")
+            verify = ssl.create_default_context(cafile=ca_bundle)
+        headers = {"User-Agent": "modelloop-client"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.url + API_PREFIX,
+            headers=headers,
+            verify=verify,
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:  # never the token
+        return f"Transport({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- requests --------------------------------------------------------------------------
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET ``path`` and return the decoded JSON."""
+        return loads(self.send("GET", path, params=_params(params)).content)
+
+    def write(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """A write with a fresh idempotency key (kept across its retries); the decoded JSON."""
+        headers = {KEY_HEADER: uuid.uuid4().hex, "Content-Type": "application/json"}
+        try:
+            content = dumps(body) if body is not None else b"{}"
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"cannot send this to the server as JSON: {exc}") from None
+        response = self.send(method, path, content=content, headers=headers, params=_params(params))
+        return loads(response.content) if response.content else None
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | Callable[[], Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        ok: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """Send with retries; raise the mapped error for an error status not in ``ok``.
+
+        ``content`` may be a callable returning a fresh body per attempt (an open file)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            body = content() if callable(content) else content
+            try:
+                response = self._http.request(
+                    method, path, content=body, headers=headers, params=params
+                )
+            except httpx.TransportError as exc:
+                if _is_tls_failure(exc) or attempt >= _ATTEMPTS:
+                    raise self._unreachable(exc) from None
+            else:
+                if response.status_code not in _RETRY_STATUS or attempt >= _ATTEMPTS:
+                    if response.status_code >= 400 and response.status_code not in ok:
+                        raise error_from(response)
+                    return response
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+            time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
+    @contextmanager
+    def stream(self, path: str) -> Iterator[httpx.Response]:
+        """A streamed GET (connection attempts retried); raises the mapped error on failure."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._http.stream("GET", path) as response:
+                    if response.status_code in _RETRY_STATUS and attempt < _ATTEMPTS:
+                        pass
+                    else:
+                        if response.status_code >= 400:
+                            response.read()
+                            raise error_from(response)
+                        yield response
+                        return
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if _is_tls_failure(exc) or attempt >= _ATTEMPTS:
+                    raise self._unreachable(exc) from None
+            except httpx.TransportError as exc:
+                raise StoreError(
+                    f"the download {path} from {self.url} broke off ({type(exc).__name__}); the "
+                    "server ends a download this way when it finds the stored blob corrupted"
+                ) from None
+            time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+
+    def _unreachable(self, exc: Exception) -> StoreError:
+        if _is_tls_failure(exc):
+            return StoreError(
+                f"cannot verify the TLS certificate of the modelloop server {self.url}: {exc}. "
+                "If it is signed by a private CA, set MODELLOOP_CA_BUNDLE to that CA's PEM file"
+            )
+        return StoreError(
+            f"cannot reach the modelloop server {self.url}: {type(exc).__name__}: {exc}"
+        )
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not params:
+        return None
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        out[key] = ("true" if value else "false") if isinstance(value, bool) else value
+    return out
+
+
+def error_from(response: httpx.Response) -> ModelloopError:
+    """The modelloop exception a server's error response stands for."""
+    kind, message = "", ""
+    try:
+        body = loads(response.content)
+        kind, message = str(body.get("error", "")), str(body.get("message", ""))
+    except (ValueError, AttributeError):
+        pass
+    cls = _EXTRA_KINDS.get(kind) or getattr(errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, ModelloopError)):
+        cls = _by_status(response.status_code)
+    text = message or f"the server answered {response.status_code}"
+    return cls(text)
+
+
+def _by_status(status: int) -> type[ModelloopError]:
+    return {
+        400: InvalidInput,
+        401: errors.Unauthorized,
+        403: errors.Forbidden,
+        404: errors.NotFound,
+        409: errors.Conflict,
+        413: InvalidInput,
+        422: InvalidInput,
+    }.get(status, StoreError)

@@ -1,0 +1,172 @@
+"""Writes through a real ``modelloop server`` process: many client processes at once, and a
+retry after the connection dropped mid-request (nothing may be written twice)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from modelloop import Client, Settings
+from modelloop.store._sql import SqlStore
+from server_support import start_cli_server
+
+WORKERS = Path(__file__).with_name("server_workers.py")
+
+
+@pytest.fixture
+def server(store_url: str, tmp_path: Path) -> Iterator[str]:
+    env = {"MODELLOOP_HOME": str(tmp_path / "server-home"), "MODELLOOP_STORE_URL": store_url}
+    with start_cli_server(env) as (url, _proc):
+        yield url
+
+
+def _client_env(url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELLOOP_")}
+    env.update(MODELLOOP_STORE_URL=url, MODELLOOP_HOME=str(tmp_path / "client-home"))
+    return env
+
+
+def test_eight_client_processes_write_exactly_their_rows(
+    server: str, store_url: str, tmp_path: Path
+) -> None:
+    client = Client(Settings(home=tmp_path / "h", store_url=server))
+    run = client.start_run("concurrent")
+    go = tmp_path / "go"
+    procs = []
+    for w in range(8):
+        args = {
+            "run_id": run.run_id, "worker": w, "count": 2000, "flush_every": 250,
+            "ready": str(tmp_path / f"ready{w}"), "go": str(go),
+        }  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKERS), "log_metrics", json.dumps(args)],
+                env=_client_env(server, tmp_path),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{w}").exists() for w in range(8)):
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    go.touch()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert json.loads(out) == {"logged": 2000}
+    run.end()
+    client.close()
+    direct = SqlStore(store_url)  # counted in the database itself, not through the server
+    try:
+        assert direct.count_metric_values(run.run_id) == 16_000
+        for w in range(8):
+            history = direct.get_metric_history(run.run_id, f"w{w}")
+            assert [m.step for m in history] == list(range(2000))
+    finally:
+        direct.close()
+
+
+class CuttingProxy:
+    """A TCP proxy to the server that drops the connection instead of relaying the response to
+    the first ``cuts`` metric writes: the server has done the write, the client never hears."""
+
+    def __init__(self, target: str, cuts: int = 1) -> None:
+        host, port = target.rsplit("//", 1)[1].split(":")
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.cuts_left = cuts
+        self.metric_requests = 0
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        self._accept = threading.Thread(target=self._serve, daemon=True)
+        self._accept.start()
+
+    def _serve(self) -> None:
+        while not self._stopped:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._relay, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _relay(self, down: socket.socket) -> None:
+        up = socket.create_connection(self._target)
+        pending_cut = threading.Event()
+
+        def client_to_server() -> None:
+            try:
+                while data := down.recv(65536):
+                    if b"POST /api/v1/runs/" in data and b"/metrics " in data:
+                        with self._lock:
+                            self.metric_requests += 1
+                            if self.cuts_left > 0:
+                                self.cuts_left -= 1
+                                pending_cut.set()
+                    up.sendall(data)
+            except OSError:
+                pass
+            finally:
+                _close(up)
+
+        threading.Thread(target=client_to_server, daemon=True).start()
+        try:
+            while data := up.recv(65536):
+                if pending_cut.is_set():  # the server answered: drop it and the connection
+                    break
+                down.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _close(down)
+            _close(up)
+
+    def close(self) -> None:
+        self._stopped = True
+        self._listener.close()
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def test_a_retry_after_a_dropped_response_writes_nothing_twice(
+    server: str, store_url: str, tmp_path: Path
+) -> None:
+    proxy = CuttingProxy(server, cuts=1)
+    client = Client(Settings(home=tmp_path / "h", store_url=proxy.url))
+    try:
+        with client.start_run("retries", flush_every=10_000) as run:
+            for i in range(500):
+                run.log_metric("loss", 1.0 / (i + 1), step=i)
+            assert run.flush() == 500  # the first attempt's answer was cut; the retry got one
+        assert proxy.cuts_left == 0 and proxy.metric_requests == 2
+        direct = SqlStore(store_url)
+        try:
+            assert direct.count_metric_values(run.run_id) == 500
+            assert [m.step for m in direct.get_metric_history(run.run_id, "loss")] == list(
+                range(500)
+            )
+        finally:
+            direct.close()
+    finally:
+        client.close()
+        proxy.close()
