@@ -122,3 +122,34 @@ def test_an_open_store_is_never_served_beyond_loopback(tmp_path: Path) -> None:
             pass
         assert root.get_run(run.run_id).user == "root"  # the token's user, not MODELLOOP_USER
         root.close()
+
+
+def test_a_server_with_a_key_encrypts_what_clients_upload(tmp_path: Path) -> None:
+    """The key lives with the server only: clients upload plaintext over HTTP, the blobs on the
+    server's disk are ciphertext, and downloads through the server come back as uploaded."""
+    import base64
+
+    from modelloop.artifacts._crypto import MAGIC
+
+    root = tmp_path / "server-artifacts"
+    env = {
+        "MODELLOOP_HOME": str(tmp_path / "server-home"),
+        "MODELLOOP_STORE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+        "MODELLOOP_ARTIFACT_ROOT": str(root),
+        "MODELLOOP_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
+    secret = b"plaintext that must not reach the server's disk " * 2000
+    with start_cli_server(env) as (url, _proc):
+        client = Client(Settings(home=tmp_path / "client-home", store_url=url))
+        with client.start_run("encrypted") as run:
+            pass
+        source = tmp_path / "secret.bin"
+        source.write_bytes(secret)
+        client.log_artifact(run.run_id, source)
+        digest = hashlib.sha256(secret).hexdigest()
+        assert client.artifacts.read_bytes(digest) == secret
+        client.close()
+    stored = [p for p in (root / "blobs").rglob("*") if p.is_file()]
+    assert [p.name for p in stored] == [digest]
+    on_disk = stored[0].read_bytes()
+    assert on_disk.startswith(MAGIC) and secret[:64] not in on_disk
