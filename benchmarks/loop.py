@@ -26,13 +26,13 @@ def main() -> None:
     parser.add_argument("--page", default=None, help="also write the HTML page here")
     args = parser.parse_args()
 
-    from modelloop.cli._demo import _month_list
+    from modelloop.cli._demo import _months
     from modelloop.demo import run_loop_demo
 
     with tempfile.TemporaryDirectory(prefix="modelloop-bench-loop-") as tmp:
         result = run_loop_demo(
             Path(tmp) / "demo",
-            months=_month_list(args.months),
+            months=_months(args.months, ranges=True),
             rows_per_month=args.rows,
             seed=args.seed,
             day_seconds=args.day_seconds,
