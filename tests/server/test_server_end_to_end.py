@@ -130,6 +130,8 @@ def test_quickstart_pipeline_serve_and_monitor_through_the_server(
         assert monitored.num_rows == 200  # the rows served above, read from the local log
         alias_events = store.list_audit_events(entity_type="alias", model=MODEL)
         assert alias_events and {e.actor for e in alias_events} == {"ci"}
+        # the registry's own audit rows name the route the change came through
+        assert {e.route for e in alias_events} == {"PUT /api/v1/models/{name}/aliases/{alias}"}
         route_events = store.list_audit_events(actor="ci", entity_type="run")
         assert route_events and all(
             e.route and e.route.startswith("POST /api/v1/runs") for e in route_events

@@ -13,6 +13,7 @@ from modelloop.server._auth import OPEN_MODE_PRINCIPAL, Principal, route_of
 from modelloop.server._idempotency import KEY_HEADER, IdempotencyKeys, StoredResponse
 from modelloop.store._http._codec import dumps
 from modelloop.store._sql import SqlStore
+from modelloop.store._sql._registry import AUDIT_ROUTE
 
 __all__ = ["JSON", "actor", "audit", "json_response", "store_of", "write"]
 
@@ -76,7 +77,12 @@ def write(
             store._audit(conn, **event)
 
     key = request.headers.get(KEY_HEADER) if keyed else None
-    stored = keys.run(scope, key, run, finish)
+    # audit rows the store writes itself (registry changes) carry the route too
+    token = AUDIT_ROUTE.set(route_of(request))
+    try:
+        stored = keys.run(scope, key, run, finish)
+    finally:
+        AUDIT_ROUTE.reset(token)
     return Response(stored.body, status_code=stored.status, media_type=JSON)
 
 

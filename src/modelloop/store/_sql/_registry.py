@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
@@ -38,6 +39,11 @@ def _version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
         tags=MappingProxyType(dict(row.tags or {})),
         aliases=aliases,
     )
+
+
+#: The route an audited change came through, for audit rows written without one: the
+#: control-plane server sets it around each write it makes (the library alone leaves it empty).
+AUDIT_ROUTE: ContextVar[str | None] = ContextVar("modelloop_audit_route", default=None)
 
 
 class RegistryMixin(SqlCore):
@@ -72,7 +78,7 @@ class RegistryMixin(SqlCore):
                     "entity_id": entity_id,
                     "before": None if before is None else to_json(before, "audit before"),
                     "after": None if after is None else to_json(after, "audit after"),
-                    "route": route,
+                    "route": route if route is not None else AUDIT_ROUTE.get(),
                     "model_name": model if model is not None else model_of(entity_type, entity_id),
                 },
             ).scalar_one()
