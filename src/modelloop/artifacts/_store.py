@@ -236,6 +236,36 @@ class ArtifactStore:
             fsync_dir(os.path.dirname(final))
         return info
 
+    @contextlib.contextmanager
+    def blob_writer(self, digest: str) -> Iterator[BlobWriter]:
+        """A blob written by pushing its content piece by piece (e.g. as an HTTP body arrives),
+        stored under ``digest`` only if the content hashes to it.
+
+        On a local root the content goes once to a temporary file in the store (encrypted on
+        the way when a key is set) that :meth:`BlobWriter.commit` renames into place; on an
+        object store it is staged in a local temporary file and uploaded on commit. Leaving the
+        block without a commit, or with an error, leaves nothing behind."""
+        _check_digest(digest)
+        if self._fs is None:
+            tmp_dir = os.path.join(self._root, "tmp")
+        else:
+            import tempfile
+
+            tmp_dir = tempfile.gettempdir()
+        tmp = os.path.join(tmp_dir, f"{secrets.token_hex(12)}.part")
+        with self._errors("write", tmp):
+            _ensure_dir(tmp_dir)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        out = os.fdopen(fd, "wb")
+        encrypt = self._fs is None and self._keyring.current is not None
+        writer = BlobWriter(self, digest, tmp, out, encrypt)
+        try:
+            yield writer
+        finally:
+            out.close()
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
     def _write_stream(self, chunks: Iterable[bytes | memoryview], out: IO[bytes]) -> BlobInfo:
         """Write the chunks to ``out``, encrypted under the current key if there is one; return
         the digest and size of the plaintext."""
@@ -522,6 +552,55 @@ class ArtifactStore:
             raise NotFound(f"artifact store {self._root}: cannot {action} {path}: {exc}") from exc
         except OSError as exc:
             raise StoreError(f"artifact store {self._root}: cannot {action} {path}: {exc}") from exc
+
+
+class BlobWriter:
+    """Content pushed into :meth:`ArtifactStore.blob_writer`: :meth:`write` the pieces in
+    order, then :meth:`commit`."""
+
+    def __init__(
+        self, store: ArtifactStore, digest: str, tmp: str, out: IO[bytes], encrypt: bool
+    ) -> None:
+        self._store, self._digest, self._tmp, self._out = store, digest, tmp, out
+        self._hasher = hashlib.sha256()
+        self.size = 0
+        self._encryptor: Encryptor | None = None
+        if encrypt:
+            key = store._keyring.current
+            assert key is not None
+            self._encryptor = Encryptor(key, out)
+        self._sink = self._encryptor.write if self._encryptor is not None else out.write
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hasher.update(data)
+        self.size += len(data)
+        with self._store._errors("write", self._tmp):
+            self._sink(data)
+
+    def commit(self) -> BlobInfo:
+        """Store the blob; ``InvalidInput`` (nothing stored) when the content written does not
+        hash to the digest it was announced under."""
+        got = self._hasher.hexdigest()
+        if got != self._digest:
+            raise InvalidInput(
+                f"the content has sha256 {got}, not {self._digest} as named; nothing stored"
+            )
+        info = BlobInfo(got, self.size)
+        store = self._store
+        with store._errors("write", self._tmp):
+            if self._encryptor is not None:
+                self._encryptor.finish(got)
+            self._out.flush()
+            os.fsync(self._out.fileno())
+            self._out.close()
+            if store._fs is not None:
+                return store.put_file(self._tmp)
+            final = store.blob_path(got)
+            _ensure_dir(os.path.dirname(final))
+            # Replacing an existing blob is harmless (same content) and repairs a damaged one.
+            os.replace(self._tmp, final)
+            fsync_dir(os.path.dirname(final))
+        return info
 
 
 def _open_filesystem(root: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:

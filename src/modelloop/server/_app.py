@@ -4,7 +4,6 @@ HTTP under ``/api/v1``, every route behind a role, errors as JSON that never car
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -46,14 +45,12 @@ def create_app(
     settings: Settings | None = None,
     *,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB << 20,
-    tmp_dir: str | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``store`` and ``artifacts``.
 
     The schema is brought to the newest revision and the server's idempotency table created
     now, so the first request does no setup. Uploads are limited to ``max_upload_bytes`` and
-    streamed through ``tmp_dir`` (default: the artifact root's ``tmp`` folder when it is local,
-    so nothing is written outside it; else the system's temporary folder).
+    streamed into the artifact store (:meth:`ArtifactStore.blob_writer`).
     """
     from modelloop import __version__
     from modelloop.server import (
@@ -77,10 +74,6 @@ def create_app(
     app.state.artifacts = artifacts
     app.state.settings = settings or Settings.from_env()
     app.state.max_upload_bytes = max_upload_bytes
-    if tmp_dir is None:
-        root = artifacts.root
-        tmp_dir = os.path.join(root, "tmp") if "://" not in root else None
-    app.state.tmp_dir = tmp_dir or _system_tmp()
     app.state.revision = store.upgrade()
     app.state.idempotency = IdempotencyKeys(store)
     app.state.idempotency.create_table()
@@ -101,12 +94,6 @@ def create_app(
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
-
-
-def _system_tmp() -> str:
-    import tempfile
-
-    return tempfile.gettempdir()
 
 
 def error_body(kind: str, message: str, status: int, headers: Any = None) -> Response:

@@ -1,19 +1,15 @@
 """Artifact blobs over HTTP: streamed up and down, named and verified by their sha256.
 
-An upload is streamed to a temporary file while it is hashed and counted: past the size limit it
-is cut off with 413, and a body whose sha256 is not the one in the URL is refused with 400; only
-then is the file handed to the artifact store (which hashes it again as it stores it). A
-download is streamed from the artifact store, which verifies it as it reads. Memory stays
-bounded by the chunk size either way.
+An upload is streamed into the artifact store as it arrives (encrypted on the way when the store
+has a key), hashed and counted: past the size limit it is cut off with 413, and a body whose
+sha256 is not the one in the URL is refused with 400; only a whole, matching body is renamed into
+place, so neither leaves anything behind. A download is streamed from the artifact store, which
+verifies it as it reads. Memory stays bounded by the chunk size either way.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import re
-import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -21,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from modelloop.access import Role
+from modelloop.artifacts import ArtifactStore
 from modelloop.exceptions import InvalidInput, ModelloopError
 from modelloop.server._auth import Principal, audit, require
 from modelloop.server._common import json_response
@@ -49,12 +46,6 @@ def _digest(value: str) -> str:
     return value
 
 
-def _temp_path(request: Request, what: str) -> str:
-    folder: str = request.app.state.tmp_dir
-    os.makedirs(folder, exist_ok=True)
-    return os.path.join(folder, f"{what}-{secrets.token_hex(12)}.part")
-
-
 @router.put(
     "/artifacts/blobs/{sha256}",
     summary="Upload a blob (the body) under its sha256",
@@ -76,32 +67,23 @@ async def put_blob(request: Request, sha256: str, principal: Editor) -> Response
             raise InvalidInput("Content-Length must be a number of bytes")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the blob is larger than this server's limit of {limit} bytes")
-    tmp = _temp_path(request, "upload")
-    try:
-        hasher = hashlib.sha256()
+    artifacts: ArtifactStore = request.app.state.artifacts
+    with artifacts.blob_writer(digest) as writer:
         size = 0
-        with open(tmp, "xb") as out:
-            buffer = bytearray()
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"the blob is larger than this server's limit of {limit} bytes"
-                    )
-                hasher.update(chunk)
-                buffer += chunk
-                if len(buffer) >= _BUFFER:
-                    out.write(buffer)
-                    buffer.clear()
-            out.write(buffer)
-        if hasher.hexdigest() != digest:
-            raise InvalidInput(
-                f"the body has sha256 {hasher.hexdigest()}, not {digest} as named; nothing stored"
-            )
-        info = await run_in_threadpool(request.app.state.artifacts.put_file, tmp)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        buffer = bytearray()
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"the blob is larger than this server's limit of {limit} bytes"
+                )
+            buffer += chunk
+            if len(buffer) >= _BUFFER:
+                # written (and encrypted, with a key) off the event loop
+                await run_in_threadpool(writer.write, bytes(buffer))
+                buffer.clear()
+        await run_in_threadpool(writer.write, bytes(buffer))
+        info = await run_in_threadpool(writer.commit)
     await run_in_threadpool(
         audit, request, principal, "artifact.put", "blob", digest, None, {"size": info.size}
     )
