@@ -12,7 +12,11 @@ HTTP to it with only the server's URL:
 * ``upload_mb_per_s`` / ``download_mb_per_s``: one 500 MB file through ``put_file`` and
   ``get_file`` (digests verified at both ends), with the peak RSS of the server and client.
 
-Usage: python benchmarks/server.py [--blob-mb 500] [--search-runs 100000]
+* with ``--mlflow-python PY`` (an interpreter that has MLflow, kept out of modelloop's own
+  environment): ``mlflow_server_runs_per_s`` and ``mlflow_server_metric_values_per_s``, MLflow's
+  tracking server over SQLite on the same workload (``benchmarks/mlflow_server_peer.py``).
+
+Usage: python benchmarks/server.py [--blob-mb 500] [--search-runs 100000] [--mlflow-python PY]
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blob-mb", type=int, default=500)
     parser.add_argument("--search-runs", type=int, default=100_000)
+    parser.add_argument("--mlflow-python", default=None, help="an interpreter with MLflow")
     args = parser.parse_args()
 
     from modelloop import Client, Settings
@@ -170,6 +175,13 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+    if args.mlflow_python:
+        peer = Path(__file__).with_name("mlflow_server_peer.py")
+        done = subprocess.run(
+            [args.mlflow_python, str(peer)], capture_output=True, text=True, check=True
+        )
+        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
+        out.pop("benchmark", None)
     out["python"] = sys.version.split()[0]
     out["machine"] = platform.machine()
     print(json.dumps(out))
