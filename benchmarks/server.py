@@ -180,8 +180,9 @@ def main() -> None:
         done = subprocess.run(
             [args.mlflow_python, str(peer)], capture_output=True, text=True, check=True
         )
-        out.update(json.loads(done.stdout.strip().splitlines()[-1]))
-        out.pop("benchmark", None)
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        figures.pop("benchmark", None)
+        out.update(figures)
     out["python"] = sys.version.split()[0]
     out["machine"] = platform.machine()
     print(json.dumps(out))
