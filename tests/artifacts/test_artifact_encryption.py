@@ -13,12 +13,12 @@ import os
 import subprocess
 import sys
 import textwrap
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from artifact_support import MiB, round_trip_peaks, write_large_file
 
 from modelloop import Settings
 from modelloop.artifacts import ArtifactStore, BlobInfo, EncryptionKey, Keyring
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 HEADER = 43
 TAG = 16
-MiB = 2**20
 CT_CHUNK = MiB + TAG  # one full chunk of ciphertext with its tag
 
 
@@ -123,34 +122,15 @@ def test_put_file_streams_and_encrypts(
     assert os.listdir(dest.parent) == ["model.bin"]
 
 
-def _write_large_file(path: Path, size: int) -> str:
-    block = os.urandom(MiB)
-    hasher = hashlib.sha256()
-    with open(path, "wb") as f:
-        for i in range(size // MiB):
-            chunk = i.to_bytes(4, "big") + block[4:]
-            hasher.update(chunk)
-            f.write(chunk)
-    return hasher.hexdigest()
-
-
 def test_50mb_file_stays_in_bounded_memory(
     local_backend: Backend, tmp_path: Path, key: EncryptionKey
 ) -> None:
     size = 50 * MiB
     source, dest = tmp_path / "large.bin", tmp_path / "large.copy"
-    expected = _write_large_file(source, size)
+    expected = write_large_file(source, size)
     store = keyed(local_backend, key)
 
-    tracemalloc.start()
-    try:
-        info = store.put_file(source)
-        _, put_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        store.get_file(info.digest, dest)
-        _, get_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    info, put_peak, get_peak = round_trip_peaks(store, source, dest)
 
     assert info == BlobInfo(expected, size)
     assert os.path.getsize(store.blob_path(info.digest)) == HEADER + size + 50 * TAG
@@ -166,19 +146,11 @@ def test_s3_large_blob_stays_in_bounded_memory(
 ) -> None:
     size = 64 * MiB
     source, dest = tmp_path / "large.bin", tmp_path / "large.copy"
-    expected = _write_large_file(source, size)
+    expected = write_large_file(source, size)
     store = keyed(s3_backend, key)
     store.read_bytes(store.put_bytes(b"warm-up").digest)  # the S3 client's one-time set-up
 
-    tracemalloc.start()
-    try:
-        info = store.put_file(source)
-        _, put_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        store.get_file(info.digest, dest)
-        _, get_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    info, put_peak, get_peak = round_trip_peaks(store, source, dest)
 
     assert info == BlobInfo(expected, size)
     with open(dest, "rb") as f:

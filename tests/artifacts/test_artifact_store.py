@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from artifact_support import round_trip_peaks, write_large_file
 
 import modelloop.artifacts
 from modelloop.artifacts import ArtifactStore, BlobInfo
@@ -96,18 +96,10 @@ def test_distinct_contents_are_distinct_blobs(backend: Backend) -> None:
     assert sorted(backend.complete_blobs().values()) == sorted(contents)
 
 
-def _write_large_file(path: Path, size: int) -> str:
-    block = os.urandom(2**20)
-    with path.open("wb") as f:
-        for i in range(size // len(block)):
-            f.write(i.to_bytes(4, "big") + block[4:])  # every MiB different
-    return sha(path.read_bytes())
-
-
 def test_large_file_round_trip(backend: Backend, tmp_path: Path) -> None:
     size = 20 * 2**20  # on S3: a multipart upload of four parts
     source, dest = tmp_path / "large.bin", tmp_path / "large.copy"
-    expected = _write_large_file(source, size)
+    expected = write_large_file(source, size)
     store = backend.open()
 
     info = store.put_file(source)
@@ -123,18 +115,10 @@ def test_local_files_stream_in_bounded_memory(local_backend: Backend, tmp_path: 
     # a read-ahead block on download: bounded by those sizes, whatever the file's size.)
     size = 20 * 2**20
     source, dest = tmp_path / "large.bin", tmp_path / "large.copy"
-    expected = _write_large_file(source, size)
+    expected = write_large_file(source, size)
     store = local_backend.open()
 
-    tracemalloc.start()
-    try:
-        info = store.put_file(source)
-        _, put_peak = tracemalloc.get_traced_memory()
-        tracemalloc.reset_peak()
-        store.get_file(info.digest, dest)
-        _, get_peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    _, put_peak, get_peak = round_trip_peaks(store, source, dest)
 
     assert sha(dest.read_bytes()) == expected
     assert put_peak < 4 * 2**20, f"put_file peaked at {put_peak} bytes"

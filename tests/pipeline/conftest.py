@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 
 CANCER_FEATURES = [
     "mean_radius",
@@ -73,3 +74,13 @@ def write_spec(cancer_csv: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    """A Typer app with ``modelloop pipeline`` under the name ``pipeline``."""
+    from modelloop.cli._pipeline import pipeline_app
+
+    app = typer.Typer()
+    app.add_typer(pipeline_app, name="pipeline")
+    return app

@@ -9,32 +9,22 @@ from typing import Any
 import pandas as pd
 import pytest
 import typer
+from pipeline_support import invoke_run
 from typer.testing import CliRunner
 
-from modelloop.cli._pipeline import EXIT_GATE_FAILED, EXIT_VALIDATION_FAILED, pipeline_app
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    app.add_typer(pipeline_app, name="pipeline")
-    return app
-
-
-def _invoke(cli: typer.Typer, *args: str) -> Any:
-    return CliRunner().invoke(cli, ["pipeline", "run", *args], catch_exceptions=False)
+from modelloop.cli._pipeline import EXIT_GATE_FAILED, EXIT_VALIDATION_FAILED
 
 
 def test_run_registers_then_everything_is_cached(
     home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
 ) -> None:
     path = write_spec(cancer_spec)
-    first = _invoke(cli, str(path), "--json")
+    first = invoke_run(cli, str(path), "--json")
     assert first.exit_code == 0, first.output
     out = json.loads(first.stdout)
     assert out["status"] == "registered" and out["registered_version"] == 1 and out["ok"]
     assert [s["cache_hit"] for s in out["steps"]] == [False] * 8
-    second = _invoke(cli, str(path))
+    second = invoke_run(cli, str(path))
     assert second.exit_code == 0, second.output
     assert second.stdout.count("cached") >= 8  # progress lines and the summary table
     assert "registered cancer version 1 as @champion" in second.stdout
@@ -48,7 +38,7 @@ def test_failed_gate_exits_with_its_code_and_registers_nothing(
     from modelloop.exceptions import NotFound
 
     path = write_spec(cancer_spec)
-    result = _invoke(cli, str(path), "--set", "gates=[auc >= 1.01]", "--json")
+    result = invoke_run(cli, str(path), "--set", "gates=[auc >= 1.01]", "--json")
     assert result.exit_code == EXIT_GATE_FAILED == 10
     out = json.loads(result.stdout)
     assert out["status"] == "gate_failed" and out["registered_version"] is None
@@ -59,7 +49,7 @@ def test_failed_gate_exits_with_its_code_and_registers_nothing(
             client.get_registered_model("cancer")
     finally:
         client.close()
-    text = _invoke(cli, str(path), "--set", "gates=[auc >= 1.01]")
+    text = invoke_run(cli, str(path), "--set", "gates=[auc >= 1.01]")
     assert text.exit_code == EXIT_GATE_FAILED
     assert "not registered" in text.stdout and "NO" in text.stdout
 
@@ -73,11 +63,11 @@ def test_validation_failure_exits_with_its_code_and_says_so_once(
 ) -> None:
     cancer_spec["explain"] = {"enabled": False}
     path = write_spec(cancer_spec)
-    assert _invoke(cli, str(path)).exit_code == 0
+    assert invoke_run(cli, str(path)).exit_code == 0
     frame = pd.read_csv(cancer_csv)
     frame["mean_texture"] = "n/a"  # a number column now holds text
     frame.to_csv(cancer_csv, index=False)
-    result = _invoke(cli, str(path))
+    result = invoke_run(cli, str(path))
     assert result.exit_code == EXIT_VALIDATION_FAILED == 11
     assert "data validation failed" in result.stderr and "mean_texture" in result.stderr
     assert result.stderr.count("data validation failed") == 1, result.stderr  # said once
@@ -87,10 +77,10 @@ def test_invalid_file_or_set_exits_2_with_the_location(
     home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
 ) -> None:
     path = write_spec(cancer_spec)
-    result = _invoke(cli, str(path), "--set", "split.test_size=2")
+    result = invoke_run(cli, str(path), "--set", "split.test_size=2")
     assert result.exit_code == 2
     assert "modelloop.yaml: split.test_size:" in result.stderr
-    missing = _invoke(cli, str(path.parent / "other.yaml"))
+    missing = invoke_run(cli, str(path.parent / "other.yaml"))
     assert missing.exit_code == 3 and "no pipeline file" in missing.stderr
 
 
@@ -110,7 +100,7 @@ def test_a_step_error_is_one_line_naming_the_step_and_exits_2(
     path = write_spec(cancer_spec)
     # a column name that only the training data can refute (a wrong value such as
     # learning_rate=-0.1 is refused before any step: see test_preflight)
-    result = _invoke(cli, str(path), "--set", "model.params.categorical_features=[nope]")
+    result = invoke_run(cli, str(path), "--set", "model.params.categorical_features=[nope]")
     assert result.exit_code == 2
     assert "step train failed: ValueError" in result.stderr and "nope" in result.stderr
     assert "Traceback" not in result.output

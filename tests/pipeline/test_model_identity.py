@@ -10,11 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 import typer
 from typer.testing import CliRunner
 
-from modelloop.cli._pipeline import pipeline_app
 from modelloop.pipeline import Pipeline
 from modelloop.pipeline._identity import FITTED_TAG, fitted_digest, same_behaviour
 
@@ -81,13 +79,6 @@ def test_a_parameter_read_when_predicting_tells_two_models_apart(
     assert np.array_equal(strict.predict_proba(Xc), lenient.predict_proba(Xc))
     assert not same_behaviour(strict, lenient, Xc)
     assert same_behaviour(strict, model("error"), Xc)
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    app.add_typer(pipeline_app, name="pipeline")
-    return app
 
 
 def test_the_same_fitted_model_is_not_registered_again(

@@ -12,27 +12,15 @@ from typing import Any
 import pandas as pd
 import pytest
 import typer
-from typer.testing import CliRunner
+from pipeline_support import invoke_run
 
 from modelloop.cli._pipeline import (
     EXIT_ALIAS_HELD,
     EXIT_VALIDATION_FAILED,
-    pipeline_app,
 )
 from modelloop.exceptions import NotFound
 from modelloop.pipeline import Pipeline
 from modelloop.pipeline._schema import DataValidationError
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-    app.add_typer(pipeline_app, name="pipeline")
-    return app
-
-
-def _invoke(cli: typer.Typer, *args: str) -> Any:
-    return CliRunner().invoke(cli, ["pipeline", "run", *args], catch_exceptions=False)
 
 
 def _client() -> Any:
@@ -68,9 +56,9 @@ def test_a_missing_column_is_a_validation_failure_with_exit_11(
 ) -> None:
     cancer_spec["explain"] = {"enabled": False}
     path = write_spec(cancer_spec)
-    assert _invoke(cli, str(path)).exit_code == 0  # a champion with its schema
+    assert invoke_run(cli, str(path)).exit_code == 0  # a champion with its schema
     pd.read_csv(cancer_csv).drop(columns="worst_area").to_csv(cancer_csv, index=False)
-    result = _invoke(cli, str(path))
+    result = invoke_run(cli, str(path))
     assert result.exit_code == EXIT_VALIDATION_FAILED == DataValidationError.exit_code == 11
     assert "data validation failed" in result.stderr
     assert "'worst_area'" in result.stderr and "missing" in result.stderr
@@ -109,7 +97,7 @@ def test_a_missing_column_on_a_first_run_is_a_validation_failure_too(
 def _champion_then_shifted(cli: typer.Typer, write_spec: Any, spec: dict[str, Any], csv: Path):  # type: ignore[no-untyped-def]
     spec["explain"] = {"enabled": False}
     path = write_spec(spec)
-    first = _invoke(cli, str(path), "--json")
+    first = invoke_run(cli, str(path), "--json")
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["registered_version"] == 1
     top = _shift_above_training_max(csv, "worst_area")
@@ -120,7 +108,7 @@ def test_soft_problems_under_warn_are_shown_tagged_and_the_model_promoted(
     home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any], cancer_csv: Path
 ) -> None:
     path, top = _champion_then_shifted(cli, write_spec, cancer_spec, cancer_csv)
-    result = _invoke(cli, str(path), "--json")
+    result = invoke_run(cli, str(path), "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["status"] == "registered" and out["registered_version"] == 2
@@ -148,14 +136,14 @@ def test_soft_problems_under_warn_are_shown_tagged_and_the_model_promoted(
         client.close()
     # rerun unchanged: v2 is champion now and was trained on exactly this data, so the data is
     # checked as v2's was (against v1's schema), every step a cache hit, the same verdict
-    again = _invoke(cli, str(path), "--json")
+    again = invoke_run(cli, str(path), "--json")
     assert again.exit_code == 0, again.output
     cached = json.loads(again.stdout)
     assert all(s["cache_hit"] for s in cached["steps"])
     assert cached["registered_version"] == 2 and cached["validation"]["soft"] == soft
     assert cached["validation"]["reference"] == "cancer v1 (champion)"
     # the plain summary lists the problem too
-    text = _invoke(cli, str(path))
+    text = invoke_run(cli, str(path))
     assert text.exit_code == 0
     flat = " ".join(text.stdout.split())
     assert "1 soft problem(s)" in flat and "worst_area" in flat and f"{top:.6g}" in flat
@@ -166,7 +154,7 @@ def test_soft_problems_under_hold_register_without_moving_the_alias(
 ) -> None:
     cancer_spec["validation"] = {"on_soft": "hold"}
     path, _ = _champion_then_shifted(cli, write_spec, cancer_spec, cancer_csv)
-    result = _invoke(cli, str(path), "--json")
+    result = invoke_run(cli, str(path), "--json")
     assert result.exit_code == EXIT_ALIAS_HELD == 12, result.output
     out = json.loads(result.stdout)
     assert out["status"] == "held" and out["registered_version"] == 2
@@ -186,7 +174,7 @@ def test_soft_problems_under_hold_register_without_moving_the_alias(
     finally:
         client.close()
     # a cached rerun holds again and never moves the alias
-    again = _invoke(cli, str(path))
+    again = invoke_run(cli, str(path))
     assert again.exit_code == EXIT_ALIAS_HELD
     assert "alias held" in again.stdout
     client = _client()
@@ -201,7 +189,7 @@ def test_soft_problems_under_fail_stop_before_training_with_exit_11(
 ) -> None:
     cancer_spec["validation"] = {"on_soft": "fail"}
     path, _ = _champion_then_shifted(cli, write_spec, cancer_spec, cancer_csv)
-    result = _invoke(cli, str(path))
+    result = invoke_run(cli, str(path))
     assert result.exit_code == EXIT_VALIDATION_FAILED
     assert "soft violation(s) (validation.on_soft: fail)" in result.stderr
     assert "worst_area" in result.stderr
@@ -221,7 +209,7 @@ def test_on_soft_is_validated_with_the_rest_of_the_spec(
     home: Path, cli: typer.Typer, write_spec: Any, cancer_spec: dict[str, Any]
 ) -> None:
     path = write_spec(cancer_spec)
-    result = _invoke(cli, str(path), "--set", "validation.on_soft=ignore")
+    result = invoke_run(cli, str(path), "--set", "validation.on_soft=ignore")
     assert result.exit_code == 2
     stderr = " ".join(result.stderr.split())
     assert "modelloop.yaml: validation.on_soft:" in stderr and "'warn', 'hold' or 'fail'" in stderr

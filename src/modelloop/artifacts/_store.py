@@ -347,27 +347,12 @@ class ArtifactStore:
         encrypted chunk authenticated, the whole hashed) before it is renamed into place: when
         verification fails, ``dest`` is left as it was.
         """
-        target = Path(dest)
-        _check_digest(digest)
-        if target.is_dir():
-            raise InvalidInput(f"destination {str(target)!r} is a directory")
+        target = _file_target(digest, dest)
 
         def write(chunks: Iterator[bytes]) -> Path:
-            tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+            tmp = _part_beside(target)
             with self._errors("write", str(tmp)):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        for chunk in chunks:
-                            out.write(chunk)
-                        out.flush()
-                        os.fsync(out.fileno())
-                    os.replace(tmp, target)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
-                    raise
+                _write_whole(target, tmp, chunks)
             return target
 
         return self._read(digest, write)
@@ -643,6 +628,38 @@ def _open_source(path: str, follow_symlinks: bool = True) -> Iterator[IO[bytes]]
         raise InvalidInput(f"cannot read local file {path!r}: {exc}") from exc
     with src:
         yield src
+
+
+def _file_target(digest: str, dest: str | os.PathLike[str]) -> Path:
+    """The local file a blob is written to by ``get_file``, once digest and path are checked."""
+    target = Path(dest)
+    _check_digest(digest)
+    if target.is_dir():
+        raise InvalidInput(f"destination {str(target)!r} is a directory")
+    return target
+
+
+def _part_beside(target: Path) -> Path:
+    """A new hidden temporary name in the folder of ``target``."""
+    return target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+
+
+def _write_whole(target: Path, tmp: Path, chunks: Iterable[bytes]) -> None:
+    """Write ``chunks`` to ``tmp``, sync it and rename it to ``target``: ``target`` is replaced
+    whole or left as it was (``tmp`` is removed on any failure, a bad chunk included)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _read_chunks(src: IO[bytes]) -> Iterator[bytes]:

@@ -244,19 +244,7 @@ def datetime_range(ref: DatetimeProfile, cur: DatetimeSummary) -> ColumnDrift:
     Not a drift test: time moves on, so new timestamps are expected to differ."""
 
     def result(share: float | None, status: str, note: str) -> ColumnDrift:
-        return ColumnDrift(
-            column=ref.name or cur.name,
-            kind="datetime",
-            method="range",
-            statistic=share,
-            p_value=None,
-            threshold=0.0,
-            drifted=False,
-            n_reference=ref.count,
-            n_current=cur.count,
-            status=status,
-            note=note,
-        )
+        return _not_tested(ref, cur, "datetime", "range", share, status, note)
 
     if ref.count == 0 or cur.count == 0 or ref.max is None or cur.max is None:
         return result(None, "no data", "no datetimes on one side: range not checked")
@@ -285,17 +273,30 @@ def identifier_note(ref: IdentifierProfile, cur: IdentifierSummary) -> ColumnDri
         f"excluded: a near-unique identifier ({ref.distinct_share:.1%} distinct values in the "
         "reference); identifiers have no distribution to drift"
     )
+    return _not_tested(ref, cur, "identifier", "excluded", None, "excluded", note)
+
+
+def _not_tested(
+    ref: DatetimeProfile | IdentifierProfile,
+    cur: DatetimeSummary | IdentifierSummary,
+    kind: str,
+    method: str,
+    statistic: float | None,
+    status: str,
+    note: str,
+) -> ColumnDrift:
+    """The result for a column judged without a drift test: no p-value, never drifted."""
     return ColumnDrift(
         column=ref.name or cur.name,
-        kind="identifier",
-        method="excluded",
-        statistic=None,
+        kind=kind,
+        method=method,
+        statistic=statistic,
         p_value=None,
         threshold=0.0,
         drifted=False,
         n_reference=ref.count,
         n_current=cur.count,
-        status="excluded",
+        status=status,
         note=note,
     )
 

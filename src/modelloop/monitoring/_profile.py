@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -94,6 +94,8 @@ class Counted:
     """A column's count of present values and of missing ones (NaN, None, +/-inf)."""
 
     __slots__ = ()
+    kind: ClassVar[str]
+    name: str
     count: int
     missing: int
 
@@ -101,6 +103,20 @@ class Counted:
     def missing_rate(self) -> float:
         total = self.count + self.missing
         return self.missing / total if total else 0.0
+
+    def _counted_dict(self) -> dict[str, Any]:
+        """The keys every profile's ``to_dict`` starts with."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "count": self.count,
+            "missing": self.missing,
+        }
+
+
+def _counted_fields(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The name and counts of a profile's dict, as keyword arguments of its class."""
+    return {"name": d["name"], "count": int(d["count"]), "missing": int(d["missing"])}
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,10 +189,7 @@ class NumericProfile(Counted):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "name": self.name,
-            "count": self.count,
-            "missing": self.missing,
+            **self._counted_dict(),
             "mean": self.mean,
             "std": self.std,
             "min": self.min,
@@ -190,9 +203,7 @@ class NumericProfile(Counted):
     def from_dict(cls, d: Mapping[str, Any]) -> NumericProfile:
         try:
             return cls(
-                name=d["name"],
-                count=int(d["count"]),
-                missing=int(d["missing"]),
+                **_counted_fields(d),
                 mean=d["mean"],
                 std=d["std"],
                 min=d["min"],
@@ -232,10 +243,7 @@ class CategoricalProfile(Counted):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "name": self.name,
-            "count": self.count,
-            "missing": self.missing,
+            **self._counted_dict(),
             "categories": dict(self.categories),
         }
 
@@ -243,9 +251,7 @@ class CategoricalProfile(Counted):
     def from_dict(cls, d: Mapping[str, Any]) -> CategoricalProfile:
         try:
             cats = {str(k): int(v) for k, v in d["categories"].items()}
-            return cls(
-                name=d["name"], count=int(d["count"]), missing=int(d["missing"]), categories=cats
-            )
+            return cls(**_counted_fields(d), categories=cats)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidInput(f"malformed categorical profile: {exc!r}") from exc
 
@@ -294,10 +300,7 @@ class DatetimeProfile(Counted):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "name": self.name,
-            "count": self.count,
-            "missing": self.missing,
+            **self._counted_dict(),
             "min": self.min,
             "max": self.max,
             "quantiles": {repr(q): v for q, v in self.quantiles.items()},
@@ -308,9 +311,7 @@ class DatetimeProfile(Counted):
     def from_dict(cls, d: Mapping[str, Any]) -> DatetimeProfile:
         try:
             return cls(
-                name=d["name"],
-                count=int(d["count"]),
-                missing=int(d["missing"]),
+                **_counted_fields(d),
                 min=None if d["min"] is None else int(d["min"]),
                 max=None if d["max"] is None else int(d["max"]),
                 quantiles={float(q): int(v) for q, v in d["quantiles"].items()},
@@ -335,17 +336,14 @@ class IdentifierProfile(Counted):
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind,
-            "name": self.name,
-            "count": self.count,
-            "missing": self.missing,
+            **self._counted_dict(),
             "distinct_share": self.distinct_share,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> IdentifierProfile:
         try:
-            return cls(d["name"], int(d["count"]), int(d["missing"]), float(d["distinct_share"]))
+            return cls(**_counted_fields(d), distinct_share=float(d["distinct_share"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"malformed identifier profile: {exc!r}") from exc
 

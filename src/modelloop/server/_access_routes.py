@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelloop.access import Role, TokenInfo, User
+from modelloop.access import Role
 from modelloop.exceptions import ModelloopError
 from modelloop.server._auth import Principal, check_model, forbidden, require, route_of
-from modelloop.store import AuditEvent
 
 __all__ = [
     "AuditEventOut",
@@ -36,6 +35,8 @@ router = APIRouter(tags=["access"])
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+
+_Out = TypeVar("_Out", bound=BaseModel)
 
 
 class _In(BaseModel):
@@ -102,40 +103,10 @@ class AuditEventOut(BaseModel):
     model: str | None
 
 
-def _user(u: User) -> UserOut:
-    return UserOut(
-        name=u.name,
-        role=u.role,
-        models=None if u.models is None else list(u.models),
-        created_at=u.created_at,
-        disabled=u.disabled,
-    )
-
-
-def _token(t: TokenInfo) -> TokenOut:
-    return TokenOut(
-        token_id=t.token_id,
-        user=t.user,
-        description=t.description,
-        created_at=t.created_at,
-        revoked_at=t.revoked_at,
-        last_used_at=t.last_used_at,
-    )
-
-
-def _event(e: AuditEvent) -> AuditEventOut:
-    return AuditEventOut(
-        event_id=e.event_id,
-        timestamp=e.timestamp,
-        actor=e.actor,
-        action=e.action,
-        entity_type=e.entity_type,
-        entity_id=e.entity_id,
-        before=None if e.before is None else dict(e.before),
-        after=None if e.after is None else dict(e.after),
-        route=e.route,
-        model=e.model,
-    )
+def _out(model: type[_Out], record: Any) -> _Out:
+    """A record of the store (a user, a token, an audit event) as its response model: each
+    field the model names, read from the record's attribute of that name."""
+    return model.model_validate(record, from_attributes=True)
 
 
 @contextlib.contextmanager
@@ -162,7 +133,7 @@ def whoami(principal: Viewer) -> WhoAmI:
 def list_users(request: Request, principal: Admin) -> list[UserOut]:
     """Every user, disabled ones included."""
     with _errors():
-        return [_user(u) for u in _store(request).list_users()]
+        return [_out(UserOut, u) for u in _store(request).list_users()]
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
@@ -176,7 +147,7 @@ def create_user(request: Request, body: UserCreate, principal: Admin) -> UserOut
             actor=principal.name,
             route=route_of(request),
         )
-    return _user(user)
+    return _out(UserOut, user)
 
 
 @router.get("/users/{name}", response_model=UserOut)
@@ -185,7 +156,7 @@ def get_user(request: Request, name: str, principal: Viewer) -> UserOut:
     if name != principal.name and not principal.may(Role.ADMIN):
         raise forbidden("only an admin may read other users")
     with _errors():
-        return _user(_store(request).get_user(name))
+        return _out(UserOut, _store(request).get_user(name))
 
 
 @router.patch("/users/{name}", response_model=UserOut)
@@ -209,7 +180,7 @@ def update_user(request: Request, name: str, body: UserUpdate, principal: Admin)
         user = _store(request).update_user(
             name, actor=principal.name, route=route_of(request), **changes
         )
-    return _user(user)
+    return _out(UserOut, user)
 
 
 @router.get("/tokens", response_model=list[TokenOut])
@@ -224,7 +195,7 @@ def list_tokens(
             raise forbidden("only an admin may list others' tokens")
         user = principal.name
     with _errors():
-        return [_token(t) for t in _store(request).list_tokens(user)]
+        return [_out(TokenOut, t) for t in _store(request).list_tokens(user)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
@@ -234,7 +205,7 @@ def create_token(request: Request, body: TokenCreate, principal: Admin) -> Token
         info, plaintext = _store(request).create_token(
             body.user, body.description, actor=principal.name, route=route_of(request)
         )
-    return TokenCreated(token=plaintext, info=_token(info))
+    return TokenCreated(token=plaintext, info=_out(TokenOut, info))
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut)
@@ -244,7 +215,9 @@ def revoke_token(request: Request, token_id: str, principal: Viewer) -> TokenOut
     with _errors():
         if not principal.may(Role.ADMIN) and store.get_token(token_id).user != principal.name:
             raise forbidden("only an admin may revoke others' tokens")
-        return _token(store.revoke_token(token_id, actor=principal.name, route=route_of(request)))
+        return _out(
+            TokenOut, store.revoke_token(token_id, actor=principal.name, route=route_of(request))
+        )
 
 
 @router.get("/audit", response_model=list[AuditEventOut])
@@ -275,4 +248,4 @@ def list_audit(
             since=since,
             limit=limit,
         )
-    return [_event(e) for e in events]
+    return [_out(AuditEventOut, e) for e in events]

@@ -27,6 +27,7 @@ __all__ = [
     "OPEN_MODE_PRINCIPAL",
     "Principal",
     "audit",
+    "audit_event",
     "check_model",
     "forbidden",
     "principal_of",
@@ -173,12 +174,27 @@ def audit(
     """Record a change in the audit log with the authenticated user and the route (never a
     name the client supplied). Registry entity ids (``m``, ``m/3``, ``m@alias``) also file the
     event under their model."""
-    request.app.state.store.add_audit_event(
-        actor=principal.name,
-        action=action,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        before=before,
-        after=after,
-        route=route_of(request),
-    )
+    event = audit_event(request, principal, action, entity_type, entity_id, before, after)
+    request.app.state.store.add_audit_event(**event)
+
+
+def audit_event(
+    request: Request,
+    principal: Principal,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields of an audit event for a change made through ``request``: the authenticated
+    user as the actor, and the route."""
+    return {
+        "actor": principal.name,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "before": before,
+        "after": after,
+        "route": route_of(request),
+    }

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from sqlalchemy.engine import Connection
 
-from modelloop.server._auth import OPEN_MODE_PRINCIPAL, Principal, route_of
+from modelloop.server._auth import OPEN_MODE_PRINCIPAL, Principal, audit_event, route_of
 from modelloop.server._idempotency import KEY_HEADER, IdempotencyKeys, StoredResponse
 from modelloop.store._http._codec import dumps
 from modelloop.store._sql import SqlStore
@@ -43,17 +43,7 @@ def audit(
     (the authenticated user, the route, the object, before and after) is written by ``write``
     once the change is done, in one transaction with the record of its idempotency key."""
     pending: list[dict[str, Any]] = request.state.__dict__.setdefault("pending_audit", [])
-    pending.append(
-        {
-            "actor": principal.name,
-            "action": action,
-            "entity_type": entity_type,
-            "entity_id": entity_id,
-            "before": before,
-            "after": after,
-            "route": route_of(request),
-        }
-    )
+    pending.append(audit_event(request, principal, action, entity_type, entity_id, before, after))
 
 
 def write(

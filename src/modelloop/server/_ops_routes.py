@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,6 +12,7 @@ from modelloop.access import Role
 from modelloop.server._auth import Principal, check_model, require
 from modelloop.server._common import audit, json_response, store_of, write
 from modelloop.store._records import AlertRecord
+from modelloop.store._sql import SqlStore
 
 __all__ = ["router"]
 
@@ -139,40 +141,34 @@ def list_alerts(
     model_name: Annotated[str | None, Query()] = None,
     firing_only: Annotated[bool, Query()] = False,
 ) -> Response:
-    if model_name is not None:
-        check_model(principal, model_name)
-    alerts = store_of(request).list_alerts(model_name, firing_only=firing_only)
-    return json_response(_in_scope(principal, alerts))
+    return _scoped_list(
+        principal,
+        model_name,
+        lambda: store_of(request).list_alerts(model_name, firing_only=firing_only),
+    )
 
 
 @router.put("/alerts", tags=["monitoring"], summary="Insert or replace an alert state")
 def put_alert(request: Request, body: PutAlertIn, principal: Editor) -> Response:
-    check_model(principal, str(body.alert.model_name))
-
-    def work() -> Any:
-        alert = AlertRecord(**body.alert.model_dump())
-        event = store_of(request).put_alert(alert, event_status=body.event_status)
-        entity = f"{alert.model_name}/{alert.rule}"
-        audit(request, principal, "alert.put", "alert", entity, after={"firing": alert.firing})
-        return {"event": event}
-
-    return write(request, principal, work)
+    return _change_alert(
+        request,
+        principal,
+        body.alert,
+        "alert.put",
+        lambda store, alert: store.put_alert(alert, event_status=body.event_status),
+    )
 
 
 @router.post("/alerts/transition", tags=["monitoring"], summary="Apply an evaluated alert state")
 def transition_alert(request: Request, body: AlertIn, principal: Editor) -> Response:
-    check_model(principal, str(body.model_name))
-
-    def work() -> Any:
-        alert = AlertRecord(**body.model_dump())
-        event = store_of(request).transition_alert(alert)
-        entity = f"{alert.model_name}/{alert.rule}"
-        audit(
-            request, principal, "alert.transition", "alert", entity, after={"firing": alert.firing}
-        )
-        return {"event": event}
-
-    return write(request, principal, work, keyed=False)
+    return _change_alert(
+        request,
+        principal,
+        body,
+        "alert.transition",
+        lambda store, alert: store.transition_alert(alert),
+        keyed=False,
+    )
 
 
 @router.get("/alerts/state", tags=["monitoring"], summary="The state of one rule for one model")
@@ -193,10 +189,9 @@ def list_alert_events(
     model_name: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query()] = 1000,
 ) -> Response:
-    if model_name is not None:
-        check_model(principal, model_name)
-    events = store_of(request).list_alert_events(model_name, limit=limit)
-    return json_response(_in_scope(principal, events))
+    return _scoped_list(
+        principal, model_name, lambda: store_of(request).list_alert_events(model_name, limit=limit)
+    )
 
 
 # -- loop ------------------------------------------------------------------------------------
@@ -309,6 +304,39 @@ def release_loop_lease(
         return {"released": released}
 
     return write(request, principal, work)
+
+
+def _scoped_list(
+    principal: Principal, model_name: str | None, fetch: Callable[[], list[Any]]
+) -> Response:
+    """The records ``fetch`` reads about one model (which the principal must be allowed to see)
+    or, without ``model_name``, about every model the principal may see."""
+    if model_name is not None:
+        check_model(principal, model_name)
+    return json_response(_in_scope(principal, fetch()))
+
+
+def _change_alert(
+    request: Request,
+    principal: Principal,
+    body: AlertIn,
+    action: str,
+    apply: Callable[[SqlStore, AlertRecord], Any],
+    *,
+    keyed: bool = True,
+) -> Response:
+    """A write of the alert state ``body``: ``apply`` it to the store, audit it as ``action``
+    with whether it fires, and answer the alert event ``apply`` returns."""
+    check_model(principal, str(body.model_name))
+
+    def work() -> Any:
+        alert = AlertRecord(**body.model_dump())
+        event = apply(store_of(request), alert)
+        entity = f"{alert.model_name}/{alert.rule}"
+        audit(request, principal, action, "alert", entity, after={"firing": alert.firing})
+        return {"event": event}
+
+    return write(request, principal, work, keyed=keyed)
 
 
 def _in_scope(principal: Principal, records: list[Any]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,6 +12,7 @@ from modelloop.access import Role
 from modelloop.server._auth import Principal, require
 from modelloop.server._common import actor, audit, json_response, store_of, write
 from modelloop.store._records import Metric, RunArtifact, RunOwner, RunStatus
+from modelloop.store._sql import SqlStore
 
 __all__ = ["router"]
 
@@ -235,22 +237,26 @@ def end_run(request: Request, run_id: str, body: EndRunIn, principal: Editor) ->
 
 @router.post("/runs/{run_id}/params", summary="Log params")
 def log_params(request: Request, run_id: str, body: ParamsIn, principal: Editor) -> Response:
-    def work() -> Any:
-        store_of(request).log_params(run_id, body.params)
-        audit(request, principal, "run.params", "run", run_id, after=dict(body.params))
-        return None
-
-    return write(request, principal, work, keyed=False)
+    return _change_run(
+        request,
+        principal,
+        run_id,
+        "run.params",
+        lambda store: store.log_params(run_id, body.params),
+        lambda: dict(body.params),
+    )
 
 
 @router.post("/runs/{run_id}/tags", summary="Set tags")
 def set_tags(request: Request, run_id: str, body: TagsIn, principal: Editor) -> Response:
-    def work() -> Any:
-        store_of(request).set_tags(run_id, body.tags)
-        audit(request, principal, "run.tags", "run", run_id, after=dict(body.tags))
-        return None
-
-    return write(request, principal, work, keyed=False)
+    return _change_run(
+        request,
+        principal,
+        run_id,
+        "run.tags",
+        lambda store: store.set_tags(run_id, body.tags),
+        lambda: dict(body.tags),
+    )
 
 
 @router.post("/runs/{run_id}/metrics", summary="Log a batch of metric values (one transaction)")
@@ -261,13 +267,13 @@ def log_metrics(request: Request, run_id: str, body: MetricsIn, principal: Edito
 
         raise InvalidInput("keys, values, steps and timestamps must have the same length")
 
-    def work() -> Any:
+    def change(store: SqlStore) -> None:
         metrics = list(map(Metric, body.keys, body.values, body.steps, body.timestamps))
-        store_of(request).log_metrics(run_id, metrics)
-        audit(request, principal, "run.metrics", "run", run_id, after={"values": n})
-        return None
+        store.log_metrics(run_id, metrics)
 
-    return write(request, principal, work)
+    return _change_run(
+        request, principal, run_id, "run.metrics", change, lambda: {"values": n}, keyed=True
+    )
 
 
 @router.get("/runs/{run_id}/metrics/history", summary="Every value of one metric")
@@ -301,13 +307,14 @@ def list_run_artifacts(
 
 @router.post("/runs/{run_id}/datasets", summary="Link a dataset to a run in a role")
 def link_dataset(request: Request, run_id: str, body: LinkIn, principal: Editor) -> Response:
-    def work() -> Any:
-        store_of(request).link_dataset(run_id, body.dataset_id, body.role)
-        after = {"dataset_id": body.dataset_id, "role": body.role}
-        audit(request, principal, "run.dataset", "run", run_id, after=after)
-        return None
-
-    return write(request, principal, work, keyed=False)
+    return _change_run(
+        request,
+        principal,
+        run_id,
+        "run.dataset",
+        lambda store: store.link_dataset(run_id, body.dataset_id, body.role),
+        lambda: {"dataset_id": body.dataset_id, "role": body.role},
+    )
 
 
 @router.get("/runs/{run_id}/datasets", summary="The datasets a run used")
@@ -348,6 +355,26 @@ def find_datasets(
 @router.get("/datasets/{dataset_id}", summary="One dataset")
 def get_dataset(request: Request, dataset_id: int, principal: Viewer) -> Response:
     return json_response(store_of(request).get_dataset(dataset_id))
+
+
+def _change_run(
+    request: Request,
+    principal: Principal,
+    run_id: str,
+    action: str,
+    change: Callable[[SqlStore], object],
+    after: Callable[[], Mapping[str, Any]],
+    *,
+    keyed: bool = False,
+) -> Response:
+    """A write to run ``run_id`` that answers ``null``: ``change`` on the store, then the audit
+    event ``action`` with the state ``after`` gives (read once the change is done)."""
+
+    def work() -> None:
+        change(store_of(request))
+        audit(request, principal, action, "run", run_id, after=after())
+
+    return write(request, principal, work, keyed=keyed)
 
 
 def _owner(value: Any) -> Any:

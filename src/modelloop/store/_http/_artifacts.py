@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from modelloop.artifacts._store import BlobInfo, _check_digest, _open_source
+from modelloop.artifacts._store import (
+    BlobInfo,
+    _check_digest,
+    _file_target,
+    _open_source,
+    _part_beside,
+    _write_whole,
+)
 from modelloop.exceptions import ArtifactCorrupted, InvalidInput, NotFound
 from modelloop.store._http._transport import API_PREFIX, Transport
 
@@ -102,24 +107,8 @@ class HttpArtifactStore:
     def get_file(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Write a blob to the local file ``dest`` (replacing it) and return ``dest``; verified
         before it is renamed into place, so a corrupted download leaves ``dest`` as it was."""
-        target = Path(dest)
-        _check_digest(digest)
-        if target.is_dir():
-            raise InvalidInput(f"destination {str(target)!r} is a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-            with os.fdopen(fd, "wb") as out:
-                for chunk in self._chunks(digest):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        target = _file_target(digest, dest)
+        _write_whole(target, _part_beside(target), self._chunks(digest))
         return target
 
     def _chunks(self, digest: str) -> Iterator[bytes]:
