@@ -19,6 +19,7 @@ from modelloop.cli._output import JsonOpt, cli_client, console, fail, print_json
 from modelloop.cli._pipeline import pipeline_app
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.cli._serve import serve_command
+from modelloop.cli._ui import ui_command
 from modelloop.exceptions import ModelloopError
 
 __all__ = ["app", "main"]
@@ -56,6 +57,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 app.command("serve")(serve_command)
+app.command("ui")(ui_command)
 
 
 def _version(value: bool) -> None:
