@@ -3,6 +3,7 @@ bucket's minimum and maximum (in step order), and always keep the first and last
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -31,17 +32,17 @@ def downsample(
     buckets = (max_points - 2) // 2  # plus the first and last points
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     keep: list[int] = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges.tolist()):
         if hi <= lo:
             continue
         chunk = y[lo:hi]
         finite = ~np.isnan(chunk)
         if not finite.any():
-            keep.append(int(lo))
+            keep.append(lo)
             continue
         masked_low = np.where(finite, chunk, np.inf)
         masked_high = np.where(finite, chunk, -np.inf)
-        i, j = int(np.argmin(masked_low)) + int(lo), int(np.argmax(masked_high)) + int(lo)
+        i, j = int(np.argmin(masked_low)) + lo, int(np.argmax(masked_high)) + lo
         keep.extend(sorted({i, j}))
     index = np.array(sorted({0, *keep, n - 1}), dtype=np.int64)
     return x[index], y[index]

@@ -290,4 +290,3 @@ def compare_page(request: Request) -> Response:
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and np.isfinite(value) else None
-
