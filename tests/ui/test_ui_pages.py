@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ui_support import EXPERIMENT, Filled, UiServer, Watched
+from ui_support import EXPERIMENT, Filled, UiServer, Watched, wait_for_charts
 
 
 def _client(filled: Filled) -> Any:
@@ -34,7 +34,7 @@ def test_every_page_loads_cleanly_with_a_screenshot(
     for name, path in pages.items():
         response = page.goto(ui.url + path)
         assert response is not None and response.status == 200, name
-        page.wait_for_load_state("networkidle")
+        wait_for_charts(page)
         for chart in page.locator(".chart, #parcoords").all():  # charts drew their data
             assert chart.get_attribute("data-loaded") == "true", name
         shot = watched.shot(name)
@@ -77,7 +77,7 @@ def test_run_page_shows_params_dataset_model_signature_and_charts(
         client.close()
     page = watched.page
     page.goto(f"{ui.url}/runs/{filled.model_run}")
-    page.wait_for_load_state("networkidle")
+    wait_for_charts(page)
     assert page.locator("#run-name").inner_text() == run.name
     params = dict(
         zip(

@@ -206,6 +206,16 @@ def watch(page: Any, shots: Path, *, allowed_status: tuple[int, ...] = ()) -> Wa
     return w
 
 
+def wait_for_charts(page: Any, timeout_ms: float = 30_000) -> None:
+    """Wait until every chart of the page has drawn the data it fetched."""
+    page.wait_for_load_state("load")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.chart, #parcoords')]"
+        ".every(d => d.getAttribute('data-loaded') === 'true')",
+        timeout=timeout_ms,
+    )
+
+
 def launch_browser() -> Iterator[Any]:
     """One headless Chromium for a module; closed afterwards."""
     from playwright.sync_api import sync_playwright

@@ -47,7 +47,10 @@
   // sources: [{url, name}]; one trace per source, re-fetched for the zoomed range
   function drawMetric(container, key, sources, legend) {
     var div = chartDiv(container, key);
+    var zoomed = false; // whether the drawn series is a zoomed-in range
+    var busy = false; // drawing emits relayout events of its own: ignore them
     var load = function (range) {
+      busy = true;
       return Promise.all(sources.map(function (s) { return fetchSeries(s.url, key, range); }))
         .then(function (series) {
           var traces = series.map(function (d, i) {
@@ -56,14 +59,17 @@
           var lay = layout(key);
           lay.showlegend = legend;
           if (range) { lay.xaxis.range = range; }
+          zoomed = range !== null;
           return Plotly.react(div, traces, lay, { responsive: true, displaylogo: false });
-        });
+        })
+        .finally(function () { busy = false; });
     };
     load(null).then(function () {
       div.on("plotly_relayout", function (ev) {
+        if (busy) { return; }
         if (ev["xaxis.range[0]"] !== undefined) {
           load([ev["xaxis.range[0]"], ev["xaxis.range[1]"]]);
-        } else if (ev["xaxis.autorange"]) {
+        } else if (ev["xaxis.autorange"] && zoomed) {
           load(null);
         }
       });
