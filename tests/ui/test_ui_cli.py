@@ -44,3 +44,23 @@ def test_the_command_refuses_a_public_host_with_exit_code_2(tmp_path: Path) -> N
     assert out.returncode == 2
     assert "0.0.0.0 is not a loopback address" in out.stderr
     assert not (tmp_path / "home").exists()  # refused before opening any store
+
+
+@pytest.mark.parametrize("hidden", ["starlette", "jinja2", "plotly"])
+def test_a_missing_ui_extra_is_named_with_the_install_command(
+    home: Path, monkeypatch: pytest.MonkeyPatch, hidden: str
+) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from modelloop.cli import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == hidden else real(name, *a)
+    )
+    result = CliRunner().invoke(app, ["ui", "--port", "0"])
+    assert result.exit_code == 2
+    assert "pip install 'modelloop[ui]'" in " ".join(result.output.split())
+    assert hidden in result.output

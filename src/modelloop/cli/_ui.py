@@ -40,12 +40,14 @@ def ui_command(
     ] = "127.0.0.1",
 ) -> None:
     """Serve the web dashboard (experiments, runs, compare, models) on this machine only."""
+    host = check_loopback(host)
+    from modelloop.cli._output import cli_client, err_console, require_extra
+
+    require_extra("ui", "starlette", "jinja2", "uvicorn", "plotly")
     import uvicorn
 
-    from modelloop.cli._output import cli_client, err_console
     from modelloop.ui import create_app
 
-    host = check_loopback(host)
     client = cli_client(writes=False)
     try:
         app = create_app(client)

@@ -121,6 +121,7 @@ def create_app(client: Client) -> Starlette:
         Route("/runs/{run_id}", _runs.run_page, name="run"),
         Route("/runs/{run_id}/artifacts/{path:path}", _runs.artifact_download, name="artifact"),
         Route("/api/runs/{run_id}/metric", _runs.metric_series, name="metric_series"),
+        Route("/api/metric", _runs.metric_series_many, name="metric_series_many"),
         Route("/compare", _runs.compare_page, name="compare"),
         Route("/models", _models.models_page, name="models"),
         Route("/models/{name}", _models.model_page, name="model"),

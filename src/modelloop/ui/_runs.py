@@ -32,6 +32,7 @@ __all__ = [
     "compare_page",
     "experiments_page",
     "metric_series",
+    "metric_series_many",
     "run_page",
     "runs_page",
 ]
@@ -138,7 +139,7 @@ def run_page(request: Request) -> Response:
     charts = {
         "run_id": run.run_id,
         "keys": sorted(run.metrics),
-        "series_url": str(request.url_for("metric_series", run_id=run.run_id)),
+        "series_url": str(request.url_for("metric_series_many")),
     }
     return render(
         request,
@@ -186,21 +187,19 @@ def _int_param(request: Request, name: str, default: int | None) -> int | None:
         raise InvalidInput(f"{name}={text[:40]!r} is not a number") from None
 
 
-def metric_series(request: Request) -> Response:
-    """``{"key", "x", "y", "total"}``: one metric by step, downsampled to ``points`` (keeping
-    each bucket's extremes), optionally only between ``min_step`` and ``max_step``."""
-    from starlette.responses import JSONResponse
-
-    client = _client(request)
-    run_id = request.path_params["run_id"]
+def _series_args(request: Request) -> tuple[str, int, int | None, int | None]:
     key = request.query_params.get("key", "")
     if not key:
         raise InvalidInput("query parameter 'key' (the metric) is missing")
     points = _int_param(request, "points", CHART_POINTS) or CHART_POINTS
     if not 4 <= points <= 20_000:
         raise InvalidInput(f"points={points}: use 4 to 20000")
-    low = _int_param(request, "min_step", None)
-    high = _int_param(request, "max_step", None)
+    return key, points, _int_param(request, "min_step", None), _int_param(request, "max_step", None)
+
+
+def _series(
+    client: Client, run_id: str, key: str, points: int, low: int | None, high: int | None
+) -> dict[str, Any]:
     history = client.store.get_metric_history(run_id, key)
     if not history:
         client.store.get_run(run_id)  # NotFound for a missing run, else an empty series
@@ -213,9 +212,32 @@ def metric_series(request: Request) -> Response:
         if high is not None:
             inside &= steps <= high
         steps, values = steps[inside], values[inside]
-    total = len(steps)
     xs, ys = downsample(steps, values, points)
-    return JSONResponse({"key": key, "total": total, **series_json(xs, ys)})
+    return {"run_id": run_id, "key": key, "total": len(steps), **series_json(xs, ys)}
+
+
+def metric_series(request: Request) -> Response:
+    """``{"key", "x", "y", "total"}``: one metric by step, downsampled to ``points`` (keeping
+    each bucket's extremes), optionally only between ``min_step`` and ``max_step``."""
+    from starlette.responses import JSONResponse
+
+    key, points, low, high = _series_args(request)
+    run_id = request.path_params["run_id"]
+    return JSONResponse(_series(_client(request), run_id, key, points, low, high))
+
+
+def metric_series_many(request: Request) -> Response:
+    """``{"key", "series": [...]}``: :func:`metric_series` for 1 to 20 runs (``run=`` repeated)
+    in one request, in the order given."""
+    from starlette.responses import JSONResponse
+
+    key, points, low, high = _series_args(request)
+    ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
+    if not 1 <= len(ids) <= MAX_COMPARE:
+        raise InvalidInput(f"give 1 to {MAX_COMPARE} runs (run=ID), got {len(ids)}")
+    client = _client(request)
+    series = [_series(client, run_id, key, points, low, high) for run_id in ids]
+    return JSONResponse({"key": key, "series": series})
 
 
 def _compare_runs(request: Request) -> list[Run]:
@@ -265,11 +287,11 @@ def compare_page(request: Request) -> Response:
             {
                 "run_id": r.run_id,
                 "name": r.name,
-                "series_url": str(request.url_for("metric_series", run_id=r.run_id)),
             }
             for r in runs
         ],
         "keys": metric_keys,
+        "series_url": str(request.url_for("metric_series_many")),
         "parcoords": dims,
         "color": chosen,
     }

@@ -9,8 +9,10 @@
     return node ? JSON.parse(node.textContent) : null;
   }
 
-  function fetchSeries(url, key, range) {
+  // one request per chart: the metric of every run drawn on it
+  function fetchSeries(url, runIds, key, range) {
     var q = "?key=" + encodeURIComponent(key) + "&points=" + POINTS;
+    runIds.forEach(function (id) { q += "&run=" + encodeURIComponent(id); });
     if (range) {
       q += "&min_step=" + Math.floor(range[0]) + "&max_step=" + Math.ceil(range[1]);
     }
@@ -44,16 +46,17 @@
     return div;
   }
 
-  // sources: [{url, name}]; one trace per source, re-fetched for the zoomed range
-  function drawMetric(container, key, sources, legend) {
+  // sources: [{run_id, name}]; one trace per run, re-fetched for the zoomed range
+  function drawMetric(container, url, key, sources, legend) {
     var div = chartDiv(container, key);
     var zoomed = false; // whether the drawn series is a zoomed-in range
     var busy = false; // drawing emits relayout events of its own: ignore them
     var load = function (range) {
       busy = true;
-      return Promise.all(sources.map(function (s) { return fetchSeries(s.url, key, range); }))
-        .then(function (series) {
-          var traces = series.map(function (d, i) {
+      var ids = sources.map(function (s) { return s.run_id; });
+      return fetchSeries(url, ids, key, range)
+        .then(function (data) {
+          var traces = data.series.map(function (d, i) {
             return { x: d.x, y: d.y, name: sources[i].name, mode: "lines", type: "scatter" };
           });
           var lay = layout(key);
@@ -93,7 +96,7 @@
     var container = document.getElementById("charts");
     if (container) {
       run.keys.forEach(function (key) {
-        drawMetric(container, key, [{ url: run.series_url, name: key }], false);
+        drawMetric(container, run.series_url, key, [{ run_id: run.run_id, name: key }], false);
       });
       onLogScale(container);
     }
@@ -102,9 +105,8 @@
   var cmp = readJson("compare-data");
   if (cmp) {
     var box = document.getElementById("charts");
-    var sources = cmp.runs.map(function (r) { return { url: r.series_url, name: r.name }; });
     if (box) {
-      cmp.keys.forEach(function (key) { drawMetric(box, key, sources, true); });
+      cmp.keys.forEach(function (key) { drawMetric(box, cmp.series_url, key, cmp.runs, true); });
       onLogScale(box);
     }
     var pc = document.getElementById("parcoords");
