@@ -193,4 +193,12 @@ def test_compare_selected_runs(ui: UiServer, filled: Filled, watched: Watched, c
     )
     assert lengths == [len(client.get_metric_history(r.run_id, "loss")) for r in runs]
     assert page.locator("#parcoords").get_attribute("data-loaded") == "true"
+    # parallel coordinates: one line per run over params.C then the chosen metric (auc),
+    # each axis scaled to its range, so the best auc ends at the top
+    lines = page.evaluate("() => document.querySelector('#parcoords').data.map(t => [t.name, t.y])")
+    assert [name for name, _ in lines] == [r.name for r in runs]
+    best = max(runs, key=lambda r: r.metrics["auc"])
+    assert dict((n, y[-1]) for n, y in lines)[best.name] == 1
+    axes = page.evaluate("() => document.querySelector('#parcoords').layout.xaxis.ticktext")
+    assert axes == ["params.C", "metrics.auc"]
     watched.shot("compare-3")

@@ -57,7 +57,8 @@
       return fetchSeries(url, ids, key, range)
         .then(function (data) {
           var traces = data.series.map(function (d, i) {
-            return { x: d.x, y: d.y, name: sources[i].name, mode: "lines", type: "scatter" };
+            var mode = d.x.length < 50 ? "lines+markers" : "lines"; // lone points stay visible
+            return { x: d.x, y: d.y, name: sources[i].name, mode: mode, type: "scatter" };
           });
           var lay = layout(key);
           lay.showlegend = legend;
@@ -91,6 +92,69 @@
     });
   }
 
+  var VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+
+  function colour(t) {
+    if (t === null || isNaN(t)) { return "rgb(160,160,160)"; }
+    var pos = Math.min(Math.max(t, 0), 1) * (VIRIDIS.length - 1);
+    var i = Math.min(Math.floor(pos), VIRIDIS.length - 2);
+    var f = pos - i;
+    var c = VIRIDIS[i].map(function (v, k) { return Math.round(v + f * (VIRIDIS[i + 1][k] - v)); });
+    return "rgb(" + c.join(",") + ")";
+  }
+
+  function span(values) {
+    var finite = values.filter(function (v) { return v !== null; });
+    if (finite.length === 0) { return { lo: 0, hi: 1 }; }
+    return { lo: Math.min.apply(null, finite), hi: Math.max.apply(null, finite) };
+  }
+
+  // Parallel coordinates drawn as SVG lines (no WebGL needed): one axis per numeric param and
+  // the chosen metric last, each scaled to its own range; a run's line is coloured by the metric.
+  function parallel(div, dims, runs) {
+    var spans = dims.map(function (d) { return span(d.values); });
+    var last = spans[spans.length - 1];
+    var scale = function (v, s) {
+      if (v === null) { return null; }
+      return s.hi === s.lo ? 0.5 : (v - s.lo) / (s.hi - s.lo);
+    };
+    var traces = runs.map(function (run, i) {
+      var metric = dims[dims.length - 1].values[i];
+      return {
+        type: "scatter",
+        mode: "lines+markers",
+        name: run.name,
+        x: dims.map(function (d, j) { return j; }),
+        y: dims.map(function (d, j) { return scale(d.values[i], spans[j]); }),
+        text: dims.map(function (d) { return d.label + " = " + d.values[i]; }),
+        hoverinfo: "name+text",
+        line: { color: colour(scale(metric, last)), width: 2 },
+        marker: { size: 5 }
+      };
+    });
+    var shapes = dims.map(function (d, j) {
+      return { type: "line", x0: j, x1: j, y0: 0, y1: 1, line: { color: "#8a93a3", width: 1 } };
+    });
+    var notes = [];
+    dims.forEach(function (d, j) {
+      notes.push({ x: j, y: 1.06, text: String(spans[j].hi), showarrow: false });
+      notes.push({ x: j, y: -0.06, text: String(spans[j].lo), showarrow: false });
+    });
+    Plotly.newPlot(div, traces, {
+      height: 380,
+      margin: { l: 40, r: 40, t: 30, b: 60 },
+      showlegend: runs.length <= 20,
+      shapes: shapes,
+      annotations: notes,
+      xaxis: {
+        tickvals: dims.map(function (d, j) { return j; }),
+        ticktext: dims.map(function (d) { return d.label; }),
+        zeroline: false, showgrid: false
+      },
+      yaxis: { visible: false, range: [-0.12, 1.12] }
+    }, { displaylogo: false, responsive: true });
+  }
+
   var run = readJson("chart-data");
   if (run) {
     var container = document.getElementById("charts");
@@ -111,16 +175,7 @@
     }
     var pc = document.getElementById("parcoords");
     if (pc && cmp.parcoords.length > 0) {
-      var color = cmp.parcoords[cmp.parcoords.length - 1].values.map(function (v) {
-        return v === null ? 0 : v;
-      });
-      Plotly.newPlot(pc, [{
-        type: "parcoords",
-        line: { color: color, colorscale: "Viridis", showscale: true },
-        dimensions: cmp.parcoords.map(function (d) {
-          return { label: d.label, values: d.values.map(function (v) { return v === null ? NaN : v; }) };
-        })
-      }], { height: 360, margin: { l: 60, r: 60, t: 40, b: 20 } }, { displaylogo: false });
+      parallel(pc, cmp.parcoords, cmp.runs);
       pc.setAttribute("data-loaded", "true");
     }
   }
