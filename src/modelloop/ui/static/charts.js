@@ -9,8 +9,31 @@
     return node ? JSON.parse(node.textContent) : null;
   }
 
+  // At most two series requests in flight: the server reads each history in full, so charts
+  // arriving one after another show the first ones sooner than all of them at once.
+  var MAX_IN_FLIGHT = 2;
+  var inFlight = 0;
+  var waiting = [];
+
+  function queued(task) {
+    return new Promise(function (resolve, reject) {
+      waiting.push(function () {
+        inFlight += 1;
+        task().then(resolve, reject).finally(function () {
+          inFlight -= 1;
+          if (waiting.length > 0) { waiting.shift()(); }
+        });
+      });
+      if (inFlight < MAX_IN_FLIGHT) { waiting.shift()(); }
+    });
+  }
+
   // one request per chart: the metric of every run drawn on it
   function fetchSeries(url, runIds, key, range) {
+    return queued(function () { return fetchNow(url, runIds, key, range); });
+  }
+
+  function fetchNow(url, runIds, key, range) {
     var q = "?key=" + encodeURIComponent(key) + "&points=" + POINTS;
     runIds.forEach(function (id) { q += "&run=" + encodeURIComponent(id); });
     if (range) {
