@@ -30,6 +30,7 @@ def test_every_page_loads_cleanly_with_a_screenshot(
         f"&run={filled.model_run}",
         "models": "/models",
         "model": "/models/cancer",
+        "monitoring": "/models/cancer/monitoring",
     }
     for name, path in pages.items():
         response = page.goto(ui.url + path)
@@ -169,3 +170,37 @@ def test_unknown_things_get_an_error_page_naming_them(
     assert all("Failed to load resource" in e for e in watched.console_errors)
     watched.failed_requests.clear()
     watched.console_errors.clear()
+
+
+def test_monitoring_page_shows_drift_over_time_and_alerts(
+    ui: UiServer, filled: Filled, watched: Watched
+) -> None:
+    client = _client(filled)
+    try:
+        records = client.store.list_monitoring_results("cancer")
+        alerts = client.store.list_alerts("cancer")
+        events = client.store.list_alert_events("cancer")
+    finally:
+        client.close()
+    assert [e.status for e in events] == ["firing", "resolved"]  # the store holds a real story
+    page = watched.page
+    page.goto(f"{ui.url}/models/cancer")
+    page.click("#monitoring-link")
+    page.wait_for_url("**/models/cancer/monitoring")
+    wait_for_charts(page)
+    assert page.locator("#results tbody tr").count() == len(records)
+    share = page.evaluate("() => document.getElementById('drift-share').data[0].y")
+    assert share == [r.share_drifted for r in records]
+    heat = page.evaluate(
+        "() => { const d = document.getElementById('feature-drift').data[0];"
+        " return [d.y, d.z.map(r => r.length)]; }"
+    )
+    columns = sorted(c["column"] for c in records[-1].payload["drift"]["columns"])
+    assert heat[0] == columns and heat[1] == [len(records)] * len(columns)
+    drifted_marks = page.evaluate("() => document.getElementById('feature-drift').data[1].x.length")
+    assert drifted_marks == sum(len(r.drifted_columns) for r in records) > 0
+    assert page.locator("#alerts tbody tr").count() == len(alerts) == 1
+    assert page.locator("#alerts tbody td").nth(1).inner_text() == "resolved"
+    statuses = page.locator("#alert-events tbody td:nth-child(3)").all_inner_texts()
+    assert statuses == ["resolved", "firing"]  # newest first
+    watched.shot("monitoring-from-link")

@@ -99,6 +99,7 @@ def fill_store(home: Path) -> Filled:
         client.set_alias("cancer", "champion", versions[0])
         client.set_alias("cancer", "champion", versions[1])
         client.set_alias("cancer", "challenger", versions[0])
+        fill_monitoring(client.store, "cancer", X)
         with client.start_run(EXPERIMENT, name=XSS_NAME) as run:
             client.store.log_params(run.run_id, {"C": 0.5, "note": XSS_PARAM})
             client.store.set_tags(run.run_id, {"owner": "<b>bold</b>"})
@@ -108,6 +109,54 @@ def fill_store(home: Path) -> Filled:
         return Filled(home, experiment_id, model_run, xss_run, sweep)
     finally:
         client.close()
+
+
+#: monitoring windows stored by :func:`fill_monitoring`, and their drift shift (in std units)
+SHIFTS = (0.0, 0.0, 0.2, 0.6, 1.2, 1.5)
+DRIFT_RULE = "drift_share_above_0.5"
+
+
+def fill_monitoring(store: Any, model: str, reference: Any) -> None:
+    """Monitoring results as ``run_monitor`` stores them: real drift tests of windows whose
+    inputs shift more and more, live accuracy, and a drift-share alert that fires then resolves."""
+    import numpy as np
+
+    from modelloop.monitoring import (
+        AlertManager,
+        DriftShareAbove,
+        MonitorResult,
+        ReferenceProfile,
+        StoreAlertStates,
+        detect_drift,
+    )
+
+    profile = ReferenceProfile.from_frame(reference)
+    rng = np.random.default_rng(1)
+    day = 86_400_000
+    start = 1_767_225_600_000  # 2026-01-01
+    shifts = [*SHIFTS, 0.0]  # the last window is back to normal: the alert resolves
+    for i, shift in enumerate(shifts):
+        rows = reference.sample(300, random_state=i, replace=True).reset_index(drop=True)
+        current = rows + shift * reference.std() + rng.normal(0, 0.01, rows.shape)
+        drift = detect_drift(profile, current)
+        end = start + (i + 1) * day
+        result = MonitorResult(model, drift=drift, timestamp=end)
+        AlertManager(
+            [DriftShareAbove(0.5)], store=StoreAlertStates(store), clock=lambda e=end: e
+        ).evaluate(result)
+        store.add_monitoring_result(
+            model,
+            model_version=2,
+            window_start=end - day,
+            window_end=end,
+            num_rows=len(current),
+            share_drifted=drift.share_drifted,
+            dataset_drift=drift.dataset_drift,
+            drifted_columns=drift.drifted_columns,
+            metrics={"accuracy": 0.95 - shift / 10},
+            payload=result.to_dict(),
+            created_at=end,
+        )
 
 
 @dataclass
@@ -210,7 +259,7 @@ def wait_for_charts(page: Any, timeout_ms: float = 30_000) -> None:
     """Wait until every chart of the page has drawn the data it fetched."""
     page.wait_for_load_state("load")
     page.wait_for_function(
-        "() => [...document.querySelectorAll('.chart, #parcoords')]"
+        "() => [...document.querySelectorAll('.chart, #parcoords, .chart-static')]"
         ".every(d => d.getAttribute('data-loaded') === 'true')",
         timeout=timeout_ms,
     )
