@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ui_support import EXPERIMENT, Filled, UiServer, Watched, wait_for_charts
+from ui_support import EXPERIMENT, LOOP_STEPS, Filled, UiServer, Watched, wait_for_charts
 
 
 def _client(filled: Filled) -> Any:
@@ -31,6 +31,7 @@ def test_every_page_loads_cleanly_with_a_screenshot(
         "models": "/models",
         "model": "/models/cancer",
         "monitoring": "/models/cancer/monitoring",
+        "loop": "/models/cancer/loop",
     }
     for name, path in pages.items():
         response = page.goto(ui.url + path)
@@ -204,3 +205,31 @@ def test_monitoring_page_shows_drift_over_time_and_alerts(
     statuses = page.locator("#alert-events tbody td:nth-child(3)").all_inner_texts()
     assert statuses == ["resolved", "firing"]  # newest first
     watched.shot("monitoring-from-link")
+
+
+def test_loop_page_shows_the_timeline_and_canary_share(
+    ui: UiServer, filled: Filled, watched: Watched
+) -> None:
+    client = _client(filled)
+    try:
+        state = client.store.get_loop_state("cancer")
+        events = client.store.list_loop_events("cancer")
+    finally:
+        client.close()
+    assert state is not None and len(events) == len(LOOP_STEPS)
+    page = watched.page
+    page.goto(f"{ui.url}/models/cancer")
+    page.click("#loop-link")
+    page.wait_for_url("**/models/cancer/loop")
+    wait_for_charts(page)
+    assert page.locator("#loop-state-name").inner_text() == state.state == "idle"
+    kinds = page.locator("#loop-events tbody td:nth-child(2)").all_inner_texts()
+    assert kinds == [e.kind for e in reversed(events)]
+    messages = page.locator("#loop-events td.message").all_inner_texts()
+    assert messages[0] == LOOP_STEPS[-1][2]  # the script tag is shown as text
+    assert page.locator("main script:not([type])").count() == 0
+    shares = page.evaluate("() => document.getElementById('canary-share').data[0].y")
+    assert shares == [0.1, 0.5, 0.0]  # two canary stages, then the promotion ends the canary
+    page.click("#loop-events tbody tr:first-child summary")
+    evidence = page.locator("#loop-events tbody tr:first-child pre").inner_text()
+    assert '"version": 3' in evidence

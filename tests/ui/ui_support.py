@@ -100,6 +100,7 @@ def fill_store(home: Path) -> Filled:
         client.set_alias("cancer", "champion", versions[1])
         client.set_alias("cancer", "challenger", versions[0])
         fill_monitoring(client.store, "cancer", X)
+        fill_loop(client.store, "cancer")
         with client.start_run(EXPERIMENT, name=XSS_NAME) as run:
             client.store.log_params(run.run_id, {"C": 0.5, "note": XSS_PARAM})
             client.store.set_tags(run.run_id, {"owner": "<b>bold</b>"})
@@ -156,6 +157,35 @@ def fill_monitoring(store: Any, model: str, reference: Any) -> None:
             metrics={"accuracy": 0.95 - shift / 10},
             payload=result.to_dict(),
             created_at=end,
+        )
+
+
+#: the loop history of :func:`fill_loop`: (kind, state after, message, evidence)
+LOOP_STEPS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("trigger", "retraining", "drift share 100% >= 50%", {"share_drifted": 1.0}),
+    ("retrain", "gating", "trained v3 on 2,100 rows", {"rows": 2100}),
+    ("gate", "rolling_out", "v3 beats the champion: auc 0.93 vs 0.91", {"auc": 0.93}),
+    ("stage", "rolling_out", "canary 10%", {"stage": 1, "mode": "canary", "share": 0.1}),
+    ("stage", "rolling_out", "canary 50%", {"stage": 2, "mode": "canary", "share": 0.5}),
+    ("promote", "idle", "v3 promoted <script>alert('loop')</script>", {"version": 3}),
+)
+
+
+def fill_loop(store: Any, model: str) -> None:
+    """A loop history as the controller writes it: a drift trigger, a retrain, a gate, two
+    canary stages and a promotion (whose message holds a script tag)."""
+    at = 1_767_916_800_000  # 2026-01-09
+    for i, (kind, state, message, evidence) in enumerate(LOOP_STEPS):
+        data = {"challenger": 3} if state == "rolling_out" else {}
+        store.transition_loop(
+            model,
+            expected_revision=i,
+            state=state,
+            data=data,
+            kind=kind,
+            message=message,
+            evidence=evidence,
+            now=at + i * 3_600_000,
         )
 
 

@@ -113,7 +113,7 @@ def create_app(client: Client) -> Starlette:
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from modelloop.ui import _models, _monitoring, _runs
+    from modelloop.ui import _loop, _models, _monitoring, _runs
 
     routes = [
         Route("/", _runs.experiments_page, name="experiments"),
@@ -126,6 +126,7 @@ def create_app(client: Client) -> Starlette:
         Route("/models", _models.models_page, name="models"),
         Route("/models/{name}", _models.model_page, name="model"),
         Route("/models/{name}/monitoring", _monitoring.monitoring_page, name="monitoring"),
+        Route("/models/{name}/loop", _loop.loop_page, name="loop"),
         Route("/static/plotly.min.js", _plotly, name="plotly"),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]

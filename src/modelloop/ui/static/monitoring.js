@@ -45,6 +45,6 @@
       });
     });
     draw("feature-drift", [{ z: f.statistic, x: when, y: f.columns, type: "heatmap",
-                             colorscale: "YlOrRd", hoverongaps: false }, marks], heat);
+                             colorscale: "YlOrRd", reversescale: true, hoverongaps: false }, marks], heat);
   }
 })();
