@@ -205,10 +205,10 @@ class UiServer:
                 self.proc.wait(10)
 
 
-def start_ui(home: Path, *args: str) -> UiServer:
+def start_ui(home: Path, *args: str, env_extra: dict[str, str] | None = None) -> UiServer:
     """``modelloop ui`` on a free loopback port over ``home``; waits until it answers."""
     port = free_port()
-    env = {**os.environ, "MODELLOOP_HOME": str(home)}
+    env = {**os.environ, "MODELLOOP_HOME": str(home), **(env_extra or {})}
     for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT"):
         env.pop(var, None)
     log_path = home.parent / f"ui-{port}.log"

@@ -158,8 +158,14 @@ def run_page(request: Request) -> Response:
 
 
 def artifact_download(request: Request) -> Response:
-    """One artifact's bytes (digest verified on read), offered as a download."""
-    from starlette.responses import Response
+    """One artifact, offered as a download. The blob is copied to a temporary file and its
+    digest verified before the first byte is sent, so a corrupted blob is an error page, never
+    a truncated download; the copy is removed once sent."""
+    import shutil
+    import tempfile
+
+    from starlette.background import BackgroundTask
+    from starlette.responses import FileResponse
 
     from modelloop.artifacts import validate_artifact_path
 
@@ -169,11 +175,19 @@ def artifact_download(request: Request) -> Response:
     item = next((a for a in client.store.list_run_artifacts(run_id, path) if a.path == path), None)
     if item is None:
         raise NotFound(f"run {run_id} has no artifact {path!r}")
-    name = posixpath.basename(path)
-    return Response(
-        client.artifacts.read_bytes(item.digest),
+    folder = tempfile.mkdtemp(prefix="modelloop-ui-")
+    try:
+        local = client.artifacts.get_file(item.digest, f"{folder}/blob")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return FileResponse(
+        local,
         media_type="application/octet-stream",
-        headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(posixpath.basename(path))}"
+        },
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
     )
 
 
