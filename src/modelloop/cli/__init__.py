@@ -20,6 +20,7 @@ from modelloop.cli._pipeline import pipeline_app
 from modelloop.cli._runs import experiments_app, runs_app
 from modelloop.cli._serve import serve_command
 from modelloop.cli._server import server_command
+from modelloop.cli._ui import ui_command
 from modelloop.exceptions import ModelloopError
 
 __all__ = ["app", "main"]
@@ -58,6 +59,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(audit_app, name="audit")
 app.command("serve")(serve_command)
 app.command("server")(server_command)
+app.command("ui")(ui_command)
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,15 @@
+"""The web dashboard: experiments, runs (filter, sort, columns, pages), run detail with metric
+charts, run comparison, and registered models with their versions, lineage and alias history.
+
+Server-rendered pages (Starlette + Jinja2 with autoescaping) and a little vanilla JavaScript;
+plotly.js comes from the installed ``plotly`` package, so nothing is fetched from the network and
+installing needs no npm. :func:`create_app` builds the ASGI app over a :class:`~modelloop.Client`:
+``modelloop ui`` serves it on loopback for one person, and the control-plane server can mount it.
+"""
+
+from __future__ import annotations
+
+from modelloop.ui._app import create_app
+from modelloop.ui._charts import downsample
+
+__all__ = ["create_app", "downsample"]
