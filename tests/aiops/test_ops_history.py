@@ -1,0 +1,172 @@
+"""The operational history of a real ``modelloop serve`` process: known traffic (answered,
+refused, too large, slowed by an injected latency fault) and the Parquet rows it leaves under
+``$MODELLOOP_HOME/ops/<model>``, read back with ``read_ops_history``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from modelloop.aiops import OPS_COLUMNS, OpsRecorder, read_ops_history
+from modelloop.aiops._history import FAULT_FILE_ENV
+from modelloop.exceptions import InvalidInput, NotFound
+from serving.serving_support import Server, register_mixed, start_server
+
+ROW = {"amount": 101.5, "count": 3, "flag": True, "city": "paris"}
+INTERVAL = 0.25
+FAULT_MS = 120
+
+
+class Sent:
+    ok = 0
+    bad = 0
+    too_large = 0
+    fault_start: pd.Timestamp
+    fault_end: pd.Timestamp
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Sent]]:
+    import httpx
+
+    home: Path = tmp_path_factory.mktemp("ops") / "home"
+    register_mixed(home)
+    fault = home / "fault-ms"
+    srv = start_server(
+        home,
+        ["mixed@champion"],
+        "--ops-interval", str(INTERVAL),
+        "--reload-interval", "0",
+        "--max-rows", "5",
+        env={FAULT_FILE_ENV: str(fault)},
+    )  # fmt: skip
+    sent = Sent()
+    url = "/v1/models/mixed/predict"
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as http:
+
+            def run_for(seconds: float) -> None:
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    r = http.post(url, json={"records": [ROW]})
+                    assert r.status_code == 200, r.text
+                    sent.ok += 1
+                    time.sleep(0.01)
+
+            run_for(2.0)
+            for _ in range(5):
+                r = http.post(url, json={"records": [{**ROW, "amount": "x"}]})
+                assert r.status_code in (400, 422), r.text
+                sent.bad += 1
+            for _ in range(3):
+                r = http.post(url, json={"records": [ROW] * 6})
+                assert r.status_code == 413, r.text
+                sent.too_large += 1
+            fault.write_text(str(FAULT_MS))
+            time.sleep(2 * INTERVAL)  # the recorder reads the fault file once per interval
+            sent.fault_start = pd.Timestamp.now(tz="UTC")
+            run_for(2.0)
+            sent.fault_end = pd.Timestamp.now(tz="UTC")
+            fault.unlink()
+            time.sleep(2 * INTERVAL)
+            run_for(1.5)
+        yield srv, sent
+    finally:
+        srv.terminate()
+
+
+@pytest.fixture(scope="module")
+def history(served: tuple[Server, Sent]) -> pd.DataFrame:
+    srv, _ = served
+    assert srv.terminate() == 0, srv.log()
+    return read_ops_history("mixed", home=srv.home)
+
+
+def test_history_counts_every_request(served: tuple[Server, Sent], history: pd.DataFrame) -> None:
+    _, sent = served
+    assert list(history.columns) == list(OPS_COLUMNS)
+    assert set(history["model"]) == {"mixed"}
+    assert int(history["requests"].sum()) == sent.ok + sent.bad + sent.too_large
+    assert int(history["errors_4xx"].sum()) == sent.bad + sent.too_large
+    assert int(history["errors_5xx"].sum()) == 0
+    assert int(history["rejected"].sum()) == sent.too_large
+    assert (history["rss_bytes"] > 10_000_000).all()
+    assert (history["cpu_percent"] >= 0).all() and history["cpu_percent"].max() > 0
+    assert history["batch_size"].dropna().ge(1).all()
+    # one row per interval while the server ran: no gap longer than a couple of intervals
+    steps = history["timestamp"].diff().dt.total_seconds().dropna()
+    assert steps.max() < 4 * INTERVAL, steps.max()
+    assert abs(steps.median() - INTERVAL) < 0.05
+
+
+def test_history_shows_the_latency_fault(
+    served: tuple[Server, Sent], history: pd.DataFrame
+) -> None:
+    _, sent = served
+    busy = history[history["requests"] > 0]
+    inside = busy[
+        (busy["timestamp"] > sent.fault_start + pd.Timedelta(seconds=INTERVAL))
+        & (busy["timestamp"] <= sent.fault_end)
+    ]
+    outside = busy[
+        (busy["timestamp"] < sent.fault_start - pd.Timedelta(seconds=2 * INTERVAL))
+        | (busy["timestamp"] > sent.fault_end + pd.Timedelta(seconds=3 * INTERVAL))
+    ]
+    assert len(inside) >= 3 and len(outside) >= 6
+    assert (inside["latency_p50_ms"] >= FAULT_MS).all(), inside["latency_p50_ms"].tolist()
+    assert (outside["latency_p95_ms"] < FAULT_MS / 2).mean() > 0.8, outside["latency_p95_ms"]
+    assert (inside["latency_p99_ms"] >= inside["latency_p50_ms"]).all()
+
+
+def test_since_bounds_the_history(served: tuple[Server, Sent], history: pd.DataFrame) -> None:
+    srv, sent = served
+    later = read_ops_history("mixed", since=sent.fault_start.isoformat(), home=srv.home)
+    assert 0 < len(later) < len(history)
+    assert (later["timestamp"] >= sent.fault_start).all()
+    assert len(read_ops_history("mixed", since="1h", home=srv.home)) == len(history)
+
+
+def test_unknown_model_and_bad_since(served: tuple[Server, Sent]) -> None:
+    srv, _ = served
+    with pytest.raises(NotFound, match="'nope' has no operational history"):
+        read_ops_history("nope", home=srv.home)
+    with pytest.raises(InvalidInput, match="bad since 'yesterday-ish'"):
+        read_ops_history("mixed", since="yesterday-ish", home=srv.home)
+    with pytest.raises(InvalidInput, match="invalid model name"):
+        read_ops_history("../etc", home=srv.home)
+
+
+def test_recorder_writes_in_batches_and_keeps_quiet_intervals(tmp_path: Path) -> None:
+    clock = iter(float(1_700_000_000 + i) for i in range(100))
+    rec = OpsRecorder(tmp_path, interval_s=1.0, flush_s=3600, clock=lambda: next(clock))
+    rec.add_model("a")
+    rec.request("a", "champion", 200, 0.010)
+    rec.request("a", "champion", 200, 0.030)
+    rec.request("a", "shadow", 200, 5.0)  # a shadow copy is not the model's traffic
+    rec.request("a", "champion", 503, 0.001)
+    rec.batch("a", 2)
+    rec.queue_depth("a", 7)
+    rec.queue_depth("a", 3)
+    rec.tick()
+    rec.tick()  # a quiet interval
+    assert not (tmp_path / "ops").exists()  # nothing written before the flush is due
+    rec.close()
+    got = read_ops_history("a", home=tmp_path)
+    assert got["requests"].tolist() == [3, 0, 0]  # the close adds the last partial interval
+    assert got["errors_5xx"].tolist() == [1, 0, 0]
+    assert got["latency_p50_ms"].iloc[0] == pytest.approx(20.0)
+    assert got["queue_depth"].tolist() == [7, 0, 0]
+    assert got["batch_size"].iloc[0] == 2.0 and pd.isna(got["batch_size"].iloc[1])
+    assert pd.isna(got["latency_p50_ms"].iloc[1])
+    assert len(list((tmp_path / "ops" / "a").glob("*.parquet"))) == 1
+
+
+@pytest.mark.parametrize("interval", [0, -1, 0.01, float("nan"), 7200])
+def test_recorder_refuses_a_bad_interval(tmp_path: Path, interval: Any) -> None:
+    with pytest.raises(InvalidInput, match="ops interval"):
+        OpsRecorder(tmp_path, interval_s=interval)
