@@ -12,9 +12,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from modelloop.aiops import OPS_COLUMNS, OpsRecorder, read_ops_history
+from modelloop.aiops import OPS_COLUMNS, OpsAnomalyRule, OpsRecorder, read_ops_history
 from modelloop.aiops._history import FAULT_FILE_ENV
 from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.monitoring import AlertEvent, AlertManager, MonitorResult
 from serving.serving_support import Server, register_mixed, start_server
 
 ROW = {"amount": 101.5, "count": 3, "flag": True, "city": "paris"}
@@ -26,6 +27,7 @@ class Sent:
     ok = 0
     bad = 0
     too_large = 0
+    events: list[AlertEvent]
     fault_start: pd.Timestamp
     fault_end: pd.Timestamp
 
@@ -46,6 +48,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, S
         env={FAULT_FILE_ENV: str(fault)},
     )  # fmt: skip
     sent = Sent()
+    sent.events = []
+    # the alert rule of monitor run, evaluated while the fault is on and after it ended
+    manager = AlertManager([OpsAnomalyRule(since=None, home=home)])
     url = "/v1/models/mixed/predict"
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as http:
@@ -58,7 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, S
                     sent.ok += 1
                     time.sleep(0.01)
 
-            run_for(2.0)
+            run_for(6.0)
             for _ in range(5):
                 r = http.post(url, json={"records": [{**ROW, "amount": "x"}]})
                 assert r.status_code in (400, 422), r.text
@@ -70,11 +75,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, S
             fault.write_text(str(FAULT_MS))
             time.sleep(2 * INTERVAL)  # the recorder reads the fault file once per interval
             sent.fault_start = pd.Timestamp.now(tz="UTC")
-            run_for(2.0)
+            run_for(3.0)
+            sent.events += manager.evaluate(MonitorResult("mixed", timestamp=1))
             sent.fault_end = pd.Timestamp.now(tz="UTC")
             fault.unlink()
             time.sleep(2 * INTERVAL)
-            run_for(1.5)
+            run_for(3.0)
+            run_for(2.0)  # the recorder writes every six intervals
+            sent.events += manager.evaluate(MonitorResult("mixed", timestamp=2))
         yield srv, sent
     finally:
         srv.terminate()
@@ -170,3 +178,55 @@ def test_recorder_writes_in_batches_and_keeps_quiet_intervals(tmp_path: Path) ->
 def test_recorder_refuses_a_bad_interval(tmp_path: Path, interval: Any) -> None:
     with pytest.raises(InvalidInput, match="ops interval"):
         OpsRecorder(tmp_path, interval_s=interval)
+
+
+def test_ops_anomalies_reports_the_fault(
+    served: tuple[Server, Sent], history: pd.DataFrame
+) -> None:
+    """``modelloop ops anomalies --json`` on the real history finds the latency fault, with its
+    span, band and observed value."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    srv, sent = served
+    env = {**os.environ, "MODELLOOP_HOME": str(srv.home)}
+    out = subprocess.run(
+        [sys.executable, "-m", "modelloop", "ops", "anomalies", "mixed", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    scan = json.loads(out.stdout)
+    assert scan["rows"] == len(history)
+    # (a shared test machine may add a short latency spike of its own: only shifts count here)
+    slow = [
+        a
+        for a in scan["anomalies"]
+        if a["series"] == "latency_p50_ms" and a["kind"] == "level_shift"
+    ]
+    assert len(slow) == 1, scan["anomalies"]
+    (a,) = slow
+    start, end = pd.Timestamp(a["start"]), pd.Timestamp(a["end"])
+    # against the recorded truth: the intervals where a good share of requests was slowed
+    slow_rows = history[history["latency_p95_ms"] >= FAULT_MS / 2]["timestamp"]
+    slack = pd.Timedelta(seconds=3 * INTERVAL)
+    assert abs(start - slow_rows.min()) <= slack, (start, slow_rows.min())
+    assert abs(end - slow_rows.max()) <= slack, (end, slow_rows.max())
+    # and against the fault file (read once per interval, rows stamped at interval ends)
+    assert sent.fault_start - slack <= start <= sent.fault_start + 2 * slack
+    assert sent.fault_end - slack <= end <= sent.fault_end + 2 * slack
+    assert a["observed"] >= FAULT_MS > a["high"] > a["expected"] > a["low"] >= 0
+    assert not [c for c in scan["current"] if c["series"].startswith("latency")]  # it is over
+
+
+def test_alert_fires_once_during_the_fault_and_resolves(served: tuple[Server, Sent]) -> None:
+    _, sent = served
+    assert [(e.rule, e.status) for e in sent.events] == [
+        ("ops_anomaly", "firing"),
+        ("ops_anomaly", "resolved"),
+    ], sent.events
+    assert "latency_p50_ms: level shift" in sent.events[0].message

@@ -33,7 +33,14 @@ from modelloop.exceptions import InvalidInput, NotFound
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["OPS_COLUMNS", "OpsRecorder", "ops_folder", "parse_since", "read_ops_history"]
+__all__ = [
+    "OPS_COLUMNS",
+    "OpsRecorder",
+    "ops_folder",
+    "parse_since",
+    "read_ops_history",
+    "write_ops_history",
+]
 
 log = logging.getLogger("modelloop.aiops")
 
@@ -328,6 +335,29 @@ def _write_segment(home: Path, model: str, table: Any) -> Path:
     with atomic_file(final) as fh:
         pq.write_table(table, fh)
     return final
+
+
+def write_ops_history(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
+    """Append ``frame`` (a ``timestamp`` column or index, and any of :data:`OPS_COLUMNS`; the
+    others are filled with NaN) as one history segment of ``model``: e.g. to replay a recorded
+    or generated series. Returns the segment's path."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    data = frame.reset_index() if "timestamp" not in frame.columns else frame.copy()
+    if "timestamp" not in data.columns or data.empty:
+        raise InvalidInput("an ops history frame needs rows and a timestamp column or index")
+    unknown = sorted(set(data.columns) - set(OPS_COLUMNS))
+    if unknown:
+        raise InvalidInput(f"unknown ops history columns {unknown}; known: {list(OPS_COLUMNS)}")
+    data["timestamp"] = pd.to_datetime(data["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+    data["model"] = check_model_name(model)
+    for column in OPS_COLUMNS:
+        if column not in data.columns:
+            data[column] = np.nan
+    table = pa.Table.from_pandas(data[list(OPS_COLUMNS)], preserve_index=False)
+    return _write_segment(Path(home), model, table)
 
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
