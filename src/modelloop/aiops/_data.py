@@ -62,7 +62,7 @@ def injected_series(
     n = int(days * 86_400 / step_s)
     index = pd.date_range("2026-01-05", periods=n, freq=pd.Timedelta(seconds=step_s), tz="UTC")
     hour = index.hour.to_numpy() + index.minute.to_numpy() / 60.0
-    weekday = index.dayofweek.to_numpy()
+    weekday = index.day_of_week.to_numpy()
     daily = (
         0.25
         + 0.75 * np.exp(-(((hour - 13.0) / 4.0) ** 2))
