@@ -235,8 +235,8 @@ def detect_anomalies(
 ) -> list[Anomaly]:
     """Anomalies of ``series`` (a regular, gap-free time series), oldest first.
 
-    ``seasons``: periods in seconds to decompose, or ``"auto"`` (a day and a week, each when the
-    series holds two of it). A season given explicitly that does not fit twice is an error.
+    ``seasons``: periods in seconds to decompose, or ``"auto"`` (a day, when the series holds
+    two of it). A season given explicitly that does not fit twice is an error.
     ``transform``: ``counts`` for counts, ``log`` for latencies. ``direction``: which side
     counts (``up`` for latencies and errors). ``burst``: call the anomalies error bursts.
     """
@@ -252,9 +252,11 @@ def detect_anomalies(
     n = len(checked)
     span_s = n * step
     if seasons == "auto":
-        # A weekly profile estimated from two or three weeks absorbs the anomalies of those
-        # weeks; below four weeks the rolling level carries the weekday/weekend difference.
-        use = [s for s, cycles in ((DAY_S, 2), (WEEK_S, 4)) if span_s >= cycles * s]
+        # The daily profile only: a weekly one (MSTL) learnt from a few weeks absorbs the
+        # anomalies of those weeks, and costs seconds per series on a month of 10-second rows;
+        # the rolling daily level carries the weekday/weekend difference instead. Pass
+        # seasons=[DAY_S, WEEK_S] for MSTL over both.
+        use = [DAY_S] if span_s >= 2 * DAY_S else []
     else:
         use = [float(s) for s in seasons]
         for s in use:
