@@ -1,27 +1,31 @@
 """Anomaly detection on operational series: a seasonal, robust expectation and the residuals
 that leave its band.
 
-Why statsmodels (MSTL/STL) and not statsforecast or pyod: the detector needs a *decomposition*
-(trend + daily + weekly seasonality) that tolerates the very outliers it is looking for.
-statsmodels' STL has a robust mode (bisquare weights on the inner loop), and MSTL stacks it over
-several periods; it is already a dependency of the loop controller. statsforecast's MSTL is a
-forecasting model built on the same statsmodels-like algorithm but without the robust weights, and
-adds numba compilation (seconds at first use) for nothing a batch scan needs. pyod's detectors
-(isolation forest, LOF, ...) score points of a feature space: they know nothing of time or season,
-so a daily peak looks as unusual as a fault, and they give no expected band to show an SRE; the
-benchmark keeps one as the library baseline to show that.
+Why statsmodels (STL/MSTL) and not statsforecast or pyod: the detector needs a
+*decomposition* (level + daily profile) that tolerates the very outliers it is looking for.
+statsmodels' STL has a robust mode (bisquare weights in an outer loop) and MSTL stacks it over
+several periods; it is already a dependency of the loop controller. statsforecast is built for
+forecasting many series fast (numba-compiled models, seconds of compilation at first use); its
+MSTL is a forecasting model, and nothing in a batch scan needs its speed or its forecasts (it is
+the candidate for the demand forecasts of ``ops forecast``). pyod's detectors (isolation forest,
+LOF, ...) score points of a feature space: they know nothing of time or season, so a daily peak
+looks as unusual as a fault, and they give no expected band to show an SRE; the benchmark keeps
+an isolation forest as the library baseline to show that.
 
 The method, per series:
 
-1. *Transform* so noise is about the same size everywhere: ``counts`` (requests, errors) by
-   Anscombe's ``2·sqrt(y + 3/8)`` (Poisson noise becomes unit variance), ``log`` for latencies
-   (their noise is multiplicative), none otherwise.
-2. *Expect*: robust MSTL (STL for one season) over the daily and weekly periods that fit twice in
-   the series; long periods are estimated on bucket means (at most 288 points per day) and
-   interpolated back, so a month of 10-second rows stays cheap. A series shorter than two days
-   has no usable season: its expectation is its median (or a centred rolling median of a day).
-3. *Score*: residual / (1.4826·MAD of all residuals), with a floor (1 for counts: Poisson noise;
-   5 % for log-latencies) so a flat series does not turn every blip into an anomaly.
+1. *Transform* so noise is about the same size everywhere: ``counts`` (errors) by Anscombe's
+   ``2·sqrt(y + 3/8)`` (Poisson noise becomes unit variance), ``log`` for latencies and
+   ``log1p`` for request counts (their changes are multiplicative), none otherwise.
+2. *Expect*: the daily profile from robust STL on bucket medians (about 48 per day, so a spike
+   inside a bucket does not move it and a month of 10-second rows stays cheap), with a seasonal
+   window spanning every cycle (the profile is the same each day, so one day's anomaly cannot
+   bend it), interpolated back; plus a level: the centred rolling median of a day of the
+   deseasonalised series. Other seasons (e.g. weekly, through MSTL) only when asked for. A
+   series shorter than two days has no usable season: its expectation is its median.
+3. *Score*: residual / (1.4826·MAD of the residuals at that time of day), with a floor (1 for
+   counts: Poisson noise; 5 % for logs) so a flat series does not turn every blip into an
+   anomaly.
 4. *Flag*: points past ``threshold`` (spikes), a centred rolling median of scores past
    ``level_threshold`` (sustained shifts too small for a single point), and a rolling robust
    spread past ``variance_ratio`` times the usual one (variance changes). Flags closer than two
