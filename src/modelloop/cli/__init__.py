@@ -15,6 +15,7 @@ from modelloop.cli._keys import keys_app
 from modelloop.cli._loop import loop_app
 from modelloop.cli._models import models_app
 from modelloop.cli._monitor import monitor_app
+from modelloop.cli._ops import ops_app
 from modelloop.cli._output import JsonOpt, cli_client, console, fail, print_json
 from modelloop.cli._pipeline import pipeline_app
 from modelloop.cli._runs import experiments_app, runs_app
@@ -48,6 +49,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(ops_app, name="ops")
 app.add_typer(demo_app, name="demo")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(loop_app, name="loop")

@@ -335,6 +335,20 @@ def monitor_run(
             max=65535,
         ),
     ] = None,
+    alert_anomalies: Annotated[
+        bool,
+        typer.Option(
+            "--alert-anomalies",
+            help="Alert while the model's operational history (modelloop serve) has an anomaly "
+            "still going on: latency, errors, traffic (see modelloop ops anomalies).",
+        ),
+    ] = False,
+    anomaly_since: Annotated[
+        str,
+        typer.Option(
+            "--anomaly-since", help="History the anomaly rule learns from, e.g. 7d or 12h."
+        ),
+    ] = "7d",
     fail_on_alert: Annotated[
         bool,
         typer.Option(
@@ -358,6 +372,10 @@ def monitor_run(
         every,
         webhook or [],
     )
+    if alert_anomalies:
+        from modelloop.aiops import OpsAnomalyRule
+
+        rules.append(OpsAnomalyRule(since=anomaly_since))
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
     hook_log = logging.getLogger("modelloop.monitoring.notifiers")
     # their failures are printed below, once: not a second time by the log (added once per

@@ -137,6 +137,15 @@ def serve_command(
         float,
         typer.Option("--reload-interval", min=0, help="Seconds between alias checks (0: never)."),
     ] = 5.0,
+    ops_interval: Annotated[
+        float,
+        typer.Option(
+            "--ops-interval",
+            min=0,
+            help="Seconds per row of the operational history (requests, errors, latency, "
+            "queue, CPU, RSS per model under $MODELLOOP_HOME/ops; 0: not recorded).",
+        ),
+    ] = 10.0,
     grace: Annotated[
         float, typer.Option("--grace", min=0, help="Seconds in-flight requests get on SIGTERM.")
     ] = 30.0,
@@ -178,6 +187,7 @@ def serve_command(
         log_predictions=not no_log,
         log_max_pending_bytes=log_max_pending_bytes,
         reload_interval_s=reload_interval,
+        ops_interval_s=ops_interval,
         grace_s=grace,
         tokens=tuple(tokens),
         canary=_canaries(canary or []),

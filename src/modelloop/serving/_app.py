@@ -59,6 +59,8 @@ class ServeConfig:
     log_max_pending_bytes: int = 256 * 1024 * 1024  # their estimated memory, at most
     max_served_ids: int = 100_000  # request ids remembered per model, to check feedback
     reload_interval_s: float = 5.0
+    #: seconds per row of the operational history ($MODELLOOP_HOME/ops/<model>; 0: not recorded)
+    ops_interval_s: float = 10.0
     grace_s: float = 30.0
     tokens: tuple[Token, ...] = ()
     #: checks tokens that are none of ``tokens`` against the store's users (None: no users)
@@ -86,6 +88,7 @@ class ServeConfig:
             "log_max_delay_s": 3600.0,
             "reload_interval_s": 86400.0,
             "grace_s": 3600.0,
+            "ops_interval_s": 3600.0,
         }
         for name, top in limits.items():
             value = getattr(self, name)
@@ -95,6 +98,10 @@ class ServeConfig:
                 or not (0 <= value <= top)
             ):
                 raise InvalidInput(f"{name} must be a number between 0 and {top:g}, got {value!r}")
+        if 0 < self.ops_interval_s < 0.05:
+            raise InvalidInput(
+                f"ops_interval_s must be 0 (off) or >= 0.05, got {self.ops_interval_s}"
+            )
         if self.log_max_pending_rows < self.log_max_rows:
             raise InvalidInput("log_max_pending_rows must be at least log_max_rows")
 
@@ -114,6 +121,7 @@ class _State:
         self.manager = ModelManager(client, config, self.metrics)
         self.served = ServedIds(config.max_served_ids)
         self.log: Any = None
+        self.ops: Any = None  # the operational history recorder
         self.ready = False
         self.draining = False
         self.startup_error: Exception | None = None
@@ -179,6 +187,8 @@ def create_app(
             await state.manager.close(max(0.0, deadline - time.monotonic()))
             if state.log is not None:  # at least a moment to write what is pending
                 await asyncio.to_thread(state.log.close, max(1.0, deadline - time.monotonic()))
+            if state.ops is not None:
+                await asyncio.to_thread(state.ops.close, max(1.0, deadline - time.monotonic()))
 
     # The docs page loads Swagger UI from files shipped in a package, never from a CDN; every
     # route, these files included, is behind the same auth. ReDoc is off (it would need more).
@@ -253,6 +263,11 @@ async def _startup(state: _State) -> None:
             metrics=state.metrics,
         )
         state.log.start()
+    if config.ops_interval_s > 0:
+        from modelloop.aiops._history import OpsRecorder
+
+        state.ops = OpsRecorder(Path(state.client.settings.home), interval_s=config.ops_interval_s)
+        state.metrics.ops = state.ops
     for spec in state.specs:
         await state.manager.add(spec)
     for name, challenger, share in config.canary:
@@ -264,6 +279,10 @@ async def _startup(state: _State) -> None:
     # No full collection first: after imports and a model load it frees a few dozen objects
     # and takes 0.1-0.2 s of the start.
     gc.freeze()
+    if state.ops is not None:
+        for name in state.manager.endpoints:
+            state.ops.add_model(name)
+        state.ops.start()
     state.set_ready(True)
     from modelloop.serving._server import process_age_s
 

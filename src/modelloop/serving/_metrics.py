@@ -142,6 +142,8 @@ class ServingMetrics:
         )
         self._ready = Gauge(p + "ready", "1 when the server is ready for traffic.", registry=reg)
         self._children: dict[tuple[Any, ...], Any] = {}
+        #: the operational history recorder (modelloop.aiops.OpsRecorder), fed the same events
+        self.ops: Any = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -154,18 +156,26 @@ class ServingMetrics:
         """Count one answered request and record its latency."""
         self._child(self._requests, model, str(version), route, str(status)).inc()
         self._child(self._duration, model, route).observe(seconds)
+        if self.ops is not None:
+            self.ops.request(model, route, status, seconds)
 
     def batch(self, model: str, version: str, size: int) -> None:
         """Record the size of one micro-batch."""
         self._child(self._batch, model, str(version)).observe(size)
+        if self.ops is not None:
+            self.ops.batch(model, size)
 
     def queue_depth(self, model: str, depth: int) -> None:
         """Set the number of requests waiting for ``model``."""
         self._child(self._queue, model).set(depth)
+        if self.ops is not None:
+            self.ops.queue_depth(model, depth)
 
     def rejected(self, model: str, reason: str) -> None:
         """Count one request refused for ``reason`` (``queue_full``, ``too_large``, ...)."""
         self._child(self._rejected, model, reason).inc()
+        if self.ops is not None and reason != "shadow_queue_full":
+            self.ops.rejected(model)
 
     def feedback(self, model: str, check: str, labels: int) -> None:
         """Count ``labels`` feedback labels of ``model`` by ``check``."""

@@ -1,0 +1,173 @@
+"""Anomaly detection on the generated operational series (anomalies injected at known times),
+side by side with a static threshold and a library baseline, and the cost of a scan; prints one
+JSON line.
+
+* ``anomaly_f1``: events of :func:`modelloop.aiops.scan_ops_history` over five seeds of
+  :func:`modelloop.aiops.injected_series` (three weeks of 5-minute rows, seven injected
+  anomalies each). A found anomaly is right when it overlaps an injection of its series (two
+  intervals of slack); precision counts found anomalies, recall injections.
+* ``static_threshold_f1``: the Prometheus-style rule: a series pages above its 99th percentile
+  of the first week (below the 1st for requests), flags two intervals apart merged into events.
+* ``baseline_library_f1``: scikit-learn's IsolationForest (the detector pyod wraps as IForest;
+  not a new dependency) per series on (value, hour of day as sine and cosine), contamination
+  1 %, flags merged the same way.
+* ``median_delay_s``: seed 0, online: the history cut every interval after each injected start;
+  the delay is the first cut at which the scan reports an anomaly overlapping it as current.
+* ``scan_s``: ``scan_ops_history`` of 30 days of 10-second history for 10 models (the series
+  recorded by ``modelloop serve``: requests, latency, errors), one after the other.
+
+Not built yet, so not printed: ``forecast_mase`` and the autoscaling figures of issue 14.
+
+Usage: python benchmarks/aiops.py [--seeds 5] [--skip-scan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from modelloop.aiops import injected_series, scan_ops_history, write_ops_history
+from modelloop.aiops._anomaly import _runs
+
+SLACK = 2  # intervals
+
+
+def _events_score(found: list[tuple[str, pd.Timestamp, pd.Timestamp]], truth: Any, step: Any):  # type: ignore[no-untyped-def]
+    slack = SLACK * step
+    right = sum(
+        any(s == i.series and a <= i.end + slack and b >= i.start - slack for i in truth)
+        for s, a, b in found
+    )
+    hit = sum(
+        any(s == i.series and a <= i.end + slack and b >= i.start - slack for s, a, b in found)
+        for i in truth
+    )
+    return right, len(found), hit, len(truth)
+
+
+def _f1(parts: list[tuple[int, int, int, int]]) -> tuple[float, float, float]:
+    right, found, hit, truth = (sum(p[k] for p in parts) for k in range(4))
+    precision = right / found if found else 0.0
+    recall = hit / truth if truth else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _as_events(column: str, index: pd.DatetimeIndex, flags: np.ndarray) -> list[Any]:
+    return [(column, index[a], index[b]) for a, b in _runs(flags, bridge=2)]
+
+
+def _static(frame: pd.DataFrame, step_s: float) -> list[Any]:
+    week = int(7 * 86_400 / step_s)
+    out = []
+    for column in frame.columns:
+        ref = frame[column].iloc[:week]
+        flags = frame[column].to_numpy() > ref.quantile(0.99)
+        if column == "requests":
+            flags |= frame[column].to_numpy() < ref.quantile(0.01)
+        out += _as_events(column, frame.index, flags)
+    return out
+
+
+def _iforest(frame: pd.DataFrame, seed: int) -> list[Any]:
+    from sklearn.ensemble import IsolationForest
+
+    hour = frame.index.hour + frame.index.minute / 60
+    out = []
+    for column in frame.columns:
+        x = np.column_stack(
+            [frame[column], np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)]
+        )
+        model = IsolationForest(contamination=0.01, random_state=seed).fit(x)
+        out += _as_events(column, frame.index, model.predict(x) == -1)
+    return out
+
+
+def _delays(tmp: Path) -> list[float]:
+    series = injected_series(seed=0)
+    frame, step = series.frame, pd.Timedelta(seconds=series.step_s)
+    delays = []
+    for n, inj in enumerate(series.injections):
+        start = frame.index.get_loc(inj.start)
+        for k in range(0, 13):
+            home = tmp / f"delay-{n}-{k}"
+            write_ops_history(home, "m", frame.iloc[: start + k + 1][[inj.series]])
+            current = scan_ops_history("m", home=home).current()
+            if any(a.series == inj.series and a.end >= inj.start - SLACK * step for a in current):
+                delays.append(k * series.step_s)
+                break
+    return delays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--skip-scan", action="store_true")
+    args = parser.parse_args()
+    ours, static, forest = [], [], []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for seed in range(args.seeds):
+            series = injected_series(seed=seed)
+            step = pd.Timedelta(seconds=series.step_s)
+            write_ops_history(tmp / f"s{seed}", "m", series.frame)
+            found = [
+                (a.series, a.start, a.end)
+                for a in scan_ops_history("m", home=tmp / f"s{seed}").anomalies
+            ]
+            ours.append(_events_score(found, series.injections, step))
+            static.append(
+                _events_score(_static(series.frame, series.step_s), series.injections, step)
+            )
+            forest.append(_events_score(_iforest(series.frame, seed), series.injections, step))
+        delays = _delays(tmp)
+        scan_s = None
+        if not args.skip_scan:
+            month = injected_series(days=30, step_s=10.0, seed=0).frame
+            for m in range(10):
+                write_ops_history(tmp / "scan", f"model-{m}", month)
+            t0 = time.perf_counter()
+            for m in range(10):
+                scan_ops_history(f"model-{m}", home=tmp / "scan")
+            scan_s = round(time.perf_counter() - t0, 2)
+    p, r, f1 = _f1(ours)
+    sp, sr, sf1 = _f1(static)
+    bp, br, bf1 = _f1(forest)
+    print(
+        json.dumps(
+            {
+                "anomaly_f1": round(f1, 3),
+                "anomaly_precision": round(p, 3),
+                "anomaly_recall": round(r, 3),
+                "static_threshold_f1": round(sf1, 3),
+                "static_threshold_precision": round(sp, 3),
+                "static_threshold_recall": round(sr, 3),
+                "baseline_library_f1": round(bf1, 3),
+                "baseline_library": "sklearn IsolationForest (value, hour of day)",
+                "baseline_library_precision": round(bp, 3),
+                "baseline_library_recall": round(br, 3),
+                "median_delay_s": statistics.median(delays) if delays else None,
+                "delays_found": len(delays),
+                "scan_s": scan_s,
+                "scan_rows": 10 * 30 * 8640,
+                "seeds": args.seeds,
+                "python": platform.python_version(),
+                "cpus": __import__("os").cpu_count(),
+            }
+        )
+    )
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

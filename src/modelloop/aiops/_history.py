@@ -1,0 +1,430 @@
+"""The operational metric history of ``modelloop serve``: one row per model per interval.
+
+The server hands every answered request, micro-batch, queue depth and refusal to an
+:class:`OpsRecorder`, which only adds them to the counters of the current interval (a lock and a
+few additions: nothing on the request path waits on I/O). A background thread closes an interval
+every ``interval_s`` seconds, turns it into one row per served model (a model with no traffic
+still gets a row, so the series has no gaps while the server runs), and writes the rows it holds
+as one Parquet segment per model when ``flush_s`` has passed, and at :meth:`OpsRecorder.close`.
+
+Layout: ``$MODELLOOP_HOME/ops/<model>/<segment>.parquet`` with the columns of
+:data:`OPS_COLUMNS`; a segment is written to a temporary name and renamed, so readers never see
+half a file. :func:`read_ops_history` reads them back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelloop._fs import atomic_file
+from modelloop._names import check_model_name
+from modelloop.exceptions import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "OPS_COLUMNS",
+    "OpsRecorder",
+    "ops_folder",
+    "parse_since",
+    "read_ops_history",
+    "write_ops_history",
+]
+
+log = logging.getLogger("modelloop.aiops")
+
+#: The columns of one history row, in order. Latencies are NaN in an interval without answered
+#: requests; ``batch_size`` is the mean rows per micro-batch (NaN without batches).
+OPS_COLUMNS = (
+    "timestamp",  # end of the interval, UTC
+    "model",
+    "interval_s",
+    "requests",  # answered requests (any status; shadow copies excluded)
+    "errors_4xx",
+    "errors_5xx",
+    "rejected",  # refused before prediction: queue full, too large
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "batch_size",
+    "queue_depth",  # the largest depth seen in the interval
+    "cpu_percent",  # of one core, the whole process
+    "rss_bytes",  # the whole process
+)
+
+#: Environment variable naming a file that injects a latency fault (for tests and drills): while
+#: the file exists, every prediction first waits the number of milliseconds it holds.
+FAULT_FILE_ENV = "MODELLOOP_FAULT_LATENCY_FILE"
+
+
+def ops_folder(home: str | os.PathLike[str], model: str) -> Path:
+    """``<home>/ops/<model>``, the model name checked (it becomes a path component)."""
+    return Path(home) / "ops" / check_model_name(model)
+
+
+def _quantiles(values: list[float]) -> tuple[float, float, float]:
+    if not values:
+        return math.nan, math.nan, math.nan
+    import numpy as np
+
+    p50, p95, p99 = np.quantile(np.asarray(values, dtype=float), [0.5, 0.95, 0.99])
+    return float(p50), float(p95), float(p99)
+
+
+class _Interval:
+    """What one model saw in the current interval."""
+
+    __slots__ = ("batch_rows", "batches", "e4", "e5", "latencies", "queue", "rejected", "requests")
+
+    def __init__(self) -> None:
+        self.requests = self.e4 = self.e5 = self.rejected = 0
+        self.batches = self.batch_rows = self.queue = 0
+        self.latencies: list[float] = []
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class OpsRecorder:
+    """Per-model operational counters, closed every ``interval_s`` and written as Parquet.
+
+    ``request``, ``batch``, ``queue_depth`` and ``rejected`` are cheap and thread-safe; they
+    never raise. ``start()`` runs the thread; ``close()`` closes the last (partial) interval and
+    writes everything held.
+    """
+
+    def __init__(
+        self,
+        home: str | os.PathLike[str],
+        *,
+        interval_s: float = 10.0,
+        flush_s: float | None = None,
+        max_pending_rows: int = 100_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not (isinstance(interval_s, int | float) and math.isfinite(interval_s)):
+            raise InvalidInput(f"ops interval must be a number of seconds, got {interval_s!r}")
+        if not 0.05 <= interval_s <= 3600:
+            raise InvalidInput(f"ops interval must be between 0.05 and 3600 s, got {interval_s:g}")
+        self.home = Path(home)
+        self.interval_s = float(interval_s)
+        # Rows are written in batches: a segment every six intervals, at most a minute apart.
+        self.flush_s = float(flush_s) if flush_s is not None else min(6 * interval_s, 60.0)
+        self.max_pending_rows = max_pending_rows
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._current: dict[str, _Interval] = {}
+        self._models: set[str] = set()
+        self._rows: list[dict[str, Any]] = []
+        self._oldest: float | None = None  # monotonic time of the oldest unwritten row
+        self._dropped = 0
+        self._written = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cpu = time.process_time()
+        self._started = self._mark = time.monotonic()
+        self._fault_file = os.environ.get(FAULT_FILE_ENV) or None
+        #: seconds every prediction waits first (the injected latency fault; 0.0 without one)
+        self.fault_delay_s = 0.0
+        self._read_fault()
+
+    # -- the request path ---------------------------------------------------------------------
+
+    def _interval(self, model: str) -> _Interval:
+        cur = self._current.get(model)
+        if cur is None:
+            cur = self._current[model] = _Interval()
+            self._models.add(model)
+        return cur
+
+    def add_model(self, model: str) -> None:
+        """Record rows for ``model`` from now on, even in intervals without traffic."""
+        with self._lock:
+            self._interval(model)
+
+    def request(self, model: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request of ``model`` (shadow copies are not counted)."""
+        if route == "shadow" or not model:
+            return
+        with self._lock:
+            cur = self._interval(model)
+            cur.requests += 1
+            if 400 <= status < 500:
+                cur.e4 += 1
+            elif status >= 500:
+                cur.e5 += 1
+            if status < 400:
+                cur.latencies.append(seconds * 1e3)
+
+    def batch(self, model: str, size: int) -> None:
+        """Record one micro-batch of ``size`` rows."""
+        with self._lock:
+            cur = self._interval(model)
+            cur.batches += 1
+            cur.batch_rows += size
+
+    def queue_depth(self, model: str, depth: int) -> None:
+        """Record a queue depth; the interval keeps the largest."""
+        with self._lock:
+            cur = self._interval(model)
+            if depth > cur.queue:
+                cur.queue = depth
+
+    def rejected(self, model: str) -> None:
+        """Count one request refused before prediction."""
+        if not model:
+            return
+        with self._lock:
+            self._interval(model).rejected += 1
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    @property
+    def rows_written(self) -> int:
+        """History rows written to segments so far."""
+        return self._written
+
+    @property
+    def rows_dropped(self) -> int:
+        """History rows given up (too many pending while the folder could not be written)."""
+        return self._dropped
+
+    def start(self) -> None:
+        """Start the thread that closes intervals and writes segments (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._mark = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="modelloop-ops", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread, close the current interval and write every row held."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.tick()
+        self.flush()
+        if self._rows:
+            log.error("ops history: %d rows could not be written before shutdown", len(self._rows))
+
+    def _run(self) -> None:
+        next_at = self._mark + self.interval_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            try:
+                self.tick()
+                self._read_fault()
+                if self._oldest is not None and time.monotonic() - self._oldest >= self.flush_s:
+                    self.flush()
+            except Exception:  # pragma: no cover - a bug here must not kill the thread
+                log.exception("ops history: interval failed")
+            next_at += self.interval_s
+            if next_at < time.monotonic():  # fell behind (a stalled process): skip, no burst
+                next_at = time.monotonic() + self.interval_s
+
+    def _read_fault(self) -> None:
+        if self._fault_file is None:
+            return
+        try:
+            text = Path(self._fault_file).read_text().strip()
+            self.fault_delay_s = max(0.0, min(float(text or 0) / 1e3, 60.0))
+        except (OSError, ValueError):
+            self.fault_delay_s = 0.0
+
+    def tick(self) -> None:
+        """Close the current interval: one row per known model."""
+        now_mono = time.monotonic()
+        with self._lock:
+            current, self._current = self._current, {}
+            models = sorted(self._models)
+        elapsed = max(now_mono - self._mark, 1e-9)
+        self._mark = now_mono
+        cpu = time.process_time()
+        cpu_percent = 100.0 * (cpu - self._cpu) / elapsed
+        self._cpu = cpu
+        rss = _rss_bytes()
+        stamp = self.clock()
+        rows = []
+        for model in models:
+            cur = current.get(model) or _Interval()
+            p50, p95, p99 = _quantiles(cur.latencies)
+            rows.append(
+                {
+                    "timestamp": stamp,
+                    "model": model,
+                    "interval_s": round(elapsed, 3),
+                    "requests": cur.requests,
+                    "errors_4xx": cur.e4,
+                    "errors_5xx": cur.e5,
+                    "rejected": cur.rejected,
+                    "latency_p50_ms": p50,
+                    "latency_p95_ms": p95,
+                    "latency_p99_ms": p99,
+                    "batch_size": cur.batch_rows / cur.batches if cur.batches else math.nan,
+                    "queue_depth": cur.queue,
+                    "cpu_percent": cpu_percent,
+                    "rss_bytes": rss,
+                }
+            )
+        if not rows:
+            return
+        with self._lock:
+            over = len(self._rows) + len(rows) - self.max_pending_rows
+            if over > 0:  # the folder has not been writable for a long time: keep the newest
+                del self._rows[:over]
+                self._dropped += over
+            self._rows.extend(rows)
+            if self._oldest is None:
+                self._oldest = now_mono
+
+    def flush(self) -> None:
+        """Write the rows held, one segment per model; on failure they are kept for later."""
+        import pyarrow as pa
+
+        with self._lock:
+            rows, self._rows = self._rows, []
+            self._oldest = None
+        if not rows:
+            return
+        by_model: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            by_model.setdefault(r["model"], []).append(r)
+        keep: list[dict[str, Any]] = []
+        for model, group in by_model.items():
+            data = {c: [r[c] for r in group] for c in OPS_COLUMNS}
+            stamps = pa.array([round(t * 1000) for t in data.pop("timestamp")], pa.int64())
+            table = pa.table(
+                {"timestamp": stamps.cast(pa.timestamp("ms", tz="UTC")), **data}
+            ).select(list(OPS_COLUMNS))
+            try:
+                _write_segment(self.home, model, table)
+            except (OSError, InvalidInput) as exc:
+                log.warning("ops history: cannot write rows of %r (%s); kept for retry", model, exc)
+                keep.extend(group)
+            else:
+                self._written += len(group)
+        if keep:
+            with self._lock:
+                self._rows[:0] = keep
+                self._oldest = time.monotonic()
+
+
+def _write_segment(home: Path, model: str, table: Any) -> Path:
+    import pyarrow.parquet as pq
+
+    folder = ops_folder(home, model)
+    final = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+    with atomic_file(final) as fh:
+        pq.write_table(table, fh)
+    return final
+
+
+def write_ops_history(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
+    """Append ``frame`` (a ``timestamp`` column or index, and any of :data:`OPS_COLUMNS`; the
+    others are filled with NaN) as one history segment of ``model``: e.g. to replay a recorded
+    or generated series. Returns the segment's path."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    data = frame.reset_index() if "timestamp" not in frame.columns else frame.copy()
+    if "timestamp" not in data.columns or data.empty:
+        raise InvalidInput("an ops history frame needs rows and a timestamp column or index")
+    unknown = sorted(set(data.columns) - set(OPS_COLUMNS))
+    if unknown:
+        raise InvalidInput(f"unknown ops history columns {unknown}; known: {list(OPS_COLUMNS)}")
+    data["timestamp"] = pd.to_datetime(data["timestamp"], utc=True).astype("datetime64[ms, UTC]")
+    data["model"] = check_model_name(model)
+    for column in OPS_COLUMNS:
+        if column not in data.columns:
+            data[column] = np.nan
+    table = pa.Table.from_pandas(data[list(OPS_COLUMNS)], preserve_index=False)
+    return _write_segment(Path(home), model, table)
+
+
+_AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
+
+
+def parse_since(since: str | datetime | float | None, now: datetime | None = None) -> Any:
+    """A start time from ``30m``, ``2h``, ``7d`` (ago), an ISO date-time, a datetime or epoch
+    seconds; None stays None. Returns a tz-aware UTC ``pandas.Timestamp``."""
+    import pandas as pd
+
+    if since is None:
+        return None
+    now = now or datetime.now(UTC)
+    if isinstance(since, int | float) and not isinstance(since, bool):
+        return pd.Timestamp(float(since), unit="s", tz="UTC")
+    if isinstance(since, datetime):
+        ts = pd.Timestamp(since)
+        return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    if isinstance(since, str):
+        m = _AGO.match(since.strip())
+        if m:
+            seconds = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+            return pd.Timestamp(now - timedelta(seconds=seconds))
+        try:
+            ts = pd.Timestamp(since)
+        except ValueError:
+            ts = None
+        if ts is not None and not pd.isna(ts):
+            return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    raise InvalidInput(
+        f"bad since {since!r}: use a duration ago (30m, 2h, 7d) or an ISO date-time "
+        "(2026-01-31T12:00Z)"
+    )
+
+
+def read_ops_history(
+    model: str,
+    since: str | datetime | float | None = None,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    until: str | datetime | float | None = None,
+) -> pd.DataFrame:
+    """The operational history of ``model`` as a DataFrame of :data:`OPS_COLUMNS`, one row per
+    interval, sorted by ``timestamp``; ``since`` / ``until`` bound it (durations count back from
+    now). ``home`` defaults to ``$MODELLOOP_HOME``. NotFound when the model has no history."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if home is None:
+        from modelloop._config import Settings
+
+        home = Settings.from_env().home
+    folder = ops_folder(home, model)
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        raise NotFound(
+            f"model {model!r} has no operational history under {Path('ops') / model} of the "
+            "home (modelloop serve records it while it serves the model)"
+        )
+    tables = [pq.read_table(f) for f in files]
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    frame = frame[[c for c in OPS_COLUMNS if c in frame.columns]]
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    start, end = parse_since(since), parse_since(until)
+    if start is not None:
+        frame = frame[frame["timestamp"] >= start]
+    if end is not None:
+        frame = frame[frame["timestamp"] <= end]
+    return frame.sort_values("timestamp", kind="stable").reset_index(drop=True)
