@@ -1,7 +1,7 @@
 """MLflow's UI on the store size of ``benchmarks/ui.py``, for comparison; prints one JSON line.
 
 MLflow is not a dependency: install it in a venv of its own and pass its ``mlflow`` command
-(``python -m venv /tmp/mlf && /tmp/mlf/bin/pip install 'mlflow>=3,<4'``). The runs are
+(``python -m venv mlf-venv && mlf-venv/bin/pip install 'mlflow>=3,<4'``). The runs are
 bulk-inserted into MLflow's SQLite schema (created by its server) as in ``benchmarks/ui.py``:
 100,000 runs x (10 params, 10 metrics), and one run with 10 metrics x 100,000 steps.
 
@@ -11,7 +11,7 @@ row shown), ``filter_sort_s`` (a filter + sort set in the app's URL until the to
 new order is shown), ``compare_s`` (the compare page of 20 runs until the last run's name is
 shown) and ``chart_100k_steps_s`` (the long run's metrics tab until a first curve is drawn).
 
-Usage: python benchmarks/ui_mlflow.py --mlflow /tmp/mlf/bin/mlflow [--runs 100000]
+Usage: python benchmarks/ui_mlflow.py --mlflow mlf-venv/bin/mlflow [--runs 100000]
 """
 
 from __future__ import annotations
