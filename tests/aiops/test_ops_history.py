@@ -184,6 +184,8 @@ def test_recorder_writes_in_batches_and_keeps_quiet_intervals(tmp_path: Path) ->
     rec.batch("a", 2)
     rec.queue_depth("a", 7)
     rec.queue_depth("a", 3)
+    rec.rejected("a", "queue_full")
+    rec.rejected("a", "shadow_queue_full")  # nor is a shadow copy's refusal
     rec.tick()
     rec.tick()  # a quiet interval
     assert not (tmp_path / "ops").exists()  # nothing written before the flush is due
@@ -193,6 +195,7 @@ def test_recorder_writes_in_batches_and_keeps_quiet_intervals(tmp_path: Path) ->
     assert got["errors_5xx"].tolist() == [1, 0, 0]
     assert got["latency_p50_ms"].iloc[0] == pytest.approx(20.0)
     assert got["queue_depth"].tolist() == [7, 0, 0]
+    assert got["rejected"].tolist() == [1, 0, 0]
     assert got["batch_size"].iloc[0] == 2.0 and pd.isna(got["batch_size"].iloc[1])
     assert pd.isna(got["latency_p50_ms"].iloc[1])
     assert len(list((tmp_path / "ops" / "a").glob("*.parquet"))) == 1

@@ -188,9 +188,10 @@ class OpsRecorder:
             if depth > cur.queue:
                 cur.queue = depth
 
-    def rejected(self, model: str) -> None:
-        """Count one request refused before prediction."""
-        if not model:
+    def rejected(self, model: str, reason: str = "") -> None:
+        """Count one request refused before prediction (a shadow copy's refusal is not counted,
+        as its requests are not)."""
+        if not model or reason.startswith("shadow"):
             return
         with self._lock:
             self._interval(model).rejected += 1

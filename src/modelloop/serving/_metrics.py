@@ -174,8 +174,8 @@ class ServingMetrics:
     def rejected(self, model: str, reason: str) -> None:
         """Count one request refused for ``reason`` (``queue_full``, ``too_large``, ...)."""
         self._child(self._rejected, model, reason).inc()
-        if self.ops is not None and reason != "shadow_queue_full":
-            self.ops.rejected(model)
+        if self.ops is not None:
+            self.ops.rejected(model, reason)
 
     def feedback(self, model: str, check: str, labels: int) -> None:
         """Count ``labels`` feedback labels of ``model`` by ``check``."""
