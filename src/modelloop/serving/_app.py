@@ -121,12 +121,16 @@ class _State:
         self.manager = ModelManager(client, config, self.metrics)
         self.served = ServedIds(config.max_served_ids)
         self.log: Any = None
-        self.ops: Any = None  # the operational history recorder
         self.ready = False
         self.draining = False
         self.startup_error: Exception | None = None
         self.on_fatal: Callable[[], None] | None = None  # set by the runner: stop the server
         self.watcher: asyncio.Task[None] | None = None
+
+    @property
+    def ops(self) -> Any:
+        """The operational history recorder (None when not recorded); the metrics feed it."""
+        return self.metrics.ops
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
@@ -266,8 +270,9 @@ async def _startup(state: _State) -> None:
     if config.ops_interval_s > 0:
         from modelloop.aiops._history import OpsRecorder
 
-        state.ops = OpsRecorder(Path(state.client.settings.home), interval_s=config.ops_interval_s)
-        state.metrics.ops = state.ops
+        state.metrics.ops = OpsRecorder(
+            Path(state.client.settings.home), interval_s=config.ops_interval_s
+        )
     for spec in state.specs:
         await state.manager.add(spec)
     for name, challenger, share in config.canary:

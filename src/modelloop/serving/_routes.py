@@ -296,8 +296,9 @@ def add_routes(app: FastAPI, state: _State) -> None:
             max_string_length=config.max_string_length,
         )
         rid = decoded.request_id or state.served.new_id()
-        if state.ops is not None and state.ops.fault_delay_s:  # an injected fault (drills)
-            await asyncio.sleep(state.ops.fault_delay_s)
+        ops = metrics.ops
+        if ops is not None and ops.fault_delay_s:  # an injected fault (drills)
+            await asyncio.sleep(ops.fault_delay_s)
         try:
             result = await model.batcher.submit(decoded.columns, decoded.n_rows)
         except Overloaded:
