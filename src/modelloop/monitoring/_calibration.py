@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -108,13 +108,7 @@ class NormalRange:
         return max(self.center - k * s, 0.0), self.center + k * s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "slot": self.slot,
-            "n_windows": self.n_windows,
-            "center": self.center,
-            "spread": self.spread,
-            "rows": self.rows,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> NormalRange:
@@ -174,17 +168,7 @@ class CalibratedColumn:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "column": self.column,
-            "distance": self.distance,
-            "low": self.low,
-            "high": self.high,
-            "slot": self.slot,
-            "n_windows": self.n_windows,
-            "flagged": self.flagged,
-            "verdict": self.verdict,
-            "note": self.note,
-        }
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CalibratedColumn:
