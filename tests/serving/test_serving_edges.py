@@ -153,6 +153,9 @@ def test_input_columns_named_like_log_columns_are_refused_unless_logging_is_off(
         ("max_batch_delay_ms", float("inf")),
         ("grace_s", -1.0),
         ("log_max_pending_rows", 10),
+        ("ops_interval_s", 0.01),  # 0 turns the operational history off; else at least 0.05
+        ("ops_interval_s", 7200.0),
+        ("ops_interval_s", float("nan")),
     ],
 )
 def test_settings_out_of_range_are_refused(field: str, value: float) -> None:
