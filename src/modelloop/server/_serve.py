@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from modelloop._config import Settings
+from modelloop._config import Settings, is_server_url
 from modelloop.exceptions import InvalidInput
 
 __all__ = ["ServerOptions", "build_app", "is_loopback", "run_server"]
@@ -39,7 +39,7 @@ def build_app(settings: Settings, options: ServerOptions) -> Any:
     from modelloop.store._sql import SqlStore
 
     url = settings.resolved_store_url
-    if url.startswith(("http://", "https://")):
+    if is_server_url(url):
         raise InvalidInput(
             "the server needs the database itself: set MODELLOOP_STORE_URL to a SQLite or "
             "PostgreSQL URL where the server runs, not to another server"
