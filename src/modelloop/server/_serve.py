@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 from modelloop._config import Settings, is_server_url
 from modelloop.exceptions import InvalidInput
+from modelloop.serving._auth import is_loopback
 
 __all__ = ["ServerOptions", "build_app", "is_loopback", "run_server"]
 
@@ -20,16 +20,6 @@ class ServerOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     max_upload_mb: int = 2048
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def build_app(settings: Settings, options: ServerOptions) -> Any:
