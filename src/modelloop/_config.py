@@ -14,6 +14,7 @@ __all__ = [
     "HomeOrigin",
     "Settings",
     "find_home",
+    "is_server_url",
     "redact_url",
 ]
 
@@ -142,12 +143,17 @@ class Settings:
     def remote(self) -> bool:
         """Whether the store is a modelloop server (``http(s)://``): artifacts then go through
         it too, and ``artifact_root`` is not used."""
-        return (self.store_url or "").lower().startswith(("http://", "https://"))
+        return is_server_url(self.store_url)
 
     @property
     def resolved_artifact_root(self) -> str:
         """The fsspec URL (or local path) under which artifacts are stored."""
         return self.artifact_root or str(self.home / "artifacts")
+
+
+def is_server_url(url: str | None) -> bool:
+    """Whether a store URL names a modelloop server (``http(s)://``) rather than a database."""
+    return bool(url) and str(url).lower().startswith(("http://", "https://"))
 
 
 def _split(value: str | None, sep: str) -> tuple[str, ...]:

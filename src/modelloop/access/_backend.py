@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import EllipsisType
 from typing import Any, Protocol
 
+from modelloop._config import is_server_url
 from modelloop.access._records import TokenInfo, User
 from modelloop.access._roles import Role
 from modelloop.store._records import AuditEvent
@@ -98,11 +99,6 @@ class LocalAccess:
 
     def close(self) -> None:
         self.store.close()
-
-
-def is_server_url(url: str | None) -> bool:
-    """Whether a store URL names a modelloop server rather than a database."""
-    return bool(url) and str(url).lower().startswith(("http://", "https://"))
 
 
 def open_access(environ: Mapping[str, str] = os.environ) -> AccessBackend:

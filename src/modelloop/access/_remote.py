@@ -23,12 +23,10 @@ from modelloop.exceptions import (
     StoreError,
     Unauthorized,
 )
+from modelloop.store._http._codec import API_PREFIX
 from modelloop.store._records import AuditEvent
 
 __all__ = ["API_PREFIX", "AccessClient"]
-
-#: Where the server mounts its API.
-API_PREFIX = "/api/v1"
 
 _BY_STATUS: dict[int, type[ModelloopError]] = {
     400: InvalidInput,

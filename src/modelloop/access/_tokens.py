@@ -76,7 +76,7 @@ class ParsedToken:
 def new_token() -> tuple[str, str, str]:
     """A fresh ``(token_id, secret, plaintext)``."""
     token_id = secrets.token_hex(_ID_HEX // 2)
-    secret = base64.urlsafe_b64encode(secrets.token_bytes(_SECRET_BYTES)).decode().rstrip("=")
+    secret = _b64(secrets.token_bytes(_SECRET_BYTES))
     return token_id, secret, f"{TOKEN_PREFIX}{token_id}_{secret}"
 
 

@@ -89,6 +89,13 @@ def _print_users(users: list[User], title: str) -> None:
     console.print(table)
 
 
+def _show_user(user: User, title: str, as_json: bool) -> None:
+    if as_json:
+        print_json({"user": user})
+    else:
+        _print_users([user], title)
+
+
 @users_app.command("add")
 def users_add(
     name: Annotated[str, typer.Argument(help="User name (letters, digits, _ . @ + -).")],
@@ -99,10 +106,7 @@ def users_add(
     """Add a user. The first user ends open mode: from then on the server needs a token."""
     with _backend() as backend:
         user = backend.create_user(name, role, models=_models(models))
-    if as_json:
-        print_json({"user": user})
-    else:
-        _print_users([user], "user added")
+    _show_user(user, "user added", as_json)
 
 
 @users_app.command("list")
@@ -126,10 +130,7 @@ def users_set_role(
     """Set a user's role and model scope (no --model: every model)."""
     with _backend() as backend:
         user = backend.update_user(name, role=role, models=_models(models))
-    if as_json:
-        print_json({"user": user})
-    else:
-        _print_users([user], "user updated")
+    _show_user(user, "user updated", as_json)
 
 
 @users_app.command("disable")
@@ -139,10 +140,7 @@ def users_disable(
     """Disable a user: their tokens stop working at once (users are never deleted)."""
     with _backend() as backend:
         user = backend.update_user(name, disabled=True)
-    if as_json:
-        print_json({"user": user})
-    else:
-        _print_users([user], "user disabled")
+    _show_user(user, "user disabled", as_json)
 
 
 @users_app.command("enable")
@@ -152,10 +150,7 @@ def users_enable(
     """Enable a disabled user again (their tokens that were not revoked work again)."""
     with _backend() as backend:
         user = backend.update_user(name, disabled=False)
-    if as_json:
-        print_json({"user": user})
-    else:
-        _print_users([user], "user enabled")
+    _show_user(user, "user enabled", as_json)
 
 
 def _print_tokens(tokens: list[TokenInfo], title: str) -> None:

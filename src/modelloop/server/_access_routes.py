@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from modelloop.access import Role
 from modelloop.exceptions import ModelloopError
 from modelloop.server._auth import Principal, check_model, forbidden, require, route_of
+from modelloop.server._common import store_of
 
 __all__ = [
     "AuditEventOut",
@@ -118,10 +119,6 @@ def _errors() -> Iterator[None]:
         raise HTTPException(status_code=e.http_status, detail=str(e)) from None
 
 
-def _store(request: Request) -> Any:
-    return request.app.state.store
-
-
 @router.get("/whoami", response_model=WhoAmI)
 def whoami(principal: Viewer) -> WhoAmI:
     """The caller's user name, role and model scope."""
@@ -133,14 +130,14 @@ def whoami(principal: Viewer) -> WhoAmI:
 def list_users(request: Request, principal: Admin) -> list[UserOut]:
     """Every user, disabled ones included."""
     with _errors():
-        return [_out(UserOut, u) for u in _store(request).list_users()]
+        return [_out(UserOut, u) for u in store_of(request).list_users()]
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def create_user(request: Request, body: UserCreate, principal: Admin) -> UserOut:
     """Add a user (409 if the name is taken)."""
     with _errors():
-        user = _store(request).create_user(
+        user = store_of(request).create_user(
             body.name,
             body.role,
             models=body.models,
@@ -156,7 +153,7 @@ def get_user(request: Request, name: str, principal: Viewer) -> UserOut:
     if name != principal.name and not principal.may(Role.ADMIN):
         raise forbidden("only an admin may read other users")
     with _errors():
-        return _out(UserOut, _store(request).get_user(name))
+        return _out(UserOut, store_of(request).get_user(name))
 
 
 @router.patch("/users/{name}", response_model=UserOut)
@@ -177,7 +174,7 @@ def update_user(request: Request, name: str, body: UserUpdate, principal: Admin)
             detail="an admin cannot disable or demote themselves (ask another admin)",
         )
     with _errors():
-        user = _store(request).update_user(
+        user = store_of(request).update_user(
             name, actor=principal.name, route=route_of(request), **changes
         )
     return _out(UserOut, user)
@@ -195,14 +192,14 @@ def list_tokens(
             raise forbidden("only an admin may list others' tokens")
         user = principal.name
     with _errors():
-        return [_out(TokenOut, t) for t in _store(request).list_tokens(user)]
+        return [_out(TokenOut, t) for t in store_of(request).list_tokens(user)]
 
 
 @router.post("/tokens", response_model=TokenCreated, status_code=201)
 def create_token(request: Request, body: TokenCreate, principal: Admin) -> TokenCreated:
     """A new token for an enabled user; the answer holds it once."""
     with _errors():
-        info, plaintext = _store(request).create_token(
+        info, plaintext = store_of(request).create_token(
             body.user, body.description, actor=principal.name, route=route_of(request)
         )
     return TokenCreated(token=plaintext, info=_out(TokenOut, info))
@@ -211,7 +208,7 @@ def create_token(request: Request, body: TokenCreate, principal: Admin) -> Token
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut)
 def revoke_token(request: Request, token_id: str, principal: Viewer) -> TokenOut:
     """Revoke a token (an admin any, others their own); it fails from the next request on."""
-    store = _store(request)
+    store = store_of(request)
     with _errors():
         if not principal.may(Role.ADMIN) and store.get_token(token_id).user != principal.name:
             raise forbidden("only an admin may revoke others' tokens")
@@ -240,7 +237,7 @@ def list_audit(
             )
         check_model(principal, model)
     with _errors():
-        events = _store(request).list_audit_events(
+        events = store_of(request).list_audit_events(
             entity_type=entity_type,
             entity_id=entity_id,
             actor=user,

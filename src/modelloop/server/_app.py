@@ -15,13 +15,13 @@ from modelloop.artifacts import ArtifactStore
 from modelloop.exceptions import ModelloopError
 from modelloop.server._common import json_response
 from modelloop.server._idempotency import IdempotencyKeys
+from modelloop.store._http._codec import API_PREFIX
 from modelloop.store._sql import SqlStore
 
 __all__ = ["API_PREFIX", "DEFAULT_MAX_UPLOAD_MB", "create_app"]
 
 log = logging.getLogger("modelloop.server")
 
-API_PREFIX = "/api/v1"
 DEFAULT_MAX_UPLOAD_MB = 2048
 #: The largest JSON request body (a metric batch of 10,000 values is about 0.5 MB).
 MAX_JSON_BYTES = 32 << 20

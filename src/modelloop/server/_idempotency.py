@@ -23,11 +23,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from modelloop.exceptions import Conflict, InvalidInput
+from modelloop.store._http._codec import KEY_HEADER
 from modelloop.store._sql import SqlStore
 
 __all__ = ["IdempotencyKeys", "StoredResponse"]
 
-KEY_HEADER = "Idempotency-Key"
 _KEY = re.compile(r"[A-Za-z0-9_\-]{8,128}")
 _KEEP_MS = 24 * 3600 * 1000
 _WAIT_S = 60.0  # how long a retry waits for the first request with its key to finish

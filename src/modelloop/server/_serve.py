@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from modelloop._config import Settings
+from modelloop._config import Settings, is_server_url
 from modelloop.exceptions import InvalidInput
+from modelloop.serving._auth import is_loopback
 
 __all__ = ["ServerOptions", "build_app", "is_loopback", "run_server"]
 
@@ -22,16 +22,6 @@ class ServerOptions:
     max_upload_mb: int = 2048
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is a loopback address (or ``localhost``)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build_app(settings: Settings, options: ServerOptions) -> Any:
     """The app over the SQL store and artifact root ``settings`` name, after the bind checks."""
     from modelloop.artifacts import ArtifactStore, Keyring
@@ -39,7 +29,7 @@ def build_app(settings: Settings, options: ServerOptions) -> Any:
     from modelloop.store._sql import SqlStore
 
     url = settings.resolved_store_url
-    if url.startswith(("http://", "https://")):
+    if is_server_url(url):
         raise InvalidInput(
             "the server needs the database itself: set MODELLOOP_STORE_URL to a SQLite or "
             "PostgreSQL URL where the server runs, not to another server"

@@ -201,7 +201,7 @@ class BearerAuthMiddleware:
         self._tokens = [(_digest(t.value.encode()), t.role) for t in tokens]
         self._admin = "/" + admin_prefix.strip("/").lower()
         self._users = users
-        self._served = frozenset(served)
+        self._served = frozenset(s.lower() for s in served)
 
     def _credentials(self, scope: Scope) -> tuple[bytes | None, str]:
         """The presented token, or None and the reason."""
@@ -271,7 +271,7 @@ class BearerAuthMiddleware:
             if m.group(1) in allowed:
                 return None
             return f"user {identity.name!r} may not use model {m.group(1)!r}"
-        if (admin or path == "/v1/models") and not {s.lower() for s in self._served} <= allowed:
+        if (admin or path == "/v1/models") and not self._served <= allowed:
             return f"user {identity.name!r} may not act on every served model"
         return None
 

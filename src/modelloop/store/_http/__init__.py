@@ -7,13 +7,9 @@ bucket keys.
 
 from __future__ import annotations
 
+from modelloop._config import is_server_url
 from modelloop.store._http._artifacts import HttpArtifactStore
 from modelloop.store._http._store import HttpStore
 from modelloop.store._http._transport import Transport
 
 __all__ = ["HttpArtifactStore", "HttpStore", "Transport", "is_server_url"]
-
-
-def is_server_url(url: str | None) -> bool:
-    """Whether a store URL names a modelloop server rather than a database."""
-    return bool(url) and str(url).lower().startswith(("http://", "https://"))

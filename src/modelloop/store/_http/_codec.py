@@ -24,7 +24,12 @@ from modelloop.store._records import (
     RunStatus,
 )
 
-__all__ = ["decode", "dumps", "encode", "loads"]
+__all__ = ["API_PREFIX", "KEY_HEADER", "decode", "dumps", "encode", "loads"]
+
+#: Where the server mounts its API; the clients call under it.
+API_PREFIX = "/api/v1"
+#: The header a client sends with each write so that a retry never writes twice.
+KEY_HEADER = "Idempotency-Key"
 
 R = TypeVar("R")
 

@@ -16,12 +16,10 @@ import httpx
 
 from modelloop import exceptions as errors
 from modelloop.exceptions import InvalidInput, ModelloopError, StoreError
-from modelloop.store._http._codec import dumps, loads
+from modelloop.store._http._codec import API_PREFIX, KEY_HEADER, dumps, loads
 
 __all__ = ["API_PREFIX", "Transport"]
 
-API_PREFIX = "/api/v1"
-KEY_HEADER = "Idempotency-Key"
 _RETRY_STATUS = frozenset({502, 503, 504})
 _ATTEMPTS = 5
 _BACKOFF_S = 0.1

@@ -320,15 +320,16 @@ class AccessMixin(RegistryMixin):
     def get_token(self, token_id: str) -> TokenInfo:
         """The token's record, or ``NotFound``."""
         token_id = check_text(token_id, "token id", 32)
+        return self._read(lambda conn: _token(self._token_row(conn, token_id)))
+
+    def _token_row(self, conn: Connection, token_id: str, *, lock: bool = False) -> Any:
         stmt = sa.select(T.api_tokens).where(T.api_tokens.c.token_id == token_id)
-
-        def tx(conn: Connection) -> TokenInfo:
-            row = conn.execute(stmt).first()
-            if row is None:
-                raise NotFound(f"token {token_id!r} does not exist")
-            return _token(row)
-
-        return self._read(tx)
+        if lock and self._dialect == "postgresql":
+            stmt = stmt.with_for_update()
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise NotFound(f"token {token_id!r} does not exist")
+        return row
 
     def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
         """Every token (of one user), revoked ones included, oldest first."""
@@ -348,13 +349,7 @@ class AccessMixin(RegistryMixin):
         at = T.api_tokens
 
         def tx(conn: Connection) -> TokenInfo:
-            stmt = sa.select(at).where(at.c.token_id == token_id)
-            if self._dialect == "postgresql":
-                stmt = stmt.with_for_update()
-            row = conn.execute(stmt).first()
-            if row is None:
-                raise NotFound(f"token {token_id!r} does not exist")
-            before = _token(row)
+            before = _token(self._token_row(conn, token_id, lock=True))
             if before.revoked_at is not None:
                 return before
             now = now_ms()
