@@ -55,9 +55,10 @@ def get_store(url: str, *, token: str | None = None, ca_bundle: str | None = Non
 
     A SQL schema is created or upgraded on first use.
     """
+    from modelloop._config import is_server_url
     from modelloop.store._sql import SqlStore
 
-    if url.lower().startswith(("http://", "https://")):
+    if is_server_url(url):
         import os
 
         from modelloop.store._http import HttpStore
