@@ -33,21 +33,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-FIRST_PAINT = """() => new Promise(resolve => {
-  new PerformanceObserver((list, observer) => {
-    const e = list.getEntriesByName('first-contentful-paint')[0];
-    if (e) { observer.disconnect(); resolve(e.startTime / 1000); }
-  }).observe({ type: 'paint', buffered: true });
-})"""
+# the same browser, flags and first-paint probe as modelloop's own figures (a sibling script)
+from ui import ARGS, CHROMIUM, FIRST_PAINT
 
 
 def start(mlflow: str, db: Path, art: Path) -> tuple[subprocess.Popen[bytes], str]:
