@@ -225,16 +225,20 @@ class ArtifactStore:
                     info = self._write_stream(chunks, out)
                     out.flush()
                     os.fsync(out.fileno())
-                final = self.blob_path(info.digest)
-                _ensure_dir(os.path.dirname(final))
-                # Replacing an existing blob is harmless (same content) and repairs a damaged one.
-                os.replace(tmp, final)
+                self._rename_into_place(tmp, info.digest)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            fsync_dir(os.path.dirname(final))
         return info
+
+    def _rename_into_place(self, tmp: str, digest: str) -> None:
+        """Move a complete, synced temporary file under ``<root>/tmp/`` to the blob's path."""
+        final = self.blob_path(digest)
+        _ensure_dir(os.path.dirname(final))
+        # Replacing an existing blob is harmless (same content) and repairs a damaged one.
+        os.replace(tmp, final)
+        fsync_dir(os.path.dirname(final))
 
     @contextlib.contextmanager
     def blob_writer(self, digest: str) -> Iterator[BlobWriter]:
@@ -580,11 +584,7 @@ class BlobWriter:
             self._out.close()
             if store._fs is not None:
                 return store.put_file(self._tmp)
-            final = store.blob_path(got)
-            _ensure_dir(os.path.dirname(final))
-            # Replacing an existing blob is harmless (same content) and repairs a damaged one.
-            os.replace(self._tmp, final)
-            fsync_dir(os.path.dirname(final))
+            store._rename_into_place(self._tmp, got)
         return info
 
 
