@@ -494,19 +494,14 @@ class ArtifactStore:
                 raise missing_key(header, self._keyring, where)
             yield from Decryptor(key, header, digest, where).chunks(src)
         except (ArtifactCorrupted, EncryptionKeyError):
-            if self._raw_digest(path) == digest:
+            if self._raw_digest(digest, path) == digest:
                 raise _PlaintextAfterAll from None
             raise
 
-    def _raw_digest(self, path: str) -> str:
+    def _raw_digest(self, digest: str, path: str) -> str:
         """The sha256 of the stored bytes as they are."""
-        with self._errors("read", path):
-            if self._fs is None:
-                with open(path, "rb") as src:
-                    return _hash_chunks(_read_chunks(src)).digest
-            self._fs.invalidate_cache(path)
-            with self._fs.open(path, "rb", block_size=_READ_BLOCK) as src:
-                return _hash_chunks(_read_chunks(src)).digest
+        with self._open_blob(digest, path) as src, self._errors("read", path):
+            return _hash_chunks(_read_chunks(src)).digest
 
     # -- maintenance ---------------------------------------------------------------------------
 
