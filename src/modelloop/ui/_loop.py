@@ -8,13 +8,12 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from modelloop.ui._app import render
+from modelloop.ui._app import client_of, render
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from modelloop._client import Client
 
 __all__ = ["loop_page"]
 
@@ -34,8 +33,7 @@ def evidence_text(evidence: Mapping[str, Any]) -> str:
 
 def loop_page(request: Request) -> Response:
     """The loop's state and its newest events (oldest first in the chart, newest first below)."""
-    client: Client = request.app.state.client
-    store = client.store
+    store = client_of(request).store
     name = request.path_params["name"]
     events = store.list_loop_events(name, limit=MAX_EVENTS)
     shares = []

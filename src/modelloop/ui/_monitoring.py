@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from modelloop.ui._app import render
+from modelloop.ui._app import client_of, render
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from modelloop._client import Client
     from modelloop.store import MonitoringRecord
 
 __all__ = ["monitoring_page"]
@@ -58,8 +57,7 @@ def _feature_drift(records: list[MonitoringRecord]) -> dict[str, Any]:
 
 def monitoring_page(request: Request) -> Response:
     """Everything stored about a model's monitoring (it need not be registered)."""
-    client: Client = request.app.state.client
-    store = client.store
+    store = client_of(request).store
     name = request.path_params["name"]
     records = store.list_monitoring_results(name, limit=MAX_RESULTS)
     metric_keys = sorted({k for r in records for k in r.metrics})

@@ -10,7 +10,7 @@ from urllib.parse import quote
 import numpy as np
 
 from modelloop.exceptions import InvalidInput, NotFound
-from modelloop.ui._app import render
+from modelloop.ui._app import client_of, render
 from modelloop.ui._charts import downsample, series_json
 from modelloop.ui._query import (
     ATTRIBUTE_SORTS,
@@ -44,20 +44,15 @@ CHART_POINTS = 1000
 _INLINE_LIMIT = 2_000_000
 
 
-def _client(request: Request) -> Client:
-    client: Client = request.app.state.client
-    return client
-
-
 def experiments_page(request: Request) -> Response:
     """Every experiment, oldest first."""
-    experiments = _client(request).store.list_experiments()
+    experiments = client_of(request).store.list_experiments()
     return render(request, "experiments.html", {"title": "Experiments", "experiments": experiments})
 
 
 def runs_page(request: Request) -> Response:
     """One page of an experiment's runs, filtered and sorted in the store."""
-    store = _client(request).store
+    store = client_of(request).store
     experiment = store.get_experiment(int(request.path_params["experiment_id"]))
     state = TableState.from_query(request.query_params.multi_items())
     error = None
@@ -121,7 +116,7 @@ def run_page(request: Request) -> Response:
     """Params, tags, metric charts, artifacts, datasets and logged models of one run."""
     from modelloop.models._package import METADATA_FILE, SIGNATURE_FILE
 
-    client = _client(request)
+    client = client_of(request)
     run = client.store.get_run(request.path_params["run_id"])
     experiment = client.store.get_experiment(run.experiment_id)
     artifacts = client.store.list_run_artifacts(run.run_id)
@@ -169,7 +164,7 @@ def artifact_download(request: Request) -> Response:
 
     from modelloop.artifacts import validate_artifact_path
 
-    client = _client(request)
+    client = client_of(request)
     run_id = request.path_params["run_id"]
     path = validate_artifact_path(request.path_params["path"])
     item = next((a for a in client.store.list_run_artifacts(run_id, path) if a.path == path), None)
@@ -237,7 +232,7 @@ def metric_series(request: Request) -> Response:
 
     key, points, low, high = _series_args(request)
     run_id = request.path_params["run_id"]
-    return JSONResponse(_series(_client(request), run_id, key, points, low, high))
+    return JSONResponse(_series(client_of(request), run_id, key, points, low, high))
 
 
 def metric_series_many(request: Request) -> Response:
@@ -249,7 +244,7 @@ def metric_series_many(request: Request) -> Response:
     ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
     if not 1 <= len(ids) <= MAX_COMPARE:
         raise InvalidInput(f"give 1 to {MAX_COMPARE} runs (run=ID), got {len(ids)}")
-    client = _client(request)
+    client = client_of(request)
     series = [_series(client, run_id, key, points, low, high) for run_id in ids]
     return JSONResponse({"key": key, "series": series})
 
@@ -258,7 +253,7 @@ def _compare_runs(request: Request) -> list[Run]:
     ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
     if not 2 <= len(ids) <= MAX_COMPARE:
         raise InvalidInput(f"compare takes 2 to {MAX_COMPARE} runs, got {len(ids)}")
-    store = _client(request).store
+    store = client_of(request).store
     return [store.get_run(i) for i in ids]
 
 
