@@ -4,11 +4,11 @@ timeline of the loop's events with their evidence."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from modelloop.ui._app import client_of, render
+from modelloop.ui._charts import finite
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -38,9 +38,9 @@ def loop_page(request: Request) -> Response:
     events = store.list_loop_events(name, limit=MAX_EVENTS)
     shares = []
     for e in events:
-        share = e.evidence.get("share")
-        if isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share):
-            shares.append({"t": e.timestamp, "share": float(share), "kind": e.kind})
+        share = finite(e.evidence.get("share"))
+        if share is not None:
+            shares.append({"t": e.timestamp, "share": share, "kind": e.kind})
         elif e.kind in ("promote", "rollback"):  # the canary ends either way
             shares.append({"t": e.timestamp, "share": 0.0, "kind": e.kind})
     return render(

@@ -11,7 +11,7 @@ import numpy as np
 
 from modelloop.exceptions import InvalidInput, NotFound
 from modelloop.ui._app import client_of, render
-from modelloop.ui._charts import downsample, series_json
+from modelloop.ui._charts import downsample, finite, series_json
 from modelloop.ui._query import (
     ATTRIBUTE_SORTS,
     TableState,
@@ -288,7 +288,7 @@ def compare_page(request: Request) -> Response:
         dims.append(
             {
                 "label": f"metrics.{chosen}",
-                "values": [_finite(r.metrics.get(chosen)) for r in runs],
+                "values": [finite(r.metrics.get(chosen)) for r in runs],
             }
         )
     charts = {
@@ -317,7 +317,3 @@ def compare_page(request: Request) -> Response:
             "charts": charts,
         },
     )
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and np.isfinite(value) else None
