@@ -14,6 +14,7 @@ from modelloop.ui._app import client_of, render
 from modelloop.ui._charts import downsample, finite, series_json
 from modelloop.ui._query import (
     ATTRIBUTE_SORTS,
+    PAGE_SIZES,
     TableState,
     available_columns,
     column_value,
@@ -84,7 +85,7 @@ def runs_page(request: Request) -> Response:
             "previous_query": state.previous_query(),
             "error": error,
             "attribute_sorts": ATTRIBUTE_SORTS,
-            "page_sizes": (25, 50, 100, 200, 500),
+            "page_sizes": PAGE_SIZES,
         },
         status_code=400 if error else 200,
     )
