@@ -236,13 +236,18 @@ def metric_series(request: Request) -> Response:
     return JSONResponse(_series(client_of(request), run_id, key, points, low, high))
 
 
+def _run_ids(request: Request) -> list[str]:
+    """The ``run=`` query parameters, blanks and repeats dropped, in the order given."""
+    return list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
+
+
 def metric_series_many(request: Request) -> Response:
     """``{"key", "series": [...]}``: :func:`metric_series` for 1 to 20 runs (``run=`` repeated)
     in one request, in the order given."""
     from starlette.responses import JSONResponse
 
     key, points, low, high = _series_args(request)
-    ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
+    ids = _run_ids(request)
     if not 1 <= len(ids) <= MAX_COMPARE:
         raise InvalidInput(f"give 1 to {MAX_COMPARE} runs (run=ID), got {len(ids)}")
     client = client_of(request)
@@ -251,7 +256,7 @@ def metric_series_many(request: Request) -> Response:
 
 
 def _compare_runs(request: Request) -> list[Run]:
-    ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
+    ids = _run_ids(request)
     if not 2 <= len(ids) <= MAX_COMPARE:
         raise InvalidInput(f"compare takes 2 to {MAX_COMPARE} runs, got {len(ids)}")
     store = client_of(request).store
