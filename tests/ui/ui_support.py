@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -258,9 +257,9 @@ class Watched:
         return path
 
 
-def watch(page: Any, shots: Path, *, allowed_status: tuple[int, ...] = ()) -> Watched:
-    """Record console errors, failed requests (network failures and HTTP >= 400 not in
-    ``allowed_status``), and dialogs (dismissed) of ``page``."""
+def watch(page: Any, shots: Path) -> Watched:
+    """Record console errors, failed requests (network failures and HTTP >= 400), and dialogs
+    (dismissed) of ``page``."""
     w = Watched(page, shots=shots)
     page.on(
         "console",
@@ -272,7 +271,7 @@ def watch(page: Any, shots: Path, *, allowed_status: tuple[int, ...] = ()) -> Wa
     page.on("requestfailed", lambda r: w.failed_requests.append(f"failed {r.url}: {r.failure}"))
 
     def on_response(response: Any) -> None:
-        if response.status >= 400 and response.status not in allowed_status:
+        if response.status >= 400:
             w.failed_requests.append(f"HTTP {response.status} {response.url}")
 
     page.on("response", on_response)
@@ -305,7 +304,3 @@ def launch_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-
-
-def cleanup_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
