@@ -370,8 +370,20 @@ class ArtifactStore:
         src = self._open_blob(digest, path)
 
         def chunks() -> Iterator[bytes]:
-            with src:
-                yield from self._verify(src, digest, path, True)
+            sent = False
+            try:
+                with src:
+                    for chunk in self._verify(src, digest, path, True):
+                        sent = True
+                        yield chunk
+            except _PlaintextAfterAll:  # as _read does, unless decrypted bytes already went out
+                if sent:
+                    raise ArtifactCorrupted(
+                        f"blob {digest} at {path} is plaintext that begins with a valid "
+                        "encrypted chunk; read it again (e.g. with get_file)"
+                    ) from None
+                with self._open_blob(digest, path) as raw:
+                    yield from self._verify(raw, digest, path, False)
 
         return chunks()
 
