@@ -205,13 +205,11 @@ class ArtifactStore:
         """Whether an object store already holds this blob as this store would write it: any
         blob when writing plaintext, else one under the current key. (Locally every write
         replaces the blob, which also re-encrypts a plaintext one.)"""
-        if not self.exists(digest):
-            return False
         if self._keyring.current is None:
-            return True
-        try:
+            return self.exists(digest)
+        try:  # reading the header also answers whether the blob exists: one request, not two
             return self.key_id(digest) == self._keyring.current.key_id
-        except ModelloopError:  # a damaged header, or deleted since: write it again
+        except ModelloopError:  # absent, or a damaged header: write it again
             return False
 
     def _write_local(self, chunks: Iterable[bytes | memoryview]) -> BlobInfo:
