@@ -237,6 +237,15 @@ def start_ui(home: Path, *args: str, env_extra: dict[str, str] | None = None) ->
         time.sleep(0.2)
 
 
+def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
 @dataclass
 class Watched:
     """A browser page with everything that went wrong on it recorded."""
