@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 CHILD = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from modelloop.artifacts import ArtifactStore, EncryptionKey, Keyring
 root, source, dest, encrypt = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
 keyring = Keyring(EncryptionKey.generate()) if encrypt else Keyring()
@@ -36,7 +36,7 @@ store.get_file(info.digest, dest)
 t2 = time.perf_counter()
 rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"put_s": t1 - t0, "get_s": t2 - t1, "rss_mib": rss_kib / 1024,
-                  "stored_bytes": __import__("os").path.getsize(store.blob_path(info.digest))}))
+                  "stored_bytes": os.path.getsize(store.blob_path(info.digest))}))
 """
 
 

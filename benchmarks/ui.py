@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -105,28 +106,38 @@ def fill(home: Path, n_runs: int, n_steps: int) -> tuple[int, list[str], str]:
     return exp.experiment_id, run_ids[:20], long_run
 
 
-def start(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    import socket
-
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "MODELLOOP_HOME": str(home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelloop", "ui", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+        return int(s.getsockname()[1])
+
+
+def launch(
+    cmd: list[str],
+    ready_url: str,
+    what: str,
+    *,
+    env: dict[str, str] | None = None,
+    tries: int = 300,
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` quietly and wait (0.2 s a try) until ``ready_url`` answers."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(tries):
         try:
-            with urllib.request.urlopen(url + "/", timeout=2):
-                return proc, url
+            with urllib.request.urlopen(ready_url, timeout=2):
+                return proc
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    raise SystemExit("modelloop ui did not start")
+    raise SystemExit(f"{what} did not start")
+
+
+def start(home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "modelloop", "ui", "--port", str(port)]
+    env = {**os.environ, "MODELLOOP_HOME": str(home)}
+    return launch(cmd, url + "/", "modelloop ui", env=env), url
 
 
 #: seconds from navigation start to first contentful paint (waits for the entry if needed)

@@ -21,66 +21,27 @@ import json
 import platform
 import random
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-FIRST_PAINT = """() => new Promise(resolve => {
-  new PerformanceObserver((list, observer) => {
-    const e = list.getEntriesByName('first-contentful-paint')[0];
-    if (e) { observer.disconnect(); resolve(e.startTime / 1000); }
-  }).observe({ type: 'paint', buffered: true });
-})"""
+# the same browser, flags, first-paint probe and server start as modelloop's own figures
+from ui import ARGS, CHROMIUM, FIRST_PAINT, free_port, launch
 
 
 def start(mlflow: str, db: Path, art: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{db}",
-            "--default-artifact-root",
-            str(art),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                return proc, url
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("mlflow server did not start")
+    cmd = [mlflow, "server", "--backend-store-uri", f"sqlite:///{db}"]
+    cmd += ["--default-artifact-root", str(art), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1"]
+    return launch(cmd, url + "/health", "mlflow server", tries=600), url
 
 
 def fill(db: Path, art: Path, n_runs: int, n_steps: int) -> tuple[list[str], str, str]:

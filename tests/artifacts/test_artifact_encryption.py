@@ -369,6 +369,7 @@ def test_plaintext_that_starts_like_an_encrypted_blob(
     for store in (backend.open(), keyed(backend, key), keyed(backend, EncryptionKey.generate())):
         assert store.read_bytes(info.digest) == content
         assert store.get_file(info.digest, tmp_path / "copy").read_bytes() == content
+        assert b"".join(store.iter_blob(info.digest)) == content  # as the server streams it
 
 
 # -- keys from settings --------------------------------------------------------------------------

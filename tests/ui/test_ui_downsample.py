@@ -4,13 +4,11 @@ kept; and the series endpoint of a real ``modelloop ui`` process serving it."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from ui_support import start_ui
+from ui_support import http_get, start_ui
 
 from modelloop.ui import downsample
 
@@ -48,14 +46,6 @@ def test_too_few_points_are_refused() -> None:
         downsample([0, 1, 2, 3, 4], [1.0] * 5, 3)
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def test_series_endpoint_downsamples_and_zooms(tmp_path: Path) -> None:
     from modelloop._client import Client
     from modelloop._config import Settings
@@ -75,17 +65,17 @@ def test_series_endpoint_downsamples_and_zooms(tmp_path: Path) -> None:
     server = start_ui(home)
     try:
         base = f"{server.url}/api/runs/{run.run_id}/metric"
-        status, body = _get(f"{base}?key=loss&points=500")
+        status, _, body = http_get(f"{base}?key=loss&points=500")
         assert status == 200
         data = json.loads(body)
         assert data["total"] == 20_000 and len(data["x"]) <= 500
         assert 7_777 in data["x"] and max(data["y"]) == 9.0
-        status, body = _get(f"{base}?key=loss&points=500&min_step=7000&max_step=7200")
+        status, _, body = http_get(f"{base}?key=loss&points=500&min_step=7000&max_step=7200")
         zoom = json.loads(body)
         assert zoom["x"] == list(range(7000, 7201)) and zoom["total"] == 201  # full detail
-        status, body = _get(f"{base}?key=loss&points=2")
+        status, _, body = http_get(f"{base}?key=loss&points=2")
         assert status == 400 and b"points=2" in body
-        status, body = _get(f"{server.url}/api/runs/{'f' * 32}/metric?key=loss")
+        status, _, body = http_get(f"{server.url}/api/runs/{'f' * 32}/metric?key=loss")
         assert status == 404
     finally:
         server.stop()

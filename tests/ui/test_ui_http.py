@@ -4,22 +4,12 @@ are named, a corrupted artifact is refused whole, and every page carries its sec
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_support import UiServer, start_ui
-
-
-def _get(url: str) -> tuple[int, dict[str, str], bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+from ui_support import UiServer, http_get, start_ui
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +50,7 @@ def ui(store: tuple[Path, str, str, Any]) -> Iterator[UiServer]:
     ],
 )
 def test_bad_runs_table_parameters_are_named(ui: UiServer, query: str, named: str) -> None:
-    status, _, body = _get(f"{ui.url}/experiments/1?{query}")
+    status, _, body = http_get(f"{ui.url}/experiments/1?{query}")
     assert status == 400
     assert named.replace("'", "&#39;") in body.decode()
 
@@ -70,13 +60,13 @@ def test_artifact_download_is_whole_or_refused(
 ) -> None:
     home, run_id, digest, client = store
     server_tmp = home.parent / "server-tmp"
-    status, headers, body = _get(f"{ui.url}/runs/{run_id}/artifacts/docs/notes.txt")
+    status, headers, body = http_get(f"{ui.url}/runs/{run_id}/artifacts/docs/notes.txt")
     assert status == 200 and body == ("hello " * 1000).encode()
     assert headers["content-disposition"] == "attachment; filename*=UTF-8''notes.txt"
     assert headers["content-type"] == "application/octet-stream"
     blob = Path(client.artifacts.blob_path(digest))
     blob.write_bytes(b"tampered" + blob.read_bytes()[8:])
-    status, _, body = _get(f"{ui.url}/runs/{run_id}/artifacts/docs/notes.txt")
+    status, _, body = http_get(f"{ui.url}/runs/{run_id}/artifacts/docs/notes.txt")
     assert status == 500
     assert b"ArtifactCorrupted" in body and b"hello hello" not in body
     deadline = time.monotonic() + 10  # the copy is removed just after the response is sent
@@ -90,8 +80,8 @@ def test_pages_carry_security_headers_and_no_external_reference(
 ) -> None:
     _, run_id, _, _ = store
     for path in ("/", "/experiments/1", f"/runs/{run_id}", "/models", "/no-such-page"):
-        status, headers, body = _get(ui.url + path)
-        assert status in (200, 404), path
+        status, headers, body = http_get(ui.url + path)
+        assert status == (404 if path == "/no-such-page" else 200), path
         csp = headers["content-security-policy"]
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
         assert headers["x-content-type-options"] == "nosniff"

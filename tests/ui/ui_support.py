@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -238,6 +237,15 @@ def start_ui(home: Path, *args: str, env_extra: dict[str, str] | None = None) ->
         time.sleep(0.2)
 
 
+def http_get(url: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a GET, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
 @dataclass
 class Watched:
     """A browser page with everything that went wrong on it recorded."""
@@ -258,9 +266,9 @@ class Watched:
         return path
 
 
-def watch(page: Any, shots: Path, *, allowed_status: tuple[int, ...] = ()) -> Watched:
-    """Record console errors, failed requests (network failures and HTTP >= 400 not in
-    ``allowed_status``), and dialogs (dismissed) of ``page``."""
+def watch(page: Any, shots: Path) -> Watched:
+    """Record console errors, failed requests (network failures and HTTP >= 400), and dialogs
+    (dismissed) of ``page``."""
     w = Watched(page, shots=shots)
     page.on(
         "console",
@@ -272,7 +280,7 @@ def watch(page: Any, shots: Path, *, allowed_status: tuple[int, ...] = ()) -> Wa
     page.on("requestfailed", lambda r: w.failed_requests.append(f"failed {r.url}: {r.failure}"))
 
     def on_response(response: Any) -> None:
-        if response.status >= 400 and response.status not in allowed_status:
+        if response.status >= 400:
             w.failed_requests.append(f"HTTP {response.status} {response.url}")
 
     page.on("response", on_response)
@@ -305,7 +313,3 @@ def launch_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
-
-
-def cleanup_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

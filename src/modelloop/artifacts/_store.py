@@ -205,13 +205,11 @@ class ArtifactStore:
         """Whether an object store already holds this blob as this store would write it: any
         blob when writing plaintext, else one under the current key. (Locally every write
         replaces the blob, which also re-encrypts a plaintext one.)"""
-        if not self.exists(digest):
-            return False
         if self._keyring.current is None:
-            return True
-        try:
+            return self.exists(digest)
+        try:  # reading the header also answers whether the blob exists: one request, not two
             return self.key_id(digest) == self._keyring.current.key_id
-        except ModelloopError:  # a damaged header, or deleted since: write it again
+        except ModelloopError:  # absent, or a damaged header: write it again
             return False
 
     def _write_local(self, chunks: Iterable[bytes | memoryview]) -> BlobInfo:
@@ -225,16 +223,20 @@ class ArtifactStore:
                     info = self._write_stream(chunks, out)
                     out.flush()
                     os.fsync(out.fileno())
-                final = self.blob_path(info.digest)
-                _ensure_dir(os.path.dirname(final))
-                # Replacing an existing blob is harmless (same content) and repairs a damaged one.
-                os.replace(tmp, final)
+                self._rename_into_place(tmp, info.digest)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            fsync_dir(os.path.dirname(final))
         return info
+
+    def _rename_into_place(self, tmp: str, digest: str) -> None:
+        """Move a complete, synced temporary file under ``<root>/tmp/`` to the blob's path."""
+        final = self.blob_path(digest)
+        _ensure_dir(os.path.dirname(final))
+        # Replacing an existing blob is harmless (same content) and repairs a damaged one.
+        os.replace(tmp, final)
+        fsync_dir(os.path.dirname(final))
 
     @contextlib.contextmanager
     def blob_writer(self, digest: str) -> Iterator[BlobWriter]:
@@ -366,8 +368,20 @@ class ArtifactStore:
         src = self._open_blob(digest, path)
 
         def chunks() -> Iterator[bytes]:
-            with src:
-                yield from self._verify(src, digest, path, True)
+            sent = False
+            try:
+                with src:
+                    for chunk in self._verify(src, digest, path, True):
+                        sent = True
+                        yield chunk
+            except _PlaintextAfterAll:  # as _read does, unless decrypted bytes already went out
+                if sent:
+                    raise ArtifactCorrupted(
+                        f"blob {digest} at {path} is plaintext that begins with a valid "
+                        "encrypted chunk; read it again (e.g. with get_file)"
+                    ) from None
+                with self._open_blob(digest, path) as raw:
+                    yield from self._verify(raw, digest, path, False)
 
         return chunks()
 
@@ -490,19 +504,14 @@ class ArtifactStore:
                 raise missing_key(header, self._keyring, where)
             yield from Decryptor(key, header, digest, where).chunks(src)
         except (ArtifactCorrupted, EncryptionKeyError):
-            if self._raw_digest(path) == digest:
+            if self._raw_digest(digest, path) == digest:
                 raise _PlaintextAfterAll from None
             raise
 
-    def _raw_digest(self, path: str) -> str:
+    def _raw_digest(self, digest: str, path: str) -> str:
         """The sha256 of the stored bytes as they are."""
-        with self._errors("read", path):
-            if self._fs is None:
-                with open(path, "rb") as src:
-                    return _hash_chunks(_read_chunks(src)).digest
-            self._fs.invalidate_cache(path)
-            with self._fs.open(path, "rb", block_size=_READ_BLOCK) as src:
-                return _hash_chunks(_read_chunks(src)).digest
+        with self._open_blob(digest, path) as src, self._errors("read", path):
+            return _hash_chunks(_read_chunks(src)).digest
 
     # -- maintenance ---------------------------------------------------------------------------
 
@@ -580,11 +589,7 @@ class BlobWriter:
             self._out.close()
             if store._fs is not None:
                 return store.put_file(self._tmp)
-            final = store.blob_path(got)
-            _ensure_dir(os.path.dirname(final))
-            # Replacing an existing blob is harmless (same content) and repairs a damaged one.
-            os.replace(self._tmp, final)
-            fsync_dir(os.path.dirname(final))
+            store._rename_into_place(self._tmp, got)
         return info
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from modelloop._client import Client
 
-__all__ = ["create_app", "render"]
+__all__ = ["client_of", "create_app", "render"]
 
 _HERE = Path(__file__).parent
 
@@ -55,6 +55,12 @@ def _environment() -> Any:
     env.filters["when"] = _when
     env.filters["number"] = _number
     return env
+
+
+def client_of(request: Request) -> Client:
+    """The client the app was created over (:func:`create_app`)."""
+    client: Client = request.app.state.client
+    return client
 
 
 def render(

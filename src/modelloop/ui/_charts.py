@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["downsample", "series_json"]
+__all__ = ["downsample", "finite", "series_json"]
 
 
 def downsample(
@@ -46,6 +46,13 @@ def downsample(
         keep.extend(sorted({i, j}))
     index = np.array(sorted({0, *keep, n - 1}), dtype=np.int64)
     return x[index], y[index]
+
+
+def finite(value: Any) -> float | None:
+    """``value`` as a float for a chart when it is a finite number (not a bool), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
 
 
 def series_json(steps: np.ndarray, values: np.ndarray) -> dict[str, Any]:

@@ -4,17 +4,16 @@ timeline of the loop's events with their evidence."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from modelloop.ui._app import render
+from modelloop.ui._app import client_of, render
+from modelloop.ui._charts import finite
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from modelloop._client import Client
 
 __all__ = ["loop_page"]
 
@@ -34,15 +33,14 @@ def evidence_text(evidence: Mapping[str, Any]) -> str:
 
 def loop_page(request: Request) -> Response:
     """The loop's state and its newest events (oldest first in the chart, newest first below)."""
-    client: Client = request.app.state.client
-    store = client.store
+    store = client_of(request).store
     name = request.path_params["name"]
     events = store.list_loop_events(name, limit=MAX_EVENTS)
     shares = []
     for e in events:
-        share = e.evidence.get("share")
-        if isinstance(share, int | float) and not isinstance(share, bool) and math.isfinite(share):
-            shares.append({"t": e.timestamp, "share": float(share), "kind": e.kind})
+        share = finite(e.evidence.get("share"))
+        if share is not None:
+            shares.append({"t": e.timestamp, "share": share, "kind": e.kind})
         elif e.kind in ("promote", "rollback"):  # the canary ends either way
             shares.append({"t": e.timestamp, "share": 0.0, "kind": e.kind})
     return render(

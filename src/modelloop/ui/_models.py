@@ -6,25 +6,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import NotFound
-from modelloop.ui._app import render
+from modelloop.ui._app import client_of, render
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from modelloop._client import Client
 
 __all__ = ["model_page", "models_page"]
 
 
-def _client(request: Request) -> Client:
-    client: Client = request.app.state.client
-    return client
-
-
 def models_page(request: Request) -> Response:
     """Every registered model with its latest version and aliases."""
-    models = _client(request).store.list_registered_models()
+    models = client_of(request).store.list_registered_models()
     return render(request, "models.html", {"title": "Models", "models": models})
 
 
@@ -34,7 +28,7 @@ def model_page(request: Request) -> Response:
     from modelloop._client import DATASET_TAG, PACKAGE_TAG
     from modelloop.registry._onnx import ONNX_TAG
 
-    store = _client(request).store
+    store = client_of(request).store
     model = store.get_registered_model(request.path_params["name"])
     versions = store.list_model_versions(model.name)
     rows: list[dict[str, Any]] = []

@@ -3,28 +3,21 @@ prediction volume, the stored results, and alerts (current state and their histo
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
-from modelloop.ui._app import render
+from modelloop.ui._app import client_of, render
+from modelloop.ui._charts import finite
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from modelloop._client import Client
     from modelloop.store import MonitoringRecord
 
 __all__ = ["monitoring_page"]
 
 #: results shown (the newest ones)
 MAX_RESULTS = 500
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _when(record: MonitoringRecord) -> int:
@@ -40,7 +33,7 @@ def _feature_drift(records: list[MonitoringRecord]) -> dict[str, Any]:
             if not isinstance(col, dict) or not isinstance(col.get("column"), str):
                 continue
             entry = (
-                _finite(col.get("statistic")),
+                finite(col.get("statistic")),
                 bool(col.get("drifted")),
                 str(col.get("method")),
             )
@@ -58,16 +51,15 @@ def _feature_drift(records: list[MonitoringRecord]) -> dict[str, Any]:
 
 def monitoring_page(request: Request) -> Response:
     """Everything stored about a model's monitoring (it need not be registered)."""
-    client: Client = request.app.state.client
-    store = client.store
+    store = client_of(request).store
     name = request.path_params["name"]
     records = store.list_monitoring_results(name, limit=MAX_RESULTS)
     metric_keys = sorted({k for r in records for k in r.metrics})
     charts = {
         "time": [_when(r) for r in records],
-        "share_drifted": [_finite(r.share_drifted) for r in records],
+        "share_drifted": [finite(r.share_drifted) for r in records],
         "num_rows": [r.num_rows for r in records],
-        "metrics": {k: [_finite(r.metrics.get(k)) for r in records] for k in metric_keys},
+        "metrics": {k: [finite(r.metrics.get(k)) for r in records] for k in metric_keys},
         "features": _feature_drift(records),
     }
     return render(

@@ -17,6 +17,7 @@ from modelloop.store import Run
 __all__ = ["Column", "TableState", "column_value", "default_columns"]
 
 PAGE_SIZES = (25, 50, 100, 200, 500)
+_DEFAULT_SIZE = 50
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _ENTITIES = ("metrics", "params", "tags")
 
@@ -63,7 +64,7 @@ class TableState:
     columns: tuple[Column, ...] | None = None  # None: chosen from the runs shown
     page_token: str | None = None
     back: tuple[str, ...] = ()  # tokens of the earlier pages ("" = first page)
-    size: int = 50
+    size: int = _DEFAULT_SIZE
 
     @classmethod
     def from_query(cls, params: Iterable[tuple[str, str]]) -> TableState:
@@ -76,7 +77,7 @@ class TableState:
             values = multi.get(name, [])
             return values[-1] if values else ""
 
-        size_text = one("n") or "50"
+        size_text = one("n") or str(_DEFAULT_SIZE)
         if not size_text.isdigit() or int(size_text) not in PAGE_SIZES:
             raise InvalidInput(f"page size n={size_text!r}: use one of {list(PAGE_SIZES)}")
         sort = one("sort")
@@ -118,7 +119,7 @@ class TableState:
             pairs += [("sort", state.sort), ("dir", "desc" if state.descending else "asc")]
         for c in state.columns or ():
             pairs.append(("col", c.ref))
-        if state.size != 50:
+        if state.size != _DEFAULT_SIZE:
             pairs.append(("n", str(state.size)))
         pairs += [("back", b) for b in state.back]
         if state.page_token:

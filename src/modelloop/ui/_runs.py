@@ -10,10 +10,11 @@ from urllib.parse import quote
 import numpy as np
 
 from modelloop.exceptions import InvalidInput, NotFound
-from modelloop.ui._app import render
-from modelloop.ui._charts import downsample, series_json
+from modelloop.ui._app import client_of, render
+from modelloop.ui._charts import downsample, finite, series_json
 from modelloop.ui._query import (
     ATTRIBUTE_SORTS,
+    PAGE_SIZES,
     TableState,
     available_columns,
     column_value,
@@ -44,20 +45,15 @@ CHART_POINTS = 1000
 _INLINE_LIMIT = 2_000_000
 
 
-def _client(request: Request) -> Client:
-    client: Client = request.app.state.client
-    return client
-
-
 def experiments_page(request: Request) -> Response:
     """Every experiment, oldest first."""
-    experiments = _client(request).store.list_experiments()
+    experiments = client_of(request).store.list_experiments()
     return render(request, "experiments.html", {"title": "Experiments", "experiments": experiments})
 
 
 def runs_page(request: Request) -> Response:
     """One page of an experiment's runs, filtered and sorted in the store."""
-    store = _client(request).store
+    store = client_of(request).store
     experiment = store.get_experiment(int(request.path_params["experiment_id"]))
     state = TableState.from_query(request.query_params.multi_items())
     error = None
@@ -89,7 +85,7 @@ def runs_page(request: Request) -> Response:
             "previous_query": state.previous_query(),
             "error": error,
             "attribute_sorts": ATTRIBUTE_SORTS,
-            "page_sizes": (25, 50, 100, 200, 500),
+            "page_sizes": PAGE_SIZES,
         },
         status_code=400 if error else 200,
     )
@@ -121,7 +117,7 @@ def run_page(request: Request) -> Response:
     """Params, tags, metric charts, artifacts, datasets and logged models of one run."""
     from modelloop.models._package import METADATA_FILE, SIGNATURE_FILE
 
-    client = _client(request)
+    client = client_of(request)
     run = client.store.get_run(request.path_params["run_id"])
     experiment = client.store.get_experiment(run.experiment_id)
     artifacts = client.store.list_run_artifacts(run.run_id)
@@ -169,7 +165,7 @@ def artifact_download(request: Request) -> Response:
 
     from modelloop.artifacts import validate_artifact_path
 
-    client = _client(request)
+    client = client_of(request)
     run_id = request.path_params["run_id"]
     path = validate_artifact_path(request.path_params["path"])
     item = next((a for a in client.store.list_run_artifacts(run_id, path) if a.path == path), None)
@@ -237,7 +233,12 @@ def metric_series(request: Request) -> Response:
 
     key, points, low, high = _series_args(request)
     run_id = request.path_params["run_id"]
-    return JSONResponse(_series(_client(request), run_id, key, points, low, high))
+    return JSONResponse(_series(client_of(request), run_id, key, points, low, high))
+
+
+def _run_ids(request: Request) -> list[str]:
+    """The ``run=`` query parameters, blanks and repeats dropped, in the order given."""
+    return list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
 
 
 def metric_series_many(request: Request) -> Response:
@@ -246,19 +247,19 @@ def metric_series_many(request: Request) -> Response:
     from starlette.responses import JSONResponse
 
     key, points, low, high = _series_args(request)
-    ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
+    ids = _run_ids(request)
     if not 1 <= len(ids) <= MAX_COMPARE:
         raise InvalidInput(f"give 1 to {MAX_COMPARE} runs (run=ID), got {len(ids)}")
-    client = _client(request)
+    client = client_of(request)
     series = [_series(client, run_id, key, points, low, high) for run_id in ids]
     return JSONResponse({"key": key, "series": series})
 
 
 def _compare_runs(request: Request) -> list[Run]:
-    ids = list(dict.fromkeys(i for i in request.query_params.getlist("run") if i))
+    ids = _run_ids(request)
     if not 2 <= len(ids) <= MAX_COMPARE:
         raise InvalidInput(f"compare takes 2 to {MAX_COMPARE} runs, got {len(ids)}")
-    store = _client(request).store
+    store = client_of(request).store
     return [store.get_run(i) for i in ids]
 
 
@@ -293,7 +294,7 @@ def compare_page(request: Request) -> Response:
         dims.append(
             {
                 "label": f"metrics.{chosen}",
-                "values": [_finite(r.metrics.get(chosen)) for r in runs],
+                "values": [finite(r.metrics.get(chosen)) for r in runs],
             }
         )
     charts = {
@@ -322,7 +323,3 @@ def compare_page(request: Request) -> Response:
             "charts": charts,
         },
     )
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and np.isfinite(value) else None
