@@ -134,7 +134,7 @@ def ci_verdict(
 
     verdict = read_verdict(result, exit_code)
     text = verdict.to_markdown()
-    card_md = None
+    card = None
     registered = verdict.registered
     written: list[str] = []
     if registered is not None:
@@ -142,12 +142,8 @@ def ci_verdict(
         from modelloop.registry._card import build_card
 
         card = build_card(cli_client(writes=False), *registered)
-        card_md = card.to_markdown()
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "card.md").write_text(card_md, encoding="utf-8")
-            (out / "card.html").write_text(card.to_html(), encoding="utf-8")
-            written += [str(out / "card.md"), str(out / "card.html")]
+            written += [str(p) for p in card.write(out)]
     comparison = None
     run_id = (verdict.result or {}).get("run_id")
     if registered is None and run_id and (verdict.result or {}).get("gates_passed") is False:
@@ -161,7 +157,7 @@ def ci_verdict(
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n" + (card_md or "") + "\n")
+            fh.write(text + "\n" + (card.to_markdown() if card else "") + "\n")
     if as_json:
         print_json({**verdict.__dict__, "files": written})
         return

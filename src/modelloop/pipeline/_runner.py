@@ -181,6 +181,11 @@ class RunContext:
             cols.append(s.split.column)
         return list(dict.fromkeys(cols))
 
+    @property
+    def used_roles(self) -> dict[str, str]:
+        """Each used column and the spec field that names it (``features`` for a feature)."""
+        return {c: self.column_roles.get(c, "features") for c in self.used_columns}
+
     def _blob(self, step: str, name: str) -> bytes:
         run_id = self.step_runs[step]
         items = self._artifacts.get(run_id)

@@ -120,8 +120,7 @@ def used_frame(ctx: RunContext) -> pd.DataFrame:
     from modelloop.pipeline._schema import enforce, missing_columns
 
     frame = ctx.frame("load", "data.parquet", "data")
-    roles = {c: ctx.column_roles.get(c, "features") for c in ctx.used_columns}
-    enforce(missing_columns(frame.columns, roles, len(frame)), "warn")
+    enforce(missing_columns(frame.columns, ctx.used_roles, len(frame)), "warn")
     return frame[ctx.used_columns]
 
 
@@ -160,8 +159,7 @@ def step_validate(ctx: RunContext, out: Path) -> dict[str, Any]:
 
     policy = ctx.spec.validation.on_soft
     data = ctx.frame("load", "data.parquet", "data")
-    roles = {c: ctx.column_roles.get(c, "features") for c in ctx.used_columns}
-    early = missing_columns(data.columns, roles, len(data))
+    early = missing_columns(data.columns, ctx.used_roles, len(data))
     if not early.violations:
         data = data[ctx.used_columns]
         early = type_violations(data)

@@ -51,6 +51,16 @@ class ModelCard:
         """The card as one self-contained HTML page."""
         return _Html().render(_sections(self.data), self.data["title"])
 
+    def write(self, folder: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """Write ``card.md`` and ``card.html`` into ``folder`` (made if missing); return their
+        paths."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        md, page = out / "card.md", out / "card.html"
+        md.write_text(self.to_markdown(), encoding="utf-8")
+        page.write_text(self.to_html(), encoding="utf-8")
+        return md, page
+
 
 # -- gathering -------------------------------------------------------------------------------------
 
@@ -196,10 +206,7 @@ def write_card(client: Client, name: str, version: int, folder: str | os.PathLik
     outputs, so they are kept with the step run). The version exists by now: a card that cannot
     be built is logged, never an error of the registration; returns whether it was written."""
     try:
-        card = build_card(client, name, version)
-        out = Path(folder)
-        (out / "card.md").write_text(card.to_markdown(), encoding="utf-8")
-        (out / "card.html").write_text(card.to_html(), encoding="utf-8")
+        build_card(client, name, version).write(folder)
     except Exception as exc:  # the registration stands without its card
         _log.warning("no model card for %s v%s: %s: %s", name, version, type(exc).__name__, exc)
         return False

@@ -9,7 +9,6 @@ the pipeline stored for the version that was evaluated on that split.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelloop.exceptions import InvalidInput
+from modelloop.pipeline._evaluate import finite_or_none
 from modelloop.registry._stats import (
     HIGHER_IS_BETTER,
     Interval,
@@ -201,14 +201,6 @@ def _verdict(metric: str, interval: Interval | None) -> str:
     return "no clear change"
 
 
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _metric_changes(sa: _Scored, sb: _Scored, y: np.ndarray) -> list[MetricChange]:
     ma, mb = sa.evaluation["metrics"], sb.evaluation["metrics"]
     kind = sb.evaluation["task"]
@@ -227,7 +219,7 @@ def _metric_changes(sa: _Scored, sb: _Scored, y: np.ndarray) -> list[MetricChang
     names.sort(key=lambda k: (k != primary, order.index(k) if k in order else len(order), k))
     out = []
     for k in names:
-        a, b = _finite(ma[k]), _finite(mb[k])
+        a, b = finite_or_none(ma[k]), finite_or_none(mb[k])
         iv = intervals.get(k)
         out.append(
             MetricChange(
@@ -252,7 +244,7 @@ def _segment_changes(sa: _Scored, sb: _Scored) -> list[SegmentChange]:
         by_value = {str(r["value"]): r for r in sa.evaluation.get("segments", {}).get(column, [])}
         for rb in rows_b:
             ra = by_value.get(str(rb["value"]), {})
-            a, b = _finite(ra.get(metric)), _finite(rb.get(metric))
+            a, b = finite_or_none(ra.get(metric)), finite_or_none(rb.get(metric))
             out.append(
                 SegmentChange(
                     column,

@@ -88,10 +88,7 @@ class VersionFacts:
 
     def test_split(self, client: Client) -> pd.DataFrame | None:
         """The test part the pipeline recorded (every column the spec used), or None."""
-        run = self.step_runs.get("split")
-        if run is None:
-            return None
-        digest = _artifact_digest(client, run.run_id, "outputs/test.parquet")
+        digest = self.test_split_digest(client)
         if digest is None:
             return None
         import io
