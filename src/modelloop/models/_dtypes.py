@@ -289,6 +289,23 @@ def _cast_datetime(s: pd.Series, name: str, dtype: str, missing: np.ndarray) -> 
     return out.dt.tz_convert(tz) if tz is not None else out
 
 
+def _require_utf8(s: pd.Series, name: str, missing: np.ndarray) -> None:
+    """Text must encode as UTF-8 (no lone surrogates), on every pandas: pandas 3's string dtype
+    refuses such text when it is built, pandas 2's object columns keep it until a log write."""
+    present = s.to_numpy(dtype=object)[~missing]
+    try:
+        "".join(present).encode("utf-8")  # one pass in C; the row is looked for only on failure
+    except UnicodeEncodeError:
+        for row in np.flatnonzero(~missing):
+            value = s.iloc[row]
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise _mismatch(
+                    name, int(row), value, "text", f"{_show(value)} is not valid Unicode text"
+                ) from None
+
+
 def _default_string_dtype() -> Any:
     """The dtype pandas gives a column of Python strings (``str`` on pandas 3, object before)."""
     import pandas as pd
@@ -308,6 +325,7 @@ def _finish(s: pd.Series, name: str, dtype: str, missing: np.ndarray, categories
             )
         if dtype == "string":
             obj = s.astype(object).where(~missing, np.nan)  # NaN: what sklearn imputers expect
+            _require_utf8(obj, name, missing)
             return obj.astype(_default_string_dtype())
         if missing.any() and dtype in ("bool", *_NP_INTS):
             row = int(np.flatnonzero(missing)[0])
