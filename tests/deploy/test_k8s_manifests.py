@@ -337,3 +337,28 @@ def test_names_are_valid_for_every_model_name() -> None:
     assert first != kubernetes_manifests("fraud.a@x")[0]["metadata"]["name"]
     with pytest.raises(InvalidInput, match="not a model name"):
         kubernetes_manifests("bad name")
+
+
+def test_a_plan_from_pandas_and_numpy_is_taken_as_it_is() -> None:
+    import numpy as np
+    import pandas as pd
+
+    index = pd.date_range(T0, periods=6, freq="10min")
+    counts = np.array([1, 3, 3, 5, 2, 1], dtype=np.int64)
+    plan = [ReplicaStep(t, n) for t, n in zip(index, counts, strict=True)]
+    from_pandas = kubernetes_manifests(
+        "fraud@champion", schedule=plan, max_replicas=np.int64(6), rss_bytes=np.int64(2**28)
+    )
+    plain = kubernetes_manifests(
+        "fraud@champion",
+        schedule=[
+            ReplicaStep(t.to_pydatetime(), int(n)) for t, n in zip(index, counts, strict=True)
+        ],
+        max_replicas=6,
+        rss_bytes=2**28,
+    )
+    assert from_pandas == plain
+    for manifest in from_pandas:
+        validate_any(manifest)
+    with pytest.raises(InvalidInput, match="integer"):
+        kubernetes_manifests("fraud@champion", schedule=[ReplicaStep(T0, 2.5)])  # type: ignore[arg-type]

@@ -37,9 +37,11 @@ What the manifests rely on, and why:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import math
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +150,16 @@ def peak_rss_bytes(
     return int(rss.max()) if len(rss) else None
 
 
+def _integer(value: object) -> int | None:
+    """``value`` as a Python int when it is an integer (numpy's too, bool not), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _mebibytes(n: float) -> str:
     return f"{math.ceil(n / _MI)}Mi"
 
@@ -221,15 +233,19 @@ def _check_schedule(
             raise InvalidInput(
                 f"plan step {i} starts at {step.start!r}: give a timezone-aware datetime (UTC)"
             )
-        replicas = step.replicas
-        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise InvalidInput(f"plan step {i} has {replicas!r} replicas: give an integer >= 0")
+        replicas = _integer(step.replicas)
+        if replicas is None or replicas < 0:
+            raise InvalidInput(
+                f"plan step {i} has {step.replicas!r} replicas: give an integer >= 0"
+            )
         if replicas > max_replicas:
             raise InvalidInput(
                 f"plan step {i} ({step.start.isoformat()}) asks for {replicas} replicas, more "
                 f"than max_replicas={max_replicas}"
             )
         start = step.start.astimezone(UTC)
+        if hasattr(start, "to_pydatetime"):  # a pandas Timestamp
+            start = start.to_pydatetime()
         if steps and start <= steps[-1][0]:
             raise InvalidInput(
                 f"plan step {i} starts at {start.isoformat()}, not after step {i - 1} "
@@ -322,15 +338,22 @@ def kubernetes_manifests(
             f"bad name {name!r}: lower-case letters, digits and '-', starting with a letter, "
             "at most 63 characters"
         )
+    counts = {}
     for label, value in (("min_replicas", min_replicas), ("max_replicas", max_replicas)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        count = _integer(value)
+        if count is None or count < 1:
             raise InvalidInput(f"{label} must be an integer >= 1, got {value!r}")
+        counts[label] = count
+    min_replicas, max_replicas = counts["min_replicas"], counts["max_replicas"]
     if min_replicas > max_replicas:
         raise InvalidInput(f"min_replicas {min_replicas} is above max_replicas {max_replicas}")
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise InvalidInput(f"port must be between 1 and 65535, got {port!r}")
-    if rss_bytes is not None and (not isinstance(rss_bytes, int) or rss_bytes <= 0):
-        raise InvalidInput(f"rss_bytes must be a positive integer, got {rss_bytes!r}")
+    if rss_bytes is not None:
+        rss = _integer(rss_bytes)
+        if rss is None or rss <= 0:
+            raise InvalidInput(f"rss_bytes must be a positive integer, got {rss_bytes!r}")
+        rss_bytes = rss
     if cpu is not None and not _CPU.match(cpu):
         raise InvalidInput(f"bad cpu {cpu!r}: a Kubernetes CPU quantity such as 500m or 2")
     for label, seconds in (("drain_s", drain_s), ("drain_delay_s", drain_delay_s)):
@@ -581,7 +604,10 @@ def kubernetes_manifests(
             "maxReplicaCount": max_replicas,
             "advanced": {
                 "restoreToOriginalReplicaCount": False,
-                "horizontalPodAutoscalerConfig": {"name": name, "behavior": behavior},
+                "horizontalPodAutoscalerConfig": {
+                    "name": name,
+                    "behavior": copy.deepcopy(behavior),
+                },
             },
             "triggers": triggers,
         },
@@ -619,6 +645,15 @@ def write_manifests(manifests: Sequence[dict[str, Any]], out_dir: Path) -> list[
             "writing manifests needs PyYAML: pip install 'modelloop[deploy]'"
         ) from None
 
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+        # the probe scripts read as code: a literal block rather than one escaped line
+        style = "|" if "\n" in value and value.strip() else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    _Dumper.add_representer(str, _str)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -630,7 +665,9 @@ def write_manifests(manifests: Sequence[dict[str, Any]], out_dir: Path) -> list[
         note = _HEADERS.get(kind)
         if note:
             header += f"# {note}\n"
-        text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, width=100)
+        text = yaml.dump(
+            manifest, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=100
+        )
         path.write_text(header + text, encoding="utf-8")
         paths.append(path)
     return paths
