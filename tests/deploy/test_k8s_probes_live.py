@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,41 +74,60 @@ def get(url: str, token: str | None) -> tuple[int, Any]:
 
 
 @pytest.fixture
-def pod(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def start_pod(tmp_path: Path) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Starts ``modelloop serve`` as the Deployment's container would: its arguments, its
+    environment with the Secrets filled in, over a SQLite store with cancer@champion."""
     home = tmp_path / "mlhome"
     register_rf(home, "cancer")
-    port = free_port()
-    manifests = kubernetes_manifests("cancer@champion", port=port)
-    deployment = by_kind(manifests)["Deployment"]
-    spec = deployment["spec"]["template"]["spec"]
-    (container,) = spec["containers"]
-    secrets = {
-        "modelloop-store": {"MODELLOOP_STORE_URL": f"sqlite:///{home / 'modelloop.db'}"},
-        "modelloop-serve-tokens": {"MODELLOOP_SERVE_TOKENS": f"{TOKEN}:predict"},
-    }
-    env = container_env(container, secrets, home)
-    assert container["command"] == ["modelloop"]
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelloop", *container["args"]],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield {
+    started: list[tuple[subprocess.Popen[bytes], Any]] = []
+
+    def start(**kwargs: Any) -> dict[str, Any]:
+        port = free_port()
+        manifests = kubernetes_manifests("cancer@champion", port=port, **kwargs)
+        spec = by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        secrets = {
+            "modelloop-store": {"MODELLOOP_STORE_URL": f"sqlite:///{home / 'modelloop.db'}"},
+            "modelloop-serve-tokens": {"MODELLOOP_SERVE_TOKENS": f"{TOKEN}:predict"},
+        }
+        env = container_env(container, secrets, home)
+        assert container["command"] == ["modelloop"]
+        log_path = tmp_path / f"serve-{port}.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - closed at the end of the test
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelloop", *container["args"]],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((proc, log))
+        return {
             "proc": proc,
             "env": env,
             "container": container,
             "pod_spec": spec,
+            "port": port,
             "url": f"http://127.0.0.1:{port}",
-            "log": tmp_path / "serve.log",
+            "log": log_path,
         }
-    finally:
+
+    yield start
+    for proc, log in started:
         if proc.poll() is None:
             proc.kill()
         proc.wait(30)
         log.close()
+
+
+def pod_address() -> str | None:
+    """A non-loopback IPv4 address of this machine (what a kubelet's probe connects to)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("203.0.113.1", 9))  # no packet is sent: this only picks a route
+        except OSError:
+            return None
+        address = sock.getsockname()[0]
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
 
 
 def wait_ready(pod: dict[str, Any], timeout: float = 90.0) -> None:
@@ -121,7 +141,8 @@ def wait_ready(pod: dict[str, Any], timeout: float = 90.0) -> None:
     raise AssertionError(f"not ready after {timeout} s:\n{pod['log'].read_text()}")
 
 
-def test_the_probes_pass_on_the_real_server_and_follow_its_drain(pod: dict[str, Any]) -> None:
+def test_the_probes_pass_on_the_real_server_and_follow_its_drain(start_pod) -> None:
+    pod = start_pod()
     c, env, url = pod["container"], pod["env"], pod["url"]
     wait_ready(pod)
     live = run_probe(c["livenessProbe"], env)
@@ -147,3 +168,33 @@ def test_the_probes_pass_on_the_real_server_and_follow_its_drain(pod: dict[str, 
     code = pod["proc"].wait(pod["pod_spec"]["terminationGracePeriodSeconds"])
     assert code == 0, pod["log"].read_text()
     assert time.monotonic() - sent >= DRAIN_DELAY_S
+
+
+def test_without_tokens_the_http_probes_answer_on_the_pod_address(start_pod) -> None:
+    """Open mode (no tokens Secret): httpGet probes, as a kubelet sends them, to the pod's
+    address with its own Host header: the server takes them (its loopback Host check is for
+    requests arriving on loopback)."""
+    address = pod_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to probe")
+    pod = start_pod(serve_tokens_secret=None)
+    c = pod["container"]
+    assert "--allow-unauthenticated" in c["args"]
+    deadline = time.monotonic() + 90
+    base = f"http://{address}:{pod['port']}"
+    ready = c["readinessProbe"]["httpGet"]
+    while True:
+        try:
+            if get(base + ready["path"], None)[0] == 200:
+                break
+        except OSError:  # not listening yet
+            pass
+        assert pod["proc"].poll() is None, pod["log"].read_text()
+        assert time.monotonic() < deadline, pod["log"].read_text()
+        time.sleep(0.2)
+    for probe in (c["livenessProbe"], c["readinessProbe"]):
+        assert probe["httpGet"]["port"] == c["ports"][0]["name"]
+        status, body = get(base + probe["httpGet"]["path"], None)
+        assert status == 200 and True in body.values(), body
+    pod["proc"].send_signal(signal.SIGTERM)
+    assert pod["proc"].wait(pod["pod_spec"]["terminationGracePeriodSeconds"]) == 0
