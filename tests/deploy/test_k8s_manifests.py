@@ -22,6 +22,8 @@ from modelloop.deploy import (
     HOME_MOUNT,
     LIVENESS_PATH,
     READINESS_PATH,
+    SERVE_GRACE_S,
+    SERVE_PORT,
     ReplicaStep,
     kubernetes_manifests,
     termination_grace_s,
@@ -112,6 +114,7 @@ def test_the_schemas_refuse_broken_manifests() -> None:
 
 def test_probes_port_and_termination_follow_the_serve_command() -> None:
     defaults = serve_defaults()
+    assert (defaults["port"], defaults["grace"]) == (SERVE_PORT, SERVE_GRACE_S)
     manifests = kubernetes_manifests("fraud@champion")
     c = container(manifests)
     pod = by_kind(manifests)["Deployment"]["spec"]["template"]["spec"]

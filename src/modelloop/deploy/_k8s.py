@@ -73,16 +73,17 @@ __all__ = [
 ]
 
 
-def _serve_default(option: str) -> Any:
-    """The default of a ``modelloop serve`` option, read from the command itself."""
-    from modelloop.cli._serve import serve_command
+def _serve_defaults() -> tuple[int, float]:
+    """The server's default port and ``--grace``, read from the server itself (the command
+    line's defaults are the same; the tests check both)."""
+    from modelloop.serving._app import ServeConfig
+    from modelloop.serving._server import serve
 
-    return inspect.signature(serve_command).parameters[option].default
+    return inspect.signature(serve).parameters["port"].default, ServeConfig().grace_s
 
 
 #: ``modelloop serve``'s default port, and the seconds it gives in-flight requests on SIGTERM.
-SERVE_PORT: int = _serve_default("port")
-SERVE_GRACE_S: float = _serve_default("grace")
+SERVE_PORT, SERVE_GRACE_S = _serve_defaults()
 #: Seconds the pod keeps answering after SIGTERM, readiness off, before it stops accepting
 #: (``--drain-delay``; the server's own default, 0, suits a process nobody load-balances).
 DEFAULT_DRAIN_DELAY_S = 5.0
