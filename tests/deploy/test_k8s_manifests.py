@@ -318,6 +318,11 @@ def test_a_plan_with_every_step_at_the_floor_needs_no_cron_trigger() -> None:
         ({"schedule": [ReplicaStep(T0, 11)]}, "more than max_replicas=10"),
         ({"schedule": [ReplicaStep(T0, -1)]}, "integer >= 0"),
         ({"schedule": [ReplicaStep(T0, 2)], "schedule_end": T0}, "not after"),
+        (
+            {"schedule": [ReplicaStep(T0, 2)], "schedule_end": T0 + timedelta(days=366)},
+            "a year or more",
+        ),
+        ({"schedule": [ReplicaStep(datetime(2028, 2, 29, 6, tzinfo=UTC), 2)]}, "29 February"),
         ({"min_replicas": 5, "max_replicas": 3}, "above max_replicas"),
         ({"min_replicas": 0}, "min_replicas"),
         ({"cpu": "lots"}, "bad cpu"),

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from modelloop import __version__
 from modelloop.exceptions import InvalidInput, NotFound
+from modelloop.serving._auth import TOKENS_ENV
 
 if TYPE_CHECKING:
     import os
@@ -102,7 +103,6 @@ DEFAULT_MEMORY_LIMIT = "1Gi"
 DEFAULT_CPU = "500m"
 MEMORY_REQUEST_HEADROOM = 1.25
 MEMORY_LIMIT_FACTOR = 2.0
-TOKENS_ENV = "MODELLOOP_SERVE_TOKENS"
 
 _MI = 1024 * 1024
 _CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
@@ -293,6 +293,20 @@ def cron_windows(
         hi = end.replace(second=0, microsecond=0)
         if hi < end:
             hi += timedelta(minutes=1)
+        # A five-field cron has no year: a window is the stretch from a start to the next end,
+        # which holds for windows under a year whose days come back every year.
+        if hi - lo >= timedelta(days=365):
+            raise InvalidInput(
+                f"the plan keeps {replicas} replicas from {lo.isoformat()} to {hi.isoformat()}: "
+                "cron triggers cannot express a window of a year or more"
+            )
+        for at in (lo, hi):
+            if (at.month, at.day) == (2, 29):
+                raise InvalidInput(
+                    f"a plan window starts or ends on 29 February ({at.isoformat()}): a cron "
+                    "trigger has no year and would fire again only in four years; shift the "
+                    "plan's steps off that day"
+                )
         out.append((lo, hi, replicas))
     return out
 
@@ -577,8 +591,9 @@ def kubernetes_manifests(
             )
         plan_note = (
             f"plan from {steps[0][0].isoformat()} to {steps[-1][1].isoformat()} (UTC), "
-            f"{len(windows)} cron windows above the floor of {min_replicas}; cron dates recur "
-            "yearly: regenerate the plan before it ends"
+            f"{len(windows)} cron windows above the floor of {min_replicas}; after a window "
+            "the HPA gives pods back once its 300 s scale-down stabilisation has passed; cron "
+            "dates recur yearly: regenerate the plan before it ends"
         )
     triggers.append(
         {
