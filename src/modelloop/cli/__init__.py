@@ -11,6 +11,7 @@ from modelloop._config import redact_url
 from modelloop.cli._access import audit_app, tokens_app, users_app
 from modelloop.cli._ci import ci_app
 from modelloop.cli._demo import demo_app
+from modelloop.cli._deploy import deploy_app
 from modelloop.cli._keys import keys_app
 from modelloop.cli._loop import loop_app
 from modelloop.cli._models import models_app
@@ -50,6 +51,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(ops_app, name="ops")
+app.add_typer(deploy_app, name="deploy")
 app.add_typer(demo_app, name="demo")
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(loop_app, name="loop")
