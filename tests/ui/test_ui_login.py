@@ -269,3 +269,59 @@ def test_every_dashboard_write_lets_exactly_its_roles_in(team: Team) -> None:
             http.close()
     assert not wrong, wrong
     assert alias_of(team) == 2
+
+
+#: Dashboard POST routes anyone may send (they open a session).
+PUBLIC_POSTS = {"/login"}
+
+
+def test_the_matrix_knows_every_dashboard_post_route(team: Team) -> None:
+    """A new state-changing dashboard route fails here until its role is decided above."""
+    from modelloop._client import Client
+    from modelloop._config import Settings
+    from modelloop.ui import create_app
+
+    client = Client(Settings(home=team.filled.home))
+    try:
+        app = create_app(client)
+        posts = {r.path for r in app.routes if "POST" in (getattr(r, "methods", None) or ())}
+    finally:
+        client.close()
+    known = {p.replace(MODEL, "{name}").removeprefix("/ui") for p in DASHBOARD_POSTS}
+    assert posts == known | PUBLIC_POSTS
+
+
+def test_the_audit_page_filters_pages_and_shows_html_as_text(team: Team, watched: Watched) -> None:
+    from modelloop.store._sql import SqlStore
+
+    xss_actor = "<img src=x onerror=alert(2)>"
+    store = SqlStore(team.store_url)
+    try:
+        for i in range(60):
+            store.add_audit_event(
+                actor=xss_actor if i == 59 else "bulk",
+                action="test.page",
+                entity_type="run",
+                entity_id=f"<script>alert({i})</script>",
+                model="paged-model",
+            )
+    finally:
+        store.close()
+    page = watched.page
+    browser_login(page, team, "root", "/ui/audit?model=paged-model")
+    rows = page.locator("#audit-events tbody tr")
+    assert rows.count() == 50
+    assert page.locator("#audit-events td.actor").first.inner_text() == xss_actor  # newest first
+    assert page.locator("#audit-events td.entity").first.inner_text() == (
+        "run <script>alert(59)</script>"
+    )
+    page.click("#audit-next")
+    page.wait_for_load_state("load")
+    assert "page=2" in page.url and "model=paged-model" in page.url
+    assert rows.count() == 10
+    assert page.locator("#audit-next").count() == 0
+    page.goto(f"{team.url}/ui/audit?model=paged-model&since=2999-01-01")
+    assert page.locator("#audit-empty").count() == 1
+    page.goto(f"{team.url}/ui/audit?user=%3Cb%3Ex%3C%2Fb%3E")
+    assert page.input_value("input[name=user]") == "<b>x</b>"
+    assert watched.dialogs == []

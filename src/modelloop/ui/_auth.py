@@ -307,6 +307,9 @@ class AuthGate:
             if why:
                 return _refused(request, 403, why)
         route = _route_path(request)
+        if route.startswith("/static/") and method in _SAFE_METHODS:
+            state.update(principal=None, csrf="", session=False)  # the package's files: public
+            return None
         if local:
             state["principal"] = app_state.local_principal
             state["csrf"] = app_state.local_csrf
@@ -320,7 +323,7 @@ class AuthGate:
             return _out_of_scope(request, route, session.principal)
         state["principal"] = None
         state["csrf"] = request.cookies.get(LOGIN_COOKIE, "")
-        if route == "/login" or route.startswith("/static/"):
+        if route == "/login":
             return None
         if method in _SAFE_METHODS:
             target = request.url_for("login").include_query_params(next=_relative(request))
