@@ -30,6 +30,17 @@ def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Team]:
         yield running
 
 
+def _loop_state(team: Team) -> tuple[str, int] | None:
+    from modelloop.store._sql import SqlStore
+
+    store = SqlStore(team.store_url)
+    try:
+        state = store.get_loop_state(MODEL)
+    finally:
+        store.close()
+    return None if state is None else (state.state, state.revision)
+
+
 def _promote_form(csrf: str, version: int, expected: int | None) -> dict[str, str]:
     return {
         "csrf": csrf,
@@ -114,14 +125,17 @@ def test_a_viewer_sees_no_write_controls_and_a_forged_write_is_refused(
     csrf = csrf_in(page.content())  # the logout form's: a valid token of this session
     before = alias_of(team)
     events = len(audit_events(team))
+    loop_before = _loop_state(team)
     for path, data in (
         (f"/ui/models/{MODEL}/promote", _promote_form(csrf, 1, before)),
         (f"/ui/models/{MODEL}/rollback", _promote_form(csrf, 1, before)),
+        (f"/ui/models/{MODEL}/loop/retrain", {"csrf": csrf, "expected": str(loop_before[1])}),
     ):
         r = page.request.post(team.url + path, form=data, max_redirects=0)
         assert r.status == 403, (path, r.status)
         assert "this needs &#39;deployer&#39; or higher" in r.text()  # shown escaped
     assert alias_of(team) == before
+    assert _loop_state(team) == loop_before
     assert len(audit_events(team)) == events
     r = page.request.get(f"{team.url}/ui/audit")
     assert r.status == 403
@@ -192,6 +206,32 @@ def test_a_deployer_promotes_after_confirming_and_rolls_back(
         admin.close()
 
 
+def test_a_deployer_asks_the_loop_for_a_retrain_after_confirming(
+    team: Team, watched: Watched
+) -> None:
+    page = watched.page
+    browser_login(page, team, "dee", f"/ui/models/{MODEL}/loop")
+    state, revision = _loop_state(team)
+    assert state == "idle"
+    page.click("#loop-retrain")
+    page.wait_for_load_state("load")
+    assert _loop_state(team) == (state, revision)  # nothing before the confirmation
+    page.fill("#retrain-reason", "<b>labels drifted</b>")
+    watched.shot("confirm-retrain")
+    page.click("#confirm")
+    page.wait_for_load_state("load")
+    assert page.url == f"{team.url}/ui/models/{MODEL}/loop"
+    assert _loop_state(team) == ("retraining", revision + 1)
+    assert page.inner_text("#loop-state-name") == "retraining"
+    newest = page.locator("#loop-events tbody tr").first
+    assert "retrain: <b>labels drifted</b> (by dee)" in newest.inner_text()
+    assert page.locator("#loop-retrain").count() == 0  # busy now: no second request
+    event = audit_events(team, entity_type="loop")[-1]
+    assert (event.actor, event.action, event.model) == ("dee", "loop.retrain", MODEL)
+    assert dict(event.before or {}) == {"state": "idle", "revision": revision}
+    assert event.route == "POST /ui/models/{name}/loop/retrain"
+
+
 def test_writes_need_the_sessions_csrf_token_and_the_same_origin(team: Team) -> None:
     http, csrf = http_login(team, "dee")
     path = f"/ui/models/{MODEL}/promote"
@@ -248,6 +288,7 @@ def test_a_deployer_limited_to_other_models_cannot_see_or_move_this_one(team: Te
 DASHBOARD_POSTS = {
     f"/ui/models/{MODEL}/promote": "deployer",
     f"/ui/models/{MODEL}/rollback": "deployer",
+    f"/ui/models/{MODEL}/loop/retrain": "deployer",
     "/ui/logout": None,
 }
 RANK = {"viewer": 0, "editor": 1, "deployer": 2, "admin": 3}

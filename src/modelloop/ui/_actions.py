@@ -1,9 +1,11 @@
-"""The dashboard's writes: promote (point an alias at a version) and roll back (point it back at
-the version it pointed to before its last move), each behind a confirmation page.
+"""The dashboard's writes: promote (point an alias at a version), roll back (point it back at
+the version it pointed to before its last move), and ask the loop for a retrain (the operator
+action of ``modelloop loop retrain``), each behind a confirmation page.
 
-A write needs the deployer role on the model, exactly like ``PUT /api/v1/models/{name}/aliases``,
-and a CSRF token. The store audits the alias move in the transaction of the move, under the
-authenticated user and the dashboard's route, as it does for the API.
+A write needs the deployer role on the model, like ``PUT /api/v1/models/{name}/aliases`` and
+the loop's transition route, and a CSRF token. The store audits an alias move in the transaction
+of the move, under the authenticated user and the dashboard's route, as it does for the API; a
+retrain request is audited as ``loop.retrain`` with the loop's state before and after.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import Route
 
-__all__ = ["previous_version", "routes"]
+__all__ = ["may_retrain", "previous_version", "routes"]
 
 DEFAULT_ALIAS = "champion"
 
@@ -33,6 +35,10 @@ def routes() -> list[Route]:
         Route("/models/{name}/promote", promote_submit, methods=["POST"], name="promote_submit"),
         Route("/models/{name}/rollback", rollback_page, name="rollback"),
         Route("/models/{name}/rollback", rollback_submit, methods=["POST"], name="rollback_submit"),
+        Route("/models/{name}/loop/retrain", retrain_page, name="retrain"),
+        Route(
+            "/models/{name}/loop/retrain", retrain_submit, methods=["POST"], name="retrain_submit"
+        ),
     ]
 
 
@@ -164,3 +170,89 @@ async def _move(request: Request, action: str) -> Response:
 
     await run_in_threadpool(work)
     return RedirectResponse(str(request.url_for("model", name=name)), status_code=303)
+
+
+def _idle_loop(store: Any, name: str) -> Any:
+    """The loop state of ``name`` when a retrain may start now; 404 without a loop, 409 while
+    it is busy."""
+    from modelloop.loop._controller import WATCHING
+
+    state = store.get_loop_state(name)
+    if state is None:
+        raise NotFound(f"no loop has run for model {name!r} (modelloop loop run)")
+    if state.state not in WATCHING:
+        raise Conflict(
+            f"the loop of {name} is busy ({state.state}); a retrain can start once it is idle again"
+        )
+    return state
+
+
+def may_retrain(state: Any) -> bool:
+    """Whether a loop in ``state`` takes a retrain request now (it watches its triggers)."""
+    try:
+        from modelloop.loop._controller import WATCHING
+    except ImportError:
+        return False
+    return state is not None and state.state in WATCHING
+
+
+def _loop_module() -> Any:
+    try:
+        from modelloop.loop import _controller
+    except ImportError as exc:
+        raise InvalidInput(
+            f"asking the loop for a retrain needs the loop extra: pip install 'modelloop[loop]' "
+            f"({exc.name} is missing)"
+        ) from None
+    return _controller
+
+
+def retrain_page(request: Request) -> Response:
+    """Ask to confirm a retrain request (with a reason, recorded with the loop's event)."""
+    name = request.path_params["name"]
+    require(request, Role.DEPLOYER, name)
+    _loop_module()
+    state = _idle_loop(client_of(request).store, name)
+    return render(
+        request,
+        "confirm_retrain.html",
+        {"title": f"Retrain {name} now", "name": name, "state": state},
+    )
+
+
+async def retrain_submit(request: Request) -> Response:
+    """Put the loop into ``retraining`` (the controller trains on its next tick), as
+    ``modelloop loop retrain`` does, after the role and CSRF checks."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import RedirectResponse
+
+    name = request.path_params["name"]
+    form = await read_form(request)
+    who = require(request, Role.DEPLOYER, name)
+    controller = _loop_module()
+    reason = form.get("reason", "").strip()[:500] or "requested in the dashboard"
+    expected = form.get("expected", "")
+    store: Any = client_of(request).store
+    route = f"POST {request.scope.get('root_path', '')}/models/{{name}}/loop/retrain"
+
+    def work() -> None:
+        state = _idle_loop(store, name)
+        if expected != str(state.revision):
+            raise Conflict(
+                f"the loop of {name} moved on (revision {state.revision}) since the confirmation "
+                "page: look again before asking for a retrain"
+            )
+        event = controller.request_retrain(store, name, f"{reason} (by {who.name})")
+        store.add_audit_event(
+            actor=who.name,
+            action="loop.retrain",
+            entity_type="loop",
+            entity_id=name,
+            before={"state": state.state, "revision": state.revision},
+            after={"state": event.state, "revision": state.revision + 1},
+            route=route,
+            model=name,
+        )
+
+    await run_in_threadpool(work)
+    return RedirectResponse(str(request.url_for("loop", name=name)), status_code=303)

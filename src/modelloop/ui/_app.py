@@ -54,9 +54,10 @@ def _environment() -> Any:
     )
     env.filters["when"] = _when
     env.filters["number"] = _number
-    from modelloop.ui import _auth
+    from modelloop.ui import _actions, _auth
 
     env.globals["principal"] = _auth.principal
+    env.globals["may_retrain"] = _actions.may_retrain
     env.globals["csrf_token"] = _auth.csrf_token
     env.globals["login_required"] = _auth.login_required
     env.globals["may"] = _may
