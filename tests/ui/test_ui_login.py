@@ -59,6 +59,10 @@ def test_unauthenticated_pages_redirect_to_login(team: Team) -> None:
         # the server's root leads to the dashboard, and the login page itself is open
         assert http.get("/").headers["location"] == "/ui/"
         assert http.get("/ui/login").status_code == 200
+        # a login posted without the login page's own token (another page's form) is refused
+        forged = http.post("/ui/login", data={"token": team.tokens["root"]})
+        assert forged.status_code == 403
+        assert "modelloop_session" not in forged.headers.get("set-cookie", "")
         # a write without a session is refused, not redirected
         r = http.post(f"/ui/models/{MODEL}/promote", data={"alias": "champion", "version": "1"})
         assert r.status_code == 403
