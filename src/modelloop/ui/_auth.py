@@ -46,7 +46,6 @@ __all__ = [
     "AuthGate",
     "Session",
     "Sessions",
-    "check_model",
     "csrf_token",
     "login_page",
     "login_required",
@@ -194,11 +193,6 @@ def require(request: Request, role: Role, model: str | None = None) -> Principal
     if model is not None and not who.may(role, model):
         raise HTTPException(403, f"user {who.name!r} may not act on model {model!r}")
     return who
-
-
-def check_model(request: Request, model: str) -> None:
-    """403 when the request's principal is limited to other models than ``model``."""
-    require(request, Role.VIEWER, model)
 
 
 async def read_form(request: Request) -> dict[str, str]:
