@@ -1,7 +1,9 @@
 """The role matrix, generated from the live ``/openapi.json``: every route is called with no
 token, a bad token, a revoked token and a token of each role; exactly the roles the table below
 allows get past authentication and authorisation (any status but 401/403). A route the table
-does not know fails the test, so a new route cannot ship without a decided role."""
+does not know fails the test, so a new route cannot ship without a decided role. The dashboard
+mounted at ``/ui`` is not in the OpenAPI document: its POST routes have their own matrix in
+``tests/ui/test_ui_login.py``."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def ui_command(
 
     from modelloop.ui import create_app
 
-    client = cli_client(writes=False)
+    client = cli_client(writes=True)
     try:
         app = create_app(client)
         shown = f"[{host}]" if ":" in host else host

@@ -45,6 +45,8 @@ __all__ = [
     "LoopActions",
     "RetrainOutcome",
     "TickResult",
+    "request_retrain",
+    "retrain_data",
 ]
 
 #: States in which the controller watches the triggers.
@@ -110,6 +112,48 @@ def _fault(point: str, state: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def retrain_data(model: str, state: LoopState, now: int, trigger: dict[str, Any]) -> dict[str, Any]:
+    """The data of a ``retraining`` state entered at ``now`` from ``state`` by ``trigger``."""
+    memo = dict(state.data.get("memo") or {})
+    recent = [t for t in memo.get("retrain_times", []) if t > now - _DAY_MS]
+    memo.update(retrain_times=[*recent, now], last_retrain_at=now)
+    return {
+        "memo": memo,
+        "attempt": f"{model}:{state.revision + 1}",
+        "trigger": trigger,
+        "started_at": now,
+    }
+
+
+def request_retrain(
+    store: Store, model: str, reason: str = "requested by hand", *, now: int | None = None
+) -> LoopEvent:
+    """Put ``model``'s loop into ``retraining`` now, cooldown notwithstanding (the controller
+    carries the retrain through on its next tick); ``Conflict`` while a retrain or rollout is
+    under way. The operator action behind ``modelloop loop retrain`` and the dashboard's."""
+    from modelloop.store import LoopState
+
+    found = store.get_loop_state(model)
+    state = found if found is not None else LoopState(model, "idle", 0, {}, 0)
+    if state.state not in WATCHING:
+        raise Conflict(
+            f"the loop of {model} is busy ({state.state}); a retrain can start once it "
+            "is idle again"
+        )
+    at = now if now is not None else time.time_ns() // 1_000_000
+    _, event = store.transition_loop(
+        model,
+        expected_revision=state.revision,
+        state="retraining",
+        data=retrain_data(model, state, at, {"kind": "manual", "reason": reason}),
+        kind="trigger",
+        message=f"retrain: {reason}",
+        evidence={"trigger": "manual", "reason": reason},
+        now=at,
+    )
+    return event
 
 
 def default_holder() -> str:
@@ -221,23 +265,7 @@ class Controller(RolloutMixin):
     def request_retrain(self, reason: str = "requested by hand") -> LoopEvent:
         """Start a retrain now (``modelloop loop retrain``), cooldown notwithstanding; ``Conflict``
         while a retrain or rollout is under way."""
-        state = self._state()
-        if state.state not in WATCHING:
-            raise Conflict(
-                f"the loop of {self.model} is busy ({state.state}); a retrain can start once it "
-                "is idle again"
-            )
-        now = self.clock()
-        _, event = self.store.transition_loop(
-            self.model,
-            expected_revision=state.revision,
-            state="retraining",
-            data=self._retrain_data(state, now, {"kind": "manual", "reason": reason}),
-            kind="trigger",
-            message=f"retrain: {reason}",
-            evidence={"trigger": "manual", "reason": reason},
-            now=now,
-        )
+        event = request_retrain(self.store, self.model, reason, now=self.clock())
         self._notify(event)
         return event
 
@@ -290,15 +318,7 @@ class Controller(RolloutMixin):
         return dict(state.data.get("memo") or {})
 
     def _retrain_data(self, state: LoopState, now: int, trigger: dict[str, Any]) -> dict[str, Any]:
-        memo = self._memo(state)
-        recent = [t for t in memo.get("retrain_times", []) if t > now - _DAY_MS]
-        memo.update(retrain_times=[*recent, now], last_retrain_at=now)
-        return {
-            "memo": memo,
-            "attempt": f"{self.model}:{state.revision + 1}",
-            "trigger": trigger,
-            "started_at": now,
-        }
+        return retrain_data(self.model, state, now, trigger)
 
     def _decide(self, state: LoopState, *, dry_run: bool) -> Plan | Wait:
         handler = {

@@ -18,7 +18,7 @@ from modelloop.server._idempotency import IdempotencyKeys
 from modelloop.store._http._codec import API_PREFIX
 from modelloop.store._sql import SqlStore
 
-__all__ = ["API_PREFIX", "DEFAULT_MAX_UPLOAD_MB", "create_app"]
+__all__ = ["API_PREFIX", "DASHBOARD_PREFIX", "DEFAULT_MAX_UPLOAD_MB", "create_app"]
 
 log = logging.getLogger("modelloop.server")
 
@@ -88,12 +88,40 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    _mount_dashboard(app, store, artifacts)
+
     app.add_middleware(_JsonBodyLimit, limit=MAX_JSON_BYTES)
     app.add_exception_handler(ModelloopError, _library_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
+
+
+#: Where the server serves the web dashboard (when the ``ui`` extra is installed).
+DASHBOARD_PREFIX = "/ui"
+
+
+def _mount_dashboard(app: FastAPI, store: SqlStore, artifacts: ArtifactStore) -> None:
+    """The web dashboard under :data:`DASHBOARD_PREFIX`, with login once the store has users;
+    skipped (with a log line) when the ``ui`` extra is not installed."""
+    try:
+        import jinja2  # noqa: F401
+        import plotly  # noqa: F401
+    except ImportError:
+        log.info("the web dashboard is off: install modelloop[ui] to serve it at /ui")
+        return
+    from fastapi.responses import RedirectResponse
+
+    from modelloop._client import Client
+    from modelloop.ui import create_app as create_dashboard
+
+    client = Client(app.state.settings, store=store, artifacts=artifacts)
+    app.mount(DASHBOARD_PREFIX, create_dashboard(client, login=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse(DASHBOARD_PREFIX + "/", status_code=307)
 
 
 def error_body(kind: str, message: str, status: int, headers: Any = None) -> Response:

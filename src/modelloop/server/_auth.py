@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from modelloop.access import Role, User
+from modelloop.access import Role
+from modelloop.access._principal import OPEN_MODE_PRINCIPAL, Principal, principal_of
 
 __all__ = [
     "OPEN_MODE_PRINCIPAL",
@@ -38,30 +38,6 @@ __all__ = [
 _REALM = 'Bearer realm="modelloop"'
 # Declares the bearer scheme in the OpenAPI document; the header is parsed by ``_credentials``.
 _bearer = HTTPBearer(auto_error=False, description="An API token: modelloop tokens create")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a user's name, role and model scope (None: every model)."""
-
-    name: str
-    role: Role
-    models: frozenset[str] | None
-
-    def may(self, role: Role, model: str | None = None) -> bool:
-        """Whether this principal has at least ``role`` (on ``model``, when one is named)."""
-        if self.role < role:
-            return False
-        return model is None or self.models is None or model in self.models
-
-
-#: The principal of every request while the store has no user.
-OPEN_MODE_PRINCIPAL = Principal("local", Role.ADMIN, None)
-
-
-def principal_of(user: User) -> Principal:
-    """The principal acting for ``user``."""
-    return Principal(user.name, user.role, None if user.models is None else frozenset(user.models))
 
 
 def forbidden(detail: str) -> HTTPException:

@@ -54,7 +54,24 @@ def _environment() -> Any:
     )
     env.filters["when"] = _when
     env.filters["number"] = _number
+    from modelloop.ui import _actions, _auth
+
+    env.globals["principal"] = _auth.principal
+    env.globals["may_retrain"] = _actions.may_retrain
+    env.globals["csrf_token"] = _auth.csrf_token
+    env.globals["login_required"] = _auth.login_required
+    env.globals["may"] = _may
     return env
+
+
+def _may(request: Request, role: str, model: str | None = None) -> bool:
+    """Whether the request's principal has ``role`` (on ``model``): templates show write
+    controls only then (the server checks again on every write)."""
+    from modelloop.access import Role
+    from modelloop.ui._auth import principal
+
+    who = principal(request)
+    return who is not None and who.may(Role.parse(role), model)
 
 
 def client_of(request: Request) -> Client:
@@ -107,19 +124,26 @@ async def _plotly(request: Request) -> Response:
     )
 
 
-def create_app(client: Client) -> Starlette:
+def create_app(client: Client, *, login: bool = False) -> Starlette:
     """The dashboard over ``client``'s store and artifacts, as an ASGI app.
 
-    Read-only and without login: serve it on loopback (``modelloop ui``) or mount it behind
-    the control-plane server's authentication.
+    ``login=False`` (``modelloop ui``): one person on this machine, acting as the local user
+    with role admin, on loopback host names only. ``login=True`` (mounted by ``modelloop
+    server``; the store must be a ``SqlStore``): once the store has users, every page needs a
+    session opened by logging in with an API token, and writes need the user's role. Every POST
+    carries a CSRF token either way (see :mod:`modelloop.ui._auth`).
     """
+    import secrets
+
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from modelloop.ui import _loop, _models, _monitoring, _runs
+    from modelloop.access import Role
+    from modelloop.access._principal import OPEN_MODE_PRINCIPAL, Principal
+    from modelloop.ui import _actions, _audit, _auth, _loop, _models, _monitoring, _runs
 
     routes = [
         Route("/", _runs.experiments_page, name="experiments"),
@@ -133,15 +157,28 @@ def create_app(client: Client) -> Starlette:
         Route("/models/{name}", _models.model_page, name="model"),
         Route("/models/{name}/monitoring", _monitoring.monitoring_page, name="monitoring"),
         Route("/models/{name}/loop", _loop.loop_page, name="loop"),
+        Route("/login", _auth.login_page, name="login"),
+        Route("/login", _auth.login_submit, methods=["POST"], name="login_submit"),
+        Route("/logout", _auth.logout, methods=["POST"], name="logout"),
+        *_actions.routes(),
+        Route("/audit", _audit.audit_page, name="audit"),
         Route("/static/plotly.min.js", _plotly, name="plotly"),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
     app = Starlette(
         routes=routes,
         exception_handlers={ModelloopError: _error_page, HTTPException: _http_error},
-        middleware=[Middleware(_SecurityHeaders)],
+        middleware=[Middleware(_SecurityHeaders), Middleware(_auth.AuthGate)],
     )
     app.state.client = client
+    app.state.sessions = None
+    if login:
+        app.state.sessions = _auth.Sessions(client.store)
+        app.state.sessions.create_table()
+        app.state.local_principal = OPEN_MODE_PRINCIPAL
+    else:
+        app.state.local_principal = Principal(client.settings.user or "local", Role.ADMIN, None)
+    app.state.local_csrf = secrets.token_urlsafe(32)
     return app
 
 
@@ -162,7 +199,9 @@ class _SecurityHeaders:
                 headers += [
                     (b"content-security-policy", _CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
+                    # same-origin, not no-referrer: with no-referrer a browser sends
+                    # "Origin: null" on form posts, and the dashboard checks Origin on writes
+                    (b"referrer-policy", b"same-origin"),
                     (b"x-frame-options", b"DENY"),
                 ]
                 message = {**message, "headers": headers}

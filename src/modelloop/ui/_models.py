@@ -18,7 +18,12 @@ __all__ = ["model_page", "models_page"]
 
 def models_page(request: Request) -> Response:
     """Every registered model with its latest version and aliases."""
+    from modelloop.ui._auth import principal
+
+    who = principal(request)
     models = client_of(request).store.list_registered_models()
+    if who.models is not None:  # a user limited to some models sees those alone
+        models = [m for m in models if m.name in who.models]
     return render(request, "models.html", {"title": "Models", "models": models})
 
 
