@@ -250,6 +250,29 @@ METRIC_VALUES = [0.5, 1.0, 1.0, math.nan, None, -math.inf, 2.0, 1.0, math.inf]
 def test_keyset_pages_continue_after_the_last_row_while_runs_arrive(
     store: SqlStore, exp: Experiment
 ) -> None:
+    _check_keyset_pages(store, exp)
+
+
+@pytest.mark.sql_only  # chooses the SQL plan in this process
+def test_keyset_pages_read_through_the_metric_value_index(
+    store: SqlStore, exp: Experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan a large experiment sorted on a metric gets (runs with a value read in index
+    order, then the runs without one) gives the same pages, runs arriving meanwhile included."""
+    from modelloop.store._sql import _search
+
+    chosen: list[str] = []
+
+    def always(conn: object, ids: object, key: str) -> bool:
+        chosen.append(key)
+        return True
+
+    monkeypatch.setattr(_search, "_metric_walk_pays", always)
+    _check_keyset_pages(store, exp)
+    assert set(chosen) == {"m"}
+
+
+def _check_keyset_pages(store: SqlStore, exp: Experiment) -> None:
     data: dict[str, Keyed] = {}
 
     def add(start: int, m: float | None, p: str | None) -> None:
@@ -387,4 +410,6 @@ def test_search_runs_a_fixed_number_of_queries(store: SqlStore, exp: Experiment)
         event.remove(store._engine, "before_cursor_execute", count)
     assert len(page) == 30 and all(r.params and r.tags and len(r.metrics) == 2 for r in page)
     queries = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(queries) == 4  # the page, then params, latest metrics and tags of its runs
+    # One count of the experiments' runs (a sort on a metric reads its value index when they
+    # are many, see _search._metric_walk_pays), the page, then params, metrics and tags.
+    assert len(queries) == 5
