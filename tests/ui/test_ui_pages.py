@@ -233,3 +233,16 @@ def test_loop_page_shows_the_timeline_and_canary_share(
     page.click("#loop-events tbody tr:first-child summary")
     evidence = page.locator("#loop-events tbody tr:first-child pre").inner_text()
     assert '"version": 3' in evidence
+
+
+def test_monitoring_page_of_a_model_without_any_data_says_so(
+    ui: UiServer, watched: Watched
+) -> None:
+    page = watched.page
+    response = page.goto(f"{ui.url}/models/never-served/monitoring")
+    assert response is not None and response.status == 200
+    for empty in ("alerts", "drift", "live", "quality", "serving"):
+        assert page.locator(f"#{empty}-empty").is_visible(), empty
+    assert "no serving history yet" in page.locator("#serving-empty").inner_text().lower()
+    assert page.locator("#summary-firing").inner_text() == "0 alerts firing"
+    assert page.locator(".chart-static").count() == 0
