@@ -26,12 +26,11 @@ pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flights" / "modelloop.yaml"
 MODEL = "flights-delay"
-#: the quick form of the example pipeline used by the pipeline tests (no tuning)
+#: the quick form of the example pipeline used by the pipeline tests (no tuning, no explaining)
 QUICK = (
     "data.args.sample=3000",
     "model.params.max_iter=30",
-    "explain.max_rows=100",
-    "explain.n_local=3",
+    "explain.enabled=false",
     "gates.2=segment_gap <= 0.5",
     "tune.enabled=false",
 )
@@ -217,6 +216,10 @@ def test_every_page_of_a_really_filled_store(
     assert page.locator("#versions tbody tr").count() == len(versions)
     lineage = page.locator(f"#versions tr[data-version='{versions[-1].version}']").inner_text()
     assert "train" in lineage  # run → dataset → version
+    pipeline_link = page.locator(
+        f"#versions tr[data-version='{versions[-1].version}'] a.pipeline-run"
+    )
+    assert pipeline_link.get_attribute("href").endswith(f"/runs/{full.pipeline['run_id']}")  # type: ignore[union-attr]
     history = page.locator("#alias-history tbody tr")
     assert history.count() == len(alias_events)
     assert "champion" in history.first.inner_text()
