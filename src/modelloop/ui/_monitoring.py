@@ -4,6 +4,7 @@ and latency from the serving history. Every part may be missing: it then says so
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import ModelloopError, NotFound
@@ -59,7 +60,7 @@ def _feature_drift(records: list[MonitoringRecord]) -> dict[str, Any]:
     }
 
 
-def _segment_rows(payload: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def _segment_rows(payload: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """The segment column and its rows (segment value, labelled rows, metrics) of one result's
     live performance; ``("", [])`` when it was not split by segment."""
     perf = payload.get("performance")
