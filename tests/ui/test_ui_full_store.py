@@ -231,6 +231,8 @@ def test_every_page_of_a_really_filled_store(
     assert rows_shown == [result.num_rows] and result.num_rows == full.labelled
     firing = [a for a in alerts if a.firing]
     assert page.locator("#summary-firing").inner_text().startswith(f"{len(firing)} alert")
+    spans = page.evaluate("() => document.getElementById('alert-timeline').data.map(t => t.y[0])")
+    assert sorted(spans) == sorted(a.rule for a in firing) and spans  # still firing: open span
     segments = result.payload["performance"]["rows"]
     carriers = sorted(r["group"]["carrier"] for r in segments if list(r["group"]) == ["carrier"])
     shown_segments = page.locator("#segments tbody tr").evaluate_all(

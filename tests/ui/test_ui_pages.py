@@ -4,6 +4,7 @@ screenshot of each, and the facts on the page checked against the store."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -225,6 +226,14 @@ def test_monitoring_page_shows_drift_over_time_and_alerts(
     assert page.locator("#alerts tbody td").nth(1).inner_text() == "resolved"
     statuses = page.locator("#alert-events tbody td:nth-child(3)").all_inner_texts()
     assert statuses == ["resolved", "firing"]  # newest first
+    span = page.evaluate("() => document.getElementById('alert-timeline').data.map(t => t.x)")
+    iso = [
+        dt.datetime.fromtimestamp(e.timestamp / 1000, tz=dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+        for e in events
+    ]
+    assert span == [iso]  # one firing span, from the firing event to the resolving one
     watched.shot("monitoring-from-link")
 
 

@@ -196,6 +196,23 @@ def _serving(home: Path, name: str) -> tuple[dict[str, Any] | None, str]:
     }, ""
 
 
+def _alert_spans(events: list[Any], alerts: list[Any]) -> dict[str, Any]:
+    """Per rule, the spans it fired (start, end; end None while it still fires), from the
+    alert events oldest first."""
+    spans: dict[str, list[list[int | None]]] = {}
+    for e in events:
+        rule_spans = spans.setdefault(e.rule, [])
+        if e.status == "firing":
+            rule_spans.append([e.timestamp, None])
+        elif rule_spans and rule_spans[-1][1] is None:
+            rule_spans[-1][1] = e.timestamp
+    still = {a.rule for a in alerts if a.firing}
+    for rule, rule_spans in spans.items():
+        if rule_spans and rule_spans[-1][1] is None and rule not in still:
+            rule_spans[-1][1] = rule_spans[-1][0]  # resolved without a recorded event
+    return {"rules": sorted(spans), "spans": spans}
+
+
 def monitoring_page(request: Request) -> Response:
     """Everything stored about a model's monitoring (it need not be registered)."""
     client = client_of(request)
@@ -215,6 +232,8 @@ def monitoring_page(request: Request) -> Response:
         "serving": serving,
     }
     alerts = store.list_alerts(name)
+    events = store.list_alert_events(name, limit=200)  # oldest first
+    charts["alerts"] = _alert_spans(events, alerts)
     return render(
         request,
         "monitoring.html",
@@ -224,7 +243,7 @@ def monitoring_page(request: Request) -> Response:
             "records": list(reversed(records)),  # newest first in the table
             "alerts": alerts,
             "firing": sum(1 for a in alerts if a.firing),
-            "events": list(reversed(store.list_alert_events(name, limit=200))),
+            "events": list(reversed(events)),
             "charts": charts,
             "serving_note": serving_note,
         },

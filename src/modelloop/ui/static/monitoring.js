@@ -32,6 +32,24 @@
       return { x: when, y: data.metrics[k], mode: "lines+markers", type: "scatter", name: k };
     }), live);
   }
+  var al = data.alerts;
+  if (al.rules.length > 0) {
+    var now = Date.now();
+    var tl = base("Alerts firing (a bar per firing span; open-ended while it still fires)");
+    tl.height = Math.max(160, 90 + 28 * al.rules.length);
+    tl.margin.l = 180;
+    tl.showlegend = false;
+    var spans = [];
+    al.rules.forEach(function (rule) {
+      al.spans[rule].forEach(function (s) {
+        var end = s[1] === null ? now : s[1];
+        spans.push({ x: [iso(s[0]), iso(end)], y: [rule, rule], mode: "lines+markers",
+                     type: "scatter", name: rule, line: { width: 10, color: "#a4161a" },
+                     marker: { size: 6 } });
+      });
+    });
+    draw("alert-timeline", spans, tl);
+  }
   var seg = data.segments;
   seg.metrics.forEach(function (m) {
     var layout = base("Live " + m + " by " + seg.column);
