@@ -413,3 +413,34 @@ def test_search_runs_a_fixed_number_of_queries(store: SqlStore, exp: Experiment)
     # One count of the experiments' runs (a sort on a metric reads its value index when they
     # are many, see _search._metric_walk_pays), the page, then params, metrics and tags.
     assert len(queries) == 5
+
+
+@pytest.mark.sql_only  # the schema itself
+def test_0006_metric_value_index_downgrades_and_upgrades_again(
+    store: SqlStore, exp: Experiment
+) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from modelloop.store._sql import HEAD_REVISION
+    from modelloop.store._sql._migrate import alembic_config, current_revision
+
+    def indexes() -> set[str]:
+        with store._engine.connect() as conn:
+            return {i["name"] for i in sa.inspect(conn).get_indexes("latest_metrics")}
+
+    ids = []
+    for v in (0.2, 0.9, 0.5):
+        r = store.create_run(exp.experiment_id)
+        store.log_metrics(r.run_id, [Metric("m", v)])
+        ids.append(r.run_id)
+    assert "ix_latest_metrics_key_value" in indexes()
+    with store._engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0005")
+    with store._engine.begin() as conn:
+        assert current_revision(conn) == "0005"
+    assert "ix_latest_metrics_key_value" not in indexes()
+    assert store.upgrade() == HEAD_REVISION
+    assert "ix_latest_metrics_key_value" in indexes()
+    page = store.search_runs([exp.experiment_id], order_by=["metrics.m DESC"])
+    assert [r.run_id for r in page] == [ids[1], ids[2], ids[0]]
