@@ -250,6 +250,29 @@ METRIC_VALUES = [0.5, 1.0, 1.0, math.nan, None, -math.inf, 2.0, 1.0, math.inf]
 def test_keyset_pages_continue_after_the_last_row_while_runs_arrive(
     store: SqlStore, exp: Experiment
 ) -> None:
+    _check_keyset_pages(store, exp)
+
+
+@pytest.mark.sql_only  # chooses the SQL plan in this process
+def test_keyset_pages_read_through_the_metric_value_index(
+    store: SqlStore, exp: Experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan a large experiment sorted on a metric gets (runs with a value read in index
+    order, then the runs without one) gives the same pages, runs arriving meanwhile included."""
+    from modelloop.store._sql import _search
+
+    chosen: list[str] = []
+
+    def always(conn: object, ids: object, key: str) -> bool:
+        chosen.append(key)
+        return True
+
+    monkeypatch.setattr(_search, "_metric_walk_pays", always)
+    _check_keyset_pages(store, exp)
+    assert set(chosen) == {"m"}
+
+
+def _check_keyset_pages(store: SqlStore, exp: Experiment) -> None:
     data: dict[str, Keyed] = {}
 
     def add(start: int, m: float | None, p: str | None) -> None:
@@ -387,4 +410,37 @@ def test_search_runs_a_fixed_number_of_queries(store: SqlStore, exp: Experiment)
         event.remove(store._engine, "before_cursor_execute", count)
     assert len(page) == 30 and all(r.params and r.tags and len(r.metrics) == 2 for r in page)
     queries = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-    assert len(queries) == 4  # the page, then params, latest metrics and tags of its runs
+    # One count of the experiments' runs (a sort on a metric reads its value index when they
+    # are many, see _search._metric_walk_pays), the page, then params, metrics and tags.
+    assert len(queries) == 5
+
+
+@pytest.mark.sql_only  # the schema itself
+def test_0006_metric_value_index_downgrades_and_upgrades_again(
+    store: SqlStore, exp: Experiment
+) -> None:
+    import sqlalchemy as sa
+    from alembic import command
+
+    from modelloop.store._sql import HEAD_REVISION
+    from modelloop.store._sql._migrate import alembic_config, current_revision
+
+    def indexes() -> set[str]:
+        with store._engine.connect() as conn:
+            return {i["name"] for i in sa.inspect(conn).get_indexes("latest_metrics")}
+
+    ids = []
+    for v in (0.2, 0.9, 0.5):
+        r = store.create_run(exp.experiment_id)
+        store.log_metrics(r.run_id, [Metric("m", v)])
+        ids.append(r.run_id)
+    assert "ix_latest_metrics_key_value" in indexes()
+    with store._engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0005")
+    with store._engine.begin() as conn:
+        assert current_revision(conn) == "0005"
+    assert "ix_latest_metrics_key_value" not in indexes()
+    assert store.upgrade() == HEAD_REVISION
+    assert "ix_latest_metrics_key_value" in indexes()
+    page = store.search_runs([exp.experiment_id], order_by=["metrics.m DESC"])
+    assert [r.run_id for r in page] == [ids[1], ids[2], ids[0]]

@@ -4,11 +4,28 @@ screenshot of each, and the facts on the page checked against the store."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 from pathlib import Path
 from typing import Any
 
-from ui_support import EXPERIMENT, LOOP_STEPS, Filled, UiServer, Watched, wait_for_charts
+import pytest
+from ui_support import (
+    EXPERIMENT,
+    LOOP_STEPS,
+    Filled,
+    UiServer,
+    Watched,
+    fill_store,
+    wait_for_charts,
+)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> Filled:
+    """The shared store of the dashboard tests, with v2 of the model converted to ONNX."""
+    return fill_store(tmp_path_factory.mktemp("uistore") / "home", onnx=True)
 
 
 def _client(filled: Filled) -> Any:
@@ -133,6 +150,7 @@ def test_model_page_shows_versions_lineage_and_who_moved_aliases(
         ]
         versions = client.list_model_versions("cancer")
         datasets = client.store.list_run_datasets(versions[0].run_id)
+        onnx = json.loads(client.artifacts.read_bytes(versions[1].tags["modelloop.onnx"]))
     finally:
         client.close()
     page = watched.page
@@ -144,9 +162,13 @@ def test_model_page_shows_versions_lineage_and_who_moved_aliases(
     history = page.locator("#alias-history tbody tr")
     assert history.count() == len(events) == 3
     newest = history.first.locator("td").all_inner_texts()
-    assert newest[1:] == ["ada", "moved", "challenger", "—", "v1"]
+    assert newest[1:] == ["ada", "moved", "challenger", "—", "v1", "this machine"]
     moved = history.nth(1).locator("td").all_inner_texts()
-    assert moved[1:] == ["ada", "moved", "champion", "v1", "v2"]
+    assert moved[1:] == ["ada", "moved", "champion", "v1", "v2", "this machine"]
+    v2_onnx = page.locator('#versions tr[data-version="2"] td.onnx').inner_text()
+    assert v2_onnx.startswith("yes, sha256 " + onnx["onnx_sha256"][:12])
+    assert f"checked on {onnx['check_rows']} rows" in v2_onnx and "onnxruntime" in v2_onnx
+    assert v1.locator("td.onnx").inner_text() == "—"
     page.click('#versions tr[data-version="2"] >> text=train-C1.0')
     page.wait_for_url(re.compile(rf"/runs/{versions[1].run_id}$"))
 
@@ -204,6 +226,14 @@ def test_monitoring_page_shows_drift_over_time_and_alerts(
     assert page.locator("#alerts tbody td").nth(1).inner_text() == "resolved"
     statuses = page.locator("#alert-events tbody td:nth-child(3)").all_inner_texts()
     assert statuses == ["resolved", "firing"]  # newest first
+    span = page.evaluate("() => document.getElementById('alert-timeline').data.map(t => t.x)")
+    iso = [
+        dt.datetime.fromtimestamp(e.timestamp / 1000, tz=dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+        for e in events
+    ]
+    assert span == [iso]  # one firing span, from the firing event to the resolving one
     watched.shot("monitoring-from-link")
 
 
@@ -233,3 +263,16 @@ def test_loop_page_shows_the_timeline_and_canary_share(
     page.click("#loop-events tbody tr:first-child summary")
     evidence = page.locator("#loop-events tbody tr:first-child pre").inner_text()
     assert '"version": 3' in evidence
+
+
+def test_monitoring_page_of_a_model_without_any_data_says_so(
+    ui: UiServer, watched: Watched
+) -> None:
+    page = watched.page
+    response = page.goto(f"{ui.url}/models/never-served/monitoring")
+    assert response is not None and response.status == 200
+    for empty in ("alerts", "drift", "live", "quality", "serving"):
+        assert page.locator(f"#{empty}-empty").is_visible(), empty
+    assert "no serving history yet" in page.locator("#serving-empty").inner_text().lower()
+    assert page.locator("#summary-firing").inner_text() == "0 alerts firing"
+    assert page.locator(".chart-static").count() == 0

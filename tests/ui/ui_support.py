@@ -54,10 +54,11 @@ class Filled:
     sweep_runs: list[str] = field(default_factory=list)
 
 
-def fill_store(home: Path) -> Filled:
+def fill_store(home: Path, *, onnx: bool = False) -> Filled:
     """A store as a small project leaves it: a sweep of tracked runs with params and metric
     curves, one run with a dataset and a logged, registered model (two versions, the champion
-    alias moved between them), and a run whose name and param are HTML."""
+    alias moved between them; with ``onnx``, v2's ONNX form attached), and a run whose name and
+    param are HTML."""
     import numpy as np
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
@@ -97,6 +98,9 @@ def fill_store(home: Path) -> Filled:
             versions.append(client.register_model(model_run, "cancer").version)
         client.set_alias("cancer", "champion", versions[0])
         client.set_alias("cancer", "champion", versions[1])
+        if onnx:
+            converted = client.convert_model(f"models:/cancer/{versions[1]}", check_data=X)
+            assert converted.converted, converted.reason
         client.set_alias("cancer", "challenger", versions[0])
         fill_monitoring(client.store, "cancer", X)
         fill_loop(client.store, "cancer")

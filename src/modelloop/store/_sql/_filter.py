@@ -19,9 +19,12 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import Join
 
 from modelloop.exceptions import InvalidInput
 from modelloop.store._sql import _schema as T
@@ -32,6 +35,7 @@ __all__ = [
     "SortKey",
     "compile_filter",
     "compile_order",
+    "compile_order_by_metric",
     "order_terms",
     "parse_filter",
     "parse_order",
@@ -335,3 +339,51 @@ def order_terms(keys: tuple[SortKey, ...]) -> tuple[ColumnElement, ...]:
         term = k.column.desc() if k.descending else k.column.asc()
         terms.append(term.nulls_last() if k.nullable else term)
     return tuple(terms)
+
+
+class _DrivingJoin(Join):
+    """An inner join whose left side is read first: SQLite is told so with ``CROSS JOIN``
+    (its planner keeps that order); other backends get a plain ``JOIN`` and plan it."""
+
+    inherit_cache = True
+
+
+@compiles(_DrivingJoin, "sqlite")
+def _sqlite_driving_join(join: _DrivingJoin, compiler: Any, **kw: Any) -> str:
+    kw["asfrom"] = True
+    left = compiler.process(join.left, **kw)
+    right = compiler.process(join.right, **kw)
+    return f"{left} CROSS JOIN {right} ON {compiler.process(join.onclause, **kw)}"
+
+
+@functools.lru_cache(maxsize=256)
+def compile_order_by_metric(
+    order: tuple[OrderKey, ...],
+) -> tuple[sa.FromClause, tuple[SortKey, ...]] | None:
+    """For an order whose first key is a metric: the runs that have a (non-NaN) value of it,
+    read in that metric's order from ``ix_latest_metrics_key_value``, and their sort keys
+    (the same columns as :func:`compile_order`'s, so page tokens are shared). None for any
+    other order.
+
+    Together with :func:`compile_order`'s rows whose first key is NULL (which sort after them),
+    these are the whole ordered result; reading them first lets a page stop after a few rows
+    of the index instead of sorting every run of the experiments.
+    """
+    if not order or order[0].entity != "metrics":
+        return None
+    from_, keys = compile_order(order)
+    first = keys[0]
+    table = first.column.table
+    runs = T.runs
+    on = sa.and_(table.c.run_id == runs.c.run_id, table.c.key == order[0].key)
+    joined: sa.FromClause = _DrivingJoin(table, runs, on)
+    # The other keys' outer joins, as compile_order made them (their aliases are reused).
+    rest = from_
+    outer: list[Join] = []
+    while isinstance(rest, Join):
+        outer.append(rest)
+        rest = rest.left
+    for j in reversed(outer[:-1]):  # outer[-1] is runs ⟕ the first key's alias
+        joined = joined.outerjoin(j.right, j.onclause)
+    keys = (SortKey(first.column, first.descending, False, first.numeric), *keys[1:])
+    return joined, keys

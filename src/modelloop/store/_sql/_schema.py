@@ -36,7 +36,7 @@ __all__ = [
 
 #: The newest migration. Opening a store compares the database against it with one query, so
 #: opening an up-to-date store never loads Alembic. A test keeps it equal to the script head.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 #: Alembic's bookkeeping table. Not the default name: Optuna studies share the PostgreSQL
 #: database and keep their own ``alembic_version``.
@@ -140,6 +140,8 @@ latest_metrics = sa.Table(
     sa.Column("value", sa.Double, nullable=True),  # NULL means NaN, as in ``metrics``
     sa.Column("step", sa.BigInteger, nullable=False),
     sa.Column("timestamp", Millis, nullable=False),
+    # Revision 0006: a runs table sorted on a metric walks this index in value order.
+    sa.Index("ix_latest_metrics_key_value", "key", "value", "run_id"),
 )
 
 run_artifacts = sa.Table(

@@ -25,6 +25,7 @@ from modelloop.store._sql._filter import (
     SortKey,
     compile_filter,
     compile_order,
+    compile_order_by_metric,
     order_terms,
     parse_filter,
     parse_order,
@@ -33,6 +34,9 @@ from modelloop.store._sql._filter import (
 __all__ = ["MAX_RESULTS", "SearchMixin"]
 
 MAX_RESULTS = 50_000
+
+#: below this many runs in the searched experiments, sorting them all is cheap
+_SMALL_SEARCH = 2_000
 
 
 def _fingerprint(*parts: object) -> str:
@@ -106,6 +110,23 @@ def _after(keys: tuple[SortKey, ...], last: Sequence[object]) -> ColumnElement[b
     return condition
 
 
+def _metric_walk_pays(conn: Connection, ids: tuple[int, ...], key: str) -> bool:
+    """Whether reading the runs in ``key``'s order from its value index beats sorting every run
+    of the experiments: when they are many, and hold a fair share of the runs with the metric
+    (else the walk would mostly pass over other experiments' runs). Two index-only counts."""
+    cap = 1_000_000
+    in_experiments = sa.select(sa.literal(1)).where(T.runs.c.experiment_id.in_(ids)).limit(cap)
+    n_runs = conn.execute(sa.select(sa.func.count()).select_from(in_experiments.subquery()))
+    n = int(n_runs.scalar_one())
+    if n < _SMALL_SEARCH:
+        return False
+    most = n * n // 1000  # walking up to n*n/1000 index entries still beats sorting n runs
+    lm = T.latest_metrics
+    with_key = sa.select(sa.literal(1)).where(lm.c.key == key).limit(most + 1)
+    found = conn.execute(sa.select(sa.func.count()).select_from(with_key.subquery()))
+    return int(found.scalar_one()) <= most
+
+
 class SearchMixin(SqlCore):
     """Run search pushed down to SQL."""
 
@@ -137,18 +158,48 @@ class SearchMixin(SqlCore):
             return Page(())
         # The sort key values ride along so the page's last row can name where the next starts.
         labels = [f"sort_{i}" for i in range(len(keys) - 1)]
-        stmt = (
+        base = (
             sa.select(T.runs, *(k.column.label(n) for k, n in zip(keys, labels, strict=False)))
             .select_from(from_)
             .where(T.runs.c.experiment_id.in_(ids), *compile_filter(clauses))
-            .order_by(*order_terms(keys))
-            .limit(max_results + 1)
         )
+        stmt = base.order_by(*order_terms(keys)).limit(max_results + 1)
+        by_metric = compile_order_by_metric(order)
         if last is not None:
             stmt = stmt.where(_after(keys, last))
 
         def tx(conn: Connection) -> Page[Run]:
-            rows = conn.execute(stmt).all()
+            if (
+                by_metric is not None
+                and (last is None or last[0] is not None)
+                and _metric_walk_pays(conn, ids, order[0].key)
+            ):
+                m_from, m_keys = by_metric
+                valued = (
+                    sa.select(
+                        T.runs, *(k.column.label(n) for k, n in zip(m_keys, labels, strict=False))
+                    )
+                    .select_from(m_from)
+                    .where(
+                        m_keys[0].column.is_not(None),
+                        T.runs.c.experiment_id.in_(ids),
+                        *compile_filter(clauses),
+                    )
+                    .order_by(*order_terms(m_keys))
+                    .limit(max_results + 1)
+                )
+                if last is not None:
+                    valued = valued.where(_after(m_keys, last))
+                rows = list(conn.execute(valued).all())
+                if len(rows) <= max_results:  # then the runs without a value, which sort last
+                    rest = (
+                        base.where(keys[0].column.is_(None))
+                        .order_by(*order_terms(keys))
+                        .limit(max_results + 1 - len(rows))
+                    )
+                    rows += conn.execute(rest).all()
+            else:
+                rows = list(conn.execute(stmt).all())
             page = rows[:max_results]
             runs = self._load_runs(conn, page)
             token = None
