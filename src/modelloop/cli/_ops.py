@@ -201,7 +201,12 @@ def ops_plan(
     from modelloop.aiops import capacity_from_history, forecast_demand, plan_replicas
     from modelloop.aiops._forecast import parse_duration
     from modelloop.aiops._plan import Capacity
+    from modelloop.exceptions import InvalidInput
 
+    if capacity is not None and not (math.isfinite(capacity) and capacity > 0):
+        raise InvalidInput(f"--capacity must be a positive requests/s, got {capacity:g}")
+    lead_s = parse_duration(lead_time, "lead time")
+    stab_s = parse_duration(stabilisation, "stabilisation")
     frame, demand = _demand(model, since, step)
     assert isinstance(frame, pd.DataFrame) and isinstance(demand, pd.Series)
     fc = forecast_demand(demand, horizon, quantile=quantile)
@@ -215,8 +220,8 @@ def ops_plan(
     plan = plan_replicas(
         fc,
         cap,
-        lead_time=parse_duration(lead_time, "lead time"),
-        stabilisation=parse_duration(stabilisation, "stabilisation"),
+        lead_time=lead_s,
+        stabilisation=stab_s,
         headroom=headroom,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
