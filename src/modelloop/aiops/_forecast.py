@@ -11,11 +11,12 @@ than two weeks before the backtest):
   steps, as ETS allows), ``theta``: AutoTheta with the longest usable season, ``mstl``: MSTL of
   the daily and weekly seasons with an AutoETS trend.
 
-Backtest: ``backtest_windows`` origins, ``horizon`` steps apart, ending where the series ends
-(for a 2 h horizon on hourly steps and the default 8 windows: the last 16 h). At each origin
-every candidate is fitted on the data before it only and forecasts the horizon; MAE is over
-every window and step. The chosen model has the lowest MAE (ties go to the simpler model, in
-the order above).
+Backtest: ``backtest_windows`` origins spread over the last week (a week / windows apart: 21
+hours for hourly steps and the default 8, so each falls at another hour and day), or over the
+last day when the series has less than three weeks, and never closer than the horizon; the last
+ends where the series does. At each origin every candidate is fitted on the data before it only
+and forecasts the horizon; MAE is over every window and step. The chosen model has the lowest
+MAE (ties go to the simpler model, in the order above).
 
 Intervals are *conformal*: the signed errors of the chosen model in the backtest, per step
 ahead, give the ``1 - quantile`` and ``quantile`` quantiles added to the point forecast (a
@@ -312,23 +313,32 @@ def forecast_demand(
         )
     y = y_series.to_numpy()
     n = len(y)
-    backtest_span = (backtest_windows - 1) * h + h
+
+    # origins spread over the last week when there is room for it (every hour of the day and
+    # day of the week has its say), else over the last day; never closer than the horizon
+    def span(cycle: int) -> tuple[int, int]:
+        spacing = max(h, cycle // backtest_windows)
+        return spacing, (backtest_windows - 1) * spacing + h
+
+    spacing, backtest_span = span(weekly)
+    weekly_ok = n - backtest_span >= 2 * weekly
+    if not weekly_ok:
+        spacing, backtest_span = span(daily)
     need_daily = 2 * daily + backtest_span
     if n < need_daily:
         raise InvalidInput(
             f"the demand series is too short for the daily season: {n} points of {step_s:g} s, "
             f"needs at least {need_daily} (two days to fit, plus {backtest_windows} backtest "
-            f"windows of {h} steps)"
+            f"windows {spacing} steps apart)"
         )
     notes: list[str] = []
     first_origin = n - backtest_span
     candidates = list(chosen_models)
-    if first_origin < 2 * weekly:
-        dropped = [m for m in candidates if m == "seasonal_naive_weekly"]
-        if dropped:
+    if not weekly_ok:
+        if "seasonal_naive_weekly" in candidates:
             notes.append(
-                f"weekly season left out: {first_origin} points before the backtest, a weekly "
-                f"model needs {2 * weekly} (two weeks)"
+                f"weekly season left out: {n} points, a weekly model needs {2 * weekly} (two "
+                f"weeks) before a backtest of {(backtest_windows - 1) * spacing + h} more"
             )
         candidates = [m for m in candidates if m != "seasonal_naive_weekly"]
     if "ets" in candidates and daily > 24:
@@ -336,13 +346,13 @@ def forecast_demand(
         notes.append(f"ets left out: its season is at most 24 steps, a day here has {daily}")
     naive_in = [m for m in NAIVE if m in candidates]
     if not naive_in:  # the floor is always computed, even when not offered as a choice
-        naive_in = ["seasonal_naive_daily"] if first_origin < 2 * weekly else list(NAIVE)
+        naive_in = list(NAIVE) if weekly_ok else ["seasonal_naive_daily"]
     evaluate = list(dict.fromkeys([*naive_in, *candidates]))
     if not candidates:
         raise InvalidInput("no forecast model can be used on this series (see the notes)")
-    cycle = weekly if first_origin >= 2 * weekly else daily
+    cycle = weekly if weekly_ok else daily
     train = train_cycles * cycle
-    origins = [first_origin + k * h for k in range(backtest_windows)]
+    origins = [first_origin + k * spacing for k in range(backtest_windows)]
     errors: dict[str, np.ndarray] = {}
     for name in evaluate:
         errs = np.empty((backtest_windows, h))
