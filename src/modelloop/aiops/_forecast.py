@@ -23,8 +23,10 @@ ahead, give the ``1 - quantile`` and ``quantile`` quantiles added to the point f
 finite-sample rank, so with few windows the band is wide rather than falsely narrow). This holds
 for every candidate alike and needs no distributional assumption; a rate is never below 0.
 
-statsforecast compiles its models with numba on first use in a process (cached on disk where the
-package allows; about 0.5-2 s here once cached); it is imported only when a model needs it.
+statsforecast 2 ships its models compiled (C++, no numba since 2.0): nothing is compiled at
+first use; importing it takes about 2 s, and it is imported only when a model needs it. A fit
+takes 0.1-0.7 s on three weeks of hourly steps (MSTL the slowest), so a forecast with the
+default 8 backtest windows takes about 10 s.
 """
 
 from __future__ import annotations
