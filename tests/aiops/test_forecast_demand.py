@@ -43,6 +43,15 @@ def test_forecast_picks_a_model_no_worse_than_the_best_seasonal_naive() -> None:
     doc = fc.to_dict()
     assert doc["model"] == fc.model and len(doc["forecast"]) == 2
     assert doc["lower_quantile"] == pytest.approx(0.1)
+    naive = doc["backtest"]["naive_mae_every_step"]
+    assert naive["seasonal_naive_weekly"] < naive["seasonal_naive_daily"]
+    # a fitted model must beat the floor by the margin: asked for 90 %, none does
+    strict = forecast_demand(
+        series, "2h", models=["seasonal_naive_weekly", "seasonal_naive_daily", "theta"],
+        margin=0.9,
+    )  # fmt: skip
+    assert strict.model == "seasonal_naive_weekly" and strict.mase == 1.0
+    assert strict.backtest["theta"]["mase"] > 0.1
 
 
 def test_band_holds_the_truth_at_about_the_stated_rate() -> None:

@@ -15,8 +15,11 @@ Backtest: ``backtest_windows`` origins spread over the last week (a week / windo
 hours for hourly steps and the default 8, so each falls at another hour and day), or over the
 last day when the series has less than three weeks, and never closer than the horizon; the last
 ends where the series does. At each origin every candidate is fitted on the data before it only
-and forecasts the horizon; MAE is over every window and step. The chosen model has the lowest
-MAE (ties go to the simpler model, in the order above).
+and forecasts the horizon; MAE is over every window and step. The floor is the seasonal naive
+with the lower MAE at *every* step of the backtest span (free to compute, and far less noisy
+than a handful of windows); a fitted model (ETS, Theta, MSTL) replaces it only when its backtest
+MAE is at least ``margin`` (10 %) below the floor's: on the flights demand a few windows often
+flatter a fitted model that then does worse than copying last week (see benchmarks/aiops.py).
 
 Intervals are *conformal*: the signed errors of the chosen model in the backtest, per step
 ahead, give the ``1 - quantile`` and ``quantile`` quantiles added to the point forecast (a
@@ -95,6 +98,9 @@ class DemandForecast:
     train_points: int
     history_end: pd.Timestamp
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: each seasonal naive's MAE at every step of the backtest span (how the floor is chosen)
+    naive_mae: dict[str, float] = field(default_factory=dict)
+    margin: float = 0.1
 
     @property
     def mase(self) -> float:
@@ -112,6 +118,8 @@ class DemandForecast:
             "lower_quantile": round(1 - self.quantile, 6),
             "backtest": {
                 "windows": self.windows,
+                "margin": self.margin,
+                "naive_mae_every_step": {k: round(v, 4) for k, v in self.naive_mae.items()},
                 "train_points": self.train_points,
                 "candidates": {
                     k: {m: round(v, 4) for m, v in d.items()} for k, d in self.backtest.items()
@@ -283,10 +291,12 @@ def forecast_demand(
     models: tuple[str, ...] | list[str] | None = None,
     backtest_windows: int = 8,
     train_cycles: int = 3,
+    margin: float = 0.1,
 ) -> DemandForecast:
     """Forecast a request-rate series (requests/s on a regular UTC index) ``horizon`` ahead
     (a duration, or seconds), with the ``1 - quantile`` / ``quantile`` band, by the candidate
-    of :data:`MODELS` (or of ``models``) with the lowest rolling-origin backtest MAE.
+    of :data:`MODELS` (or of ``models``) that wins the rolling-origin backtest: the best
+    seasonal naive unless a fitted model's MAE is ``margin`` below it (see the module).
 
     InvalidInput when the series has NaNs, gaps or an irregular step, or is too short for two
     days of training plus the backtest (weekly candidates need two weeks and drop out, with a
@@ -296,6 +306,8 @@ def forecast_demand(
 
     if not 0.5 < quantile < 1:
         raise InvalidInput(f"quantile must be between 0.5 and 1 (exclusive), got {quantile}")
+    if not 0 <= margin < 1:
+        raise InvalidInput(f"margin must be in [0, 1), got {margin}")
     if backtest_windows < 3:
         raise InvalidInput(f"backtest_windows must be at least 3, got {backtest_windows}")
     chosen_models = tuple(models) if models is not None else MODELS
@@ -363,7 +375,15 @@ def forecast_demand(
             errs[k] = y[o : o + h] - pred
         errors[name] = errs
     mae = {name: float(np.mean(np.abs(e))) for name, e in errors.items()}
-    baseline = min(naive_in, key=lambda m: (mae[m], naive_in.index(m)))
+    # the naives cost nothing: which is the better one is judged at every step of the backtest
+    # span, not only at its windows (a handful of windows often favours the wrong season)
+    dense = np.arange(first_origin, n - h + 1)
+    naive_mae = {}
+    for name in naive_in:
+        season = weekly if name == "seasonal_naive_weekly" else daily
+        errs_d = [y[dense + j] - y[dense + j - season] for j in range(h)]
+        naive_mae[name] = float(np.mean(np.abs(np.stack(errs_d))))
+    baseline = min(naive_in, key=lambda m: (naive_mae[m], naive_in.index(m)))
     floor = mae[baseline]
     backtest = {
         name: {
@@ -373,7 +393,15 @@ def forecast_demand(
         for name in evaluate
     }
     order = {m: i for i, m in enumerate(MODELS)}
-    model = min(candidates, key=lambda m: (round(mae[m], 12), order[m]))
+    fitted = [m for m in candidates if m not in NAIVE]
+    best_fitted = min(fitted, key=lambda m: (round(mae[m], 12), order[m])) if fitted else None
+    if baseline in candidates:
+        # a fitted model replaces the best naive only when it clearly beats it: a few windows
+        # are a noisy judge, and copying last week is the safer forecast to be wrong with
+        beats = best_fitted is not None and mae[best_fitted] <= (1 - margin) * floor
+        model = best_fitted if beats and best_fitted is not None else baseline
+    else:
+        model = min(candidates, key=lambda m: (round(mae[m], 12), order[m]))
     point = np.maximum(_fit_predict(model, y[max(0, n - train) :], h, daily, weekly), 0.0)
     lo = np.array([_conformal(errors[model][:, j], 1 - quantile) for j in range(h)])
     hi = np.array([_conformal(errors[model][:, j], quantile) for j in range(h)])
@@ -399,4 +427,6 @@ def forecast_demand(
         train_points=min(train, n),
         history_end=y_series.index[-1] + step,
         notes=tuple(notes),
+        naive_mae=naive_mae,
+        margin=margin,
     )

@@ -118,7 +118,7 @@ def ops_forecast(
     as_json: JsonOpt = False,
 ) -> None:
     """Forecast a model's request rate from its ops history, with a prediction band, by the
-    model (seasonal naive, ETS, Theta, MSTL) with the lowest rolling-origin backtest error;
+    model (seasonal naive, ETS, Theta, MSTL) that wins a rolling-origin backtest;
     every candidate's MASE is against the best seasonal naive."""
     from modelloop.aiops import forecast_demand
 
