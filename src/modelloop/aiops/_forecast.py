@@ -2,7 +2,7 @@
 model that did best in a rolling-origin backtest.
 
 Candidates (each fitted on the last ``train_cycles`` weeks, or days when the series is shorter
-than two weeks before the backtest):
+than a week before the backtest):
 
 * ``seasonal_naive_daily`` / ``seasonal_naive_weekly``: the value one day / one week before.
   The better of the two in the backtest is the *floor*: every MASE is relative to it, so a
@@ -13,7 +13,8 @@ than two weeks before the backtest):
 
 Backtest: ``backtest_windows`` origins spread over the last week (a week / windows apart: 21
 hours for hourly steps and the default 8, so each falls at another hour and day), or over the
-last day when the series has less than three weeks, and never closer than the horizon; the last
+last day when the series has less than three weeks, and never closer than the horizon (weekly
+seasons need a week before the first origin for the naive, two for MSTL and Theta); the last
 ends where the series does. At each origin every candidate is fitted on the data before it only
 and forecasts the horizon; MAE is over every window and step. The floor is the seasonal naive
 with the lower MAE at *every* step of the backtest span (free to compute, and far less noisy
@@ -335,8 +336,7 @@ def forecast_demand(
         return spacing, (backtest_windows - 1) * spacing + h
 
     spacing, backtest_span = span(weekly)
-    weekly_ok = n - backtest_span >= 2 * weekly
-    if not weekly_ok:
+    if n - backtest_span < 2 * weekly:
         spacing, backtest_span = span(daily)
     need_daily = 2 * daily + backtest_span
     if n < need_daily:
@@ -347,12 +347,13 @@ def forecast_demand(
         )
     notes: list[str] = []
     first_origin = n - backtest_span
+    weekly_ok = first_origin >= weekly  # a week before the first origin: the weekly naive
     candidates = list(chosen_models)
     if not weekly_ok:
         if "seasonal_naive_weekly" in candidates:
             notes.append(
-                f"weekly season left out: {n} points, a weekly model needs {2 * weekly} (two "
-                f"weeks) before a backtest of {(backtest_windows - 1) * spacing + h} more"
+                f"weekly season left out: {n} points, the weekly naive needs {weekly} (a "
+                f"week) before a backtest of {backtest_span} more"
             )
         candidates = [m for m in candidates if m != "seasonal_naive_weekly"]
     if "ets" in candidates and daily > 24:
