@@ -36,7 +36,7 @@ request rates):
   HPA); *reactive*: the HPA-like policy at 70 % target utilisation, metrics 60 s old, 15 s sync,
   10 % tolerance, 5 min scale-down stabilisation. ``*_plan_only`` is the plan without the floor.
 
-Usage: python benchmarks/aiops.py [--seeds 5] [--skip-scan] [--forecast-origins 24]
+Usage: python benchmarks/aiops.py [--seeds 5] [--skip-scan] [--forecast-origins 96]
        [--skip-forecast] [--skip-autoscaling]
 """
 
@@ -190,7 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--skip-scan", action="store_true")
-    parser.add_argument("--forecast-origins", type=int, default=24)
+    parser.add_argument("--forecast-origins", type=int, default=96)
     parser.add_argument("--skip-forecast", action="store_true")
     parser.add_argument("--skip-autoscaling", action="store_true")
     args = parser.parse_args()

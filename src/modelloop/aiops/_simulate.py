@@ -19,7 +19,11 @@ Policies:
   :func:`~modelloop.aiops.forecast_demand`, updated every step at negligible cost). On the
   flights demand the weekly naive is the model the backtest chooses (see benchmarks/aiops.py),
   so the replay uses it for the whole year rather than refitting a statsforecast model per
-  step.
+  step. By default the plan has a *reactive floor* (``reactive_floor``: the controller below
+  at 90 % target utilisation), as deployed when the plan and the utilisation feed one
+  autoscaler that takes the larger: the plan scales ahead of the demand it expects, the floor
+  catches what it did not expect (a holiday, a schedule change) within a metric delay and a
+  start-up instead of an hour. ``reactive_floor=None`` replays the plan alone.
 * :class:`ReactivePolicy` — an HPA-like controller: every ``sync_s`` it reads the utilisation
   ``metric_delay_s`` old (demand / ready capacity, at most 1: a saturated replica cannot report
   more than full), wants ``ceil(ready * utilisation / target)`` replicas (no change within
