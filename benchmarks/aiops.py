@@ -16,9 +16,28 @@ JSON line.
 * ``scan_s``: ``scan_ops_history`` of 30 days of 10-second history for 10 models (the series
   recorded by ``modelloop serve``: requests, latency, errors), one after the other.
 
-Not built yet, so not printed: ``forecast_mase`` and the autoscaling figures of issue 14.
+Demand forecasts and autoscaling, on :func:`modelloop.aiops.flights_demand` (a year of hourly
+request rates):
 
-Usage: python benchmarks/aiops.py [--seeds 5] [--skip-scan]
+* ``forecast_mase``: rolling origin, 2 h horizon. At ``--forecast-origins`` origins spread over
+  the year after four weeks (each at another hour of the day), :func:`forecast_demand` gets only
+  the series before the origin and chooses its model by its own backtest, exactly as ``modelloop
+  ops forecast`` does; its MAE over every origin and both steps, divided by the weekly seasonal
+  naive's MAE at the same origins (the best naive on this series). ``forecast_mase_daily`` is
+  the same against the daily naive; ``forecast_models_chosen`` counts the models chosen;
+  ``candidate_mase`` gives each candidate's own MASE at those origins (fitted on the three
+  weeks before each). ``naive_weekly_mae`` / ``naive_daily_mae`` are the two naives' 2 h MAE
+  over *every* hourly origin of the year (req/s).
+* ``slo_violation_minutes_*`` and ``replica_hours_*``: :func:`simulate_autoscaling` over the
+  year after a two-week warm-up, on a one-minute grid (each hour's rate held for the hour),
+  replicas of 5 req/s that take 2 minutes to start. *predictive*: the rolling plan (weekly
+  naive, upper quantile 0.95 of its conformal band, 2 min lead time, 10 min stabilisation) with
+  a reactive floor at 90 % utilisation (the deployed form: the plan and utilisation feed one
+  HPA); *reactive*: the HPA-like policy at 70 % target utilisation, metrics 60 s old, 15 s sync,
+  10 % tolerance, 5 min scale-down stabilisation. ``*_plan_only`` is the plan without the floor.
+
+Usage: python benchmarks/aiops.py [--seeds 5] [--skip-scan] [--forecast-origins 96]
+       [--skip-forecast] [--skip-autoscaling]
 """
 
 from __future__ import annotations
@@ -109,11 +128,77 @@ def _delays(tmp: Path) -> list[float]:
     return delays
 
 
+def _forecast_figures(origins: int) -> dict[str, Any]:
+    from modelloop.aiops import flights_demand, forecast_demand
+    from modelloop.aiops._forecast import MODELS, _fit_predict
+
+    demand = flights_demand()
+    y = demand.to_numpy()
+    h, daily, weekly = 2, 24, 168
+    every = np.arange(4 * weekly, len(y) - h)
+    truth = np.stack([y[every + j] for j in range(h)], axis=1)
+    naive_w = np.stack([y[every + j - weekly] for j in range(h)], axis=1)
+    naive_d = np.stack([y[every + j - daily] for j in range(h)], axis=1)
+    picks = np.linspace(4 * weekly, len(y) - h - 1, origins).round().astype(int)
+    errs: dict[str, list[float]] = {name: [] for name in ("chosen", *MODELS)}
+    chosen: dict[str, int] = {}
+    for o in picks:
+        fc = forecast_demand(demand.iloc[:o], "2h")
+        chosen[fc.model] = chosen.get(fc.model, 0) + 1
+        errs["chosen"] += list(np.abs(y[o : o + h] - fc.frame["mean"].to_numpy()))
+        for name in MODELS:
+            pred = _fit_predict(name, y[o - 3 * weekly : o], h, daily, weekly)
+            errs[name] += list(np.abs(y[o : o + h] - np.maximum(pred, 0)))
+    mae = {k: float(np.mean(v)) for k, v in errs.items()}
+    return {
+        "forecast_mase": round(mae["chosen"] / mae["seasonal_naive_weekly"], 3),
+        "forecast_mase_daily": round(mae["chosen"] / mae["seasonal_naive_daily"], 3),
+        "forecast_models_chosen": chosen,
+        "forecast_origins": int(origins),
+        "candidate_mase": {k: round(mae[k] / mae["seasonal_naive_weekly"], 3) for k in MODELS},
+        "naive_weekly_mae": round(float(np.mean(np.abs(truth - naive_w))), 3),
+        "naive_daily_mae": round(float(np.mean(np.abs(truth - naive_d))), 3),
+    }
+
+
+def _autoscaling_figures() -> dict[str, Any]:
+    from modelloop.aiops import (
+        PredictivePolicy,
+        ReactivePolicy,
+        flights_demand,
+        simulate_autoscaling,
+    )
+
+    demand = flights_demand()
+    kw: dict[str, Any] = {"capacity_rps": 5.0, "startup_s": 120.0, "warmup_s": 14 * 86_400.0}
+    predictive = simulate_autoscaling(demand, PredictivePolicy(), **kw)
+    plan_only = simulate_autoscaling(demand, PredictivePolicy(reactive_floor=None), **kw)
+    reactive = simulate_autoscaling(demand, ReactivePolicy(), **kw)
+    return {
+        "slo_violation_minutes_predictive": predictive.violation_minutes,
+        "slo_violation_minutes_reactive": reactive.violation_minutes,
+        "replica_hours_predictive": round(predictive.replica_hours, 1),
+        "replica_hours_reactive": round(reactive.replica_hours, 1),
+        "slo_violation_minutes_plan_only": plan_only.violation_minutes,
+        "replica_hours_plan_only": round(plan_only.replica_hours, 1),
+        "demand_replica_hours": round(reactive.demand_hours, 1),
+        "simulated_minutes": reactive.minutes,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--skip-scan", action="store_true")
+    parser.add_argument("--forecast-origins", type=int, default=96)
+    parser.add_argument("--skip-forecast", action="store_true")
+    parser.add_argument("--skip-autoscaling", action="store_true")
     args = parser.parse_args()
+    extra: dict[str, Any] = {}
+    if not args.skip_forecast:
+        extra.update(_forecast_figures(args.forecast_origins))
+    if not args.skip_autoscaling:
+        extra.update(_autoscaling_figures())
     ours, static, forest = [], [], []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -160,6 +245,7 @@ def main() -> None:
                 "delays_found": len(delays),
                 "scan_s": scan_s,
                 "scan_rows": 10 * 30 * 8640,
+                **extra,
                 "seeds": args.seeds,
                 "python": platform.python_version(),
                 "cpus": __import__("os").cpu_count(),

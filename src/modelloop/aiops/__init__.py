@@ -4,32 +4,63 @@
 with :func:`read_ops_history`); :func:`detect_anomalies` finds spikes, level shifts, variance
 changes and error bursts in a series against a seasonal, robust expectation;
 :func:`scan_ops_history` runs it over a model's history, and :class:`OpsAnomalyRule` turns what
-is still going on into alerts of ``modelloop monitor run``. :func:`injected_series` and
-:func:`flights_demand` are the series that ship with the project.
+is still going on into alerts of ``modelloop monitor run``. :func:`forecast_demand` forecasts a
+request rate (from :func:`demand_from_history`) with the model a rolling-origin backtest chooses;
+:func:`plan_replicas` turns its upper quantile and a replica's capacity at the latency SLO
+(:func:`capacity_from_history`) into a replica schedule ahead of time;
+:func:`simulate_autoscaling` replays a demand series against that plan and against a reactive,
+HPA-like policy. :func:`injected_series` and :func:`flights_demand` are the series that ship
+with the project.
 """
 
 from modelloop.aiops._anomaly import Anomaly, detect_anomalies
 from modelloop.aiops._data import InjectedSeries, Injection, flights_demand, injected_series
+from modelloop.aiops._forecast import DemandForecast, demand_from_history, forecast_demand
 from modelloop.aiops._history import (
     OPS_COLUMNS,
     OpsRecorder,
     read_ops_history,
     write_ops_history,
 )
+from modelloop.aiops._plan import (
+    Capacity,
+    PlanStep,
+    ScalingPlan,
+    capacity_from_history,
+    plan_replicas,
+)
 from modelloop.aiops._scan import OpsAnomalyRule, OpsScan, scan_ops_history
+from modelloop.aiops._simulate import (
+    PredictivePolicy,
+    ReactivePolicy,
+    SimulationResult,
+    simulate_autoscaling,
+)
 
 __all__ = [
     "OPS_COLUMNS",
     "Anomaly",
+    "Capacity",
+    "DemandForecast",
     "InjectedSeries",
     "Injection",
     "OpsAnomalyRule",
     "OpsRecorder",
     "OpsScan",
+    "PlanStep",
+    "PredictivePolicy",
+    "ReactivePolicy",
+    "ScalingPlan",
+    "SimulationResult",
+    "capacity_from_history",
+    "demand_from_history",
     "detect_anomalies",
     "flights_demand",
+    "forecast_demand",
     "injected_series",
+    "plan_replicas",
     "read_ops_history",
     "scan_ops_history",
+    "simulate_autoscaling",
     "write_ops_history",
 ]

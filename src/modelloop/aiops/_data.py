@@ -106,6 +106,7 @@ def flights_demand(requests_per_departure: float = 1800.0) -> pd.Series:
     cancelled flights included: they were demand), as requests per second: each departure
     stands for ``requests_per_departure`` requests in its hour. Daily and weekly seasonality,
     holidays and the quieter winter weeks are all there."""
+    import numpy as np
     import pandas as pd
 
     from modelloop.data._flights import flights_csv
@@ -117,12 +118,21 @@ def flights_demand(requests_per_departure: float = 1800.0) -> pd.Series:
     counts = stamps.value_counts().sort_index()
     full = pd.date_range("2013-01-01", "2013-12-31 23:00", freq="h")
     departures = counts.reindex(full, fill_value=0)
-    out = departures.astype(float) * requests_per_departure / 3600.0
-    out.index = out.index.tz_localize(
-        "America/New_York", nonexistent="shift_forward", ambiguous="NaT"
+    local = departures.index.tz_localize(
+        "America/New_York", nonexistent="NaT", ambiguous=np.ones(len(departures), dtype=bool)
     )
-    out = out[out.index.notna()].tz_convert("UTC")
-    out = out[~out.index.duplicated()]
+    # every UTC hour of the year, none missing: the spring-forward hour has no local clock
+    # time and the repeated autumn hour holds all of that local hour's departures in its first
+    # occurrence (night hours: a handful of flights at most), so the index is regular
+    counts_utc = (
+        departures[local.notna()]
+        .set_axis(local[local.notna()])
+        .tz_convert("UTC")
+        .groupby(level=0)
+        .sum()
+    )
+    hours = pd.date_range(counts_utc.index[0], counts_utc.index[-1], freq="h")
+    out = counts_utc.reindex(hours, fill_value=0).astype(float) * requests_per_departure / 3600.0
     out.name = "requests_per_s"
     out.index.name = "timestamp"
     return out

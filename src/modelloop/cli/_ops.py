@@ -73,3 +73,257 @@ def ops_history(model: ModelArg, since: SinceOpt = None, as_json: JsonOpt = Fals
         print_json(out.astype(object).where(out.notna(), None).to_dict(orient="records"))
         return
     console.print(frame.to_string(index=False))
+
+
+# -- demand forecasts, autoscaling plans and their replay ---------------------------------------
+
+HorizonOpt = Annotated[
+    str, typer.Option("--horizon", help="How far ahead: a duration (30m, 2h; at most a day).")
+]
+QuantileOpt = Annotated[
+    float,
+    typer.Option(
+        "--quantile",
+        help="Upper quantile of the band (the plan provisions for it); the lower is 1 - this.",
+    ),
+]
+StepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--step", help="Forecast step (5m, 1h; default 1 h for two weeks of history, else 5 min)."
+    ),
+]
+
+
+def _demand(model: str, since: str | None, step: str | None) -> tuple[object, object]:
+    from modelloop._config import Settings
+    from modelloop.aiops import demand_from_history, read_ops_history
+    from modelloop.aiops._forecast import parse_duration
+    from modelloop.exceptions import InvalidInput
+
+    frame = read_ops_history(model, since, home=Settings.from_env().home)
+    if frame.empty:
+        raise InvalidInput(f"model {model!r} has no operational history since {since}")
+    step_s = parse_duration(step, "step") if step else None
+    return frame, demand_from_history(frame, step_s)
+
+
+@ops_app.command("forecast")
+def ops_forecast(
+    model: ModelArg,
+    horizon: HorizonOpt = "2h",
+    since: SinceOpt = None,
+    step: StepOpt = None,
+    quantile: QuantileOpt = 0.95,
+    as_json: JsonOpt = False,
+) -> None:
+    """Forecast a model's request rate from its ops history, with a prediction band, by the
+    model (seasonal naive, ETS, Theta, MSTL) that wins a rolling-origin backtest;
+    every candidate's MASE is against the best seasonal naive."""
+    from modelloop.aiops import forecast_demand
+
+    _, demand = _demand(model, since, step)
+    fc = forecast_demand(demand, horizon, quantile=quantile)  # type: ignore[arg-type]
+    if as_json:
+        print_json({"model_name": model, **fc.to_dict()})
+        return
+    _print_forecast(model, fc)
+
+
+def _print_forecast(model: str, fc: object) -> None:
+    from modelloop.aiops import DemandForecast
+
+    assert isinstance(fc, DemandForecast)
+    console.print(
+        f"{escape(model)}: {fc.model} chosen (backtest MASE {fc.mase:.3f} vs {fc.baseline}, "
+        f"{fc.windows} windows); steps of {fc.step_s:g} s, band q{1 - fc.quantile:.3g} to "
+        f"q{fc.quantile:g}"
+    )
+    for note in fc.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    table = Table(title="backtest")
+    for col in ("model", "MAE (req/s)", "MASE"):
+        table.add_column(col)
+    for name, row in fc.backtest.items():
+        table.add_row(name, f"{row['mae']:.4g}", f"{row['mase']:.3f}")
+    console.print(table)
+    table = Table(title="forecast (req/s)")
+    for col in ("start", "mean", "lower", "upper"):
+        table.add_column(col)
+    for ts, r in fc.frame.iterrows():
+        table.add_row(
+            f"{ts:%Y-%m-%d %H:%M}", f"{r['mean']:.4g}", f"{r.lower:.4g}", f"{r.upper:.4g}"
+        )
+    console.print(table)
+
+
+@ops_app.command("plan")
+def ops_plan(
+    model: ModelArg,
+    slo_ms: Annotated[
+        float, typer.Option("--slo-ms", help="Latency SLO: p95 in ms a replica must keep.")
+    ] = 100.0,
+    capacity: Annotated[
+        float | None,
+        typer.Option(
+            "--capacity",
+            help="Requests/s one replica serves within the SLO (default: from the history).",
+        ),
+    ] = None,
+    horizon: HorizonOpt = "2h",
+    lead_time: Annotated[
+        str, typer.Option("--lead-time", help="A replica's start-up: scale up this early.")
+    ] = "2m",
+    stabilisation: Annotated[
+        str,
+        typer.Option("--stabilisation", help="Keep a step's replicas this long after it ends."),
+    ] = "10m",
+    headroom: Annotated[
+        float, typer.Option("--headroom", help="Extra share of capacity on top (0.1 = 10 %).")
+    ] = 0.0,
+    min_replicas: Annotated[int, typer.Option("--min-replicas")] = 1,
+    max_replicas: Annotated[int | None, typer.Option("--max-replicas")] = None,
+    since: SinceOpt = None,
+    step: StepOpt = None,
+    quantile: QuantileOpt = 0.95,
+    out: Annotated[
+        str | None, typer.Option("--out", help="Write plan.json and plan.html (chart) here.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replicas ahead of time: the forecast's upper quantile over one replica's capacity at
+    the latency SLO, asked for a start-up ahead and kept a stabilisation window after."""
+    import math
+    from pathlib import Path
+
+    import pandas as pd
+
+    from modelloop.aiops import capacity_from_history, forecast_demand, plan_replicas
+    from modelloop.aiops._forecast import parse_duration
+    from modelloop.aiops._plan import Capacity
+    from modelloop.exceptions import InvalidInput
+
+    if capacity is not None and not (math.isfinite(capacity) and capacity > 0):
+        raise InvalidInput(f"--capacity must be a positive requests/s, got {capacity:g}")
+    lead_s = parse_duration(lead_time, "lead time")
+    stab_s = parse_duration(stabilisation, "stabilisation")
+    frame, demand = _demand(model, since, step)
+    assert isinstance(frame, pd.DataFrame) and isinstance(demand, pd.Series)
+    fc = forecast_demand(demand, horizon, quantile=quantile)
+    cap = (
+        Capacity(float(capacity), "given", slo_ms, "--capacity")
+        if capacity is not None
+        else capacity_from_history(frame, slo_ms)
+    )
+    rss = pd.to_numeric(frame.get("rss_bytes"), errors="coerce") if "rss_bytes" in frame else None
+    rss_max = float(rss.max()) if rss is not None and rss.notna().any() else None
+    plan = plan_replicas(
+        fc,
+        cap,
+        lead_time=lead_s,
+        stabilisation=stab_s,
+        headroom=headroom,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        rss_bytes_per_replica=None if rss_max is None or math.isnan(rss_max) else rss_max,
+    )
+    doc = {"model_name": model, **plan.to_dict()}
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        import json
+
+        (folder / "plan.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        recent = demand.iloc[-int(2 * 86_400 / fc.step_s) :]
+        (folder / "plan.html").write_text(plan.chart_html(recent), encoding="utf-8")
+    if as_json:
+        print_json(doc)
+        return
+    _print_forecast(model, fc)
+    console.print(
+        f"capacity {cap.rps:.4g} req/s per replica ({cap.source}: {escape(cap.detail)}); "
+        f"replicas for q{quantile:g} x (1 + {headroom:g}), lead time {lead_time}, "
+        f"stabilisation {stabilisation}"
+    )
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    table = Table(title="schedule")
+    table.add_column("from")
+    table.add_column("replicas")
+    for s in plan.schedule:
+        table.add_row(f"{s.start:%Y-%m-%d %H:%M:%S}", str(s.replicas))
+    console.print(table)
+    if out:
+        console.print(f"wrote {escape(str(Path(out) / 'plan.json'))} and plan.html")
+
+
+@ops_app.command("simulate")
+def ops_simulate(
+    model: Annotated[
+        str | None, typer.Argument(help="Model whose ops history to replay (or --flights).")
+    ] = None,
+    flights: Annotated[
+        bool, typer.Option("--flights", help="Replay the NYC flights 2013 demand (a year).")
+    ] = False,
+    capacity: Annotated[
+        float, typer.Option("--capacity", help="Requests/s one replica serves within the SLO.")
+    ] = 5.0,
+    startup: Annotated[str, typer.Option("--startup", help="A replica's start-up time.")] = "2m",
+    target: Annotated[
+        float, typer.Option("--target", help="The reactive policy's target utilisation.")
+    ] = 0.7,
+    metric_delay: Annotated[
+        str, typer.Option("--metric-delay", help="Age of the utilisation the reactive sees.")
+    ] = "1m",
+    quantile: QuantileOpt = 0.95,
+    since: SinceOpt = None,
+    step: StepOpt = None,
+    warmup: Annotated[
+        str, typer.Option("--warmup", help="History only, not counted (the forecasts need it).")
+    ] = "14d",
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a demand series against the rolling predictive plan (with a reactive floor) and
+    a reactive HPA-like policy: SLO-violating minutes and replica-hours of each."""
+    from modelloop.aiops import (
+        PredictivePolicy,
+        ReactivePolicy,
+        flights_demand,
+        simulate_autoscaling,
+    )
+    from modelloop.aiops._forecast import parse_duration
+    from modelloop.exceptions import InvalidInput
+
+    if flights == (model is not None):
+        raise InvalidInput("name a MODEL to replay its ops history, or pass --flights")
+    demand = flights_demand() if flights else _demand(str(model), since, step)[1]
+    startup_s = parse_duration(startup, "start-up")
+    reactive = ReactivePolicy(
+        target_utilisation=target, metric_delay_s=parse_duration(metric_delay, "metric delay")
+    )
+    predictive = PredictivePolicy(quantile=quantile, lead_time_s=startup_s)
+    common = {
+        "capacity_rps": capacity,
+        "startup_s": startup_s,
+        "warmup_s": parse_duration(warmup, "warm-up"),
+    }
+    results = [
+        simulate_autoscaling(demand, predictive, **common),  # type: ignore[arg-type]
+        simulate_autoscaling(demand, reactive, **common),  # type: ignore[arg-type]
+    ]
+    doc = {
+        "capacity_rps": capacity,
+        "startup_s": startup_s,
+        "results": [r.to_dict() for r in results],
+    }
+    if as_json:
+        print_json(doc)
+        return
+    table = Table(title=f"replay of {results[0].minutes:g} minutes")
+    for col in ("policy", "SLO-violating minutes", "replica-hours", "peak replicas"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r.policy, f"{r.violation_minutes:g}", f"{r.replica_hours:.1f}", str(r.peak_replicas)
+        )
+    console.print(table)

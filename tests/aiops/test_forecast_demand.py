@@ -1,0 +1,104 @@
+"""Demand forecasts: a seasonal series gets a model at least as good as the best seasonal naive
+in the backtest, its band holds the truth at about the stated rate, and bad series are refused
+with errors naming the problem (never an empty forecast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelloop.aiops import demand_from_history, forecast_demand
+from modelloop.exceptions import InvalidInput
+
+
+def _seasonal(days: int, seed: int = 0, weekly: bool = True, noise: float = 1.5) -> pd.Series:
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2026-01-05", periods=days * 24, freq="h", tz="UTC")
+    hour = index.hour.to_numpy()
+    daily = 5 + 30 * np.exp(-(((hour - 13) / 4.0) ** 2))
+    week = np.where(index.dayofweek.to_numpy() >= 5, 0.5, 1.0) if weekly else 1.0
+    return pd.Series(np.maximum(daily * week + rng.normal(0, noise, len(index)), 0), index=index)
+
+
+def test_forecast_picks_a_model_no_worse_than_the_best_seasonal_naive() -> None:
+    series = _seasonal(days=36)  # ends on a Monday: the backtest sees Sunday -> Monday
+    fc = forecast_demand(series, "2h", quantile=0.9)
+    assert set(fc.backtest) == {
+        "seasonal_naive_weekly", "seasonal_naive_daily", "ets", "theta", "mstl",
+    }  # fmt: skip
+    # weekends are half the weekdays: the weekly naive is the floor, the daily one is worse
+    assert fc.baseline == "seasonal_naive_weekly"
+    assert fc.backtest["seasonal_naive_weekly"]["mase"] == 1.0
+    assert fc.backtest["seasonal_naive_daily"]["mase"] > 1.0
+    # the pattern repeats under noise: a model that averages the seasons beats copying a week
+    assert fc.model in ("mstl", "theta")
+    assert fc.mase < 1.0
+    assert fc.mase == min(row["mase"] for row in fc.backtest.values())
+    # two hourly steps right after the series, a band around the mean, nothing negative
+    assert list(fc.frame.index) == [series.index[-1] + pd.Timedelta(hours=k) for k in (1, 2)]
+    assert (fc.frame["lower"] <= fc.frame["mean"]).all()
+    assert (fc.frame["mean"] <= fc.frame["upper"]).all()
+    assert (fc.frame["lower"] >= 0).all()
+    doc = fc.to_dict()
+    assert doc["model"] == fc.model and len(doc["forecast"]) == 2
+    assert doc["lower_quantile"] == pytest.approx(0.1)
+    naive = doc["backtest"]["naive_mae_every_step"]
+    assert naive["seasonal_naive_weekly"] < naive["seasonal_naive_daily"]
+    # a fitted model must beat the floor by the margin: asked for 90 %, none does
+    strict = forecast_demand(
+        series, "2h", models=["seasonal_naive_weekly", "seasonal_naive_daily", "theta"],
+        margin=0.9,
+    )  # fmt: skip
+    assert strict.model == "seasonal_naive_weekly" and strict.mase == 1.0
+    assert strict.backtest["theta"]["mase"] > 0.1
+
+
+def test_band_holds_the_truth_at_about_the_stated_rate() -> None:
+    series = _seasonal(days=30, seed=3, weekly=False, noise=2.0)
+    inside = total = 0
+    for end in range(24 * 10, len(series) - 2, 7):
+        fc = forecast_demand(
+            series.iloc[:end], "2h", quantile=0.95, models=["seasonal_naive_daily"],
+            backtest_windows=39,
+        )  # fmt: skip
+        truth = series.iloc[end : end + 2].to_numpy()
+        inside += int(((truth >= fc.frame["lower"]) & (truth <= fc.frame["upper"])).sum())
+        total += 2
+    assert total >= 100
+    # a 90 % central band (q0.05 to q0.95)
+    assert 0.84 <= inside / total <= 0.97
+
+
+def test_bad_series_are_refused_naming_the_problem() -> None:
+    series = _seasonal(days=10)
+    with pytest.raises(InvalidInput, match="too short for the daily season: 40 points"):
+        forecast_demand(series.iloc[:40], "2h")
+    holed = series.copy()
+    holed.iloc[100] = np.nan
+    with pytest.raises(InvalidInput, match=r"1 missing or non-finite values \(NaN\), first at"):
+        forecast_demand(holed, "2h")
+    with pytest.raises(InvalidInput, match="gaps or an irregular step: 1 of"):
+        forecast_demand(series.drop(series.index[150]), "2h")
+    with pytest.raises(InvalidInput, match="longer than a day"):
+        forecast_demand(series, "30h")
+    with pytest.raises(InvalidInput, match="bad horizon 'soon'"):
+        forecast_demand(series, "soon")
+    with pytest.raises(InvalidInput, match="unknown forecast models \\['prophet'\\]"):
+        forecast_demand(series, "2h", models=["prophet"])
+    with pytest.raises(InvalidInput, match="negative rates"):
+        forecast_demand(series - 100, "2h")
+
+
+def test_demand_from_history_rates_and_gaps() -> None:
+    stamps = pd.date_range("2026-01-05 00:00:10", periods=3 * 360, freq="10s", tz="UTC")
+    frame = pd.DataFrame({"timestamp": stamps, "interval_s": 10.0, "requests": 20.0})
+    frame.loc[frame.index >= 360, "requests"] = 50.0  # second hour: 5 req/s
+    demand = demand_from_history(frame, step_s=3600)
+    assert list(demand.round(6)) == [2.0, 5.0, 5.0]
+    assert demand.index[0] == pd.Timestamp("2026-01-05", tz="UTC")
+    # the last hour only half recorded: its rate, not half of it
+    assert demand_from_history(frame.iloc[:900], step_s=3600).iloc[-1] == pytest.approx(5.0)
+    holed = frame[(frame.index < 360) | (frame.index >= 720)]  # the second hour not recorded
+    with pytest.raises(InvalidInput, match="gaps: 1 steps of 3600 s without any recorded"):
+        demand_from_history(holed, step_s=3600)
