@@ -87,7 +87,7 @@ def scan_ops_history(
     from modelloop.aiops._history import parse_since, read_ops_history
 
     if history is None:
-        history = read_ops_history(model, since, home=home)
+        history = read_ops_history(model, since, home=home, columns=list(SCANNED_SERIES))
     elif since is not None:
         history = history[history["timestamp"] >= parse_since(since)]
     if history.empty:
