@@ -138,24 +138,40 @@ class OpsAnomalyRule(AlertRule):
     """Fires while the model's operational history has an anomaly still going on at its end
     (see :meth:`OpsScan.current`); resolves when the latest intervals are back in their bands.
     A model without history (or too little of it) keeps its state. ``since``: how much history
-    the expectation is learnt from (None: all of it)."""
+    the expectation is learnt from (None: all of it). ``prometheus``: read the history from
+    this Prometheus URL (rows of ``step_s``) instead of the home's; when it cannot be reached
+    the run fails with ServiceUnavailable (a scheduled ``monitor run`` skips that run)."""
 
     def __init__(
         self,
         since: str | None = "7d",
         home: str | os.PathLike[str] | None = None,
         name: str = "ops_anomaly",
+        prometheus: str | None = None,
+        step_s: float = 10.0,
     ) -> None:
         from modelloop.aiops._history import parse_since
 
         parse_since(since)  # a bad value fails here, before any run
+        if prometheus is not None and not prometheus.startswith(("http://", "https://")):
+            raise InvalidInput(f"the Prometheus URL must be http(s), got {prometheus!r}")
         self.since = since
         self.home = home
         self.name = name
+        self.prometheus = prometheus
+        self.step_s = step_s
 
     def evaluate(self, result: MonitorResult) -> Condition | None:
         try:
-            scan = scan_ops_history(result.model, self.since, home=self.home)
+            if self.prometheus:
+                from modelloop.aiops._prometheus import read_prometheus_history
+
+                history = read_prometheus_history(
+                    result.model, self.prometheus, self.since, step_s=self.step_s
+                )
+                scan = scan_ops_history(result.model, history=history)
+            else:
+                scan = scan_ops_history(result.model, self.since, home=self.home)
         except (NotFound, InvalidInput):
             return None
         now = scan.current()
