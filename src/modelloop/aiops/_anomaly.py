@@ -213,26 +213,23 @@ def _rolling_high_median(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _rolling_median_where(
-    x: np.ndarray, window: int, candidates: np.ndarray, min_periods: int = 1
+def _rolling_median_at(
+    x: np.ndarray, window: int, at: np.ndarray, min_periods: int = 1
 ) -> np.ndarray:
-    """:func:`_rolling_median` at the points where ``candidates`` is True (NaN elsewhere)."""
+    """:func:`_rolling_median` at the points ``at`` (indices) only."""
     import numpy as np
     from numpy.lib.stride_tricks import sliding_window_view
 
-    n = len(x)
     window = max(1, int(window))
     before = window // 2
-    out = np.full(n, np.nan)
-    at = np.flatnonzero(candidates)
+    out = np.full(len(at), np.nan)
     if not len(at):
         return out
     padded = np.concatenate([np.full(before, np.nan), x, np.full(window - 1 - before, np.nan)])
     rows = sliding_window_view(padded, window)[at]
-    valid = (~np.isnan(rows)).sum(axis=1)
-    enough = valid >= min_periods
+    enough = (~np.isnan(rows)).sum(axis=1) >= min_periods
     if enough.any():
-        out[at[enough]] = np.nanmedian(rows[enough], axis=1)
+        out[enough] = np.nanmedian(rows[enough], axis=1)
     return out
 
 
@@ -249,12 +246,12 @@ def _median_reaches(flags: np.ndarray, window: int) -> np.ndarray:
     padded[before + 1 : before + 1 + n] = flags
     sums = np.cumsum(padded)
     counts = sums[window:] - sums[:-window]  # flags in [i - before, i + after], clipped
-    sizes = np.full(n, window)
-    head = np.arange(min(before, n))
-    sizes[head] -= before - head
-    tail = np.arange(max(n - after, 0), n)
-    sizes[tail] -= tail - (n - 1 - after)
-    return 2 * counts >= np.maximum(sizes, 1)
+    reach = 2 * counts >= window
+    # the ends, where the window is shorter
+    for i in [*range(min(before, n)), *range(max(n - after, 0), n)]:
+        size = min(i + after + 1, n) - max(i - before, 0)
+        reach[i] = 2 * counts[i] >= size
+    return reach
 
 
 def _bucket_medians(y: np.ndarray, factor: int) -> np.ndarray:
@@ -287,11 +284,19 @@ def _median_by(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     import numpy as np
 
     order = np.argsort(groups.astype(np.int16), kind="stable")  # a radix sort
-    ordered = values[order]
+    ordered = values[order]  # a copy, partitioned in place below
     bounds = np.concatenate(([0], np.cumsum(np.bincount(groups))))
-    medians = np.array(
-        [np.median(ordered[a:b]) if b > a else np.nan for a, b in pairwise(bounds.tolist())]
-    )
+    medians = np.full(len(bounds) - 1, np.nan)
+    for g, (a, b) in enumerate(pairwise(bounds.tolist())):
+        if b > a:
+            part = ordered[a:b]
+            mid = (b - a) // 2
+            if (b - a) % 2:
+                part.partition(mid)
+                medians[g] = part[mid]
+            else:
+                part.partition((mid - 1, mid))
+                medians[g] = (part[mid - 1] + part[mid]) / 2.0
     return medians[groups]
 
 
@@ -425,9 +430,8 @@ def detect_anomalies(
     expected = _expected(y, step, use)
     resid = y - expected
     centre = float(np.median(resid))
-    floor = {"counts": 1.0, "log": 0.05, "log1p": 0.05}.get(
-        transform, 1e-9 + 1e-3 * float(np.median(np.abs(y)))
-    )
+    floors = {"counts": 1.0, "log": 0.05, "log1p": 0.05}
+    floor = floors[transform] if transform in floors else 1e-9 + 1e-3 * float(np.median(np.abs(y)))
     if not use:
         mad = float(np.median(np.abs(resid - centre)))
         sigma = np.full(n, max(1.4826 * mad, floor))
@@ -449,22 +453,26 @@ def detect_anomalies(
         maybe = _median_reaches(z >= level_threshold, level_points) | _median_reaches(
             z <= -level_threshold, level_points
         )
-    roll = _rolling_median_where(z, level_points, maybe)
-    level_side = roll if direction == "up" else (-roll if direction == "down" else np.abs(roll))
-    level = np.nan_to_num(level_side, nan=-np.inf) >= level_threshold
+    at = np.flatnonzero(maybe)
+    roll = _rolling_median_at(z, level_points, at)
+    level = np.zeros(n, dtype=bool)
+    level[at] = (
+        roll if direction == "up" else (-roll if direction == "down" else np.abs(roll))
+    ) >= level_threshold
     # the spread around the local level, so a level shift does not pass for a variance change
     local = _rolling_high_median(resid, variance_points)
     deviation = np.abs(resid - local)
-    # a point's deviation counts towards the spread of windows within variance_points of it:
-    # compare it with the smallest sigma there
-    from scipy import ndimage
-
-    least = ndimage.minimum_filter1d(sigma, 2 * variance_points + 1, mode="nearest")
-    maybe = _median_reaches(1.4826 * deviation >= variance_ratio * least, variance_points)
-    spread = 1.4826 * _rolling_median_where(
-        deviation, variance_points, maybe, min_periods=variance_points // 2
+    # a point's deviation counts towards the spread of nearby windows: against the smallest
+    # sigma of all, it can only count too often, never too rarely
+    maybe = _median_reaches(
+        deviation >= variance_ratio * float(sigma.min()) / 1.4826, variance_points
     )
-    variance = np.nan_to_num(spread / sigma) >= variance_ratio
+    at = np.flatnonzero(maybe)
+    spread = 1.4826 * _rolling_median_at(
+        deviation, variance_points, at, min_periods=variance_points // 2
+    )
+    variance = np.zeros(n, dtype=bool)
+    variance[at] = np.nan_to_num(spread / sigma[at]) >= variance_ratio
     flags = point | level | variance
     out: list[Anomaly] = []
     times = checked.index
