@@ -242,6 +242,15 @@ def _median_reaches(flags: np.ndarray, window: int) -> np.ndarray:
     n = len(flags)
     window = max(1, int(window))
     before, after = window // 2, window - 1 - window // 2
+    marked = np.flatnonzero(flags)
+    if len(marked) * window < n // 4:  # few flags (the usual case): count near them only
+        reach = np.zeros(n, dtype=bool)
+        near = np.unique((marked[:, None] + np.arange(-after, before + 1)).ravel())
+        near = near[(near >= 0) & (near < n)]
+        lo, hi = np.maximum(near - before, 0), np.minimum(near + after, n - 1)
+        counts = np.searchsorted(marked, hi, "right") - np.searchsorted(marked, lo, "left")
+        reach[near] = 2 * counts >= hi - lo + 1
+        return reach
     padded = np.zeros(n + window, dtype=np.int32)
     padded[before + 1 : before + 1 + n] = flags
     sums = np.cumsum(padded)
@@ -340,7 +349,7 @@ def _expected(y: np.ndarray, step_s: float, seasons_s: Sequence[float]) -> np.nd
         )
         # One inner pass per robustness pass, as R's stl does when robust; the robustness
         # weights settle within a few passes.
-        seasonal_coarse = np.asarray(stl.fit(inner_iter=1, outer_iter=6).seasonal)
+        seasonal_coarse = np.asarray(stl.fit(inner_iter=1, outer_iter=4).seasonal)
     else:
         fit = MSTL(coarse, periods=cps, windows=windows, stl_kwargs={"robust": True}).fit()
         seasonal_coarse = np.asarray(fit.seasonal).sum(axis=1)

@@ -432,17 +432,20 @@ def read_ops_history(
         present = set(pq.read_schema(f).names)
         tables.append(pq.read_table(f, columns=[c for c in wanted if c in present]))
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
-    frame = frame[[c for c in wanted if c in frame.columns]]
+    order = [c for c in wanted if c in frame.columns]
+    if list(frame.columns) != order:
+        frame = frame[order]
     stamps = frame["timestamp"]
     if isinstance(stamps.dtype, pd.DatetimeTZDtype):
         frame["timestamp"] = stamps.dt.tz_convert("UTC")
     else:
         frame["timestamp"] = pd.to_datetime(stamps, utc=True)
     start, end = parse_since(since), parse_since(until)
+    filtered = False
     if start is not None:
-        frame = frame[frame["timestamp"] >= start]
+        frame, filtered = frame[frame["timestamp"] >= start], True
     if end is not None:
-        frame = frame[frame["timestamp"] <= end]
+        frame, filtered = frame[frame["timestamp"] <= end], True
     if not frame["timestamp"].is_monotonic_increasing:  # segments are named in time order
-        frame = frame.sort_values("timestamp", kind="stable")
-    return frame.reset_index(drop=True)
+        frame, filtered = frame.sort_values("timestamp", kind="stable"), True
+    return frame.reset_index(drop=True) if filtered else frame

@@ -13,6 +13,7 @@ from modelloop.exceptions import InvalidInput, NotFound
 from modelloop.monitoring._alerts import AlertRule, Condition, MonitorResult
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = ["SCANNED_SERIES", "OpsAnomalyRule", "OpsScan", "scan_ops_history"]
@@ -63,11 +64,11 @@ class OpsScan:
         }
 
 
-def _stretches(stamps: pd.Series, step: float) -> list[tuple[int, int]]:
+def _stretches(seconds: np.ndarray, step: float) -> list[tuple[int, int]]:
+    """(first, end) of each run of rows without a gap, from the seconds between rows."""
     import numpy as np
 
-    diffs = stamps.diff().dt.total_seconds().to_numpy()
-    cuts = [0, *[int(i) for i in np.flatnonzero(diffs > 1.5 * step)], len(stamps)]
+    cuts = [0, *[int(i) + 1 for i in np.flatnonzero(seconds > 1.5 * step)], len(seconds) + 1]
     return [(a, b) for a, b in pairwise(cuts) if b > a]
 
 
@@ -92,12 +93,22 @@ def scan_ops_history(
         history = history[history["timestamp"] >= parse_since(since)]
     if history.empty:
         raise NotFound(f"model {model!r} has no operational history in the span asked for")
-    stamps = history["timestamp"].reset_index(drop=True)
-    step = float(np.median(stamps.diff().dt.total_seconds().dropna())) if len(stamps) > 1 else 0.0
-    stretches = _stretches(stamps, step) if step > 0 else [(0, len(stamps))]
+    import pandas as pd
+
+    from modelloop.aiops._anomaly import _TICKS_PER_S
+
+    stamps = pd.DatetimeIndex(history["timestamp"])
+    seconds = np.diff(stamps.asi8) / _TICKS_PER_S[stamps.unit]
+    step = float(np.median(seconds)) if len(seconds) else 0.0
+    stretches = _stretches(seconds, step) if step > 0 else [(0, len(stamps))]
     notes: list[str] = []
     anomalies: list[Anomaly] = []
     usable = 0
+    columns = {
+        c: history[c].to_numpy(dtype=float, na_value=np.nan)
+        for c in SCANNED_SERIES
+        if c in history.columns
+    }
     for a, b in stretches:
         if b - a < MIN_POINTS:
             notes.append(
@@ -106,16 +117,15 @@ def scan_ops_history(
             )
             continue
         usable += 1
-        part = history.iloc[a:b].set_index("timestamp")
-        for column, how in SCANNED_SERIES.items():
-            if column not in part.columns:
-                continue
-            values = part[column].astype(float)
-            if values.isna().all():
+        index = stamps[a:b]
+        for column, data in columns.items():
+            part = data[a:b]
+            if np.isnan(part).all():
                 continue  # not recorded in this history
+            values = pd.Series(part, index=index, name=column)
             if column.startswith("latency"):
                 values = values.ffill().bfill().clip(lower=1e-3)
-            anomalies.extend(detect_anomalies(values, name=column, **how))
+            anomalies.extend(detect_anomalies(values, name=column, **SCANNED_SERIES[column]))
     if not usable:
         raise InvalidInput(
             f"the history of {model!r} has no {MIN_POINTS} consecutive intervals to analyse "
@@ -125,8 +135,8 @@ def scan_ops_history(
     anomalies.sort(key=lambda x: (x.start, x.series))
     return OpsScan(
         model=model,
-        start=stamps.iloc[0],
-        end=stamps.iloc[-1],
+        start=stamps[0],
+        end=stamps[-1],
         rows=len(history),
         step_s=step,
         anomalies=tuple(anomalies),
