@@ -20,15 +20,19 @@ The method, per series:
 2. *Expect*: the daily profile from robust STL on bucket medians (about 48 per day, so a spike
    inside a bucket does not move it and a month of 10-second rows stays cheap), with a seasonal
    window spanning every cycle (the profile is the same each day, so one day's anomaly cannot
-   bend it), interpolated back; plus a level: the centred rolling median of a day of the
-   deseasonalised series. Other seasons (e.g. weekly, through MSTL) only when asked for. A
-   series shorter than two days has no usable season: its expectation is its median.
+   bend it), plus a level: the centred rolling median of a day of the deseasonalised bucket
+   medians, both interpolated back. Other seasons (e.g. weekly, through MSTL) only when asked
+   for. A series shorter than two days has no usable season: its expectation is its median
+   (past a day, the rolling median of a day).
 3. *Score*: residual / (1.4826·MAD of the residuals at that time of day), with a floor (1 for
    counts: Poisson noise; 5 % for logs) so a flat series does not turn every blip into an
    anomaly.
 4. *Flag*: points past ``threshold`` (spikes), a centred rolling median of scores past
    ``level_threshold`` (sustained shifts too small for a single point), and a rolling robust
-   spread past ``variance_ratio`` times the usual one (variance changes). Flags closer than two
+   spread (around a rolling high median) past ``variance_ratio`` times the usual one (variance
+   changes). The rolling medians are exact (scipy's rank filters) and computed only where
+   they can cross their threshold: a month of 10-second rows scans in well under a second per
+   series. Flags closer than two
    points merge into one anomaly; it is an ``error_burst`` on an error series, a
    ``variance_change`` when the spread moved and the level did not, a ``spike`` when it lasts at
    most ``spike_points``, else a ``level_shift``.
