@@ -35,7 +35,7 @@ pytestmark = [
 
 ROW = {"amount": 101.5, "count": 3, "flag": True, "city": "paris"}
 STEP = 1.0  # the server's ops interval, the scrape interval and the step read back
-FAULT_MS = 300
+FAULT_MS = 600  # well above what a busy shared machine adds
 
 
 @dataclass
@@ -204,11 +204,11 @@ def test_latency_cpu_and_memory_agree(run: Run, both: tuple[pd.DataFrame, pd.Dat
     prom_fault, prom_normal = phases(from_prom)
     rec_fault, rec_normal = phases(recorded)
     assert len(prom_fault) >= 3 and len(prom_normal) >= 5, from_prom
-    # in the fault every request waits FAULT_MS: both see it (the histogram's bucket of 250 to
-    # 500 ms bounds Prometheus' precision), and both see normal traffic well below it (how far
+    # in the fault every request waits FAULT_MS: both see it (the histogram's bucket of 500 to
+    # 1000 ms bounds Prometheus' precision), and both see normal traffic well below it (how far
     # below depends on the machine: a shared one is slow)
     assert rec_fault.median() >= FAULT_MS
-    assert 250 <= prom_fault.median() <= 500, prom_fault.tolist()
+    assert 500 <= prom_fault.median() <= 1000, prom_fault.tolist()
     assert rec_normal.median() < FAULT_MS / 2
     assert prom_normal.median() < FAULT_MS / 2, prom_normal.tolist()
     # a band around the recorded p95 in normal traffic: the buckets are 2 to 2.5 times apart
