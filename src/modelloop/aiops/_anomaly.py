@@ -249,8 +249,10 @@ def _median_reaches(flags: np.ndarray, window: int) -> np.ndarray:
     marked = np.flatnonzero(flags)
     if len(marked) * window < n // 4:  # few flags (the usual case): count near them only
         reach = np.zeros(n, dtype=bool)
-        near = np.unique((marked[:, None] + np.arange(-after, before + 1)).ravel())
-        near = near[(near >= 0) & (near < n)]
+        around = np.zeros(n, dtype=bool)
+        for offset in range(-after, before + 1):
+            around[np.clip(marked + offset, 0, n - 1)] = True
+        near = np.flatnonzero(around)
         lo, hi = np.maximum(near - before, 0), np.minimum(near + after, n - 1)
         counts = np.searchsorted(marked, hi, "right") - np.searchsorted(marked, lo, "left")
         reach[near] = 2 * counts >= hi - lo + 1
