@@ -1,7 +1,8 @@
 """AIOps: the platform watching its own operations.
 
 ``modelloop serve`` records an operational history per model (:class:`OpsRecorder`, read back
-with :func:`read_ops_history`); :func:`detect_anomalies` finds spikes, level shifts, variance
+with :func:`read_ops_history`, or from a Prometheus that scrapes the server with
+:func:`read_prometheus_history`); :func:`detect_anomalies` finds spikes, level shifts, variance
 changes and error bursts in a series against a seasonal, robust expectation;
 :func:`scan_ops_history` runs it over a model's history, and :class:`OpsAnomalyRule` turns what
 is still going on into alerts of ``modelloop monitor run``. :func:`forecast_demand` forecasts a
@@ -29,6 +30,7 @@ from modelloop.aiops._plan import (
     capacity_from_history,
     plan_replicas,
 )
+from modelloop.aiops._prometheus import read_prometheus_history
 from modelloop.aiops._scan import OpsAnomalyRule, OpsScan, scan_ops_history
 from modelloop.aiops._simulate import (
     PredictivePolicy,
@@ -60,6 +62,7 @@ __all__ = [
     "injected_series",
     "plan_replicas",
     "read_ops_history",
+    "read_prometheus_history",
     "scan_ops_history",
     "simulate_autoscaling",
     "write_ops_history",

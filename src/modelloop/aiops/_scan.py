@@ -13,6 +13,7 @@ from modelloop.exceptions import InvalidInput, NotFound
 from modelloop.monitoring._alerts import AlertRule, Condition, MonitorResult
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 __all__ = ["SCANNED_SERIES", "OpsAnomalyRule", "OpsScan", "scan_ops_history"]
@@ -63,11 +64,11 @@ class OpsScan:
         }
 
 
-def _stretches(stamps: pd.Series, step: float) -> list[tuple[int, int]]:
+def _stretches(seconds: np.ndarray, step: float) -> list[tuple[int, int]]:
+    """(first, end) of each run of rows without a gap, from the seconds between rows."""
     import numpy as np
 
-    diffs = stamps.diff().dt.total_seconds().to_numpy()
-    cuts = [0, *[int(i) for i in np.flatnonzero(diffs > 1.5 * step)], len(stamps)]
+    cuts = [0, *[int(i) + 1 for i in np.flatnonzero(seconds > 1.5 * step)], len(seconds) + 1]
     return [(a, b) for a, b in pairwise(cuts) if b > a]
 
 
@@ -87,17 +88,27 @@ def scan_ops_history(
     from modelloop.aiops._history import parse_since, read_ops_history
 
     if history is None:
-        history = read_ops_history(model, since, home=home)
+        history = read_ops_history(model, since, home=home, columns=list(SCANNED_SERIES))
     elif since is not None:
         history = history[history["timestamp"] >= parse_since(since)]
     if history.empty:
         raise NotFound(f"model {model!r} has no operational history in the span asked for")
-    stamps = history["timestamp"].reset_index(drop=True)
-    step = float(np.median(stamps.diff().dt.total_seconds().dropna())) if len(stamps) > 1 else 0.0
-    stretches = _stretches(stamps, step) if step > 0 else [(0, len(stamps))]
+    import pandas as pd
+
+    from modelloop.aiops._anomaly import _TICKS_PER_S
+
+    stamps = pd.DatetimeIndex(history["timestamp"])
+    seconds = np.diff(stamps.asi8) / _TICKS_PER_S[stamps.unit]
+    step = float(np.median(seconds)) if len(seconds) else 0.0
+    stretches = _stretches(seconds, step) if step > 0 else [(0, len(stamps))]
     notes: list[str] = []
     anomalies: list[Anomaly] = []
     usable = 0
+    columns = {
+        c: history[c].to_numpy(dtype=float, na_value=np.nan)
+        for c in SCANNED_SERIES
+        if c in history.columns
+    }
     for a, b in stretches:
         if b - a < MIN_POINTS:
             notes.append(
@@ -106,16 +117,15 @@ def scan_ops_history(
             )
             continue
         usable += 1
-        part = history.iloc[a:b].set_index("timestamp")
-        for column, how in SCANNED_SERIES.items():
-            if column not in part.columns:
-                continue
-            values = part[column].astype(float)
-            if values.isna().all():
+        index = stamps[a:b]
+        for column, data in columns.items():
+            part = data[a:b]
+            if np.isnan(part).all():
                 continue  # not recorded in this history
+            values = pd.Series(part, index=index, name=column)
             if column.startswith("latency"):
                 values = values.ffill().bfill().clip(lower=1e-3)
-            anomalies.extend(detect_anomalies(values, name=column, **how))
+            anomalies.extend(detect_anomalies(values, name=column, **SCANNED_SERIES[column]))
     if not usable:
         raise InvalidInput(
             f"the history of {model!r} has no {MIN_POINTS} consecutive intervals to analyse "
@@ -125,8 +135,8 @@ def scan_ops_history(
     anomalies.sort(key=lambda x: (x.start, x.series))
     return OpsScan(
         model=model,
-        start=stamps.iloc[0],
-        end=stamps.iloc[-1],
+        start=stamps[0],
+        end=stamps[-1],
         rows=len(history),
         step_s=step,
         anomalies=tuple(anomalies),
@@ -138,24 +148,40 @@ class OpsAnomalyRule(AlertRule):
     """Fires while the model's operational history has an anomaly still going on at its end
     (see :meth:`OpsScan.current`); resolves when the latest intervals are back in their bands.
     A model without history (or too little of it) keeps its state. ``since``: how much history
-    the expectation is learnt from (None: all of it)."""
+    the expectation is learnt from (None: all of it). ``prometheus``: read the history from
+    this Prometheus URL (rows of ``step_s``) instead of the home's; when it cannot be reached
+    the run fails with ServiceUnavailable (a scheduled ``monitor run`` skips that run)."""
 
     def __init__(
         self,
         since: str | None = "7d",
         home: str | os.PathLike[str] | None = None,
         name: str = "ops_anomaly",
+        prometheus: str | None = None,
+        step_s: float = 10.0,
     ) -> None:
         from modelloop.aiops._history import parse_since
 
         parse_since(since)  # a bad value fails here, before any run
+        if prometheus is not None and not prometheus.startswith(("http://", "https://")):
+            raise InvalidInput(f"the Prometheus URL must be http(s), got {prometheus!r}")
         self.since = since
         self.home = home
         self.name = name
+        self.prometheus = prometheus
+        self.step_s = step_s
 
     def evaluate(self, result: MonitorResult) -> Condition | None:
         try:
-            scan = scan_ops_history(result.model, self.since, home=self.home)
+            if self.prometheus:
+                from modelloop.aiops._prometheus import read_prometheus_history
+
+                history = read_prometheus_history(
+                    result.model, self.prometheus, self.since, step_s=self.step_s
+                )
+                scan = scan_ops_history(result.model, history=history)
+            else:
+                scan = scan_ops_history(result.model, self.since, home=self.home)
         except (NotFound, InvalidInput):
             return None
         now = scan.current()

@@ -349,6 +349,14 @@ def monitor_run(
             "--anomaly-since", help="History the anomaly rule learns from, e.g. 7d or 12h."
         ),
     ] = "7d",
+    anomaly_prometheus: Annotated[
+        str | None,
+        typer.Option(
+            "--anomaly-prometheus",
+            help="Read the operational history of the anomaly rule from this Prometheus "
+            "(http://host:9090, scraping the server) instead of the one modelloop serve records.",
+        ),
+    ] = None,
     fail_on_alert: Annotated[
         bool,
         typer.Option(
@@ -375,7 +383,7 @@ def monitor_run(
     if alert_anomalies:
         from modelloop.aiops import OpsAnomalyRule
 
-        rules.append(OpsAnomalyRule(since=anomaly_since))
+        rules.append(OpsAnomalyRule(since=anomaly_since, prometheus=anomaly_prometheus))
     notifiers: list[Any] = list(hooks)  # alert changes are printed below as well
     hook_log = logging.getLogger("modelloop.monitoring.notifiers")
     # their failures are printed below, once: not a second time by the log (added once per

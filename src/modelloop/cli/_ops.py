@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -24,14 +24,50 @@ SinceOpt = Annotated[
 ]
 
 
+PrometheusOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prometheus",
+        help="Read the history from this Prometheus (http://host:9090), which scrapes the "
+        "server's /metrics, instead of the one modelloop serve records (--since defaults to 1d).",
+    ),
+]
+StepOpt = Annotated[
+    float,
+    typer.Option(
+        "--step",
+        help="With --prometheus: seconds per row (at least the scrape interval).",
+        min=0.001,
+    ),
+]
+
+
+def _history(model: str, since: str | None, prometheus: str | None, step: float) -> Any:
+    from modelloop._config import Settings
+    from modelloop.aiops import read_ops_history, read_prometheus_history
+
+    if prometheus:
+        return read_prometheus_history(model, prometheus, since, step_s=step)
+    return read_ops_history(model, since, home=Settings.from_env().home)
+
+
 @ops_app.command("anomalies")
-def ops_anomalies(model: ModelArg, since: SinceOpt = None, as_json: JsonOpt = False) -> None:
+def ops_anomalies(
+    model: ModelArg,
+    since: SinceOpt = None,
+    prometheus: PrometheusOpt = None,
+    step: StepOpt = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
     """Spikes, level shifts, variance changes and error bursts in a model's operational history,
     each with its span, expected band and observed value."""
     from modelloop._config import Settings
     from modelloop.aiops import scan_ops_history
 
-    scan = scan_ops_history(model, since, home=Settings.from_env().home)
+    if prometheus:
+        scan = scan_ops_history(model, history=_history(model, since, prometheus, step))
+    else:
+        scan = scan_ops_history(model, since, home=Settings.from_env().home)
     if as_json:
         print_json(scan.to_dict())
         return
@@ -61,13 +97,16 @@ def ops_anomalies(model: ModelArg, since: SinceOpt = None, as_json: JsonOpt = Fa
 
 
 @ops_app.command("history")
-def ops_history(model: ModelArg, since: SinceOpt = None, as_json: JsonOpt = False) -> None:
+def ops_history(
+    model: ModelArg,
+    since: SinceOpt = None,
+    prometheus: PrometheusOpt = None,
+    step: StepOpt = 10.0,
+    as_json: JsonOpt = False,
+) -> None:
     """The recorded intervals: requests, errors, rejected, latency quantiles, batch size, queue
     depth, CPU and RSS."""
-    from modelloop._config import Settings
-    from modelloop.aiops import read_ops_history
-
-    frame = read_ops_history(model, since, home=Settings.from_env().home)
+    frame = _history(model, since, prometheus, step)
     if as_json:
         out = frame.assign(timestamp=frame["timestamp"].map(lambda t: t.isoformat()))
         print_json(out.astype(object).where(out.notna(), None).to_dict(orient="records"))

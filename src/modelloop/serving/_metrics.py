@@ -44,9 +44,19 @@ class ServingMetrics:
     registry: CollectorRegistry
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Gauge,
+            Histogram,
+            ProcessCollector,
+        )
 
         self.registry = reg = CollectorRegistry(auto_describe=True)
+        # modelloop_serving_process_cpu_seconds_total, ..._process_resident_memory_bytes, ...:
+        # the CPU and RSS of the operational history, for a Prometheus that scrapes the server
+        # (modelloop ops --prometheus); per process, so not labelled by model
+        ProcessCollector(namespace=_PREFIX.rstrip("_"), registry=reg)
         p = _PREFIX
         self._requests = Counter(
             p + "requests",
