@@ -361,7 +361,12 @@ def _loop_submit(op: str) -> Any:
 
             before = store.get_loop_state(name)
             state, _event = operate(
-                store, name, op, user=who.name, reason=reason, expected_revision=expected
+                store,
+                name,
+                op,  # type: ignore[arg-type]
+                user=who.name,
+                reason=reason,
+                expected_revision=expected,
             )
             store.add_audit_event(
                 actor=who.name,
