@@ -261,3 +261,50 @@ def test_the_cli_pauses_resumes_and_names_what_is_wrong(client: Any) -> None:
     assert again.exit_code == C.exit_code and "is not paused" in again.output
     kinds = [(e.kind, e.evidence.get("user")) for e in client.store.list_loop_events(MODEL)]
     assert kinds == [("init", None), ("pause", "tester"), ("resume", "tester")]
+
+
+def test_a_pause_racing_with_transitions_is_applied_once_and_never_undone(any_client) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    store = any_client.store
+    store.transition_loop(
+        MODEL, expected_revision=0, state="idle", data={"n": 0}, kind="init", message="created"
+    )
+    stop = threading.Event()
+
+    def ticker() -> None:
+        """Writes as a controller does: from the state it read, compare-and-set on its
+        revision, never on behalf of a paused loop."""
+        while not stop.is_set():
+            state = store.get_loop_state(MODEL)
+            if state.data.get("paused"):
+                return
+            try:
+                store.transition_loop(
+                    MODEL,
+                    expected_revision=state.revision,
+                    state="idle",
+                    data={**state.data, "n": int(state.data["n"]) + 1},
+                    kind="baseline",
+                    message="tick",
+                )
+            except Conflict:
+                continue  # the pause came first: read again
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    try:
+        while int(store.get_loop_state(MODEL).data["n"]) < 5:
+            pass
+        pause_loop(store, MODEL, user="ann", reason="race")
+        thread.join(timeout=60)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    state = store.get_loop_state(MODEL)
+    assert state.data["paused"]["by"] == "ann"
+    events = store.list_loop_events(MODEL, limit=10_000)
+    assert [e.kind for e in events].count("pause") == 1
+    assert events[-1].kind == "pause"  # no tick was written after it
+    # every write is one revision: none was lost or applied twice
+    assert state.revision == len(events)
