@@ -308,3 +308,18 @@ def test_a_pause_racing_with_transitions_is_applied_once_and_never_undone(any_cl
     assert events[-1].kind == "pause"  # no tick was written after it
     # every write is one revision: none was lost or applied twice
     assert state.revision == len(events)
+
+
+def test_the_approval_options_are_checked() -> None:
+    from modelloop.exceptions import InvalidInput
+    from modelloop.loop import parse_policy
+
+    policy = parse_policy({"rollout": {"approval": "both", "approval_timeout": "2d"}})
+    assert policy.rollout.needs_approval("rollout") and policy.rollout.needs_approval("promote")
+    assert policy.rollout.approval_timeout_s == 2 * 86400
+    default = parse_policy({})
+    assert not default.rollout.needs_approval("rollout")
+    assert not default.rollout.needs_approval("promote")
+    with pytest.raises(InvalidInput, match=r"rollout\.approval") as bad:
+        parse_policy({"rollout": {"approval": "sometimes", "approval_timeout": "-1h"}})
+    assert "approval_timeout" in str(bad.value)

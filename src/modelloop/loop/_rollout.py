@@ -267,6 +267,12 @@ class RolloutMixin:
                 f"rolling back v{challenger}: {reason}",
                 {"user": None, "reason": reason, "challenger": challenger, "timeout": True},
             )
+        if data.get("approval") == "promote" and "stage" in data:
+            # the last stage's routing holds while a person decides (put back after a restart)
+            stages = self._stages()
+            held = self._check_routing(challenger, stages[min(int(data["stage"]), len(stages) - 1)])
+            if isinstance(held, Wait):
+                return held
         return Wait(f"v{challenger} awaits approval before its {data.get('approval')}")
 
     def _approved(self, state: LoopState, dry_run: bool) -> Plan | Wait:
