@@ -293,6 +293,10 @@ DASHBOARD_POSTS = {
     f"/ui/models/{MODEL}/promote": "deployer",
     f"/ui/models/{MODEL}/rollback": "deployer",
     f"/ui/models/{MODEL}/loop/retrain": "deployer",
+    f"/ui/models/{MODEL}/loop/pause": "deployer",
+    f"/ui/models/{MODEL}/loop/resume": "deployer",
+    f"/ui/models/{MODEL}/loop/approve": "deployer",
+    f"/ui/models/{MODEL}/loop/reject": "deployer",
     "/ui/logout": None,
 }
 RANK = {"viewer": 0, "editor": 1, "deployer": 2, "admin": 3}

@@ -251,16 +251,19 @@ def status(
         print_json({"loops": [state_dict(s) for s in states]})
         return
     table = Table(title=f"{len(states)} loop(s)")
-    for col in ("model", "state", "challenger", "stage", "share", "since"):
+    for col in ("model", "state", "paused", "challenger", "stage", "share", "since"):
         table.add_column(col)
     for s in states:
         d = s.data
-        stage = "" if "stage" not in d or s.state != "rollout" else str(int(d["stage"]) + 1)
-        share = "" if s.state != "rollout" else f"{d.get('mode')} {float(d.get('share', 0)):g}"
+        holding = s.state in ("rollout", "awaiting_approval") and "mode" in d
+        stage = "" if "stage" not in d or not holding else str(int(d["stage"]) + 1)
+        share = "" if not holding else f"{d.get('mode')} {float(d.get('share', 0)):g}"
+        paused = d.get("paused") or {}
         table.add_row(
             *row(
                 s.model_name,
                 s.state,
+                f"by {paused.get('by')}" if paused else "",
                 d.get("challenger", ""),
                 stage,
                 share,
@@ -290,3 +293,55 @@ def history(
     for e in events:
         table.add_row(*row(fmt_time(e.timestamp), e.kind, e.state, e.message))
     console.print(table)
+
+
+ModelArg = Annotated[str, typer.Argument(help="Model name.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Recorded with the event.")]
+
+
+def _operate(model: str, op: str, reason: str, as_json: bool) -> None:
+    from modelloop._client import default_client
+    from modelloop.loop._operator import operate
+
+    client = default_client()
+    state, event = operate(
+        client.store,
+        model,
+        op,  # type: ignore[arg-type]
+        user=client.settings.user,
+        reason=reason,
+    )
+    if as_json:
+        from modelloop.loop._notify import event_dict, state_dict
+
+        print_json({"state": state_dict(state), "event": event_dict(event)})
+    else:
+        console.print(
+            f"{escape(event.message)} (state {escape(state.state)}, revision {state.revision})",
+            highlight=False,
+        )
+
+
+@loop_app.command("pause")
+def pause(model: ModelArg, reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
+    """Pause a model's loop: no retrain, no stage judged or advanced, a canary holds its share
+    of traffic, until 'modelloop loop resume'."""
+    _operate(model, "pause", reason, as_json)
+
+
+@loop_app.command("resume")
+def resume(model: ModelArg, reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
+    """Resume a paused loop where it was."""
+    _operate(model, "resume", reason, as_json)
+
+
+@loop_app.command("approve")
+def approve(model: ModelArg, reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
+    """Let a challenger awaiting approval go on (into its rollout, or to champion)."""
+    _operate(model, "approve", reason, as_json)
+
+
+@loop_app.command("reject")
+def reject(model: ModelArg, reason: ReasonOpt = "", as_json: JsonOpt = False) -> None:
+    """Drop a challenger awaiting approval: it is rolled back as a failed gate would be."""
+    _operate(model, "reject", reason, as_json)

@@ -3,7 +3,12 @@
 States: ``idle`` (and the resting states ``promoted``, ``rolled_back``, ``failed``) watch the
 triggers; ``retraining`` trains a challenger; ``gating`` compares it with the champion on the most
 recent labelled window; ``rollout`` runs the policy's stages (shadow, canary steps), each judged on
-the labelled outcomes of its own period; ``promoting`` and ``rolling_back`` apply the end.
+the labelled outcomes of its own period; ``promoting`` and ``rolling_back`` apply the end. With a
+policy that asks for a person (``rollout.approval``), ``awaiting_approval`` holds the challenger
+after the gate and/or after its last stage until ``modelloop loop approve`` (``approved``, then
+on) or ``reject`` (``rolling_back``). Any state can be paused (``modelloop loop pause``: a
+``paused`` entry in the state's data); the controller then does nothing but say so once (see
+``_operator``).
 
 Crash safety: every transition is a compare-and-set on the state's revision, written with the
 event that explains it. Side effects come before the transition that records them and are
@@ -142,6 +147,8 @@ def request_retrain(
             f"the loop of {model} is busy ({state.state}); a retrain can start once it "
             "is idle again"
         )
+    if state.data.get("paused"):
+        raise Conflict(f"the loop of {model} is paused: modelloop loop resume first")
     at = now if now is not None else time.time_ns() // 1_000_000
     _, event = store.transition_loop(
         model,
@@ -238,17 +245,29 @@ class Controller(RolloutMixin):
                         events.append(event)
                     message = f"waiting: {exc}"
                     break
-                state, event = self.store.transition_loop(
-                    self.model,
-                    expected_revision=state.revision,
-                    state=step.state,
-                    data=step.data,
-                    kind=step.kind,
-                    message=step.message,
-                    evidence=step.evidence,
-                    holder=self.holder,
-                    now=self.clock(),
-                )
+                try:
+                    state, event = self.store.transition_loop(
+                        self.model,
+                        expected_revision=state.revision,
+                        state=step.state,
+                        data=step.data,
+                        kind=step.kind,
+                        message=step.message,
+                        evidence=step.evidence,
+                        holder=self.holder,
+                        now=self.clock(),
+                    )
+                except Conflict:
+                    # someone changed the loop meanwhile (a pause, an approval, another
+                    # controller): its write stands; the next tick starts from it. An effect
+                    # already applied is idempotent, and a rollout's routing is put back to
+                    # the recorded stage when the loop goes on.
+                    state = self._state()
+                    message = (
+                        f"the loop of {self.model} changed meanwhile ({state.state}, revision "
+                        f"{state.revision}); not applied: {step.message}"
+                    )
+                    break
                 events.append(event)
                 message = step.message
                 self._notify(event)
@@ -321,10 +340,19 @@ class Controller(RolloutMixin):
         return retrain_data(self.model, state, now, trigger)
 
     def _decide(self, state: LoopState, *, dry_run: bool) -> Plan | Wait:
+        paused = state.data.get("paused")
+        if paused:
+            return Wait(
+                f"paused by {paused.get('by')}: {paused.get('reason') or 'no reason given'}",
+                {"paused": paused, "state": state.state},
+                record=True,
+            )
         handler = {
             "retraining": self._retraining,
             "gating": self._gating,
             "rollout": self._rollout,
+            "awaiting_approval": self._awaiting,
+            "approved": self._approved,
             "promoting": self._promoting,
             "rolling_back": self._rolling_back,
         }.get(state.state, self._watch)
@@ -486,4 +514,7 @@ class Controller(RolloutMixin):
                 evidence["passed"] = True
             else:
                 evidence["note"] = f"{len(rows)} labelled rows < {gate.min_rows}: not compared"
+        if self.policy.rollout.needs_approval("rollout"):
+            keep = {"memo": data.get("memo", {}), "attempt": data.get("attempt")}
+            return self._await_approval(keep, challenger, "rollout", evidence)
         return self._enter_stage(data, 0, evidence)

@@ -24,6 +24,8 @@ STATES = (
     "retraining",
     "gating",
     "rollout",
+    "awaiting_approval",
+    "approved",
     "promoting",
     "promoted",
     "rolling_back",
@@ -123,9 +125,17 @@ class LoopGauges:
         for s in STATES:
             self._state.labels(state.model_name, s).set(1.0 if s == state.state else 0.0)
         data = state.data
-        canary = state.state == "rollout" and data.get("mode") == "canary"
+        # a challenger awaiting approval before its promotion holds its last canary share
+        canary = state.state in ("rollout", "awaiting_approval") and data.get("mode") == "canary"
         self._share.labels(state.model_name).set(float(data.get("share", 0.0)) if canary else 0.0)
-        busy = state.state in ("gating", "rollout", "promoting", "rolling_back")
+        busy = state.state in (
+            "gating",
+            "rollout",
+            "awaiting_approval",
+            "approved",
+            "promoting",
+            "rolling_back",
+        )
         version = data.get("challenger") if busy else None
         self._challenger.labels(state.model_name).set(
             float(version) if version is not None else float("nan")

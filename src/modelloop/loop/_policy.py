@@ -22,6 +22,8 @@ Declared as a ``loop:`` section of ``modelloop.yaml`` or as a file of its own::
       rollout:
         shadow: {min_duration: 30m, min_outcomes: 200, max_duration: 6h}
         canary: {steps: [0.05, 0.25, 0.5], min_duration: 30m, min_outcomes: 200, max_duration: 24h}
+        approval: none              # or before_rollout, before_promote, both
+        approval_timeout: 2d        # optional: an approval not given in time is a rejection
       judge: {alpha: 0.05, margin: 0.01, max_p99_latency_ratio: 1.5, max_error_rate: 0.01,
               inconclusive: rollback}
 
@@ -209,6 +211,21 @@ class RolloutSpec(_Strict):
 
     shadow: StageSpec | None = None
     canary: CanarySpec | None = Field(default_factory=CanarySpec)
+    #: where the loop waits for a person (``modelloop loop approve``): after the gate, before
+    #: the first stage (``before_rollout``); after the last stage passed, before the promotion
+    #: (``before_promote``); at both; or nowhere (``none``, the default).
+    approval: Literal["none", "before_rollout", "before_promote", "both"] = "none"
+    #: how long a wait for approval lasts before it counts as a rejection (None: no limit)
+    approval_timeout_s: float | None = Field(default=None, alias="approval_timeout")
+
+    @field_validator("approval_timeout_s", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> Any:
+        return None if v is None else _seconds(v)
+
+    def needs_approval(self, point: Literal["rollout", "promote"]) -> bool:
+        """Whether the loop waits for a person before ``point``."""
+        return self.approval in ("both", f"before_{point}")
 
     @model_validator(mode="after")
     def _some_stage(self) -> RolloutSpec:

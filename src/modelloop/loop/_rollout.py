@@ -119,6 +119,11 @@ class RolloutMixin:
         if verdict.outcome == "pass":
             if index + 1 < len(stages):
                 return self._enter_stage(data, index + 1, evidence)
+            if self.policy.rollout.needs_approval("promote"):
+                # the last stage's routing holds while a person decides
+                return self._await_approval(
+                    {**data, "judge": evidence}, challenger, "promote", evidence
+                )
             return Plan(
                 "promoting",
                 {"memo": data.get("memo", {}), "challenger": challenger, "judge": evidence},
@@ -219,6 +224,72 @@ class RolloutMixin:
 
         tags = self.store.get_model_version(self.model, version).tags
         return "regression" if tags.get(TASK_TAG) == "regression" else "classification"
+
+    # -- waiting for a person ----------------------------------------------------------------
+
+    def _await_approval(
+        self, data: dict[str, Any], challenger: int, point: str, evidence: dict[str, Any]
+    ) -> Plan:
+        """Stop in ``awaiting_approval`` with what a person needs to decide (the gate's or the
+        judge's evidence), until ``modelloop loop approve`` or ``reject`` (or the timeout)."""
+        now = self.clock()
+        timeout = self.policy.rollout.approval_timeout_s
+        before = "its rollout" if point == "rollout" else "its promotion to champion"
+        return Plan(
+            "awaiting_approval",
+            {
+                **data,
+                "challenger": challenger,
+                "approval": point,
+                "requested_at": now,
+                "expires_at": None if timeout is None else now + ms(timeout),
+                "evidence": evidence,
+            },
+            "approval",
+            f"v{challenger} awaits approval before {before}: modelloop loop approve|reject "
+            f"{self.model}",
+            {**evidence, "approval": point, "timeout_s": timeout},
+        )
+
+    def _awaiting(self, state: LoopState, dry_run: bool) -> Plan | Wait:
+        data = dict(state.data)
+        challenger = int(data["challenger"])
+        expires = data.get("expires_at")
+        if expires is not None and self.clock() >= int(expires):
+            reason = (
+                f"no approval within {self.policy.rollout.approval_timeout_s or 0:g} s "
+                f"before its {data.get('approval')}"
+            )
+            return Plan(
+                "rolling_back",
+                {"memo": data.get("memo", {}), "challenger": challenger, "reason": reason},
+                "reject",
+                f"rolling back v{challenger}: {reason}",
+                {"user": None, "reason": reason, "challenger": challenger, "timeout": True},
+            )
+        if data.get("approval") == "promote" and "stage" in data:
+            # the last stage's routing holds while a person decides (put back after a restart)
+            stages = self._stages()
+            held = self._check_routing(challenger, stages[min(int(data["stage"]), len(stages) - 1)])
+            if isinstance(held, Wait):
+                return held
+        return Wait(f"v{challenger} awaits approval before its {data.get('approval')}")
+
+    def _approved(self, state: LoopState, dry_run: bool) -> Plan | Wait:
+        data = dict(state.data)
+        challenger = int(data["challenger"])
+        approved = data.get("approved") or {}
+        evidence = {**dict(data.get("evidence") or {}), "approved_by": approved.get("by")}
+        if data.get("approval") == "rollout":
+            keep = {"memo": data.get("memo", {}), "attempt": data.get("attempt")}
+            return self._enter_stage({**keep, "challenger": challenger}, 0, evidence)
+        return Plan(
+            "promoting",
+            {"memo": data.get("memo", {}), "challenger": challenger, "judge": data.get("judge")},
+            "judge",
+            f"approved by {approved.get('by')}; promoting v{challenger}",
+            evidence,
+        )
 
     # -- the end of a rollout ----------------------------------------------------------------
 

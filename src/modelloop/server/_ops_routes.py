@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from modelloop.access import Role
 from modelloop.server._auth import Principal, check_model, require
-from modelloop.server._common import audit, json_response, store_of, write
+from modelloop.server._common import actor, audit, json_response, store_of, write
 from modelloop.store._records import AlertRecord
 from modelloop.store._sql import SqlStore
 
@@ -72,6 +72,12 @@ class LoopEventIn(BaseModel):
     message: Any
     evidence: Any = None
     now: Any = None
+
+
+class OperateIn(BaseModel):
+    reason: Any = ""
+    expected_revision: Any = None
+    user: Any = None  # heeded in open mode only (no users): otherwise the authenticated one
 
 
 class LeaseIn(BaseModel):
@@ -240,6 +246,92 @@ def transition_loop(
         return {"state": state, "event": event}
 
     return write(request, principal, work)
+
+
+def _operate(
+    request: Request, model_name: str, op: str, body: OperateIn, principal: Principal
+) -> Response:
+    """A person's action on a loop (``modelloop.loop._operator``), recorded under the
+    authenticated user in the loop's event and in the audit log with the state before and
+    after."""
+    from modelloop.exceptions import InvalidInput
+    from modelloop.loop._operator import operate
+
+    check_model(principal, model_name)
+    if not isinstance(body.reason, str) or not (
+        body.expected_revision is None or isinstance(body.expected_revision, int)
+    ):
+        raise InvalidInput("reason must be text and expected_revision a number or null")
+    user = actor(request, principal, str(body.user or "")) or principal.name
+
+    def work() -> Any:
+        store = store_of(request)
+        before = store.get_loop_state(model_name)
+        state, event = operate(
+            store,
+            model_name,
+            op,  # type: ignore[arg-type]
+            user=user,
+            reason=body.reason,
+            expected_revision=body.expected_revision,
+        )
+        audit(
+            request,
+            principal,
+            f"loop.{op}",
+            "loop",
+            model_name,
+            before=None
+            if before is None
+            else {
+                "state": before.state,
+                "revision": before.revision,
+                "paused": bool(before.data.get("paused")),
+            },
+            after={
+                "state": state.state,
+                "revision": state.revision,
+                "paused": bool(state.data.get("paused")),
+                "reason": body.reason,
+            },
+        )
+        return {"state": state, "event": event}
+
+    return write(request, principal, work)
+
+
+@router.post("/loop/states/{model_name}/pause", tags=["loop"], summary="Pause a model's loop")
+def pause_loop(request: Request, model_name: str, body: OperateIn, principal: Deployer) -> Response:
+    return _operate(request, model_name, "pause", body, principal)
+
+
+@router.post("/loop/states/{model_name}/resume", tags=["loop"], summary="Resume a paused loop")
+def resume_loop(
+    request: Request, model_name: str, body: OperateIn, principal: Deployer
+) -> Response:
+    return _operate(request, model_name, "resume", body, principal)
+
+
+@router.post(
+    "/loop/states/{model_name}/approve",
+    tags=["loop"],
+    summary="Approve a challenger awaiting approval",
+)
+def approve_loop(
+    request: Request, model_name: str, body: OperateIn, principal: Deployer
+) -> Response:
+    return _operate(request, model_name, "approve", body, principal)
+
+
+@router.post(
+    "/loop/states/{model_name}/reject",
+    tags=["loop"],
+    summary="Reject a challenger awaiting approval",
+)
+def reject_loop(
+    request: Request, model_name: str, body: OperateIn, principal: Deployer
+) -> Response:
+    return _operate(request, model_name, "reject", body, principal)
 
 
 @router.post("/loop/events/{model_name}", tags=["loop"], summary="Append a loop event")

@@ -1,11 +1,13 @@
 """The dashboard's writes: promote (point an alias at a version), roll back (point it back at
-the version it pointed to before its last move), and ask the loop for a retrain (the operator
-action of ``modelloop loop retrain``), each behind a confirmation page.
+the version it pointed to before its last move), ask the loop for a retrain (the operator
+action of ``modelloop loop retrain``), and pause, resume, approve or reject the loop (those of
+``modelloop loop pause|resume|approve|reject``), each behind a confirmation page.
 
 A write needs the deployer role on the model, like ``PUT /api/v1/models/{name}/aliases`` and
 the loop's transition route, and a CSRF token. The store audits an alias move in the transaction
 of the move, under the authenticated user and the dashboard's route, as it does for the API; a
-retrain request is audited as ``loop.retrain`` with the loop's state before and after.
+retrain request is audited as ``loop.retrain``, and a pause, resume, approval or rejection as
+``loop.<action>``, with the loop's state before and after.
 """
 
 from __future__ import annotations
@@ -22,7 +24,31 @@ if TYPE_CHECKING:
     from starlette.responses import Response
     from starlette.routing import Route
 
-__all__ = ["may_retrain", "previous_version", "routes"]
+__all__ = ["LOOP_OPERATIONS", "may_retrain", "previous_version", "routes"]
+
+#: The loop operations the dashboard offers: (heading verb, what the loop does after).
+LOOP_OPERATIONS = {
+    "pause": (
+        "Pause",
+        "The controller does nothing on its ticks until resumed: no trigger starts a retrain, no "
+        "stage is judged or advanced, and a canary keeps the share of traffic it has now.",
+    ),
+    "resume": (
+        "Resume",
+        "The controller goes on from the state the loop was paused in, on its next tick; a "
+        "stage's time limit and an approval's timeout are moved on by the time spent paused.",
+    ),
+    "approve": (
+        "Approve",
+        "The challenger goes on, on the controller's next tick: into its rollout (first stage), "
+        "or, after its last stage, to champion.",
+    ),
+    "reject": (
+        "Reject",
+        "The challenger is dropped as a failed gate drops it: its traffic ends, the challenger "
+        "alias is removed and the version is tagged rolled back.",
+    ),
+}
 
 DEFAULT_ALIAS = "champion"
 
@@ -38,6 +64,19 @@ def routes() -> list[Route]:
         Route("/models/{name}/loop/retrain", retrain_page, name="retrain"),
         Route(
             "/models/{name}/loop/retrain", retrain_submit, methods=["POST"], name="retrain_submit"
+        ),
+        *(
+            r
+            for op in LOOP_OPERATIONS
+            for r in (
+                Route(f"/models/{{name}}/loop/{op}", _loop_page(op), name=f"loop_{op}"),
+                Route(
+                    f"/models/{{name}}/loop/{op}",
+                    _loop_submit(op),
+                    methods=["POST"],
+                    name=f"loop_{op}_submit",
+                ),
+            )
         ),
     ]
 
@@ -193,7 +232,7 @@ def may_retrain(state: Any) -> bool:
         from modelloop.loop._controller import WATCHING
     except ImportError:
         return False
-    return state is not None and state.state in WATCHING
+    return state is not None and state.state in WATCHING and not state.data.get("paused")
 
 
 def _loop_module() -> Any:
@@ -256,3 +295,103 @@ async def retrain_submit(request: Request) -> Response:
 
     await run_in_threadpool(work)
     return RedirectResponse(str(request.url_for("loop", name=name)), status_code=303)
+
+
+def _operable(store: Any, name: str, op: str, user: str) -> Any:
+    """The loop state of ``name`` when ``op`` applies to it now: 404 without a loop, 409
+    otherwise (e.g. approving a loop that awaits no approval)."""
+    from modelloop.loop._operator import _plan
+
+    state = store.get_loop_state(name)
+    if state is None:
+        raise NotFound(f"no loop has run for model {name!r} (modelloop loop run)")
+    _plan(op, state, user, "", state.updated_at)  # type: ignore[arg-type]
+    return state
+
+
+def _loop_page(op: str) -> Any:
+    def page(request: Request) -> Response:
+        """Ask to confirm a pause, resume, approval or rejection (with a reason)."""
+        name = request.path_params["name"]
+        who = require(request, Role.DEPLOYER, name)
+        _loop_module()
+        state = _operable(client_of(request).store, name, op, who.name)
+        verb, after = LOOP_OPERATIONS[op]
+        from modelloop.ui._loop import evidence_text
+
+        return render(
+            request,
+            "confirm_loop.html",
+            {
+                "title": f"{verb} the loop of {name}",
+                "name": name,
+                "op": op,
+                "verb": verb,
+                "after": after,
+                "state": state,
+                "evidence": evidence_text(state.data.get("evidence") or {}),
+            },
+        )
+
+    page.__name__ = f"loop_{op}_page"
+    return page
+
+
+def _loop_submit(op: str) -> Any:
+    async def submit(request: Request) -> Response:
+        """Apply the operation after the role and CSRF checks, if the loop is still at the
+        revision the confirmation page showed (409 otherwise)."""
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import RedirectResponse
+
+        name = request.path_params["name"]
+        form = await read_form(request)
+        who = require(request, Role.DEPLOYER, name)
+        _loop_module()
+        reason = form.get("reason", "").strip()[:500]
+        try:
+            expected = int(form.get("expected", ""))
+        except ValueError:
+            raise Conflict("the confirmation page's revision is missing: look again") from None
+        store: Any = client_of(request).store
+        route = f"POST {request.scope.get('root_path', '')}/models/{{name}}/loop/{op}"
+
+        def work() -> None:
+            from modelloop.loop._operator import operate
+
+            before = store.get_loop_state(name)
+            state, _event = operate(
+                store,
+                name,
+                op,  # type: ignore[arg-type]
+                user=who.name,
+                reason=reason,
+                expected_revision=expected,
+            )
+            store.add_audit_event(
+                actor=who.name,
+                action=f"loop.{op}",
+                entity_type="loop",
+                entity_id=name,
+                before=None
+                if before is None
+                else {
+                    "state": before.state,
+                    "revision": before.revision,
+                    "paused": bool(before.data.get("paused")),
+                },
+                after={
+                    "state": state.state,
+                    "revision": state.revision,
+                    "paused": bool(state.data.get("paused")),
+                    "reason": reason,
+                },
+                route=route,
+                model=name,
+            )
+
+        await run_in_threadpool(work)
+        return RedirectResponse(str(request.url_for("loop", name=name)), status_code=303)
+
+    submit.__name__ = f"loop_{op}_submit"
+    return submit

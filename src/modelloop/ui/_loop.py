@@ -1,5 +1,6 @@
-"""A model's loop page (read-only): where its loop stands, the canary share over time, and the
-timeline of the loop's events with their evidence."""
+"""A model's loop page: where its loop stands (paused or not, awaiting approval or not), the
+canary share over time, and the timeline of the loop's events with their evidence; the
+operator actions' links are the deployers' (``_actions``)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def loop_page(request: Request) -> Response:
     store = client_of(request).store
     name = request.path_params["name"]
     events = store.list_loop_events(name, limit=MAX_EVENTS)
+    state = store.get_loop_state(name)
     shares = []
     for e in events:
         share = finite(e.evidence.get("share"))
@@ -49,7 +51,8 @@ def loop_page(request: Request) -> Response:
         {
             "title": f"Loop of {name}",
             "name": name,
-            "state": store.get_loop_state(name),
+            "state": state,
+            "paused": None if state is None else state.data.get("paused"),
             "events": [(e, evidence_text(e.evidence)) for e in reversed(events)],
             "chart": {"shares": shares},
         },
