@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelloop import Client, Settings
@@ -170,3 +171,57 @@ def test_a_retry_after_a_dropped_response_writes_nothing_twice(
     finally:
         client.close()
         proxy.close()
+
+
+def test_a_write_its_audit_row_and_its_key_are_stored_together_or_not_at_all(
+    server: str, store_url: str
+) -> None:
+    api = httpx.Client(base_url=f"{server}/api/v1", timeout=60)
+    direct = SqlStore(store_url)
+    try:
+        exp = api.post("/experiments", json={"name": "together"}).json()
+        key = {"Idempotency-Key": "retry-key-0001"}
+        body = {"experiment_id": exp["experiment_id"], "name": "once"}
+        first = api.post("/runs", json=body, headers=key)
+        again = api.post("/runs", json=body, headers=key)
+        assert first.status_code == again.status_code == 200
+        assert again.json()["run_id"] == first.json()["run_id"]  # the stored answer
+        runs = direct.search_runs([exp["experiment_id"]]).items
+        assert [r.name for r in runs] == ["once"]
+        created = [
+            e for e in direct.list_audit_events(entity_type="run") if e.action == "run.create"
+        ]
+        assert [e.entity_id for e in created] == [first.json()["run_id"]]
+
+        # a write that fails stores nothing: no row, no audit event, and its key stays free
+        assert api.post("/models", json={"name": "m"}).status_code == 200
+        key = {"Idempotency-Key": "retry-key-0002"}
+        before = len(direct.list_audit_events())
+        missing = api.put("/models/m/aliases/champion", json={"version": 1}, headers=key)
+        assert missing.status_code == 404  # no version 1 yet
+        assert len(direct.list_audit_events()) == before
+        version = {"source": "runs:/x/model"}
+        assert api.post("/models/m/versions", json=version).json()["version"] == 1
+        moved = api.put("/models/m/aliases/champion", json={"version": 1}, headers=key)
+        assert moved.status_code == 200  # the same key runs the write now
+        assert direct.get_version_by_alias("m", "champion").version == 1
+        assert [e.action for e in direct.list_audit_events(entity_type="alias")] == ["alias.set"]
+    finally:
+        api.close()
+        direct.close()
+
+
+def test_a_user_added_beside_the_server_ends_open_mode_at_once(server: str, store_url: str) -> None:
+    api = httpx.Client(base_url=f"{server}/api/v1", timeout=60)
+    direct = SqlStore(store_url)
+    try:
+        assert api.get("/experiments").status_code == 200  # open mode
+        direct.create_user("root", "admin", actor="operator")  # another process's way in
+        assert api.get("/experiments").status_code == 401
+        assert api.post("/experiments", json={"name": "late"}).status_code == 401
+        token = direct.create_token("root", "t", actor="operator")[1]
+        ok = api.get("/experiments", headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and ok.json() == []
+    finally:
+        api.close()
+        direct.close()

@@ -6,11 +6,17 @@ reaches the store — local worker processes or other machines on the same Postg
 on one study. Each call of :func:`run_study` joins the study named ``study_name`` (creating it if
 needed) and runs trials until the study as a whole has used its budget.
 
+With a modelloop server as the store (``MODELLOOP_STORE_URL=https://...``) the client has no
+database to put a study in, and the server offers none: the study then lives in an Optuna journal
+file in the client's home (``<home>/tune/<server>.journal``, one per server, shared by the local
+worker processes under a file lock), while every trial is still a child run logged through the
+server. Resuming a study (``tune.study``) then works from the machine that holds that journal.
+
 Budget: a worker takes a study-wide lock (a PostgreSQL advisory lock; a lock file beside a
-SQLite database), counts the study's trials in every state and only then asks for a new one, so
-``n_trials`` is exact however many workers share the study. ``timeout_s`` stops each worker from
-starting a trial once that many seconds have passed since it started its first one (after
-loading data and joining the study).
+SQLite database or a journal file), counts the study's trials in every state and only then asks
+for a new one, so ``n_trials`` is exact however many workers share the study. ``timeout_s`` stops
+each worker from starting a trial once that many seconds have passed since it started its first
+one (after loading data and joining the study).
 
 What one trial does (pruning, scoring, its child run) is in :mod:`modelloop.pipeline._trials`.
 Worker processes receive a JSON job file only (paths, params, settings), never pickled objects.
@@ -221,11 +227,35 @@ def study_storage_url(store_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _open_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna's storage on the store database; retried because two processes creating Optuna's
-    tables in a fresh database at the same moment can collide."""
+#: The storage "URL" of a study kept in an Optuna journal file: ``journal:<path>``.
+_JOURNAL = "journal:"
+
+
+def _storage_for(store_url: str, settings: Settings) -> str:
+    """Where the study of a store at ``store_url`` lives: the store's own database, or for a
+    modelloop server (which holds the database itself) a journal file in the client's home."""
+    from modelloop._config import is_server_url
+
+    if not is_server_url(store_url):
+        return study_storage_url(store_url)
+    server = hashlib.sha256(store_url.rstrip("/").encode()).hexdigest()[:16]
+    folder = settings.home / "tune"
+    folder.mkdir(parents=True, exist_ok=True)
+    return _JOURNAL + str(folder / f"server-{server}.journal")
+
+
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
+    """Optuna's storage on the store database (retried: two processes creating Optuna's tables
+    in a fresh database at the same moment can collide), or on a journal file."""
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
+
+    if url.startswith(_JOURNAL):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = url[len(_JOURNAL) :]
+        backend = JournalFileBackend(path, lock_obj=JournalFileOpenLock(path))
+        return optuna.storages.JournalStorage(backend)
 
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite"):
@@ -288,8 +318,12 @@ def _study_lock(
     from sqlalchemy.pool import NullPool
 
     digest = hashlib.sha256(f"modelloop.tune:{study_name}".encode()).digest()
-    url = make_url(storage_url)
-    if url.get_backend_name() == "postgresql":
+    if storage_url.startswith(_JOURNAL):
+        database = storage_url[len(_JOURNAL) :]
+    else:
+        url = make_url(storage_url)
+        database = str(url.database)
+    if not storage_url.startswith(_JOURNAL) and url.get_backend_name() == "postgresql":
         key = int.from_bytes(digest[:8], "big", signed=True)
         engine = create_engine(storage_url, poolclass=NullPool)
 
@@ -312,7 +346,7 @@ def _study_lock(
 
     import fcntl
 
-    path = Path(f"{url.database}.tune-{digest.hex()[:16]}.lock")
+    path = Path(f"{database}.tune-{digest.hex()[:16]}.lock")
 
     @contextlib.contextmanager
     def file_lock() -> Iterator[None]:
@@ -334,8 +368,10 @@ def _client_from(job: Mapping[str, Any]) -> Client:
     from modelloop._config import Settings
 
     s = job["settings"]
+    # The token, the CA bundle and encryption keys come from the environment the parent gave
+    # this process (never from the job file, which is on disk).
     return Client(
-        Settings(
+        Settings.from_env(
             home=Path(s["home"]),
             store_url=s["store_url"],
             artifact_root=s["artifact_root"],
@@ -435,9 +471,9 @@ def run_study(
         raise InvalidInput("tune study_name is empty")
     if not features:
         raise InvalidInput("tune features is empty")
-    storage_url = study_storage_url(store_url)
     settings = settings or Settings.from_env(store_url=store_url)
-    _same_database(settings.resolved_store_url, storage_url)
+    storage_url = _storage_for(store_url, settings)
+    _same_database(settings.resolved_store_url, store_url)
     for what, path in (("train_path", train_path), ("valid_path", valid_path)):
         if path is None and (what == "train_path" or not config.cv_folds):
             raise InvalidInput(f"tune {what} is required")
@@ -469,7 +505,8 @@ def run_study(
             "settings": {
                 "home": str(settings.home),
                 "store_url": settings.resolved_store_url,
-                "artifact_root": settings.resolved_artifact_root,
+                # a server stores the artifacts itself: its clients name no artifact root
+                "artifact_root": None if settings.remote else settings.resolved_artifact_root,
                 "trusted_types": list(settings.trusted_types),
                 "user": settings.user,
             },
@@ -480,7 +517,7 @@ def run_study(
             _work(job, 0, client)
         else:
             _load_study(job, 0)  # Optuna's tables and the study exist before the workers start
-            _run_workers(job, workers)
+            _run_workers(job, workers, _worker_env(settings))
     finally:
         client.close()
     return _result(job)
@@ -519,10 +556,16 @@ def _check_space_params(model: Any, desc: Mapping[str, Any], config: TuneConfig)
         )
 
 
-def _same_database(settings_url: str, storage_url: str) -> None:
+def _same_database(settings_url: str, store_url: str) -> None:
     from sqlalchemy.engine import make_url
 
-    if make_url(settings_url) != make_url(storage_url):
+    from modelloop._config import is_server_url
+
+    if is_server_url(settings_url) or is_server_url(store_url):
+        if settings_url.rstrip("/") != store_url.rstrip("/"):
+            raise InvalidInput("tune store_url and settings name different modelloop servers")
+        return
+    if make_url(settings_url) != make_url(study_storage_url(store_url)):
         raise InvalidInput(
             "tune store_url and settings name different databases; the study lives in the "
             "store's own database"
@@ -539,7 +582,20 @@ def _json_ready(job: Mapping[str, Any]) -> None:
         ) from None
 
 
-def _run_workers(job: Mapping[str, Any], workers: int) -> None:
+def _worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of worker processes: this one's, with the server's token and CA bundle
+    of ``settings`` (secrets travel in the environment, never in the job file)."""
+    env = dict(os.environ)
+    if settings.token:
+        env["MODELLOOP_TOKEN"] = settings.token
+    if settings.ca_bundle:
+        env["MODELLOOP_CA_BUNDLE"] = settings.ca_bundle
+    return env
+
+
+def _run_workers(
+    job: Mapping[str, Any], workers: int, env: Mapping[str, str] | None = None
+) -> None:
     """Start ``workers`` processes on the job and wait for all; raise the first worker error."""
     with tempfile.TemporaryDirectory(prefix="modelloop-tune-") as tmp:
         job_file = Path(tmp) / "job.json"
@@ -548,7 +604,7 @@ def _run_workers(job: Mapping[str, Any], workers: int) -> None:
         try:
             for i in range(workers):
                 cmd = [sys.executable, "-m", "modelloop.pipeline._tune", str(job_file), str(i)]
-                procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL))
+                procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env))
             codes = [p.wait() for p in procs]
         finally:
             for p in procs:

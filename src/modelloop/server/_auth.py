@@ -14,11 +14,14 @@ scope. No error body echoes the token.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import os
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from modelloop.access import Role
 from modelloop.access._principal import OPEN_MODE_PRINCIPAL, Principal, principal_of
@@ -67,28 +70,83 @@ def _credentials(request: Request) -> str:
     return token.strip()
 
 
+class UsersProbe:
+    """Whether the store has users yet, asked on every request while it has none (a user
+    added by another process, ``modelloop users add``, ends open mode with the next request).
+
+    On a SQLite file the probe keeps a connection of its own in autocommit mode and asks with
+    one statement: no transaction and no pool, a few microseconds, so the server asks it on
+    the event loop (a reader is never blocked by writers in WAL mode). Elsewhere it asks the
+    store, in a worker thread. Users are never deleted: once one is seen, the answer is kept.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._pid = 0
+        self.inline = store.dialect == "sqlite" and getattr(store, "_serial", None) is None
+
+    def has_users(self) -> bool:
+        store = self._store
+        if store._users_seen or not self.inline:
+            return bool(store.has_users())
+        with self._lock:
+            if self._conn is None or self._pid != os.getpid():
+                self._conn = store._engine.raw_connection()
+                self._pid = os.getpid()
+            found = bool(self._conn.driver_connection.execute(_ANY_USER).fetchall())
+        if found:
+            store._users_seen = True
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+_ANY_USER = "SELECT 1 FROM users LIMIT 1"
+
+
+def users_probe(request: Request) -> UsersProbe:
+    """The app's :class:`UsersProbe` (made on first use)."""
+    state = request.app.state
+    probe: UsersProbe | None = getattr(state, "users_probe", None)
+    if probe is None:
+        probe = state.users_probe = UsersProbe(state.store)
+    return probe
+
+
 def _authenticate(request: Request) -> Principal:
-    store: Any = request.app.state.store
-    if not store.has_users():
+    if not users_probe(request).has_users():
         return OPEN_MODE_PRINCIPAL
-    user = store.authenticate(_credentials(request))
+    user = request.app.state.store.authenticate(_credentials(request))
     if user is None:
         raise _unauthorized("invalid, revoked or disabled token", invalid=True)
     return principal_of(user)
 
 
 @functools.cache
-def require(role: Role) -> Callable[..., Principal]:
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A FastAPI dependency giving the caller's :class:`Principal` when it has at least
     ``role``: ``principal: Principal = Depends(require(Role.EDITOR))``. The same role gives
-    the same dependency, so FastAPI resolves it once per request."""
+    the same dependency, so FastAPI resolves it once per request.
+
+    In open mode over SQLite the check is answered on the event loop (see
+    :class:`UsersProbe`); a token is checked against the store in a worker thread."""
     role = Role.parse(role)
 
-    def dependency(
+    async def dependency(
         request: Request,
         _declared: HTTPAuthorizationCredentials | None = Security(_bearer),  # noqa: B008
     ) -> Principal:
-        principal = _authenticate(request)
+        probe = users_probe(request)
+        if probe.inline and not probe._store._users_seen and not probe.has_users():
+            principal = OPEN_MODE_PRINCIPAL
+        else:
+            principal = await run_in_threadpool(_authenticate, request)
         if not principal.may(role):
             raise forbidden(
                 f"user {principal.name!r} has role {principal.role.value!r}; "

@@ -41,7 +41,7 @@ def audit(
 ) -> None:
     """:func:`modelloop.server._auth.audit` for a change made inside :func:`write`: the event
     (the authenticated user, the route, the object, before and after) is written by ``write``
-    once the change is done, in one transaction with the record of its idempotency key."""
+    once the change is done, in the transaction of the change and its idempotency key."""
     pending: list[dict[str, Any]] = request.state.__dict__.setdefault("pending_audit", [])
     pending.append(audit_event(request, principal, action, entity_type, entity_id, before, after))
 
@@ -49,21 +49,26 @@ def audit(
 def write(
     request: Request, principal: Principal, work: Callable[[], Any], *, keyed: bool = True
 ) -> Response:
-    """Run a write and answer with its result as JSON, then record its audit events.
+    """Run a write and answer with its result as JSON: the change, its audit events and the
+    record of its idempotency key are one transaction, so either all of them are stored or
+    none.
 
     ``keyed``: the write is not naturally idempotent, so a retry with the same
     ``Idempotency-Key`` gets the first answer and writes nothing; writes whose repetition
     changes nothing (setting a tag, ending a run twice with one status) pass ``keyed=False``
-    and skip that bookkeeping."""
+    and skip that bookkeeping. ``work`` may run more than once (the transaction is retried
+    whole on contention), so it must only call the store and :func:`audit`."""
     keys: IdempotencyKeys = request.app.state.idempotency
     store = store_of(request)
     scope = f"{principal.name} {request.method} {request.url.path}"
+    state = request.state.__dict__
 
     def run() -> StoredResponse:
+        state["pending_audit"] = []  # a retried transaction records its events afresh
         return StoredResponse(200, dumps(work()))
 
     def finish(conn: Connection) -> None:
-        for event in request.state.__dict__.pop("pending_audit", []):
+        for event in state.pop("pending_audit", []):
             store._audit(conn, **event)
 
     key = request.headers.get(KEY_HEADER) if keyed else None

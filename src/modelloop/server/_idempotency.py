@@ -1,10 +1,13 @@
 """Retries that cannot write twice: the server's record of idempotency keys.
 
 A client sends every write with an ``Idempotency-Key`` header and reuses the key when it retries
-after a dropped connection. The first request with a key claims it (a row inserted before the
-write); the write runs; its response is stored on the row. A retry with the same key gets the
-stored response and writes nothing; a retry that arrives while the first is still running waits
-for it. A write that fails with an error releases its claim, so a retry runs it again.
+after a dropped connection. A write runs in one transaction with the record of its key and its
+audit rows: the key is claimed first (a row inserted, ``ON CONFLICT DO NOTHING``), then the write
+runs, then its response is stored on the row, and all of it commits together or not at all. A
+retry with the same key finds the stored response and writes nothing; a retry that arrives while
+the first is still running waits for its transaction (SQLite's write lock; PostgreSQL's lock on
+the key's row) and then finds the response. A write that fails rolls its claim back with it, so
+a retry runs it again.
 
 The table is the server's own bookkeeping, created with SQLAlchemy when the server starts (it is
 not part of the store's schema and its migrations), and pruned of keys older than a day.
@@ -20,7 +23,6 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
 from modelloop.exceptions import Conflict, InvalidInput
 from modelloop.store._http._codec import KEY_HEADER
@@ -30,7 +32,6 @@ __all__ = ["IdempotencyKeys", "StoredResponse"]
 
 _KEY = re.compile(r"[A-Za-z0-9_\-]{8,128}")
 _KEEP_MS = 24 * 3600 * 1000
-_WAIT_S = 60.0  # how long a retry waits for the first request with its key to finish
 
 _metadata = sa.MetaData()
 _keys = sa.Table(
@@ -74,73 +75,58 @@ class IdempotencyKeys:
         finish: Callable[[Connection], None] | None = None,
     ) -> StoredResponse:
         """``work()`` once per (scope, key); a repeated key returns the first response.
-        ``finish(conn)`` runs after ``work`` in the transaction that records the response
-        (without a key: in a transaction of its own), e.g. to write audit events."""
-        if key is None:
-            response = work()
-            if finish is not None:
-                self._store._write(finish)
-            return response
-        if not _KEY.fullmatch(key):
-            raise InvalidInput(f"the {KEY_HEADER} header must be 8-128 letters, digits, '_' or '-'")
-        full = f"{scope}\n{key}"
-        stored = self._claim(full)
-        if stored is not None:
-            return stored
-        try:
-            response = work()
-        except BaseException:
-            self._store._write(lambda c: c.execute(sa.delete(_keys).where(_keys.c.key == full)))
-            raise
 
-        def done(conn: Connection) -> None:
-            conn.execute(
-                sa.update(_keys)
-                .where(_keys.c.key == full)
-                .values(state="done", status=response.status, body=response.body)
-            )
+        ``work`` (whose store calls join this transaction), the record of the key and
+        ``finish(conn)`` (e.g. writing audit events) are one transaction. On contention the
+        transaction is run again from the start, ``work`` included, so ``work`` must only
+        touch the database."""
+        full: str | None = None
+        if key is not None:
+            if not _KEY.fullmatch(key):
+                raise InvalidInput(
+                    f"the {KEY_HEADER} header must be 8-128 letters, digits, '_' or '-'"
+                )
+            full = f"{scope}\n{key}"
+
+        def tx(conn: Connection) -> StoredResponse:
+            if full is not None:
+                stored = self._claim(conn, full)
+                if stored is not None:
+                    return stored
+            response = work()
+            if full is not None:
+                conn.execute(
+                    sa.update(_keys)
+                    .where(_keys.c.key == full)
+                    .values(state="done", status=response.status, body=response.body)
+                )
             if finish is not None:
                 finish(conn)
+            return response
 
-        self._store._write(done)
+        response = self._store._write_joined(tx)
+        if full is not None:
+            self._prune_now_and_then()
         return response
 
-    def _claim(self, full: str) -> StoredResponse | None:
-        """None when this request claimed the key, else the response of the one that did."""
-        deadline = time.monotonic() + _WAIT_S
-        delay = 0.01
-        while True:
-            try:
-                self._store._write(
-                    lambda c: c.execute(
-                        sa.insert(_keys).values(key=full, state="pending", created_at=_now_ms())
-                    )
-                )
-            except IntegrityError:
-                pass
-            except Exception as exc:  # the store wraps driver errors; unique violations included
-                if not isinstance(exc.__cause__, IntegrityError):
-                    raise
-            else:
-                self._prune_now_and_then()
-                return None
-            row = self._store._read(
-                lambda c: c.execute(
-                    sa.select(_keys.c.state, _keys.c.status, _keys.c.body).where(
-                        _keys.c.key == full
-                    )
-                ).first()
-            )
-            if row is not None and row.state == "done":
-                return StoredResponse(int(row.status), bytes(row.body or b""))
-            if row is None:
-                continue  # the first request failed and released the key: claim it now
-            if time.monotonic() > deadline:
-                raise Conflict(
-                    "a request with this idempotency key is still being processed; retry later"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    def _claim(self, conn: Connection, full: str) -> StoredResponse | None:
+        """None when this transaction claimed the key, else the stored response of the request
+        that did (which has committed: a concurrent claim waits for the other transaction)."""
+        claim = (
+            self._store._insert(_keys)
+            .values(key=full, state="pending", created_at=_now_ms())
+            .on_conflict_do_nothing(index_elements=[_keys.c.key])
+            .returning(_keys.c.key)
+        )
+        if conn.execute(claim).first() is not None:
+            return None
+        row = conn.execute(
+            sa.select(_keys.c.state, _keys.c.status, _keys.c.body).where(_keys.c.key == full)
+        ).first()
+        if row is not None and row.state == "done":
+            return StoredResponse(int(row.status), bytes(row.body or b""))
+        # a claim left pending by an older server, or one that vanished between the two reads
+        raise Conflict("a request with this idempotency key is still being processed; retry later")
 
     def _prune_now_and_then(self) -> None:
         with self._lock:

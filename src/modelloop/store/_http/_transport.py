@@ -1,5 +1,12 @@
-"""One connection pool to a modelloop server: bearer token, TLS verification, bounded retries,
-and the server's JSON errors turned back into modelloop's exceptions."""
+"""Connections to a modelloop server: bearer token, TLS verification, bounded retries, and the
+server's JSON errors turned back into modelloop's exceptions.
+
+JSON calls (every store method: small bodies, read whole) go straight to an
+:class:`httpcore.ConnectionPool` of kept-alive connections, without httpx's request and response
+models, which would cost about as much client time per call as the server spends on it. Blob
+uploads and downloads (streamed bodies) use an :class:`httpx.Client`. Both verify certificates
+with the same SSL context.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,9 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
+import httpcore
 import httpx
 
 from modelloop import exceptions as errors
@@ -31,7 +40,7 @@ _EXTRA_KINDS: dict[str, type[ModelloopError]] = {
 
 
 class Transport:
-    """HTTP(S) to one server: a pooled, thread-safe :class:`httpx.Client`.
+    """HTTP(S) to one server over pooled, kept-alive connections; thread-safe.
 
     Requests that fail to connect, lose their connection, or get 502/503/504 are retried a
     bounded number of times with backoff; writes are retried only because each carries an
@@ -50,11 +59,12 @@ class Transport:
         if not url.startswith(("http://", "https://")):
             raise InvalidInput(f"a modelloop server URL starts with http:// or https://: {url!r}")
         self.url = url.rstrip("/")
-        verify: ssl.SSLContext | bool = True
         if ca_bundle:
             if not os.path.isfile(ca_bundle):
                 raise InvalidInput(f"MODELLOOP_CA_BUNDLE {ca_bundle!r} is not a file")
             verify = ssl.create_default_context(cafile=ca_bundle)
+        else:
+            verify = httpx.create_ssl_context()  # what httpx verifies with by default
         headers = {"User-Agent": "modelloop-client"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -66,18 +76,28 @@ class Transport:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
         )
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=verify, max_connections=64, max_keepalive_connections=32
+        )
+        self._base = self.url + API_PREFIX
+        host = urlsplit(self.url).netloc.rpartition("@")[2]
+        self._headers = [(b"Host", host.encode("ascii"))] + [
+            (k.encode("ascii"), v.encode("ascii")) for k, v in headers.items()
+        ]
+        self._timeouts = {"connect": 10.0, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
 
     def __repr__(self) -> str:  # never the token
         return f"Transport({self.url!r})"
 
     def close(self) -> None:
         self._http.close()
+        self._pool.close()
 
     # -- requests --------------------------------------------------------------------------
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET ``path`` and return the decoded JSON."""
-        return loads(self.send("GET", path, params=_params(params)).content)
+        return loads(self._call("GET", path, None, (), params))
 
     def write(
         self,
@@ -87,13 +107,48 @@ class Transport:
         params: Mapping[str, Any] | None = None,
     ) -> Any:
         """A write with a fresh idempotency key (kept across its retries); the decoded JSON."""
-        headers = {KEY_HEADER: uuid.uuid4().hex, "Content-Type": "application/json"}
+        headers = (
+            (KEY_HEADER.encode("ascii"), uuid.uuid4().hex.encode("ascii")),
+            (b"Content-Type", b"application/json"),
+        )
         try:
             content = dumps(body) if body is not None else b"{}"
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"cannot send this to the server as JSON: {exc}") from None
-        response = self.send(method, path, content=content, headers=headers, params=_params(params))
-        return loads(response.content) if response.content else None
+        answer = self._call(method, path, content, headers, params)
+        return loads(answer) if answer else None
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: tuple[tuple[bytes, bytes], ...],
+        params: Mapping[str, Any] | None,
+    ) -> bytes:
+        """One JSON call with the retries of :meth:`send`; the body of its answer."""
+        query = _params(params)
+        url = self._base + path + (f"?{urlencode(query, doseq=True)}" if query else "")
+        all_headers = [*self._headers, *headers]
+        if content is not None:
+            all_headers.append((b"Content-Length", str(len(content)).encode("ascii")))
+        extensions = {"timeout": self._timeouts}
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._pool.request(
+                    method, url, headers=all_headers, content=content, extensions=extensions
+                )
+            except (httpcore.NetworkError, httpcore.TimeoutException, httpcore.ProtocolError) as e:
+                if _is_tls_failure(e) or attempt >= _ATTEMPTS:
+                    raise self._unreachable(e) from None
+            else:
+                if response.status not in _RETRY_STATUS or attempt >= _ATTEMPTS:
+                    if response.status >= 400:
+                        raise _error(response.status, response.content)
+                    return response.content
+            time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
 
     def send(
         self,
@@ -189,16 +244,20 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def error_from(response: httpx.Response) -> ModelloopError:
     """The modelloop exception a server's error response stands for."""
+    return _error(response.status_code, response.content)
+
+
+def _error(status: int, content: bytes) -> ModelloopError:
     kind, message = "", ""
     try:
-        body = loads(response.content)
+        body = loads(content)
         kind, message = str(body.get("error", "")), str(body.get("message", ""))
     except (ValueError, AttributeError):
         pass
     cls = _EXTRA_KINDS.get(kind) or getattr(errors, kind, None)
     if not (isinstance(cls, type) and issubclass(cls, ModelloopError)):
-        cls = _by_status(response.status_code)
-    text = message or f"the server answered {response.status_code}"
+        cls = _by_status(status)
+    text = message or f"the server answered {status}"
     return cls(text)
 
 

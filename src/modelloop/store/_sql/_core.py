@@ -10,6 +10,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -31,6 +32,12 @@ from modelloop.store._sql._engine import (
 __all__ = ["SqlCore", "check_int", "check_text", "now_ms", "row_is_stale", "run_owner"]
 
 R = TypeVar("R")
+
+#: The store and connection whose transaction every call of that store in this context joins,
+#: set by :meth:`SqlCore._write_joined`.
+_JOINED: ContextVar[tuple[Any, Connection] | None] = ContextVar(
+    "modelloop_joined_transaction", default=None
+)
 
 
 def now_ms() -> int:
@@ -129,7 +136,26 @@ class SqlCore:
     def _write(self, fn: Callable[[Connection], R]) -> R:
         return self._transaction(fn, write=True)
 
+    def _write_joined(self, fn: Callable[[Connection], R]) -> R:
+        """Run ``fn`` in one write transaction that every call of this store made inside it
+        (in this thread or task) joins instead of opening its own: the control-plane server
+        makes a request's change, its audit rows and the record of its idempotency key one
+        commit. An error anywhere rolls the whole back; on contention the whole of ``fn`` is
+        run again, so it must only touch the database (and state it resets itself)."""
+
+        def joined(conn: Connection) -> R:
+            token = _JOINED.set((self, conn))
+            try:
+                return fn(conn)
+            finally:
+                _JOINED.reset(token)
+
+        return self._transaction(joined, write=True)
+
     def _transaction(self, fn: Callable[[Connection], R], *, write: bool) -> R:
+        joined = _JOINED.get()
+        if joined is not None and joined[0] is self:
+            return fn(joined[1])
         if self._serial is None:
             self._prepare()
             return run_transaction(self._engine, fn, write=write)
