@@ -32,7 +32,7 @@ PrometheusOpt = Annotated[
         "server's /metrics, instead of the one modelloop serve records (--since defaults to 1d).",
     ),
 ]
-StepOpt = Annotated[
+PromStepOpt = Annotated[
     float,
     typer.Option(
         "--step",
@@ -56,7 +56,7 @@ def ops_anomalies(
     model: ModelArg,
     since: SinceOpt = None,
     prometheus: PrometheusOpt = None,
-    step: StepOpt = 10.0,
+    step: PromStepOpt = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Spikes, level shifts, variance changes and error bursts in a model's operational history,
@@ -101,7 +101,7 @@ def ops_history(
     model: ModelArg,
     since: SinceOpt = None,
     prometheus: PrometheusOpt = None,
-    step: StepOpt = 10.0,
+    step: PromStepOpt = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
     """The recorded intervals: requests, errors, rejected, latency quantiles, batch size, queue
@@ -126,7 +126,7 @@ QuantileOpt = Annotated[
         help="Upper quantile of the band (the plan provisions for it); the lower is 1 - this.",
     ),
 ]
-StepOpt = Annotated[
+DemandStepOpt = Annotated[
     str | None,
     typer.Option(
         "--step", help="Forecast step (5m, 1h; default 1 h for two weeks of history, else 5 min)."
@@ -152,7 +152,7 @@ def ops_forecast(
     model: ModelArg,
     horizon: HorizonOpt = "2h",
     since: SinceOpt = None,
-    step: StepOpt = None,
+    step: DemandStepOpt = None,
     quantile: QuantileOpt = 0.95,
     as_json: JsonOpt = False,
 ) -> None:
@@ -223,7 +223,7 @@ def ops_plan(
     min_replicas: Annotated[int, typer.Option("--min-replicas")] = 1,
     max_replicas: Annotated[int | None, typer.Option("--max-replicas")] = None,
     since: SinceOpt = None,
-    step: StepOpt = None,
+    step: DemandStepOpt = None,
     quantile: QuantileOpt = 0.95,
     out: Annotated[
         str | None, typer.Option("--out", help="Write plan.json and plan.html (chart) here.")
@@ -316,7 +316,7 @@ def ops_simulate(
     ] = "1m",
     quantile: QuantileOpt = 0.95,
     since: SinceOpt = None,
-    step: StepOpt = None,
+    step: DemandStepOpt = None,
     warmup: Annotated[
         str, typer.Option("--warmup", help="History only, not counted (the forecasts need it).")
     ] = "14d",
