@@ -397,6 +397,26 @@ def _run_processes(
     return results
 
 
+def _probe_ray(address: str | None) -> None:
+    """``ServiceUnavailable`` at once when a ``host:port`` Ray address refuses connections
+    (``ray.init`` would wait minutes for it)."""
+    import socket
+
+    if not address or "://" in address or address == "auto":
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise InvalidInput(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=10):
+            pass
+    except OSError as exc:
+        raise ServiceUnavailable(
+            f"the Ray cluster at {address} did not answer ({exc}); check --ray-address and that "
+            "the head node runs (ray status)"
+        ) from None
+
+
 def _run_ray(
     source: ModelSource,
     todo: list[Part],
@@ -417,6 +437,7 @@ def _run_ray(
 
     started_here = not ray.is_initialized()
     if started_here:
+        _probe_ray(address)
         try:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
