@@ -12,10 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from modelloop import Client, Settings
-from modelloop.exceptions import Conflict, InvalidInput, NotFound, SchemaMismatch, StoreError
-from modelloop.scoring import score_batch
 from scoring_support import (
     FEATURES,
     cli_env,
@@ -27,6 +23,10 @@ from scoring_support import (
     with_bad_rows,
     write_parquet_files,
 )
+
+from modelloop import Client, Settings
+from modelloop.exceptions import Conflict, InvalidInput, NotFound, SchemaMismatch, StoreError
+from modelloop.scoring import score_batch
 
 ROWS = 12_000
 
@@ -76,12 +76,23 @@ def test_one_and_two_processes_give_the_same_complete_output(
     _, client = scoring_home
     folder, frame, bad = inputs
     one = score_batch(
-        "flights@champion", str(folder), str(tmp_path / "one"), part_rows=2_000,
-        batch_rows=700, keep=["id"], client=client,
+        "flights@champion",
+        str(folder),
+        str(tmp_path / "one"),
+        part_rows=2_000,
+        batch_rows=700,
+        keep=["id"],
+        client=client,
     )
     two = score_batch(
-        "flights@champion", str(folder / "*.parquet"), str(tmp_path / "two"), workers=2,
-        part_rows=2_000, batch_rows=700, keep=["id"], client=client,
+        "flights@champion",
+        str(folder / "*.parquet"),
+        str(tmp_path / "two"),
+        workers=2,
+        part_rows=2_000,
+        batch_rows=700,
+        keep=["id"],
+        client=client,
     )
     for s in (one, two):
         assert (s.files, s.parts, s.parts_done, s.parts_skipped) == (3, 6, 6, 0)
@@ -111,7 +122,7 @@ def test_refused_rows_are_listed_with_file_row_and_reason(
     scoring_home: tuple[Path, Client], inputs, tmp_path: Path
 ) -> None:
     _, client = scoring_home
-    folder, frame, bad = inputs
+    folder, _frame, bad = inputs
     summary = score_batch(
         "flights@champion", str(folder), str(tmp_path / "out"), part_rows=2_000, client=client
     )
@@ -136,12 +147,27 @@ def test_a_crash_then_a_rerun_gives_complete_output_without_duplicates(
     folder, _, bad = inputs
     out = tmp_path / "out"
     args = [
-        sys.executable, "-m", "modelloop", "score", "flights@champion", "--data", str(folder),
-        "--out", str(out), "--part-rows", "2000", "--keep", "id", "--json",
+        sys.executable,
+        "-m",
+        "modelloop",
+        "score",
+        "flights@champion",
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        "--part-rows",
+        "2000",
+        "--keep",
+        "id",
+        "--json",
     ]
     crashed = subprocess.run(
-        args, env=cli_env(home, MODELLOOP_FAULT_SCORE_CRASH_AFTER_PARTS="2"),
-        capture_output=True, text=True, timeout=240,
+        args,
+        env=cli_env(home, MODELLOOP_FAULT_SCORE_CRASH_AFTER_PARTS="2"),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert crashed.returncode == 75, crashed.stderr
     assert len(list(out.glob("part-*.parquet"))) == 2
@@ -157,7 +183,11 @@ def test_a_crash_then_a_rerun_gives_complete_output_without_duplicates(
     scored = read_output(out)
     assert sorted(scored["id"]) == sorted(set(range(ROWS)) - set(bad))
     reference = score_batch(
-        "flights@champion", str(folder), str(tmp_path / "ref"), part_rows=2_000, keep=["id"],
+        "flights@champion",
+        str(folder),
+        str(tmp_path / "ref"),
+        part_rows=2_000,
+        keep=["id"],
         client=client,
     )
     assert reference.rows_out == len(scored)
@@ -178,12 +208,19 @@ def test_csv_input_scores_like_parquet(
     text.to_csv(csv_dir / "flights.csv", index=False)
     frame.head(3_000).to_parquet(tmp_path / "same.parquet", index=False)
     from_csv = score_batch(
-        "flights@champion", str(csv_dir / "flights.csv"), str(tmp_path / "out_csv"),
-        batch_rows=1_000, keep=["id"], client=client,
+        "flights@champion",
+        str(csv_dir / "flights.csv"),
+        str(tmp_path / "out_csv"),
+        batch_rows=1_000,
+        keep=["id"],
+        client=client,
     )
-    from_parquet = score_batch(
-        "flights@champion", str(tmp_path / "same.parquet"), str(tmp_path / "out_pq"),
-        keep=["id"], client=client,
+    score_batch(
+        "flights@champion",
+        str(tmp_path / "same.parquet"),
+        str(tmp_path / "out_pq"),
+        keep=["id"],
+        client=client,
     )
     assert from_csv.rows_in == 3_000 and from_csv.rows_rejected == 3  # "far", ids 3 and 1500
     refused = {e["source_row"]: e for e in _rejected(tmp_path / "out_csv")}
@@ -208,15 +245,25 @@ def test_input_on_s3_scores_like_local_input(
     for path in sorted(folder.glob("*.parquet")):
         s3.upload_file(str(path), BUCKET, f"score-in/{path.name}")
     remote = score_batch(
-        "flights@champion", f"s3://{BUCKET}/score-in/", f"s3://{BUCKET}/score-out",
-        part_rows=2_000, keep=["id"], client=client,
+        "flights@champion",
+        f"s3://{BUCKET}/score-in/",
+        f"s3://{BUCKET}/score-out",
+        part_rows=2_000,
+        keep=["id"],
+        client=client,
     )
     local = score_batch(
-        "flights@champion", str(folder), str(tmp_path / "local"), part_rows=2_000,
-        keep=["id"], client=client,
+        "flights@champion",
+        str(folder),
+        str(tmp_path / "local"),
+        part_rows=2_000,
+        keep=["id"],
+        client=client,
     )
     assert (remote.rows_in, remote.rows_out, remote.rows_rejected) == (
-        local.rows_in, local.rows_out, local.rows_rejected,
+        local.rows_in,
+        local.rows_out,
+        local.rows_rejected,
     )
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="score-out/")["Contents"]]
     assert sum(k.startswith("score-out/part-") for k in keys) == 6
@@ -233,8 +280,12 @@ def test_input_on_s3_scores_like_local_input(
     pd.testing.assert_frame_equal(a.drop(columns="source_file"), b.drop(columns="source_file"))
     # a rerun finds every part done
     again = score_batch(
-        "flights@champion", f"s3://{BUCKET}/score-in/", f"s3://{BUCKET}/score-out",
-        part_rows=2_000, keep=["id"], client=client,
+        "flights@champion",
+        f"s3://{BUCKET}/score-in/",
+        f"s3://{BUCKET}/score-out",
+        part_rows=2_000,
+        keep=["id"],
+        client=client,
     )
     assert (again.parts_done, again.parts_skipped, again.total_rows_out) == (0, 6, local.rows_out)
 
@@ -245,7 +296,7 @@ def test_the_onnx_form_predicts_when_the_version_has_one(
     pytest.importorskip("skl2onnx")
     pytest.importorskip("onnxruntime")
     _, client = scoring_home
-    folder, frame, _ = inputs
+    folder, _frame, _ = inputs
     register_numeric_model(client)
     before = score_batch("numeric@champion", str(folder), str(tmp_path / "sk"), client=client)
     assert before.form == "skops"
@@ -264,8 +315,9 @@ def test_the_onnx_form_predicts_when_the_version_has_one(
     assert (a["prediction"] == b["prediction"]).mean() > 0.999
     # a rerun into the same folder with the other form is refused, not mixed
     with pytest.raises(Conflict, match="form"):
-        score_batch("numeric@champion", str(folder), str(tmp_path / "onnx"), onnx=False,
-                    client=client)
+        score_batch(
+            "numeric@champion", str(folder), str(tmp_path / "onnx"), onnx=False, client=client
+        )
 
 
 def test_errors_name_what_is_wrong(
@@ -276,7 +328,7 @@ def test_errors_name_what_is_wrong(
     out = str(tmp_path / "out")
     with pytest.raises(NotFound, match="nosuch"):
         score_batch("nosuch@champion", str(folder), out, client=client)
-    with pytest.raises(NotFound, match="flights.*staging|staging"):
+    with pytest.raises(NotFound, match="staging"):
         score_batch("flights@staging", str(folder), out, client=client)
     with pytest.raises(NotFound, match="no input files match"):
         score_batch("flights@champion", str(tmp_path / "nothing-*.parquet"), out, client=client)
@@ -318,16 +370,44 @@ def test_cli_prints_a_summary_and_exit_codes(
     folder, _, _ = inputs
     out = tmp_path / "out"
     ok = subprocess.run(
-        [sys.executable, "-m", "modelloop", "score", "flights@champion", "--data", str(folder),
-         "--out", str(out), "--workers", "2", "--part-rows", "4000"],
-        env=cli_env(home), capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "modelloop",
+            "score",
+            "flights@champion",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--part-rows",
+            "4000",
+        ],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert ok.returncode == 0, ok.stderr
     assert f"scored {ROWS:,} rows with flights/1" in ok.stdout
     assert "3 refused" in ok.stdout and "_rejected" in ok.stdout
     missing = subprocess.run(
-        [sys.executable, "-m", "modelloop", "score", "nosuch@champion", "--data", str(folder),
-         "--out", str(out)],
-        env=cli_env(home), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "modelloop",
+            "score",
+            "nosuch@champion",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+        ],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert missing.returncode == 3 and "nosuch" in missing.stderr

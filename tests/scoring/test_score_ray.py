@@ -3,6 +3,7 @@ executor gives, and a Ray address that does not answer is named."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,11 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from modelloop import Client, Settings
-from modelloop.exceptions import ServiceUnavailable
-from modelloop.scoring import score_batch
-from s3_support import free_port
 from scoring_support import (
     SRC,
     flights_frame,
@@ -29,6 +25,11 @@ from scoring_support import (
     with_bad_rows,
     write_parquet_files,
 )
+
+from modelloop import Client, Settings
+from modelloop.exceptions import ServiceUnavailable
+from modelloop.scoring import score_batch
+from s3_support import free_port
 
 pytest.importorskip("ray")
 
@@ -48,11 +49,21 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = open(temp / "head.log", "wb")  # noqa: SIM115 - closed in the finalizer
     proc = subprocess.Popen(
         [
-            str(ray_cli), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-            f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-            f"--temp-dir={temp}", "--disable-usage-stats",
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
         ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -78,10 +89,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 continue
         # the group may outlive its leader for a moment: make sure none of it is left
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         log.close()
 
 
@@ -108,12 +117,24 @@ def test_ray_and_local_executors_give_identical_outputs(
 ) -> None:
     client, folder = ray_home
     on_ray = score_batch(
-        "flights@champion", str(folder), str(tmp_path / "ray"), executor="ray", workers=2,
-        ray_address=ray_head, part_rows=2_000, keep=["id"], client=client,
+        "flights@champion",
+        str(folder),
+        str(tmp_path / "ray"),
+        executor="ray",
+        workers=2,
+        ray_address=ray_head,
+        part_rows=2_000,
+        keep=["id"],
+        client=client,
     )
     local = score_batch(
-        "flights@champion", str(folder), str(tmp_path / "local"), workers=2, part_rows=2_000,
-        keep=["id"], client=client,
+        "flights@champion",
+        str(folder),
+        str(tmp_path / "local"),
+        workers=2,
+        part_rows=2_000,
+        keep=["id"],
+        client=client,
     )
     assert (on_ray.executor, on_ray.workers, on_ray.parts_done) == ("ray", 2, 4)
     assert (on_ray.rows_in, on_ray.rows_out, on_ray.rows_rejected) == (8_000, 7_997, 3)
@@ -127,8 +148,15 @@ def test_ray_and_local_executors_give_identical_outputs(
     assert refused["ray"] == refused["local"]
     # a rerun on Ray finds every part done
     again = score_batch(
-        "flights@champion", str(folder), str(tmp_path / "ray"), executor="ray", workers=2,
-        ray_address=ray_head, part_rows=2_000, keep=["id"], client=client,
+        "flights@champion",
+        str(folder),
+        str(tmp_path / "ray"),
+        executor="ray",
+        workers=2,
+        ray_address=ray_head,
+        part_rows=2_000,
+        keep=["id"],
+        client=client,
     )
     assert (again.parts_done, again.parts_skipped, again.total_rows_out) == (0, 4, 7_997)
 
@@ -140,6 +168,10 @@ def test_a_ray_address_that_does_not_answer_is_named(
     address = f"127.0.0.1:{free_port()}"
     with pytest.raises(ServiceUnavailable, match=f"Ray cluster at {address}"):
         score_batch(
-            "flights@champion", str(folder), str(tmp_path / "o"), executor="ray",
-            ray_address=address, client=client,
+            "flights@champion",
+            str(folder),
+            str(tmp_path / "o"),
+            executor="ray",
+            ray_address=address,
+            client=client,
         )

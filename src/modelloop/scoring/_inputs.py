@@ -120,8 +120,7 @@ def find_inputs(data: str, storage_options: dict[str, Any] | None = None) -> lis
         )
     if unknown:
         raise InvalidInput(
-            f"{data} matches files that are neither Parquet nor CSV: {unknown[:5]}; narrow the "
-            "glob"
+            f"{data} matches files that are neither Parquet nor CSV: {unknown[:5]}; narrow the glob"
         )
     return out
 
@@ -131,9 +130,7 @@ def _key(file: InputFile, first: int) -> str:
     return f"{digest}-{first:06d}"
 
 
-def plan_parts(
-    fs: Any, files: list[InputFile], columns: list[str], part_rows: int
-) -> list[Part]:
+def plan_parts(fs: Any, files: list[InputFile], columns: list[str], part_rows: int) -> list[Part]:
     """The parts of ``files``; ``SchemaMismatch`` naming every file and column missing (all at
     once), ``InvalidInput`` naming a file that cannot be read."""
     import pyarrow.parquet as pq
@@ -156,8 +153,10 @@ def plan_parts(
         except (OSError, ValueError) as exc:
             import pyarrow as pa
 
-            if isinstance(exc, pa.ArrowInvalid | ValueError | pa.ArrowException):
-                raise InvalidInput(f"cannot read {f.path}: not a readable {f.kind} file ({exc})")
+            if isinstance(exc, ValueError | pa.ArrowException):
+                raise InvalidInput(
+                    f"cannot read {f.path}: not a readable {f.kind} file ({exc})"
+                ) from None
             raise InvalidInput(f"cannot read {f.path}: {exc}") from exc
         missing = [c for c in columns if c not in names]
         if missing:
@@ -176,7 +175,9 @@ def plan_parts(
         if group or not parts or parts[-1].file != f:
             parts.append(Part(_key(f, group[0] if group else 0), f, tuple(group), start, rows))
     if problems:
-        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        shown = problems[:20] + (
+            [f"... and {len(problems) - 20} more"] if len(problems) > 20 else []
+        )
         raise SchemaMismatch(
             "input does not hold the model's columns: " + "; ".join(shown),
             column=None,

@@ -4,6 +4,7 @@ yet with the chosen executor, and total the outcome."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -90,8 +91,10 @@ def _model_source(client: Client, model: str, onnx: bool | None) -> tuple[ModelS
         try:
             predictor = load_registered_onnx(client, mv, signature)
         except ImportError:
-            notes.append("the version has an ONNX form but onnxruntime is not installed "
-                         "(pip install 'modelloop[onnx]'): scikit-learn predicts")
+            notes.append(
+                "the version has an ONNX form but onnxruntime is not installed "
+                "(pip install 'modelloop[onnx]'): scikit-learn predicts"
+            )
             predictor = None
         if predictor is not None:
             meta = json.loads(client.artifacts.read_bytes(mv.tags[ONNX_TAG]))
@@ -188,8 +191,12 @@ def score_batch(
     source, notes = _model_source(client, model, onnx)
     runner_sig = Runner.signature_of(source)
     keep = list(dict.fromkeys(keep))
-    clash = [c for c in keep if c in ("source_file", "source_row", "model_version", "prediction")
-             or c.startswith("proba_")]
+    clash = [
+        c
+        for c in keep
+        if c in ("source_file", "source_row", "model_version", "prediction")
+        or c.startswith("proba_")
+    ]
     if clash:
         raise InvalidInput(f"--keep columns {clash} have the names of output columns")
     files = find_inputs(data, storage_options)
@@ -214,16 +221,14 @@ def score_batch(
         else:
             differ = sorted(k for k in manifest if existing.get(k) != manifest[k])
             if differ:
-                shown = ", ".join(f"{k}: {existing.get(k)!r} there, {manifest[k]!r} now"
-                                  for k in differ)
+                shown = ", ".join(
+                    f"{k}: {existing.get(k)!r} there, {manifest[k]!r} now" for k in differ
+                )
                 raise Conflict(
                     f"{out} holds the output of another scoring job ({shown}); use a new --out, "
                     "or remove that folder to start over"
                 )
-        done = {
-            p.rsplit("/", 1)[-1]
-            for p in out_fs.glob(f"{out_path}/part-*.parquet")
-        }
+        done = {p.rsplit("/", 1)[-1] for p in out_fs.glob(f"{out_path}/part-*.parquet")}
     except ModelloopError:
         raise
     except FileNotFoundError as exc:
@@ -242,13 +247,24 @@ def score_batch(
     results: list[PartResult] = []
     if todo:
         if executor == "ray":
-            results = _run_ray(source, todo, data, out, storage_options, batch_rows, keep,
-                               workers, ray_address, on_rows)
+            results = _run_ray(
+                source,
+                todo,
+                data,
+                out,
+                storage_options,
+                batch_rows,
+                keep,
+                workers,
+                ray_address,
+                on_rows,
+            )
         elif workers == 1:
             results = _run_inline(source, todo, in_fs, out_fs, out_path, batch_rows, keep, on_rows)
         else:
-            results = _run_processes(source, todo, data, out, storage_options, batch_rows, keep,
-                                     workers, on_rows)
+            results = _run_processes(
+                source, todo, data, out, storage_options, batch_rows, keep, workers, on_rows
+            )
 
     total_in = sum(r.rows_in for r in results)
     total_out = sum(r.rows_out for r in results)
@@ -308,8 +324,16 @@ def _run_inline(
 ) -> list[PartResult]:
     runner = Runner(source)
     return [
-        score_part(runner, p, in_fs=in_fs, out_fs=out_fs, out_path=out_path,
-                   batch_rows=batch_rows, keep=keep, on_rows=on_rows)
+        score_part(
+            runner,
+            p,
+            in_fs=in_fs,
+            out_fs=out_fs,
+            out_path=out_path,
+            batch_rows=batch_rows,
+            keep=keep,
+            on_rows=on_rows,
+        )
         for p in todo
     ]
 
@@ -317,8 +341,14 @@ def _run_inline(
 class _Worker:
     """One worker's model and file systems, loaded once and used for every part it gets."""
 
-    def __init__(self, source: ModelSource, data: str, out: str,
-                 storage_options: dict[str, Any] | None, threads: int | None) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        data: str,
+        out: str,
+        storage_options: dict[str, Any] | None,
+        threads: int | None,
+    ) -> None:
         if threads:
             try:
                 from threadpoolctl import threadpool_limits
@@ -332,8 +362,15 @@ class _Worker:
         self.out_path = path.rstrip("/")
 
     def score(self, part: Part, batch_rows: int, keep: list[str]) -> PartResult:
-        return score_part(self.runner, part, in_fs=self.in_fs, out_fs=self.out_fs,
-                          out_path=self.out_path, batch_rows=batch_rows, keep=keep)
+        return score_part(
+            self.runner,
+            part,
+            in_fs=self.in_fs,
+            out_fs=self.out_fs,
+            out_path=self.out_path,
+            batch_rows=batch_rows,
+            keep=keep,
+        )
 
 
 _WORKER: _Worker | None = None
@@ -406,7 +443,9 @@ def _probe_ray(address: str | None) -> None:
         return
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise InvalidInput(f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}")
+        raise InvalidInput(
+            f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
+        )
     try:
         with socket.create_connection((host or "127.0.0.1", int(port)), timeout=10):
             pass
@@ -439,7 +478,7 @@ def _run_ray(
     if started_here:
         _probe_ray(address)
         try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"at {address}" if address else "(RAY_ADDRESS, or a new local one)"
             raise ServiceUnavailable(
@@ -456,9 +495,7 @@ def _run_ray(
         pool = ActorPool(actors)
         results: list[PartResult] = []
         try:
-            for r in pool.map_unordered(
-                lambda a, p: a.score.remote(p, batch_rows, keep), todo
-            ):
+            for r in pool.map_unordered(lambda a, p: a.score.remote(p, batch_rows, keep), todo):
                 results.append(r)
                 if on_rows is not None:
                     on_rows(r.rows_in)
@@ -476,7 +513,7 @@ def _run_ray(
                 "kept: run the same command again to score the rest"
             ) from None
         for a in actors:
-            ray.kill(a)
+            ray.kill(a)  # type: ignore[arg-type]
         return results
     finally:
         if started_here:

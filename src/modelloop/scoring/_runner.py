@@ -3,6 +3,7 @@ batches, validate each batch, predict, and write the part's output whole or not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -121,7 +122,9 @@ class Runner:
             self.model, "predict_proba"
         )
         self.from_proba = self.has_proba and labels_from_proba(self.model)
-        self.model_classes = np.asarray(final_step(self.model).classes_) if self.from_proba else None
+        self.model_classes = (
+            np.asarray(final_step(self.model).classes_) if self.from_proba else None
+        )
 
     @staticmethod
     def signature_of(source: ModelSource) -> Signature:
@@ -265,10 +268,8 @@ class _Target:
 
     def abort(self) -> None:
         if self.local:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
-            except FileNotFoundError:
-                pass
 
 
 def _is_local(fs: Any) -> bool:
@@ -397,10 +398,8 @@ def score_part(
         _parts_done += 1
     except BaseException as exc:
         if writer is not None:
-            try:
+            with contextlib.suppress(Exception):
                 writer.close()
-            except Exception:
-                pass
         target.abort()
         if isinstance(exc, ModelloopError | KeyboardInterrupt):
             raise

@@ -70,9 +70,7 @@ def _suspects(s: pd.Series, spec: ColumnSpec) -> np.ndarray:
     return out
 
 
-def _check_column(
-    s: pd.Series, spec: ColumnSpec, out: dict[int, tuple[str, str]]
-) -> None:
+def _check_column(s: pd.Series, spec: ColumnSpec, out: dict[int, tuple[str, str]]) -> None:
     """Record every row of ``s`` (positions) the column refuses."""
     try:
         _cast(s, spec)
@@ -131,7 +129,9 @@ def split_valid(
     return validated, keep, bad
 
 
-def csv_columns(table: Any, signature: Signature) -> tuple[pd.DataFrame, dict[int, tuple[str, str]]]:
+def csv_columns(
+    table: Any, signature: Signature
+) -> tuple[pd.DataFrame, dict[int, tuple[str, str]]]:
     """A CSV batch read as text, converted to what its columns hold (numbers, booleans), and
     the rows whose text is not such a value. Text columns and datetimes stay text: the
     signature's own check reads them."""
@@ -150,8 +150,11 @@ def csv_columns(table: Any, signature: Signature) -> tuple[pd.DataFrame, dict[in
             wrong &= ~s.str.strip().str.lower().isin(("nan", "")).fillna(False).to_numpy()
             for i in np.flatnonzero(wrong):
                 bad.setdefault(
-                    int(i), (spec.name, f"column {spec.name!r}: expected a number ({dtype}), "
-                             f"got {s.iloc[i]!r}")
+                    int(i),
+                    (
+                        spec.name,
+                        f"column {spec.name!r}: expected a number ({dtype}), got {s.iloc[i]!r}",
+                    ),
                 )
             frame[spec.name] = num
         elif dtype in ("bool", "boolean"):
@@ -160,8 +163,8 @@ def csv_columns(table: Any, signature: Signature) -> tuple[pd.DataFrame, dict[in
             wrong = mapped.isna().to_numpy() & s.notna().to_numpy()
             for i in np.flatnonzero(wrong):
                 bad.setdefault(
-                    int(i), (spec.name, f"column {spec.name!r}: expected a boolean, got "
-                             f"{s.iloc[i]!r}")
+                    int(i),
+                    (spec.name, f"column {spec.name!r}: expected a boolean, got {s.iloc[i]!r}"),
                 )
             frame[spec.name] = mapped.astype(object).where(mapped.notna(), None)
     return frame, bad
