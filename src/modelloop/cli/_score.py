@@ -71,6 +71,7 @@ def score_command(
     """Score files with a registered model: streamed in batches, validated against its
     signature (refused rows listed with their row numbers under OUT/_rejected), written as
     Parquet with the model version and a row id (source_file, source_row); restartable."""
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -125,7 +126,7 @@ def score_command(
         print_json(summary.to_dict())
         return
     for note in summary.notes:
-        err_console.print(f"[dim]note:[/] {note}", highlight=False)
+        err_console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
     console.print(
         f"scored {summary.rows_in:,} rows with {summary.model}/{summary.version} "
         f"({summary.form}, {summary.executor} x{summary.workers}) in {summary.seconds:.1f} s "
@@ -135,6 +136,7 @@ def score_command(
         f"(of {summary.parts})\n"
         f"  output   {summary.out} ({summary.total_rows_out:,} rows in all)",
         highlight=False,
+        markup=False,
     )
     if summary.total_rows_rejected:
         cols = ", ".join(f"{c}: {n}" for c, n in sorted(summary.rejected_by_column.items()))
@@ -142,4 +144,5 @@ def score_command(
             f"  refused  {summary.total_rows_rejected:,} rows, listed with their row numbers "
             f"in {summary.rejected_path}" + (f" ({cols})" if cols else ""),
             highlight=False,
+            markup=False,
         )

@@ -278,6 +278,50 @@ def _is_local(fs: Any) -> bool:
 
 
 _parts_done = 0
+_END = object()
+
+
+def _ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items``, made by a thread that keeps up to ``depth`` of them ready: the next batch is
+    read and validated while this one is predicted (which releases the GIL)."""
+    import queue
+    import threading
+
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:
+            put((_END, exc))
+            return
+        put((_END, None))
+
+    thread = threading.Thread(target=produce, name="modelloop-score-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = ready.get()
+            if item is _END:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=30)
 
 
 def score_part(
@@ -312,13 +356,17 @@ def score_part(
     row = part.first_row
     try:
         with target.open() as sink:
-            for table in _batches(in_fs, part, columns, batch_rows, sig_cols):
-                n = table.num_rows
+
+            def prepare(table: pa.Table) -> tuple[pa.Table, Any, Any, dict[int, Any]]:
                 if part.file.kind == "csv":
                     frame, pre_bad = csv_columns(table, runner.signature)
                 else:
                     frame, pre_bad = table.to_pandas(), {}
-                validated, mask, bad = split_valid(frame, runner.signature, pre_bad)
+                return (table, *split_valid(frame, runner.signature, pre_bad))
+
+            batches = _batches(in_fs, part, columns, batch_rows, sig_cols)
+            for table, validated, mask, bad in _ahead(map(prepare, batches)):
+                n = table.num_rows
                 labels, proba = runner.predict(validated)
                 if schema is None:
                     keep_types = {c: table.schema.field(c).type for c in keep}
