@@ -201,10 +201,14 @@ def score_batch(
         raise InvalidInput(f"--keep columns {clash} have the names of output columns")
     files = find_inputs(data, storage_options)
     in_fs, _ = open_fs(data, storage_options)
-    parts = plan_parts(in_fs, files, list(dict.fromkeys([*runner_sig.columns, *keep])), part_rows)
-
     out_fs, out_path = open_fs(out, storage_options)
     out_path = out_path.rstrip("/")
+    if type(in_fs) is type(out_fs):  # the output of an earlier run is not input
+        files = [f for f in files if not f.fs_path.startswith(f"{out_path}/")]
+        if not files:
+            raise NotFound(f"no input files match {data} outside the output folder {out}")
+    parts = plan_parts(in_fs, files, list(dict.fromkeys([*runner_sig.columns, *keep])), part_rows)
+
     manifest = {
         "format": 1,
         "model": source.name,

@@ -245,31 +245,39 @@ def rejected_name(key: str) -> str:
 
 
 class _Target:
-    """A file that appears at its final name whole: a local file is written under a temporary
-    name and renamed; an object store makes an object visible only once its upload completes."""
+    """A file that appears at its final name whole, or not at all: a local file is written under
+    a temporary name beside it and renamed; an object is written to a local temporary file and
+    uploaded when whole (an object store shows an object only once its upload completes, and
+    nothing is uploaded for a part that failed half way)."""
 
     def __init__(self, fs: Any, path: str) -> None:
         self.fs, self.path = fs, path
         self.local = _is_local(fs)
-        self.tmp = (
-            f"{path.rsplit('/', 1)[0]}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
-            if self.local
-            else path
-        )
+        if self.local:
+            folder, name = path.rsplit("/", 1)
+            self.tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        else:
+            fd, self.tmp = tempfile.mkstemp(prefix="modelloop-score-", suffix=".tmp")
+            os.close(fd)
 
     def open(self) -> Any:
         if self.local:
             self.fs.makedirs(self.path.rsplit("/", 1)[0], exist_ok=True)
-        return self.fs.open(self.tmp, "wb")
+        return open(self.tmp, "wb")
 
     def commit(self) -> None:
         if self.local:
             os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self.local:
+            return
+        try:
+            self.fs.put_file(self.tmp, self.path)
+        finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.tmp)
+
+    def abort(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp)
 
 
 def _is_local(fs: Any) -> bool:
