@@ -315,7 +315,7 @@ def _s3_run(root: Path, env: dict[str, str], common: list[str], paths: list[Path
                 time.sleep(0.3)
         for p in paths:
             s3.upload_file(str(p), "scale", f"in/{p.name}")
-        args = [*common[:2], "--data", "s3://scale/in/", *common[4:]]
+        args = [common[0], "--data", "s3://scale/in/", *common[3:]]
         summary, secs, _ = _score(s3_env, [*args, "--out", str(root / "o4")])
         return {"s3_local_rows_per_s": round(summary["rows_in"] / secs)}
     finally:

@@ -516,8 +516,9 @@ def _run_ray(
                 f"a Ray scoring worker died: {exc}; {len(results)} parts were finished and are "
                 "kept: run the same command again to score the rest"
             ) from None
-        for a in actors:
-            ray.kill(a)  # type: ignore[arg-type]
+        finally:
+            for a in actors:
+                ray.kill(a)  # type: ignore[arg-type]
         return results
     finally:
         if started_here:
