@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--row-group-rows", type=int, default=131_072)
-    parser.add_argument("--batch-rows", type=int, default=65_536)
+    parser.add_argument("--batch-rows", type=int, default=262_144)
     parser.add_argument("--part-rows", type=int, default=1_000_000)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
     parser.add_argument("--s3", action="store_true", help="also read the input from moto S3")

@@ -44,7 +44,7 @@ def score_command(
     ] = None,
     batch_rows: Annotated[
         int, typer.Option("--batch-rows", min=1, help="Rows read, validated and predicted at once.")
-    ] = 65_536,
+    ] = 262_144,
     part_rows: Annotated[
         int,
         typer.Option(

@@ -150,7 +150,7 @@ def score_batch(
     executor: Executor = "local",
     workers: int = 1,
     ray_address: str | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int = 262_144,
     part_rows: int = 1_000_000,
     keep: Sequence[str] = (),
     onnx: bool | None = None,
