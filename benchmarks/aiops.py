@@ -130,7 +130,7 @@ def _delays(tmp: Path) -> list[float]:
 
 def _forecast_figures(origins: int) -> dict[str, Any]:
     from modelloop.aiops import flights_demand, forecast_demand
-    from modelloop.aiops._forecast import MODELS, _fit_predict
+    from modelloop.aiops._forecast import MODELS, _fit_predict, train_points
 
     demand = flights_demand()
     y = demand.to_numpy()
@@ -147,7 +147,8 @@ def _forecast_figures(origins: int) -> dict[str, Any]:
         chosen[fc.model] = chosen.get(fc.model, 0) + 1
         errs["chosen"] += list(np.abs(y[o : o + h] - fc.frame["mean"].to_numpy()))
         for name in MODELS:
-            pred = _fit_predict(name, y[o - 3 * weekly : o], h, daily, weekly)
+            start = o - train_points(name, weekly, 3, weekly)
+            pred = _fit_predict(name, y[start:o], h, daily, weekly)
             errs[name] += list(np.abs(y[o : o + h] - np.maximum(pred, 0)))
     mae = {k: float(np.mean(v)) for k, v in errs.items()}
     return {

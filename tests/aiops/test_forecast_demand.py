@@ -25,14 +25,14 @@ def test_forecast_picks_a_model_no_worse_than_the_best_seasonal_naive() -> None:
     series = _seasonal(days=36)  # ends on a Monday: the backtest sees Sunday -> Monday
     fc = forecast_demand(series, "2h", quantile=0.9)
     assert set(fc.backtest) == {
-        "seasonal_naive_weekly", "seasonal_naive_daily", "ets", "theta", "mstl",
+        "seasonal_naive_weekly", "seasonal_naive_daily", "ets", "theta", "mstl", "arimax",
     }  # fmt: skip
     # weekends are half the weekdays: the weekly naive is the floor, the daily one is worse
     assert fc.baseline == "seasonal_naive_weekly"
     assert fc.backtest["seasonal_naive_weekly"]["mase"] == 1.0
     assert fc.backtest["seasonal_naive_daily"]["mase"] > 1.0
     # the pattern repeats under noise: a model that averages the seasons beats copying a week
-    assert fc.model in ("mstl", "theta")
+    assert fc.model in ("mstl", "theta", "arimax")
     assert fc.mase < 1.0
     assert fc.mase == min(row["mase"] for row in fc.backtest.values())
     # two hourly steps right after the series, a band around the mean, nothing negative
@@ -102,3 +102,23 @@ def test_demand_from_history_rates_and_gaps() -> None:
     holed = frame[(frame.index < 360) | (frame.index >= 720)]  # the second hour not recorded
     with pytest.raises(InvalidInput, match="gaps: 1 steps of 3600 s without any recorded"):
         demand_from_history(holed, step_s=3600)
+
+
+def test_arimax_follows_a_week_that_differs_from_the_last() -> None:
+    # a schedule that repeats week to week (no noise) until, two days before the end, every hour
+    # gets 20 % more traffic: the weekly naive keeps copying the old week, the regression on the
+    # seasonal values (with AR errors) carries the new level into the next hours
+    series = _seasonal(days=40, noise=0.0)
+    series.iloc[-48:] *= 1.2
+    truth = float(series.iloc[-2:].mean())
+    fc = forecast_demand(series.iloc[:-2], "2h", models=["seasonal_naive_weekly", "arimax"])
+    arimax_error = abs(float(fc.frame["mean"].mean()) - truth)
+    naive = float(series.iloc[-2 - 168 : -168].mean())
+    assert arimax_error < 0.5 * abs(naive - truth)
+    assert fc.backtest["arimax"]["mase"] < 1.0
+
+
+def test_arimax_drops_out_with_a_note_when_the_series_is_short() -> None:
+    fc = forecast_demand(_seasonal(days=25), "2h")
+    assert "arimax" not in fc.backtest
+    assert any(note.startswith("arimax left out") for note in fc.notes)
