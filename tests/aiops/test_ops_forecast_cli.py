@@ -4,6 +4,7 @@ with their exit codes."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -103,3 +104,48 @@ def test_errors_have_exit_codes(home: Path) -> None:
     assert "too short for the daily season" in short.stderr
     bad = _run(home, "plan", "m", "--capacity", "0")
     assert bad.returncode == 2 and "--capacity must be a positive" in bad.stderr
+
+
+def test_plan_writes_manifests_whose_cron_triggers_follow_the_schedule(
+    home: Path, tmp_path: Path
+) -> None:
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from deploy.k8s_support import keda_replicas, validate_any
+    from modelloop import Client, Settings
+
+    X = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7})
+    client = Client(Settings(home=home))
+    try:
+        with client.start_run("m") as run:
+            run.log_model(LogisticRegression().fit(X, X["a"] > 20), "model", input_example=X)
+        client.set_alias("m", "champion", client.register_model(run.run_id, "m").version)
+    finally:
+        client.close()
+    out = _run(
+        home, "plan", "m", "--capacity", "10", "--horizon", "16h",
+        "--manifests", str(tmp_path / "k8s"), "--json",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    docs = [yaml.safe_load(Path(p).read_text()) for p in plan["manifests"]]
+    for doc in docs:
+        validate_any(doc)
+    deployment, scaled = docs[0], docs[-1]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "m@champion" in args
+    # memory sized from the RSS of the history (2.5e8 bytes x 1.25 as request)
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["memory"] == f"{int(-(-2.5e8 * 1.25 // 2**20))}Mi"
+    # at each planned step's middle, KEDA's cron triggers ask for exactly the planned replicas
+    steps = plan["schedule"]
+    assert len(steps) >= 2 and max(s["replicas"] for s in steps) > plan["min_replicas"]
+    for step, after in itertools.pairwise(steps):
+        start, end = (pd.Timestamp(s["start"]).to_pydatetime() for s in (step, after))
+        assert keda_replicas(scaled, start + (end - start) / 2) == step["replicas"]
+    # an alias the store does not have: a clear error, exit 3, nothing written
+    bad = _run(home, "plan", "m", "--capacity", "10", "--alias", "nope",
+               "--manifests", str(tmp_path / "none"))  # fmt: skip
+    assert bad.returncode == 3 and "nope" in bad.stderr
+    assert not (tmp_path / "none").exists()

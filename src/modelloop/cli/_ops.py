@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -228,6 +229,20 @@ def ops_plan(
     out: Annotated[
         str | None, typer.Option("--out", help="Write plan.json and plan.html (chart) here.")
     ] = None,
+    manifests: Annotated[
+        str | None,
+        typer.Option(
+            "--manifests",
+            help="Also write Kubernetes manifests serving MODEL@ALIAS here (as modelloop deploy "
+            "k8s does), with the plan's steps as KEDA cron triggers.",
+        ),
+    ] = None,
+    alias: Annotated[
+        str, typer.Option("--alias", help="With --manifests: the alias the pods serve.")
+    ] = "champion",
+    image: Annotated[
+        str | None, typer.Option("--image", help="With --manifests: the container image.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replicas ahead of time: the forecast's upper quantile over one replica's capacity at
@@ -267,6 +282,8 @@ def ops_plan(
         rss_bytes_per_replica=None if rss_max is None or math.isnan(rss_max) else rss_max,
     )
     doc = {"model_name": model, **plan.to_dict()}
+    if manifests:
+        doc["manifests"] = _plan_manifests(model, alias, image, plan, Path(manifests))
     if out:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
@@ -294,6 +311,35 @@ def ops_plan(
     console.print(table)
     if out:
         console.print(f"wrote {escape(str(Path(out) / 'plan.json'))} and plan.html")
+    if manifests:
+        console.print(f"wrote {len(doc['manifests'])} manifests to {escape(manifests)}")
+
+
+def _plan_manifests(model: str, alias: str, image: str | None, plan: Any, out: Path) -> list[str]:
+    """The manifests of ``modelloop deploy k8s MODEL@ALIAS`` with ``plan``'s schedule as the
+    ScaledObject's cron triggers; the paths written."""
+    from modelloop.cli._output import cli_client, require_extra
+    from modelloop.deploy import DEFAULT_IMAGE, ReplicaStep, kubernetes_manifests, write_manifests
+    from modelloop.registry._uri import parse_model_spec
+
+    require_extra("deploy", "yaml")
+    ref = f"{model}@{alias}"
+    cli_client(writes=False).resolve(parse_model_spec(ref))  # NotFound (exit 3) when unknown
+    steps = [ReplicaStep(s.start, s.replicas) for s in plan.schedule]
+    top = max([plan.min_replicas, *(s.replicas for s in steps)])
+    rss = plan.rss_bytes_per_replica
+    written = write_manifests(
+        kubernetes_manifests(
+            ref,
+            image=image or DEFAULT_IMAGE,
+            min_replicas=plan.min_replicas,
+            max_replicas=plan.max_replicas or top,
+            rss_bytes=None if rss is None else int(rss),
+            schedule=steps,
+        ),
+        out,
+    )
+    return [str(p) for p in written]
 
 
 @ops_app.command("simulate")
