@@ -175,14 +175,38 @@ class PredictionLog:
         window on a shared root; otherwise the log itself)."""
         if isinstance(window, str):
             window = parse_window(window)
-        if self.shared is None or isinstance(window, LastRows):
+        if self.shared is None:
             return self
+        if isinstance(window, LastRows):
+            narrowed = PredictionLog(self.path, shared=self.shared, model=self.model)
+            narrowed._only = self._newest(window.n)
+            return narrowed
         rng = window.resolve(now)
         narrowed = PredictionLog(self.path, shared=self.shared, model=self.model)
         narrowed._only = self._list(
             _ns(rng.start) if rng.start else None, _ns(rng.end) if rng.end else None
         )
         return narrowed
+
+    def _newest(self, n: int) -> list[Any]:
+        """The segments of the newest hours that together hold at least ``n`` rows (every row
+        of an hour partition is newer than every row of the hours before it)."""
+        import pyarrow.parquet as pq
+
+        files = self._list()
+        hours: dict[str, list[Any]] = {}
+        for f in files:
+            hours.setdefault(str(f).rsplit("/", 1)[0], []).append(f)
+        taken: list[Any] = []
+        rows = 0
+        for hour in sorted(hours, reverse=True):
+            for f in hours[hour]:
+                with self._source(f) as fh:
+                    rows += pq.ParquetFile(fh).metadata.num_rows
+            taken[:0] = hours[hour]
+            if rows >= n:
+                break
+        return taken
 
     def _list(self, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Any]:
         assert self.shared is not None and self.model is not None
@@ -280,7 +304,7 @@ class PredictionLog:
 
         if isinstance(window, str):
             window = parse_window(window)
-        if self.shared is not None and self._only is None and not isinstance(window, LastRows):
+        if self.shared is not None and self._only is None:
             yield from self.within(window, now).batches(
                 window,
                 columns,
