@@ -249,14 +249,23 @@ def _parquet_bytes(table: Any) -> bytes:
     return buf.getvalue()
 
 
-def _pid_alive(pid: int) -> bool:
+def _hold(lock_path: Path) -> Any:
+    """An open file holding an exclusive lock on ``lock_path`` for as long as it stays open,
+    or None when another process holds it. The lock dies with its process, whatever pid the
+    next process gets (pid 1 in every container). Without fcntl (Windows): a file handle,
+    never contended."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "a+b")  # noqa: SIM115 - kept open on purpose
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return True
-    return True
+        fh.close()
+        return None
+    return fh
 
 
 class SegmentSink:
@@ -299,6 +308,7 @@ class SegmentSink:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._adopted: list[Path] = []
         self._adopt()
 
     # -- state -------------------------------------------------------------------------------
@@ -402,27 +412,32 @@ class SegmentSink:
     # -- the spool ---------------------------------------------------------------------------
 
     def _adopt(self) -> None:
-        """Queue the spooled segments of replicas on this host that are no longer running
-        (a restart after an outage), so that their rows still arrive."""
-        if not self.spool_root.is_dir():
-            return
+        """Queue the spooled segments of replicas that no longer run with this home (a
+        restart after an outage), so that their rows still arrive. Each replica holds a lock
+        on its spool folder while it runs; a folder whose lock can be taken is orphaned."""
+        self._lockfile = _hold(self.spool / ".lock")
         for folder in sorted(self.spool_root.iterdir()):
-            parts = folder.name.rsplit("-", 2)
-            if not folder.is_dir() or len(parts) != 3 or parts[0] != self.host:
+            if folder == self.spool or not folder.is_dir():
                 continue
-            if not parts[1].isdigit() or _pid_alive(int(parts[1])):
-                continue
+            lock = _hold(folder / ".lock") if not folder.name.startswith(".adopted-") else None
+            if lock is None and not folder.name.startswith(".adopted-"):
+                continue  # its replica is running
             claimed = self.spool_root / f".adopted-{self.replica}-{folder.name}"
             try:
                 folder.rename(claimed)  # atomic: one replica wins the folder
             except OSError:
+                if lock is not None:
+                    lock.close()
                 continue
+            if lock is not None:
+                lock.close()
             files = sorted(claimed.rglob("*.parquet"), key=lambda p: p.name)
             for f in files:
                 key = f.relative_to(claimed).as_posix()
                 size = f.stat().st_size
                 self._queue.append((key, f, size, 0))
                 self._spool_bytes += size
+            self._adopted.append(claimed)
         if self._queue:
             logger.warning("log spool: %d segments left by an earlier run", len(self._queue))
 
@@ -484,6 +499,15 @@ class SegmentSink:
                 self.root.describe(),
                 self.spool,
             )
+        else:
+            import shutil
+
+            for folder in [*self._adopted, self.spool]:  # nothing left to upload: tidy up
+                if not any(folder.rglob("*.parquet")):
+                    shutil.rmtree(folder, ignore_errors=True)
+        if self._lockfile is not None:  # what is left is the next run's to upload
+            self._lockfile.close()
+            self._lockfile = None
 
 
 _SINKS: dict[tuple[str, str], SegmentSink] = {}

@@ -183,3 +183,31 @@ def test_an_unreachable_root_is_named(
         PredictionLog.for_model(tmp_path, MODEL).read("1h")
     message = str(err.value)
     assert dead in message and LOG_BUCKET in message and "MODELLOOP_LOG_ROOT" in message
+
+
+def test_a_spool_left_by_a_stopped_writer_is_uploaded_by_the_next(
+    tmp_path: Path, s3: RestartableS3, shared_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelloop._logroot import SegmentSink, SharedRoot
+    from modelloop.monitoring import PredictionLog
+    from s3_support import free_port
+
+    frame = month_of_log().head(8)  # two hours of rows: two segments
+    table = __import__("pyarrow").Table.from_pandas(frame, preserve_index=False)
+    url = shared_env["MODELLOOP_LOG_ROOT"] + "-spool"
+    monkeypatch.setenv("MODELLOOP_LOG_ROOT", url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # unreachable
+    first = SegmentSink(SharedRoot(url, writer=True), tmp_path / "spool")
+    assert first.write("predictions", MODEL, table) == 0
+    assert first.spool_segments == 2 and first.upload_errors >= 1
+    first.close(timeout_s=1)  # stops with the root still down: the spool stays
+    assert len(list((tmp_path / "spool").rglob("*.parquet"))) == 2
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint_url)  # the root is back
+    second = SegmentSink(SharedRoot(url, writer=True), tmp_path / "spool")
+    assert second.spool_segments == 2  # adopted
+    assert second.drain()
+    second.close()
+    assert list((tmp_path / "spool").rglob("*.parquet")) == []
+    got = PredictionLog.for_model(tmp_path, MODEL).read("10rows")
+    assert sorted(got["request_id"]) == sorted(frame["request_id"])
