@@ -106,13 +106,21 @@ class SharedRoot:
                 # the server must not wait minutes on a store that is down: fail fast, spool,
                 # retry later; readers get a few more attempts
                 options = {
-                    "skip_instance_cache": True,
+                    # readers share one client per root; a listing is never cached, so a
+                    # monitor that runs every 10 minutes sees the segments written since
+                    "skip_instance_cache": writer,
+                    "use_listings_cache": False,
                     "config_kwargs": {
                         "connect_timeout": 3,
                         "read_timeout": 20,
                         "retries": {"max_attempts": 1 if writer else 3},
                     },
                 }
+                endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+                    "AWS_ENDPOINT_URL"
+                )
+                if endpoint:  # explicit, so that a cached client follows the environment
+                    options["client_kwargs"] = {"endpoint_url": endpoint}
             self.fs, self.base = url_to_fs(self.url, **options)
             if self.protocol in ("s3", "s3a"):
                 self.fs.retries = 1 if writer else 3  # s3fs's own loop, on top of botocore's
