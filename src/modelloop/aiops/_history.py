@@ -69,8 +69,12 @@ FAULT_FILE_ENV = "MODELLOOP_FAULT_LATENCY_FILE"
 
 
 def ops_folder(home: str | os.PathLike[str], model: str) -> Path:
-    """``<home>/ops/<model>``, the model name checked (it becomes a path component)."""
-    return Path(home) / "ops" / check_model_name(model)
+    """``<root>/ops/<model>`` under the log root of ``home`` (``MODELLOOP_LOG_ROOT`` when it is
+    a folder; ``home`` otherwise, also for a URL root), the model name checked."""
+    from modelloop._logroot import log_root
+
+    root = log_root(home)
+    return Path(home if isinstance(root, str) else root) / "ops" / check_model_name(model)
 
 
 def _quantiles(values: list[float]) -> tuple[float, float, float]:

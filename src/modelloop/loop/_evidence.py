@@ -35,14 +35,13 @@ def _labels(home: Path, model: str, request_ids: Any) -> pd.DataFrame:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from modelloop.monitoring._logfiles import log_folder
+    from modelloop.monitoring._logfiles import segment_files
 
-    folder = log_folder(home, "feedback", model)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    files, fs = segment_files(home, "feedback", model)
     wanted = pa.array(list(request_ids), pa.string())
     parts = []
     for order, f in enumerate(files):
-        table = pq.read_table(f, columns=["request_id", "label"])
+        table = pq.read_table(f, columns=["request_id", "label"], filesystem=fs)
         ids = table.column("request_id").cast(pa.string())
         table = table.set_column(0, "request_id", ids).filter(pc.is_in(ids, value_set=wanted))
         if table.num_rows:

@@ -29,14 +29,13 @@ def labels_since(home: str | Path, model: str, since_ms: int | None) -> int:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from modelloop.monitoring._logfiles import log_folder
+    from modelloop.monitoring._logfiles import segment_files
 
-    folder = log_folder(home, "feedback", model)
-    if not folder.is_dir():
-        return 0
+    since_ns = since_ms * 1_000_000 if since_ms is not None else None
+    files, fs = segment_files(home, "feedback", model, since_ns)  # a shared root: those hours
     total = 0
-    for f in sorted(folder.glob("*.parquet")):
-        table = pq.read_table(f, columns=["timestamp"])
+    for f in files:
+        table = pq.read_table(f, columns=["timestamp"], filesystem=fs)
         if since_ms is None:
             total += table.num_rows
             continue

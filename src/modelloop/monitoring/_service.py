@@ -24,7 +24,7 @@ from modelloop.monitoring._alerts import (
 )
 from modelloop.monitoring._calibrate_model import load_calibration
 from modelloop.monitoring._drift import DriftMonitor
-from modelloop.monitoring._logfiles import log_folder
+from modelloop.monitoring._logfiles import duckdb_paths, log_folder
 from modelloop.monitoring._profile import CategoricalProfile, ReferenceProfile
 from modelloop.monitoring._quality import check_quality
 from modelloop.monitoring._reference import TASK_TAG, load_reference
@@ -172,7 +172,7 @@ def run_monitor(
     now = now or datetime.now(UTC)  # one clock for every pass of this run
     win = parse_window(window)
     fixed = win if isinstance(win, LastRows) else win.resolve(now)
-    source = open_source(client.settings.home, ref.name, data)
+    source = open_source(client.settings.home, ref.name, data, fixed)
 
     if segment and segment not in source.columns:  # before any data is read
         raise InvalidInput(f"segment column {segment!r} is not in the current data")
@@ -437,9 +437,9 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
         raw, cols = "labels_frame", set(labels.columns)
         order = [*(["timestamp"] if "timestamp" in cols else []), "__row"]
     else:
-        if labels is None:  # the model's feedback folder, when it has any labels yet
-            folder = feedback_dir(client.settings.home, name)
-            files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        files: list[Any]
+        if labels is None:  # the model's feedback (under the log root), when it has any yet
+            files = duckdb_paths(con, client.settings.home, "feedback", name)
             if not files:
                 return None
         else:
@@ -448,7 +448,7 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
             if not files or not files[0].exists():
                 raise NotFound(f"no labels at {path}")
         quoted = sql_paths(files)
-        if files[0].suffix == ".csv":
+        if str(files[0]).endswith(".csv"):
             raw = (
                 f"(SELECT *, row_number() OVER () AS file_row_number FROM "
                 f"read_csv([{quoted}], filename = true, union_by_name = true))"
@@ -456,7 +456,7 @@ def _labels_relation(con: Any, client: Client, name: str, labels: Any) -> str | 
         else:
             raw = (
                 f"read_parquet([{quoted}], filename = true, file_row_number = true, "
-                "union_by_name = true)"
+                "union_by_name = true, hive_partitioning = false)"
             )
         cols = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {raw}").fetchall()}
         order = [*(["timestamp"] if "timestamp" in cols else []), "filename", "file_row_number"]

@@ -43,7 +43,7 @@ class _ParquetFiles(Source):
             schema = log.schema()
             if schema is None:
                 raise NotFound(f"the prediction log at {log.path} is empty")
-            self.files = [str(f) for f in log.files()]
+            self.files = [str(f) for f in log.files()]  # as listed once for this run
         else:
             assert file is not None
             schema = pq.read_schema(file)
@@ -59,7 +59,10 @@ class _ParquetFiles(Source):
         yield from pq.ParquetFile(self.file).iter_batches(batch_size=65_536, columns=columns)
 
     def relation(self, con: Any) -> str:
-        return f"read_parquet([{sql_paths(self.files)}], union_by_name = true)"
+        files = self.log.duckdb_files(con) if self.log is not None else self.files
+        return (
+            f"read_parquet([{sql_paths(files)}], union_by_name = true, hive_partitioning = false)"
+        )
 
 
 class _FrameSource(Source):
@@ -82,11 +85,14 @@ class _FrameSource(Source):
         return "current_frame"
 
 
-def open_source(home: Path, name: str, data: Any) -> Source:
+def open_source(home: Path, name: str, data: Any, window: Any = None) -> Source:
+    """The current data: ``data``, or the model's prediction log (only the segments of
+    ``window`` on a shared log root)."""
     import pandas as pd
 
     if data is None:
-        return _ParquetFiles(log=PredictionLog.for_model(home, name))
+        log = PredictionLog.for_model(home, name)
+        return _ParquetFiles(log=log.within(window) if window is not None else log)
     if isinstance(data, pd.DataFrame):
         return _FrameSource(data)
     if is_url(data):

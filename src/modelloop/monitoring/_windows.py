@@ -145,29 +145,121 @@ def parse_window(spec: str) -> Window:
 
 
 class PredictionLog:
-    """A folder of Parquet prediction segments, read window by window as record batches."""
+    """A folder of Parquet prediction segments, read window by window as record batches.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    On a shared log root (``MODELLOOP_LOG_ROOT=s3://...``) the segments are partitioned by date
+    and hour, and a time window lists and opens only the hours it overlaps.
+    """
+
+    def __init__(self, path: str | Path, *, shared: Any = None, model: str | None = None) -> None:
+        self.shared = shared  # a modelloop._logroot.SharedRoot, or None for a local folder
+        self.model = model
+        self.path: Path | str = path if shared is not None else Path(path)
+        self._only: list[Any] | None = None  # the files of one window (see within)
 
     @classmethod
     def for_model(cls, root: str | Path, model: str) -> PredictionLog:
-        """The log of ``model`` under ``<root>/predictions/<model>``."""
+        """The log of ``model`` under the log root of ``root`` (``MODELLOOP_LOG_ROOT`` when set,
+        else ``<root>/predictions/<model>``)."""
+        from modelloop._logroot import shared_root
         from modelloop.monitoring._logfiles import log_folder
 
+        shared = shared_root(root)
+        if shared is not None:
+            folder = shared.url_of(shared.folder("predictions", model))
+            return cls(folder, shared=shared, model=model)
         return cls(log_folder(root, "predictions", model))
 
-    def files(self) -> list[Path]:
+    def within(self, window: Window | str, now: datetime | None = None) -> PredictionLog:
+        """This log restricted to the segments that may hold rows of ``window`` (a time
+        window on a shared root; otherwise the log itself)."""
+        if isinstance(window, str):
+            window = parse_window(window)
+        if self.shared is None:
+            return self
+        if isinstance(window, LastRows):
+            narrowed = PredictionLog(self.path, shared=self.shared, model=self.model)
+            narrowed._only = self._newest(window.n)
+            return narrowed
+        rng = window.resolve(now)
+        narrowed = PredictionLog(self.path, shared=self.shared, model=self.model)
+        narrowed._only = self._list(
+            _ns(rng.start) if rng.start else None, _ns(rng.end) if rng.end else None
+        )
+        return narrowed
+
+    def _newest(self, n: int) -> list[Any]:
+        """The segments of the newest hours that together hold at least ``n`` rows (every row
+        of an hour partition is newer than every row of the hours before it)."""
+        import pyarrow.parquet as pq
+
+        files = self._list()
+        hours: dict[str, list[Any]] = {}
+        for f in files:
+            hours.setdefault(str(f).rsplit("/", 1)[0], []).append(f)
+        taken: list[Any] = []
+        rows = 0
+        for hour in sorted(hours, reverse=True):
+            for f in hours[hour]:
+                with self._source(f) as fh:
+                    rows += pq.ParquetFile(fh).metadata.num_rows
+            taken[:0] = hours[hour]
+            if rows >= n:
+                break
+        return taken
+
+    def _list(self, lo_ns: int | None = None, hi_ns: int | None = None) -> list[Any]:
+        assert self.shared is not None and self.model is not None
+        return list(self.shared.files("predictions", self.model, lo_ns, hi_ns))
+
+    def files(self) -> list[Any]:
+        """The segments (local paths; file-system paths on a shared root), oldest first."""
+        if self._only is not None:
+            return list(self._only)
+        if self.shared is not None:
+            return self._list()
+        assert isinstance(self.path, Path)
         if not self.path.is_dir():
             raise NotFound(f"no prediction log at {self.path}")
         return sorted(p for p in self.path.glob("*.parquet") if p.is_file())
 
+    def _source(self, f: Any) -> Any:
+        """What pyarrow opens for segment ``f``."""
+        return self.shared.open(f) if self.shared is not None else f
+
+    def duckdb_files(self, con: Any) -> list[str]:
+        """The segments as paths DuckDB reads on ``con`` (a shared root's file system is
+        registered on it)."""
+        files = self.files()
+        if self.shared is None:
+            return [str(f) for f in files]
+        from modelloop.monitoring._logfiles import register_filesystem
+
+        register_filesystem(con, self.shared.fs)
+        return [self.shared.url_of(f) for f in files]
+
+    def _read_schema(self, f: Any) -> Any:
+        import pyarrow.parquet as pq
+
+        if self.shared is None:
+            return pq.read_schema(f)
+        try:
+            with self._source(f) as fh:
+                return pq.read_schema(fh)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise self.shared.unreachable(exc) from exc
+
     def schema(self, dictionary_columns: Iterable[str] = ()) -> Any:
         """The unified pyarrow schema of all segments (None when the log is empty)."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         files = self.files()
+        if not files and self._only is not None:
+            # a window without segments on a shared root: the columns of the newest segment,
+            # so that an empty window reads as it does on a local log
+            files = self._list()[-1:]
         if not files:
             return None
         try:
@@ -175,7 +267,7 @@ class PredictionLog:
             # same column as plain strings. Unify the value types, and let permissive promotion
             # widen int64 to float64 and ms to ns, so that one odd segment cannot block the log.
             schema = pa.unify_schemas(
-                [_decoded(pq.read_schema(f)) for f in files], promote_options="permissive"
+                [_decoded(self._read_schema(f)) for f in files], promote_options="permissive"
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
             raise SchemaMismatch(f"prediction segments in {self.path} disagree: {exc}") from exc
@@ -212,6 +304,15 @@ class PredictionLog:
 
         if isinstance(window, str):
             window = parse_window(window)
+        if self.shared is not None and self._only is None:
+            yield from self.within(window, now).batches(
+                window,
+                columns,
+                now=now,
+                batch_size=batch_size,
+                dictionary_columns=dictionary_columns,
+            )
+            return
         dict_cols = list(dictionary_columns)
         schema = self.schema(dict_cols)
         if schema is None:
@@ -266,11 +367,12 @@ class PredictionLog:
         import pyarrow.parquet as pq
 
         for path in self.files():
-            names = pq.read_schema(path).names
+            source = self._source(path)
+            names = pq.read_schema(source).names
             # pyarrow's dataset scanner reads ahead and held >1 GB on a 10M-row log; pulling
             # row group by row group keeps one row group and one batch in memory.
             pf = pq.ParquetFile(
-                path,
+                source,
                 read_dictionary=[c for c in dict_cols if c in names],
                 pre_buffer=False,
                 buffer_size=1 << 20,
@@ -319,10 +421,10 @@ class PredictionLog:
         # epoch_us would truncate ns timestamps (and DuckDB has none for TIMESTAMPTZ_NS);
         # epoch_ns overflows past 2262, so it is only used where the data is in ns anyway.
         fn, per = ("epoch_ns", 1) if unit == "ns" else ("epoch_us", 1_000)
-        files = [str(f) for f in self.files()]
         con = duckdb.connect()
         try:
-            src = "read_parquet($files, union_by_name = true)"
+            files = self.duckdb_files(con)
+            src = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
             row = con.execute(
                 f"SELECT {fn}({TIMESTAMP}) FROM {src} ORDER BY {TIMESTAMP} DESC "
                 f"LIMIT 1 OFFSET $off",
@@ -374,7 +476,7 @@ def _decoded(schema: Any) -> Any:
     return schema
 
 
-def _cast(col: Any, field: Any, path: Path) -> Any:
+def _cast(col: Any, field: Any, path: Any) -> Any:
     import pyarrow as pa
 
     if col.type == field.type:
@@ -383,8 +485,8 @@ def _cast(col: Any, field: Any, path: Path) -> Any:
         return col.cast(field.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise SchemaMismatch(
-            f"column {field.name!r} of segment {path.name} ({col.type}) cannot be read as "
-            f"{field.type}: {exc}",
+            f"column {field.name!r} of segment {str(path).rsplit('/', 1)[-1]} ({col.type}) "
+            f"cannot be read as {field.type}: {exc}",
             column=field.name,
         ) from exc
 

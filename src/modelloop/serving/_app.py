@@ -121,6 +121,7 @@ class _State:
         self.manager = ModelManager(client, config, self.metrics)
         self.served = ServedIds(config.max_served_ids)
         self.log: Any = None
+        self.sink: Any = None  # the shared log root's writer (MODELLOOP_LOG_ROOT), if any
         self.ready = False
         self.draining = False
         self.startup_error: Exception | None = None
@@ -191,6 +192,10 @@ def create_app(
             await state.manager.close(max(0.0, deadline - time.monotonic()))
             if state.log is not None:  # at least a moment to write what is pending
                 await asyncio.to_thread(state.log.close, max(1.0, deadline - time.monotonic()))
+            if state.sink is not None:  # a last upload of the spool; the rest stays spooled
+                from modelloop._logroot import close_sinks
+
+                await asyncio.to_thread(close_sinks, max(1.0, deadline - time.monotonic()))
             if state.ops is not None:
                 await asyncio.to_thread(state.ops.close, max(1.0, deadline - time.monotonic()))
 
@@ -255,11 +260,23 @@ async def _load(state: _State) -> None:
 async def _startup(state: _State) -> None:
     t0 = time.perf_counter()
     config = state.config
+    from modelloop._logroot import sink_for
+
+    state.sink = sink = sink_for(state.client.settings.home)
+    if sink is not None:
+        metrics = state.metrics
+        sink.on_state = metrics.log_spool
+        sink.on_dropped = metrics.log_spool_dropped
+        sink.on_upload_error = metrics.log_upload_error
+        metrics.log_spool_bounds(sink.max_spool_bytes)
+        metrics.log_spool(sink.spool_bytes, sink.spool_segments)
+        log.info("logs go to %s (spool %s)", sink.root.describe(), sink.spool)
     if config.log_predictions:
         from modelloop.serving._predlog import PredictionLog
 
         state.log = PredictionLog(
             Path(state.client.settings.home),
+            sink=sink,
             max_rows=config.log_max_rows,
             max_delay_s=config.log_max_delay_s,
             max_pending_rows=config.log_max_pending_rows,

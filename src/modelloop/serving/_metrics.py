@@ -129,6 +129,26 @@ class ServingMetrics:
             "unwritten at shutdown).",
             registry=reg,
         )
+        # the spool of a shared log root (MODELLOOP_LOG_ROOT) while it cannot be written
+        self._spool_bytes = Gauge(
+            p + "log_spool_bytes", "Bytes of log segments spooled, not yet uploaded.", registry=reg
+        )
+        self._spool_segments = Gauge(
+            p + "log_spool_segments", "Log segments spooled, not yet uploaded.", registry=reg
+        )
+        self._spool_max_bytes = Gauge(
+            p + "log_spool_max_bytes",
+            "Bound on log_spool_bytes; rows past it are dropped (and counted).",
+            registry=reg,
+        )
+        self._spool_dropped = Counter(
+            p + "log_spool_dropped_rows",
+            "Log rows dropped because the spool was full while the log root was unreachable.",
+            registry=reg,
+        )
+        self._upload_errors = Counter(
+            p + "log_upload_errors", "Failed uploads of log segments to the log root.", registry=reg
+        )
         self._feedback = Counter(
             p + "feedback_labels",
             "Feedback labels by how their request id was checked: verified (answered here), "
@@ -215,6 +235,23 @@ class ServingMetrics:
         self._log_lag.set(lag_seconds)
         if pending_bytes is not None:
             self._log_pending_bytes.set(pending_bytes)
+
+    def log_spool(self, spool_bytes: int, segments: int) -> None:
+        """Set the bytes and segments waiting in the log spool."""
+        self._spool_bytes.set(spool_bytes)
+        self._spool_segments.set(segments)
+
+    def log_spool_bounds(self, max_bytes: int) -> None:
+        """Set the bound on the log spool's bytes."""
+        self._spool_max_bytes.set(max_bytes)
+
+    def log_spool_dropped(self, rows: int) -> None:
+        """Count log rows dropped at a full spool."""
+        self._spool_dropped.inc(rows)
+
+    def log_upload_error(self) -> None:
+        """Count one failed upload to the log root."""
+        self._upload_errors.inc()
 
     def log_bounds(self, max_pending_bytes: int) -> None:
         """Set the bound on the prediction log's pending bytes."""

@@ -26,9 +26,12 @@ from modelloop.exceptions import InvalidInput
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from modelloop._logroot import SegmentSink
     from modelloop.serving._metrics import ServingMetrics
 
 __all__ = ["PredictionLog"]
+
+_REQUIRED = (*PREDICTION_COLUMNS, "prediction")
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +233,7 @@ class PredictionLog:
         max_pending_rows: int = 1_000_000,
         max_pending_bytes: int = 256 * 1024 * 1024,
         metrics: ServingMetrics | None = None,
+        sink: SegmentSink | None = None,
     ) -> None:
         if max_rows < 1:
             raise InvalidInput(f"max_rows must be >= 1, got {max_rows}")
@@ -247,6 +251,8 @@ class PredictionLog:
         self.max_pending_rows = max_pending_rows
         self.max_pending_bytes = max_pending_bytes
         self.metrics = metrics
+        #: the shared log root's writer (``MODELLOOP_LOG_ROOT``); None: local segment files
+        self.sink = sink
         if metrics is not None:
             metrics.log_bounds(max_pending_bytes)
         # After a failed write, the thread waits this long before trying again.
@@ -570,10 +576,17 @@ class PredictionLog:
 
     def _write(self, model: str, entries: list[_Entry], wall_minus_mono: float) -> _Outcome:
         """Write entries as one segment; bad rows are isolated by halving and dropped."""
+        from modelloop.monitoring._logfiles import _table as segment_table
         from modelloop.monitoring._logfiles import append_predictions, log_folder
 
         rows = sum(e.n for e in entries)
         try:
+            if self.sink is not None:  # a shared root: uploaded, or spooled while unreachable
+                table = segment_table(_table(entries, wall_minus_mono), _REQUIRED)
+                dropped = self.sink.write("predictions", model, table)
+                if dropped:
+                    self._count_error()
+                return _Outcome(written=rows - dropped, dropped=dropped)
             # A folder that cannot be made fails here, before a table of every pending row is
             # built (and thrown away) on each retry.
             log_folder(self.home, "predictions", model).mkdir(parents=True, exist_ok=True)

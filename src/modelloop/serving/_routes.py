@@ -360,6 +360,17 @@ def add_routes(app: FastAPI, state: _State) -> None:
         ]
         if refused:  # still ready: the previous versions answer (see the README)
             answer["refused"] = refused
+        sink = state.sink
+        if sink is not None and (sink.spool_segments or sink.dropped_rows):
+            # still ready: rows are kept in the spool (or, past its bound, dropped and counted)
+            answer["log_spool"] = {
+                "root": sink.root.describe(),
+                "error": sink.last_error,
+                "spool_bytes": sink.spool_bytes,
+                "spool_max_bytes": sink.max_spool_bytes,
+                "spool_segments": sink.spool_segments,
+                "dropped_rows": sink.dropped_rows,
+            }
         return JSONResponse(answer, status_code=200 if ok else 400)
 
     def metadata(name: str, version: str | None) -> dict[str, Any]:
