@@ -6,7 +6,12 @@ partitioned by date and hour, one segment per hour), then times, in this process
 window read as monitoring reads it: listing the partitions of the window, opening its segments
 and streaming its rows. ``s3_window`` is the function ``benchmarks/scale.py`` calls.
 
-Usage: python benchmarks/s3_window.py [--days 30] [--rows-per-hour 2000]
+``--window-segments K`` writes the window's hour as K segments instead of one, as replicas that
+flush every 2 s make them (two replicas: 3,600 an hour), so the cost of a window can be split
+into a part per object (a listing entry and a GET) and a part per row. ``s3_log_bytes`` is the
+size of every object written, from the bucket's listing.
+
+Usage: python benchmarks/s3_window.py [--days 30] [--rows-per-hour 2000] [--window-segments 1]
 """
 
 from __future__ import annotations
@@ -82,9 +87,14 @@ def _month(days: int, rows_per_hour: int) -> Any:
     )
 
 
-def s3_window(days: int = 30, rows_per_hour: int = 2_000, repeats: int = 3) -> dict[str, Any]:
+def s3_window(
+    days: int = 30, rows_per_hour: int = 2_000, repeats: int = 3, window_segments: int = 1
+) -> dict[str, Any]:
     """Write ``days`` of log to a fresh moto server and time a one-hour window over it (best
-    of ``repeats``); the figures as a dict."""
+    of ``repeats``); the window's hour is written as ``window_segments`` segments. The figures
+    as a dict."""
+    if days < 1 or rows_per_hour < 1 or not 1 <= window_segments <= rows_per_hour:
+        raise ValueError("days and rows_per_hour must be >= 1, window_segments in 1..rows_per_hour")
     from datetime import timedelta
 
     port = _free_port()
@@ -96,7 +106,8 @@ def s3_window(days: int = 30, rows_per_hour: int = 2_000, repeats: int = 3) -> d
         os.environ["MODELLOOP_LOG_ROOT"] = f"s3://{BUCKET}/logs"
         import boto3
 
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket=BUCKET)
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+        s3.create_bucket(Bucket=BUCKET)
         from modelloop._logroot import close_sinks
         from modelloop.monitoring import PredictionLog, append_predictions
         from modelloop.monitoring._windows import TimeRange
@@ -104,12 +115,24 @@ def s3_window(days: int = 30, rows_per_hour: int = 2_000, repeats: int = 3) -> d
         frame = _month(days, rows_per_hour)
         with tempfile.TemporaryDirectory(prefix="modelloop-bench-s3-") as tmp:
             home = Path(tmp)
-            t = time.perf_counter()
-            append_predictions(home, "flights", frame)
-            close_sinks()
-            write_s = time.perf_counter() - t
             start = frame["timestamp"].iloc[0].to_pydatetime() + timedelta(days=days // 2)
             window = TimeRange(start, start + timedelta(hours=1))
+            inside = (frame["timestamp"] >= start) & (
+                frame["timestamp"] < start + timedelta(hours=1)
+            )
+            t = time.perf_counter()
+            append_predictions(home, "flights", frame[~inside])
+            hour = frame[inside].reset_index(drop=True)
+            step = -(-len(hour) // window_segments)
+            for i in range(0, len(hour), step):
+                append_predictions(home, "flights", hour.iloc[i : i + step])
+            close_sinks()
+            write_s = time.perf_counter() - t
+            objects = log_bytes = 0
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+                for item in page.get("Contents", []):
+                    objects += 1
+                    log_bytes += int(item["Size"])
             columns = ["distance", "dep_hour", "carrier", "prediction", "route"]
             best = float("inf")
             rows = files = 0
@@ -133,7 +156,9 @@ def s3_window(days: int = 30, rows_per_hour: int = 2_000, repeats: int = 3) -> d
         "s3_window_files": files,
         "s3_log_days": days,
         "s3_log_rows": len(frame),
-        "s3_log_objects": days * 24,
+        "s3_log_objects": objects,
+        "s3_log_bytes": log_bytes,
+        "s3_log_bytes_per_row": round(log_bytes / len(frame), 1),
         "s3_log_write_s": round(write_s, 2),
     }
 
@@ -142,8 +167,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--rows-per-hour", type=int, default=2_000)
+    parser.add_argument("--window-segments", type=int, default=1)
     args = parser.parse_args()
-    print(json.dumps(s3_window(args.days, args.rows_per_hour)))
+    figures = s3_window(args.days, args.rows_per_hour, window_segments=args.window_segments)
+    print(json.dumps({"benchmark": "s3_window", **figures}))
 
 
 if __name__ == "__main__":

@@ -20,11 +20,15 @@ files made in a temporary folder. Measured, in rows per second:
 - ``s3_*`` (with ``--s3``): the 1-process local run reading the same files from a moto S3
   server started here.
 
+- ``s3_window_1h_s`` (and the other ``s3_window_*``/``s3_log_*`` figures): a one-hour monitoring
+  window over 30 days of prediction log on a moto S3 server, from ``benchmarks/s3_window.py``
+  (left out with ``--skip-s3-window``).
+
 Goals: local >= 80% of inprocess; ray within 10% of local2; peak RSS <= 1 GB whatever the
-input size. The issue's ``s3_window_1h_s`` (a monitoring window over 30 days of S3 log) belongs
-to the shared-log work, not to scoring, and is not measured here.
+input size.
 
 Usage: python benchmarks/scale.py [--rows 10000000] [--files 8] [--no-ray] [--s3]
+    [--skip-s3-window]
 """
 
 from __future__ import annotations
@@ -153,6 +157,11 @@ def main() -> None:
     parser.add_argument("--part-rows", type=int, default=1_000_000)
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray run")
     parser.add_argument("--s3", action="store_true", help="also read the input from moto S3")
+    parser.add_argument(
+        "--skip-s3-window",
+        action="store_true",
+        help="skip the one-hour window over 30 days of S3 log (benchmarks/s3_window.py)",
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -276,7 +285,20 @@ def main() -> None:
         if args.s3:
             out.update(_s3_run(root, env, common, paths))
         client.close()
+    if not args.skip_s3_window:
+        out.update(_s3_window())
     print(json.dumps(out))
+
+
+def _s3_window() -> dict:
+    """The figures of ``benchmarks/s3_window.py`` (imported here: it is a script beside this
+    one, not a module of the package)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    from s3_window import s3_window
+
+    return s3_window()
 
 
 def _s3_run(root: Path, env: dict[str, str], common: list[str], paths: list[Path]) -> dict:
