@@ -20,6 +20,7 @@ import pytest
 from pipeline_support import invoke_run
 
 from modelloop import Client, Settings
+from modelloop.exceptions import ServiceUnavailable
 from modelloop.pipeline._tune import TuneConfig, run_study, study_storage_url
 from s3_support import free_port
 
@@ -223,7 +224,7 @@ def test_a_ray_address_that_does_not_answer_stops_the_run_before_any_step(
     path = write_spec(_tuned_spec(cancer_spec))
     address = f"127.0.0.1:{free_port()}"
     out = invoke_run(cli, str(path), "--executor", "ray", "--ray-address", address)
-    assert out.exit_code not in (0, 10, 11, 12)
+    assert out.exit_code == ServiceUnavailable.exit_code
     assert f"Ray cluster at {address}" in out.output
     client = Client(Settings.from_env())
     try:
@@ -234,3 +235,19 @@ def test_a_ray_address_that_does_not_answer_stops_the_run_before_any_step(
     # and an executor that does not exist is refused as invalid input
     out = invoke_run(cli, str(path), "--executor", "dask")
     assert out.exit_code == 2 and "--executor" in out.output
+
+
+def test_a_sqlite_store_a_ray_node_does_not_see_is_named(tmp_path: Path) -> None:
+    """A task on a node without the store's SQLite file refuses to go on (SQLAlchemy would
+    create an empty database there) and says PostgreSQL is what a cluster needs."""
+    from modelloop.exceptions import InvalidInput
+    from modelloop.pipeline._ray import _check_reachable
+
+    missing = tmp_path / "elsewhere" / "store.db"
+    with pytest.raises(InvalidInput, match="PostgreSQL") as info:
+        _check_reachable(f"sqlite:///{missing}")
+    assert str(missing) in str(info.value)
+    assert not missing.exists()
+    present = tmp_path / "store.db"
+    present.touch()
+    _check_reachable(f"sqlite:///{present}")  # the same machine: goes on

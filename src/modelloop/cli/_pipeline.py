@@ -100,7 +100,8 @@ def run_pipeline(
     registered but its alias not moved (soft validation problems under validation.on_soft:
     hold); 2 for an invalid pipeline file or --set value (every problem found is listed before
     any step runs); 7 when the artifact root cannot be written; other errors use the usual
-    codes. Soft validation problems are listed in the summary and in --json.
+    codes (13 when the Ray cluster of --executor ray does not answer, before any step runs).
+    Soft validation problems are listed in the summary and in --json.
     """
     from modelloop.cli._output import require_extra
 
