@@ -99,20 +99,13 @@ def _trial_runs(client: Client, experiment: str, parent_id: str) -> list[Any]:
     return list(page)
 
 
-def test_ray_workers_give_the_local_trials_and_share_one_budget(
-    ray_head: str, home: Path, tmp_path: Path, breast_cancer: Any
-) -> None:
+def _inputs(tmp_path: Path, breast_cancer: Any, url: str) -> dict[str, Any]:
     X, y = breast_cancer
     frame = X.assign(target=y)
     train, valid = tmp_path / "train.parquet", tmp_path / "valid.parquet"
     frame.iloc[:400].to_parquet(train)
     frame.iloc[400:].to_parquet(valid)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    client = Client(Settings.from_env(store_url=url))
-    config = TuneConfig(
-        metric="auc", direction="maximize", space=SPACE, n_trials=5, seed=3, report_steps=3
-    )
-    common: dict[str, Any] = {
+    return {
         "store_url": url,
         "model_factory": "sklearn.ensemble:GradientBoostingClassifier",
         "base_params": {"n_estimators": 15, "random_state": 0},
@@ -123,6 +116,17 @@ def test_ray_workers_give_the_local_trials_and_share_one_budget(
         "task": "classification",
         "experiment": "tuning",
     }
+
+
+def test_one_ray_worker_gives_the_trials_of_one_local_worker(
+    ray_head: str, home: Path, tmp_path: Path, breast_cancer: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    common = _inputs(tmp_path, breast_cancer, url)
+    client = Client(Settings.from_env(store_url=url))
+    config = TuneConfig(
+        metric="auc", direction="maximize", space=SPACE, n_trials=5, seed=3, report_steps=3
+    )
     results, parents = {}, {}
     for executor in ("ray", "local"):
         with client.start_run("tuning", name=executor) as parent:
@@ -146,21 +150,31 @@ def test_ray_workers_give_the_local_trials_and_share_one_budget(
         runs = _trial_runs(client, "tuning", parents[executor])
         assert len(runs) == 5
         assert {r.run_id for r in runs} == {t["run_id"] for t in result.trials}
-    # two Ray tasks share one budget: exactly n_trials trials, each a child run
+    client.close()
+
+
+def test_two_ray_workers_share_one_budget_on_postgresql(
+    ray_head: str, home: Path, pg_url: str, tmp_path: Path, breast_cancer: Any
+) -> None:
+    client = Client(Settings.from_env(store_url=pg_url))
     with client.start_run("tuning", name="ray-2") as parent:
         pass
-    two = run_study(
-        config.__class__(**{**config.to_dict(), "n_trials": 6}),
+    config = TuneConfig(
+        metric="auc", direction="maximize", space=SPACE, n_trials=6, seed=3, report_steps=3
+    )
+    result = run_study(
+        config,
         study_name="s-ray-2",
         parent_run_id=parent.run_id,
         workers=2,
         executor="ray",
         ray_address=ray_head,
-        **common,
+        **_inputs(tmp_path, breast_cancer, pg_url),
     )
-    assert sorted(t["number"] for t in two.trials) == list(range(6))
-    assert len(_trial_runs(client, "tuning", parent.run_id)) == 6
-    assert {t["worker"] for t in two.trials} <= {0, 1}
+    assert sorted(t["number"] for t in result.trials) == list(range(6))
+    runs = _trial_runs(client, "tuning", parent.run_id)
+    assert {r.run_id for r in runs} == {t["run_id"] for t in result.trials} and len(runs) == 6
+    assert {t["worker"] for t in result.trials} <= {0, 1}
     client.close()
 
 

@@ -18,6 +18,10 @@ for a new one, so ``n_trials`` is exact however many workers share the study. ``
 each worker from starting a trial once that many seconds have passed since it started its first
 one (after loading data and joining the study).
 
+With ``executor="ray"`` the workers are Ray tasks on a cluster (:mod:`modelloop.pipeline._ray`)
+running the same worker code on the same study with the same per-worker sampler seeds, so one
+worker gives the same trials on either executor.
+
 What one trial does (pruning, scoring, its child run) is in :mod:`modelloop.pipeline._trials`.
 Worker processes receive a JSON job file only (paths, params, settings), never pickled objects.
 """
