@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from pipeline_support import invoke_run
 
-from modelloop import Client, Settings
+from modelloop import Client, SchemaMismatch, Settings
 from modelloop.exceptions import ServiceUnavailable
 from modelloop.pipeline._tune import TuneConfig, run_study, study_storage_url
 from s3_support import free_port
@@ -176,6 +176,23 @@ def test_two_ray_workers_share_one_budget_on_postgresql(
     assert {r.run_id for r in runs} == {t["run_id"] for t in result.trials} and len(runs) == 6
     assert {t["worker"] for t in result.trials} <= {0, 1}
     client.close()
+
+
+def test_a_failing_ray_task_reports_its_error_as_a_local_worker_does(
+    ray_head: str, home: Path, tmp_path: Path, breast_cancer: Any
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    inputs = _inputs(tmp_path, breast_cancer, url)
+    config = TuneConfig(metric="auc", direction="maximize", space=SPACE, n_trials=4)
+    with pytest.raises(SchemaMismatch, match=r"tuning worker \d of 2 failed.*no_such_column"):
+        run_study(
+            config,
+            study_name="broken",
+            workers=2,
+            executor="ray",
+            ray_address=ray_head,
+            **{**inputs, "features": [*inputs["features"], "no_such_column"]},
+        )
 
 
 def _tuned_spec(cancer_spec: dict[str, Any]) -> dict[str, Any]:
