@@ -67,8 +67,25 @@ def run_pipeline(
         typer.Option(
             "--workers",
             min=1,
-            help="Local tuning worker processes (default: tune.workers). With a fixed "
+            help="Tuning workers: local processes, or Ray tasks with --executor ray "
+            "(default: tune.workers). With a fixed "
             "tune.study and a PostgreSQL store, run this on several machines to share one study.",
+        ),
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            "--executor",
+            help="Where the tuning workers run: local (processes here) or ray (Ray tasks on "
+            "the cluster at --ray-address, sharing the study in the store's database).",
+        ),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help="Ray cluster address (ray.init(address=...)); default RAY_ADDRESS, else a "
+            "local Ray started for this run. Only with --executor ray.",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -83,7 +100,8 @@ def run_pipeline(
     registered but its alias not moved (soft validation problems under validation.on_soft:
     hold); 2 for an invalid pipeline file or --set value (every problem found is listed before
     any step runs); 7 when the artifact root cannot be written; other errors use the usual
-    codes. Soft validation problems are listed in the summary and in --json.
+    codes (13 when the Ray cluster of --executor ray does not answer, before any step runs).
+    Soft validation problems are listed in the summary and in --json.
     """
     from modelloop.cli._output import require_extra
 
@@ -93,8 +111,11 @@ def run_pipeline(
 
     try:
         pipeline = Pipeline.from_file(file, set_ or [])
+        _check_executor(executor, ray_address, "tune" in pipeline.step_names)
         client = cli_client()
-        result = _run_with_progress(pipeline, client, no_cache, workers, as_json)
+        result = _run_with_progress(
+            pipeline, client, no_cache, workers, as_json, executor, ray_address
+        )
     except DataValidationError as exc:
         text = str(exc).removeprefix("data validation failed:").lstrip()
         err_console.print(f"[bold red]data validation failed:[/] {escape(text)}", highlight=False)
@@ -113,8 +134,31 @@ def run_pipeline(
         raise typer.Exit(EXIT_ALIAS_HELD)
 
 
+def _check_executor(executor: str, ray_address: str | None, tunes: bool) -> None:
+    """A wrong --executor, or a Ray cluster that does not answer, stops the run before any step."""
+    import os
+
+    from modelloop.exceptions import InvalidInput
+    from modelloop.pipeline._tune import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise InvalidInput(f"--executor must be one of {list(EXECUTORS)}, got {executor!r}")
+    if ray_address and executor != "ray":
+        raise InvalidInput("--ray-address is for --executor ray")
+    if executor == "ray" and tunes:
+        from modelloop.scoring._job import _probe_ray
+
+        _probe_ray(ray_address or os.environ.get("RAY_ADDRESS") or None)
+
+
 def _run_with_progress(
-    pipeline: Pipeline, client: Client, no_cache: bool, workers: int | None, as_json: bool
+    pipeline: Pipeline,
+    client: Client,
+    no_cache: bool,
+    workers: int | None,
+    as_json: bool,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> PipelineResult:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -154,7 +198,14 @@ def _run_with_progress(
                 progress.update(task, completed=1, status=status)
                 progress.stop_task(task)
 
-        return pipeline.run(client, no_cache=no_cache, workers=workers, on_step=on_step)
+        return pipeline.run(
+            client,
+            no_cache=no_cache,
+            workers=workers,
+            on_step=on_step,
+            executor=executor,
+            ray_address=ray_address,
+        )
 
 
 def _summary(result: PipelineResult, shown: list[str]) -> None:

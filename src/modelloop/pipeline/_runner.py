@@ -136,12 +136,22 @@ class StepEvent:
 class RunContext:
     """State shared by the steps of one pipeline run."""
 
-    def __init__(self, pipeline: Pipeline, client: Client, *, workers: int | None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        client: Client,
+        *,
+        workers: int | None,
+        executor: str = "local",
+        ray_address: str | None = None,
+    ) -> None:
         spec = pipeline.spec
         self.spec = spec
         self.base_dir = pipeline.base_dir
         self.client = client
         self.workers = workers
+        self.executor = executor
+        self.ray_address = ray_address
         self.memory: dict[str, Any] = {}
         self.step_runs: dict[str, str] = {}
         self.step_tags: dict[str, dict[str, str]] = {}
@@ -269,17 +279,20 @@ class Pipeline:
         no_cache: bool = False,
         workers: int | None = None,
         on_step: Callable[[StepEvent], None] | None = None,
+        executor: str = "local",
+        ray_address: str | None = None,
     ) -> PipelineResult:
         """Run every step (cache hits reuse earlier step runs unless ``no_cache``) and return
         the outcome. A data validation failure raises
         :class:`~modelloop.pipeline._schema.DataValidationError` after recording the failed
         pipeline run; a failed gate does not raise: the result says why nothing was
-        registered."""
+        registered. ``executor`` (``local`` or ``ray``, with ``ray_address``) is where the
+        tuning workers run; it is not part of any step's cache key."""
         from modelloop._client import default_client
 
         client = client or default_client()
         started = time.perf_counter()
-        ctx = RunContext(self, client, workers=workers)
+        ctx = RunContext(self, client, workers=workers, executor=executor, ray_address=ray_address)
         self._prepare(ctx)
         spec = self.spec
         names = self.step_names

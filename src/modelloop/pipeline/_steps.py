@@ -343,6 +343,8 @@ def step_tune(ctx: RunContext, out: Path) -> dict[str, Any]:
             parent_run_id=ctx.current_run_id,
             experiment=spec.experiment_name,
             settings=ctx.client.settings,
+            executor=ctx.executor,
+            ray_address=ctx.ray_address,
         )
     _write_json(out / "best_params.json", result.best_params)
     _write_json(out / "trials.json", result.trials)

@@ -18,6 +18,10 @@ for a new one, so ``n_trials`` is exact however many workers share the study. ``
 each worker from starting a trial once that many seconds have passed since it started its first
 one (after loading data and joining the study).
 
+With ``executor="ray"`` the workers are Ray tasks on a cluster (:mod:`modelloop.pipeline._ray`)
+running the same worker code on the same study with the same per-worker sampler seeds, so one
+worker gives the same trials on either executor.
+
 What one trial does (pruning, scoring, its child run) is in :mod:`modelloop.pipeline._trials`.
 Worker processes receive a JSON job file only (paths, params, settings), never pickled objects.
 """
@@ -55,6 +59,7 @@ if TYPE_CHECKING:
     from modelloop._config import Settings
 
 __all__ = [
+    "EXECUTORS",
     "METRICS",
     "TuneConfig",
     "TuneResult",
@@ -73,6 +78,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "r2": ("regression", "maximize"),
 }
 _TASKS = ("classification", "regression")
+#: where tuning workers run: local processes, or Ray tasks on a cluster
+EXECUTORS = ("local", "ray")
 _PARAM_TYPES = ("int", "float", "categorical")
 _CONFIG_ATTR = "modelloop_config"
 
@@ -381,8 +388,16 @@ def _client_from(job: Mapping[str, Any]) -> Client:
     )
 
 
-def _work(job: Mapping[str, Any], worker: int, client: Client | None = None) -> int:
-    """Run trials of the job's study until its budget is used; return the trials this worker ran."""
+def _work(
+    job: Mapping[str, Any],
+    worker: int,
+    client: Client | None = None,
+    ready: Callable[[], None] | None = None,
+) -> int:
+    """Run trials of the job's study until its budget is used; return the trials this worker ran.
+
+    ``ready`` (default: the job's ``ready_dir`` barrier of local processes) is called once the
+    data is loaded and the study joined, and returns when the sibling workers are too."""
     cfg = TuneConfig.from_dict(job["config"])
     X_train, y_train = load_xy(job["train_path"], job["target"], job["features"], "training")
     data = {"X_train": X_train, "y_train": y_train}
@@ -397,7 +412,9 @@ def _work(job: Mapping[str, Any], worker: int, client: Client | None = None) -> 
     make_model(job["model"], {})
     client.store.get_or_create_experiment(job["experiment"])
     importlib.import_module("sklearn.metrics")
-    if job.get("ready_dir"):
+    if ready is not None:
+        ready()
+    elif job.get("ready_dir"):
         _wait_for_siblings(Path(job["ready_dir"]), worker, job["workers"])
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     ran = 0
@@ -448,9 +465,15 @@ def run_study(
     parent_run_id: str | None = None,
     experiment: str | None = None,
     settings: Settings | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> TuneResult:
     """Work on the study ``study_name`` in the store's database until its budget is used, with
     ``workers`` local processes (1: in this process), and return the whole study's outcome.
+
+    ``executor="ray"`` runs the ``workers`` as Ray tasks on the cluster at ``ray_address``
+    (None: RAY_ADDRESS, else a new local Ray); worker ``i`` seeds its sampler as the local
+    worker ``i`` does, so one worker gives the same trials on either executor.
 
     ``model_factory`` is an import path (``pkg.mod:Name`` / ``pkg.mod.Name``) called with
     ``base_params`` and the trial's params, or ``{"estimator": path, "params": {...}}``.
@@ -467,12 +490,20 @@ def run_study(
         raise InvalidInput(f"tune metric {config.metric!r} does not apply to a {task} task")
     if workers < 1:
         raise InvalidInput(f"tune workers must be >= 1, got {workers}")
+    if executor not in EXECUTORS:
+        raise InvalidInput(f"tune executor must be one of {list(EXECUTORS)}, got {executor!r}")
     if not study_name:
         raise InvalidInput("tune study_name is empty")
     if not features:
         raise InvalidInput("tune features is empty")
     settings = settings or Settings.from_env(store_url=store_url)
     storage_url = _storage_for(store_url, settings)
+    if executor == "ray" and storage_url.startswith(_JOURNAL):
+        raise InvalidInput(
+            "tuning on Ray needs the store's database (PostgreSQL, or a SQLite file the Ray "
+            "nodes see): with a modelloop server as the store the study is a journal file in "
+            "this client's home, which Ray workers cannot reach; use --executor local"
+        )
     _same_database(settings.resolved_store_url, store_url)
     for what, path in (("train_path", train_path), ("valid_path", valid_path)):
         if path is None and (what == "train_path" or not config.cv_folds):
@@ -513,7 +544,19 @@ def run_study(
         }
         _json_ready(job)
         client.store.list_experiments()  # the modelloop schema exists before Optuna's is added
-        if workers == 1:
+        if executor == "ray":
+            from modelloop.pipeline._ray import connect, run_ray_workers
+
+            started_here = connect(ray_address)  # an address that does not answer: before work
+            try:
+                _load_study(job, 0)  # Optuna's tables and the study exist before the tasks run
+                _raise_worker_errors(run_ray_workers(job, workers, ray_address), workers)
+            finally:
+                if started_here:
+                    import ray
+
+                    ray.shutdown()
+        elif workers == 1:
             _work(job, 0, client)
         else:
             _load_study(job, 0)  # Optuna's tables and the study exist before the workers start
@@ -623,6 +666,11 @@ def _run_workers(
                 errors.append(
                     (i, {"type": "ModelloopError", "message": f"exited with code {code}"})
                 )
+    _raise_worker_errors(errors, workers)
+
+
+def _raise_worker_errors(errors: Sequence[tuple[int, Mapping[str, str]]], workers: int) -> None:
+    """Raise the first worker's error (as its modelloop exception class when it is one)."""
     if errors:
         i, err = errors[0]
         cls = getattr(_exc, err["type"], None)
