@@ -408,13 +408,23 @@ def forecast_demand(
     cycle = weekly if weekly_ok else daily
     origins = [first_origin + k * spacing for k in range(backtest_windows)]
     errors: dict[str, np.ndarray] = {}
-    for name in evaluate:
+    for name in list(evaluate):
         errs = np.empty((backtest_windows, h))
-        for k, o in enumerate(origins):
-            start = max(0, o - train_points(name, cycle, train_cycles, weekly))
-            pred = _fit_predict(name, y[start:o], h, daily, weekly)
-            errs[k] = y[o : o + h] - pred
+        try:
+            for k, o in enumerate(origins):
+                start = max(0, o - train_points(name, cycle, train_cycles, weekly))
+                pred = _fit_predict(name, y[start:o], h, daily, weekly)
+                errs[k] = y[o : o + h] - pred
+        except (ValueError, ArithmeticError) as exc:  # a fit that fails on this stretch
+            if name in NAIVE:
+                raise
+            evaluate.remove(name)
+            candidates.remove(name)
+            notes.append(f"{name} left out: its fit failed in the backtest ({exc})")
+            continue
         errors[name] = errs
+    if not candidates:
+        raise InvalidInput(f"no forecast model could be fitted on this series: {notes}")
     mae = {name: float(np.mean(np.abs(e))) for name, e in errors.items()}
     # the naives cost nothing: which is the better one is judged at every step of the backtest
     # span, not only at its windows (a handful of windows often favours the wrong season)
