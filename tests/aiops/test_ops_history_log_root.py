@@ -315,3 +315,41 @@ def test_replicas_rows_add_up_in_the_demand() -> None:
     # unsorted rows (replicas' segments read in any order) give the same series
     shuffled = pd.concat([other, one]).reset_index(drop=True)
     pd.testing.assert_series_equal(demand_from_history(shuffled, step_s=300), both)
+
+
+def test_ops_rows_wait_in_the_spool_while_the_root_is_down(tmp_path: Path) -> None:
+    """The recorder writes through the log root's sink: while the root is down its segment
+    waits in the home's spool, and goes up when the root answers again."""
+    import time
+
+    from modelloop._logroot import close_sinks
+    from modelloop.aiops import OpsRecorder, read_ops_history
+
+    server = RestartableS3()
+    server.start()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in server.env(prefix="outage").items():
+                mp.setenv(k, v)
+            rec = OpsRecorder(tmp_path, interval_s=1.0)
+            rec.add_model("cancer")
+            rec.request("cancer", "champion", 200, 0.01)
+            server.stop()
+            rec.tick()
+            rec.flush()  # never raises: the segment is spooled
+            spooled = list((tmp_path / "spool").rglob("*.parquet"))
+            assert len(spooled) == 1
+            assert "/ops/model=cancer/date=" in spooled[0].as_posix()
+            assert not (tmp_path / "ops").exists()
+            server.start()
+            deadline = time.monotonic() + 30
+            while list((tmp_path / "spool").rglob("*.parquet")) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not list((tmp_path / "spool").rglob("*.parquet"))
+            keys = [k for k in server.objects() if k.startswith("outage/ops/")]
+            assert len(keys) == 1 and KEY.match(keys[0])
+            assert read_ops_history("cancer", home=tmp_path)["requests"].tolist() == [1]
+            close_sinks()
+    finally:
+        close_sinks()
+        server.stop()
