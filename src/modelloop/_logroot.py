@@ -206,6 +206,19 @@ class SharedRoot:
                 raise self.unreachable(exc) from exc
             raise
 
+    def has(self, kind: str, model: str) -> bool:
+        """Whether ``model`` has any partition of ``kind`` under the root."""
+        try:
+            return bool(self._dirs(self.folder(kind, model)))
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:
+            raise self.unreachable(exc) from exc
+        except Exception as exc:  # botocore's own errors: endpoint down, bad credentials
+            if type(exc).__module__.split(".")[0] in ("botocore", "aiobotocore", "aiohttp"):
+                raise self.unreachable(exc) from exc
+            raise
+
     def _dirs(self, path: str) -> list[str]:
         entries = self.fs.ls(path, detail=True)
         return [str(e["name"]).rstrip("/") for e in entries if e.get("type") == "directory"]

@@ -7,9 +7,18 @@ every ``interval_s`` seconds, turns it into one row per served model (a model wi
 still gets a row, so the series has no gaps while the server runs), and writes the rows it holds
 as one Parquet segment per model when ``flush_s`` has passed, and at :meth:`OpsRecorder.close`.
 
-Layout: ``$MODELLOOP_HOME/ops/<model>/<segment>.parquet`` with the columns of
-:data:`OPS_COLUMNS`; a segment is written to a temporary name and renamed, so readers never see
-half a file. :func:`read_ops_history` reads them back.
+Layout: ``$MODELLOOP_HOME/ops/<model>/<segment>.parquet`` (or under ``MODELLOOP_LOG_ROOT`` when
+it is a folder) with the columns of :data:`OPS_COLUMNS`; a segment is written to a temporary name
+and renamed, so readers never see half a file. When ``MODELLOOP_LOG_ROOT`` is a URL
+(``s3://bucket/prefix``), segments go through the log root's writer as the prediction log's do
+(:class:`modelloop._logroot.SegmentSink`: one PUT per segment, a local spool while the root is
+down), partitioned by hour::
+
+    <root>/ops/model=<model>/date=YYYY-MM-DD/hour=HH/<created_ns>-<host>-<pid>-<token>-<seq>.parquet
+
+:func:`read_ops_history` reads them back (on a URL root, only the hours ``since`` covers).
+Several replicas of one model write to the same place, so the history then holds one row per
+replica per interval.
 """
 
 from __future__ import annotations
@@ -70,7 +79,9 @@ FAULT_FILE_ENV = "MODELLOOP_FAULT_LATENCY_FILE"
 
 def ops_folder(home: str | os.PathLike[str], model: str) -> Path:
     """``<root>/ops/<model>`` under the log root of ``home`` (``MODELLOOP_LOG_ROOT`` when it is
-    a folder; ``home`` otherwise, also for a URL root), the model name checked."""
+    a folder, else ``home``), the model name checked. A URL root keeps the history under
+    ``<root>/ops/model=<model>/...`` instead (:mod:`modelloop._logroot`); this folder is then
+    not used."""
     from modelloop._logroot import log_root
 
     root = log_root(home)
@@ -129,6 +140,11 @@ class OpsRecorder:
         if not 0.05 <= interval_s <= 3600:
             raise InvalidInput(f"ops interval must be between 0.05 and 3600 s, got {interval_s:g}")
         self.home = Path(home)
+        from modelloop._logroot import sink_for
+
+        # on a URL log root: the sink the prediction log shares, held so that the last flush
+        # (after the server has closed the sinks) still goes up in one PUT or to the spool
+        self._sink = sink_for(self.home)
         self.interval_s = float(interval_s)
         # Rows are written in batches: a segment every six intervals, at most a minute apart.
         self.flush_s = float(flush_s) if flush_s is not None else min(6 * interval_s, 60.0)
@@ -319,6 +335,11 @@ class OpsRecorder:
             table = pa.table(
                 {"timestamp": stamps.cast(pa.timestamp("ms", tz="UTC")), **data}
             ).select(list(OPS_COLUMNS))
+            if self._sink is not None:  # never raises on an unreachable root: it spools
+                dropped = self._sink.write("ops", model, table)
+                self._written += len(group) - dropped
+                self._dropped += dropped
+                continue
             try:
                 _write_segment(self.home, model, table)
             except (OSError, InvalidInput) as exc:
@@ -332,9 +353,17 @@ class OpsRecorder:
                 self._oldest = time.monotonic()
 
 
-def _write_segment(home: Path, model: str, table: Any) -> Path:
+def _write_segment(home: Path, model: str, table: Any) -> Path | str:
     import pyarrow.parquet as pq
 
+    from modelloop._logroot import sink_for
+
+    sink = sink_for(home)
+    if sink is not None:
+        dropped = sink.write("ops", model, table)
+        if dropped:
+            raise OSError(f"{dropped} ops history rows dropped: the log spool {sink.spool} is full")
+        return sink.root.url_of(sink.root.folder("ops", model))
     folder = ops_folder(home, model)
     final = folder / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
     with atomic_file(final) as fh:
@@ -342,10 +371,11 @@ def _write_segment(home: Path, model: str, table: Any) -> Path:
     return final
 
 
-def write_ops_history(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path:
+def write_ops_history(home: str | os.PathLike[str], model: str, frame: pd.DataFrame) -> Path | str:
     """Append ``frame`` (a ``timestamp`` column or index, and any of :data:`OPS_COLUMNS`; the
     others are filled with NaN) as one history segment of ``model``: e.g. to replay a recorded
-    or generated series. Returns the segment's path."""
+    or generated series. Returns the segment's path (on a URL log root: the model's folder
+    there, the rows split into one segment per hour)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -408,16 +438,20 @@ def read_ops_history(
 ) -> pd.DataFrame:
     """The operational history of ``model`` as a DataFrame of :data:`OPS_COLUMNS`, one row per
     interval, sorted by ``timestamp``; ``since`` / ``until`` bound it (durations count back from
-    now). ``home`` defaults to ``$MODELLOOP_HOME``. ``columns``: only these (and ``timestamp``),
-    which reads faster. NotFound when the model has no history."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    now). ``home`` defaults to ``$MODELLOOP_HOME``; the history is read from its log root
+    (``MODELLOOP_LOG_ROOT``), on a URL root only from the hours ``since`` / ``until`` cover.
+    When several replicas serve the model and share the root, the history holds one row per
+    replica per interval (their timestamps interleave). ``columns``: only these (and
+    ``timestamp``), which reads faster. NotFound when the model has no history."""
+    from modelloop._logroot import shared_root
 
     if home is None:
         from modelloop._config import Settings
 
         home = Settings.from_env().home
+    shared = shared_root(home)
+    if shared is not None:
+        return _read_shared(shared, model, since, until, columns)
     folder = ops_folder(home, model)
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
@@ -425,16 +459,89 @@ def read_ops_history(
             f"model {model!r} has no operational history under {Path('ops') / model} of the "
             "home (modelloop serve records it while it serves the model)"
         )
-    wanted = list(OPS_COLUMNS)
-    if columns is not None:
-        unknown = sorted(set(columns) - set(OPS_COLUMNS))
-        if unknown:
-            raise InvalidInput(f"unknown ops history columns {unknown}; known: {list(OPS_COLUMNS)}")
-        wanted = [c for c in OPS_COLUMNS if c == "timestamp" or c in columns]
+    import pyarrow.parquet as pq
+
+    wanted = _wanted(columns)
     tables = []
     for f in files:
         present = set(pq.read_schema(f).names)
         tables.append(pq.read_table(f, columns=[c for c in wanted if c in present]))
+    return _frame(tables, wanted, parse_since(since), parse_since(until))
+
+
+def _wanted(columns: Sequence[str] | None) -> list[str]:
+    if columns is None:
+        return list(OPS_COLUMNS)
+    unknown = sorted(set(columns) - set(OPS_COLUMNS))
+    if unknown:
+        raise InvalidInput(f"unknown ops history columns {unknown}; known: {list(OPS_COLUMNS)}")
+    return [c for c in OPS_COLUMNS if c == "timestamp" or c in columns]
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    types = {"timestamp": pa.timestamp("ms", tz="UTC"), "model": pa.string()}
+    ints = {"requests", "errors_4xx", "errors_5xx", "rejected", "queue_depth", "rss_bytes"}
+    return pa.schema(
+        [(c, types.get(c, pa.int64() if c in ints else pa.float64())) for c in OPS_COLUMNS]
+    )
+
+
+def _read_shared(
+    shared: Any,
+    model: str,
+    since: str | datetime | float | None,
+    until: str | datetime | float | None,
+    columns: Sequence[str] | None,
+) -> pd.DataFrame:
+    """:func:`read_ops_history` from a URL log root (a :class:`modelloop._logroot.SharedRoot`):
+    lists and opens only the date and hour partitions that ``since`` / ``until`` overlap."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    check_model_name(model)
+    start, end = parse_since(since), parse_since(until)
+    lo_ns = int(start.value) if start is not None else None
+    hi_ns = int(end.value) + 1 if end is not None else None
+    files = shared.files("ops", model, lo_ns, hi_ns)
+    if not files and not shared.has("ops", model):
+        raise NotFound(
+            f"model {model!r} has no operational history under "
+            f"{shared.url_of(shared.folder('ops', model))} (modelloop serve records it while "
+            "it serves the model)"
+        )
+    wanted = _wanted(columns)
+
+    def read(path: str) -> Any:
+        try:
+            with shared.open(path) as fh:
+                data = pa.BufferReader(fh.read())
+        except FileNotFoundError:  # removed since the listing (a retention job)
+            return None
+        present = set(pq.read_schema(data).names)
+        return pq.read_table(data, columns=[c for c in wanted if c in present])
+
+    try:
+        if len(files) > 4:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(8) as pool:
+                read_back = list(pool.map(read, files))
+        else:
+            read_back = [read(f) for f in files]
+    except OSError as exc:
+        raise shared.unreachable(exc) from exc
+    tables = [t for t in read_back if t is not None]
+    if not tables:
+        tables = [_schema().empty_table().select(wanted)]
+    return _frame(tables, wanted, start, end)
+
+
+def _frame(tables: list[Any], wanted: list[str], start: Any, end: Any) -> pd.DataFrame:
+    import pandas as pd
+    import pyarrow as pa
+
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     order = [c for c in wanted if c in frame.columns]
     if list(frame.columns) != order:
@@ -444,12 +551,11 @@ def read_ops_history(
         frame["timestamp"] = stamps.dt.tz_convert("UTC")
     else:
         frame["timestamp"] = pd.to_datetime(stamps, utc=True)
-    start, end = parse_since(since), parse_since(until)
     filtered = False
     if start is not None:
         frame, filtered = frame[frame["timestamp"] >= start], True
     if end is not None:
         frame, filtered = frame[frame["timestamp"] <= end], True
-    if not frame["timestamp"].is_monotonic_increasing:  # segments are named in time order
+    if not frame["timestamp"].is_monotonic_increasing:  # replicas' rows interleave
         frame, filtered = frame.sort_values("timestamp", kind="stable"), True
     return frame.reset_index(drop=True) if filtered else frame

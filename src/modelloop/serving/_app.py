@@ -192,12 +192,12 @@ def create_app(
             await state.manager.close(max(0.0, deadline - time.monotonic()))
             if state.log is not None:  # at least a moment to write what is pending
                 await asyncio.to_thread(state.log.close, max(1.0, deadline - time.monotonic()))
+            if state.ops is not None:  # before the sinks: on a URL root it writes through them
+                await asyncio.to_thread(state.ops.close, max(1.0, deadline - time.monotonic()))
             if state.sink is not None:  # a last upload of the spool; the rest stays spooled
                 from modelloop._logroot import close_sinks
 
                 await asyncio.to_thread(close_sinks, max(1.0, deadline - time.monotonic()))
-            if state.ops is not None:
-                await asyncio.to_thread(state.ops.close, max(1.0, deadline - time.monotonic()))
 
     # The docs page loads Swagger UI from files shipped in a package, never from a CDN; every
     # route, these files included, is behind the same auth. ReDoc is off (it would need more).
