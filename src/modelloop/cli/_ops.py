@@ -221,8 +221,13 @@ def ops_plan(
     headroom: Annotated[
         float, typer.Option("--headroom", help="Extra share of capacity on top (0.1 = 10 %).")
     ] = 0.0,
-    min_replicas: Annotated[int, typer.Option("--min-replicas")] = 1,
-    max_replicas: Annotated[int | None, typer.Option("--max-replicas")] = None,
+    min_replicas: Annotated[
+        int, typer.Option("--min-replicas", help="Never plan fewer replicas than this.")
+    ] = 1,
+    max_replicas: Annotated[
+        int | None,
+        typer.Option("--max-replicas", help="Never plan more replicas than this (default: no cap)."),
+    ] = None,
     since: SinceOpt = None,
     step: DemandStepOpt = None,
     quantile: QuantileOpt = 0.95,

@@ -137,6 +137,7 @@ def score_command(
         f"  output   {summary.out} ({summary.total_rows_out:,} rows in all)",
         highlight=False,
         markup=False,
+        soft_wrap=True,  # paths stay whole, to be copied
     )
     if summary.total_rows_rejected:
         cols = ", ".join(f"{c}: {n}" for c, n in sorted(summary.rejected_by_column.items()))
@@ -145,4 +146,5 @@ def score_command(
             f"in {summary.rejected_path}" + (f" ({cols})" if cols else ""),
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
