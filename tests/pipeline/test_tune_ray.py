@@ -4,14 +4,7 @@ budget; a Ray address that does not answer stops the run before any step."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,13 +15,13 @@ from pipeline_support import invoke_run
 from modelloop import Client, SchemaMismatch, Settings
 from modelloop.exceptions import ServiceUnavailable
 from modelloop.pipeline._tune import TuneConfig, run_study, study_storage_url
+from ray_support import ray_head as start_ray_head
 from s3_support import free_port
 
 pytest.importorskip("ray")
 
 pytestmark = pytest.mark.slow
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 SPACE = {
     "learning_rate": {"type": "float", "low": 0.02, "high": 0.5, "log": True},
     "max_depth": {"type": "int", "low": 1, "high": 3},
@@ -37,59 +30,9 @@ SPACE = {
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``ray start --head --block`` in its own session on a free port with this checkout's
-    source first on its path; its whole process group is stopped when the module is done."""
-    temp = tmp_path_factory.mktemp("raytune")
-    port = free_port()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    env["OMP_NUM_THREADS"] = "1"
-    log = open(temp / "head.log", "wb")  # noqa: SIM115 - closed in the finalizer
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("ray")),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            f"--temp-dir={temp}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited with {proc.returncode}: see {temp / 'head.log'}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("the Ray head did not start within 120 s")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    """A real local Ray head for the module."""
+    with start_ray_head(tmp_path_factory.mktemp("raytune")) as address:
+        yield address
 
 
 def _trial_runs(client: Client, experiment: str, parent_id: str) -> list[Any]:

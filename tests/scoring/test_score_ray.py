@@ -3,13 +3,6 @@ executor gives, and a Ray address that does not answer is named."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from scoring_support import (
-    SRC,
     flights_frame,
     known_rows,
     read_output,
@@ -29,6 +21,7 @@ from scoring_support import (
 from modelloop import Client, Settings
 from modelloop.exceptions import ServiceUnavailable
 from modelloop.scoring import score_batch
+from ray_support import ray_head as start_ray_head
 from s3_support import free_port
 
 pytest.importorskip("ray")
@@ -38,60 +31,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``ray start --head --block`` in its own session on a free port, stopped (its whole
-    process group, workers included) when the module is done."""
-    temp = tmp_path_factory.mktemp("ray")
-    port = free_port()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray_cli = Path(sys.executable).with_name("ray")
-    log = open(temp / "head.log", "wb")  # noqa: SIM115 - closed in the finalizer
-    proc = subprocess.Popen(
-        [
-            str(ray_cli),
-            "start",
-            "--head",
-            "--block",
-            "--node-ip-address=127.0.0.1",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            f"--temp-dir={temp}",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ray start exited with {proc.returncode}: see {temp / 'head.log'}")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("the Ray head did not start within 120 s")
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # the group may outlive its leader for a moment: make sure none of it is left
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+    """A real local Ray head for the module."""
+    with start_ray_head(tmp_path_factory.mktemp("ray")) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
