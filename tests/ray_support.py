@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,12 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 @contextlib.contextmanager
 def ray_head(temp: Path) -> Iterator[str]:
     """``ray start --head --block`` in its own session on a free 127.0.0.1 port with two CPUs,
-    this checkout's source first on its path and ``temp`` as its temp dir; yields its address.
+    this checkout's source first on its path and its log in ``temp``; yields its address.
     On exit its whole process group (workers included) is stopped — never ``ray stop``, which
     would stop every Ray on the machine."""
+    # Ray's sockets live under its temp dir and a socket path may not pass 107 bytes: a
+    # pytest tmp_path under an xdist worker is too deep, so Ray gets a short folder of its own
+    ray_temp = Path(tempfile.mkdtemp(prefix="mlray-"))
     port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
@@ -41,7 +46,7 @@ def ray_head(temp: Path) -> Iterator[str]:
             f"--port={port}",
             "--num-cpus=2",
             "--include-dashboard=false",
-            f"--temp-dir={temp}",
+            f"--temp-dir={ray_temp}",
             "--disable-usage-stats",
         ],
         env=env,
@@ -76,3 +81,4 @@ def ray_head(temp: Path) -> Iterator[str]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(ray_temp, ignore_errors=True)
