@@ -136,11 +136,13 @@ def test_served_ops_history_lands_on_the_shared_root_and_reads_back_like_the_loc
         # the step's requests of both replicas over the wall-clock seconds they covered
         # (counting each replica's seconds would halve it)
         expected = rows["requests"].sum() / _union_seconds(rows)
-        assert rate == pytest.approx(expected, rel=0.02)
+        # (the reader forgives overlaps under 1 % of an interval or 50 ms as clock jitter, which
+        # this count does not: a loaded machine moves the two by a few per cent)
+        assert rate == pytest.approx(expected, rel=0.05)
     assert sum(
         rate * _union_seconds(frame[(starts >= t) & (starts < t + pd.Timedelta(hours=1))])
         for t, rate in demand.items()
-    ) == pytest.approx(51, rel=0.02)
+    ) == pytest.approx(51, rel=0.05)
 
 
 def _union_seconds(frame: pd.DataFrame) -> float:
