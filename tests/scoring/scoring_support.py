@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from modelloop import Client
+from modelloop import Client, Settings
 
 FEATURES = ["day_of_week", "sched_dep_hour", "distance", "dep_delay", "carrier", "origin", "dest"]
 
@@ -118,3 +121,19 @@ def known_rows(frame: pd.DataFrame, client: Client, model: str) -> pd.DataFrame:
         if spec.categories is not None:
             keep &= frame[spec.name].isin(list(spec.categories)).to_numpy()
     return frame[keep].reset_index(drop=True)
+
+
+@contextlib.contextmanager
+def flights_home(home: Path) -> Iterator[Client]:
+    """A client on a fresh embedded store at ``home`` (store variables cleared) with the flights
+    model registered as flights@champion; closed on exit."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MODELLOOP_HOME", str(home))
+        for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT", "MODELLOOP_TRUSTED_TYPES"):
+            mp.delenv(var, raising=False)
+        client = Client(Settings.from_env())
+        try:
+            register_flights_model(client)
+            yield client
+        finally:
+            client.close()

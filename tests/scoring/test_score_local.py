@@ -16,15 +16,15 @@ from scoring_support import (
     FEATURES,
     cli_env,
     flights_frame,
+    flights_home,
     known_rows,
     read_output,
-    register_flights_model,
     register_numeric_model,
     with_bad_rows,
     write_parquet_files,
 )
 
-from modelloop import Client, Settings
+from modelloop import Client
 from modelloop.exceptions import Conflict, InvalidInput, NotFound, SchemaMismatch, StoreError
 from modelloop.scoring import score_batch
 
@@ -35,14 +35,8 @@ ROWS = 12_000
 def scoring_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Client]]:
     """One home for the module, with the flights model registered once as flights@champion."""
     home = tmp_path_factory.mktemp("score") / "mlhome"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODELLOOP_HOME", str(home))
-        for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT", "MODELLOOP_TRUSTED_TYPES"):
-            mp.delenv(var, raising=False)
-        client = Client(Settings.from_env())
-        register_flights_model(client)
+    with flights_home(home) as client:
         yield home, client
-        client.close()
 
 
 @pytest.fixture(scope="module")

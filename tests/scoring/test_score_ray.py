@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 from scoring_support import (
     flights_frame,
+    flights_home,
     known_rows,
     read_output,
-    register_flights_model,
     with_bad_rows,
     write_parquet_files,
 )
 
-from modelloop import Client, Settings
+from modelloop import Client
 from modelloop.exceptions import ServiceUnavailable
 from modelloop.scoring import score_batch
 from ray_support import ray_head as start_ray_head
@@ -38,20 +38,13 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def ray_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, Path]]:
-    home = tmp_path_factory.mktemp("rayscore") / "mlhome"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MODELLOOP_HOME", str(home))
-        for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT", "MODELLOOP_TRUSTED_TYPES"):
-            mp.delenv(var, raising=False)
-        client = Client(Settings.from_env())
-        register_flights_model(client)
+    with flights_home(tmp_path_factory.mktemp("rayscore") / "mlhome") as client:
         frame = known_rows(flights_frame(9_000), client, "flights@champion").head(8_000)
         frame["id"] = np.arange(len(frame))
         frame, _ = with_bad_rows(frame)
         folder = tmp_path_factory.mktemp("rayinput")
         write_parquet_files(folder, frame, files=2, row_group_rows=1_000)
         yield client, folder
-        client.close()
 
 
 def test_ray_and_local_executors_give_identical_outputs(
