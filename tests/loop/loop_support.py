@@ -4,12 +4,16 @@ traffic written to the prediction log and feedback exactly as the server writes 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from modelloop.loop import parse_policy
+from modelloop.loop._actions import PipelineActions
+from modelloop.loop._controller import Controller
 
 MODEL = "bc"
 
@@ -94,3 +98,78 @@ def serve_rows(
 
 def now_utc() -> datetime:
     return datetime.now(tz=UTC)
+
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+def make_policy(**changes: Any) -> Any:
+    doc: dict[str, Any] = {
+        "model": MODEL,
+        "cooldown": "1h",
+        "max_retrains_per_day": 5,
+        "triggers": {"drift_share": 0.5},
+        "training": {"source": "log", "window": "30d", "min_labelled_rows": 200},
+        "gate": {"metric": "accuracy", "window": "30d", "min_rows": 100, "tolerance": 0.05},
+        "rollout": {
+            "canary": {
+                "steps": [0.25, 0.5],
+                "min_duration": "1h",
+                "max_duration": "6h",
+                "min_outcomes": 100,
+            }
+        },
+        "judge": {"margin": 0.1, "max_p99_latency_ratio": None, "max_error_rate": None},
+    }
+    for key, value in changes.items():
+        doc[key] = {**doc[key], **value} if isinstance(value, dict) else value
+    return parse_policy(doc)
+
+
+class Clock:
+    def __init__(self, start: int) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make_world(client: Any, tmp_path: Path) -> dict[str, Any]:
+    from modelloop.monitoring import run_monitor
+    from modelloop.pipeline import Pipeline
+
+    frame = breast_cancer()
+    pipeline_file = write_pipeline(tmp_path, frame.iloc[:400])
+    result = Pipeline.from_file(pipeline_file).run(client)
+    assert result.registered_version == 1
+    rng = np.random.default_rng(0)
+    features = [c for c in frame.columns if c != "target"]
+    drifted = frame.sample(600, replace=True, random_state=1).reset_index(drop=True)
+    drifted[features] = drifted[features] * 1.4 + rng.normal(0, 0.01, (600, len(features)))
+    start = ms(datetime.now(tz=UTC) - timedelta(days=5))
+    serve_rows(client, drifted, version=1, route="champion", start_ms=start - DAY, span_ms=DAY)
+    outcome = run_monitor(
+        client, MODEL, window="2d", now=datetime.fromtimestamp(start / 1000, tz=UTC)
+    )
+    assert outcome.record is not None and (outcome.record.share_drifted or 0) >= 0.5
+    return {
+        "client": client,
+        "file": pipeline_file,
+        "frame": frame,
+        "drifted": drifted,
+        "features": features,
+        "clock": Clock(start + 60_000),
+    }
+
+
+def make_controller(world: dict[str, Any], policy: Any, holder: str = "ctl-a") -> Controller:
+    client = world["client"]
+    return Controller(
+        client.store,
+        policy,
+        PipelineActions(client, world["file"]),
+        home=client.settings.home,
+        holder=holder,
+        clock=world["clock"],
+    )

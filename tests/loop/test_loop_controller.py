@@ -4,106 +4,39 @@ stages can pass their minimum durations and time limits without waiting."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from loop_support import MODEL, breast_cancer, ms, serve_rows, write_pipeline
+from loop_support import (
+    DAY,
+    HOUR,
+    MODEL,
+    make_controller,
+    make_policy,
+    make_world,
+    serve_rows,
+)
 
 from modelloop.exceptions import Conflict, NotFound
-from modelloop.loop import parse_policy
 from modelloop.loop._actions import PipelineActions
 from modelloop.loop._controller import ATTEMPT_TAG, OUTCOME_TAG, Controller
-
-HOUR = 3_600_000
-DAY = 24 * HOUR
-
-
-def _policy(**changes: Any) -> Any:
-    doc: dict[str, Any] = {
-        "model": MODEL,
-        "cooldown": "1h",
-        "max_retrains_per_day": 5,
-        "triggers": {"drift_share": 0.5},
-        "training": {"source": "log", "window": "30d", "min_labelled_rows": 200},
-        "gate": {"metric": "accuracy", "window": "30d", "min_rows": 100, "tolerance": 0.05},
-        "rollout": {
-            "canary": {
-                "steps": [0.25, 0.5],
-                "min_duration": "1h",
-                "max_duration": "6h",
-                "min_outcomes": 100,
-            }
-        },
-        "judge": {"margin": 0.1, "max_p99_latency_ratio": None, "max_error_rate": None},
-    }
-    for key, value in changes.items():
-        doc[key] = {**doc[key], **value} if isinstance(value, dict) else value
-    return parse_policy(doc)
-
-
-class Clock:
-    def __init__(self, start: int) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture
 def world(client: Any, tmp_path: Path) -> dict[str, Any]:
     """Champion v1 trained on the first 400 rows; 600 drifted, labelled rows served by it over
     the day before the clock's start; a stored monitoring run that finds the drift."""
-    return _world(client, tmp_path)
+    return make_world(client, tmp_path)
 
 
 @pytest.fixture
 def any_world(any_client: Any, tmp_path: Path) -> dict[str, Any]:
     """The same world on every store backend (SQLite and PostgreSQL)."""
-    return _world(any_client, tmp_path)
-
-
-def _world(client: Any, tmp_path: Path) -> dict[str, Any]:
-    from modelloop.monitoring import run_monitor
-    from modelloop.pipeline import Pipeline
-
-    frame = breast_cancer()
-    pipeline_file = write_pipeline(tmp_path, frame.iloc[:400])
-    result = Pipeline.from_file(pipeline_file).run(client)
-    assert result.registered_version == 1
-    rng = np.random.default_rng(0)
-    features = [c for c in frame.columns if c != "target"]
-    drifted = frame.sample(600, replace=True, random_state=1).reset_index(drop=True)
-    drifted[features] = drifted[features] * 1.4 + rng.normal(0, 0.01, (600, len(features)))
-    start = ms(datetime.now(tz=UTC) - timedelta(days=5))
-    serve_rows(client, drifted, version=1, route="champion", start_ms=start - DAY, span_ms=DAY)
-    outcome = run_monitor(
-        client, MODEL, window="2d", now=datetime.fromtimestamp(start / 1000, tz=UTC)
-    )
-    assert outcome.record is not None and (outcome.record.share_drifted or 0) >= 0.5
-    return {
-        "client": client,
-        "file": pipeline_file,
-        "frame": frame,
-        "drifted": drifted,
-        "features": features,
-        "clock": Clock(start + 60_000),
-    }
-
-
-def _controller(world: dict[str, Any], policy: Any, holder: str = "ctl-a") -> Controller:
-    client = world["client"]
-    return Controller(
-        client.store,
-        policy,
-        PipelineActions(client, world["file"]),
-        home=client.settings.home,
-        holder=holder,
-        clock=world["clock"],
-    )
+    return make_world(any_client, tmp_path)
 
 
 def _kinds(client: Any) -> list[str]:
@@ -112,7 +45,7 @@ def _kinds(client: Any) -> list[str]:
 
 def test_drift_retrains_once_and_the_challenger_is_promoted_through_every_step(world) -> None:  # type: ignore[no-untyped-def]
     client, clock, drifted = world["client"], world["clock"], world["drifted"]
-    ctl = _controller(world, _policy())
+    ctl = make_controller(world, make_policy())
 
     first = ctl.tick()
     assert first.state == "rollout" and _kinds(client) == ["trigger", "retrain", "stage"]
@@ -167,7 +100,7 @@ def test_a_bad_challenger_is_rolled_back_at_the_first_step(world) -> None:  # ty
         labels = pd.read_parquet(f)
         labels["label"] = np.random.default_rng(5).permutation(labels["label"].to_numpy())
         labels.to_parquet(f, index=False)
-    ctl = _controller(world, _policy(gate={"min_rows": 10**9}))
+    ctl = make_controller(world, make_policy(gate={"min_rows": 10**9}))
     assert ctl.tick().state == "rollout"
     stage_start = int(client.store.get_loop_state(MODEL).data["started_at"])  # type: ignore[union-attr]
     for version, route in ((2, "canary"), (1, "champion")):
@@ -195,7 +128,7 @@ def test_a_bad_challenger_is_rolled_back_at_the_first_step(world) -> None:  # ty
 
 def test_too_few_labels_in_time_applies_the_inconclusive_policy(world) -> None:  # type: ignore[no-untyped-def]
     client, clock = world["client"], world["clock"]
-    ctl = _controller(world, _policy(judge={"inconclusive": "wait", "max_waits": 1}))
+    ctl = make_controller(world, make_policy(judge={"inconclusive": "wait", "max_waits": 1}))
     assert ctl.tick().state == "rollout"
     stage_start = int(client.store.get_loop_state(MODEL).data["started_at"])  # type: ignore[union-attr]
     for version, route in ((2, "canary"), (1, "champion")):
@@ -226,7 +159,7 @@ def test_two_controllers_one_acts_the_other_names_the_holder(any_world) -> None:
     import threading
 
     client = any_world["client"]
-    controllers = [_controller(any_world, _policy(), holder=f"ctl-{x}") for x in "ab"]
+    controllers = [make_controller(any_world, make_policy(), holder=f"ctl-{x}") for x in "ab"]
     results: dict[str, Any] = {}
     start = threading.Barrier(2)
 
@@ -251,7 +184,7 @@ def test_two_controllers_one_acts_the_other_names_the_holder(any_world) -> None:
 
 def test_a_dry_run_says_what_it_would_do_and_changes_nothing(world) -> None:  # type: ignore[no-untyped-def]
     client = world["client"]
-    ctl = _controller(world, _policy())
+    ctl = make_controller(world, make_policy())
     result = ctl.tick(dry_run=True)
     assert not result.acted and result.planned
     assert result.planned[0].startswith("idle -> retraining: retrain: drift share")
@@ -262,7 +195,7 @@ def test_a_dry_run_says_what_it_would_do_and_changes_nothing(world) -> None:  # 
 
 def test_a_crash_after_registering_resumes_with_the_same_challenger(world) -> None:  # type: ignore[no-untyped-def]
     client = world["client"]
-    ctl = _controller(world, _policy())
+    ctl = make_controller(world, make_policy())
     ctl.tick(max_steps=1)  # the trigger is committed; the controller "dies" before retraining
     assert client.store.get_loop_state(MODEL).state == "retraining"  # type: ignore[union-attr]
     # the crashed controller's retrain had registered its challenger before dying (one tree
@@ -270,7 +203,7 @@ def test_a_crash_after_registering_resumes_with_the_same_challenger(world) -> No
     crashed = PipelineActions(client, world["file"], overrides={"model.params.n_estimators": 26})
     crashed.retrain(attempt=f"{MODEL}:1", data=None)
     assert len(client.store.list_model_versions(MODEL)) == 2
-    restarted = _controller(world, _policy(), holder="ctl-a")
+    restarted = make_controller(world, make_policy(), holder="ctl-a")
     assert restarted.tick().state == "rollout"
     assert len(client.store.list_model_versions(MODEL)) == 2  # found, not trained again
     retrain = next(e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain")
@@ -356,13 +289,13 @@ def test_every_transition_reaches_a_webhook_and_the_gauges(world, tmp_path) -> N
 )
 def test_each_trigger_fires_on_what_monitoring_and_the_log_hold(world, triggers, expected) -> None:  # type: ignore[no-untyped-def]
     world["clock"].now += 7 * DAY  # the champion, registered today, is 2 days old by then
-    policy = _policy(triggers={"drift_share": None, **triggers})
-    result = _controller(world, policy).tick(dry_run=True)
+    policy = make_policy(triggers={"drift_share": None, **triggers})
+    result = make_controller(world, policy).tick(dry_run=True)
     assert result.planned and expected in result.planned[0], result.planned
 
 
 def test_no_trigger_below_the_thresholds(world) -> None:  # type: ignore[no-untyped-def]
-    policy = _policy(
+    policy = make_policy(
         triggers={
             "drift_share": None,
             "metric_floor": {"accuracy": 0.1},
@@ -370,7 +303,7 @@ def test_no_trigger_below_the_thresholds(world) -> None:  # type: ignore[no-unty
             "max_age": "30d",
         }
     )
-    result = _controller(world, policy).tick(dry_run=True)
+    result = make_controller(world, policy).tick(dry_run=True)
     assert not result.planned and result.message == "no trigger fired"
 
 
@@ -378,8 +311,8 @@ def test_a_metric_drop_is_measured_from_the_first_live_value_of_the_version(worl
     from modelloop.monitoring import run_monitor
 
     client, clock = world["client"], world["clock"]
-    policy = _policy(triggers={"drift_share": None, "metric_drop": {"accuracy": 0.1}})
-    ctl = _controller(world, policy)
+    policy = make_policy(triggers={"drift_share": None, "metric_drop": {"accuracy": 0.1}})
+    ctl = make_controller(world, policy)
     first = ctl.tick()
     assert [e.kind for e in first.events] == ["baseline"] and first.state == "idle"
     baseline = first.events[0].evidence["baseline"]["1"]["accuracy"]
@@ -405,7 +338,7 @@ def test_a_metric_drop_is_measured_from_the_first_live_value_of_the_version(worl
 
 def test_training_on_the_log_and_the_pipeline_source_together(world) -> None:  # type: ignore[no-untyped-def]
     client = world["client"]
-    ctl = _controller(world, _policy(training={"source": "both"}))
+    ctl = make_controller(world, make_policy(training={"source": "both"}))
     assert ctl.tick().state == "rollout"
     retrain = next(e for e in client.store.list_loop_events(MODEL) if e.kind == "retrain")
     # the 400 rows of the pipeline's own file and the 600 labelled served rows

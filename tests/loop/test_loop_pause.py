@@ -1,5 +1,5 @@
 """Pausing, resuming and approving the loop on real parts: the controller of
-``test_loop_controller`` (SQLite or PostgreSQL store, the real pipeline, real monitoring runs,
+``loop_support`` (SQLite or PostgreSQL store, the real pipeline, real monitoring runs,
 served traffic in the prediction log), driven by the test's clock; the CLI through its app."""
 
 from __future__ import annotations
@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loop_support import MODEL, serve_rows
-from test_loop_controller import HOUR, _controller, _policy, _world
+from loop_support import HOUR, MODEL, make_controller, make_policy, make_world, serve_rows
 from typer.testing import CliRunner
 
 from modelloop.exceptions import Conflict, NotFound
@@ -19,12 +18,12 @@ from modelloop.loop._operator import approve_loop, pause_loop, reject_loop, resu
 
 @pytest.fixture
 def world(client: Any, tmp_path: Path) -> dict[str, Any]:
-    return _world(client, tmp_path)
+    return make_world(client, tmp_path)
 
 
 @pytest.fixture
 def any_world(any_client: Any, tmp_path: Path) -> dict[str, Any]:
-    return _world(any_client, tmp_path)
+    return make_world(any_client, tmp_path)
 
 
 def _kinds(client: Any) -> list[str]:
@@ -55,7 +54,7 @@ def _serve_stage(world: dict[str, Any], seed: int) -> int:
 
 def test_a_paused_loop_neither_retrains_nor_advances_and_resumes_where_it_was(world) -> None:  # type: ignore[no-untyped-def]
     client, clock = world["client"], world["clock"]
-    ctl = _controller(world, _policy())
+    ctl = make_controller(world, make_policy())
     with pytest.raises(NotFound, match="no loop has run"):
         pause_loop(client.store, MODEL, user="ann", reason="x")
     # a first tick that finds nothing to do is not possible here (drift fires): start the loop
@@ -122,7 +121,7 @@ class _PausedMidTick:
 
 def test_a_pause_during_a_tick_is_not_lost_and_the_retrain_is_not_repeated(any_world) -> None:  # type: ignore[no-untyped-def]
     client = any_world["client"]
-    ctl = _controller(any_world, _policy())
+    ctl = make_controller(any_world, make_policy())
     ctl.actions = _PausedMidTick(ctl.actions, client.store)
     result = ctl.tick()
     # the tick's own transition (retraining -> gating) lost the compare-and-set to the pause
@@ -143,7 +142,7 @@ def test_a_pause_during_a_tick_is_not_lost_and_the_retrain_is_not_repeated(any_w
 
 def test_approval_before_the_rollout_waits_and_approve_starts_the_canary(any_world) -> None:  # type: ignore[no-untyped-def]
     client = any_world["client"]
-    ctl = _controller(any_world, _policy(rollout={"approval": "before_rollout"}))
+    ctl = make_controller(any_world, make_policy(rollout={"approval": "before_rollout"}))
     result = ctl.tick()
     assert result.state == "awaiting_approval"
     approval = client.store.list_loop_events(MODEL)[-1]
@@ -166,7 +165,7 @@ def test_approval_before_the_rollout_waits_and_approve_starts_the_canary(any_wor
 
 def test_reject_drops_the_challenger_as_a_failed_gate_would(world) -> None:  # type: ignore[no-untyped-def]
     client = world["client"]
-    ctl = _controller(world, _policy(rollout={"approval": "both"}))
+    ctl = make_controller(world, make_policy(rollout={"approval": "both"}))
     assert ctl.tick().state == "awaiting_approval"
     event = reject_loop(client.store, MODEL, user="dan", reason="trained on a bad week")
     assert (event.kind, event.state, event.evidence["user"]) == ("reject", "rolling_back", "dan")
@@ -182,8 +181,8 @@ def test_reject_drops_the_challenger_as_a_failed_gate_would(world) -> None:  # t
 
 def test_an_approval_not_given_in_time_is_a_rejection(world) -> None:  # type: ignore[no-untyped-def]
     client, clock = world["client"], world["clock"]
-    policy = _policy(rollout={"approval": "before_rollout", "approval_timeout": "1h"})
-    ctl = _controller(world, policy)
+    policy = make_policy(rollout={"approval": "before_rollout", "approval_timeout": "1h"})
+    ctl = make_controller(world, policy)
     assert ctl.tick().state == "awaiting_approval"
     clock.now += HOUR // 2
     assert ctl.tick().state == "awaiting_approval"
@@ -200,13 +199,13 @@ def test_an_approval_not_given_in_time_is_a_rejection(world) -> None:  # type: i
 
 def test_approval_before_the_promotion_holds_the_last_share_until_approved(world) -> None:  # type: ignore[no-untyped-def]
     client, clock = world["client"], world["clock"]
-    policy = _policy(
+    policy = make_policy(
         rollout={
             "approval": "before_promote",
             "canary": {"steps": [0.5], "min_duration": "1h", "min_outcomes": 100},
         }
     )
-    ctl = _controller(world, policy)
+    ctl = make_controller(world, policy)
     assert ctl.tick().state == "rollout"
     start = _serve_stage(world, 0)
     clock.now = start + HOUR + 60_000
