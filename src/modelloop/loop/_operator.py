@@ -16,6 +16,7 @@ timeout are moved on by the time spent paused, so a pause never decides a rollou
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,7 +40,8 @@ __all__ = [
 AWAITING = "awaiting_approval"
 Operation = Literal["pause", "resume", "approve", "reject"]
 OPERATIONS: tuple[Operation, ...] = ("pause", "resume", "approve", "reject")
-_RETRIES = 20
+#: How long a person's operation keeps retrying while ticks keep moving the loop on.
+_PATIENCE_S = 30.0
 
 
 def _plan(
@@ -111,7 +113,9 @@ def operate(
     reason = reason.strip()[:500]
     if isinstance(store, HttpStore):
         return _remote(store, model, op, user, reason, expected_revision)
-    for _ in range(_RETRIES):
+    deadline = time.monotonic() + _PATIENCE_S
+    attempt = 0
+    while True:
         state = store.get_loop_state(model)
         if state is None:
             raise NotFound(f"no loop has run for model {model!r} (modelloop loop run)")
@@ -136,8 +140,15 @@ def operate(
         except Conflict:
             if expected_revision is not None:
                 raise
-            continue  # a tick moved the loop on meanwhile: the operation applies to the new state
-    raise Conflict(f"the loop of {model} kept changing; {op} was not applied: try again")
+            # A tick moved the loop on meanwhile: the operation applies to the new state. A
+            # random pause, growing with each loss, lets it win against a busy writer.
+            attempt += 1
+            if time.monotonic() >= deadline:
+                raise Conflict(
+                    f"the loop of {model} kept changing for {_PATIENCE_S:.0f} s; {op} was not "
+                    "applied: try again"
+                ) from None
+            time.sleep(random.uniform(0, min(0.05, 0.001 * attempt)))
 
 
 def _remote(
