@@ -106,6 +106,30 @@ def test_end_run_transitions(store: SqlStore, run: Run) -> None:
     assert store.end_run(other.run_id, "KILLED").status is RunStatus.KILLED  # type: ignore[arg-type]
 
 
+def test_end_run_with_the_last_values_stores_both_or_neither(store: SqlStore, run: Run) -> None:
+    last = [
+        Metric("loss", 0.5, 3, 1000),
+        Metric("loss", 0.25, 4, 1001),
+        Metric("acc", 0.9, 4, 1001),
+    ]
+    ended = store.end_run(run.run_id, RunStatus.FINISHED, end_time=7000, metrics=last)
+    assert (ended.status, ended.end_time) == (RunStatus.FINISHED, 7000)
+    assert ended.metrics == {"loss": 0.25, "acc": 0.9}
+    assert [m.value for m in store.get_metric_history(run.run_id, "loss")] == [0.5, 0.25]
+    # a bad value refuses the end too: the run stays running, nothing of the batch is stored
+    other = store.create_run(run.experiment_id)
+    bad = [Metric("ok", 1.0, 0, 1), Metric("", 2.0, 0, 1)]
+    with pytest.raises(InvalidInput, match="metric key"):
+        store.end_run(other.run_id, RunStatus.FINISHED, metrics=bad)
+    kept = store.get_run(other.run_id)
+    assert kept.status is RunStatus.RUNNING and kept.end_time is None
+    assert store.count_metric_values(other.run_id) == 0
+    # ending with another status than the first end refuses the values with it
+    with pytest.raises(Conflict, match="FINISHED"):
+        store.end_run(run.run_id, RunStatus.FAILED, metrics=[Metric("late", 1.0, 0, 1)])
+    assert store.count_metric_values(run.run_id, "late") == 0
+
+
 # -- params and tags --------------------------------------------------------------------------
 
 

@@ -226,7 +226,9 @@ def ops_plan(
     ] = 1,
     max_replicas: Annotated[
         int | None,
-        typer.Option("--max-replicas", help="Never plan more replicas than this (default: no cap)."),
+        typer.Option(
+            "--max-replicas", help="Never plan more replicas than this (default: no cap)."
+        ),
     ] = None,
     since: SinceOpt = None,
     step: DemandStepOpt = None,

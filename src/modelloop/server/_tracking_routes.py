@@ -52,8 +52,15 @@ class EndStaleIn(BaseModel):
 
 
 class EndRunIn(BaseModel):
+    """The final status, and optionally the run's last metric values (as in ``MetricsIn``),
+    stored in the same transaction as the end."""
+
     status: Any
     end_time: Any = None
+    keys: list[Any] = Field(default_factory=list)
+    values: list[Any] = Field(default_factory=list)
+    steps: list[Any] = Field(default_factory=list)
+    timestamps: list[Any] = Field(default_factory=list)
 
 
 class ParamsIn(BaseModel):
@@ -227,12 +234,18 @@ def get_run(request: Request, run_id: str, principal: Viewer) -> Response:
 
 @router.post("/runs/{run_id}/end", summary="End a run")
 def end_run(request: Request, run_id: str, body: EndRunIn, principal: Editor) -> Response:
+    metrics = _metrics(body)
+
     def work() -> Any:
-        run = store_of(request).end_run(run_id, body.status, end_time=body.end_time)
+        store = store_of(request)
+        run = store.end_run(run_id, body.status, end_time=body.end_time, metrics=metrics)
+        if metrics:
+            audit(request, principal, "run.metrics", "run", run_id, after={"values": len(metrics)})
         audit(request, principal, "run.end", "run", run_id, after={"status": run.status.value})
         return run
 
-    return write(request, principal, work, keyed=False)
+    # ending twice with one status changes nothing; values appended with it must not repeat
+    return write(request, principal, work, keyed=bool(metrics))
 
 
 @router.post("/runs/{run_id}/params", summary="Log params")
@@ -261,19 +274,26 @@ def set_tags(request: Request, run_id: str, body: TagsIn, principal: Editor) -> 
 
 @router.post("/runs/{run_id}/metrics", summary="Log a batch of metric values (one transaction)")
 def log_metrics(request: Request, run_id: str, body: MetricsIn, principal: Editor) -> Response:
+    metrics = _metrics(body)
+    return _change_run(
+        request,
+        principal,
+        run_id,
+        "run.metrics",
+        lambda store: store.log_metrics(run_id, metrics),
+        lambda: {"values": len(metrics)},
+        keyed=True,
+    )
+
+
+def _metrics(body: MetricsIn | EndRunIn) -> list[Metric]:
+    """The metric values of a body's columns; ``InvalidInput`` when their lengths differ."""
     n = len(body.keys)
     if not len(body.values) == len(body.steps) == len(body.timestamps) == n:
         from modelloop.exceptions import InvalidInput
 
         raise InvalidInput("keys, values, steps and timestamps must have the same length")
-
-    def change(store: SqlStore) -> None:
-        metrics = list(map(Metric, body.keys, body.values, body.steps, body.timestamps))
-        store.log_metrics(run_id, metrics)
-
-    return _change_run(
-        request, principal, run_id, "run.metrics", change, lambda: {"values": n}, keyed=True
-    )
+    return list(map(Metric, body.keys, body.values, body.steps, body.timestamps))
 
 
 @router.get("/runs/{run_id}/metrics/history", summary="Every value of one metric")

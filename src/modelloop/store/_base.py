@@ -140,9 +140,19 @@ class Store(abc.ABC):
         ``InvalidInput`` for status RUNNING or a negative timeout."""
 
     @abc.abstractmethod
-    def end_run(self, run_id: str, status: RunStatus, *, end_time: int | None = None) -> Run:
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        end_time: int | None = None,
+        metrics: Sequence[Metric] = (),
+    ) -> Run:
         """Set a final status and end time. ``InvalidInput`` for RUNNING; ``Conflict`` when the run
-        already ended with another status (ending twice with the same status is a no-op)."""
+        already ended with another status (ending twice with the same status is a no-op).
+
+        ``metrics``: the run's last values (a run's buffer at its end), written as
+        :meth:`log_metrics` does in the same transaction as the end: both or neither."""
 
     @abc.abstractmethod
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:

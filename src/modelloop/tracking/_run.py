@@ -214,17 +214,34 @@ class ActiveRun:
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.join()
         flush_error: Exception | None = None
-        try:
-            self.flush()
-        except Exception as exc:
-            flush_error, status = exc, RunStatus.FAILED
-        run = self._store.end_run(self.run_id, status)  # on failure the run can be ended again
+        run = self._end_with_buffer(status)
+        if run is None:  # the values could not go with the end: flush them alone, then end
+            try:
+                self.flush()
+            except Exception as exc:
+                flush_error, status = exc, RunStatus.FAILED
+            run = self._store.end_run(self.run_id, status)  # on failure it can be ended again
         with self._lock:
             self._ended = True
         open_runs.discard(self)
         if flush_error is not None:
             raise flush_error
         return run
+
+    def _end_with_buffer(self, status: RunStatus) -> Run | None:
+        """End the run with the buffered values in the same write (one request through a
+        control plane); None, with the values back in the buffer, when that write failed."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return None
+            try:
+                return self._store.end_run(self.run_id, status, metrics=batch)
+            except Exception:
+                with self._lock:  # neither the values nor the end were stored
+                    self._buffer[:0] = batch
+                return None
 
     def info(self) -> Run:
         """The run as stored now (buffered metrics flushed first)."""

@@ -166,8 +166,17 @@ class HttpStore(Store):
         body = {"status": status, "stale_after_ms": stale_after_ms, "now": now}
         return [decode(Run, r) for r in self._t.write("POST", "/runs/end-stale", body)]
 
-    def end_run(self, run_id: str, status: RunStatus, *, end_time: int | None = None) -> Run:
-        body = {"status": status, "end_time": end_time}
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        end_time: int | None = None,
+        metrics: Sequence[Metric] = (),
+    ) -> Run:
+        body: dict[str, Any] = {"status": status, "end_time": end_time}
+        if metrics:  # the last buffered values ride on the end: one request, one transaction
+            body.update(_metric_columns(metrics))
         return decode(Run, self._t.write("POST", f"/runs/{_seg(run_id)}/end", body))
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
@@ -183,15 +192,7 @@ class HttpStore(Store):
         self._t.write("POST", f"/runs/{_seg(run_id)}/tags", {"tags": tags})
 
     def log_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
-        for m in metrics:
-            _record(m, Metric, "metrics")
-        body = {
-            "keys": [m.key for m in metrics],
-            "values": [m.value for m in metrics],
-            "steps": [m.step for m in metrics],
-            "timestamps": [m.timestamp for m in metrics],
-        }
-        self._t.write("POST", f"/runs/{_seg(run_id)}/metrics", body)
+        self._t.write("POST", f"/runs/{_seg(run_id)}/metrics", _metric_columns(metrics))
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         cols = self._t.get(f"/runs/{_seg(run_id)}/metrics/history", {"key": key})
@@ -496,3 +497,15 @@ class HttpStore(Store):
             "limit": limit,
         }
         return [decode(AuditEvent, e) for e in self._t.get("/audit", params)]
+
+
+def _metric_columns(metrics: Sequence[Metric]) -> dict[str, list[Any]]:
+    """A batch of metric values as the server takes it: one list per field."""
+    for m in metrics:
+        _record(m, Metric, "metrics")
+    return {
+        "keys": [m.key for m in metrics],
+        "values": [m.value for m in metrics],
+        "steps": [m.step for m in metrics],
+        "timestamps": [m.timestamp for m in metrics],
+    }

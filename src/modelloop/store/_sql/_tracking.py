@@ -270,7 +270,21 @@ class TrackingMixin(SqlCore):
 
         return self._read(tx)
 
-    def end_run(self, run_id: str, status: RunStatus, *, end_time: int | None = None) -> Run:
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        end_time: int | None = None,
+        metrics: Sequence[Metric] = (),
+    ) -> Run:
+        if metrics:
+            # one transaction: the values and the end are both stored or neither
+            def both(_conn: Connection) -> Run:
+                self.log_metrics(run_id, metrics)
+                return self.end_run(run_id, status, end_time=end_time)
+
+            return self._write_joined(both)
         status = _status(status)
         if status is RunStatus.RUNNING:
             raise InvalidInput(
