@@ -14,30 +14,80 @@ HPA-like policy. :func:`injected_series` and :func:`flights_demand` are the seri
 with the project.
 """
 
-from modelloop.aiops._anomaly import Anomaly, detect_anomalies
-from modelloop.aiops._data import InjectedSeries, Injection, flights_demand, injected_series
-from modelloop.aiops._forecast import DemandForecast, demand_from_history, forecast_demand
-from modelloop.aiops._history import (
-    OPS_COLUMNS,
-    OpsRecorder,
-    read_ops_history,
-    write_ops_history,
-)
-from modelloop.aiops._plan import (
-    Capacity,
-    PlanStep,
-    ScalingPlan,
-    capacity_from_history,
-    plan_replicas,
-)
-from modelloop.aiops._prometheus import read_prometheus_history
-from modelloop.aiops._scan import OpsAnomalyRule, OpsScan, scan_ops_history
-from modelloop.aiops._simulate import (
-    PredictivePolicy,
-    ReactivePolicy,
-    SimulationResult,
-    simulate_autoscaling,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelloop.aiops._anomaly import Anomaly, detect_anomalies
+    from modelloop.aiops._data import InjectedSeries, Injection, flights_demand, injected_series
+    from modelloop.aiops._forecast import DemandForecast, demand_from_history, forecast_demand
+    from modelloop.aiops._history import (
+        OPS_COLUMNS,
+        OpsRecorder,
+        read_ops_history,
+        write_ops_history,
+    )
+    from modelloop.aiops._plan import (
+        Capacity,
+        PlanStep,
+        ScalingPlan,
+        capacity_from_history,
+        plan_replicas,
+    )
+    from modelloop.aiops._prometheus import read_prometheus_history
+    from modelloop.aiops._scan import OpsAnomalyRule, OpsScan, scan_ops_history
+    from modelloop.aiops._simulate import (
+        PredictivePolicy,
+        ReactivePolicy,
+        SimulationResult,
+        simulate_autoscaling,
+    )
+
+# Imported on first use: ``modelloop serve`` needs only the recorder, not the statistics.
+_WHERE = {
+    "Anomaly": "modelloop.aiops._anomaly",
+    "detect_anomalies": "modelloop.aiops._anomaly",
+    "InjectedSeries": "modelloop.aiops._data",
+    "Injection": "modelloop.aiops._data",
+    "flights_demand": "modelloop.aiops._data",
+    "injected_series": "modelloop.aiops._data",
+    "DemandForecast": "modelloop.aiops._forecast",
+    "demand_from_history": "modelloop.aiops._forecast",
+    "forecast_demand": "modelloop.aiops._forecast",
+    "OPS_COLUMNS": "modelloop.aiops._history",
+    "OpsRecorder": "modelloop.aiops._history",
+    "read_ops_history": "modelloop.aiops._history",
+    "write_ops_history": "modelloop.aiops._history",
+    "Capacity": "modelloop.aiops._plan",
+    "PlanStep": "modelloop.aiops._plan",
+    "ScalingPlan": "modelloop.aiops._plan",
+    "capacity_from_history": "modelloop.aiops._plan",
+    "plan_replicas": "modelloop.aiops._plan",
+    "read_prometheus_history": "modelloop.aiops._prometheus",
+    "OpsAnomalyRule": "modelloop.aiops._scan",
+    "OpsScan": "modelloop.aiops._scan",
+    "scan_ops_history": "modelloop.aiops._scan",
+    "PredictivePolicy": "modelloop.aiops._simulate",
+    "ReactivePolicy": "modelloop.aiops._simulate",
+    "SimulationResult": "modelloop.aiops._simulate",
+    "simulate_autoscaling": "modelloop.aiops._simulate",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
 
 __all__ = [
     "OPS_COLUMNS",
