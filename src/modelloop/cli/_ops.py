@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from modelloop.cli._output import JsonOpt, console, print_json
+from modelloop.cli._output import JsonOpt, cli_client, console, print_json
 
 ops_app = typer.Typer(
     help="Operational history of served models (recorded by modelloop serve) and its anomalies.",
@@ -207,7 +207,28 @@ def ops_plan(
         float | None,
         typer.Option(
             "--capacity",
-            help="Requests/s one replica serves within the SLO (default: from the history).",
+            help="Requests/s one replica serves within the SLO (default: from the history, "
+            "or measured with --measure).",
+        ),
+    ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option(
+            "--measure",
+            help="Measure one replica's capacity with a short load test on loopback: starts "
+            "modelloop serve MODEL@ALIAS and sends it the version's input example from 1, 2, "
+            "4, ... connections.",
+        ),
+    ] = False,
+    measure_seconds: Annotated[
+        float, typer.Option("--measure-seconds", help="With --measure: seconds per level.")
+    ] = 3.0,
+    measure_body: Annotated[
+        str | None,
+        typer.Option(
+            "--measure-body",
+            help="With --measure: a JSON request body to send (default: one row of the "
+            "version's input example).",
         ),
     ] = None,
     horizon: HorizonOpt = "2h",
@@ -245,7 +266,8 @@ def ops_plan(
         ),
     ] = None,
     alias: Annotated[
-        str, typer.Option("--alias", help="With --manifests: the alias the pods serve.")
+        str,
+        typer.Option("--alias", help="The alias the pods serve (--manifests) and --measure loads."),
     ] = "champion",
     image: Annotated[
         str | None, typer.Option("--image", help="With --manifests: the container image.")
@@ -266,16 +288,20 @@ def ops_plan(
 
     if capacity is not None and not (math.isfinite(capacity) and capacity > 0):
         raise InvalidInput(f"--capacity must be a positive requests/s, got {capacity:g}")
+    if capacity is not None and measure:
+        raise InvalidInput("give --capacity or --measure, not both")
     lead_s = parse_duration(lead_time, "lead time")
     stab_s = parse_duration(stabilisation, "stabilisation")
     frame, demand = _demand(model, since, step)
     assert isinstance(frame, pd.DataFrame) and isinstance(demand, pd.Series)
+    levels: list[Any] = []
+    if measure:
+        cap, levels = _measure(model, alias, slo_ms, measure_seconds, measure_body, as_json)
+    elif capacity is not None:
+        cap = Capacity(float(capacity), "given", slo_ms, "--capacity")
+    else:
+        cap = capacity_from_history(frame, slo_ms)
     fc = forecast_demand(demand, horizon, quantile=quantile)
-    cap = (
-        Capacity(float(capacity), "given", slo_ms, "--capacity")
-        if capacity is not None
-        else capacity_from_history(frame, slo_ms)
-    )
     rss = pd.to_numeric(frame.get("rss_bytes"), errors="coerce") if "rss_bytes" in frame else None
     rss_max = float(rss.max()) if rss is not None and rss.notna().any() else None
     plan = plan_replicas(
@@ -289,6 +315,8 @@ def ops_plan(
         rss_bytes_per_replica=None if rss_max is None or math.isnan(rss_max) else rss_max,
     )
     doc = {"model_name": model, **plan.to_dict()}
+    if levels:
+        doc["load_test"] = [level.to_dict() for level in levels]
     if manifests:
         doc["manifests"] = _plan_manifests(model, alias, image, plan, Path(manifests))
     if out:
@@ -322,10 +350,64 @@ def ops_plan(
         console.print(f"wrote {len(doc['manifests'])} manifests to {escape(manifests)}")
 
 
+def _measure(
+    model: str, alias: str, slo_ms: float, seconds: float, body_file: str | None, quiet: bool
+) -> tuple[Any, list[Any]]:
+    """The capacity of one replica of MODEL@ALIAS from a load test of a replica started on
+    loopback for it (its prediction log and ops history go to a scratch folder, so the test's
+    traffic never counts as demand)."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from modelloop.aiops._loadtest import measure_capacity
+    from modelloop.exceptions import InvalidInput
+    from modelloop.models._package import INPUT_EXAMPLE_FILE
+    from modelloop.registry._uri import parse_model_spec
+    from modelloop.serving._process import serve_process
+
+    client = cli_client(writes=False)
+    ref = f"{model}@{alias}"
+    client.resolve(parse_model_spec(ref))  # NotFound (exit 3) when unknown
+    if body_file is not None:
+        try:
+            body = Path(body_file).read_bytes()
+            json.loads(body)
+        except (OSError, ValueError) as e:
+            raise InvalidInput(f"--measure-body {body_file}: not a readable JSON file ({e})") from e
+    else:
+        folder = client._package_dir(*client._package_ref(f"models:/{ref}"))
+        try:
+            rows = json.loads((folder / INPUT_EXAMPLE_FILE).read_bytes())
+        except FileNotFoundError:
+            raise InvalidInput(
+                f"{ref} was saved without an input example: pass --measure-body FILE (a JSON "
+                "request body) or --capacity"
+            ) from None
+        if not isinstance(rows, list) or not rows:
+            raise InvalidInput(f"the input example of {ref} is empty: pass --measure-body FILE")
+        body = json.dumps({"records": rows[:1]}).encode()
+    with tempfile.TemporaryDirectory(prefix="modelloop-measure-") as scratch:
+        env = {**os.environ, "MODELLOOP_LOG_ROOT": scratch}
+        log = Path(scratch) / "serve.log"
+        extra = ["--log-level", "warning"]
+        with serve_process([ref], log, env=env, extra=extra, what=f"the replica of {ref}") as srv:
+            if not quiet:
+                console.print(f"load test of {escape(ref)} on {srv.url} ...")
+            srv.wait_ready()
+            headers = {}
+            token = os.environ.get("MODELLOOP_TOKEN")
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            url = f"{srv.url}/v1/models/{model}/predict"
+            return measure_capacity(url, body, slo_ms, seconds=seconds, headers=headers)
+
+
 def _plan_manifests(model: str, alias: str, image: str | None, plan: Any, out: Path) -> list[str]:
     """The manifests of ``modelloop deploy k8s MODEL@ALIAS`` with ``plan``'s schedule as the
     ScaledObject's cron triggers; the paths written."""
-    from modelloop.cli._output import cli_client, require_extra
+    from modelloop.cli._output import require_extra
     from modelloop.deploy import DEFAULT_IMAGE, ReplicaStep, kubernetes_manifests, write_manifests
     from modelloop.registry._uri import parse_model_spec
 

@@ -18,12 +18,8 @@ import contextlib
 import http.client
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelloop.exceptions import InvalidInput, ServiceUnavailable
+from modelloop.serving._process import ServeProcess, serve_process
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,63 +143,17 @@ class _FrozenClock:
         return self.ms
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class _Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise ServiceUnavailable(f"the demo's server exited at start:\n{tail}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise ServiceUnavailable(
-                    f"the demo's server was not ready in {timeout:.0f} s (log: {self.log_path})"
-                )
-            time.sleep(0.1)
-
-
 @contextlib.contextmanager
-def _server(home: Path, model: str) -> Iterator[_Server]:
-    """``modelloop serve MODEL@champion`` as a process of its own on a free loopback port,
-    started (call ``wait_ready``), and stopped on exit."""
-    port = _free_port()
+def _server(home: Path, model: str) -> Iterator[ServeProcess]:
+    """``modelloop serve MODEL@champion`` over the demo's home, as a process of its own on a
+    free loopback port, started (call ``wait_ready``), and stopped on exit."""
     env = {**os.environ, "MODELLOOP_HOME": str(home)}
     for var in ("MODELLOOP_STORE_URL", "MODELLOOP_ARTIFACT_ROOT"):
         env.pop(var, None)
-    log_path = home / "server.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelloop", "serve", f"{model}@champion", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield _Server(proc, f"http://127.0.0.1:{port}", log_path)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    with serve_process(
+        [f"{model}@champion"], home / "server.log", env=env, what="the demo's server"
+    ) as server:
+        yield server
 
 
 class _Http:
