@@ -211,6 +211,39 @@ def test_a_write_its_audit_row_and_its_key_are_stored_together_or_not_at_all(
         direct.close()
 
 
+def test_an_end_carrying_the_last_values_is_applied_once_when_retried(
+    server: str, store_url: str
+) -> None:
+    api = httpx.Client(base_url=f"{server}/api/v1", timeout=60)
+    direct = SqlStore(store_url)
+    try:
+        exp = api.post("/experiments", json={"name": "ends"}).json()
+        run_id = api.post("/runs", json={"experiment_id": exp["experiment_id"]}).json()["run_id"]
+        body = {
+            "status": "FINISHED",
+            "keys": ["loss", "loss"],
+            "values": [0.5, 0.25],
+            "steps": [0, 1],
+            "timestamps": [1, 2],
+        }
+        key = {"Idempotency-Key": "end-retry-0001"}
+        first = api.post(f"/runs/{run_id}/end", json=body, headers=key)
+        again = api.post(f"/runs/{run_id}/end", json=body, headers=key)  # a retry
+        assert first.status_code == again.status_code == 200
+        assert again.json() == first.json() and first.json()["status"] == "FINISHED"
+        assert [m.value for m in direct.get_metric_history(run_id, "loss")] == [0.5, 0.25]
+        actions = [e.action for e in direct.list_audit_events(entity_type="run")]
+        assert actions.count("run.metrics") == 1 and actions.count("run.end") == 1
+        # columns of different lengths: refused whole, the run stays open
+        other = api.post("/runs", json={"experiment_id": exp["experiment_id"]}).json()["run_id"]
+        bad = api.post(f"/runs/{other}/end", json={**body, "steps": [0]})
+        assert bad.status_code == 400 and "same length" in bad.json()["message"]
+        assert direct.get_run(other).status.value == "RUNNING"
+    finally:
+        api.close()
+        direct.close()
+
+
 def test_a_user_added_beside_the_server_ends_open_mode_at_once(server: str, store_url: str) -> None:
     api = httpx.Client(base_url=f"{server}/api/v1", timeout=60)
     direct = SqlStore(store_url)
