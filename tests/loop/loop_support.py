@@ -163,7 +163,9 @@ def make_world(client: Any, tmp_path: Path) -> dict[str, Any]:
     }
 
 
-def make_controller(world: dict[str, Any], policy: Any, holder: str = "ctl-a") -> Controller:
+def make_controller(
+    world: dict[str, Any], policy: Any, holder: str = "ctl-a", notify: Any = None
+) -> Controller:
     client = world["client"]
     return Controller(
         client.store,
@@ -172,4 +174,5 @@ def make_controller(world: dict[str, Any], policy: Any, holder: str = "ctl-a") -
         home=client.settings.home,
         holder=holder,
         clock=world["clock"],
+        notify=notify,
     )

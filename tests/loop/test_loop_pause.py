@@ -102,6 +102,29 @@ def test_a_paused_loop_neither_retrains_nor_advances_and_resumes_where_it_was(wo
     assert kinds[kinds.index("stage") + 1 :] == ["pause", "wait", "resume", "stage"]
 
 
+def test_a_persons_decisions_reach_the_controllers_notifier_once(world) -> None:  # type: ignore[no-untyped-def]
+    client = world["client"]
+    told: list[Any] = []
+    ctl = make_controller(world, make_policy(), notify=told.append)
+    client.store.transition_loop(
+        MODEL, expected_revision=0, state="idle", data={}, kind="init", message="loop created"
+    )
+    pause_loop(client.store, MODEL, user="ann", reason="before the controller looked")
+    ctl.tick()  # the first tick notes where the log stands: older events are not replayed
+    assert [e.kind for e in told] == ["wait"]
+    resume_loop(client.store, MODEL, user="bob", reason="labels fixed")
+    ctl.tick()  # relays bob's resume, then tells its own transitions
+    assert [e.kind for e in told] == ["wait", "resume", "trigger", "retrain", "stage"]
+    assert told[1].evidence["user"] == "bob"
+    pause_loop(client.store, MODEL, user="ann", reason="freeze")
+    ctl.tick()
+    ctl.tick()  # nothing new: nothing told twice
+    assert [e.kind for e in told][5:] == ["pause", "wait"]
+    ids = [e.event_id for e in told]
+    assert len(ids) == len(set(ids))
+    assert ids == sorted(ids)
+
+
 class _PausedMidTick:
     """The pipeline's actions, with an operator pausing the loop while the retrain runs."""
 

@@ -196,6 +196,10 @@ class Controller(RolloutMixin):
         self.holder = holder or default_holder()
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         self._notify: Callable[[LoopEvent], None] = notify or (lambda _event: None)
+        # the events this controller told notify itself, and the newest event id it has
+        # looked at: others' events after it (a person's pause, approval ...) are relayed
+        self._told: set[int] = set()
+        self._relayed_up_to: int | None = None
         self.lease_ttl_ms = max(ms(3 * policy.every_s), 60_000)
 
     # -- the tick ----------------------------------------------------------------------------
@@ -222,6 +226,8 @@ class Controller(RolloutMixin):
         events: list[LoopEvent] = []
         planned: list[str] = []
         message = "nothing to do"
+        if not dry_run:
+            self._relay()
         with self._renewing(dry_run):
             for _ in range(max_steps):
                 step = self._decide(state, dry_run=dry_run)
@@ -270,7 +276,7 @@ class Controller(RolloutMixin):
                     break
                 events.append(event)
                 message = step.message
-                self._notify(event)
+                self._tell(event)
         return TickResult(
             self.model,
             bool(events) and not dry_run,
@@ -285,7 +291,7 @@ class Controller(RolloutMixin):
         """Start a retrain now (``modelloop loop retrain``), cooldown notwithstanding; ``Conflict``
         while a retrain or rollout is under way."""
         event = request_retrain(self.store, self.model, reason, now=self.clock())
-        self._notify(event)
+        self._tell(event)
         return event
 
     # -- helpers -----------------------------------------------------------------------------
@@ -330,8 +336,27 @@ class Controller(RolloutMixin):
             evidence=wait.evidence,
             now=self.clock(),
         )
-        self._notify(event)
+        self._tell(event)
         return event
+
+    def _tell(self, event: LoopEvent) -> None:
+        """Hand an event this controller wrote to ``notify`` (once: the relay skips it)."""
+        self._told.add(event.event_id)
+        self._notify(event)
+
+    def _relay(self) -> None:
+        """Hand ``notify`` the events others wrote since the last tick — a person's pause,
+        resume, approval or rejection, a retrain asked for by hand — so the loop's webhooks hear
+        of every decision, whoever made it. The first tick only notes where the log stands."""
+        if self._relayed_up_to is None:
+            last = self.store.list_loop_events(self.model, limit=1)
+            self._relayed_up_to = last[-1].event_id if last else 0
+            return
+        for event in self.store.list_loop_events(self.model, after_id=self._relayed_up_to):
+            if event.event_id not in self._told:
+                self._notify(event)
+            self._relayed_up_to = max(self._relayed_up_to, event.event_id)
+        self._told = {i for i in self._told if i > self._relayed_up_to}
 
     def _memo(self, state: LoopState) -> dict[str, Any]:
         return dict(state.data.get("memo") or {})
