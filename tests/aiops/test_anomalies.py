@@ -61,6 +61,38 @@ def test_injected_anomalies_are_found_with_their_span(tmp_path: Path, seed: int)
     assert len(unmatched) <= 1, [a.describe() for a in unmatched]
 
 
+def test_replicas_sharing_a_root_are_scanned_as_one_service(tmp_path: Path) -> None:
+    """Three replicas, each recording at its own phase, hold one series split between them:
+    the scan combines their rows per interval and finds exactly what it finds in the whole."""
+    from modelloop.aiops import read_ops_history
+
+    series = injected_series(seed=0)
+    whole = series.frame
+    write_ops_history(tmp_path / "one", "m", whole)
+    expected = scan_ops_history("m", home=tmp_path / "one").anomalies
+    assert expected  # the injections are there to be found
+    rng = np.random.default_rng(7)
+    shares = {
+        col: rng.multinomial(whole[col].astype(int), [0.5, 0.3, 0.2])
+        for col in ("requests", "errors_5xx")
+    }  # one row per interval, a column per replica
+    for r, phase_s in enumerate((0, 61, 143)):  # each within half an interval of the first
+        part = whole.copy()
+        part.index = part.index + pd.Timedelta(seconds=phase_s)
+        for col, split in shares.items():
+            part[col] = split[:, r].astype(float)
+        part["replica"] = f"host-{100 + r}-abcd"
+        write_ops_history(tmp_path / "three", "m", part)
+    stored = read_ops_history("m", home=tmp_path / "three")
+    assert len(stored) == 3 * len(whole) and stored["replica"].nunique() == 3
+    scan = scan_ops_history("m", home=tmp_path / "three")
+    assert scan.step_s == 300 and scan.rows == len(whole)
+    assert "the rows of 3 replicas combined into one row per interval" in scan.notes
+    assert [(a.series, a.kind, a.start, a.end) for a in scan.anomalies] == [
+        (a.series, a.kind, a.start, a.end) for a in expected
+    ]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_daily_peak_of_a_clean_series_raises_nothing(tmp_path: Path, seed: int) -> None:
     clean = injected_series(seed=seed, inject=False)

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -70,6 +71,7 @@ OPS_COLUMNS = (
     "queue_depth",  # the largest depth seen in the interval
     "cpu_percent",  # of one core, the whole process
     "rss_bytes",  # the whole process
+    "replica",  # the server process that wrote the row: host-pid-token (None: not recorded)
 )
 
 #: Environment variable naming a file that injects a latency fault (for tests and drills): while
@@ -161,6 +163,9 @@ class OpsRecorder:
         self._thread: threading.Thread | None = None
         self._cpu = time.process_time()
         self._started = self._mark = time.monotonic()
+        host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())[:60] or "host"
+        #: this process among the replicas that may share the log root
+        self.replica = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._fault_file = os.environ.get(FAULT_FILE_ENV) or None
         #: seconds every prediction waits first (the injected latency fault; 0.0 without one)
         self.fault_delay_s = 0.0
@@ -303,6 +308,7 @@ class OpsRecorder:
                     "queue_depth": cur.queue,
                     "cpu_percent": cpu_percent,
                     "rss_bytes": rss,
+                    "replica": self.replica,
                 }
             )
         if not rows:
@@ -390,9 +396,64 @@ def write_ops_history(home: str | os.PathLike[str], model: str, frame: pd.DataFr
     data["model"] = check_model_name(model)
     for column in OPS_COLUMNS:
         if column not in data.columns:
-            data[column] = np.nan
+            data[column] = None if column == "replica" else np.nan
     table = pa.Table.from_pandas(data[list(OPS_COLUMNS)], preserve_index=False)
     return _write_segment(Path(home), model, table)
+
+
+#: How the rows of several replicas in one interval combine into the service's row.
+_SUMMED = ("requests", "errors_4xx", "errors_5xx", "rejected")
+_WORST = ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "queue_depth", "cpu_percent",
+          "rss_bytes", "batch_size")  # fmt: skip
+
+
+def combine_replicas(history: pd.DataFrame) -> pd.DataFrame:
+    """One row per interval for the whole service from the rows of several replicas (told
+    apart by ``replica``; rows without one count as one more replica): each replica's rows are
+    put on one grid of the history's interval (its first row at the grid point nearest to it,
+    its later rows whole intervals after), then combined — requests, errors and rejections
+    summed, latencies, queue depth, CPU and RSS the largest (the worst replica's). A history of
+    one replica comes back as it is."""
+    import numpy as np
+    import pandas as pd
+
+    if "replica" not in history.columns or history.empty:
+        return history
+    keys = history["replica"].astype("object").where(history["replica"].notna(), "")
+    if keys.nunique() <= 1:
+        return history
+    stamps = pd.DatetimeIndex(history["timestamp"]).as_unit("ms").asi8.astype(np.int64)
+    if "interval_s" in history.columns and history["interval_s"].notna().any():
+        step_ms = float(np.nanmedian(history["interval_s"].to_numpy(dtype=float))) * 1000
+    else:
+        per = [np.diff(np.sort(stamps[(keys == k).to_numpy()])) for k in keys.unique()]
+        diffs = np.concatenate([np.zeros(0), *per])
+        step_ms = float(np.median(diffs)) if len(diffs) else 1000.0
+    step_ms = max(step_ms, 1.0)
+    origin = int(stamps.min())
+    slot = np.empty(len(history), dtype=np.int64)
+    for key in keys.unique():
+        rows = np.flatnonzero((keys == key).to_numpy())
+        own = stamps[rows]
+        first = int(own.min())
+        slot[rows] = round((first - origin) / step_ms) + np.round((own - first) / step_ms).astype(
+            np.int64
+        )
+    frame = history.assign(_slot=slot)
+    grouped = frame.groupby("_slot", sort=True)
+    out = pd.DataFrame(index=grouped.size().index)
+    for column in history.columns:
+        if column in _SUMMED:
+            out[column] = grouped[column].sum(min_count=1)
+        elif column in _WORST:
+            out[column] = grouped[column].max()
+        elif column not in ("timestamp", "interval_s", "replica"):
+            out[column] = grouped[column].first()
+    out["timestamp"] = pd.to_datetime(origin + out.index.to_numpy() * step_ms, unit="ms", utc=True)
+    if "interval_s" in history.columns:
+        out["interval_s"] = step_ms / 1000
+    out["replica"] = None
+    return out[[c for c in history.columns]].reset_index(drop=True)
 
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -481,7 +542,11 @@ def _wanted(columns: Sequence[str] | None) -> list[str]:
 def _schema() -> Any:
     import pyarrow as pa
 
-    types = {"timestamp": pa.timestamp("ms", tz="UTC"), "model": pa.string()}
+    types = {
+        "timestamp": pa.timestamp("ms", tz="UTC"),
+        "model": pa.string(),
+        "replica": pa.string(),
+    }
     ints = {"requests", "errors_4xx", "errors_5xx", "rejected", "queue_depth", "rss_bytes"}
     return pa.schema(
         [(c, types.get(c, pa.int64() if c in ints else pa.float64())) for c in OPS_COLUMNS]

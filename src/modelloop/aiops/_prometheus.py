@@ -276,6 +276,7 @@ def read_prometheus_history(
     frame = frame[up & ~np.isnan(requests)].reset_index(drop=True)
     for name in ("requests", "errors_4xx", "errors_5xx", "rejected", "queue_depth"):
         frame[name] = np.round(frame[name]).astype("int64")
+    frame["replica"] = None  # Prometheus already sums the replicas it scrapes
     return frame[list(OPS_COLUMNS)]
 
 

@@ -82,15 +82,25 @@ def scan_ops_history(
     """Detect anomalies in the history of ``model`` (read from ``home``, or given as
     ``history``): every series of :data:`SCANNED_SERIES`, in each stretch without gaps (a server
     restart leaves one) of at least :data:`~modelloop.aiops._anomaly.MIN_POINTS` intervals.
-    Latencies of intervals without traffic carry the last observed value."""
+    Latencies of intervals without traffic carry the last observed value. Replicas sharing
+    the log root are scanned as one service: their rows of one interval are combined first
+    (:func:`~modelloop.aiops._history.combine_replicas`)."""
     import numpy as np
 
-    from modelloop.aiops._history import parse_since, read_ops_history
+    from modelloop.aiops._history import combine_replicas, parse_since, read_ops_history
 
     if history is None:
-        history = read_ops_history(model, since, home=home, columns=list(SCANNED_SERIES))
+        wanted = [*SCANNED_SERIES, "interval_s", "replica"]
+        history = read_ops_history(model, since, home=home, columns=wanted)
     elif since is not None:
         history = history[history["timestamp"] >= parse_since(since)]
+    replicas = (
+        history["replica"].astype("object").fillna("").nunique()
+        if "replica" in history.columns
+        else 1
+    )
+    if replicas > 1:
+        history = combine_replicas(history)
     if history.empty:
         raise NotFound(f"model {model!r} has no operational history in the span asked for")
     import pandas as pd
@@ -102,6 +112,8 @@ def scan_ops_history(
     step = float(np.median(seconds)) if len(seconds) else 0.0
     stretches = _stretches(seconds, step) if step > 0 else [(0, len(stamps))]
     notes: list[str] = []
+    if replicas > 1:
+        notes.append(f"the rows of {replicas} replicas combined into one row per interval")
     anomalies: list[Anomaly] = []
     usable = 0
     columns = {
