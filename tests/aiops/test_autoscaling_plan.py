@@ -102,3 +102,17 @@ def test_capacity_is_the_highest_sustained_rate_within_the_slo() -> None:
     assert any("lower bound" in n for n in plan.notes)
     with pytest.raises(InvalidInput, match="gives no capacity; pass --capacity"):
         capacity_from_history(_history([(40, 150, 12)]), slo_ms=100)
+
+
+def test_capacity_counts_runs_of_one_replica_only() -> None:
+    # two replicas interleaved: a (30 req/s within the SLO for 3 intervals, then over it) and
+    # b (30 req/s within it for 6); merged in time order, a's short run and b's would look
+    # like one long run of 30 req/s
+    a = _history([(30, 80, 3), (30, 150, 3)]).assign(replica="a")
+    b = _history([(12, 60, 6)]).assign(replica="b")
+    b["timestamp"] += pd.Timedelta("5s")
+    both = pd.concat([a, b]).sort_values("timestamp", kind="stable").reset_index(drop=True)
+    cap = capacity_from_history(both, slo_ms=100, sustain=3)
+    assert cap.rps == pytest.approx(30.0)  # replica a held 30 req/s for its 3 intervals
+    cap6 = capacity_from_history(both, slo_ms=100, sustain=6)
+    assert cap6.rps == pytest.approx(12.0)  # only b held a run of 6, at 12 req/s

@@ -65,7 +65,8 @@ def capacity_from_history(
     frame: pd.DataFrame, slo_ms: float = 100.0, *, sustain: int = 6, quantile_column: str = ""
 ) -> Capacity:
     """The highest sustained requests/s of one replica whose p95 latency stayed within
-    ``slo_ms`` (see the module's rule), from an ops history frame."""
+    ``slo_ms`` (see the module's rule), from an ops history frame. With several replicas in the
+    history (its ``replica`` column), a sustained run is one replica's consecutive rows."""
     import numpy as np
     import pandas as pd
 
@@ -78,6 +79,14 @@ def capacity_from_history(
     missing = sorted(need - set(frame.columns))
     if missing:
         raise InvalidInput(f"the ops history lacks the columns {missing}")
+    keys = np.zeros(len(frame), dtype=object)
+    if "replica" in frame.columns:
+        named = frame["replica"].astype("object").where(frame["replica"].notna(), "")
+        if named.nunique() > 1:  # each replica's rows in a row of their own, in time order
+            order = np.lexsort(
+                (pd.to_datetime(frame["timestamp"], utc=True).to_numpy(), named.to_numpy())
+            )
+            frame, keys = frame.iloc[order].reset_index(drop=True), named.to_numpy()[order]
     num = {c: pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=float) for c in need}
     requests, interval, latency = num["requests"], num["interval_s"], num[column]
     rate = np.where(interval > 0, requests / np.where(interval > 0, interval, 1.0), np.nan)
@@ -91,7 +100,7 @@ def capacity_from_history(
     best, at = 0.0, -1
     for i in range(len(frame) - sustain + 1):
         window = slice(i, i + sustain)
-        if good[window].all():
+        if keys[i] == keys[i + sustain - 1] and good[window].all():
             low = float(np.min(rate[window]))
             if low > best:
                 best, at = low, i
