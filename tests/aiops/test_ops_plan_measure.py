@@ -22,7 +22,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     history that never went near the latency SLO (so the history alone gives a lower bound)."""
     from sklearn.linear_model import LogisticRegression
 
-    from modelloop import Client, Settings
+    from serving.serving_support import register
 
     home = tmp_path_factory.mktemp("home")
     starts = pd.date_range("2026-01-05", periods=15 * 24, freq="1h", tz="UTC")
@@ -42,13 +42,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
     )
     X = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7})
-    client = Client(Settings(home=home))
-    try:
-        with client.start_run("m") as run:
-            run.log_model(LogisticRegression().fit(X, X["a"] > 20), "model", input_example=X)
-        client.set_alias("m", "champion", client.register_model(run.run_id, "m").version)
-    finally:
-        client.close()
+    register(home, "m", LogisticRegression().fit(X, X["a"] > 20), X)
     return home
 
 
