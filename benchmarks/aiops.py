@@ -19,8 +19,9 @@ JSON line.
 Demand forecasts and autoscaling, on :func:`modelloop.aiops.flights_demand` (a year of hourly
 request rates):
 
-* ``forecast_mase``: rolling origin, 2 h horizon. At ``--forecast-origins`` origins spread over
-  the year after four weeks (each at another hour of the day), :func:`forecast_demand` gets only
+* ``forecast_mase``: rolling origin, 2 h horizon. At ``--forecast-origins`` origins on days
+  spread over the year after four weeks, the k-th at hour k mod 24 of a weekday k mod 7 (so
+  every hour of the day and day of the week counts alike), :func:`forecast_demand` gets only
   the series before the origin and chooses its model by its own backtest, exactly as ``modelloop
   ops forecast`` does; its MAE over every origin and both steps, divided by the weekly seasonal
   naive's MAE at the same origins (the best naive on this series). ``forecast_mase_daily`` is
@@ -141,7 +142,15 @@ def _forecast_figures(origins: int) -> dict[str, Any]:
     truth = np.stack([y[every + j] for j in range(h)], axis=1)
     naive_w = np.stack([y[every + j - weekly] for j in range(h)], axis=1)
     naive_d = np.stack([y[every + j - daily] for j in range(h)], axis=1)
-    picks = np.linspace(4 * weekly, len(y) - h - 1, origins).round().astype(int)
+    # origins on days spread over the year after four weeks, the k-th at hour k mod 24 of a day
+    # of the week k mod 7: every hour and weekday equally often (an even grid of 96 over the
+    # year falls on two hours of the day only, and the error of a 2 h forecast depends on the
+    # hour far more than on the day)
+    k = np.arange(origins)
+    last_day = (len(y) - h - 24) // daily - 6
+    days = np.linspace(4 * weekly // daily, last_day, origins).round().astype(int)
+    days += (k - days) % 7
+    picks = days * daily + k % daily
     errs: dict[str, list[float]] = {name: [] for name in ("chosen", *MODELS)}
     chosen: dict[str, int] = {}
     for o in picks:
