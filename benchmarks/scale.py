@@ -164,7 +164,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import numpy as np
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -172,6 +171,8 @@ def main() -> None:
     from modelloop._config import Settings
     from modelloop.data import FLIGHTS_FEATURES
     from modelloop.demo import run_quickstart
+    from modelloop.scoring._job import _model_source
+    from modelloop.scoring._runner import Runner
 
     out: dict[str, object] = {
         "benchmark": "scale",
@@ -198,9 +199,12 @@ def main() -> None:
         run_quickstart(client, model_name="flights-delay")
         paths = _make_input(root / "data", args.rows, args.files, args.row_group_rows)
         features = list(FLIGHTS_FEATURES)
-        package = client.load_model("models:/flights-delay@champion")
-        model, signature = package.model, package.signature
-        assert signature is not None
+        # the limit predicts with the scorer's own runner: the same form (the version's ONNX
+        # form when it has one, else scikit-learn) and the same label and probability outputs
+        source, _ = _model_source(client, "flights-delay@champion", None)
+        runner = Runner(source)
+        signature = runner.signature
+        out["inprocess_form"] = source.form
 
         # the limit: the model on validated frames already in memory, batch by batch
         sample = pq.read_table(paths[0]).to_pandas()
@@ -209,13 +213,12 @@ def main() -> None:
             signature.validate(sample.iloc[i : i + args.batch_rows])
             for i in range(0, len(sample), args.batch_rows)
         ]
-        model.predict_proba(frames[0])
-        classes = np.asarray(model.classes_)
+        runner.predict(frames[0])
 
         def inprocess() -> tuple[float, float]:
             t0, c0 = time.perf_counter(), time.process_time()
             for f in frames:
-                classes[model.predict_proba(f).argmax(axis=1)]
+                runner.predict(f)
             return len(sample) / (time.perf_counter() - t0), len(sample) / (
                 time.process_time() - c0
             )
@@ -226,7 +229,7 @@ def main() -> None:
         n = 0
         for p in paths:
             df = pd.read_parquet(p)
-            model.predict_proba(df[features])
+            runner.predict(df[features])
             n += len(df)
             del df
         out["naive_rows_per_s"] = round(n / (time.perf_counter() - t0))
