@@ -16,7 +16,9 @@ files made in a temporary folder. Measured, in rows per second:
 - ``*_rows_per_cpu_s``: the same per CPU second (all threads and worker processes), which a
   busy shared machine moves less than the wall time;
 - ``peak_rss_mb``: the largest peak resident memory of any local scoring process (the job and
-  its worker processes; Ray's workers are the cluster's processes and are not counted);
+  its worker processes, from ``wait4`` on each ``modelloop score`` child, so the other
+  children of this script are not counted; Ray's workers are the cluster's processes and are
+  not counted);
 - ``s3_*`` (with ``--s3``): the 1-process local run reading the same files from a moto S3
   server started here.
 
@@ -37,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -86,24 +87,30 @@ def _make_input(folder: Path, rows: int, files: int, row_group_rows: int) -> lis
     return paths
 
 
-def _score(env: dict[str, str], args: list[str]) -> tuple[dict, float, float]:
-    """The summary, wall seconds and CPU seconds (the job and its worker processes) of one
-    ``modelloop score`` run as a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _score(env: dict[str, str], args: list[str]) -> tuple[dict, float, float, float]:
+    """The summary, wall seconds, CPU seconds and peak RSS in MB of one ``modelloop score`` run
+    as a child process. CPU and peak RSS are the child's own and its worker processes' (from
+    ``wait4`` on that child alone, so no other child of this script is counted)."""
     t0 = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "modelloop", "score", *args, "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if done.returncode != 0:
-        raise SystemExit(f"modelloop score failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout), seconds, cpu
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "modelloop", "score", *args, "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"modelloop score failed ({proc.returncode}): {tail}")
+    cpu = usage.ru_utime + usage.ru_stime
+    return json.loads(stdout), seconds, cpu, usage.ru_maxrss / 1024
 
 
 def _start_ray(temp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -245,14 +252,16 @@ def main() -> None:
             "--part-rows",
             str(args.part_rows),
         ]
-        summary, secs, cpu = _score(env, [*common, "--out", str(root / "o1")])
+        summary, secs, cpu, rss1 = _score(env, [*common, "--out", str(root / "o1")])
         out["local_rows_per_s"] = round(summary["rows_in"] / secs)
         out["local_rows_per_cpu_s"] = round(summary["rows_in"] / cpu)
         out["local_form"] = summary["form"]
-        summary, secs, cpu = _score(env, [*common, "--out", str(root / "o2"), "--workers", "2"])
+        summary, secs, cpu, rss2 = _score(
+            env, [*common, "--out", str(root / "o2"), "--workers", "2"]
+        )
         out["local2_rows_per_s"] = round(summary["rows_in"] / secs)
         out["local2_rows_per_cpu_s"] = round(summary["rows_in"] / cpu)
-        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        out["peak_rss_mb"] = round(max(rss1, rss2))
         out["rows_rejected"] = summary["rows_rejected"]
         limits.append(inprocess())  # again, after: the machine's load moves between the two
         wall = sum(w for w, _ in limits) / len(limits)
@@ -265,7 +274,7 @@ def main() -> None:
             ray_tmp = Path(tempfile.mkdtemp(prefix="mlray-"))
             proc, address = _start_ray(ray_tmp, env)
             try:
-                summary, secs, _ = _score(
+                summary, secs, _, _ = _score(
                     env,
                     [
                         *common,
@@ -341,8 +350,11 @@ def _s3_run(root: Path, env: dict[str, str], common: list[str], paths: list[Path
         for p in paths:
             s3.upload_file(str(p), "scale", f"in/{p.name}")
         args = [common[0], "--data", "s3://scale/in/", *common[3:]]
-        summary, secs, _ = _score(s3_env, [*args, "--out", str(root / "o4")])
-        return {"s3_local_rows_per_s": round(summary["rows_in"] / secs)}
+        summary, secs, _, rss = _score(s3_env, [*args, "--out", str(root / "o4")])
+        return {
+            "s3_local_rows_per_s": round(summary["rows_in"] / secs),
+            "s3_peak_rss_mb": round(rss),
+        }
     finally:
         moto.terminate()
         moto.wait(timeout=10)
