@@ -16,9 +16,9 @@ files made in a temporary folder. Measured, in rows per second:
 - ``*_rows_per_cpu_s``: the same per CPU second (all threads and worker processes), which a
   busy shared machine moves less than the wall time;
 - ``peak_rss_mb``: the largest peak resident memory of any local scoring process (the job and
-  its worker processes, from ``wait4`` on each ``modelloop score`` child, so the other
-  children of this script are not counted; Ray's workers are the cluster's processes and are
-  not counted);
+  its worker processes, started from a small launcher: a child forked from this script
+  would count this script's memory; Ray's workers are the cluster's processes and are not
+  counted);
 - ``s3_*`` (with ``--s3``): the 1-process local run reading the same files from a moto S3
   server started here.
 
@@ -87,30 +87,34 @@ def _make_input(folder: Path, rows: int, files: int, row_group_rows: int) -> lis
     return paths
 
 
+#: Runs a command and reports its CPU seconds and peak RSS (it and its worker processes). A
+#: child's peak RSS counts the memory of the process it was forked from until its exec, so the
+#: scoring job is started from this small launcher, not from the benchmark's own large process.
+_LAUNCH = """import json, resource, subprocess, sys
+rc = subprocess.call(sys.argv[1:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stderr.write("\\n" + json.dumps([u.ru_utime + u.ru_stime, u.ru_maxrss]) + "\\n")
+sys.exit(rc)
+"""
+
+
 def _score(env: dict[str, str], args: list[str]) -> tuple[dict, float, float, float]:
     """The summary, wall seconds, CPU seconds and peak RSS in MB of one ``modelloop score`` run
-    as a child process. CPU and peak RSS are the child's own and its worker processes' (from
-    ``wait4`` on that child alone, so no other child of this script is counted)."""
+    as a child process (CPU and peak RSS: the job's and its worker processes')."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "modelloop", "score", *args, "--json"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=err,
-        )
-        assert proc.stdout is not None
-        stdout = proc.stdout.read()
-        proc.stdout.close()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.perf_counter() - t0
-        if proc.returncode != 0:
-            err.seek(0)
-            tail = err.read().decode(errors="replace")[-2000:]
-            raise SystemExit(f"modelloop score failed ({proc.returncode}): {tail}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return json.loads(stdout), seconds, cpu, usage.ru_maxrss / 1024
+    command = [sys.executable, "-m", "modelloop", "score", *args, "--json"]
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"modelloop score failed ({done.returncode}): {done.stderr[-2000:]}")
+    cpu, maxrss_kb = json.loads(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stdout), seconds, cpu, maxrss_kb / 1024
 
 
 def _start_ray(temp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
