@@ -16,7 +16,9 @@ files made in a temporary folder. Measured, in rows per second:
 - ``*_rows_per_cpu_s``: the same per CPU second (all threads and worker processes), which a
   busy shared machine moves less than the wall time;
 - ``peak_rss_mb``: the largest peak resident memory of any local scoring process (the job and
-  its worker processes; Ray's workers are the cluster's processes and are not counted);
+  its worker processes, started from a small launcher: a child forked from this script
+  would count this script's memory; Ray's workers are the cluster's processes and are not
+  counted);
 - ``s3_*`` (with ``--s3``): the 1-process local run reading the same files from a moto S3
   server started here.
 
@@ -37,7 +39,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -86,24 +87,34 @@ def _make_input(folder: Path, rows: int, files: int, row_group_rows: int) -> lis
     return paths
 
 
-def _score(env: dict[str, str], args: list[str]) -> tuple[dict, float, float]:
-    """The summary, wall seconds and CPU seconds (the job and its worker processes) of one
-    ``modelloop score`` run as a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+#: Runs a command and reports its CPU seconds and peak RSS (it and its worker processes). A
+#: child's peak RSS counts the memory of the process it was forked from until its exec, so the
+#: scoring job is started from this small launcher, not from the benchmark's own large process.
+_LAUNCH = """import json, resource, subprocess, sys
+rc = subprocess.call(sys.argv[1:])
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+sys.stderr.write("\\n" + json.dumps([u.ru_utime + u.ru_stime, u.ru_maxrss]) + "\\n")
+sys.exit(rc)
+"""
+
+
+def _score(env: dict[str, str], args: list[str]) -> tuple[dict, float, float, float]:
+    """The summary, wall seconds, CPU seconds and peak RSS in MB of one ``modelloop score`` run
+    as a child process (CPU and peak RSS: the job's and its worker processes')."""
     t0 = time.perf_counter()
+    command = [sys.executable, "-m", "modelloop", "score", *args, "--json"]
     done = subprocess.run(
-        [sys.executable, "-m", "modelloop", "score", *args, "--json"],
+        [sys.executable, "-c", _LAUNCH, *command],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
     seconds = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"modelloop score failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout), seconds, cpu
+    cpu, maxrss_kb = json.loads(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stdout), seconds, cpu, maxrss_kb / 1024
 
 
 def _start_ray(temp: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -164,7 +175,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import numpy as np
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -172,6 +182,8 @@ def main() -> None:
     from modelloop._config import Settings
     from modelloop.data import FLIGHTS_FEATURES
     from modelloop.demo import run_quickstart
+    from modelloop.scoring._job import _model_source
+    from modelloop.scoring._runner import Runner
 
     out: dict[str, object] = {
         "benchmark": "scale",
@@ -198,9 +210,12 @@ def main() -> None:
         run_quickstart(client, model_name="flights-delay")
         paths = _make_input(root / "data", args.rows, args.files, args.row_group_rows)
         features = list(FLIGHTS_FEATURES)
-        package = client.load_model("models:/flights-delay@champion")
-        model, signature = package.model, package.signature
-        assert signature is not None
+        # the limit predicts with the scorer's own runner: the same form (the version's ONNX
+        # form when it has one, else scikit-learn) and the same label and probability outputs
+        source, _ = _model_source(client, "flights-delay@champion", None)
+        runner = Runner(source)
+        signature = runner.signature
+        out["inprocess_form"] = source.form
 
         # the limit: the model on validated frames already in memory, batch by batch
         sample = pq.read_table(paths[0]).to_pandas()
@@ -209,13 +224,12 @@ def main() -> None:
             signature.validate(sample.iloc[i : i + args.batch_rows])
             for i in range(0, len(sample), args.batch_rows)
         ]
-        model.predict_proba(frames[0])
-        classes = np.asarray(model.classes_)
+        runner.predict(frames[0])
 
         def inprocess() -> tuple[float, float]:
             t0, c0 = time.perf_counter(), time.process_time()
             for f in frames:
-                classes[model.predict_proba(f).argmax(axis=1)]
+                runner.predict(f)
             return len(sample) / (time.perf_counter() - t0), len(sample) / (
                 time.process_time() - c0
             )
@@ -226,7 +240,7 @@ def main() -> None:
         n = 0
         for p in paths:
             df = pd.read_parquet(p)
-            model.predict_proba(df[features])
+            runner.predict(df[features])
             n += len(df)
             del df
         out["naive_rows_per_s"] = round(n / (time.perf_counter() - t0))
@@ -242,14 +256,16 @@ def main() -> None:
             "--part-rows",
             str(args.part_rows),
         ]
-        summary, secs, cpu = _score(env, [*common, "--out", str(root / "o1")])
+        summary, secs, cpu, rss1 = _score(env, [*common, "--out", str(root / "o1")])
         out["local_rows_per_s"] = round(summary["rows_in"] / secs)
         out["local_rows_per_cpu_s"] = round(summary["rows_in"] / cpu)
         out["local_form"] = summary["form"]
-        summary, secs, cpu = _score(env, [*common, "--out", str(root / "o2"), "--workers", "2"])
+        summary, secs, cpu, rss2 = _score(
+            env, [*common, "--out", str(root / "o2"), "--workers", "2"]
+        )
         out["local2_rows_per_s"] = round(summary["rows_in"] / secs)
         out["local2_rows_per_cpu_s"] = round(summary["rows_in"] / cpu)
-        out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+        out["peak_rss_mb"] = round(max(rss1, rss2))
         out["rows_rejected"] = summary["rows_rejected"]
         limits.append(inprocess())  # again, after: the machine's load moves between the two
         wall = sum(w for w, _ in limits) / len(limits)
@@ -262,7 +278,7 @@ def main() -> None:
             ray_tmp = Path(tempfile.mkdtemp(prefix="mlray-"))
             proc, address = _start_ray(ray_tmp, env)
             try:
-                summary, secs, _ = _score(
+                summary, secs, _, _ = _score(
                     env,
                     [
                         *common,
@@ -338,8 +354,11 @@ def _s3_run(root: Path, env: dict[str, str], common: list[str], paths: list[Path
         for p in paths:
             s3.upload_file(str(p), "scale", f"in/{p.name}")
         args = [common[0], "--data", "s3://scale/in/", *common[3:]]
-        summary, secs, _ = _score(s3_env, [*args, "--out", str(root / "o4")])
-        return {"s3_local_rows_per_s": round(summary["rows_in"] / secs)}
+        summary, secs, _, rss = _score(s3_env, [*args, "--out", str(root / "o4")])
+        return {
+            "s3_local_rows_per_s": round(summary["rows_in"] / secs),
+            "s3_peak_rss_mb": round(rss),
+        }
     finally:
         moto.terminate()
         moto.wait(timeout=10)

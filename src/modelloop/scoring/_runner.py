@@ -9,7 +9,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -332,6 +332,152 @@ def _ahead(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
         thread.join(timeout=30)
 
 
+class _Behind:
+    """A thread that hands the items it is given, in order, to ``write``, keeping up to
+    ``depth`` of them waiting: a batch's output is encoded and written while the next one is
+    predicted (pyarrow's Parquet writer releases the GIL). The first error of ``write`` stops
+    it; :meth:`put` and :meth:`finish` raise that error in the caller's thread."""
+
+    def __init__(self, write: Callable[[Any], None], depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._write = write
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="modelloop-score-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is _END:
+                return
+            try:
+                self._write(item)
+            except BaseException as exc:
+                self._error = exc
+                return
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: Any) -> None:
+        import queue
+
+        while True:
+            self._raise()
+            if not self._thread.is_alive():
+                raise RuntimeError("the scoring writer thread stopped")
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        """Wait until every item is written; raise the error of the first that was not."""
+        self.put(_END)
+        self._thread.join()
+        self._raise()
+
+    def abandon(self) -> None:
+        """Stop without writing what is still waiting (after an error in the caller)."""
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class _PartOutput:
+    """The output of one part into an open ``sink``, batch by batch: the Parquet part with one
+    row per scored row, and the refused rows' JSON lines kept for the side file."""
+
+    def __init__(self, runner: Runner, part: Part, keep: list[str], sink: Any) -> None:
+        self.runner, self.part, self.keep, self.sink = runner, part, keep, sink
+        self.writer: Any = None
+        self.schema: Any = None
+        self.rejected: list[bytes] = []
+        self.rejected_columns: dict[str, int] = {}
+
+    def write(self, item: tuple[Any, ...]) -> None:
+        """One batch: its first row number, the read table (for ``keep`` columns and refused
+        rows' values; None when neither is needed), its keep-types, the mask of its scored rows
+        (None: all), its refused rows and the predictions of the scored ones."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        row, n, table, keep_types, mask, bad, labels, proba = item
+        runner, part = self.runner, self.part
+        if self.schema is None:
+            self.schema = output_schema(runner, self.keep, keep_types)
+            self.writer = pq.ParquetWriter(self.sink, self.schema, compression="snappy")
+        schema = self.schema
+        rows = np.arange(row, row + n, dtype=np.int64)
+        if mask is not None:
+            rows = rows[mask]
+        m = len(rows)
+        arrays: list[Any] = [
+            pa.DictionaryArray.from_arrays(
+                pa.array(np.zeros(m, dtype=np.int32)), pa.array([part.file.path])
+            ).cast(pa.string())
+            if m
+            else pa.array([], pa.string()),
+            pa.array(rows),
+            pa.array(np.full(m, runner.source.version, dtype=np.int64)),
+        ]
+        for c in self.keep:
+            col = table.column(c)
+            arrays.append(col if mask is None else col.filter(pa.array(mask)))
+        arrays.append(pa.array(_plain(labels), type=schema.field("prediction").type))
+        if runner.has_proba and runner.classes is not None:
+            k = len(runner.classes)
+            p = proba if proba is not None else np.empty((0, k))
+            arrays += [pa.array(p[:, j]) for j in range(k)]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        if bad:
+            positions = sorted(bad)
+            values = table.select(runner.signature.columns).take(pa.array(positions)).to_pylist()
+            for pos, vals in zip(positions, values, strict=True):
+                column, reason = bad[pos]
+                self.rejected_columns[column] = self.rejected_columns.get(column, 0) + 1
+                self.rejected.append(
+                    json.dumps(
+                        {
+                            "source_file": part.file.path,
+                            "source_row": row + pos,
+                            "column": column,
+                            "reason": reason,
+                            "values": vals,
+                        },
+                        default=str,
+                    ).encode()
+                )
+
+    def close(self, result: PartResult) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:  # an empty part: still a finished one
+            self.schema = output_schema(self.runner, self.keep, {c: pa.string() for c in self.keep})
+            self.writer = pq.ParquetWriter(self.sink, self.schema, compression="snappy")
+        counts = {"rows_in": result.rows_in, "rows_rejected": result.rows_rejected}
+        self.writer.add_key_value_metadata({META_KEY: json.dumps(counts)})
+        writer, self.writer = self.writer, None
+        writer.close()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            self.writer = None
+
+
 def score_part(
     runner: Runner,
     part: Part,
@@ -345,9 +491,12 @@ def score_part(
 ) -> PartResult:
     """Score one part into ``<out>/part-KEY.parquet`` (and its refused rows into
     ``<out>/_rejected/part-KEY.jsonl``), both written whole or not at all; the output part is
-    written last, so its presence means the part is done."""
+    written last, so its presence means the part is done.
+
+    Three threads share the work: one reads and validates the next batches, this one
+    predicts, one encodes and writes the output of the batches predicted; the output keeps the
+    input's order."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from modelloop.scoring._validate import csv_columns, split_valid
 
@@ -358,9 +507,8 @@ def score_part(
     columns = list(dict.fromkeys([*sig_cols, *keep]))
     result = PartResult(key=part.key, source=part.file.path)
     target = _Target(out_fs, f"{out_path}/{part_name(part.key)}")
-    rejected: list[bytes] = []
-    writer = None
-    schema = None
+    output: _PartOutput | None = None
+    behind: _Behind | None = None
     row = part.first_row
     try:
         with target.open() as sink:
@@ -370,79 +518,35 @@ def score_part(
                     frame, pre_bad = csv_columns(table, runner.signature)
                 else:
                     frame, pre_bad = table.to_pandas(), {}
-                return (table, *split_valid(frame, runner.signature, pre_bad))
+                return (table, *split_valid(frame, runner.signature, pre_bad, table))
 
+            output = _PartOutput(runner, part, keep, sink)
+            behind = _Behind(output.write)
+            keep_types: dict[str, Any] | None = None
             batches = _batches(in_fs, part, columns, batch_rows, sig_cols)
             for table, validated, mask, bad in _ahead(map(prepare, batches)):
                 n = table.num_rows
                 labels, proba = runner.predict(validated)
-                if schema is None:
+                del validated
+                if keep_types is None:
                     keep_types = {c: table.schema.field(c).type for c in keep}
-                    schema = output_schema(runner, keep, keep_types)
-                    writer = pq.ParquetWriter(sink, schema, compression="snappy")
-                rows = np.arange(row, row + n, dtype=np.int64)
-                if mask is not None:
-                    rows = rows[mask]
-                m = len(rows)
-                arrays: list[Any] = [
-                    pa.DictionaryArray.from_arrays(
-                        pa.array(np.zeros(m, dtype=np.int32)), pa.array([part.file.path])
-                    ).cast(pa.string())
-                    if m
-                    else pa.array([], pa.string()),
-                    pa.array(rows),
-                    pa.array(np.full(m, runner.source.version, dtype=np.int64)),
-                ]
-                for c in keep:
-                    col = table.column(c)
-                    arrays.append(col if mask is None else col.filter(pa.array(mask)))
-                arrays.append(pa.array(_plain(labels), type=schema.field("prediction").type))
-                if runner.has_proba and runner.classes is not None:
-                    k = len(runner.classes)
-                    p = proba if proba is not None else np.empty((0, k))
-                    arrays += [pa.array(p[:, j]) for j in range(k)]
-                assert writer is not None
-                writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-                if bad:
-                    values = table.select(sig_cols).take(pa.array(sorted(bad))).to_pylist()
-                    for pos, vals in zip(sorted(bad), values, strict=True):
-                        column, reason = bad[pos]
-                        result.rejected_columns[column] = result.rejected_columns.get(column, 0) + 1
-                        rejected.append(
-                            json.dumps(
-                                {
-                                    "source_file": part.file.path,
-                                    "source_row": row + pos,
-                                    "column": column,
-                                    "reason": reason,
-                                    "values": vals,
-                                },
-                                default=str,
-                            ).encode()
-                        )
+                needed = table if (keep or bad) else None
+                behind.put((row, n, needed, keep_types, mask, bad, labels, proba))
                 result.rows_in += n
-                result.rows_out += m
+                result.rows_out += n if mask is None else int(np.count_nonzero(mask))
                 result.rows_rejected += len(bad)
                 row += n
                 if on_rows is not None:
                     on_rows(n)
-            if writer is None:  # an empty part: still a finished one
-                schema = output_schema(runner, keep, {c: pa.string() for c in keep})
-                writer = pq.ParquetWriter(sink, schema, compression="snappy")
-            writer.add_key_value_metadata(
-                {
-                    META_KEY: json.dumps(
-                        {"rows_in": result.rows_in, "rows_rejected": result.rows_rejected}
-                    )
-                }
-            )
-            writer.close()
-            writer = None
-        if rejected:
+            behind.finish()
+            behind = None
+            output.close(result)
+        result.rejected_columns = output.rejected_columns
+        if output.rejected:
             side = _Target(out_fs, f"{out_path}/_rejected/{rejected_name(part.key)}")
             try:
                 with side.open() as fh:
-                    fh.write(b"\n".join(rejected) + b"\n")
+                    fh.write(b"\n".join(output.rejected) + b"\n")
                 side.commit()
             except BaseException:
                 side.abort()
@@ -453,9 +557,10 @@ def score_part(
         target.commit()
         _parts_done += 1
     except BaseException as exc:
-        if writer is not None:
-            with contextlib.suppress(Exception):
-                writer.close()
+        if behind is not None:
+            behind.abandon()
+        if output is not None:
+            output.abort()
         target.abort()
         if isinstance(exc, ModelloopError | KeyboardInterrupt):
             raise

@@ -4,6 +4,12 @@ The check is the signature's own (:meth:`Signature.validate`, the one every pred
 through): a batch that passes it whole is scored as it is. When it refuses a batch, the rows it
 refuses are found by splitting each column in halves until the refused values stand alone, so a
 bad row costs a few extra checks and the good rows of its batch are still scored.
+
+A text column read from Parquet or CSV as Arrow strings is checked on its distinct values: the
+signature's check of a text value (a string, valid Unicode, a known category) depends on that
+value alone, and such a column holds no other kind of value, so checking each distinct value
+once, and the column for missing values, checks every row. The frame it gives is the one the
+signature's own check gives (a test compares the two).
 """
 
 from __future__ import annotations
@@ -21,13 +27,13 @@ if TYPE_CHECKING:
 
     from modelloop.models import ColumnSpec, Signature
 
-__all__ = ["split_valid"]
+__all__ = ["split_valid", "valid_whole"]
 
 _ROW = re.compile(r"row \d+: ")
 
 
-def _cast(s: pd.Series, spec: ColumnSpec) -> None:
-    cast_column(
+def _cast(s: pd.Series, spec: ColumnSpec) -> pd.Series:
+    return cast_column(
         s,
         spec.name,
         spec.dtype,
@@ -89,15 +95,60 @@ def _check_column(s: pd.Series, spec: ColumnSpec, out: dict[int, tuple[str, str]
         out.setdefault(int(positions[pos]), why)
 
 
+def _text_column(column: Any, s: pd.Series, spec: ColumnSpec) -> pd.Series | None:
+    """``s`` (the Arrow ``column`` as pandas) as the signature's check of a text column gives
+    it, checked on its distinct values; None when the shortcut does not apply (the column is
+    not plain Arrow text without missing values)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from modelloop.models._dtypes import _default_string_dtype
+
+    kind = column.type
+    if spec.dtype != "string" or column.null_count:
+        return None
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        return None
+    distinct = pc.unique(column).to_pylist()
+    _cast(pd.Series(distinct, dtype=object), spec)  # SchemaMismatch: a value is refused
+    return s.astype(object).astype(_default_string_dtype())
+
+
+def valid_whole(table: Any, frame: pd.DataFrame, signature: Signature) -> pd.DataFrame | None:
+    """``signature.validate(frame[signature.columns])`` when every row of the batch passes,
+    with text columns checked on their distinct values (``table`` is ``frame`` as Arrow);
+    None when some row may be refused (:func:`split_valid` then finds which)."""
+    import pandas as pd
+
+    out: dict[str, pd.Series] = {}
+    try:
+        for spec in signature.inputs:
+            s = frame[spec.name]
+            fast = _text_column(table.column(spec.name), s, spec)
+            out[spec.name] = fast if fast is not None else _cast(s, spec)
+    except SchemaMismatch:
+        return None
+    return pd.DataFrame(out, index=frame.index)
+
+
 def split_valid(
-    frame: pd.DataFrame, signature: Signature, extra_bad: dict[int, tuple[str, str]] | None = None
+    frame: pd.DataFrame,
+    signature: Signature,
+    extra_bad: dict[int, tuple[str, str]] | None = None,
+    table: Any = None,
 ) -> tuple[pd.DataFrame, np.ndarray | None, dict[int, tuple[str, str]]]:
     """The validated good rows of ``frame`` (the signature's columns, maybe more), the mask of
     those rows (None: all of them) and, per refused row position, (column, reason).
 
     ``extra_bad`` are rows already refused (by the CSV reader), left out before checking.
+    ``table``: ``frame`` as Arrow, for the check of text columns on their distinct values.
     """
     columns = signature.columns
+    if table is not None and not extra_bad:
+        whole = valid_whole(table, frame, signature)
+        if whole is not None:
+            return whole, None, {}
     bad: dict[int, tuple[str, str]] = dict(extra_bad or {})
     candidate = frame[columns]
     keep = np.ones(len(frame), dtype=bool)
