@@ -43,6 +43,7 @@ __all__ = [
     "SegmentSink",
     "SharedRoot",
     "log_root",
+    "replica_name",
     "shared_root",
 ]
 
@@ -53,6 +54,15 @@ DEFAULT_SPOOL_MAX_BYTES = 1 << 30
 logger = logging.getLogger(__name__)
 
 _HOUR_NS = 3_600 * 1_000_000_000
+
+
+def replica_name() -> str:
+    """A name for one writer among the replicas that share a log root: ``host-pid-token`` (the
+    host made safe for a file name; the token tells apart writers of one process)."""
+    host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())[:60] or "host"
+    return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 _PART = re.compile(r"^(?:.*/)?date=(\d{4}-\d{2}-\d{2})(?:/hour=(\d{2}))?$")
 
 
@@ -312,9 +322,7 @@ class SegmentSink:
         self.max_spool_bytes = spool_max_bytes() if max_spool_bytes is None else max_spool_bytes
         self.retry_s = retry_s
         self.on_state, self.on_dropped, self.on_upload_error = on_state, on_dropped, on_upload_error
-        self.host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())[:60] or "host"
-        self.token = uuid.uuid4().hex[:8]
-        self.replica = f"{self.host}-{os.getpid()}-{self.token}"
+        self.replica = replica_name()
         self.spool_root = Path(spool)
         self.spool = self.spool_root / self.replica
         self._seq = 0

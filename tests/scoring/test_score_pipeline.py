@@ -8,6 +8,7 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -89,14 +90,21 @@ def _parts(client: Client, data: Path, part_rows: int) -> list:
     return plan_parts(fs, files, [*signature.columns, "id"], part_rows)
 
 
-def test_the_writer_thread_keeps_the_inputs_order_and_row_ids(
-    pipeline_home: Client, flights: pd.DataFrame, tmp_path: Path
-) -> None:
+def _one_part(client: Client, flights: pd.DataFrame, tmp_path: Path) -> tuple[Any, Any]:
+    """The flights rows as one Parquet file of 1,000-row groups, its one part, and the source
+    of flights@champion."""
     data = tmp_path / "in"
     data.mkdir()
     flights.to_parquet(data / "flights.parquet", row_group_size=1_000, index=False)
-    (part,) = _parts(pipeline_home, data, part_rows=10_000)
-    source, _ = _model_source(pipeline_home, "flights@champion", None)
+    (part,) = _parts(client, data, part_rows=10_000)
+    source, _ = _model_source(client, "flights@champion", None)
+    return part, source
+
+
+def test_the_writer_thread_keeps_the_inputs_order_and_row_ids(
+    pipeline_home: Client, flights: pd.DataFrame, tmp_path: Path
+) -> None:
+    part, source = _one_part(pipeline_home, flights, tmp_path)
     runner = Runner(source)
     fs, _ = open_fs(str(tmp_path))
     out = tmp_path / "out"
@@ -133,11 +141,7 @@ def _jsonl(out: Path) -> list[dict]:
 def test_an_error_in_the_writer_thread_surfaces_and_leaves_no_part(
     pipeline_home: Client, flights: pd.DataFrame, tmp_path: Path
 ) -> None:
-    data = tmp_path / "in"
-    data.mkdir()
-    flights.to_parquet(data / "flights.parquet", row_group_size=1_000, index=False)
-    (part,) = _parts(pipeline_home, data, part_rows=10_000)
-    source, _ = _model_source(pipeline_home, "flights@champion", None)
+    part, source = _one_part(pipeline_home, flights, tmp_path)
     # a signature whose class labels are text while the model predicts 0/1: the writer thread
     # cannot put the predictions in the output's text column
     doc = json.loads(source.signature_json)

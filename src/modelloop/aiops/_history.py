@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import re
-import socket
 import threading
 import time
 import uuid
@@ -142,7 +141,7 @@ class OpsRecorder:
         if not 0.05 <= interval_s <= 3600:
             raise InvalidInput(f"ops interval must be between 0.05 and 3600 s, got {interval_s:g}")
         self.home = Path(home)
-        from modelloop._logroot import sink_for
+        from modelloop._logroot import replica_name, sink_for
 
         # on a URL log root: the sink the prediction log shares, held so that the last flush
         # (after the server has closed the sinks) still goes up in one PUT or to the spool
@@ -163,9 +162,8 @@ class OpsRecorder:
         self._thread: threading.Thread | None = None
         self._cpu = time.process_time()
         self._started = self._mark = time.monotonic()
-        host = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname())[:60] or "host"
         #: this process among the replicas that may share the log root
-        self.replica = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.replica = replica_name()
         self._fault_file = os.environ.get(FAULT_FILE_ENV) or None
         #: seconds every prediction waits first (the injected latency fault; 0.0 without one)
         self.fault_delay_s = 0.0
@@ -453,7 +451,7 @@ def combine_replicas(history: pd.DataFrame) -> pd.DataFrame:
     if "interval_s" in history.columns:
         out["interval_s"] = step_ms / 1000
     out["replica"] = None
-    return out[[c for c in history.columns]].reset_index(drop=True)
+    return out[list(history.columns)].reset_index(drop=True)
 
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")

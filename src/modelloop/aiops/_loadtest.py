@@ -18,10 +18,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modelloop.aiops._history import _quantiles
 from modelloop.aiops._plan import Capacity
 from modelloop.exceptions import InvalidInput
 
@@ -55,13 +56,6 @@ class LoadLevel:
         }
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
 def _level(
     url: str, body: bytes, headers: Mapping[str, str], connections: int, seconds: float
 ) -> LoadLevel:
@@ -81,10 +75,8 @@ def _level(
             t0 = now
             try:
                 status = pool.request("POST", url, headers=sent, content=body).status
-            except httpcore.TimeoutException:
-                status = 599
-            except httpcore.NetworkError:
-                status = 599
+            except (httpcore.TimeoutException, httpcore.NetworkError):
+                status = 599  # counted as an error
             now = time.perf_counter()
             if t0 >= counted_from:
                 mine.append((now - t0) * 1000)
@@ -98,14 +90,15 @@ def _level(
         t.join()
     pool.close()
     done = [ms for per in latencies for ms in per]
+    p50, p95, _ = _quantiles(done)
     return LoadLevel(
         connections=connections,
         requests=len(done),
         errors=sum(errors),
         seconds=seconds,
         rps=len(done) / seconds,
-        p50_ms=_quantile(done, 0.5),
-        p95_ms=_quantile(done, 0.95),
+        p50_ms=p50,
+        p95_ms=p95,
     )
 
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from modelloop.exceptions import InvalidInput
 from modelloop.store import Metric, Run, RunStatus
 from modelloop.tracking._liveness import open_runs
+
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,18 +130,27 @@ class ActiveRun:
 
     def flush(self) -> int:
         """Write buffered metrics now; return how many were written."""
+
+        def write(batch: list[Metric]) -> int:
+            self._store.log_metrics(self.run_id, batch)
+            return len(batch)
+
+        return self._drain(write) or 0
+
+    def _drain(self, write: Callable[[list[Metric]], R]) -> R | None:
+        """``write(batch)`` of the buffered values (None when there are none); if it raises,
+        the batch goes back into the buffer, so a later write can retry and nothing is lost."""
         with self._flush_lock:  # keeps batches in order when the timer and a caller race
             with self._lock:
                 batch, self._buffer = self._buffer, []
             if not batch:
-                return 0
+                return None
             try:
-                self._store.log_metrics(self.run_id, batch)
+                return write(batch)
             except BaseException:
-                with self._lock:  # put them back so a later flush can retry; nothing is lost
+                with self._lock:
                     self._buffer[:0] = batch
                 raise
-            return len(batch)
 
     def _start_timer(self) -> None:
         def loop() -> None:
@@ -230,18 +241,14 @@ class ActiveRun:
 
     def _end_with_buffer(self, status: RunStatus) -> Run | None:
         """End the run with the buffered values in the same write (one request through a
-        control plane); None, with the values back in the buffer, when that write failed."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-            if not batch:
-                return None
-            try:
-                return self._store.end_run(self.run_id, status, metrics=batch)
-            except Exception:
-                with self._lock:  # neither the values nor the end were stored
-                    self._buffer[:0] = batch
-                return None
+        control plane); None, with the values back in the buffer, when there were none or that
+        write failed (neither the values nor the end were stored)."""
+        try:
+            return self._drain(
+                lambda batch: self._store.end_run(self.run_id, status, metrics=batch)
+            )
+        except Exception:
+            return None
 
     def info(self) -> Run:
         """The run as stored now (buffered metrics flushed first)."""
