@@ -68,8 +68,7 @@ def write(
         return StoredResponse(200, dumps(work()))
 
     def finish(conn: Connection) -> None:
-        for event in state.pop("pending_audit", []):
-            store._audit(conn, **event)
+        store._audit_many(conn, state.pop("pending_audit", []))
 
     key = request.headers.get(KEY_HEADER) if keyed else None
     # audit rows the store writes itself (registry changes) carry the route too

@@ -2,11 +2,13 @@
 
 A client sends every write with an ``Idempotency-Key`` header and reuses the key when it retries
 after a dropped connection. A write runs in one transaction with the record of its key and its
-audit rows: the key is claimed first (a row inserted, ``ON CONFLICT DO NOTHING``), then the write
-runs, then its response is stored on the row, and all of it commits together or not at all. A
-retry with the same key finds the stored response and writes nothing; a retry that arrives while
-the first is still running waits for its transaction (SQLite's write lock; PostgreSQL's lock on
-the key's row) and then finds the response. A write that fails rolls its claim back with it, so
+audit rows: the write runs, then its key is stored with its response (a row inserted, ``ON
+CONFLICT DO NOTHING``), and all of it commits together or not at all. When the key is stored
+already, a first attempt committed: this transaction is rolled back and the stored response is
+the answer, so a retry writes nothing. A retry that arrives while the first attempt is still
+running waits for it at the key's row (PostgreSQL's lock on the uncommitted key; SQLite's write
+lock) and then finds its response. A retry that fails where its first attempt succeeded (a name
+taken, a run ended) also answers with the stored response. A write that fails stores no key, so
 a retry runs it again.
 
 The table is the server's own bookkeeping, created with SQLAlchemy when the server starts (it is
@@ -20,11 +22,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from modelloop.exceptions import Conflict, InvalidInput
+from modelloop.exceptions import Conflict, InvalidInput, ModelloopError
 from modelloop.store._http._codec import KEY_HEADER
 from modelloop.store._sql import SqlStore
 
@@ -55,6 +58,15 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_STORED = sa.select(_keys.c.state, _keys.c.status, _keys.c.body).where(
+    _keys.c.key == sa.bindparam("which")
+)
+
+
+class _Repeated(Exception):
+    """Rolls back a write whose idempotency key turned out to be stored already."""
+
+
 class IdempotencyKeys:
     """Claims and stored responses of idempotency keys, in the store's own database."""
 
@@ -62,6 +74,7 @@ class IdempotencyKeys:
         self._store = store
         self._claims = 0
         self._lock = threading.Lock()
+        self._record_stmt: Any = None
 
     def create_table(self) -> None:
         """Create the table if missing (the server calls this once at startup)."""
@@ -89,44 +102,67 @@ class IdempotencyKeys:
             full = f"{scope}\n{key}"
 
         def tx(conn: Connection) -> StoredResponse:
-            if full is not None:
-                stored = self._claim(conn, full)
-                if stored is not None:
-                    return stored
             response = work()
-            if full is not None:
-                conn.execute(
-                    sa.update(_keys)
-                    .where(_keys.c.key == full)
-                    .values(state="done", status=response.status, body=response.body)
-                )
+            if full is not None and not self._record(conn, full, response):
+                raise _Repeated  # the key's first request committed: undo this one
             if finish is not None:
                 finish(conn)
             return response
 
-        response = self._store._write_joined(tx)
+        try:
+            response = self._store._write_joined(tx)
+        except _Repeated:
+            return self._stored(str(full))
+        except ModelloopError:
+            # A retry whose first attempt committed may fail where that one succeeded (a name
+            # it took, a run it ended): its stored answer is the answer.
+            first = None if full is None else self._stored(full, missing_ok=True)
+            if first is None:
+                raise
+            return first
         if full is not None:
             self._prune_now_and_then()
         return response
 
-    def _claim(self, conn: Connection, full: str) -> StoredResponse | None:
-        """None when this transaction claimed the key, else the stored response of the request
-        that did (which has committed: a concurrent claim waits for the other transaction)."""
-        claim = (
-            self._store._insert(_keys)
-            .values(key=full, state="pending", created_at=_now_ms())
-            .on_conflict_do_nothing(index_elements=[_keys.c.key])
-            .returning(_keys.c.key)
-        )
-        if conn.execute(claim).first() is not None:
-            return None
-        row = conn.execute(
-            sa.select(_keys.c.state, _keys.c.status, _keys.c.body).where(_keys.c.key == full)
-        ).first()
-        if row is not None and row.state == "done":
+    def _record(self, conn: Connection, full: str, response: StoredResponse) -> bool:
+        """Store the key with its response in this transaction; False when the key is already
+        stored (by a transaction that committed first, which this one waited for)."""
+        stmt = self._record_stmt
+        if stmt is None:
+            ins = self._store._insert(_keys)
+            stmt = self._record_stmt = ins.on_conflict_do_nothing(
+                index_elements=[_keys.c.key]
+            ).returning(_keys.c.key)
+        row = {
+            "key": full,
+            "state": "done",
+            "status": response.status,
+            "body": response.body,
+            "created_at": _now_ms(),
+        }
+        return conn.execute(stmt, row).first() is not None
+
+    @overload
+    def _stored(self, full: str) -> StoredResponse: ...
+    @overload
+    def _stored(self, full: str, *, missing_ok: bool) -> StoredResponse | None: ...
+    def _stored(self, full: str, *, missing_ok: bool = False) -> StoredResponse | None:
+        """The stored response of a key (``None`` when there is none and ``missing_ok``)."""
+
+        def read(conn: Connection) -> StoredResponse | None:
+            row = conn.execute(_STORED, {"which": full}).first()
+            if row is None:
+                return None
+            if row.state != "done":  # a claim left pending by an older server
+                raise Conflict(
+                    "a request with this idempotency key is still being processed; retry later"
+                )
             return StoredResponse(int(row.status), bytes(row.body or b""))
-        # a claim left pending by an older server, or one that vanished between the two reads
-        raise Conflict("a request with this idempotency key is still being processed; retry later")
+
+        stored = self._store._read(read)
+        if stored is None and not missing_ok:
+            raise Conflict("the first request with this idempotency key left no answer; retry")
+        return stored
 
     def _prune_now_and_then(self) -> None:
         with self._lock:

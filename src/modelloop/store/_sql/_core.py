@@ -40,6 +40,18 @@ _JOINED: ContextVar[tuple[Any, Connection] | None] = ContextVar(
 )
 
 
+#: Statements of the hottest paths, built once: a statement object built per call costs SQLAlchemy
+#: its construction and cache key on every execution (four times a prepared one's cost).
+RUN_ROW = sa.select(T.runs).where(T.runs.c.run_id == sa.bindparam("run_id"))
+RUN_EXISTS = sa.select(T.runs.c.run_id).where(T.runs.c.run_id == sa.bindparam("run_id"))
+_RUN_PARTS = tuple(
+    sa.select(table.c.run_id, table.c.key, table.c.value).where(
+        table.c.run_id.in_(sa.bindparam("ids", expanding=True))
+    )
+    for table in (T.params, T.tags, T.latest_metrics)
+)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -87,6 +99,10 @@ class SqlCore:
         self._lock = threading.Lock()
         # An in-memory SQLite database is one shared connection: transactions must take turns.
         self._serial = threading.RLock() if is_memory_sqlite(self._url) else None
+        # the run's row, locked against concurrent status changes where the dialect can
+        self._run_row_locked = (
+            RUN_ROW.with_for_update(key_share=True) if self._dialect == "postgresql" else RUN_ROW
+        )
 
     @property
     def url(self) -> str:
@@ -170,10 +186,7 @@ class SqlCore:
         lock leaves the run's metric and param inserts free: they only need its key)."""
         if not isinstance(run_id, str):
             raise InvalidInput(f"run id must be a string, got {run_id!r}")
-        stmt = sa.select(T.runs).where(T.runs.c.run_id == run_id)
-        if lock and self._dialect == "postgresql":
-            stmt = stmt.with_for_update(key_share=True)
-        row = conn.execute(stmt).first()
+        row = conn.execute(self._run_row_locked if lock else RUN_ROW, {"run_id": run_id}).first()
         if row is None:
             raise NotFound(f"run {run_id!r} does not exist")
         return row
@@ -181,7 +194,7 @@ class SqlCore:
     def _require_run(self, conn: Connection, run_id: str) -> None:
         if not isinstance(run_id, str):
             raise InvalidInput(f"run id must be a string, got {run_id!r}")
-        found = conn.execute(sa.select(T.runs.c.run_id).where(T.runs.c.run_id == run_id)).first()
+        found = conn.execute(RUN_EXISTS, {"run_id": run_id}).first()
         if found is None:
             raise NotFound(f"run {run_id!r} does not exist")
 
@@ -193,14 +206,12 @@ class SqlCore:
         params: dict[str, dict[str, str]] = {i: {} for i in ids}
         metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
         tags: dict[str, dict[str, str]] = {i: {} for i in ids}
-        for table, into in ((T.params, params), (T.tags, tags)):
-            q = sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
-            for run_id, key, value in conn.execute(q):
+        of_params, of_tags, of_metrics = _RUN_PARTS
+        for q, into in ((of_params, params), (of_tags, tags)):
+            for run_id, key, value in conn.execute(q, {"ids": ids}):
                 into[run_id][key] = value
-        lm = T.latest_metrics
-        q = sa.select(lm.c.run_id, lm.c.key, lm.c.value).where(lm.c.run_id.in_(ids))
         nan = math.nan
-        for run_id, key, value in conn.execute(q):
+        for run_id, key, value in conn.execute(of_metrics, {"ids": ids}):
             metrics[run_id][key] = nan if value is None else value
         now = now_ms()
         return [

@@ -9,7 +9,7 @@ rolled-back registration takes its increment with it, so numbers are unique and 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
@@ -45,6 +45,35 @@ def _version(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
 #: control-plane server sets it around each write it makes (the library alone leaves it empty).
 AUDIT_ROUTE: ContextVar[str | None] = ContextVar("modelloop_audit_route", default=None)
 
+_INSERT_AUDIT = T.audit_events.insert()
+_INSERT_AUDIT_RETURNING = T.audit_events.insert().returning(T.audit_events.c.event_id)
+
+
+def _audit_row(
+    actor: str,
+    action: str,
+    entity_type: str,
+    entity_id: str,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    at: int | None = None,
+    route: str | None = None,
+    model: str | None = None,
+) -> dict[str, Any]:
+    """The ``audit_events`` row of an event (its time now unless ``at``; its route the one
+    :data:`AUDIT_ROUTE` holds unless given; its model the one the entity id names)."""
+    return {
+        "timestamp": now_ms() if at is None else at,
+        "actor": actor,
+        "action": action,
+        "entity_type": entity_type,
+        "entity_id": entity_id,
+        "before": None if before is None else to_json(before, "audit before"),
+        "after": None if after is None else to_json(after, "audit after"),
+        "route": route if route is not None else AUDIT_ROUTE.get(),
+        "model_name": model if model is not None else model_of(entity_type, entity_id),
+    }
+
 
 class RegistryMixin(SqlCore):
     """Model registry and audit trail."""
@@ -67,22 +96,14 @@ class RegistryMixin(SqlCore):
     ) -> int:
         """Append one audit row in the caller's transaction; return its id. Audit rows are
         only ever inserted: no method updates or deletes one (and triggers refuse it)."""
-        return int(
-            conn.execute(
-                T.audit_events.insert().returning(T.audit_events.c.event_id),
-                {
-                    "timestamp": now_ms() if at is None else at,
-                    "actor": actor,
-                    "action": action,
-                    "entity_type": entity_type,
-                    "entity_id": entity_id,
-                    "before": None if before is None else to_json(before, "audit before"),
-                    "after": None if after is None else to_json(after, "audit after"),
-                    "route": route if route is not None else AUDIT_ROUTE.get(),
-                    "model_name": model if model is not None else model_of(entity_type, entity_id),
-                },
-            ).scalar_one()
-        )
+        row = _audit_row(actor, action, entity_type, entity_id, before, after, at, route, model)
+        return int(conn.execute(_INSERT_AUDIT_RETURNING, row).scalar_one())
+
+    def _audit_many(self, conn: Connection, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append audit rows (each given by :meth:`_audit`'s keyword arguments) in the caller's
+        transaction, with one statement."""
+        if events:
+            conn.execute(_INSERT_AUDIT, [_audit_row(**event) for event in events])
 
     def _lock_model(self, conn: Connection, name: str) -> Any:
         rm = T.registered_models

@@ -31,6 +31,22 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 #: Paths per ``IN (...)`` list: far below every backend's bound-parameter limit.
 _IN_CHUNK = 500
 
+# Statements of the hot paths, built once (see _core.RUN_ROW).
+_EXPERIMENT_EXISTS = sa.select(T.experiments.c.experiment_id).where(
+    T.experiments.c.experiment_id == sa.bindparam("experiment_id")
+)
+_INSERT_RUN = T.runs.insert()
+_INSERT_TAGS = T.tags.insert()
+_END_RUN = (
+    T.runs.update()
+    .where(T.runs.c.run_id == sa.bindparam("which"))
+    .values(status=sa.bindparam("new_status"), end_time=sa.bindparam("new_end_time"))
+)
+_PARAMS_OF_KEYS = sa.select(T.params.c.key, T.params.c.value).where(
+    T.params.c.run_id == sa.bindparam("run_id"),
+    T.params.c.key.in_(sa.bindparam("keys", expanding=True)),
+)
+
 
 def _experiment(row: Any) -> Experiment:
     return Experiment(row.experiment_id, row.name, row.created_at)
@@ -119,6 +135,7 @@ class TrackingMixin(SqlCore):
             },
             where=newer,
         )
+        self._insert_params = self._insert(T.params).on_conflict_do_nothing()
         placeholder = "?" if self._dialect == "sqlite" else "%s"
         self._insert_metrics_sql = (
             f"INSERT INTO {T.metrics.name} ({', '.join(_METRIC_COLUMNS)}) "
@@ -236,16 +253,13 @@ class TrackingMixin(SqlCore):
         }
 
         def tx(conn: Connection) -> None:
-            e = T.experiments
-            exists = conn.execute(
-                sa.select(e.c.experiment_id).where(e.c.experiment_id == experiment_id)
-            ).first()
+            exists = conn.execute(_EXPERIMENT_EXISTS, {"experiment_id": experiment_id}).first()
             if exists is None:
                 raise NotFound(f"experiment {experiment_id} does not exist")
-            conn.execute(T.runs.insert(), row)
+            conn.execute(_INSERT_RUN, row)
             if tag_values:
                 conn.execute(
-                    T.tags.insert(),
+                    _INSERT_TAGS,
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tag_values.items()],
                 )
 
@@ -278,34 +292,28 @@ class TrackingMixin(SqlCore):
         end_time: int | None = None,
         metrics: Sequence[Metric] = (),
     ) -> Run:
-        if metrics:
-            # one transaction: the values and the end are both stored or neither
-            def both(_conn: Connection) -> Run:
-                self.log_metrics(run_id, metrics)
-                return self.end_run(run_id, status, end_time=end_time)
-
-            return self._write_joined(both)
         status = _status(status)
         if status is RunStatus.RUNNING:
             raise InvalidInput(
                 "a run cannot end with status RUNNING; use FINISHED, FAILED or KILLED"
             )
         end = now_ms() if end_time is None else check_int(end_time, "end_time")
+        # the last values, if any, are stored in the end's transaction: both or neither
+        values = self._metric_rows(run_id, metrics) if metrics else None
+        params = {"which": run_id, "new_status": status.value, "new_end_time": end}
 
         def tx(conn: Connection) -> Run:
-            row = self._run_row(conn, run_id, lock=True)
-            if row.status == RunStatus.RUNNING.value:
-                conn.execute(
-                    T.runs.update()
-                    .where(T.runs.c.run_id == run_id)
-                    .values(status=status.value, end_time=end)
-                )
-                row = self._run_row(conn, run_id)
-            elif row.status != status.value:
+            row: Any = self._run_row(conn, run_id, lock=True)
+            if row.status != RunStatus.RUNNING.value and row.status != status.value:
                 raise Conflict(
                     f"run {run_id} already ended with status {row.status}; cannot end it as "
                     f"{status.value}"
                 )
+            if values is not None:
+                self._insert_metric_rows(conn, *values)
+            if row.status == RunStatus.RUNNING.value:
+                conn.execute(_END_RUN, params)
+                row = SimpleNamespace(**{**row._asdict(), "status": status.value, "end_time": end})
             return self._load_runs(conn, [row])[0]
 
         return self._write(tx)
@@ -381,11 +389,10 @@ class TrackingMixin(SqlCore):
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         values = _key_values(params, "param")
-        p = T.params
 
         def stored(conn: Connection) -> dict[str, str]:
-            q = sa.select(p.c.key, p.c.value).where(p.c.run_id == run_id, p.c.key.in_(values))
-            return {k: v for k, v in conn.execute(q)}
+            found = conn.execute(_PARAMS_OF_KEYS, {"run_id": run_id, "keys": list(values)})
+            return {k: v for k, v in found}
 
         def check(existing: Mapping[str, str]) -> None:
             for key, value in existing.items():
@@ -407,7 +414,7 @@ class TrackingMixin(SqlCore):
                 if k not in existing
             ]
             if missing:
-                conn.execute(self._insert(p).on_conflict_do_nothing(), missing)
+                conn.execute(self._insert_params, missing)
                 if self._dialect == "postgresql":
                     check(stored(conn))  # a concurrent transaction may have won a key
 
@@ -433,6 +440,19 @@ class TrackingMixin(SqlCore):
     # -- metrics -----------------------------------------------------------------------------
 
     def log_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
+        rows, newest = self._metric_rows(run_id, metrics)
+
+        def tx(conn: Connection) -> None:
+            self._require_run(conn, run_id)
+            if rows:
+                self._insert_metric_rows(conn, rows, newest)
+
+        self._write(tx)
+
+    def _metric_rows(
+        self, run_id: str, metrics: Sequence[Metric]
+    ) -> tuple[list[tuple[str, str, float | None, int, int]], list[dict[str, Any]]]:
+        """The rows of checked ``metrics``, and the newest value of each key (in key order)."""
         rows: list[tuple[str, str, float | None, int, int]] = []
         latest: dict[str, tuple[str, str, float | None, int, int]] = {}
         try:
@@ -455,15 +475,18 @@ class TrackingMixin(SqlCore):
             ) from None
         # A fixed key order makes concurrent writers lock latest_metrics rows in the same order.
         newest = [dict(zip(_METRIC_COLUMNS, latest[k], strict=True)) for k in sorted(latest)]
+        return rows, newest
 
-        def tx(conn: Connection) -> None:
-            self._require_run(conn, run_id)
-            if rows:
-                # Plain DBAPI executemany: no per-row parameter processing by SQLAlchemy.
-                conn.exec_driver_sql(self._insert_metrics_sql, rows)  # type: ignore[arg-type]
-                conn.execute(self._upsert_latest, newest)
-
-        self._write(tx)
+    def _insert_metric_rows(
+        self,
+        conn: Connection,
+        rows: list[tuple[str, str, float | None, int, int]],
+        newest: list[dict[str, Any]],
+    ) -> None:
+        if rows:
+            # Plain DBAPI executemany: no per-row parameter processing by SQLAlchemy.
+            conn.exec_driver_sql(self._insert_metrics_sql, rows)  # type: ignore[arg-type]
+            conn.execute(self._upsert_latest, newest)
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         m = T.metrics
