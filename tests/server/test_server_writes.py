@@ -211,6 +211,26 @@ def test_a_write_its_audit_row_and_its_key_are_stored_together_or_not_at_all(
         direct.close()
 
 
+def test_a_retry_that_would_fail_alone_gets_the_first_answer(server: str, store_url: str) -> None:
+    """The retry of a create whose first attempt committed finds the name taken; its answer is
+    still the first attempt's, and nothing is written twice."""
+    api = httpx.Client(base_url=f"{server}/api/v1", timeout=60)
+    direct = SqlStore(store_url)
+    try:
+        key = {"Idempotency-Key": "create-retry-0001"}
+        first = api.post("/experiments", json={"name": "taken"}, headers=key)
+        again = api.post("/experiments", json={"name": "taken"}, headers=key)
+        assert first.status_code == again.status_code == 200
+        assert again.json() == first.json()
+        other = api.post("/experiments", json={"name": "taken"})  # a new request: refused
+        assert other.status_code == 409
+        created = [e for e in direct.list_audit_events() if e.action == "experiment.create"]
+        assert len(created) == 1
+    finally:
+        api.close()
+        direct.close()
+
+
 def test_an_end_carrying_the_last_values_is_applied_once_when_retried(
     server: str, store_url: str
 ) -> None:
