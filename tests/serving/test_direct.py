@@ -1,5 +1,6 @@
-"""The quickstart pipeline's first step built straight from decoded columns: predictions bit for
-bit those of the whole pipeline, in process and over real HTTP; other shapes keep pandas."""
+"""The quickstart pipeline's first step (and its classifier's own categorical preprocessor) built
+straight from decoded columns: predictions bit for bit those of the whole pipeline, in process
+and over real HTTP; other shapes keep pandas."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def test_the_quickstart_pipeline_predicts_bit_for_bit_without_pandas(
         {"records": _records(_flights(5, seed=1))}, package.signature, max_rows=10
     )
     assert predictor.check_direct(example.columns)  # the fast way is on for this shape
+    # the classifier's own categorical preprocessor is filled directly too: the model is called
+    # without it (a copy sharing the fitted trees); the loaded pipeline is left as it was
+    assert predictor._direct is not None
+    bare, clf = predictor._direct.rest, package.model[-1]
+    assert type(bare) is type(clf) and bare is not clf
+    assert bare._preprocessor is None and clf._preprocessor is not None
+    assert bare._predictors is clf._predictors
     rows = _flights(3000, seed=2)
     rows.iloc[::7, rows.columns.get_loc("dest")] = "ZZZ"  # a destination never seen
     rows = rows.astype({"dest": "string"})
