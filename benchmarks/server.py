@@ -13,6 +13,8 @@ HTTP to it with only the server's URL:
 * ``upload_mb_per_s`` / ``download_mb_per_s``: one 500 MB file through ``put_file`` and
   ``get_file`` (digests verified at both ends), with the peak RSS of the server and client.
 
+* ``python_loop_10m_s``: how fast this machine runs plain Python today (benchmarks/machine.py),
+  to read the figures beside those of another day.
 * with ``--mlflow-python PY`` (an interpreter that has MLflow, kept out of modelloop's own
   environment): ``mlflow_server_runs_per_s`` and ``mlflow_server_metric_values_per_s``, MLflow's
   tracking server over SQLite on the same workload (``benchmarks/mlflow_server_peer.py``).
@@ -191,6 +193,9 @@ def main() -> None:
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         figures.pop("benchmark", None)
         out.update(figures)
+    from machine import python_loop_10m_s  # this machine's speed today, beside its figures
+
+    out["python_loop_10m_s"] = python_loop_10m_s()
     out["python"] = sys.version.split()[0]
     out["machine"] = platform.machine()
     print(json.dumps(out))

@@ -18,7 +18,8 @@ each (``bulk_10k_s``, ``bulk_100k_s``, medians) against the model's in-process p
 same rows (``inprocess_10k_s``, ``inprocess_100k_s``); single-row p50 at one connection while
 another client sends 2,000-row requests back to back (``single_p50_ms_under_bulk``, against
 ``single_p50_ms_idle``); and two 2,000-row requests at once (``two_2000_row_statuses``, both 200).
-The machine the figures come from may be shared: compare medians, not single runs.
+The machine the figures come from may be shared: compare medians, not single runs;
+``python_loop_10m_s`` (benchmarks/machine.py) says how fast it ran plain Python that day.
 
     python benchmarks/serving.py [--model breast-cancer|quickstart]
         [--runtime registered-onnx|serve-onnx|sklearn] [--seconds 5] [--no-bulk]
@@ -374,6 +375,9 @@ def main() -> None:
                 "start_to_ready_s": 2,
             },
         }
+        from machine import python_loop_10m_s  # this machine's speed today
+
+        result["python_loop_10m_s"] = python_loop_10m_s()
         print(json.dumps(result))
 
 
