@@ -101,8 +101,24 @@ class ActiveRun:
         self, key: str, value: float, step: int = 0, *, timestamp: int | None = None
     ) -> None:
         """Buffer one metric value. ``InvalidInput`` names a bad key, value, step or timestamp."""
-        ts = _now_ms() if timestamp is None else _integer(key, "timestamp", timestamp)
-        self._append([_metric(key, value, step, ts)])
+        ts = (
+            time.time_ns() // 1_000_000
+            if timestamp is None
+            else _integer(key, "timestamp", timestamp)
+        )
+        if type(key) is str and key and type(value) is float and type(step) is int:
+            metric = Metric(key, value, step, ts)  # the common case, already what it must be
+        else:
+            metric = _metric(key, value, step, ts)
+        with self._lock:  # _append for one value, inline: this is called in training loops
+            if self._closing:
+                raise InvalidInput(f"run {self.run_id} has ended; it takes no more metrics")
+            self._buffer.append(metric)
+            full = len(self._buffer) >= self._flush_every
+            if self._timer is None and self._flush_interval > 0:
+                self._start_timer()
+        if full:
+            self.flush()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Buffer several metric values sharing one step and timestamp."""
