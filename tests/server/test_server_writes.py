@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -275,6 +276,45 @@ def test_a_user_added_beside_the_server_ends_open_mode_at_once(server: str, stor
         token = direct.create_token("root", "t", actor="operator")[1]
         ok = api.get("/experiments", headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200 and ok.json() == []
+    finally:
+        api.close()
+        direct.close()
+
+
+def test_metric_columns_are_checked_whole_and_stored_as_given(server: str, store_url: str) -> None:
+    """A batch of metric values as columns: any bad entry refuses the whole batch with 400 and
+    stores nothing; a good one stores each value (NaN, infinity and whole numbers included)."""
+    api = httpx.Client(base_url=f"{server}/api/v1", timeout=60)
+    direct = SqlStore(store_url)
+    try:
+        exp = api.post("/experiments", json={"name": "columns"}).json()
+        run_id = api.post("/runs", json={"experiment_id": exp["experiment_id"]}).json()["run_id"]
+        good = {"keys": ["a", "a", "b"], "values": [1, 2.5, 3.0], "steps": [0, 1, 0]}
+        good["timestamps"] = [10, 11, 12]
+        bad = [
+            ({**good, "values": [1, "many", 3.0]}, "many"),
+            ({**good, "keys": ["a", "", "b"]}, "non-empty string"),
+            ({**good, "keys": ["a", ["x"], "b"]}, "Metric"),
+            ({**good, "steps": [0, None, 0]}, "Metric"),
+            ({**good, "timestamps": [10, 11]}, "same length"),
+        ]
+        for body, named in bad:
+            answer = api.post(f"/runs/{run_id}/metrics", json=body)
+            assert answer.status_code == 400, body
+            assert named in answer.json()["message"]
+        assert direct.count_metric_values(run_id) == 0
+        path = f"/runs/{run_id}/metrics"
+        special = b'{"keys":["c","c"],"values":[NaN,Infinity],"steps":[0,1],"timestamps":[1,2]}'
+        headers = {"Content-Type": "application/json"}
+        assert api.post(path, json=good).status_code == 200
+        assert api.post(path, content=special, headers=headers).status_code == 200
+        assert [(m.value, m.step) for m in direct.get_metric_history(run_id, "a")] == [
+            (1.0, 0),
+            (2.5, 1),
+        ]
+        c = direct.get_metric_history(run_id, "c")
+        assert math.isnan(c[0].value) and c[1].value == math.inf
+        assert dict(direct.get_run(run_id).metrics) == {"a": 2.5, "b": 3.0, "c": math.inf}
     finally:
         api.close()
         direct.close()

@@ -11,8 +11,9 @@ from pydantic import BaseModel, Field
 from modelloop.access import Role
 from modelloop.server._auth import Principal, require
 from modelloop.server._common import actor, audit, json_response, store_of, write
-from modelloop.store._records import Metric, RunArtifact, RunOwner, RunStatus
+from modelloop.store._records import RunArtifact, RunOwner, RunStatus
 from modelloop.store._sql import SqlStore
+from modelloop.store._sql._tracking import MetricColumns
 
 __all__ = ["router"]
 
@@ -286,14 +287,15 @@ def log_metrics(request: Request, run_id: str, body: MetricsIn, principal: Edito
     )
 
 
-def _metrics(body: MetricsIn | EndRunIn) -> list[Metric]:
-    """The metric values of a body's columns; ``InvalidInput`` when their lengths differ."""
+def _metrics(body: MetricsIn | EndRunIn) -> MetricColumns:
+    """The metric values of a body's columns (the store checks them as it takes them, without
+    an object per value); ``InvalidInput`` when their lengths differ."""
     n = len(body.keys)
     if not len(body.values) == len(body.steps) == len(body.timestamps) == n:
         from modelloop.exceptions import InvalidInput
 
         raise InvalidInput("keys, values, steps and timestamps must have the same length")
-    return list(map(Metric, body.keys, body.values, body.steps, body.timestamps))
+    return MetricColumns(body.keys, body.values, body.steps, body.timestamps)
 
 
 @router.get("/runs/{run_id}/metrics/history", summary="Every value of one metric")

@@ -7,6 +7,8 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import repeat
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
@@ -21,7 +23,7 @@ from modelloop.store._sql import _schema as T
 from modelloop.store._sql._core import SqlCore, check_int, check_text, now_ms, row_is_stale
 from modelloop.store._sql._names import generate_run_name
 
-__all__ = ["STALE_TAG", "TrackingMixin"]
+__all__ = ["STALE_TAG", "MetricColumns", "TrackingMixin"]
 
 #: Tag set on a run ended by :meth:`TrackingMixin.end_stale_runs`, saying why.
 STALE_TAG = "modelloop.stale_reason"
@@ -30,6 +32,22 @@ _METRIC_COLUMNS = ("run_id", "key", "value", "step", "timestamp")
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 #: Paths per ``IN (...)`` list: far below every backend's bound-parameter limit.
 _IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class MetricColumns:
+    """Metric values as columns, one entry per value in each list: what the control-plane
+    server receives, taken by :meth:`TrackingMixin.log_metrics` and ``end_run`` as they are
+    (checked like :class:`Metric` values, without building one object per value)."""
+
+    keys: list[Any]
+    values: list[Any]
+    steps: list[Any]
+    timestamps: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
 
 # Statements of the hot paths, built once (see _core.RUN_ROW).
 _EXPERIMENT_EXISTS = sa.select(T.experiments.c.experiment_id).where(
@@ -290,7 +308,7 @@ class TrackingMixin(SqlCore):
         status: RunStatus,
         *,
         end_time: int | None = None,
-        metrics: Sequence[Metric] = (),
+        metrics: Sequence[Metric] | MetricColumns = (),
     ) -> Run:
         status = _status(status)
         if status is RunStatus.RUNNING:
@@ -439,7 +457,7 @@ class TrackingMixin(SqlCore):
 
     # -- metrics -----------------------------------------------------------------------------
 
-    def log_metrics(self, run_id: str, metrics: Sequence[Metric]) -> None:
+    def log_metrics(self, run_id: str, metrics: Sequence[Metric] | MetricColumns) -> None:
         rows, newest = self._metric_rows(run_id, metrics)
 
         def tx(conn: Connection) -> None:
@@ -450,29 +468,46 @@ class TrackingMixin(SqlCore):
         self._write(tx)
 
     def _metric_rows(
-        self, run_id: str, metrics: Sequence[Metric]
+        self, run_id: str, metrics: Sequence[Metric] | MetricColumns
     ) -> tuple[list[tuple[str, str, float | None, int, int]], list[dict[str, Any]]]:
         """The rows of checked ``metrics``, and the newest value of each key (in key order)."""
-        rows: list[tuple[str, str, float | None, int, int]] = []
-        latest: dict[str, tuple[str, str, float | None, int, int]] = {}
+        if isinstance(metrics, MetricColumns):
+            keys, values = metrics.keys, metrics.values
+            steps, stamps = metrics.steps, metrics.timestamps
+        else:
+            try:
+                keys = [m.key for m in metrics]
+                values = [m.value for m in metrics]
+                steps = [m.step for m in metrics]
+                stamps = [m.timestamp for m in metrics]
+            except (AttributeError, TypeError) as e:
+                raise InvalidInput(
+                    f"metrics must be Metric(key, value, step, timestamp): {e}"
+                ) from None
         try:
-            for m in metrics:
-                key, value, step, ts = m.key, float(m.value), int(m.step), int(m.timestamp)
+            for key in set(keys):
                 if type(key) is not str or not key or len(key) > T.KEY_LEN:
                     raise InvalidInput(
                         f"metric key must be a non-empty string of at most {T.KEY_LEN} "
                         f"characters, got {key!r}"
                     )
-                # NULL encodes NaN (SQLite cannot hold NaN); infinities are stored as such.
-                row = (run_id, key, value if value == value else None, step, ts)
-                rows.append(row)
-                cur = latest.get(key)
-                if cur is None or step > cur[3] or (step == cur[3] and ts >= cur[4]):
-                    latest[key] = row
-        except (AttributeError, TypeError, ValueError) as e:
+            floats = [v if type(v) is float else float(v) for v in values]
+            steps = [v if type(v) is int else int(v) for v in steps]
+            stamps = [v if type(v) is int else int(v) for v in stamps]
+        except (TypeError, ValueError) as e:  # an unhashable key, a value that is no number
             raise InvalidInput(
                 f"metrics must be Metric(key, value, step, timestamp): {e}"
             ) from None
+        if not len(floats) == len(steps) == len(stamps) == len(keys):
+            raise InvalidInput("keys, values, steps and timestamps must have the same length")
+        # NULL encodes NaN (SQLite cannot hold NaN); infinities are stored as such.
+        stored = [v if v == v else None for v in floats]
+        rows = list(zip(repeat(run_id), keys, stored, steps, stamps))
+        latest: dict[str, tuple[str, str, float | None, int, int]] = {}
+        for row in rows:
+            cur = latest.get(row[1])
+            if cur is None or row[3] > cur[3] or (row[3] == cur[3] and row[4] >= cur[4]):
+                latest[row[1]] = row
         # A fixed key order makes concurrent writers lock latest_metrics rows in the same order.
         newest = [dict(zip(_METRIC_COLUMNS, latest[k], strict=True)) for k in sorted(latest)]
         return rows, newest
