@@ -13,8 +13,9 @@ server makes itself start with a tag drawn at start, so it can tell its own ids 
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import secrets
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -47,11 +48,17 @@ class ServedIds:
     def __init__(self, max_ids: int = 100_000) -> None:
         self.max_ids = max_ids
         self.tag = secrets.token_hex(4)  # 8 hex digits that start every id made here
+        self._key = secrets.token_bytes(32)
+        self._count = itertools.count()
         self._models: dict[str, _Model] = {}
 
     def new_id(self) -> str:
-        """A fresh request id: 32 hex digits, starting with this server's tag."""
-        return self.tag + uuid.uuid4().hex[8:]
+        """A fresh request id: 32 hex digits, starting with this server's tag. The other 24
+        are a keyed hash of a counter: never repeated, and no more guessable than random ones
+        without the key drawn at start (which never leaves the process), at a fraction of the
+        cost of reading the system's randomness for every request."""
+        n = next(self._count).to_bytes(8, "little")
+        return self.tag + hashlib.blake2b(n, key=self._key, digest_size=12).hexdigest()
 
     def _ours(self, rid: str) -> bool:
         return len(rid) == 32 and rid.startswith(self.tag) and set(rid) <= _HEX

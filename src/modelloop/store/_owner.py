@@ -67,14 +67,22 @@ def _process_start(pid: int) -> tuple[str, bool] | None:
     return fields[19], fields[0] == "Z"  # fields 22 (starttime) and 3 (state) of proc(5)
 
 
+_OWNER: RunOwner | None = None
+
+
 def current_owner() -> RunOwner:
-    """This process as the owner of runs it starts."""
+    """This process as the owner of runs it starts (read once per process: a forked child
+    reads its own)."""
+    global _OWNER
     pid = os.getpid()
-    key = _machine_key()
-    if key:
-        found = _process_start(pid)
-        key = f"{key}/{found[0]}" if found and found[0] else ""
-    return RunOwner(host=_host(), pid=pid, process_key=key)
+    owner = _OWNER
+    if owner is None or owner.pid != pid:
+        key = _machine_key()
+        if key:
+            found = _process_start(pid)
+            key = f"{key}/{found[0]}" if found and found[0] else ""
+        owner = _OWNER = RunOwner(host=_host(), pid=pid, process_key=key)
+    return owner
 
 
 def _local_owner_alive(owner_pid: int, process_key: str) -> bool | None:

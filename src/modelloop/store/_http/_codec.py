@@ -43,6 +43,8 @@ _NESTED: dict[tuple[type, str], Any] = {
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})
+#: the field names of each record class met (dataclasses.fields is slow to ask every time)
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def encode(value: Any) -> Any:
@@ -52,8 +54,11 @@ def encode(value: Any) -> Any:
         return value
     if kind is list or kind is tuple:  # the hot path: columns of metric values
         return [v if type(v) in _PLAIN else encode(v) for v in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(value))
+    if names is not None:
+        return {name: encode(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):
