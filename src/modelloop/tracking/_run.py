@@ -110,15 +110,7 @@ class ActiveRun:
             metric = Metric(key, value, step, ts)  # the common case, already what it must be
         else:
             metric = _metric(key, value, step, ts)
-        with self._lock:  # _append for one value, inline: this is called in training loops
-            if self._closing:
-                raise InvalidInput(f"run {self.run_id} has ended; it takes no more metrics")
-            self._buffer.append(metric)
-            full = len(self._buffer) >= self._flush_every
-            if self._timer is None and self._flush_interval > 0:
-                self._start_timer()
-        if full:
-            self.flush()
+        self._append([metric])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         """Buffer several metric values sharing one step and timestamp."""
