@@ -288,13 +288,8 @@ def log_metrics(request: Request, run_id: str, body: MetricsIn, principal: Edito
 
 
 def _metrics(body: MetricsIn | EndRunIn) -> MetricColumns:
-    """The metric values of a body's columns (the store checks them as it takes them, without
-    an object per value); ``InvalidInput`` when their lengths differ."""
-    n = len(body.keys)
-    if not len(body.values) == len(body.steps) == len(body.timestamps) == n:
-        from modelloop.exceptions import InvalidInput
-
-        raise InvalidInput("keys, values, steps and timestamps must have the same length")
+    """The metric values of a body's columns, as the store takes them (it checks them, their
+    lengths included, without an object per value)."""
     return MetricColumns(body.keys, body.values, body.steps, body.timestamps)
 
 

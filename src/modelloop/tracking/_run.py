@@ -101,11 +101,7 @@ class ActiveRun:
         self, key: str, value: float, step: int = 0, *, timestamp: int | None = None
     ) -> None:
         """Buffer one metric value. ``InvalidInput`` names a bad key, value, step or timestamp."""
-        ts = (
-            time.time_ns() // 1_000_000
-            if timestamp is None
-            else _integer(key, "timestamp", timestamp)
-        )
+        ts = _now_ms() if timestamp is None else _integer(key, "timestamp", timestamp)
         if type(key) is str and key and type(value) is float and type(step) is int:
             metric = Metric(key, value, step, ts)  # the common case, already what it must be
         else:

@@ -50,6 +50,7 @@ _INSERT_AUDIT_RETURNING = T.audit_events.insert().returning(T.audit_events.c.eve
 
 
 def _audit_row(
+    *,
     actor: str,
     action: str,
     entity_type: str,
@@ -80,27 +81,14 @@ class RegistryMixin(SqlCore):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _audit(
-        self,
-        conn: Connection,
-        *,
-        actor: str,
-        action: str,
-        entity_type: str,
-        entity_id: str,
-        before: Mapping[str, Any] | None = None,
-        after: Mapping[str, Any] | None = None,
-        at: int | None = None,
-        route: str | None = None,
-        model: str | None = None,
-    ) -> int:
-        """Append one audit row in the caller's transaction; return its id. Audit rows are
-        only ever inserted: no method updates or deletes one (and triggers refuse it)."""
-        row = _audit_row(actor, action, entity_type, entity_id, before, after, at, route, model)
-        return int(conn.execute(_INSERT_AUDIT_RETURNING, row).scalar_one())
+    def _audit(self, conn: Connection, **event: Any) -> int:
+        """Append one audit row (the fields of :func:`_audit_row`) in the caller's transaction;
+        return its id. Audit rows are only ever inserted: no method updates or deletes one (and
+        triggers refuse it)."""
+        return int(conn.execute(_INSERT_AUDIT_RETURNING, _audit_row(**event)).scalar_one())
 
     def _audit_many(self, conn: Connection, events: Sequence[Mapping[str, Any]]) -> None:
-        """Append audit rows (each given by :meth:`_audit`'s keyword arguments) in the caller's
+        """Append audit rows (each the fields of :func:`_audit_row`) in the caller's
         transaction, with one statement."""
         if events:
             conn.execute(_INSERT_AUDIT, [_audit_row(**event) for event in events])
