@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,3 +252,36 @@ def test_json_bodies_are_bounded_and_must_declare_their_length(srv: Srv) -> None
     )
     assert r.status_code == 411 and r.json()["error"] == "InvalidInput"
     assert SqlStore(srv.store_url).list_experiments() == []
+
+
+def test_an_upload_cut_off_mid_body_leaves_nothing_and_the_next_one_lands(
+    server_launcher: Any, tmp_path: Path
+) -> None:
+    """Pieces of a large body are written while the next ones arrive: a client gone halfway
+    leaves no blob and no temporary file, and the same blob sent whole afterwards is stored."""
+    (tmp_path / "db").mkdir()
+    root = tmp_path / "artifacts"
+    server = server_launcher.start(
+        f"sqlite:///{tmp_path / 'db' / 'store.db'}", root, tmp_path / "home",
+        max_upload_bytes=64 << 20,
+    )  # fmt: skip
+    try:
+        s = Srv(server.url, root, tmp_path, "")
+        data = os.urandom(24 << 20)
+        digest = hashlib.sha256(data).hexdigest()
+        host, port = s.url.rsplit("//", 1)[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            head = (
+                f"PUT /api/v1/artifacts/blobs/{digest} HTTP/1.1\r\nHost: {host}\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + data[: 13 << 20])
+        deadline = time.monotonic() + 30
+        while leftovers(s) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers(s) == [] and blobs(s) == []
+        r = httpx.put(f"{s.url}/api/v1/artifacts/blobs/{digest}", content=data, timeout=60)
+        assert r.status_code == 201 and r.json() == {"digest": digest, "size": len(data)}
+        assert [p.read_bytes() == data for p in blobs(s)] == [True] and leftovers(s) == []
+    finally:
+        server_launcher.stop(server)

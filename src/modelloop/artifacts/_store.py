@@ -13,6 +13,7 @@ import contextlib
 import copy
 import errno
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -220,7 +221,7 @@ class ArtifactStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    info = self._write_stream(chunks, out)
+                    info = self._write_stream(chunks, _CacheReleasing(out))
                     out.flush()
                     os.fsync(out.fileno())
                 self._rename_into_place(tmp, info.digest)
@@ -465,7 +466,7 @@ class ArtifactStore:
         with self._errors("read", path):
             try:
                 if self._fs is None:
-                    return open(path, "rb")
+                    return _BlobReader(path)
                 # another process may have rewritten it (a key rotation): no cached size or ETag
                 self._fs.invalidate_cache(path)
                 return self._fs.open(path, "rb", block_size=_READ_BLOCK)  # type: ignore[no-any-return]
@@ -559,11 +560,12 @@ class BlobWriter:
         self._hasher = hashlib.sha256()
         self.size = 0
         self._encryptor: Encryptor | None = None
+        file: IO[bytes] = _CacheReleasing(out) if store._fs is None else out  # type: ignore[assignment]
         if encrypt:
             key = store._keyring.current
             assert key is not None
-            self._encryptor = Encryptor(key, out)
-        self._sink = self._encryptor.write if self._encryptor is not None else out.write
+            self._encryptor = Encryptor(key, file)
+        self._sink = self._encryptor.write if self._encryptor is not None else file.write
 
     def write(self, data: bytes | memoryview) -> None:
         self._hasher.update(data)
@@ -591,6 +593,56 @@ class BlobWriter:
                 return store.put_file(self._tmp)
             store._rename_into_place(self._tmp, got)
         return info
+
+
+_RELEASE_EVERY = 64 << 20
+
+
+class _CacheReleasing:
+    """A file being written as a blob, synced to disk and dropped from the page cache every
+    64 MiB as it grows. A blob is written once and seldom read back at once, so a large upload
+    does not push out of memory what is read often (the database, small hot blobs); nor does
+    its writing stall on fresh memory for the whole blob. A blob smaller than 64 MiB stays
+    cached. Only ``write`` is used by the writers."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._released = 0  # the file's bytes before this offset are on disk and uncached
+        self._pending = 0  # bytes written since then
+
+    def write(self, data: bytes | memoryview) -> int:
+        written = self._out.write(data)
+        self._pending += len(data)
+        if self._pending >= _RELEASE_EVERY and hasattr(os, "posix_fadvise"):
+            self._out.flush()
+            end = self._out.tell()
+            fd = self._out.fileno()
+            os.fdatasync(fd)  # only clean pages can be dropped
+            os.posix_fadvise(fd, self._released, end - self._released, os.POSIX_FADV_DONTNEED)
+            self._released, self._pending = end, 0
+        return written
+
+
+class _BlobReader(io.FileIO):
+    """A local blob opened for reading, whose pages are dropped from the page cache behind the
+    reader every 64 MiB: streaming a large blob out does not push out what is read often. A
+    blob smaller than that stays cached."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "r")
+        self._released = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = super().read(size)
+        if data is None:  # only for non-blocking files, which a blob never is
+            return b""
+        position = self.tell()
+        if position - self._released >= _RELEASE_EVERY and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(
+                self.fileno(), self._released, position - self._released, os.POSIX_FADV_DONTNEED
+            )
+            self._released = position
+        return data
 
 
 def _open_filesystem(root: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:

@@ -9,6 +9,7 @@ verifies it as it reads. Memory stays bounded by the chunk size either way.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated
 
@@ -68,20 +69,32 @@ async def put_blob(request: Request, sha256: str, principal: Editor) -> Response
         if int(declared) > limit:
             raise PayloadTooLarge(f"the blob is larger than this server's limit of {limit} bytes")
     artifacts: ArtifactStore = request.app.state.artifacts
+    loop = asyncio.get_running_loop()
     with artifacts.blob_writer(digest) as writer:
         size = 0
         buffer = bytearray()
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(
-                    f"the blob is larger than this server's limit of {limit} bytes"
-                )
-            buffer += chunk
-            if len(buffer) >= _BUFFER:
-                # written (and encrypted, with a key) off the event loop
-                await run_in_threadpool(writer.write, bytes(buffer))
-                buffer.clear()
+        # One piece is hashed and written (and encrypted, with a key) off the event loop while
+        # the next one is received: at most two pieces in memory.
+        pending: asyncio.Future[None] | None = None
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"the blob is larger than this server's limit of {limit} bytes"
+                    )
+                buffer += chunk
+                if len(buffer) >= _BUFFER:
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(None, writer.write, bytes(buffer))
+                    buffer.clear()
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            if pending is not None:  # the writer is closed on the way out: let it finish first
+                await asyncio.wait([pending])
         await run_in_threadpool(writer.write, bytes(buffer))
         info = await run_in_threadpool(writer.commit)
     await run_in_threadpool(
