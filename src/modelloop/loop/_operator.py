@@ -24,6 +24,7 @@ from modelloop.exceptions import Conflict, NotFound
 
 if TYPE_CHECKING:
     from modelloop.store import LoopEvent, LoopState, Store
+    from modelloop.store._http import HttpStore
 
 __all__ = [
     "AWAITING",
@@ -152,7 +153,12 @@ def operate(
 
 
 def _remote(
-    store: Any, model: str, op: Operation, user: str, reason: str, expected_revision: int | None
+    store: HttpStore,
+    model: str,
+    op: Operation,
+    user: str,
+    reason: str,
+    expected_revision: int | None,
 ) -> tuple[LoopState, LoopEvent]:
     from urllib.parse import quote
 
@@ -161,7 +167,7 @@ def _remote(
 
     # the server records the authenticated user; ``user`` counts in its open mode only
     body = {"reason": reason, "expected_revision": expected_revision, "user": user}
-    got = store._t.write("POST", f"/loop/states/{quote(model, safe='')}/{op}", body)
+    got = store.transport.write("POST", f"/loop/states/{quote(model, safe='')}/{op}", body)
     return decode(LoopState, got["state"]), decode(LoopEvent, got["event"])
 
 
