@@ -15,12 +15,34 @@ import pytest
 
 from modelloop.artifacts import ArtifactStore, EncryptionKey, Keyring
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore"),
-    pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="needs posix_fadvise"),
-]
-
 MIB = 1 << 20
+
+
+def _memory_backed(folder: Path) -> bool:
+    """Whether ``folder`` is on a file system held in memory (tmpfs), whose pages cannot be
+    dropped: the longest mount point of /proc/mounts that holds it says."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    best, kind = "", ""
+    for line in mounts:
+        fields = line.split()
+        point = fields[1]
+        if str(folder).startswith(point.rstrip("/") + "/") and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind in {"tmpfs", "ramfs"}
+
+
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    if shutil.which("fincore") is None:
+        pytest.skip("needs util-linux's fincore")
+    if not (hasattr(os, "posix_fadvise") and hasattr(os, "fdatasync")):
+        pytest.skip("needs posix_fadvise and fdatasync")
+    if _memory_backed(tmp_path.resolve()):
+        pytest.skip("the temporary folder is in memory (tmpfs): its pages cannot be dropped")
+    return tmp_path
 
 
 def cached_bytes(path: str | Path) -> int:
@@ -84,4 +106,4 @@ def test_a_small_blob_stays_cached(tmp_path: Path) -> None:
     data = os.urandom(20 * MIB)
     info = store.put_bytes(data)
     assert store.read_bytes(info.digest) == data
-    assert cached_bytes(store.blob_path(info.digest)) == len(data) + (-len(data) % 4096)
+    assert cached_bytes(store.blob_path(info.digest)) >= 0.9 * len(data)

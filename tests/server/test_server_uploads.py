@@ -285,3 +285,58 @@ def test_an_upload_cut_off_mid_body_leaves_nothing_and_the_next_one_lands(
         assert [p.read_bytes() == data for p in blobs(s)] == [True] and leftovers(s) == []
     finally:
         server_launcher.stop(server)
+
+
+def test_a_write_failing_mid_upload_is_answered_and_leaves_nothing(tmp_path: Path) -> None:
+    """The server may write no file beyond 8 MiB (RLIMIT_FSIZE): a 24 MiB blob fails while the
+    next pieces are still arriving. The failure of the write on its thread is the answer (503
+    naming it), no blob or temporary file is left, and the server goes on taking uploads."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from server_support import free_port, wait_for_http
+
+    cap = 8 << 20
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+
+    (tmp_path / "db").mkdir()
+    root = tmp_path / "artifacts"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELLOOP_")}
+    env.update(
+        MODELLOOP_HOME=str(tmp_path / "home"),
+        MODELLOOP_STORE_URL=f"sqlite:///{tmp_path / 'db' / 'store.db'}",
+        MODELLOOP_ARTIFACT_ROOT=str(root),
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelloop", "server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=limit_file_size,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/healthz", proc)  # type: ignore[arg-type]
+        s = Srv(url, root, tmp_path, "")
+        data = os.urandom(24 << 20)
+        digest = hashlib.sha256(data).hexdigest()
+        r = httpx.put(f"{url}/api/v1/artifacts/blobs/{digest}", content=data, timeout=60)
+        doc = r.json()
+        assert r.status_code == 503 and doc["error"] == "StoreError", r.text
+        assert "too large" in doc["message"].lower() and "Traceback" not in doc["message"]
+        assert blobs(s) == [] and leftovers(s) == []
+        small = os.urandom(1 << 20)
+        r = httpx.put(
+            f"{url}/api/v1/artifacts/blobs/{hashlib.sha256(small).hexdigest()}", content=small
+        )
+        assert r.status_code == 201, r.text
+        assert [p.read_bytes() == small for p in blobs(s)] == [True] and leftovers(s) == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from modelloop._fs import fsync_dir
 from modelloop.artifacts._crypto import (
@@ -221,7 +221,7 @@ class ArtifactStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "wb") as out:
-                    info = self._write_stream(chunks, _CacheReleasing(out))
+                    info = self._write_stream(chunks, _releasing(out))
                     out.flush()
                     os.fsync(out.fileno())
                 self._rename_into_place(tmp, info.digest)
@@ -560,7 +560,7 @@ class BlobWriter:
         self._hasher = hashlib.sha256()
         self.size = 0
         self._encryptor: Encryptor | None = None
-        file: IO[bytes] = _CacheReleasing(out) if store._fs is None else out  # type: ignore[assignment]
+        file = _releasing(out) if store._fs is None else out
         if encrypt:
             key = store._keyring.current
             assert key is not None
@@ -596,6 +596,8 @@ class BlobWriter:
 
 
 _RELEASE_EVERY = 64 << 20
+# where the page cache can be told to drop a file's pages (not on macOS or Windows)
+_CAN_RELEASE = hasattr(os, "posix_fadvise") and hasattr(os, "fdatasync")
 
 
 class _CacheReleasing:
@@ -613,7 +615,7 @@ class _CacheReleasing:
     def write(self, data: bytes | memoryview) -> int:
         written = self._out.write(data)
         self._pending += len(data)
-        if self._pending >= _RELEASE_EVERY and hasattr(os, "posix_fadvise"):
+        if self._pending >= _RELEASE_EVERY and _CAN_RELEASE:
             self._out.flush()
             end = self._out.tell()
             fd = self._out.fileno()
@@ -632,17 +634,23 @@ class _BlobReader(io.FileIO):
         super().__init__(path, "r")
         self._released = 0
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         data = super().read(size)
         if data is None:  # only for non-blocking files, which a blob never is
             return b""
         position = self.tell()
-        if position - self._released >= _RELEASE_EVERY and hasattr(os, "posix_fadvise"):
+        if position - self._released >= _RELEASE_EVERY and _CAN_RELEASE:
             os.posix_fadvise(
                 self.fileno(), self._released, position - self._released, os.POSIX_FADV_DONTNEED
             )
             self._released = position
         return data
+
+
+def _releasing(out: IO[bytes]) -> IO[bytes]:
+    """``out`` behind a :class:`_CacheReleasing`, typed as the file the writers take (they only
+    call ``write``)."""
+    return cast("IO[bytes]", _CacheReleasing(out))
 
 
 def _open_filesystem(root: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:

@@ -10,6 +10,7 @@ verifies it as it reads. Memory stays bounded by the chunk size either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from typing import Annotated
 
@@ -39,6 +40,28 @@ class PayloadTooLarge(ModelloopError):
 
     http_status = 413
     exit_code = 2
+
+
+async def _finished(work: asyncio.Future[None]) -> None:
+    """Wait for a write running on a thread. Cancelled meanwhile (a server shutting down), wait
+    for it to end all the same before the cancellation goes on: the file it writes to is closed
+    and removed on the way out, and must not be while it is being written."""
+    try:
+        await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await _settled(work)
+        raise
+
+
+async def _settled(work: asyncio.Future[None]) -> None:
+    """Wait for a write running on a thread to end, through cancellations, while another error
+    is on its way out; that error supersedes the write's own, which is retrieved here so that
+    it is not reported as lost."""
+    while not work.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([work])
+    if not work.cancelled():
+        work.exception()
 
 
 def _digest(value: str) -> str:
@@ -86,15 +109,15 @@ async def put_blob(request: Request, sha256: str, principal: Editor) -> Response
                 buffer += chunk
                 if len(buffer) >= _BUFFER:
                     if pending is not None:
-                        await pending
+                        await _finished(pending)
                     pending = loop.run_in_executor(None, writer.write, bytes(buffer))
                     buffer.clear()
             if pending is not None:
-                await pending
+                await _finished(pending)
                 pending = None
         finally:
-            if pending is not None:  # the writer is closed on the way out: let it finish first
-                await asyncio.wait([pending])
+            if pending is not None:  # another error: the writer is closed on the way out
+                await _settled(pending)
         await run_in_threadpool(writer.write, bytes(buffer))
         info = await run_in_threadpool(writer.commit)
     await run_in_threadpool(
