@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,15 +112,20 @@ def wait_for_http(
 
 @contextmanager
 def start_cli_server(
-    env: Mapping[str, str], *args: str, scheme: str = "http"
+    env: Mapping[str, str],
+    *args: str,
+    scheme: str = "http",
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m modelloop server --port <free> *args`` with ``env``; yields (url, process)."""
+    """``python -m modelloop server --port <free> *args`` with ``env``; yields (url, process).
+    ``preexec_fn`` runs in the child before the server starts (e.g. to set a resource limit)."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "modelloop", "server", "--port", str(port), *args],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=preexec_fn,
     )
     url = f"{scheme}://127.0.0.1:{port}"
     try:

@@ -293,10 +293,8 @@ def test_a_write_failing_mid_upload_is_answered_and_leaves_nothing(tmp_path: Pat
     naming it), no blob or temporary file is left, and the server goes on taking uploads."""
     import resource
     import signal
-    import subprocess
-    import sys
 
-    from server_support import free_port, wait_for_http
+    from server_support import start_cli_server
 
     cap = 8 << 20
 
@@ -306,23 +304,12 @@ def test_a_write_failing_mid_upload_is_answered_and_leaves_nothing(tmp_path: Pat
 
     (tmp_path / "db").mkdir()
     root = tmp_path / "artifacts"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELLOOP_")}
-    env.update(
-        MODELLOOP_HOME=str(tmp_path / "home"),
-        MODELLOOP_STORE_URL=f"sqlite:///{tmp_path / 'db' / 'store.db'}",
-        MODELLOOP_ARTIFACT_ROOT=str(root),
-    )
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "modelloop", "server", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        preexec_fn=limit_file_size,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/healthz", proc)  # type: ignore[arg-type]
+    env = {
+        "MODELLOOP_HOME": str(tmp_path / "home"),
+        "MODELLOOP_STORE_URL": f"sqlite:///{tmp_path / 'db' / 'store.db'}",
+        "MODELLOOP_ARTIFACT_ROOT": str(root),
+    }
+    with start_cli_server(env, preexec_fn=limit_file_size) as (url, _):
         s = Srv(url, root, tmp_path, "")
         data = os.urandom(24 << 20)
         digest = hashlib.sha256(data).hexdigest()
@@ -337,6 +324,3 @@ def test_a_write_failing_mid_upload_is_answered_and_leaves_nothing(tmp_path: Pat
         )
         assert r.status_code == 201, r.text
         assert [p.read_bytes() == small for p in blobs(s)] == [True] and leftovers(s) == []
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

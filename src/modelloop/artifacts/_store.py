@@ -466,7 +466,7 @@ class ArtifactStore:
         with self._errors("read", path):
             try:
                 if self._fs is None:
-                    return _BlobReader(path)
+                    return _BlobReader(path) if _CAN_RELEASE else open(path, "rb")
                 # another process may have rewritten it (a key rotation): no cached size or ETag
                 self._fs.invalidate_cache(path)
                 return self._fs.open(path, "rb", block_size=_READ_BLOCK)  # type: ignore[no-any-return]
@@ -600,6 +600,13 @@ _RELEASE_EVERY = 64 << 20
 _CAN_RELEASE = hasattr(os, "posix_fadvise") and hasattr(os, "fdatasync")
 
 
+def _drop_cached(fd: int, start: int, end: int) -> int:
+    """Drop the clean pages of bytes ``start`` to ``end`` of ``fd`` from the page cache;
+    return ``end``, where the next range starts."""
+    os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
+    return end
+
+
 class _CacheReleasing:
     """A file being written as a blob, synced to disk and dropped from the page cache every
     64 MiB as it grows. A blob is written once and seldom read back at once, so a large upload
@@ -615,13 +622,11 @@ class _CacheReleasing:
     def write(self, data: bytes | memoryview) -> int:
         written = self._out.write(data)
         self._pending += len(data)
-        if self._pending >= _RELEASE_EVERY and _CAN_RELEASE:
+        if self._pending >= _RELEASE_EVERY:
             self._out.flush()
-            end = self._out.tell()
-            fd = self._out.fileno()
-            os.fdatasync(fd)  # only clean pages can be dropped
-            os.posix_fadvise(fd, self._released, end - self._released, os.POSIX_FADV_DONTNEED)
-            self._released, self._pending = end, 0
+            os.fdatasync(self._out.fileno())  # only clean pages can be dropped
+            self._released = _drop_cached(self._out.fileno(), self._released, self._out.tell())
+            self._pending = 0
         return written
 
 
@@ -639,18 +644,15 @@ class _BlobReader(io.FileIO):
         if data is None:  # only for non-blocking files, which a blob never is
             return b""
         position = self.tell()
-        if position - self._released >= _RELEASE_EVERY and _CAN_RELEASE:
-            os.posix_fadvise(
-                self.fileno(), self._released, position - self._released, os.POSIX_FADV_DONTNEED
-            )
-            self._released = position
+        if position - self._released >= _RELEASE_EVERY:
+            self._released = _drop_cached(self.fileno(), self._released, position)
         return data
 
 
 def _releasing(out: IO[bytes]) -> IO[bytes]:
-    """``out`` behind a :class:`_CacheReleasing`, typed as the file the writers take (they only
-    call ``write``)."""
-    return cast("IO[bytes]", _CacheReleasing(out))
+    """``out`` behind a :class:`_CacheReleasing` where pages can be dropped (typed as the file
+    the writers take: they only call ``write``), else ``out`` itself."""
+    return cast("IO[bytes]", _CacheReleasing(out)) if _CAN_RELEASE else out
 
 
 def _open_filesystem(root: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:

@@ -36,7 +36,8 @@ from __future__ import annotations
 import gc
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -213,26 +214,31 @@ def paired_p95_latency_ms(
     # the whole process's CPU time, which counts the pool's threads too.
     clock = time.thread_time if threads == 1 else time.process_time
     best = [[math.inf] * repeats for _ in calls]
-    collecting = gc.isenabled()
     with threadpool_limits(threads) if threads else nullcontext():
         for call, batch in zip(calls, batches, strict=True):
             call(batch)  # warm-up: lazy initialisation, caches
-        try:
-            for _ in range(max(1, rounds)):
-                for r in range(repeats):
-                    order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
-                    for i in order:
-                        gc.disable()
+        for _ in range(max(1, rounds)):
+            for r in range(repeats):
+                order = range(len(calls)) if r % 2 == 0 else reversed(range(len(calls)))
+                for i in order:
+                    with _collector_off():
                         start = clock()
                         calls[i](batches[i])
                         took = (clock() - start) * 1000.0
-                        if collecting:
-                            gc.enable()
-                        best[i][r] = min(best[i][r], took)
-        finally:
-            if collecting:
-                gc.enable()
+                    best[i][r] = min(best[i][r], took)
     return [float(np.percentile(b, 95)) for b in best]
+
+
+@contextmanager
+def _collector_off() -> Iterator[None]:
+    """The garbage collector off for a timed call, back as it was after it."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _batch(X: pd.DataFrame, rows: int) -> pd.DataFrame:
