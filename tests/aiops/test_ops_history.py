@@ -265,7 +265,10 @@ def test_ops_anomalies_reports_the_fault(
     assert abs(start - slow_rows.min()) <= slack, (start, slow_rows.min())
     assert sent.fault_start - slack <= start <= sent.fault_start + 2 * slack
     assert slow_rows.max() - slack <= end <= sent.fault_end + late, (end, sent.fault_end)
-    assert not [c for c in scan["current"] if c["series"].startswith("latency")]  # it is over
+    # the fault's shift is over: nothing still running at the end of the history overlaps it
+    # (a shared machine may start a short latency shift of its own after the fault)
+    still = [c for c in scan["current"] if c["series"].startswith("latency") and overlap(c) >= 0]
+    assert not still, still
 
 
 def test_monitor_run_alerts_during_the_fault(served: tuple[Server, Sent]) -> None:
