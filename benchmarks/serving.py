@@ -22,12 +22,14 @@ The machine the figures come from may be shared: compare medians, not single run
 ``python_loop_10m_s`` (benchmarks/machine.py) says how fast it ran plain Python that day.
 
     python benchmarks/serving.py [--model breast-cancer|quickstart]
-        [--runtime registered-onnx|serve-onnx|sklearn] [--seconds 5] [--no-bulk]
+        [--runtime registered-onnx|serve-onnx|trees|sklearn] [--seconds 5] [--no-bulk]
 
-Runtimes: ``registered-onnx`` (the default) registers the model, attaches its checked ONNX form
-with ``Client.convert_model`` (what ``modelloop models convert`` does; timed as ``convert_s``)
-and serves it with ``modelloop serve``'s defaults; ``serve-onnx`` registers without converting
-and serves with ``--onnx`` (the first start converts); ``sklearn`` serves with ``--no-onnx``.
+Runtimes: ``registered-onnx`` (the forest's default) registers the model, attaches its checked
+ONNX form with ``Client.convert_model`` (what ``modelloop models convert`` does; timed as
+``convert_s``) and serves it with ``modelloop serve``'s defaults; ``serve-onnx`` registers
+without converting and serves with ``--onnx`` (the first start converts); ``trees`` (the
+quickstart's default) serves the tree form its package was saved with, predicted with NumPy;
+``sklearn`` serves with ``--no-onnx --no-tree-form``.
 
 Goals (issue #3): >= 2,000 req/s with p99 <= 50 ms at 16 connections; p50 <= 10 ms at one
 connection; server RSS <= 300 MB; start to ready <= 2 s.
@@ -293,15 +295,15 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(MODELS), default="breast-cancer")
     parser.add_argument(
         "--runtime",
-        choices=["registered-onnx", "serve-onnx", "sklearn"],
+        choices=["registered-onnx", "serve-onnx", "trees", "sklearn"],
         default=None,
-        help="how the model is predicted (see above); the quickstart's default is sklearn, "
+        help="how the model is predicted (see above); the quickstart's default is trees, "
         "the others' registered-onnx",
     )
     parser.add_argument("--no-bulk", action="store_true", help="skip the large requests")
     parser.add_argument("--server-arg", action="append", default=[], help="extra serve flag")
     args = parser.parse_args()
-    runtime = args.runtime or ("sklearn" if args.model == "quickstart" else "registered-onnx")
+    runtime = args.runtime or ("trees" if args.model == "quickstart" else "registered-onnx")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install wrk")
     # byte-compile the package as an installed wheel is (an editable install under
@@ -321,7 +323,12 @@ def main() -> None:
         body = home / "row.json"
         body.write_text(json.dumps({"records": X.iloc[[0]].to_dict(orient="records")}))
         port = _free_port()
-        flags = {"registered-onnx": [], "serve-onnx": ["--onnx"], "sklearn": ["--no-onnx"]}
+        flags = {
+            "registered-onnx": [],
+            "serve-onnx": ["--onnx"],
+            "trees": ["--no-onnx"],
+            "sklearn": ["--no-onnx", "--no-tree-form"],
+        }
         extra = flags[runtime] + (BULK_FLAGS if not args.no_bulk else []) + args.server_arg
         proc, ready_s = start_server(home, name, port, extra)
         large: dict[str, Any] = {}
@@ -337,7 +344,8 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
         # a second start on the same home: what a restart or a new replica pays (with an ONNX
-        # form, registered or converted at the first start, scikit-learn is never imported)
+        # form, registered or converted at the first start, or with a tree form, scikit-learn
+        # is never imported)
         proc, restart_s = start_server(home, name, port, extra)
         proc.terminate()
         proc.wait(30)

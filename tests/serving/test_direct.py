@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,16 +82,28 @@ def test_the_quickstart_pipeline_predicts_bit_for_bit_without_pandas(
     assert predictor._direct is not None and predictor._direct.matrix(decoded.columns) is not None
 
 
-def test_over_http_the_answers_are_the_pipeline_s_own(quickstart: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("flag", "runtime"), [("--tree-form", "trees"), ("--no-tree-form", "sklearn")]
+)
+def test_over_http_the_answers_are_the_pipeline_s_own(
+    quickstart: dict[str, Any], flag: str, runtime: str
+) -> None:
+    """By default the package's tree form answers (scikit-learn never enters the server);
+    with --no-tree-form the pipeline itself, through the direct input. Either way, every bit
+    is the pipeline's."""
     package = quickstart["package"]
-    server = start_server(quickstart["home"], ["flights@champion"], "--no-log")
+    server = start_server(quickstart["home"], ["flights@champion"], "--no-log", flag)
     try:
         rows = _flights(500, seed=3).reset_index(drop=True)
         bodies = [{"records": _records(rows)}]
         bodies += [{"records": _records(rows.iloc[[i]])} for i in range(40)]
         replies = post_many(f"{server.url}/v1/models/flights/predict", bodies, concurrency=16)
+        served = httpx.get(f"{server.url}/v1/models", timeout=10).json()["models"][0]
+        sklearn_mapped = "/sklearn/" in Path(f"/proc/{server.proc.pid}/maps").read_text()
     finally:
         server.terminate()
+    assert served["champion"]["runtime"] == runtime
+    assert sklearn_mapped is (runtime == "sklearn")
     assert [r.status_code for r in replies] == [200] * len(bodies)
     proba = package.model.predict_proba(rows)
     assert replies[0].json()["probabilities"] == proba.tolist()  # JSON floats round-trip

@@ -117,10 +117,19 @@ def serve_command(
             help="By default a version with a registered ONNX form (modelloop models convert) "
             "is predicted by onnxruntime, any other by scikit-learn. --onnx also converts "
             "versions without one here (kept under the home for the next start) where they "
-            "match scikit-learn on their input example; --no-onnx always uses scikit-learn.",
+            "match scikit-learn on their input example; --no-onnx never uses ONNX.",
             show_default=False,
         ),
     ] = None,
+    tree_form: Annotated[
+        bool,
+        typer.Option(
+            "--tree-form/--no-tree-form",
+            help="Predict a HistGradientBoosting package by its tree form (its trees as "
+            "arrays, checked against scikit-learn when it was saved) with NumPy, without "
+            "loading scikit-learn: the server is ready sooner. --no-tree-form loads the model.",
+        ),
+    ] = True,
     no_log: Annotated[
         bool, typer.Option("--no-log", help="Do not write the prediction log.")
     ] = False,
@@ -184,6 +193,7 @@ def serve_command(
         max_rows=max_rows,
         max_string_length=max_string_length,
         onnx=onnx,
+        tree_form=tree_form,
         log_predictions=not no_log,
         log_max_pending_bytes=log_max_pending_bytes,
         reload_interval_s=reload_interval,

@@ -6,6 +6,8 @@ Layout::
     signature.json       Signature.to_json(), when a signature is known
     metadata.json        format, file digest, model class, library versions, user metadata
     input_example.json   the input example as a list of records, when one is given
+    trees.npz, trees.json  a HistGradientBoosting model's tree form, when it has one (see
+                         modelloop.models._trees): served with NumPy, no scikit-learn
 
 Loading trusts only modelloop's configuration — never anything the package itself declares: the
 skops types it may construct come from :class:`modelloop._config.Settings` and the caller, and
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -40,9 +43,12 @@ from modelloop.exceptions import (
 )
 from modelloop.models._guard import GUARDED_TYPES
 from modelloop.models._signature import Signature, infer_signature
+from modelloop.models._trees import BuiltForm, build_tree_form
 
 if TYPE_CHECKING:
     import pandas as pd
+
+log = logging.getLogger("modelloop.models")
 
 __all__ = ["MODEL_LOCAL_TRUSTED_TYPES", "ModelPackage", "load_model", "save_model"]
 
@@ -82,6 +88,7 @@ _RESERVED = frozenset(
         "model_class",
         "created_at",
         "libraries",
+        "tree_form",
     )
 )
 
@@ -175,9 +182,9 @@ def save_model(
     if clash:
         raise InvalidInput(f"metadata keys {clash} are reserved for modelloop")
     example_json = None
-    if signature is None and (training_data is not None or input_example is not None):
-        source = training_data if training_data is not None else input_example
-        signature = _infer_from_example(model, source, categorical, unseen)
+    source_rows = training_data if training_data is not None else input_example
+    if signature is None and source_rows is not None:
+        signature = _infer_from_example(model, source_rows, categorical, unseen)
     if input_example is not None:
         assert signature is not None
         signature.validate(input_example)  # a package must accept its own example
@@ -196,7 +203,14 @@ def save_model(
         "libraries": _library_versions(),
         **user_meta,
     }
-    files = {model_file: blob, METADATA_FILE: _dump_json(meta, "metadata")}
+    files = {model_file: blob}
+    form = build_tree_form(model, signature, source_rows)
+    if isinstance(form, BuiltForm):
+        files.update(form.files)
+        meta["tree_form"] = {"sha256": form.sha256, "check_rows": form.check_rows}
+    elif form:
+        log.warning("%s: no tree form (the server predicts it with scikit-learn): %s", target, form)
+    files[METADATA_FILE] = _dump_json(meta, "metadata")
     if signature is not None:
         files[SIGNATURE_FILE] = signature.to_json().encode()
     if example_json is not None:

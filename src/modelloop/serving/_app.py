@@ -52,6 +52,9 @@ class ServeConfig:
     #: None: a version's registered ONNX form when it has one, else scikit-learn; True: also
     #: convert versions without one (cached under the home); False: scikit-learn always
     onnx: bool | None = None
+    #: predict a package's tree form (a HistGradientBoosting model's trees, checked when it was
+    #: saved) with NumPy, without loading scikit-learn; False: scikit-learn (or ONNX) always
+    tree_form: bool = True
     log_predictions: bool = True
     log_max_rows: int = 10_000
     log_max_delay_s: float = 2.0

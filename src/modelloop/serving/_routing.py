@@ -36,6 +36,7 @@ from modelloop.serving._errors import ModelRejectedInput, Overloaded, Prediction
 if TYPE_CHECKING:
     from modelloop._client import Client
     from modelloop.models import ModelPackage, Signature
+    from modelloop.models._trees import TreeForm
     from modelloop.serving._app import ServeConfig
     from modelloop.serving._direct import DirectInput
     from modelloop.serving._metrics import ServingMetrics
@@ -68,7 +69,8 @@ def _one_openmp_thread() -> contextlib.AbstractContextManager[Any]:
 
 
 class Predictor:
-    """Predicts a merged batch of validated columns with one model package (or its ONNX twin)."""
+    """Predicts a merged batch of validated columns with one model package (or its ONNX twin,
+    or its tree form)."""
 
     def __init__(
         self,
@@ -77,14 +79,18 @@ class Predictor:
         *,
         signature: Signature | None = None,
         path: Path | None = None,
+        trees: TreeForm | None = None,
     ) -> None:
         """From a loaded ``package`` (scikit-learn, or ``onnx`` when given), or from ``onnx``
-        alone with the package's ``signature`` and ``path``: then scikit-learn is never loaded.
+        or ``trees`` alone with the package's ``signature`` and ``path``: then scikit-learn is
+        never loaded.
         """
         if package is not None:
             signature, path = package.signature, package.path
-        if path is None or (package is None and onnx is None):
-            raise InvalidInput("a predictor needs a loaded package, or an ONNX model and a path")
+        if path is None or (package is None and onnx is None and trees is None):
+            raise InvalidInput(
+                "a predictor needs a loaded package, or an ONNX model or tree form and a path"
+            )
         if signature is None:
             raise InvalidInput(
                 f"the model at {path} has no signature; log it with an input example "
@@ -94,6 +100,7 @@ class Predictor:
         self.path = path
         self.signature: Signature = signature
         self.onnx = onnx
+        self.trees = trees
         #: the version's ONNX-form tag when it was loaded (a change makes the server reload it)
         self.onnx_tag = ""
         self.classes = list(signature.classes) if signature.classes is not None else None
@@ -102,7 +109,8 @@ class Predictor:
         #: the pipeline's first step filled from decoded columns, once checked (check_direct)
         self._direct: DirectInput | None = None
         if package is None:
-            self.has_proba = bool(onnx.has_proba) and signature.task != "regression"
+            form: Any = onnx if onnx is not None else trees
+            self.has_proba = bool(form.has_proba) and signature.task != "regression"
             return
         model = package.model
         self.has_proba = signature.task != "regression" and hasattr(model, "predict_proba")
@@ -130,7 +138,17 @@ class Predictor:
         except Exception as e:
             raise PredictionFailed(f"the model failed: {brief(e, 300)}") from e
 
+    @property
+    def runtime(self) -> str:
+        """What predicts: ``onnx``, ``trees`` (the tree form, with NumPy) or ``sklearn``."""
+        if self.onnx is not None:
+            return "onnx"
+        return "trees" if self.trees is not None else "sklearn"
+
     def _predict(self, columns: dict[str, list[Any]]) -> tuple[Any, Any]:
+        if self.trees is not None:
+            labels, proba = self.trees.predict(columns)
+            return labels, proba if self.has_proba else None
         if self.onnx is not None:
             if self.onnx.input_mode == "tensor":  # numeric inputs: no pandas on this path
                 return self.onnx.predict_both(float_matrix(columns, self.signature))
@@ -205,6 +223,7 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {
             "version": self.version,
+            "runtime": self.predictor.runtime,
             "onnx": self.predictor.onnx is not None,
             "onnx_sha256": None if self.predictor.onnx is None else self.predictor.onnx.sha256,
             "loaded_at": self.loaded_at,
@@ -324,6 +343,8 @@ class ModelManager:
         predictor = None
         if signature is not None and self.config.onnx is not False and mv.tags.get(ONNX_TAG):
             predictor = self._registered_onnx(uri, mv, folder, signature)
+        if predictor is None and signature is not None and self.config.tree_form:
+            predictor = self._tree_form(uri, folder, signature)
         detached = ONNX_TAG in mv.tags and not mv.tags[ONNX_TAG]
         if predictor is None and self.config.onnx and detached:
             log.warning(
@@ -377,6 +398,28 @@ class ModelManager:
             onnx.sha256,
         )
         return Predictor(None, onnx, signature=signature, path=folder)
+
+    @staticmethod
+    def _tree_form(uri: str, folder: Path, signature: Signature) -> Predictor | None:
+        """The package's tree form (see ``modelloop.models._trees``), checked against
+        scikit-learn when it was saved; scikit-learn is not loaded. None when the package has
+        none, and (with a warning) when its files are damaged."""
+        from modelloop.models._trees import TreeForm
+
+        try:
+            trees = TreeForm.load(folder)
+        except Exception as e:  # a damaged form: the model itself still predicts, loudly
+            log.warning("%s: tree form not used: %s", uri, e)
+            return None
+        if trees is None:
+            return None
+        log.info(
+            "%s: predicted by its tree form with NumPy (%d trees, checked on %d rows when saved)",
+            uri,
+            trees.n_trees,
+            trees.check_rows,
+        )
+        return Predictor(None, signature=signature, path=folder, trees=trees)
 
     def _onnx_predictor(self, uri: str, folder: Path, signature: Signature) -> Predictor | None:
         """The ONNX twin of a version, converted and checked once in a child process and kept
