@@ -71,6 +71,8 @@ _NUMERIC = frozenset(
 )
 #: a batch at least this large is split between threads (NumPy's indexing releases the GIL)
 _SPLIT_ROWS = 2048
+#: (row, tree) pairs walked at once: a larger batch is walked in pieces
+_PAIRS = 1 << 20
 _UNSEEN = "\x00unseen"
 _ARRAYS = (
     "value",
@@ -206,6 +208,8 @@ class TreeForm:
         except (KeyError, TypeError, ValueError) as e:
             raise bad(str(e)) from e
         n_features = len(self._columns)
+        if n >= 1 << 23 or n_features >= 1 << 20:  # its indices must fit 32 bits
+            raise bad("it is too large")
         per_node = (feature, threshold, left, right, missing_left, is_leaf, is_cat, bitset)
         if value.ndim != 1 or any(x.shape != (n,) for x in per_node):
             raise bad("the node arrays differ in length")
@@ -250,19 +254,21 @@ class TreeForm:
         leaf_index = np.flatnonzero(is_leaf)
         left, right = left.copy(), right.copy()
         left[leaf_index] = right[leaf_index] = leaf_index
-        self._child = np.stack([right, left], axis=1).ravel()  # [2 * node + goes_left]
+        i32 = np.int32
+        self._child = np.stack([right, left], axis=1).ravel().astype(i32)  # [2 node + left]
         self._column = np.where(is_leaf, 0, feature + np.where(missing_left, 0, n_features))
+        self._column = self._column.astype(i32)
         self._threshold = np.where(is_leaf, np.inf, threshold)
         self._leaf = is_leaf
         self._value = value
-        self._roots = roots
+        self._roots = roots.astype(i32)
         self._n_features = n_features
         # a categorical split as a table: goes left for code 0..255, and [256] for a missing,
         # negative or unknown code (scikit-learn's rules: left bitset, else known -> right,
         # else where missing values go)
         cat_nodes = np.flatnonzero(cat_split)
         self._is_cat = cat_split
-        self._table_at = np.zeros(n, dtype=np.int64)
+        self._table_at = np.zeros(n, dtype=i32)
         self._table_at[cat_nodes] = np.arange(len(cat_nodes)) * 257
         codes = np.arange(256)
         word, bit = codes >> 5, (codes & 31).astype(np.uint32)
@@ -273,8 +279,6 @@ class TreeForm:
         )
         self._table = np.concatenate([table, missing_left[cat_nodes, None]], axis=1).ravel()
         self._baseline = baseline
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     # -- predicting ---------------------------------------------------------------------------
 
@@ -316,18 +320,20 @@ class TreeForm:
         """The summed leaf values, ``[rows, trees per iteration]``, as scikit-learn's
         ``_raw_predict`` gives them: the baseline, then each tree's leaf added in order."""
         n = X.shape[0]
-        if n >= _SPLIT_ROWS and (os.cpu_count() or 1) > 1:
-            pool = self._threads()
+        if n >= _SPLIT_ROWS and (os.cpu_count() or 1) > 1:  # half on a second thread
             half = n // 2
-            parts = list(pool.map(self._raw, (X[:half], X[half:])))
-            return np.concatenate(parts)
-        return self._raw(X)
+            other = _helper().submit(self._raw_chunks, X[half:])
+            first = self._raw_chunks(X[:half])
+            return np.concatenate([first, other.result()])
+        return self._raw_chunks(X)
 
-    def _threads(self) -> ThreadPoolExecutor:
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="modelloop-trees")
-            return self._pool
+    def _raw_chunks(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`_raw` over at most :data:`_PAIRS` (row, tree) pairs at a time: memory stays
+        bounded (about 40 bytes a pair) and 32-bit indices suffice."""
+        rows = max(1, min(_PAIRS // len(self._roots), (1 << 30) // (2 * self._n_features)))
+        if X.shape[0] <= rows:
+            return self._raw(X)
+        return np.concatenate([self._raw(X[i : i + rows]) for i in range(0, X.shape[0], rows)])
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         n, trees = X.shape[0], len(self._roots)
@@ -336,8 +342,8 @@ class TreeForm:
             [np.where(missing, -np.inf, X), np.where(missing, np.inf, X)], axis=1
         ).ravel()
         node = np.tile(self._roots, n)
-        row_at = np.repeat(np.arange(n, dtype=np.int64) * (2 * self._n_features), trees)
-        slot = np.arange(n * trees)
+        row_at = np.repeat(np.arange(n, dtype=np.int32) * np.int32(2 * self._n_features), trees)
+        slot = np.arange(n * trees, dtype=np.int32)
         leaf_values = np.empty(n * trees, dtype=np.float64)
         while len(node):
             x = both[row_at + self._column[node]]
@@ -345,12 +351,12 @@ class TreeForm:
             cat = np.flatnonzero(self._is_cat[node])
             if len(cat):
                 xc = x[cat]
-                code = np.where((xc >= 0) & (xc <= 255), xc, 256).astype(np.int64)
+                code = np.where((xc >= 0) & (xc <= 255), xc, 256).astype(np.int32)
                 left[cat] = self._table[self._table_at[node[cat]] + code]
-            node = self._child[2 * node + left]
+            node = self._child[(node << 1) | left]
             at_leaf = self._leaf[node]
-            if at_leaf.any():
-                done = np.flatnonzero(at_leaf)
+            done = np.flatnonzero(at_leaf)
+            if len(done):
                 leaf_values[slot[done]] = self._value[node[done]]
                 keep = np.flatnonzero(~at_leaf)
                 node, slot, row_at = node[keep], slot[keep], row_at[keep]
@@ -386,6 +392,19 @@ class TreeForm:
             np.exp(proba, out=proba)
             proba /= proba.sum(axis=1).reshape(-1, 1)
         return self.classes[np.argmax(proba, axis=1)], proba
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _helper() -> ThreadPoolExecutor:
+    """The one thread every form shares for the second half of a large batch."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="modelloop-trees")
+        return _pool
 
 
 def _column(raw: Mapping[str, Any]) -> _Column:
