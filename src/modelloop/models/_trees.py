@@ -208,8 +208,6 @@ class TreeForm:
         except (KeyError, TypeError, ValueError) as e:
             raise bad(str(e)) from e
         n_features = len(self._columns)
-        if n >= 1 << 23 or n_features >= 1 << 20:  # its indices must fit 32 bits
-            raise bad("it is too large")
         per_node = (feature, threshold, left, right, missing_left, is_leaf, is_cat, bitset)
         if value.ndim != 1 or any(x.shape != (n,) for x in per_node):
             raise bad("the node arrays differ in length")
@@ -254,21 +252,19 @@ class TreeForm:
         leaf_index = np.flatnonzero(is_leaf)
         left, right = left.copy(), right.copy()
         left[leaf_index] = right[leaf_index] = leaf_index
-        i32 = np.int32
-        self._child = np.stack([right, left], axis=1).ravel().astype(i32)  # [2 node + left]
+        self._child = np.stack([right, left], axis=1).ravel()  # [2 * node + goes_left]
         self._column = np.where(is_leaf, 0, feature + np.where(missing_left, 0, n_features))
-        self._column = self._column.astype(i32)
         self._threshold = np.where(is_leaf, np.inf, threshold)
         self._leaf = is_leaf
         self._value = value
-        self._roots = roots.astype(i32)
+        self._roots = roots
         self._n_features = n_features
         # a categorical split as a table: goes left for code 0..255, and [256] for a missing,
         # negative or unknown code (scikit-learn's rules: left bitset, else known -> right,
         # else where missing values go)
         cat_nodes = np.flatnonzero(cat_split)
         self._is_cat = cat_split
-        self._table_at = np.zeros(n, dtype=i32)
+        self._table_at = np.zeros(n, dtype=np.intp)
         self._table_at[cat_nodes] = np.arange(len(cat_nodes)) * 257
         codes = np.arange(256)
         word, bit = codes >> 5, (codes & 31).astype(np.uint32)
@@ -328,9 +324,9 @@ class TreeForm:
         return self._raw_chunks(X)
 
     def _raw_chunks(self, X: np.ndarray) -> np.ndarray:
-        """:meth:`_raw` over at most :data:`_PAIRS` (row, tree) pairs at a time: memory stays
-        bounded (about 40 bytes a pair) and 32-bit indices suffice."""
-        rows = max(1, min(_PAIRS // len(self._roots), (1 << 30) // (2 * self._n_features)))
+        """:meth:`_raw` over at most :data:`_PAIRS` (row, tree) pairs at a time, so that its
+        memory stays bounded (about 50 bytes a pair)."""
+        rows = max(1, _PAIRS // len(self._roots))
         if X.shape[0] <= rows:
             return self._raw(X)
         return np.concatenate([self._raw(X[i : i + rows]) for i in range(0, X.shape[0], rows)])
@@ -338,25 +334,25 @@ class TreeForm:
     def _raw(self, X: np.ndarray) -> np.ndarray:
         n, trees = X.shape[0], len(self._roots)
         missing = np.isnan(X)
-        both = np.concatenate(
-            [np.where(missing, -np.inf, X), np.where(missing, np.inf, X)], axis=1
-        ).ravel()
+        both = np.concatenate([np.where(missing, -np.inf, X), np.where(missing, np.inf, X)], axis=1)
+        codes = np.where((both >= 0) & (both <= 255), both, 256).astype(np.intp).ravel()
+        both = both.ravel()
         node = np.tile(self._roots, n)
-        row_at = np.repeat(np.arange(n, dtype=np.int32) * np.int32(2 * self._n_features), trees)
-        slot = np.arange(n * trees, dtype=np.int32)
+        row_at = np.repeat(np.arange(n, dtype=np.intp) * (2 * self._n_features), trees)
+        slot = np.arange(n * trees, dtype=np.intp)
         leaf_values = np.empty(n * trees, dtype=np.float64)
         while len(node):
-            x = both[row_at + self._column[node]]
-            left = x <= self._threshold[node]
+            at = row_at + self._column[node]
+            left = both[at] <= self._threshold[node]
             cat = np.flatnonzero(self._is_cat[node])
             if len(cat):
-                xc = x[cat]
-                code = np.where((xc >= 0) & (xc <= 255), xc, 256).astype(np.int32)
-                left[cat] = self._table[self._table_at[node[cat]] + code]
+                left[cat] = self._table[self._table_at[node[cat]] + codes[at[cat]]]
             node = self._child[(node << 1) | left]
             at_leaf = self._leaf[node]
-            done = np.flatnonzero(at_leaf)
-            if len(done):
+            finished = np.count_nonzero(at_leaf)
+            # set aside the pairs at a leaf once they are many (a leaf loops to itself)
+            if finished and (finished == len(node) or 5 * finished >= 2 * len(node)):
+                done = np.flatnonzero(at_leaf)
                 leaf_values[slot[done]] = self._value[node[done]]
                 keep = np.flatnonzero(~at_leaf)
                 node, slot, row_at = node[keep], slot[keep], row_at[keep]
