@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +83,11 @@ def _rows(n: int = 3000, seed: int = 7) -> pd.DataFrame:
     return X
 
 
-@pytest.mark.parametrize("classes", [2, 3])
+@pytest.mark.parametrize("classes", [2, 3, 10])
 def test_a_classifier_pipeline_is_predicted_bit_for_bit(tmp_path: Path, classes: int) -> None:
-    X = _frame(1500, 0)
+    """Ten classes: the softmax sums more than eight terms (scikit-learn's column-major order
+    matters), and some splits only part missing amounts from the rest (threshold +inf)."""
+    X = _frame(3000 if classes > 3 else 1500, 0)
     model = _pipeline(_classifier()).fit(X, _labels(X, classes))
     folder = _saved(tmp_path, model, X)
     assert (folder / TREES_FILE).is_file() and (folder / TREES_META_FILE).is_file()
@@ -100,7 +103,8 @@ def test_a_classifier_pipeline_is_predicted_bit_for_bit(tmp_path: Path, classes:
     assert np.array_equal(proba, expected)  # every bit
     assert np.array_equal(labels, model.predict(fresh))
     one_label, one = form.predict(_decoded(fresh.iloc[[3]]))  # the single-row path
-    assert np.array_equal(one, expected[3:4]) and one_label[0] == labels[3]
+    assert np.array_equal(one, model.predict_proba(fresh.iloc[[3]]))
+    assert one_label[0] == labels[3]
 
 
 @pytest.mark.parametrize("loss", ["squared_error", "poisson"])
@@ -116,6 +120,27 @@ def test_a_regressor_on_numeric_columns_is_predicted_bit_for_bit(tmp_path: Path,
     fresh = _frame(500, 9)[["amount", "count"]]
     values, proba = form.predict(_decoded(fresh))
     assert proba is None and np.array_equal(values, model.predict(fresh))
+
+
+def test_a_split_on_missing_values_and_infinite_inputs(tmp_path: Path) -> None:
+    """Where a missing value itself predicts the class, scikit-learn splits missing values off
+    with a threshold of +inf; infinite inputs go where scikit-learn sends them."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(2000) < 0.5).astype(int)
+    a = rng.normal(size=2000)
+    a[(y == 1) & (rng.random(2000) < 0.6)] = np.nan
+    X = pd.DataFrame({"a": a, "b": rng.normal(size=2000)})
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(X, y)
+    thresholds = [n["num_threshold"] for it in model._predictors for t in it for n in t.nodes]
+    assert np.isposinf(thresholds).any()
+    form = TreeForm.load(_saved(tmp_path, model, X))
+    assert form is not None
+    fresh = pd.DataFrame({"a": [np.nan, np.inf, -np.inf, 0.3, 5.0], "b": [0.1, np.inf, 0, 2, -1]})
+    labels, proba = form.predict(_decoded(fresh))
+    assert np.array_equal(proba, model.predict_proba(fresh))
+    assert np.array_equal(labels, model.predict(fresh))
 
 
 def test_a_value_the_encoder_refuses_is_refused_by_the_form_too(tmp_path: Path) -> None:
@@ -214,7 +239,7 @@ def _short(a: dict[str, np.ndarray]) -> None:
         (_bad_child, "does not follow its node"),
         (_bad_feature, "names a column"),
         (_bad_bitset, "bitset that does not exist"),
-        (_bad_threshold, "no finite threshold"),
+        (_bad_threshold, "numeric split has no threshold"),
         (_short, "differ in length"),
     ],
 )
@@ -234,6 +259,64 @@ def test_a_form_holding_objects_is_refused_without_unpickling(saved_form: Any) -
     _rewrite(folder, arrays)
     with pytest.raises(ArtifactCorrupted, match="unreadable"):
         TreeForm.load(folder)
+
+
+def test_a_compressed_or_oversized_array_is_refused_before_it_is_read(saved_form: Any) -> None:
+    folder, arrays = saved_form
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # a small file could inflate to any size
+    (folder / TREES_FILE).write_bytes(buffer.getvalue())
+    _rewrite(folder)
+    with pytest.raises(ArtifactCorrupted, match="compressed"):
+        TreeForm.load(folder)
+    # an entry whose header claims a billion values (8 GB) but holds a few bytes
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in arrays.items():
+            entry = io.BytesIO()
+            if name == "value":
+                header = {"descr": "<f8", "fortran_order": False, "shape": (10**9,)}
+                np.lib.format.write_array_header_1_0(entry, header)
+                entry.write(b"\0" * 64)
+            else:
+                np.lib.format.write_array(entry, array)
+            archive.writestr(f"{name}.npy", entry.getvalue())
+    (folder / TREES_FILE).write_bytes(raw.getvalue())
+    _rewrite(folder)
+    with pytest.raises(ArtifactCorrupted, match="more than its entry"):
+        TreeForm.load(folder)
+
+
+@pytest.mark.parametrize(
+    "described",
+    [
+        {"trees_per_iteration": 0},
+        {"link": "softmax"},  # two classes, one tree an iteration
+        {"link": "identity"},  # a regression link with classes
+        {"columns": []},
+    ],
+)
+def test_an_inconsistent_description_is_refused(saved_form: Any, described: dict) -> None:
+    folder, _ = saved_form
+    _rewrite(folder, **described)
+    with pytest.raises(ArtifactCorrupted, match="inconsistent"):
+        TreeForm.load(folder)
+
+
+def test_a_form_that_does_not_fit_the_signature_is_refused(saved_form: Any) -> None:
+    from modelloop.models._package import read_signature
+
+    folder, _ = saved_form
+    form = TreeForm.load(folder)
+    assert form is not None
+    form.check_signature(read_signature(folder))  # its own: fine
+    columns = json.loads((folder / TREES_META_FILE).read_text())["columns"]
+    columns[0]["name"] = "zzz"
+    _rewrite(folder, columns=columns)
+    renamed = TreeForm.load(folder)
+    assert renamed is not None
+    with pytest.raises(ArtifactCorrupted, match="'zzz' the model lacks"):
+        renamed.check_signature(read_signature(folder))
 
 
 def test_an_unknown_link_is_refused(saved_form: Any) -> None:

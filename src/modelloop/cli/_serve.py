@@ -115,8 +115,9 @@ def serve_command(
         typer.Option(
             "--onnx/--no-onnx",
             help="By default a version with a registered ONNX form (modelloop models convert) "
-            "is predicted by onnxruntime, any other by scikit-learn. --onnx also converts "
-            "versions without one here (kept under the home for the next start) where they "
+            "is predicted by onnxruntime, any other by its tree form or scikit-learn. --onnx "
+            "also converts versions with neither form here (kept under the home for the next "
+            "start) where they "
             "match scikit-learn on their input example; --no-onnx never uses ONNX.",
             show_default=False,
         ),

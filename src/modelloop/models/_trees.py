@@ -73,6 +73,8 @@ _NUMERIC = frozenset(
 _SPLIT_ROWS = 2048
 #: (row, tree) pairs walked at once: a larger batch is walked in pieces
 _PAIRS = 1 << 20
+#: nodes a form may have: 8 times a 1,000-iteration, 10-class model of 255 leaves a tree
+_MAX_NODES = 40_000_000
 _UNSEEN = "\x00unseen"
 _ARRAYS = (
     "value",
@@ -133,6 +135,19 @@ class TreeForm:
         if self.link not in set(_LINKS.values()):
             raise ArtifactCorrupted(f"{where} names an unknown link {self.link!r}")
         self.classes = None if classes is None else np.asarray(classes)
+        n_classes = None if self.classes is None else len(self.classes)
+        expected = {"logit": (2, 1), "identity": (None, 1), "log": (None, 1)}.get(
+            self.link, (n_classes, n_classes)
+        )
+        if (
+            not self._columns
+            or (n_classes, self._per_iteration) != expected
+            or (self.link == "softmax" and (n_classes or 0) < 3)
+        ):
+            raise ArtifactCorrupted(
+                f"{where} is inconsistent: link {self.link}, {n_classes} classes, "
+                f"{self._per_iteration} trees per iteration, {len(self._columns)} columns"
+            )
         #: per text column: category (and None, for a missing value) -> code
         self._lookups: list[dict[str | None, float | None]] = []
         for c in self._columns:
@@ -164,7 +179,7 @@ class TreeForm:
         except FileNotFoundError as e:
             missing = Path(e.filename or "").name
             raise ArtifactCorrupted(f"the tree form in {folder} lacks {missing}") from None
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise ArtifactCorrupted(f"the tree form in {folder} is not recorded: {e}") from e
         digest = hashlib.sha256(blob + b"\0" + described).hexdigest()
         if digest != recorded:
@@ -174,14 +189,32 @@ class TreeForm:
             )
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
             raise ArtifactCorrupted(f"the tree form in {folder} has an unknown format")
-        try:
-            with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in _ARRAYS}
-                if "classes" in npz.files:
-                    meta = {**meta, "classes": npz["classes"].tolist()}
-        except (ValueError, KeyError, OSError) as e:
-            raise ArtifactCorrupted(f"the tree form in {folder} is unreadable: {e}") from e
+        arrays = _read_arrays(blob, f"the tree form in {folder}")
+        if "classes" in arrays:
+            meta = {**meta, "classes": arrays.pop("classes").tolist()}
         return cls({**meta, "sha256": digest}, arrays)
+
+    def check_signature(self, signature: Signature) -> None:
+        """``ArtifactCorrupted`` unless the form's columns are the signature's (numeric ones of
+        the same dtype, text ones text) and its classes the signature's."""
+        specs = {spec.name: spec for spec in signature.inputs}
+        for col in self._columns:
+            spec = specs.get(col.name)
+            if spec is None:
+                raise ArtifactCorrupted(
+                    f"the tree form reads a column {col.name!r} the model lacks"
+                )
+            if col.numeric is not None and spec.dtype != col.numeric:
+                raise ArtifactCorrupted(
+                    f"the tree form reads {col.name!r} as {col.numeric}, the signature says "
+                    f"{spec.dtype}"
+                )
+            if col.numeric is None and spec.dtype not in ("string", "category"):
+                raise ArtifactCorrupted(f"the tree form reads {col.name!r} as text")
+        if signature.classes is not None and (
+            self.classes is None or self.classes.tolist() != list(signature.classes)
+        ):
+            raise ArtifactCorrupted("the tree form's classes are not the signature's")
 
     def _prepare(self, a: Mapping[str, np.ndarray]) -> None:
         """Check the arrays and lay them out for walking every tree at once."""
@@ -208,6 +241,8 @@ class TreeForm:
         except (KeyError, TypeError, ValueError) as e:
             raise bad(str(e)) from e
         n_features = len(self._columns)
+        if n > _MAX_NODES:
+            raise bad(f"it has {n:,} nodes, more than {_MAX_NODES:,}")
         per_node = (feature, threshold, left, right, missing_left, is_leaf, is_cat, bitset)
         if value.ndim != 1 or any(x.shape != (n,) for x in per_node):
             raise bad("the node arrays differ in length")
@@ -232,8 +267,8 @@ class TreeForm:
         if np.any(inner & ((feature < 0) | (feature >= n_features))):
             raise bad("a split names a column the input does not have")
         numeric_split = inner & ~is_cat
-        if np.any(numeric_split & ~np.isfinite(threshold)):
-            raise bad("a numeric split has no finite threshold")
+        if np.any(numeric_split & (np.isnan(threshold) | (threshold == -np.inf))):
+            raise bad("a numeric split has no threshold")  # +inf: it splits off missing values
         cat_split = inner & is_cat
         if np.any(cat_split & ((bitset < 0) | (bitset >= len(left_bits)))):
             raise bad("a categorical split names a bitset that does not exist")
@@ -248,7 +283,8 @@ class TreeForm:
         if not np.all(np.isfinite(value[is_leaf])):
             raise bad("a leaf value is not finite")
         # walking layout: a leaf loops to itself; a missing value is -inf where it goes left,
-        # +inf where it goes right (so one comparison decides every numeric split)
+        # NaN where it goes right (so one comparison decides every numeric split, a threshold
+        # of +inf included: it sends every number left, a missing value where it goes)
         leaf_index = np.flatnonzero(is_leaf)
         left, right = left.copy(), right.copy()
         left[leaf_index] = right[leaf_index] = leaf_index
@@ -268,12 +304,17 @@ class TreeForm:
         self._table_at[cat_nodes] = np.arange(len(cat_nodes)) * 257
         codes = np.arange(256)
         word, bit = codes >> 5, (codes & 31).astype(np.uint32)
-        goes_left = (left_bits[bitset[cat_nodes]][:, word] >> bit) & 1
-        known = (known_bits[feature_map[feature[cat_nodes]]][:, word] >> bit) & 1
-        table = np.where(
-            goes_left == 1, True, np.where(known == 1, False, missing_left[cat_nodes, None])
-        )
-        self._table = np.concatenate([table, missing_left[cat_nodes, None]], axis=1).ravel()
+        table = np.empty((len(cat_nodes), 257), dtype=bool)
+        for i in range(0, len(cat_nodes), 4096):  # a few MB at a time
+            some = cat_nodes[i : i + 4096]
+            goes_left = (left_bits[bitset[some]][:, word] >> bit) & 1
+            known = (known_bits[feature_map[feature[some]]][:, word] >> bit) & 1
+            unknown_way = missing_left[some, None]
+            table[i : i + 4096, :256] = np.where(
+                goes_left == 1, True, np.where(known == 1, False, unknown_way)
+            )
+            table[i : i + 4096, 256] = missing_left[some]
+        self._table = table.ravel()
         self._baseline = baseline
 
     # -- predicting ---------------------------------------------------------------------------
@@ -316,7 +357,7 @@ class TreeForm:
         """The summed leaf values, ``[rows, trees per iteration]``, as scikit-learn's
         ``_raw_predict`` gives them: the baseline, then each tree's leaf added in order."""
         n = X.shape[0]
-        if n >= _SPLIT_ROWS and (os.cpu_count() or 1) > 1:  # half on a second thread
+        if n >= _SPLIT_ROWS and _CPUS > 1:  # half on a second thread
             half = n // 2
             other = _helper().submit(self._raw_chunks, X[half:])
             first = self._raw_chunks(X[:half])
@@ -334,7 +375,7 @@ class TreeForm:
     def _raw(self, X: np.ndarray) -> np.ndarray:
         n, trees = X.shape[0], len(self._roots)
         missing = np.isnan(X)
-        both = np.concatenate([np.where(missing, -np.inf, X), np.where(missing, np.inf, X)], axis=1)
+        both = np.concatenate([np.where(missing, -np.inf, X), X], axis=1)
         codes = np.where((both >= 0) & (both <= 255), both, 256).astype(np.intp).ravel()
         both = both.ravel()
         node = np.tile(self._roots, n)
@@ -365,13 +406,13 @@ class TreeForm:
         return out
 
     def predict(self, columns: Mapping[str, list[Any]]) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(labels, probabilities)`` of a classifier (labels: the class of the largest
-        probability, first on a tie), ``(values, None)`` of a regressor."""
+        """``(labels, probabilities)`` of a classifier (labels as its ``predict`` gives them),
+        ``(values, None)`` of a regressor."""
         return self.predict_matrix(self.matrix(columns))
 
     def predict_matrix(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`predict` from the matrix :meth:`matrix` gives."""
-        raw = self.raw(X)
+        raw = np.asfortranarray(self.raw(X))  # scikit-learn's layout: its sums' order too
         if self.link == "identity":
             return raw[:, 0], None
         if self.link == "log":
@@ -387,9 +428,49 @@ class TreeForm:
             proba = raw - raw.max(axis=1).reshape(-1, 1)
             np.exp(proba, out=proba)
             proba /= proba.sum(axis=1).reshape(-1, 1)
-        return self.classes[np.argmax(proba, axis=1)], proba
+        # labels as scikit-learn's predict takes them: from the raw scores
+        chosen = (raw[:, 0] > 0).astype(int) if self.link == "logit" else np.argmax(raw, axis=1)
+        return self.classes[chosen], proba
 
 
+def _read_arrays(blob: bytes, where: str) -> dict[str, np.ndarray]:
+    """The arrays of a ``trees.npz`` as :func:`numpy.savez` writes it: stored entries, never
+    compressed, holding no objects and no more data than the file itself (so a small file
+    cannot claim a huge array); ``ArtifactCorrupted`` otherwise."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+            entries = {info.filename: info for info in archive.infolist()}
+            if sum(info.file_size for info in entries.values()) > len(blob):
+                raise ValueError("its entries hold more than the file")
+            for name in (*_ARRAYS, "classes"):
+                info = entries.get(f"{name}.npy")
+                if info is None:
+                    if name == "classes":
+                        continue
+                    raise ValueError(f"it has no array {name!r}")
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ValueError(f"{name} is compressed")
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    if version == (1, 0):
+                        shape, _fortran, dtype = npy.read_array_header_1_0(member)
+                    else:
+                        shape, _fortran, dtype = npy.read_array_header_2_0(member)
+                    if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
+                        raise ValueError(f"{name} holds objects or more than its entry")
+                with archive.open(info) as member:
+                    out[name] = npy.read_array(member, allow_pickle=False)
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise ArtifactCorrupted(f"{where} is unreadable: {e}") from e
+    return out
+
+
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -642,18 +723,22 @@ def _disagreement(
     """Why the form's answer for ``columns`` is not the model's ("" when it is)."""
     try:
         frame = to_frame(columns, signature)
-        theirs = np.asarray(model.predict_proba(frame) if classifier else model.predict(frame))
+        theirs = [np.asarray(model.predict(frame))]
+        if classifier:
+            theirs.append(np.asarray(model.predict_proba(frame)))
     except ValueError:
         theirs = None
     try:
         labels, proba = form.predict(columns)
-        ours = proba if classifier else labels
+        ours = [labels] if proba is None else [labels, proba]
     except ValueError:
         ours = None
     if theirs is None or ours is None:
         if theirs is None and ours is None:
             return ""
         return "the model refuses them" if theirs is None else "the form refuses them"
-    if theirs.shape != ours.shape or not np.array_equal(theirs, ours, equal_nan=True):
-        return "different outputs"
+    for a, b in zip(theirs, ours, strict=True):
+        same = a.tolist() == b.tolist() if a.dtype.kind in "OUS" else np.array_equal(a, b)
+        if a.shape != b.shape or not same:
+            return "different outputs"
     return ""

@@ -403,11 +403,13 @@ class ModelManager:
     def _tree_form(uri: str, folder: Path, signature: Signature) -> Predictor | None:
         """The package's tree form (see ``modelloop.models._trees``), checked against
         scikit-learn when it was saved; scikit-learn is not loaded. None when the package has
-        none, and (with a warning) when its files are damaged."""
+        none, and (with a warning) when its files are damaged or do not fit the signature."""
         from modelloop.models._trees import TreeForm
 
         try:
             trees = TreeForm.load(folder)
+            if trees is not None:
+                trees.check_signature(signature)
         except Exception as e:  # a damaged form: the model itself still predicts, loudly
             log.warning("%s: tree form not used: %s", uri, e)
             return None
