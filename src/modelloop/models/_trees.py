@@ -28,28 +28,27 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import logging
 import math
 import os
 import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelloop.exceptions import ArtifactCorrupted
+from modelloop.serving._direct import PLAIN_NUMERIC
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import pandas as pd
 
     from modelloop.models._signature import Signature
 
 __all__ = ["TREES_FILE", "TREES_META_FILE", "BuiltForm", "TreeForm", "build_tree_form"]
-
-log = logging.getLogger("modelloop.models")
 
 TREES_FILE = "trees.npz"
 TREES_META_FILE = "trees.json"
@@ -66,9 +65,6 @@ _LINKS = {
     "HalfPoissonLoss": "log",
     "HalfGammaLoss": "log",
 }
-_NUMERIC = frozenset(
-    ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
-)
 #: a batch at least this large is split between threads (NumPy's indexing releases the GIL)
 _SPLIT_ROWS = 2048
 #: (row, tree) pairs walked at once: a larger batch is walked in pieces
@@ -155,7 +151,6 @@ class TreeForm:
             lookup.update(c.codes or {})
             self._lookups.append(lookup)
         self.check_rows = int(meta.get("check_rows", 0))
-        self.sha256 = str(meta.get("sha256", ""))
         self._prepare(arrays)
 
     # -- loading ------------------------------------------------------------------------------
@@ -192,7 +187,7 @@ class TreeForm:
         arrays = _read_arrays(blob, f"the tree form in {folder}")
         if "classes" in arrays:
             meta = {**meta, "classes": arrays.pop("classes").tolist()}
-        return cls({**meta, "sha256": digest}, arrays)
+        return cls(meta, arrays)
 
     def check_signature(self, signature: Signature) -> None:
         """``ArtifactCorrupted`` unless the form's columns are the signature's (numeric ones of
@@ -272,13 +267,8 @@ class TreeForm:
         cat_split = inner & is_cat
         if np.any(cat_split & ((bitset < 0) | (bitset >= len(left_bits)))):
             raise bad("a categorical split names a bitset that does not exist")
-        if np.any(
-            cat_split
-            & (
-                (feature_map[np.where(cat_split, feature, 0)] < 0)
-                | (feature_map[np.where(cat_split, feature, 0)] >= len(known_bits))
-            )
-        ):
+        known_at = feature_map[np.where(cat_split, feature, 0)]
+        if np.any(cat_split & ((known_at < 0) | (known_at >= len(known_bits)))):
             raise bad("a categorical split's column has no known categories")
         if not np.all(np.isfinite(value[is_leaf])):
             raise bad("a leaf value is not finite")
@@ -477,6 +467,8 @@ _pool_lock = threading.Lock()
 
 def _helper() -> ThreadPoolExecutor:
     """The one thread every form shares for the second half of a large batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
     global _pool
     with _pool_lock:
         if _pool is None:
@@ -487,7 +479,7 @@ def _helper() -> ThreadPoolExecutor:
 def _column(raw: Mapping[str, Any]) -> _Column:
     name = str(raw["name"])
     if raw.get("numeric") is not None:
-        if raw["numeric"] not in _NUMERIC:
+        if raw["numeric"] not in PLAIN_NUMERIC:
             raise ValueError(f"column {name!r} has dtype {raw['numeric']!r}")
         return _Column(name, numeric=raw["numeric"])
     codes = {str(k): _code(v) for k, v in dict(raw["codes"]).items()}
@@ -537,10 +529,11 @@ def build_tree_form(
         return f"it could not be built ({type(e).__name__}: {e})"
 
 
-def _plan(model: Any, signature: Signature) -> tuple[Any, list[_Column], list[Any]] | None:
-    """The bare HistGradientBoosting estimator, the columns that fill its input, and the fitted
-    stages that turn a frame into that input; None for any other model."""
-    from modelloop.serving._direct import DirectInput, _Ordinal, _Pass
+def _plan(model: Any, signature: Signature) -> tuple[Any, list[_Column], Any] | None:
+    """The bare HistGradientBoosting estimator, the columns that fill its input, and the
+    pipeline's direct input (None: the model takes the frame itself); None for any other
+    model."""
+    from modelloop.serving._direct import DirectInput, OrdinalColumn, PassColumn
 
     direct = DirectInput.plan(model, signature)
     if direct is None:
@@ -550,21 +543,19 @@ def _plan(model: Any, signature: Signature) -> tuple[Any, list[_Column], list[An
         specs = {spec.name: spec for spec in signature.inputs}
         if names is None or list(names) != signature.columns:
             return None
-        if any(specs[c].dtype not in _NUMERIC for c in names):
+        if any(specs[c].dtype not in PLAIN_NUMERIC for c in names):
             return None
-        return model, [_Column(c, numeric=specs[c].dtype) for c in names], []
+        return model, [_Column(c, numeric=specs[c].dtype) for c in names], None
     bare = direct.rest
     if not _is_hgb(bare) or getattr(bare, "_preprocessor", None) is not None:
         return None
     columns = []
-    for part in direct._parts:
-        if isinstance(part, _Pass):
+    for part in direct.parts:
+        if isinstance(part, PassColumn):
             columns.append(_Column(part.column, numeric=part.dtype))
-        elif isinstance(part, _Ordinal):
+        elif isinstance(part, OrdinalColumn):
             columns.append(_Column(part.column, codes=part.codes, unknown=part.unknown))
-        else:  # pragma: no cover - DirectInput has no other part
-            return None
-    return bare, columns, list(direct._stages)
+    return bare, columns, direct
 
 
 def _is_hgb(model: Any) -> bool:
@@ -579,7 +570,7 @@ def _build(
     data: pd.DataFrame,
     bare: Any,
     columns: list[_Column],
-    stages: list[Any],
+    direct: Any,
 ) -> BuiltForm | str:
     from modelloop.serving._codec import to_frame
 
@@ -600,15 +591,11 @@ def _build(
     for j, col in enumerate(columns):
         if col.codes is None:
             continue
-        probe = {**first, col.name: [None]}
         try:
-            X = to_frame(probe, signature)
-            for stage in stages:
-                X = stage.transform(X)
-            code = float(np.asarray(X)[0, j])
+            code = float(direct.transform(to_frame({**first, col.name: [None]}, signature))[0, j])
         except ValueError:
             continue
-        columns[j] = _Column(col.name, codes=col.codes, unknown=col.unknown, missing=code)
+        columns[j] = replace(col, missing=code)
     arrays = _arrays(bare)
     meta: dict[str, Any] = {
         "format": _FORMAT,
@@ -629,7 +616,7 @@ def _build(
         arrays["classes"] = classes
     form = TreeForm({**meta, "classes": None if classes is None else classes.tolist()}, arrays)
     for what, variant in _variants(checked, signature):
-        why = _disagreement(model, form, variant, signature, classifier, to_frame)
+        why = _disagreement(model, form, variant, signature, classifier)
         if why:
             return f"it disagrees with the model on the check rows {what}: {why}"
     buffer = io.BytesIO()
@@ -718,9 +705,10 @@ def _disagreement(
     columns: dict[str, list[Any]],
     signature: Signature,
     classifier: bool,
-    to_frame: Any,
 ) -> str:
     """Why the form's answer for ``columns`` is not the model's ("" when it is)."""
+    from modelloop.serving._codec import to_frame
+
     try:
         frame = to_frame(columns, signature)
         theirs = [np.asarray(model.predict(frame))]

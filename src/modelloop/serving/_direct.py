@@ -30,23 +30,27 @@ import numpy as np
 if TYPE_CHECKING:
     from modelloop.models import Signature
 
-__all__ = ["DirectInput"]
+__all__ = ["PLAIN_NUMERIC", "DirectInput", "OrdinalColumn", "PassColumn"]
 
 #: signature dtypes a passed-through column may have: held by the DataFrame as a plain numpy
 #: column, so its float64 value is the same whichever way it is built
-_NUMERIC = frozenset(
+PLAIN_NUMERIC = frozenset(
     ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float32", "float64")
 )
 
 
 @dataclass(frozen=True)
-class _Pass:
+class PassColumn:
+    """A numeric column passed through as its float64 value."""
+
     column: str
     dtype: str
 
 
 @dataclass(frozen=True)
-class _Ordinal:
+class OrdinalColumn:
+    """A text column looked up in an encoder's fitted categories."""
+
     column: str
     codes: dict[str, float]  # category -> its code (as the encoder's output dtype)
     unknown: float | None  # the code of an unknown category; None: the encoder raises
@@ -55,12 +59,15 @@ class _Ordinal:
 class DirectInput:
     """Builds what a fitted pipeline's ColumnTransformer gives, from decoded columns."""
 
-    def __init__(self, parts: list[_Pass | _Ordinal], rest: Any, stages: list[Any]) -> None:
-        self._parts = parts
+    def __init__(
+        self, parts: list[PassColumn | OrdinalColumn], rest: Any, stages: list[Any]
+    ) -> None:
+        #: what fills each column of the matrix, in order
+        self.parts = parts
         #: the estimator (or pipeline) that takes the matrix
         self.rest = rest
-        #: the fitted transformers whose output the matrix is, in order
-        self._stages = stages
+        #: the fitted transformers whose output the matrix is, in order (see :meth:`transform`)
+        self.stages = stages
 
     @classmethod
     def plan(cls, model: Any, signature: Signature) -> DirectInput | None:
@@ -86,7 +93,7 @@ class DirectInput:
         ) != "default":
             return None
         specs = {spec.name: spec for spec in signature.inputs}
-        parts: list[_Pass | _Ordinal] = []
+        parts: list[PassColumn | OrdinalColumn] = []
         for _name, trans, cols in ct.transformers_:
             if isinstance(cols, str) or not all(isinstance(c, str) for c in cols):
                 return None
@@ -94,9 +101,9 @@ class DirectInput:
                 continue
             if trans == "passthrough" or _identity(trans, FunctionTransformer):
                 for c in cols:
-                    if specs[c].dtype not in _NUMERIC:
+                    if specs[c].dtype not in PLAIN_NUMERIC:
                         return None
-                    parts.append(_Pass(c, specs[c].dtype))
+                    parts.append(PassColumn(c, specs[c].dtype))
             elif type(trans) is OrdinalEncoder:
                 parts.extend(_ordinal_parts(trans, cols, specs))
             else:
@@ -115,11 +122,11 @@ class DirectInput:
     def matrix(self, columns: dict[str, list[Any]]) -> np.ndarray | None:
         """The transformer's float64 output for validated ``columns``; None when this batch must
         take the full path."""
-        n = len(columns[self._parts[0].column])
-        out = np.empty((n, len(self._parts)), dtype=np.float64)
-        for j, part in enumerate(self._parts):
+        n = len(columns[self.parts[0].column])
+        out = np.empty((n, len(self.parts)), dtype=np.float64)
+        for j, part in enumerate(self.parts):
             values = columns[part.column]
-            if isinstance(part, _Pass):
+            if isinstance(part, PassColumn):
                 if part.dtype in ("float32", "float64"):
                     values = [math.nan if v is None else v for v in values]
                 out[:, j] = np.array(values, dtype=part.dtype)
@@ -136,6 +143,14 @@ class DirectInput:
                 out[:, j] = [codes.get(v, unknown) for v in values]
         return out
 
+    def transform(self, frame: Any) -> np.ndarray:
+        """The matrix the fitted stages themselves make of ``frame`` (a DataFrame of the
+        signature's columns): what :meth:`matrix` must equal."""
+        out = frame
+        for stage in self.stages:
+            out = stage.transform(out)
+        return np.asarray(out)
+
     def agrees(self, model: Any, frame: Any, columns: dict[str, list[Any]]) -> bool:
         """Whether the matrix equals the pipeline's own first step on ``frame`` (the DataFrame
         of ``columns``), bit for bit, and so do the predictions made from it; or, when this
@@ -148,10 +163,7 @@ class DirectInput:
             except ValueError:
                 return True
             return False
-        theirs = frame
-        for stage in self._stages:
-            theirs = stage.transform(theirs)
-        theirs = np.asarray(theirs)
+        theirs = self.transform(frame)
         if theirs.dtype != ours.dtype or not np.array_equal(theirs, ours, equal_nan=True):
             return False
         for method in ("predict", "predict_proba"):
@@ -176,8 +188,8 @@ def _identity(trans: Any, function_transformer: type) -> bool:
 
 
 def _hist_gradient_boosting_parts(
-    model: Any, parts: list[_Pass | _Ordinal]
-) -> tuple[list[_Pass | _Ordinal], Any] | None:
+    model: Any, parts: list[PassColumn | OrdinalColumn]
+) -> tuple[list[PassColumn | OrdinalColumn], Any] | None:
     """For a fitted HistGradientBoosting estimator with its own categorical preprocessor over
     the matrix ``parts`` fill: the parts that fill that preprocessor's output instead (its
     encoded columns first, strings mapped straight to its codes, then its numeric columns),
@@ -195,7 +207,7 @@ def _hist_gradient_boosting_parts(
         return None
     if getattr(pre, "sparse_output_", True) or model.n_features_in_ != len(parts):
         return None
-    out: list[_Pass | _Ordinal] = []
+    out: list[PassColumn | OrdinalColumn] = []
     for _name, trans, cols in pre.transformers_:
         index = np.flatnonzero(cols) if np.asarray(cols).dtype == bool else np.asarray(cols)
         if trans == "drop" or not len(index):
@@ -233,7 +245,9 @@ def _checks_only(trans: Any) -> bool:
     )
 
 
-def _through_encoder(encoder: Any, parts: list[_Pass | _Ordinal]) -> list[_Ordinal] | None:
+def _through_encoder(
+    encoder: Any, parts: list[PassColumn | OrdinalColumn]
+) -> list[OrdinalColumn] | None:
     """``parts`` (ordinal codes of strings) sent through a fitted ordinal encoder of those
     codes: each string mapped straight to its final code. None for any other shape."""
     if (
@@ -245,7 +259,7 @@ def _through_encoder(encoder: Any, parts: list[_Pass | _Ordinal]) -> list[_Ordin
     unknown2 = float(encoder.unknown_value)
     out = []
     for part, cats in zip(parts, encoder.categories_, strict=True):
-        if not isinstance(part, _Ordinal) or cats.dtype.kind != "f" or np.isnan(cats).any():
+        if not isinstance(part, OrdinalColumn) or cats.dtype.kind != "f" or np.isnan(cats).any():
             return None
         position = {float(c): float(i) for i, c in enumerate(cats.tolist())}
         codes = {s: position.get(code, unknown2) for s, code in part.codes.items()}
@@ -254,7 +268,7 @@ def _through_encoder(encoder: Any, parts: list[_Pass | _Ordinal]) -> list[_Ordin
     return out
 
 
-def _ordinal_parts(encoder: Any, cols: list[str], specs: dict[str, Any]) -> list[_Ordinal]:
+def _ordinal_parts(encoder: Any, cols: list[str], specs: dict[str, Any]) -> list[OrdinalColumn]:
     if getattr(encoder, "_infrequent_enabled", True) or np.dtype(encoder.dtype) != np.float64:
         raise ValueError("infrequent categories or a non-float64 output")
     if encoder.handle_unknown == "use_encoded_value":
@@ -274,5 +288,5 @@ def _ordinal_parts(encoder: Any, cols: list[str], specs: dict[str, Any]) -> list
             elif not (cat is None or (isinstance(cat, float) and math.isnan(cat))):
                 raise ValueError(f"column {c!r} has a category that is not text: {cat!r}")
         # a missing value (the code of NaN, or the missing code) always takes the full path
-        parts.append(_Ordinal(c, codes, unknown))
+        parts.append(OrdinalColumn(c, codes, unknown))
     return parts
